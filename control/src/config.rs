@@ -1,0 +1,74 @@
+//! The control plane's settings (the `[control]` table of the config file).
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address the API listens on. Default `127.0.0.1:8081`.
+    pub listen: String,
+    /// Worker threads of the API's runtime. Default 2.
+    pub threads: usize,
+    /// Largest accepted request body, in bytes. Default 65 536.
+    pub max_body_bytes: usize,
+    /// Longest accepted target URL, in bytes. Default 8192.
+    pub max_url_bytes: usize,
+    /// Hosts (and their subdomains) links may not point at. The public URL's host is
+    /// always added. Default empty.
+    pub blocked_hosts: Vec<String>,
+    /// Writes (create, change, delete) one API key may make per minute. Default 600.
+    pub writes_per_minute: u32,
+    /// Writes one API key may make in a burst above the steady rate. Default 100.
+    pub write_burst: u32,
+    /// Page size of link listings when `limit` is not given. Default 20.
+    pub default_page_size: usize,
+    /// Largest accepted `limit` of link listings. Default 100.
+    pub max_page_size: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: "127.0.0.1:8081".into(),
+            threads: 2,
+            max_body_bytes: 64 * 1024,
+            max_url_bytes: shortlink_core::target::DEFAULT_MAX_URL_BYTES,
+            blocked_hosts: Vec::new(),
+            writes_per_minute: 600,
+            write_burst: 100,
+            default_page_size: 20,
+            max_page_size: 100,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Checks values that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "control.listen '{}' is not an address like 127.0.0.1:8081",
+                self.listen
+            ));
+        }
+        if self.threads == 0 {
+            return Err("control.threads must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("control.max_body_bytes must be at least 1024".into());
+        }
+        if self.max_url_bytes < 32 || self.max_url_bytes > self.max_body_bytes {
+            return Err("control.max_url_bytes must be between 32 and max_body_bytes".into());
+        }
+        if self.writes_per_minute == 0 || self.write_burst == 0 {
+            return Err(
+                "control.writes_per_minute and control.write_burst must be positive".into(),
+            );
+        }
+        if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return Err("control.default_page_size must be between 1 and max_page_size".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! The shortlink control plane on axum: the links API, users and keys, health.
+//!
+//! [`app`] builds the router apart from serving it, so tests can drive it in-process;
+//! [`serve`] runs it on a listener until a shutdown future resolves.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod links;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use shortlink_core::{Role, hash_api_key};
+use shortlink_store::{Store, StoreError};
+use thiserror::Error;
+use tracing::info;
+
+pub use config::ControlConfig;
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Why the control plane stopped with an error.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// A setting is invalid.
+    #[error("invalid control config: {0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("control plane failed: {0}")]
+    Serve(std::io::Error),
+    /// The store failed during start-up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The router with every endpoint.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/shorten", post(links::shorten))
+        .route(
+            "/api/v1/links",
+            post(links::create_link).get(links::list_links),
+        )
+        .route(
+            "/api/v1/links/{code}",
+            get(links::get_link)
+                .patch(links::patch_link)
+                .delete(links::delete_link),
+        )
+        .route("/api/v1/users", post(admin::create_user))
+        .route("/api/v1/keys", post(admin::create_key))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not support that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store().feed_head().await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+    }
+}
+
+/// Name of the bootstrap admin user.
+pub const ADMIN_USER: &str = "admin";
+
+/// Makes sure an admin can sign in: creates the `admin` user if missing, records the
+/// configured admin key's hash, or — on first start without one — generates a key and
+/// returns it so the caller can print it once.
+pub async fn bootstrap_admin(
+    store: &dyn Store,
+    configured_key: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let (admin, created) = match store.user_by_name(ADMIN_USER).await? {
+        Some(user) => (user, false),
+        None => match store.create_user(ADMIN_USER, Role::Admin).await {
+            Ok(user) => (user, true),
+            // Another instance created it at the same moment.
+            Err(StoreError::UserExists(_)) => (
+                store
+                    .user_by_name(ADMIN_USER)
+                    .await?
+                    .ok_or_else(|| StoreError::Backend("admin user vanished".into()))?,
+                false,
+            ),
+            Err(e) => return Err(e),
+        },
+    };
+    if let Some(key) = configured_key {
+        store
+            .add_api_key(admin.id, hash_api_key(key), "bootstrap")
+            .await?;
+        return Ok(None);
+    }
+    if created {
+        let key = auth::generate_api_key();
+        store
+            .add_api_key(admin.id, hash_api_key(&key), "bootstrap")
+            .await?;
+        return Ok(Some(key));
+    }
+    Ok(None)
+}
+
+/// Binds the control plane's listen address. Binding before anything else starts means
+/// a proxy in the same process never sees the control plane refuse connections.
+pub fn bind(config: &ControlConfig) -> Result<std::net::TcpListener, ControlError> {
+    config.validate().map_err(ControlError::Config)?;
+    let listener =
+        std::net::TcpListener::bind(&config.listen).map_err(|source| ControlError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ControlError::Serve)?;
+    Ok(listener)
+}
+
+/// Serves the control plane on `listener` (from [`bind`]) until `shutdown` resolves.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    config: ControlConfig,
+    public_url: &str,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    let salt = store.installation_salt().await?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
+    let state = AppState::new(store, config, public_url, salt);
+    let pruning = state.clone();
+    let pruner = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            pruning.prune_limits();
+        }
+    });
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ControlError::Serve);
+    pruner.abort();
+    result
+}

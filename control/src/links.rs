@@ -1,0 +1,380 @@
+//! The links API: create, list, get, change, delete, and the classic `POST /shorten`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+use shortlink_core::code::is_reserved;
+use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
+use shortlink_core::{
+    Link, LinkPatch, NewLink, RedirectStatus, Tag, validate_alias, validate_target,
+};
+use shortlink_store::{ListQuery, StoreError};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+/// Generated-code attempts before giving up (each collision moves to the next attempt).
+const MAX_CODE_ATTEMPTS: u32 = 16;
+/// Largest accepted `max_clicks` (the route table counts in 32 bits).
+const MAX_CLICKS_LIMIT: u64 = u32::MAX as u64;
+
+/// Body of `POST /api/v1/links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLinkRequest {
+    url: String,
+    alias: Option<String>,
+    domain: Option<String>,
+    expires_at: Option<String>,
+    max_clicks: Option<u64>,
+    password: Option<String>,
+    redirect: Option<u16>,
+    tags: Option<Vec<String>>,
+}
+
+/// Deserializes a field that may be absent (outer `None`) or `null` (inner `None`).
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Body of `PATCH /api/v1/links/{code}`; `null` clears `expires_at` and `max_clicks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchLinkRequest {
+    url: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_clicks: Option<Option<u64>>,
+    redirect: Option<u16>,
+    tags: Option<Vec<String>>,
+    disabled: Option<bool>,
+}
+
+/// A link as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct LinkView {
+    code: String,
+    short_url: String,
+    url: String,
+    domain: Option<String>,
+    redirect: u16,
+    expires_at: Option<String>,
+    max_clicks: Option<u64>,
+    clicks: u64,
+    tags: Vec<String>,
+    disabled: bool,
+    state: &'static str,
+    created_at: String,
+    updated_at: String,
+}
+
+impl LinkView {
+    fn new(state: &AppState, link: Link) -> LinkView {
+        LinkView {
+            short_url: state.short_url(&link.domain, link.code.as_str()),
+            state: link.state(now_unix()).as_str(),
+            code: link.code.into_string(),
+            url: link.url,
+            domain: (!link.domain.is_empty()).then_some(link.domain),
+            redirect: link.redirect.as_u16(),
+            expires_at: link.expires_at.map(to_rfc3339),
+            max_clicks: link.max_clicks,
+            clicks: link.clicks,
+            tags: link.tags,
+            disabled: link.disabled,
+            created_at: to_rfc3339(link.created_at),
+            updated_at: to_rfc3339(link.updated_at),
+        }
+    }
+}
+
+fn parse_expiry(text: &str) -> Result<i64, ApiError> {
+    parse_rfc3339(text).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_expires_at",
+            format!("expires_at '{text}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"),
+        )
+    })
+}
+
+fn check_max_clicks(value: u64) -> Result<u64, ApiError> {
+    if value == 0 || value > MAX_CLICKS_LIMIT {
+        return Err(ApiError::invalid(
+            "invalid_max_clicks",
+            format!("max_clicks must be between 1 and {MAX_CLICKS_LIMIT}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn parse_redirect(value: u16) -> Result<RedirectStatus, ApiError> {
+    RedirectStatus::try_from(value)
+        .map_err(|message| ApiError::invalid("invalid_redirect", message))
+}
+
+/// Resolves the requested domain; only the default domain exists until custom domains land.
+fn resolve_domain(state: &AppState, requested: Option<&str>) -> Result<String, ApiError> {
+    match requested.map(str::trim).filter(|d| !d.is_empty()) {
+        None => Ok(String::new()),
+        Some(domain) => {
+            let default_host = state
+                .short_url("", "")
+                .split("://")
+                .nth(1)
+                .map(|rest| rest.trim_end_matches('/').to_ascii_lowercase())
+                .unwrap_or_default();
+            if domain.eq_ignore_ascii_case(&default_host) {
+                Ok(String::new())
+            } else {
+                Err(ApiError::invalid(
+                    "unknown_domain",
+                    format!("domain '{domain}' is not registered"),
+                ))
+            }
+        }
+    }
+}
+
+/// Creates a link from a validated request; returns it and whether it already existed.
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    request: CreateLinkRequest,
+) -> Result<(Link, bool), ApiError> {
+    if request.password.is_some() {
+        return Err(ApiError::invalid(
+            "unsupported_option",
+            "password-protected links are not available yet",
+        ));
+    }
+    let url = validate_target(&request.url, state.rules())?;
+    let domain = resolve_domain(state, request.domain.as_deref())?;
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(parse_expiry)
+        .transpose()?;
+    let max_clicks = request.max_clicks.map(check_max_clicks).transpose()?;
+    let redirect = request
+        .redirect
+        .map(parse_redirect)
+        .transpose()?
+        .unwrap_or_default();
+    let tags = Tag::validate_all(request.tags.as_deref().unwrap_or_default())?;
+    let alias = request.alias.as_deref().map(validate_alias).transpose()?;
+
+    let mut new = NewLink {
+        domain,
+        code: alias
+            .clone()
+            .unwrap_or_else(|| state.codes().generate(&url, caller.user.id, 0)),
+        custom_alias: alias.is_some(),
+        owner: caller.user.id,
+        url,
+        redirect,
+        expires_at,
+        max_clicks,
+        tags,
+    };
+    if alias.is_some() {
+        let created = state.store().create_link(new).await?;
+        return Ok((created.link, created.existed));
+    }
+    for attempt in 0..MAX_CODE_ATTEMPTS {
+        new.code = state.codes().generate(&new.url, caller.user.id, attempt);
+        if is_reserved(new.code.as_str()) {
+            continue;
+        }
+        match state.store().create_link(new.clone()).await {
+            Ok(created) => return Ok((created.link, created.existed)),
+            Err(StoreError::CodeTaken(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal(format!(
+        "no free code after {MAX_CODE_ATTEMPTS} attempts"
+    )))
+}
+
+/// `POST /api/v1/links`: 201 with the new link, or 200 with an existing plain one.
+pub async fn create_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateLinkRequest>,
+) -> Result<Response, ApiError> {
+    state.check_write(&caller.key_hash)?;
+    let (link, existed) = create(&state, &caller, request).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(LinkView::new(&state, link))).into_response())
+}
+
+/// Body of the classic `POST /shorten`.
+#[derive(Debug, Deserialize)]
+pub struct ShortenRequest {
+    original_url: String,
+}
+
+/// `POST /shorten`: `{"original_url"}` → `{"short_url", "code"}`.
+pub async fn shorten(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<ShortenRequest>,
+) -> Result<Response, ApiError> {
+    state.check_write(&caller.key_hash)?;
+    let request = CreateLinkRequest {
+        url: request.original_url,
+        alias: None,
+        domain: None,
+        expires_at: None,
+        max_clicks: None,
+        password: None,
+        redirect: None,
+        tags: None,
+    };
+    let (link, existed) = create(&state, &caller, request).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = serde_json::json!({
+        "short_url": state.short_url(&link.domain, link.code.as_str()),
+        "code": link.code.as_str(),
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+/// Query of `GET /api/v1/links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    tag: Option<String>,
+    q: Option<String>,
+}
+
+/// A page of links.
+#[derive(Debug, Serialize)]
+pub struct ListResponse {
+    items: Vec<LinkView>,
+    next_cursor: Option<String>,
+}
+
+fn encode_cursor(id: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("id:{id}"))
+}
+
+fn decode_cursor(text: &str) -> Result<i64, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|s| s.strip_prefix("id:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor is not one this API returned"))
+}
+
+/// `GET /api/v1/links`: the caller's links, newest first.
+pub async fn list_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let config = state.config();
+    let limit = params.limit.unwrap_or(config.default_page_size);
+    if limit == 0 || limit > config.max_page_size {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {}", config.max_page_size),
+        ));
+    }
+    let query = ListQuery {
+        limit,
+        before_id: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        tag: params.tag.filter(|t| !t.is_empty()),
+        q: params.q.filter(|q| !q.is_empty()),
+    };
+    let page = state.store().list_links(caller.user.id, &query).await?;
+    Ok(Json(ListResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(|l| LinkView::new(&state, l))
+            .collect(),
+        next_cursor: page.next_before_id.map(encode_cursor),
+    }))
+}
+
+/// `GET /api/v1/links/{code}`: one of the caller's links.
+pub async fn get_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<Json<LinkView>, ApiError> {
+    match state.store().get_link("", &code).await? {
+        Some(link) if link.owner == caller.user.id => Ok(Json(LinkView::new(&state, link))),
+        _ => Err(ApiError::link_not_found()),
+    }
+}
+
+/// `PATCH /api/v1/links/{code}`.
+pub async fn patch_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<PatchLinkRequest>,
+) -> Result<Json<LinkView>, ApiError> {
+    state.check_write(&caller.key_hash)?;
+    let patch = LinkPatch {
+        url: request
+            .url
+            .as_deref()
+            .map(|u| validate_target(u, state.rules()))
+            .transpose()?,
+        expires_at: request
+            .expires_at
+            .map(|e| e.as_deref().map(parse_expiry).transpose())
+            .transpose()?,
+        max_clicks: request
+            .max_clicks
+            .map(|m| m.map(check_max_clicks).transpose())
+            .transpose()?,
+        redirect: request.redirect.map(parse_redirect).transpose()?,
+        tags: request.tags.as_deref().map(Tag::validate_all).transpose()?,
+        disabled: request.disabled,
+    };
+    state
+        .store()
+        .update_link(caller.user.id, "", &code, patch)
+        .await?
+        .map(|link| Json(LinkView::new(&state, link)))
+        .ok_or_else(ApiError::link_not_found)
+}
+
+/// `DELETE /api/v1/links/{code}`: 204.
+pub async fn delete_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.check_write(&caller.key_hash)?;
+    if state.store().delete_link(caller.user.id, "", &code).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::link_not_found())
+    }
+}

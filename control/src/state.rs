@@ -1,0 +1,102 @@
+//! Shared state of the control plane's handlers.
+
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use shortlink_core::{CodeGenerator, KEY_HASH_LEN, TargetRules};
+use shortlink_store::Store;
+
+use crate::config::ControlConfig;
+use crate::error::ApiError;
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: ControlConfig,
+    public_url: String,
+    rules: TargetRules,
+    codes: CodeGenerator,
+    writes: DefaultKeyedRateLimiter<[u8; KEY_HASH_LEN]>,
+}
+
+impl AppState {
+    /// State for `config`, handing out short URLs under `public_url`, with codes salted
+    /// by `salt` (the store's installation salt).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ControlConfig,
+        public_url: &str,
+        salt: u64,
+    ) -> AppState {
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let mut blocked = config.blocked_hosts.clone();
+        if let Some(host) = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
+            blocked.push(host);
+        }
+        let rules = TargetRules::new(config.max_url_bytes, blocked);
+        let per_minute = std::num::NonZeroU32::new(config.writes_per_minute.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(config.write_burst.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let writes = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        AppState(Arc::new(Inner {
+            store,
+            config,
+            public_url,
+            rules,
+            codes: CodeGenerator::new(salt),
+            writes,
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ControlConfig {
+        &self.0.config
+    }
+
+    /// The target URL rules.
+    pub fn rules(&self) -> &TargetRules {
+        &self.0.rules
+    }
+
+    /// The code generator.
+    pub fn codes(&self) -> &CodeGenerator {
+        &self.0.codes
+    }
+
+    /// The short URL of `code` on the default domain.
+    pub fn short_url(&self, domain: &str, code: &str) -> String {
+        if domain.is_empty() {
+            format!("{}/{code}", self.0.public_url)
+        } else {
+            let scheme = self.0.public_url.split("://").next().unwrap_or("http");
+            format!("{scheme}://{domain}/{code}")
+        }
+    }
+
+    /// Counts a write by the key; 429 when the key is over its rate.
+    pub fn check_write(&self, key_hash: &[u8; KEY_HASH_LEN]) -> Result<(), ApiError> {
+        self.0.writes.check_key(key_hash).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(wait.as_secs().max(1))
+        })
+    }
+
+    /// Forgets idle rate-limit counters.
+    pub fn prune_limits(&self) {
+        self.0.writes.retain_recent();
+        self.0.writes.shrink_to_fit();
+    }
+}

@@ -1,0 +1,15 @@
+//! Domain types for shortlink: links, short codes, accounts, and the rules that decide
+//! what a valid target URL or alias is.
+//!
+//! This crate does no I/O and knows nothing of pingora, axum or any store.
+
+pub mod account;
+pub mod code;
+pub mod link;
+pub mod target;
+pub mod time_util;
+
+pub use account::{KEY_HASH_LEN, Role, User, UserId, hash_api_key};
+pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
+pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
+pub use target::{TargetError, TargetRules, validate_target};

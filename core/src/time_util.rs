@@ -1,0 +1,39 @@
+//! Unix-time helpers: the store and the route table keep times as whole Unix seconds.
+
+use time::OffsetDateTime;
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC), the form the API speaks.
+pub fn to_rfc3339(unix_seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix_seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_seconds.to_string())
+}
+
+/// Parses an RFC 3339 timestamp into Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let t = parse_rfc3339("2030-01-02T03:04:05Z").unwrap();
+        assert_eq!(to_rfc3339(t), "2030-01-02T03:04:05Z");
+        assert_eq!(parse_rfc3339("2030-01-02T04:04:05+01:00"), Some(t));
+        assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! Click counting off the hot path: the proxy hands each followed link id to a bounded
+//! queue without waiting; a background service sums them and writes the sums to the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use shortlink_core::LinkId;
+use shortlink_store::Store;
+use tokio::sync::{Mutex, mpsc};
+use tracing::warn;
+
+/// Counters of the click path.
+#[derive(Debug, Default)]
+pub struct ClickStats {
+    /// Clicks put on the queue.
+    pub captured: AtomicU64,
+    /// Clicks dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Clicks written to the store.
+    pub stored: AtomicU64,
+}
+
+/// The proxy's end of the click queue.
+#[derive(Clone)]
+pub struct ClickSink {
+    queue: mpsc::Sender<LinkId>,
+    stats: Arc<ClickStats>,
+}
+
+impl ClickSink {
+    /// Records a click without waiting; drops it (and counts the drop) when the queue is full.
+    #[inline]
+    pub fn record(&self, link: LinkId) {
+        match self.queue.try_send(link) {
+            Ok(()) => self.stats.captured.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<ClickStats> {
+        &self.stats
+    }
+}
+
+/// The background service that writes summed clicks to the store.
+pub struct ClickFlusher {
+    queue: Mutex<mpsc::Receiver<LinkId>>,
+    store: Arc<dyn Store>,
+    stats: Arc<ClickStats>,
+    every: Duration,
+}
+
+/// Creates the queue: the sink for the proxy and the flusher service.
+pub fn click_queue(
+    store: Arc<dyn Store>,
+    capacity: usize,
+    every: Duration,
+) -> (ClickSink, ClickFlusher) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let stats = Arc::new(ClickStats::default());
+    (
+        ClickSink {
+            queue: tx,
+            stats: stats.clone(),
+        },
+        ClickFlusher {
+            queue: Mutex::new(rx),
+            store,
+            stats,
+            every,
+        },
+    )
+}
+
+impl ClickFlusher {
+    async fn flush(&self, pending: &mut HashMap<LinkId, u64>) {
+        if pending.is_empty() {
+            return;
+        }
+        let counts: Vec<(LinkId, u64)> = pending.iter().map(|(k, v)| (*k, *v)).collect();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        match self.store.add_clicks(counts).await {
+            Ok(()) => {
+                self.stats.stored.fetch_add(total, Ordering::Relaxed);
+                pending.clear();
+            }
+            // Keep the sums and try again next round.
+            Err(error) => warn!(%error, clicks = total, "writing clicks failed; will retry"),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ClickFlusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut queue = self.queue.lock().await;
+        let mut pending: HashMap<LinkId, u64> = HashMap::new();
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => self.flush(&mut pending).await,
+                got = queue.recv() => match got {
+                    Some(id) => *pending.entry(id).or_default() += 1,
+                    None => break,
+                },
+            }
+        }
+        // Drain what is queued and write it before the process exits.
+        while let Ok(id) = queue.try_recv() {
+            *pending.entry(id).or_default() += 1;
+        }
+        self.flush(&mut pending).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! The proxy's settings (the `[proxy]` table of the config file).
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the redirect proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the proxy listens on. Default `0.0.0.0:8080`.
+    pub listen: String,
+    /// Worker threads answering requests. Default: the number of CPUs.
+    pub threads: usize,
+    /// Control-plane addresses (`host:port`) that non-redirect paths are forwarded to.
+    /// Default: the control plane's own listen address in `serve`.
+    pub control_upstreams: Vec<String>,
+    /// Seconds between health checks of the control upstreams. Default 2.
+    pub health_check_seconds: u64,
+    /// Most 404 answers one client IP gets per minute before it is answered 429. Default 120.
+    pub not_found_per_ip_per_minute: u32,
+    /// Milliseconds a code the store does not know is remembered as unknown. Default 2000.
+    pub negative_cache_ms: u64,
+    /// Most codes remembered as unknown at once. Default 100 000.
+    pub negative_cache_max: usize,
+    /// Milliseconds between polls of the route change feed. Default 500.
+    pub sync_poll_ms: u64,
+    /// Links read per page while bulk-loading the route table. Default 10 000.
+    pub bulk_load_page: usize,
+    /// Capacity of the in-memory click queue; clicks beyond it are dropped and counted.
+    /// Default 65 536.
+    pub click_queue_capacity: usize,
+    /// Milliseconds between flushes of counted clicks to the store. Default 1000.
+    pub click_flush_ms: u64,
+    /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
+    pub grace_period_seconds: u64,
+    /// Seconds given to runtimes to stop after the grace period. Default 3.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "0.0.0.0:8080".into(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            control_upstreams: Vec::new(),
+            health_check_seconds: 2,
+            not_found_per_ip_per_minute: 120,
+            negative_cache_ms: 2000,
+            negative_cache_max: 100_000,
+            sync_poll_ms: 500,
+            bulk_load_page: 10_000,
+            click_queue_capacity: 65_536,
+            click_flush_ms: 1000,
+            grace_period_seconds: 2,
+            shutdown_timeout_seconds: 3,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Checks values that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "proxy.listen '{}' is not an address like 0.0.0.0:8080",
+                self.listen
+            ));
+        }
+        if self.threads == 0 {
+            return Err("proxy.threads must be at least 1".into());
+        }
+        for upstream in &self.control_upstreams {
+            if upstream.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "proxy.control_upstreams entry '{upstream}' is not an address like 127.0.0.1:8081"
+                ));
+            }
+        }
+        if self.not_found_per_ip_per_minute == 0 {
+            return Err("proxy.not_found_per_ip_per_minute must be at least 1".into());
+        }
+        if self.sync_poll_ms == 0 || self.sync_poll_ms > 60_000 {
+            return Err("proxy.sync_poll_ms must be between 1 and 60000".into());
+        }
+        if self.bulk_load_page == 0 || self.click_queue_capacity == 0 || self.click_flush_ms == 0 {
+            return Err(
+                "proxy.bulk_load_page, click_queue_capacity and click_flush_ms must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! The shortlink data plane on pingora: a redirect proxy answering `GET /{code}` from an
+//! in-memory route table, kept in sync with the store, forwarding every other path to the
+//! control plane.
+
+pub mod clicks;
+pub mod config;
+pub mod routes;
+pub mod service;
+pub mod sync;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::lb::{LoadBalancer, health_check::TcpHealthCheck, selection::RoundRobin};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use shortlink_store::Store;
+use thiserror::Error;
+
+pub use clicks::{ClickSink, ClickStats};
+pub use config::ProxyConfig;
+pub use routes::{Resolution, RouteTable};
+pub use service::Redirector;
+pub use sync::{RouteSync, SyncStatus};
+
+/// Why the proxy could not be assembled.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    /// A setting is invalid.
+    #[error("invalid proxy config: {0}")]
+    Config(String),
+    /// The control upstream list could not be built.
+    #[error("invalid control upstreams: {0}")]
+    Upstreams(String),
+}
+
+/// What the assembled proxy shares with the rest of the process.
+pub struct ProxyHandles {
+    /// The route table.
+    pub table: Arc<RouteTable>,
+    /// Route sync progress.
+    pub sync: Arc<SyncStatus>,
+    /// Click counters.
+    pub clicks: Arc<ClickStats>,
+}
+
+/// A pingora server configured from `config` (threads, graceful-shutdown timings).
+pub fn new_server(config: &ProxyConfig) -> Server {
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout_seconds),
+        pid_file: tmp
+            .join(format!("shortlink-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("shortlink-{pid}-upgrade.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// Adds the proxy and its background services (route sync, click flushing, upstream health
+/// checks) to `server`.
+pub fn add_proxy(
+    server: &mut Server,
+    config: &ProxyConfig,
+    store: Arc<dyn Store>,
+) -> Result<ProxyHandles, ProxyError> {
+    config.validate().map_err(ProxyError::Config)?;
+    let table = Arc::new(RouteTable::new(
+        Duration::from_millis(config.negative_cache_ms),
+        config.negative_cache_max,
+    ));
+    let status = Arc::new(SyncStatus::default());
+
+    let mut upstreams = LoadBalancer::<RoundRobin>::try_from_iter(config.control_upstreams.iter())
+        .map_err(|e| ProxyError::Upstreams(e.to_string()))?;
+    upstreams.set_health_check(TcpHealthCheck::new());
+    upstreams.health_check_frequency =
+        Some(Duration::from_secs(config.health_check_seconds.max(1)));
+    let health = background_service("control upstream health check", upstreams);
+    let upstreams = health.task();
+
+    let (sink, flusher) = clicks::click_queue(
+        store.clone(),
+        config.click_queue_capacity,
+        Duration::from_millis(config.click_flush_ms),
+    );
+    let click_stats = sink.stats().clone();
+    let sync = RouteSync::new(
+        store.clone(),
+        table.clone(),
+        status.clone(),
+        Duration::from_millis(config.sync_poll_ms),
+        config.bulk_load_page,
+    );
+    let per_minute = NonZeroU32::new(config.not_found_per_ip_per_minute)
+        .ok_or_else(|| ProxyError::Config("not_found_per_ip_per_minute must be positive".into()))?;
+    let limiter = service::not_found_limiter(per_minute);
+    let redirector = Redirector::new(table.clone(), store, sink, upstreams, limiter.clone());
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, redirector);
+    proxy.add_tcp(&config.listen);
+    let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
+
+    let mut sync_service = background_service("route sync", sync);
+    sync_service.threads = Some(1);
+    let mut flush_service = background_service("click flush", flusher);
+    flush_service.threads = Some(1);
+    server.add_service(proxy);
+    server.add_service(health);
+    server.add_service(sync_service);
+    server.add_service(flush_service);
+    server.add_service(limiter_pruner);
+    Ok(ProxyHandles {
+        table,
+        sync: status,
+        clicks: click_stats,
+    })
+}
+
+/// Forgets idle per-IP 404 counters so the limiter's memory stays bounded.
+struct LimiterPruner(Arc<service::NotFoundLimiter>);
+
+#[async_trait]
+impl BackgroundService for LimiterPruner {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    self.0.retain_recent();
+                    self.0.shrink_to_fit();
+                }
+            }
+        }
+    }
+}
+
+/// Treats SIGINT (Ctrl-C) like SIGTERM, so an interactive stop also flushes clicks.
+struct GracefulOnInterrupt;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulOnInterrupt {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+        }
+    }
+}
+
+/// Runs `server` until SIGTERM or SIGINT, then shuts down gracefully and returns.
+pub fn run(server: Server) {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulOnInterrupt),
+    });
+}

@@ -1,0 +1,395 @@
+//! The in-memory route table the redirect hot path reads.
+//!
+//! Keys are 128-bit xxh3 hashes of (domain, code) with a random per-process seed, so a
+//! lookup hashes the request's bytes once and allocates nothing; with 128 bits an
+//! accidental collision among even billions of codes is far less likely than a memory
+//! error, and the random seed keeps collisions from being constructed. Values are kept
+//! compact (one heap allocation, the target URL) because the table must hold ten million
+//! links in about 1.5 GiB.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use http::HeaderValue;
+use shortlink_core::{Link, LinkId, RedirectStatus, RouteState};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+/// A route's key: the hash of its (domain, code).
+pub type RouteKey = u128;
+
+/// Passes an already-uniform 128-bit key through as the table hash.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; this fallback keeps the hasher total.
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(buf);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = (key as u64) ^ ((key >> 64) as u64);
+    }
+}
+
+type KeyBuildHasher = BuildHasherDefault<KeyHasher>;
+
+/// One route, as compact as the hot path allows.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// The target URL, already checked to be a valid `Location` value.
+    location: Box<str>,
+    link_id: LinkId,
+    /// Unix seconds; 0 means never.
+    expires_at: u32,
+    /// 0 means unlimited.
+    max_clicks: u32,
+    /// Clicks served so far (stored count at load plus this process's redirects).
+    served: AtomicU32,
+    status: RedirectStatus,
+    disabled: bool,
+}
+
+/// What the table says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Redirect with this status and `Location`.
+    Redirect {
+        /// The link that was followed.
+        link_id: LinkId,
+        /// Redirect status.
+        status: RedirectStatus,
+        /// The `Location` header value.
+        location: HeaderValue,
+    },
+    /// The link exists but does not redirect now (expired, disabled, used up).
+    Gone(RouteState),
+    /// The table has no such route.
+    Miss,
+}
+
+fn clamp_u32(value: i64) -> u32 {
+    value.clamp(0, u32::MAX as i64) as u32
+}
+
+impl RouteEntry {
+    /// Builds an entry from a stored link, or `None` if its URL is not a valid header value
+    /// (which validation at creation prevents; this is the last line against header injection).
+    fn from_link(link: &Link) -> Option<RouteEntry> {
+        HeaderValue::from_str(&link.url).ok()?;
+        Some(RouteEntry {
+            location: link.url.as_str().into(),
+            link_id: link.id,
+            // An expiry at or before the epoch is stored as 1 (long past), not 0 (never).
+            expires_at: link.expires_at.map_or(0, |t| clamp_u32(t).max(1)),
+            max_clicks: link
+                .max_clicks
+                .map_or(0, |m| m.clamp(1, u32::MAX as u64) as u32),
+            served: AtomicU32::new(link.clicks.min(u32::MAX as u64) as u32),
+            status: link.redirect,
+            disabled: link.disabled,
+        })
+    }
+
+    fn resolve(&self, now: u32) -> Resolution {
+        if self.disabled {
+            return Resolution::Gone(RouteState::Disabled);
+        }
+        if self.expires_at != 0 && now >= self.expires_at {
+            return Resolution::Gone(RouteState::Expired);
+        }
+        if self.max_clicks != 0 {
+            // Claim a click atomically so concurrent requests cannot overshoot the limit.
+            let claimed = self
+                .served
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < self.max_clicks).then_some(n + 1)
+                });
+            if claimed.is_err() {
+                return Resolution::Gone(RouteState::Exhausted);
+            }
+        } else {
+            self.served.fetch_add(1, Ordering::Relaxed);
+        }
+        match HeaderValue::from_str(&self.location) {
+            Ok(location) => Resolution::Redirect {
+                link_id: self.link_id,
+                status: self.status,
+                location,
+            },
+            // Unreachable: checked in `from_link`.
+            Err(_) => Resolution::Miss,
+        }
+    }
+}
+
+/// The route table: (domain, code) → route, plus a short negative cache of misses.
+pub struct RouteTable {
+    seed: u64,
+    routes: DashMap<RouteKey, RouteEntry, KeyBuildHasher>,
+    misses: DashMap<RouteKey, Instant, KeyBuildHasher>,
+    miss_ttl: Duration,
+    max_misses: usize,
+}
+
+impl RouteTable {
+    /// An empty table whose misses are remembered for `miss_ttl` (at most `max_misses`).
+    pub fn new(miss_ttl: Duration, max_misses: usize) -> RouteTable {
+        RouteTable {
+            seed: rand::random(),
+            routes: DashMap::with_hasher(KeyBuildHasher::default()),
+            misses: DashMap::with_hasher(KeyBuildHasher::default()),
+            miss_ttl,
+            max_misses,
+        }
+    }
+
+    /// The key of (domain, code); the empty domain is the default one.
+    #[inline]
+    pub fn key(&self, domain: &str, code: &str) -> RouteKey {
+        // A 0xFF byte never occurs in UTF-8, so it separates domain and code unambiguously;
+        // hashing them in one buffer avoids a streaming hasher on the hot path.
+        let mut buf = [0u8; 512];
+        let total = domain.len() + 1 + code.len();
+        if total <= buf.len() {
+            buf[..domain.len()].copy_from_slice(domain.as_bytes());
+            buf[domain.len()] = 0xFF;
+            buf[domain.len() + 1..total].copy_from_slice(code.as_bytes());
+            xxh3_128_with_seed(&buf[..total], self.seed)
+        } else {
+            let mut joined = Vec::with_capacity(total);
+            joined.extend_from_slice(domain.as_bytes());
+            joined.push(0xFF);
+            joined.extend_from_slice(code.as_bytes());
+            xxh3_128_with_seed(&joined, self.seed)
+        }
+    }
+
+    /// What to answer for `key` at Unix second `now`. Counts a click when it redirects.
+    #[inline]
+    pub fn resolve(&self, key: RouteKey, now: i64) -> Resolution {
+        match self.routes.get(&key) {
+            Some(entry) => entry.resolve(clamp_u32(now)),
+            None => Resolution::Miss,
+        }
+    }
+
+    /// Whether `key` missed recently enough that the store need not be asked again.
+    pub fn recently_missed(&self, key: RouteKey) -> bool {
+        // Copy the time out so the shard's read lock is released before any removal.
+        let at = self.misses.get(&key).map(|at| *at);
+        match at {
+            Some(at) if at.elapsed() < self.miss_ttl => true,
+            Some(_) => {
+                self.misses.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that the store has no route for `key`.
+    pub fn remember_miss(&self, key: RouteKey) {
+        if self.misses.len() >= self.max_misses {
+            // A flood of distinct unknown codes: forget them all rather than grow.
+            self.misses.clear();
+        }
+        self.misses.insert(key, Instant::now());
+    }
+
+    /// Inserts or replaces the route of `link`. Returns false if the link cannot be served.
+    pub fn upsert(&self, link: &Link) -> bool {
+        let key = self.key(&link.domain, link.code.as_str());
+        self.misses.remove(&key);
+        let Some(entry) = RouteEntry::from_link(link) else {
+            self.routes.remove(&key);
+            return false;
+        };
+        // Keep clicks this process counted that the store has not seen yet.
+        let counted = self
+            .routes
+            .get(&key)
+            .filter(|old| old.link_id == entry.link_id)
+            .map(|old| old.served.load(Ordering::Relaxed));
+        if let Some(counted) = counted {
+            entry.served.fetch_max(counted, Ordering::Relaxed);
+        }
+        self.routes.insert(key, entry);
+        true
+    }
+
+    /// Removes the route of (domain, code).
+    pub fn remove(&self, domain: &str, code: &str) {
+        let key = self.key(domain, code);
+        self.routes.remove(&key);
+    }
+
+    /// Keeps only the routes whose keys `keep` accepts (after a full reload).
+    pub fn retain(&self, keep: impl Fn(&RouteKey) -> bool) {
+        self.routes.retain(|k, _| keep(k));
+    }
+
+    /// Drops expired negative-cache entries.
+    pub fn prune_misses(&self) {
+        let ttl = self.miss_ttl;
+        self.misses.retain(|_, at| at.elapsed() < ttl);
+    }
+
+    /// Number of routes held.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table holds no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shortlink_core::ShortCode;
+
+    fn link(id: LinkId, code: &str, url: &str) -> Link {
+        Link {
+            id,
+            domain: String::new(),
+            code: ShortCode::from_stored(code.into()),
+            custom_alias: false,
+            owner: 1,
+            url: url.into(),
+            redirect: RedirectStatus::Permanent,
+            expires_at: None,
+            max_clicks: None,
+            clicks: 0,
+            tags: vec![],
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(Duration::from_secs(5), 1000)
+    }
+
+    #[test]
+    fn resolves_redirects_and_states() {
+        let t = table();
+        assert!(t.upsert(&link(1, "abc", "https://a.test/")));
+        let key = t.key("", "abc");
+        match t.resolve(key, 100) {
+            Resolution::Redirect {
+                link_id,
+                status,
+                location,
+            } => {
+                assert_eq!(link_id, 1);
+                assert_eq!(status, RedirectStatus::Permanent);
+                assert_eq!(location, "https://a.test/");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            t.resolve(t.key("", "ABC"), 100),
+            Resolution::Miss,
+            "codes are case-sensitive"
+        );
+        assert_eq!(t.resolve(t.key("other.test", "abc"), 100), Resolution::Miss);
+
+        let mut expiring = link(2, "exp", "https://b.test/");
+        expiring.expires_at = Some(50);
+        t.upsert(&expiring);
+        assert!(matches!(
+            t.resolve(t.key("", "exp"), 49),
+            Resolution::Redirect { .. }
+        ));
+        assert_eq!(
+            t.resolve(t.key("", "exp"), 50),
+            Resolution::Gone(RouteState::Expired)
+        );
+
+        let mut past = link(5, "old", "https://b.test/");
+        past.expires_at = Some(-5);
+        t.upsert(&past);
+        assert_eq!(
+            t.resolve(t.key("", "old"), 10),
+            Resolution::Gone(RouteState::Expired)
+        );
+
+        let mut off = link(3, "off", "https://c.test/");
+        off.disabled = true;
+        t.upsert(&off);
+        assert_eq!(
+            t.resolve(t.key("", "off"), 1),
+            Resolution::Gone(RouteState::Disabled)
+        );
+
+        t.remove("", "abc");
+        assert_eq!(t.resolve(key, 100), Resolution::Miss);
+    }
+
+    #[test]
+    fn max_clicks_is_exact_under_concurrency() {
+        let t = std::sync::Arc::new(table());
+        let mut capped = link(4, "cap", "https://d.test/");
+        capped.max_clicks = Some(1000);
+        capped.clicks = 10;
+        t.upsert(&capped);
+        let key = t.key("", "cap");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    (0..500)
+                        .filter(|_| matches!(t.resolve(key, 1), Resolution::Redirect { .. }))
+                        .count()
+                })
+            })
+            .collect();
+        let served: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(served, 990);
+        assert_eq!(t.resolve(key, 1), Resolution::Gone(RouteState::Exhausted));
+        // A reload with an older stored count keeps the higher in-memory count.
+        t.upsert(&capped);
+        assert_eq!(t.resolve(key, 1), Resolution::Gone(RouteState::Exhausted));
+    }
+
+    #[test]
+    fn refuses_urls_that_are_not_header_values() {
+        let t = table();
+        assert!(!t.upsert(&link(9, "bad", "https://x.test/\r\nSet-Cookie: a=b")));
+        assert_eq!(t.resolve(t.key("", "bad"), 1), Resolution::Miss);
+    }
+
+    #[test]
+    fn negative_cache_expires_and_is_bounded() {
+        let t = RouteTable::new(Duration::from_millis(30), 2);
+        let k = t.key("", "nope");
+        assert!(!t.recently_missed(k));
+        t.remember_miss(k);
+        assert!(t.recently_missed(k));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!t.recently_missed(k));
+        t.remember_miss(t.key("", "a"));
+        t.remember_miss(t.key("", "b"));
+        t.remember_miss(t.key("", "c"));
+        assert!(t.misses.len() <= 2);
+        // Creating the link clears its negative entry at once.
+        let key = t.key("", "c");
+        assert!(t.recently_missed(key));
+        t.upsert(&link(1, "c", "https://c.test/"));
+        assert!(!t.recently_missed(key));
+    }
+}

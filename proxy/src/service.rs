@@ -1,0 +1,293 @@
+//! The pingora `ProxyHttp` implementation: redirects answered in `request_filter` from
+//! the route table; everything else forwarded to a control-plane upstream.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderValue, Method, header};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::{LoadBalancer, selection::RoundRobin};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use shortlink_core::code::{is_code_shaped, is_reserved};
+use shortlink_core::{LinkId, RouteState, time_util::now_unix};
+use shortlink_store::Store;
+use tracing::warn;
+
+use crate::clicks::ClickSink;
+use crate::routes::{Resolution, RouteTable};
+
+const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link not found</title></head><body><h1>Link not found</h1><p>There is no short link at this address. Check it for typos.</p></body></html>\n";
+const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
+const TOO_MANY_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Too many requests</title></head><body><h1>Too many requests</h1><p>Too many unknown links were requested from your address. Try again in a minute.</p></body></html>\n";
+const UNAVAILABLE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Temporarily unavailable</title></head><body><h1>Temporarily unavailable</h1><p>This link cannot be looked up right now. Try again shortly.</p></body></html>\n";
+
+static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// The link this request was redirected by, counted in `logging`.
+    clicked: Option<LinkId>,
+}
+
+/// The data plane's request handler.
+pub struct Redirector {
+    table: Arc<RouteTable>,
+    store: Arc<dyn Store>,
+    clicks: ClickSink,
+    upstreams: Arc<LoadBalancer<RoundRobin>>,
+    not_found: Arc<NotFoundLimiter>,
+}
+
+/// Counts 404 answers per client IP.
+pub type NotFoundLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
+/// A limiter allowing `per_minute` 404 answers per client IP per minute.
+pub fn not_found_limiter(per_minute: NonZeroU32) -> Arc<NotFoundLimiter> {
+    Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)))
+}
+
+impl Redirector {
+    /// A handler over `table`, reading through to `store` on misses, forwarding to `upstreams`.
+    pub fn new(
+        table: Arc<RouteTable>,
+        store: Arc<dyn Store>,
+        clicks: ClickSink,
+        upstreams: Arc<LoadBalancer<RoundRobin>>,
+        not_found: Arc<NotFoundLimiter>,
+    ) -> Redirector {
+        Redirector {
+            table,
+            store,
+            clicks,
+            upstreams,
+            not_found,
+        }
+    }
+
+    /// Looks the code up in the store after a table miss.
+    async fn read_through(&self, key: u128, domain: &str, code: &str, now: i64) -> Lookup {
+        if self.table.recently_missed(key) {
+            return Lookup::NotFound;
+        }
+        match self.store.get_link(domain, code).await {
+            Ok(Some(link)) => {
+                self.table.upsert(&link);
+                match self.table.resolve(key, now) {
+                    Resolution::Miss => Lookup::NotFound,
+                    found => Lookup::Found(found),
+                }
+            }
+            Ok(None) => {
+                self.table.remember_miss(key);
+                Lookup::NotFound
+            }
+            Err(error) => {
+                warn!(%error, "route read-through failed");
+                Lookup::Unavailable
+            }
+        }
+    }
+}
+
+enum Lookup {
+    Found(Resolution),
+    NotFound,
+    Unavailable,
+}
+
+/// Writes a complete small response. HEAD gets the same headers and no body.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(header::HeaderName, HeaderValue)],
+    body: &'static [u8],
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 1))?;
+    for (name, value) in headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    let head_only = session.req_header().method == Method::HEAD;
+    let end = head_only || body.is_empty();
+    session.write_response_header(Box::new(resp), end).await?;
+    if !end {
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await?;
+    }
+    Ok(true)
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Redirector {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Ok(false);
+        }
+        let Some(code) = req.uri.path().strip_prefix('/') else {
+            return Ok(false);
+        };
+        if !is_code_shaped(code) || is_reserved(code) {
+            return Ok(false);
+        }
+        // Custom domains come later; every host maps to the default domain for now.
+        let domain = "";
+        let key = self.table.key(domain, code);
+        let now = now_unix();
+        let resolution = match self.table.resolve(key, now) {
+            Resolution::Miss => {
+                let code = code.to_owned();
+                match self.read_through(key, domain, &code, now).await {
+                    Lookup::Found(found) => found,
+                    Lookup::NotFound => {
+                        let ip = client_ip(session);
+                        if let Some(ip) = ip {
+                            if let Err(not_until) = self.not_found.check_key(&ip) {
+                                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                                let retry = HeaderValue::from(wait.as_secs().max(1));
+                                return respond(
+                                    session,
+                                    429,
+                                    &[
+                                        (header::CONTENT_TYPE, HTML.clone()),
+                                        (header::CACHE_CONTROL, NO_STORE.clone()),
+                                        (header::RETRY_AFTER, retry),
+                                    ],
+                                    TOO_MANY_PAGE,
+                                )
+                                .await;
+                            }
+                        }
+                        return respond(
+                            session,
+                            404,
+                            &[
+                                (header::CONTENT_TYPE, HTML.clone()),
+                                (header::CACHE_CONTROL, NO_STORE.clone()),
+                            ],
+                            NOT_FOUND_PAGE,
+                        )
+                        .await;
+                    }
+                    Lookup::Unavailable => {
+                        return respond(
+                            session,
+                            503,
+                            &[
+                                (header::CONTENT_TYPE, HTML.clone()),
+                                (header::CACHE_CONTROL, NO_STORE.clone()),
+                                (header::RETRY_AFTER, HeaderValue::from_static("5")),
+                            ],
+                            UNAVAILABLE_PAGE,
+                        )
+                        .await;
+                    }
+                }
+            }
+            found => found,
+        };
+        match resolution {
+            Resolution::Redirect {
+                link_id,
+                status,
+                location,
+            } => {
+                ctx.clicked = Some(link_id);
+                let mut resp = ResponseHeader::build(status.as_u16(), Some(3))?;
+                resp.insert_header(header::LOCATION, location)?;
+                resp.insert_header(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(status.cache_control()),
+                )?;
+                resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
+                session.write_response_header(Box::new(resp), true).await?;
+                Ok(true)
+            }
+            Resolution::Gone(state) => {
+                let reason = HeaderValue::from_static(match state {
+                    RouteState::Expired => "expired",
+                    RouteState::Disabled => "disabled",
+                    RouteState::Exhausted => "max-clicks-reached",
+                    RouteState::Live => "live",
+                });
+                respond(
+                    session,
+                    410,
+                    &[
+                        (header::CONTENT_TYPE, HTML.clone()),
+                        (header::CACHE_CONTROL, NO_STORE.clone()),
+                        (header::HeaderName::from_static("x-shortlink-state"), reason),
+                    ],
+                    GONE_PAGE,
+                )
+                .await
+            }
+            Resolution::Miss => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(backend) = self.upstreams.select(b"", 256) else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy control-plane upstream",
+            ));
+        };
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(2));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ip) = client_ip(session) {
+            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prior) => format!("{}, {ip}", String::from_utf8_lossy(prior.as_bytes())),
+                None => ip.to_string(),
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        if upstream_request.headers.get("x-forwarded-proto").is_none() {
+            upstream_request.insert_header("x-forwarded-proto", "http")?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(link) = ctx.clicked {
+            self.clicks.record(link);
+        }
+    }
+}

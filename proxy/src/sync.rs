@@ -1,0 +1,174 @@
+//! Keeps the route table in step with the store: a bulk load at start, then the change
+//! feed, polled and woken early by the store's in-process hint when there is one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use shortlink_store::{Store, StoreError};
+use tracing::{info, warn};
+
+use crate::routes::RouteTable;
+
+/// Changes read from the feed per request.
+const FEED_BATCH: usize = 1000;
+
+/// Progress of the sync, shared with the proxy (readiness) and tests.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// True once the first bulk load finished.
+    pub loaded: AtomicBool,
+    /// Feed position applied so far.
+    pub position: AtomicU64,
+}
+
+/// The background service that loads and follows routes.
+pub struct RouteSync {
+    store: Arc<dyn Store>,
+    table: Arc<RouteTable>,
+    status: Arc<SyncStatus>,
+    poll: Duration,
+    page: usize,
+}
+
+impl RouteSync {
+    /// A sync for `table` from `store`, polling every `poll`, loading `page` links at a time.
+    pub fn new(
+        store: Arc<dyn Store>,
+        table: Arc<RouteTable>,
+        status: Arc<SyncStatus>,
+        poll: Duration,
+        page: usize,
+    ) -> RouteSync {
+        RouteSync {
+            store,
+            table,
+            status,
+            poll,
+            page,
+        }
+    }
+
+    /// Loads every route; removes routes that are no longer stored when `prune` is set.
+    /// Returns the feed position the table now reflects.
+    pub async fn full_load(&self, prune: bool) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        // Take the head first: anything written during the load is replayed afterwards.
+        let head = self.store.feed_head().await?;
+        let mut after = 0;
+        let mut seen = prune.then(HashSet::new);
+        let mut loaded = 0usize;
+        loop {
+            let links = self.store.routes_page(after, self.page).await?;
+            let Some(last) = links.last() else { break };
+            after = last.id;
+            for link in &links {
+                if self.table.upsert(link) {
+                    loaded += 1;
+                }
+                if let Some(seen) = seen.as_mut() {
+                    seen.insert(self.table.key(&link.domain, link.code.as_str()));
+                }
+            }
+            if links.len() < self.page {
+                break;
+            }
+        }
+        if let Some(seen) = seen {
+            self.table.retain(|k| seen.contains(k));
+        }
+        info!(
+            routes = loaded,
+            ms = started.elapsed().as_millis() as u64,
+            "route table loaded"
+        );
+        Ok(head)
+    }
+
+    /// Applies every change after `position`; returns the new position.
+    pub async fn catch_up(&self, mut position: u64) -> Result<u64, StoreError> {
+        loop {
+            let batch = self.store.route_changes(position, FEED_BATCH).await?;
+            if batch.reset {
+                warn!(
+                    position,
+                    "route feed moved past our position; reloading all routes"
+                );
+                return self.full_load(true).await;
+            }
+            let count = batch.changes.len();
+            for change in batch.changes {
+                match &change.link {
+                    Some(link) => {
+                        self.table.upsert(link);
+                    }
+                    None => self.table.remove(&change.domain, &change.code),
+                }
+                position = change.seq;
+            }
+            self.status.position.store(position, Ordering::Relaxed);
+            if count < FEED_BATCH {
+                return Ok(position);
+            }
+        }
+    }
+
+    async fn initial_load(&self, shutdown: &mut ShutdownWatch) -> Option<u64> {
+        loop {
+            match self.full_load(false).await {
+                Ok(position) => {
+                    self.status.position.store(position, Ordering::Relaxed);
+                    self.status.loaded.store(true, Ordering::Release);
+                    return Some(position);
+                }
+                Err(error) => {
+                    warn!(%error, "route bulk load failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RouteSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut position) = self.initial_load(&mut shutdown).await else {
+            return;
+        };
+        let mut hint = self.store.change_hint();
+        let mut ticks = 0u64;
+        loop {
+            let woken_by_hint = async {
+                match hint.as_mut() {
+                    Some(h) => h.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                alive = woken_by_hint => {
+                    if !alive {
+                        hint = None;
+                    }
+                }
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+            match self.catch_up(position).await {
+                Ok(p) => position = p,
+                Err(error) => warn!(%error, "route feed poll failed; serving from memory"),
+            }
+            ticks += 1;
+            if ticks % 64 == 0 {
+                self.table.prune_misses();
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What each subcommand does: assemble the parts from the config and run them.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{BackgroundService, background_service};
+use shortlink_control::ControlConfig;
+use shortlink_core::{Role, hash_api_key};
+use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
+use tracing::error;
+
+use crate::config::Config;
+
+/// Sets up structured logs on stderr; `RUST_LOG` overrides the configured filter.
+pub(crate) fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    let mut embedded = EmbeddedConfig::new(&config.data_dir);
+    embedded.route_feed_retain = config.store.route_feed_retain;
+    let store = EmbeddedStore::open(embedded)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    Ok(store)
+}
+
+fn small_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")
+}
+
+/// Creates the admin user and key if needed; prints a generated key once.
+fn bootstrap(config: &Config, store: &Arc<dyn Store>) -> Result<()> {
+    let generated = small_runtime()?.block_on(shortlink_control::bootstrap_admin(
+        store.as_ref(),
+        config.admin_key.as_deref(),
+    ))?;
+    if let Some(key) = generated {
+        println!("Generated the admin API key (shown only this once; only its hash is stored):");
+        println!("  {key}");
+        println!("Set SHORTLINK_ADMIN_KEY to choose your own, or run `shortlink key create`.");
+    }
+    Ok(())
+}
+
+/// The control plane as a pingora background service, sharing the server's lifecycle.
+struct ControlService {
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    config: ControlConfig,
+    public_url: String,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        if let Err(e) = shortlink_control::serve(
+            listener,
+            self.config.clone(),
+            &self.public_url,
+            self.store.clone(),
+            stop,
+        )
+        .await
+        {
+            error!(error = %e, "control plane stopped");
+            eprintln!("shortlink: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn proxy_server(config: &Config, store: Arc<dyn Store>) -> Result<pingora::server::Server> {
+    let mut proxy_config = config.proxy.clone();
+    proxy_config.control_upstreams = config.control_upstreams();
+    let mut server = shortlink_proxy::new_server(&proxy_config);
+    shortlink_proxy::add_proxy(&mut server, &proxy_config, store)?;
+    Ok(server)
+}
+
+fn banner(config: &Config, proxy: bool, control: bool) {
+    let mut parts = Vec::new();
+    if proxy {
+        parts.push(format!("proxy on {}", config.proxy.listen));
+    }
+    if control {
+        parts.push(format!("control plane on {}", config.control.listen));
+    }
+    println!(
+        "shortlink: {}; short URLs under {}; data in {}",
+        parts.join(", "),
+        config.public_url(),
+        config.data_dir.display()
+    );
+}
+
+/// `shortlink serve`: both planes in one process.
+pub(crate) fn serve(config: Config) -> Result<()> {
+    let store = open_store(&config)?;
+    bootstrap(&config, &store)?;
+    let listener = shortlink_control::bind(&config.control)?;
+    let mut server = proxy_server(&config, store.clone())?;
+    let mut control = background_service(
+        "control plane",
+        ControlService {
+            listener: std::sync::Mutex::new(Some(listener)),
+            config: config.control.clone(),
+            public_url: config.public_url(),
+            store,
+        },
+    );
+    control.threads = Some(config.control.threads);
+    server.add_service(control);
+    banner(&config, true, true);
+    shortlink_proxy::run(server);
+    Ok(())
+}
+
+/// `shortlink proxy`: only the data plane.
+pub(crate) fn proxy(config: Config) -> Result<()> {
+    let store = open_store(&config)?;
+    let server = proxy_server(&config, store)?;
+    banner(&config, true, false);
+    shortlink_proxy::run(server);
+    Ok(())
+}
+
+/// `shortlink control`: only the control plane.
+pub(crate) fn control(config: Config) -> Result<()> {
+    let store = open_store(&config)?;
+    bootstrap(&config, &store)?;
+    let listener = shortlink_control::bind(&config.control)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.control.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    banner(&config, false, true);
+    runtime.block_on(async {
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        shortlink_control::serve(
+            listener,
+            config.control.clone(),
+            &config.public_url(),
+            store,
+            stop,
+        )
+        .await
+    })?;
+    Ok(())
+}
+
+/// `shortlink user create`.
+pub(crate) fn user_create(config: Config, name: &str, role: &str) -> Result<()> {
+    shortlink_control::admin::validate_user_name(name)
+        .map_err(|e| anyhow::anyhow!("invalid user name ({})", e.code()))?;
+    let Some(role) = Role::parse(role) else {
+        bail!("role must be 'user' or 'admin'");
+    };
+    let store = open_store(&config)?;
+    let user = small_runtime()?.block_on(store.create_user(name, role))?;
+    println!(
+        "created user {} (id {}, {})",
+        user.name,
+        user.id,
+        user.role.as_str()
+    );
+    Ok(())
+}
+
+/// `shortlink key create`.
+pub(crate) fn key_create(config: Config, user: &str, label: &str) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let Some(found) = runtime.block_on(store.user_by_name(user))? else {
+        bail!("no user named '{user}'; create it with `shortlink user create {user}`");
+    };
+    let key = shortlink_control::auth::generate_api_key();
+    runtime.block_on(store.add_api_key(found.id, hash_api_key(&key), label))?;
+    println!("{key}");
+    Ok(())
+}
+
+/// `shortlink link create`: calls `POST /api/v1/links`.
+pub(crate) fn link_create(
+    config: Config,
+    api: Option<String>,
+    key: &str,
+    body: serde_json::Value,
+) -> Result<()> {
+    let base = api.unwrap_or_else(|| format!("http://{}", config.control_upstreams()[0]));
+    let url = format!("{}/api/v1/links", base.trim_end_matches('/'));
+    let response = small_runtime()?.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let json: serde_json::Value = response.json().await.context("the API answered non-JSON")?;
+        anyhow::Ok((status, json))
+    })?;
+    let (status, json) = response;
+    if !status.is_success() {
+        let message = json["error"]["message"].as_str().unwrap_or("unknown error");
+        let code = json["error"]["code"].as_str().unwrap_or("unknown");
+        bail!("{message} ({code}, HTTP {})", status.as_u16());
+    }
+    println!("{}", json["short_url"].as_str().unwrap_or_default());
+    Ok(())
+}

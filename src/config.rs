@@ -1,0 +1,220 @@
+//! The whole configuration file: shared settings plus one table per plane.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file given with `--config`,
+//! then environment variables (`SHORTLINK_DATA_DIR`, `SHORTLINK_PROXY_LISTEN`,
+//! `SHORTLINK_CONTROL_LISTEN`, `SHORTLINK_PUBLIC_URL`, `SHORTLINK_ADMIN_KEY`,
+//! `SHORTLINK_ADMIN_KEY_FILE`, `SHORTLINK_LOG`, and any key as `SHORTLINK_<TABLE>__<KEY>`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use shortlink_control::ControlConfig;
+use shortlink_proxy::ProxyConfig;
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StoreConfig {
+    /// Storage engine; only `embedded` (SQLite in `data_dir`) exists so far. Default `embedded`.
+    pub(crate) engine: String,
+    /// Route changes the feed keeps for proxies that fall behind. Default 100 000.
+    pub(crate) route_feed_retain: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            engine: "embedded".into(),
+            route_feed_retain: 100_000,
+        }
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Folder for the database (and, later, uploads). Default `./data`.
+    pub(crate) data_dir: PathBuf,
+    /// Base of every short URL handed out. Default: derived from `proxy.listen`.
+    pub(crate) public_url: Option<String>,
+    /// Bootstrap admin API key. Prefer the environment or `admin_key_file`. Default unset.
+    pub(crate) admin_key: Option<String>,
+    /// File holding the bootstrap admin API key. Default unset.
+    pub(crate) admin_key_file: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `shortlink_proxy=debug`. Default `info`.
+    pub(crate) log: String,
+    /// The storage engine.
+    pub(crate) store: StoreConfig,
+    /// The redirect proxy.
+    pub(crate) proxy: ProxyConfig,
+    /// The control plane.
+    pub(crate) control: ControlConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            admin_key: None,
+            admin_key_file: None,
+            log: "info".into(),
+            store: StoreConfig::default(),
+            proxy: ProxyConfig::default(),
+            control: ControlConfig::default(),
+        }
+    }
+}
+
+/// Environment variable names with a fixed meaning, mapped to their config keys.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("proxy_listen", "proxy.listen"),
+    ("control_listen", "control.listen"),
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment; validates the result.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(format!("config file {} does not exist", file.display()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("SHORTLINK_")
+            .ignore(&["config", "api_key", "api_url"])
+            .map(|key| {
+                let lower = key.as_str().to_ascii_lowercase();
+                match ENV_ALIASES.iter().find(|(k, _)| *k == lower) {
+                    Some((_, mapped)) => (*mapped).into(),
+                    None => lower.replace("__", ".").into(),
+                }
+            });
+        let mut config: Config = figment.merge(env).extract().map_err(|e| e.to_string())?;
+        if config.admin_key.is_none() {
+            if let Some(path) = &config.admin_key_file {
+                let key = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read admin_key_file {}: {e}", path.display()))?;
+                config.admin_key = Some(key.trim().to_owned());
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every table.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.store.engine != "embedded" {
+            return Err(format!(
+                "store.engine '{}' is not known; use 'embedded'",
+                self.store.engine
+            ));
+        }
+        if self
+            .admin_key
+            .as_deref()
+            .is_some_and(|k| k.trim().len() < 16)
+        {
+            return Err("admin_key must be at least 16 characters".into());
+        }
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => {
+                    return Err(format!(
+                        "public_url '{url}' must be an absolute http(s) URL like https://sho.rt"
+                    ));
+                }
+            }
+        }
+        self.proxy.validate()?;
+        self.control.validate()?;
+        Ok(())
+    }
+
+    /// The base of short URLs: `public_url`, or `http://<proxy host>:<port>` with an
+    /// unspecified listen host shown as `localhost`.
+    pub(crate) fn public_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        match self.proxy.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                let host = if addr.ip().is_unspecified() {
+                    "localhost".to_owned()
+                } else if addr.is_ipv6() {
+                    format!("[{}]", addr.ip())
+                } else {
+                    addr.ip().to_string()
+                };
+                format!("http://{host}:{}", addr.port())
+            }
+            Err(_) => "http://localhost:8080".into(),
+        }
+    }
+
+    /// Control upstreams for the proxy: as configured, or the control plane's own address.
+    pub(crate) fn control_upstreams(&self) -> Vec<String> {
+        if !self.proxy.control_upstreams.is_empty() {
+            return self.proxy.control_upstreams.clone();
+        }
+        let listen = &self.control.listen;
+        match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_unspecified() => vec![format!("127.0.0.1:{}", addr.port())],
+            _ => vec![listen.clone()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_configs_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                    .merge(Toml::string(&text))
+                    .extract()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                config
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no config files found in {}", dir.display());
+    }
+
+    #[test]
+    fn public_url_is_derived_from_the_proxy_listen_address() {
+        let mut config = Config::default();
+        assert_eq!(config.public_url(), "http://localhost:8080");
+        config.proxy.listen = "127.0.0.2:9000".into();
+        assert_eq!(config.public_url(), "http://127.0.0.2:9000");
+        config.public_url = Some("https://sho.rt/".into());
+        assert_eq!(config.public_url(), "https://sho.rt");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut config = Config::default();
+        config.proxy.listen = "nope".into();
+        assert!(config.validate().unwrap_err().contains("proxy.listen"));
+        let mut config = Config::default();
+        config.public_url = Some("ftp://x".into());
+        assert!(config.validate().unwrap_err().contains("public_url"));
+        let mut config = Config::default();
+        config.store.engine = "mongo".into();
+        assert!(config.validate().unwrap_err().contains("store.engine"));
+    }
+}

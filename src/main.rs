@@ -1,0 +1,157 @@
+//! `shortlink`: one binary for the redirect proxy, the control plane, and admin tasks.
+//! Parse options, load config, build, run; a bad config exits with status 64.
+
+mod commands;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a configuration error (EX_CONFIG-adjacent EX_USAGE, as linkerd does).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shortlink",
+    version,
+    about = "Link shortener with a pingora data plane and an axum control plane"
+)]
+struct Cli {
+    /// TOML config file; environment variables override it.
+    #[arg(long, global = true, env = "SHORTLINK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy and the control plane in one process on the embedded store.
+    Serve,
+    /// Run only the redirect proxy.
+    Proxy,
+    /// Run only the control plane.
+    Control,
+    /// Manage users (writes the store directly).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage API keys (writes the store directly).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Manage links through the API.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create a user.
+    Create {
+        /// Unique user name.
+        name: String,
+        /// `user` or `admin`.
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Create an API key for a user and print it (shown only once).
+    Create {
+        /// The user's name.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// A note on what the key is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkAction {
+    /// Shorten a URL and print the short URL.
+    Create {
+        /// The target URL.
+        url: String,
+        /// Custom alias instead of a generated code.
+        #[arg(long)]
+        alias: Option<String>,
+        /// Expiry, RFC 3339.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Click limit.
+        #[arg(long)]
+        max_clicks: Option<u64>,
+        /// Redirect status: 301, 302, 307 or 308.
+        #[arg(long)]
+        redirect: Option<u16>,
+        /// Tags (repeat the flag).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// API base URL. Default: the configured control plane.
+        #[arg(long, env = "SHORTLINK_API_URL")]
+        api: Option<String>,
+        /// API key.
+        #[arg(long, env = "SHORTLINK_API_KEY", hide_env_values = true)]
+        key: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("shortlink: bad configuration: {message}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    commands::init_logging(&config.log);
+    let result = match cli.command {
+        Command::Serve => commands::serve(config),
+        Command::Proxy => commands::proxy(config),
+        Command::Control => commands::control(config),
+        Command::User {
+            action: UserAction::Create { name, role },
+        } => commands::user_create(config, &name, &role),
+        Command::Key {
+            action: KeyAction::Create { user, label },
+        } => commands::key_create(config, &user, &label),
+        Command::Link {
+            action:
+                LinkAction::Create {
+                    url,
+                    alias,
+                    expires_at,
+                    max_clicks,
+                    redirect,
+                    tags,
+                    api,
+                    key,
+                },
+        } => {
+            let body = serde_json::json!({
+                "url": url, "alias": alias, "expires_at": expires_at,
+                "max_clicks": max_clicks, "redirect": redirect,
+                "tags": if tags.is_empty() { None } else { Some(tags) },
+            });
+            commands::link_create(config, api, &key, body)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shortlink: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The conformance suite every storage backend must pass (garage's `test_suite` pattern).
+//!
+//! It only uses names and codes with a random run prefix, so it can run against a store
+//! that other tests (or earlier runs) share.
+
+use std::sync::Arc;
+
+use shortlink_core::{LinkPatch, NewLink, RedirectStatus, Role, ShortCode, UserId, hash_api_key};
+
+use crate::{ListQuery, Store, StoreError};
+
+/// Runs every check against `store`; panics with a message naming the failed check.
+pub async fn run_all(store: Arc<dyn Store>) {
+    let run = format!("t{:08x}", rand::random::<u32>());
+    accounts(&*store, &run).await;
+    create_dedupe_and_conflicts(&*store, &run).await;
+    list_filters_and_pages(&*store, &run).await;
+    update_and_delete_are_owner_scoped(&*store, &run).await;
+    change_feed_follows_writes(&*store, &run).await;
+    clicks_and_salt(&*store, &run).await;
+    concurrent_creates(store.clone(), &run).await;
+}
+
+fn code(text: String) -> ShortCode {
+    ShortCode::from_stored(text)
+}
+
+fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
+    NewLink {
+        domain: String::new(),
+        code: code(code_text),
+        custom_alias: false,
+        owner,
+        url: url.to_owned(),
+        redirect: RedirectStatus::Permanent,
+        expires_at: None,
+        max_clicks: None,
+        tags: Vec::new(),
+    }
+}
+
+async fn user(store: &dyn Store, run: &str, name: &str) -> UserId {
+    store
+        .create_user(&format!("{run}-{name}"), Role::User)
+        .await
+        .expect("create user")
+        .id
+}
+
+async fn accounts(store: &dyn Store, run: &str) {
+    let admin = store
+        .create_user(&format!("{run}-admin"), Role::Admin)
+        .await
+        .expect("create admin");
+    assert_eq!(admin.role, Role::Admin);
+    assert_eq!(
+        store.create_user(&format!("{run}-admin"), Role::User).await,
+        Err(StoreError::UserExists(format!("{run}-admin"))),
+        "duplicate user name is refused"
+    );
+    assert_eq!(store.get_user(admin.id).await.unwrap(), Some(admin.clone()));
+    assert_eq!(
+        store.user_by_name(&format!("{run}-admin")).await.unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store.user_by_name(&format!("{run}-nobody")).await.unwrap(),
+        None
+    );
+
+    let key = hash_api_key(&format!("{run}-key"));
+    store.add_api_key(admin.id, key, "first").await.unwrap();
+    store
+        .add_api_key(admin.id, key, "again")
+        .await
+        .expect("re-adding a key is a no-op");
+    assert_eq!(
+        store.user_by_key_hash(key).await.unwrap(),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_key_hash(hash_api_key(&format!("{run}-other")))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .add_api_key(UserId::MAX, hash_api_key("x"), "orphan")
+            .await,
+        Err(StoreError::NoSuchUser(UserId::MAX))
+    );
+}
+
+async fn create_dedupe_and_conflicts(store: &dyn Store, run: &str) {
+    let alice = user(store, run, "alice").await;
+    let bob = user(store, run, "bob").await;
+    let url = format!("https://example.com/{run}/dedupe");
+
+    let first = store
+        .create_link(new_link(alice, format!("{run}a1"), &url))
+        .await
+        .unwrap();
+    assert!(!first.existed);
+    assert_eq!(first.link.clicks, 0);
+    let again = store
+        .create_link(new_link(alice, format!("{run}a2"), &url))
+        .await
+        .unwrap();
+    assert!(again.existed, "a plain link to the same URL deduplicates");
+    assert_eq!(again.link.id, first.link.id);
+
+    let bobs = store
+        .create_link(new_link(bob, format!("{run}b1"), &url))
+        .await
+        .unwrap();
+    assert!(!bobs.existed, "dedupe is per owner");
+
+    let mut tagged = new_link(alice, format!("{run}a3"), &url);
+    tagged.tags = vec!["x".into()];
+    let tagged = store.create_link(tagged).await.unwrap();
+    assert!(!tagged.existed, "a link with options is never deduplicated");
+
+    let taken = store
+        .create_link(new_link(bob, format!("{run}a1"), "https://other.test/"))
+        .await;
+    assert_eq!(taken, Err(StoreError::CodeTaken(format!("{run}a1"))));
+
+    let mut other_domain = new_link(bob, format!("{run}a1"), "https://other.test/");
+    other_domain.domain = "links.example".into();
+    assert!(
+        store.create_link(other_domain).await.is_ok(),
+        "codes are unique per domain"
+    );
+
+    let got = store
+        .get_link("", &format!("{run}a1"))
+        .await
+        .unwrap()
+        .expect("get");
+    assert_eq!(got, first.link);
+    assert_eq!(store.get_link("", &format!("{run}zz")).await.unwrap(), None);
+    let on_domain = store
+        .get_link("links.example", &format!("{run}a1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_domain.map(|l| l.url),
+        Some("https://other.test/".to_owned())
+    );
+}
+
+async fn list_filters_and_pages(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "lister").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut link = new_link(
+            owner,
+            format!("{run}l{i}"),
+            &format!("https://list.test/{i}"),
+        );
+        if i % 2 == 0 {
+            link.tags = vec!["even".into()];
+        }
+        if i == 3 {
+            link.url = "https://list.test/100%_Special".into();
+        }
+        ids.push(store.create_link(link).await.unwrap().link.id);
+    }
+    let mut seen = Vec::new();
+    let mut query = ListQuery {
+        limit: 2,
+        ..ListQuery::default()
+    };
+    loop {
+        let page = store.list_links(owner, &query).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|l| l.id));
+        match page.next_before_id {
+            Some(before) => query.before_id = Some(before),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "pages cover every link once, newest first");
+
+    let even = ListQuery {
+        limit: 10,
+        tag: Some("even".into()),
+        ..ListQuery::default()
+    };
+    let even = store.list_links(owner, &even).await.unwrap();
+    assert_eq!(even.items.len(), 3);
+    assert!(even.items.iter().all(|l| l.tags == vec!["even".to_owned()]));
+
+    let q = ListQuery {
+        limit: 10,
+        q: Some("100%_spec".into()),
+        ..ListQuery::default()
+    };
+    let found = store.list_links(owner, &q).await.unwrap();
+    assert_eq!(
+        found.items.len(),
+        1,
+        "q matches case-insensitively and literally"
+    );
+    let q = ListQuery {
+        limit: 10,
+        q: Some("%".into()),
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        store.list_links(owner, &q).await.unwrap().items.len(),
+        1,
+        "% is literal"
+    );
+
+    let other = user(store, run, "other-lister").await;
+    let mine = ListQuery {
+        limit: 10,
+        ..ListQuery::default()
+    };
+    assert!(
+        store
+            .list_links(other, &mine)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "updater").await;
+    let stranger = user(store, run, "stranger").await;
+    let code_text = format!("{run}u1");
+    let created = store
+        .create_link(new_link(owner, code_text.clone(), "https://update.test/"))
+        .await
+        .unwrap()
+        .link;
+    assert!(created.is_plain());
+
+    let patch = LinkPatch {
+        url: Some("https://update.test/new".into()),
+        expires_at: Some(Some(4_000_000_000)),
+        max_clicks: Some(Some(10)),
+        redirect: Some(RedirectStatus::Found),
+        tags: Some(vec!["t".into()]),
+        disabled: Some(true),
+    };
+    assert_eq!(
+        store
+            .update_link(stranger, "", &code_text, patch.clone())
+            .await
+            .unwrap(),
+        None,
+        "a stranger cannot update"
+    );
+    let updated = store
+        .update_link(owner, "", &code_text, patch)
+        .await
+        .unwrap()
+        .expect("owner updates");
+    assert_eq!(updated.url, "https://update.test/new");
+    assert_eq!(updated.expires_at, Some(4_000_000_000));
+    assert_eq!(updated.max_clicks, Some(10));
+    assert_eq!(updated.redirect, RedirectStatus::Found);
+    assert_eq!(updated.tags, vec!["t".to_owned()]);
+    assert!(updated.disabled);
+    assert_eq!(
+        store.get_link("", &code_text).await.unwrap(),
+        Some(updated.clone())
+    );
+
+    let cleared = store
+        .update_link(
+            owner,
+            "",
+            &code_text,
+            LinkPatch {
+                expires_at: Some(None),
+                max_clicks: Some(None),
+                ..LinkPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cleared.expires_at, cleared.max_clicks), (None, None));
+
+    assert!(!store.delete_link(stranger, "", &code_text).await.unwrap());
+    assert!(store.get_link("", &code_text).await.unwrap().is_some());
+    assert!(store.delete_link(owner, "", &code_text).await.unwrap());
+    assert_eq!(store.get_link("", &code_text).await.unwrap(), None);
+    assert!(!store.delete_link(owner, "", &code_text).await.unwrap());
+}
+
+async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "feeder").await;
+    let head = store.feed_head().await.unwrap();
+    let code_text = format!("{run}f1");
+    let link = store
+        .create_link(new_link(owner, code_text.clone(), "https://feed.test/"))
+        .await
+        .unwrap()
+        .link;
+    store
+        .update_link(
+            owner,
+            "",
+            &code_text,
+            LinkPatch {
+                url: Some("https://feed.test/2".into()),
+                ..LinkPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let batch = store.route_changes(head, 1000).await.unwrap();
+    assert!(!batch.reset);
+    let mine: Vec<_> = batch
+        .changes
+        .iter()
+        .filter(|c| c.code == code_text)
+        .collect();
+    assert_eq!(mine.len(), 2, "create and update each appear");
+    assert!(
+        mine.iter()
+            .all(|c| c.link.as_ref().map(|l| l.url.as_str()) == Some("https://feed.test/2"))
+    );
+    assert!(
+        batch.changes.windows(2).all(|w| w[0].seq < w[1].seq),
+        "ordered by seq"
+    );
+    let after_update = store.feed_head().await.unwrap();
+    assert!(after_update > head);
+
+    store.delete_link(owner, "", &code_text).await.unwrap();
+    let batch = store.route_changes(after_update, 1000).await.unwrap();
+    let deleted = batch
+        .changes
+        .iter()
+        .find(|c| c.code == code_text)
+        .expect("delete appears");
+    assert_eq!(deleted.link, None);
+
+    // Bulk loading by id pages.
+    let page = store.routes_page(link.id - 1, 1).await.unwrap();
+    assert!(page.len() <= 1);
+    let later = store.routes_page(link.id, 100_000).await.unwrap();
+    assert!(later.iter().all(|l| l.id > link.id));
+}
+
+async fn clicks_and_salt(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "clicker").await;
+    let link = store
+        .create_link(new_link(owner, format!("{run}c1"), "https://clicks.test/"))
+        .await
+        .unwrap()
+        .link;
+    store
+        .add_clicks(vec![(link.id, 3), (link.id, 2), (i64::MAX, 1)])
+        .await
+        .unwrap();
+    store.add_clicks(Vec::new()).await.unwrap();
+    let got = store
+        .get_link("", &format!("{run}c1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.clicks, 5);
+    let salt = store.installation_salt().await.unwrap();
+    assert_eq!(
+        store.installation_salt().await.unwrap(),
+        salt,
+        "salt is stable"
+    );
+}
+
+async fn concurrent_creates(store: Arc<dyn Store>, run: &str) {
+    let owner = user(&*store, run, "burst").await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let link = new_link(
+                owner,
+                format!("{run}p{i}"),
+                &format!("https://burst.test/{i}"),
+            );
+            tokio::spawn(async move { store.create_link(link).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let created = task.await.expect("task").expect("create");
+        assert!(ids.insert(created.link.id));
+    }
+    assert_eq!(ids.len(), 200);
+}

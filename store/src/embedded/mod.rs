@@ -1,0 +1,327 @@
+//! The embedded backend: SQLite (bundled) in WAL mode, in one data folder.
+//!
+//! Writes go to one writer thread that groups whatever is queued into a single
+//! transaction (each operation in its own savepoint), so async callers never block a
+//! worker thread and bursts cost one fsync. Reads use a small pool of read-only
+//! connections on tokio's blocking pool; WAL lets them run beside the writer.
+
+mod links;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use shortlink_core::{KEY_HASH_LEN, Role, User, UserId, time_util::now_unix};
+use tokio::sync::watch;
+
+use crate::{AccountStore, StoreError};
+use writer::Writer;
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Folder holding `shortlink.db`; created if missing.
+    pub data_dir: PathBuf,
+    /// How many route changes the feed keeps; a reader further behind reloads everything.
+    pub route_feed_retain: u64,
+    /// Most operations grouped into one transaction.
+    pub max_batch_ops: usize,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for a data folder.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            data_dir: data_dir.into(),
+            route_feed_retain: 100_000,
+            max_batch_ops: 512,
+        }
+    }
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+    hint: watch::Receiver<u64>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database in `config.data_dir`.
+    pub fn open(config: EmbeddedConfig) -> Result<Arc<EmbeddedStore>, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create data folder {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let path = config.data_dir.join("shortlink.db");
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // In WAL mode NORMAL is durable against process crashes; a power loss may drop the
+        // last transactions but never corrupts the database.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        configure(&conn)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > schema::SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "database schema version {version} is newer than this binary's ({}); upgrade shortlink",
+                schema::SCHEMA_VERSION
+            )));
+        }
+        conn.execute_batch(schema::SCHEMA)?;
+        conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?;
+        let salt: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'code_salt'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if salt.is_none() {
+            let salt: u64 = rand::random();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('code_salt', ?1)",
+                params![salt.to_string()],
+            )?;
+        }
+        let head = links::feed_head(&conn)?;
+        let (hint_tx, hint) = watch::channel(head);
+        let writer = Writer::start(
+            conn,
+            hint_tx,
+            config.route_feed_retain,
+            config.max_batch_ops,
+        )?;
+        Ok(Arc::new(EmbeddedStore {
+            path,
+            writer,
+            readers: Mutex::new(Vec::new()),
+            hint,
+        }))
+    }
+
+    /// Where the database file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with a pooled read-only connection on the blocking pool.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = self.take_reader()?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.readers.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+}
+
+fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = row.get(2)?;
+    Ok(User {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        created_at: row.get(3)?,
+    })
+}
+
+#[async_trait]
+impl AccountStore for EmbeddedStore {
+    async fn create_user(&self, name: &str, role: Role) -> Result<User, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                let now = now_unix();
+                let inserted = conn.execute(
+                    "INSERT INTO users (name, role, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, role.as_str(), now],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::UserExists(name));
+                }
+                Ok(User {
+                    id: conn.last_insert_rowid(),
+                    name,
+                    role,
+                    created_at: now,
+                })
+            })
+            .await
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, name, role, created_at FROM users WHERE id = ?1",
+                    [id],
+                    row_to_user,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, name, role, created_at FROM users WHERE name = ?1",
+                    [name],
+                    row_to_user,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn add_api_key(
+        &self,
+        user: UserId,
+        key_hash: [u8; KEY_HASH_LEN],
+        label: &str,
+    ) -> Result<(), StoreError> {
+        let label = label.to_owned();
+        self.writer
+            .write(move |conn| {
+                let exists: bool = conn
+                    .query_row("SELECT 1 FROM users WHERE id = ?1", [user], |_| Ok(true))
+                    .optional()?
+                    .unwrap_or(false);
+                if !exists {
+                    return Err(StoreError::NoSuchUser(user));
+                }
+                conn.execute(
+                    "INSERT INTO api_keys (key_hash, user_id, label, created_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_hash) DO NOTHING",
+                    params![key_hash.as_slice(), user, label, now_unix()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn user_by_key_hash(
+        &self,
+        key_hash: [u8; KEY_HASH_LEN],
+    ) -> Result<Option<User>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT u.id, u.name, u.role, u.created_at
+                     FROM api_keys k JOIN users u ON u.id = k.user_id
+                     WHERE k.key_hash = ?1",
+                    [key_hash.as_slice()],
+                    row_to_user,
+                )
+                .optional()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        crate::conformance::run_all(store.clone()).await;
+        // And again on the same, now non-empty store.
+        crate::conformance::run_all(store).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen_and_hint_ticks() {
+        use crate::{LinkStore, RouteFeed};
+        use shortlink_core::{NewLink, RedirectStatus, ShortCode};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let mut hint = store.change_hint().unwrap();
+        let salt = store.installation_salt().await.unwrap();
+        let owner = store.create_user("keeper", Role::User).await.unwrap().id;
+        store
+            .create_link(NewLink {
+                domain: String::new(),
+                code: ShortCode::from_stored("keep123".into()),
+                custom_alias: false,
+                owner,
+                url: "https://keep.test/".into(),
+                redirect: RedirectStatus::Temporary,
+                expires_at: None,
+                max_clicks: None,
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), hint.changed())
+            .await
+            .expect("hint ticks after a route change")
+            .unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let link = store
+            .get_link("", "keep123")
+            .await
+            .unwrap()
+            .expect("survives");
+        assert_eq!(link.redirect, RedirectStatus::Temporary);
+        assert_eq!(store.installation_salt().await.unwrap(), salt);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("shortlink.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
+            Err(StoreError::Backend(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("a newer schema must be refused"),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The single writer thread: groups queued operations into one transaction.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::Connection;
+use tokio::sync::{oneshot, watch};
+use tracing::{error, warn};
+
+use super::links::feed_head;
+use crate::StoreError;
+
+/// Called after the transaction holding the operation committed (or failed to).
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Runs an operation inside the open transaction; returns whether it succeeded and how
+/// to answer its caller once the transaction's fate is known.
+/// `None` means the transaction could not begin: the operation is not run.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// Handle to the writer thread. Dropping it stops the thread after the queue drains.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(super) fn start(
+        conn: Connection,
+        hint: watch::Sender<u64>,
+        feed_retain: u64,
+        max_batch: usize,
+    ) -> Result<Writer, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("shortlink-store-writer".into())
+            .spawn(move || run(conn, queue, hint, feed_retain, max_batch.max(1)))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Queues `op` and waits, without blocking the async thread, until its transaction
+    /// commits. An error from `op` rolls back only `op`.
+    pub(super) async fn write<R, F>(&self, op: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => op(conn),
+                None => Err(StoreError::Backend(
+                    "cannot begin a write transaction".into(),
+                )),
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = reply.send(committed.and(result));
+            });
+            (ok, finish)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run(
+    conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    hint: watch::Sender<u64>,
+    feed_retain: u64,
+    max_batch: usize,
+) {
+    let mut head = *hint.borrow();
+    let mut since_prune = 0usize;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, batch);
+        since_prune += outcome;
+        if since_prune >= 1024 {
+            since_prune = 0;
+            if let Err(e) = prune_feed(&conn, feed_retain) {
+                warn!(error = %e, "pruning the route change feed failed");
+            }
+        }
+        match feed_head(&conn) {
+            Ok(new_head) if new_head != head => {
+                head = new_head;
+                hint.send_replace(head);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "reading the route feed head failed"),
+        }
+    }
+}
+
+/// Runs one transaction; returns how many operations it held.
+fn run_batch(conn: &Connection, batch: Vec<Job>) -> usize {
+    let count = batch.len();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        error!(error = %e, "cannot begin a write transaction");
+        for job in batch {
+            let (_, finish) = job(None);
+            finish(Ok(()));
+        }
+        return count;
+    }
+    let mut finishers = Vec::with_capacity(count);
+    for job in batch {
+        let savepoint = conn.execute_batch("SAVEPOINT op");
+        let (ok, finish) = job(Some(conn));
+        if savepoint.is_ok() {
+            let end = if ok {
+                "RELEASE op"
+            } else {
+                "ROLLBACK TO op; RELEASE op"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                error!(error = %e, "cannot close a savepoint");
+            }
+        }
+        finishers.push(finish);
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|e| {
+        error!(error = %e, "commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::Backend(e.to_string())
+    });
+    for finish in finishers {
+        finish(committed.clone());
+    }
+    count
+}
+
+fn prune_feed(conn: &Connection, retain: u64) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "DELETE FROM route_changes WHERE seq <= (SELECT MAX(seq) FROM route_changes) - ?1",
+        [retain as i64],
+    )?;
+    Ok(())
+}

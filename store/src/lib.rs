@@ -1,0 +1,175 @@
+//! Storage for shortlink: the traits every backend implements, the embedded SQLite
+//! backend, and one conformance suite that every backend must pass.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+
+use async_trait::async_trait;
+use shortlink_core::{KEY_HASH_LEN, Link, LinkId, LinkPatch, NewLink, Role, User, UserId};
+use thiserror::Error;
+use tokio::sync::watch;
+
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// The (domain, code) pair is already used by another link.
+    #[error("code '{0}' is already taken")]
+    CodeTaken(String),
+    /// A user with this name exists.
+    #[error("user name '{0}' is already taken")]
+    UserExists(String),
+    /// The referenced user does not exist.
+    #[error("user {0} does not exist")]
+    NoSuchUser(UserId),
+    /// The backend failed (I/O, corruption, a bug); the message is for logs, not users.
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// The store was shut down.
+    #[error("store is shut down")]
+    Closed,
+}
+
+/// What `create_link` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The new link, or the existing plain link it deduplicated to.
+    pub link: Link,
+    /// True when an existing link was returned instead of creating one.
+    pub existed: bool,
+}
+
+/// A listing request: the owner's links, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Page size (the caller bounds it).
+    pub limit: usize,
+    /// Only links with an id below this one (the previous page's cursor).
+    pub before_id: Option<LinkId>,
+    /// Only links carrying this tag.
+    pub tag: Option<String>,
+    /// Only links whose URL or code contains this text (case-insensitive).
+    pub q: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkPage {
+    /// The links, newest first.
+    pub items: Vec<Link>,
+    /// The id to pass as `before_id` for the next page, if there may be more.
+    pub next_before_id: Option<LinkId>,
+}
+
+/// One entry of the route change feed: the current state of a (domain, code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    /// Position in the feed; strictly increasing.
+    pub seq: u64,
+    /// The domain of the changed route.
+    pub domain: String,
+    /// The code of the changed route.
+    pub code: String,
+    /// The link as it is now, or `None` if it was deleted.
+    pub link: Option<Link>,
+}
+
+/// A read of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// Changes after the requested position, oldest first.
+    pub changes: Vec<RouteChange>,
+    /// True when the requested position is older than the feed's retention: the reader
+    /// missed changes and must reload every route.
+    pub reset: bool,
+}
+
+/// Links: create, read, list, change, delete.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
+    /// Creates a link. If `link.is_plain()` and the owner already has a plain link to the
+    /// same URL on the same domain, returns that one with `existed = true`.
+    /// Fails with [`StoreError::CodeTaken`] when the code is used on that domain.
+    async fn create_link(&self, link: NewLink) -> Result<Created, StoreError>;
+
+    /// The link at (domain, code), whoever owns it.
+    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError>;
+
+    /// The owner's links, newest first, filtered and paged.
+    async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError>;
+
+    /// Applies `patch` to the owner's link; `None` if the owner has no such link.
+    async fn update_link(
+        &self,
+        owner: UserId,
+        domain: &str,
+        code: &str,
+        patch: LinkPatch,
+    ) -> Result<Option<Link>, StoreError>;
+
+    /// Deletes the owner's link; false if the owner has no such link.
+    async fn delete_link(
+        &self,
+        owner: UserId,
+        domain: &str,
+        code: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds click counts to links; unknown ids are ignored. Not a route change.
+    async fn add_clicks(&self, counts: Vec<(LinkId, u64)>) -> Result<(), StoreError>;
+
+    /// A random value fixed at first start, salting generated codes for this installation.
+    async fn installation_salt(&self) -> Result<u64, StoreError>;
+}
+
+/// The route change feed that keeps proxies' route tables in sync.
+#[async_trait]
+pub trait RouteFeed: Send + Sync {
+    /// The newest feed position; a reader that bulk-loads takes this first, then follows
+    /// the feed from here.
+    async fn feed_head(&self) -> Result<u64, StoreError>;
+
+    /// Links with an id above `after_id`, by id, at most `limit`: for bulk loading.
+    async fn routes_page(&self, after_id: LinkId, limit: usize) -> Result<Vec<Link>, StoreError>;
+
+    /// Changes after position `after`, at most `limit`.
+    async fn route_changes(&self, after: u64, limit: usize) -> Result<ChangeBatch, StoreError>;
+
+    /// A watch that ticks when the feed moves, for readers in the same process; `None`
+    /// where the backend cannot tell (readers then rely on polling).
+    fn change_hint(&self) -> Option<watch::Receiver<u64>>;
+}
+
+/// Users and API keys (stored only as hashes).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates a user; [`StoreError::UserExists`] if the name is taken.
+    async fn create_user(&self, name: &str, role: Role) -> Result<User, StoreError>;
+
+    /// The user with this id.
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// The user with this name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
+
+    /// Records an API key's hash for a user. Adding a hash that exists already is a no-op.
+    async fn add_api_key(
+        &self,
+        user: UserId,
+        key_hash: [u8; KEY_HASH_LEN],
+        label: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The user an API key hash belongs to.
+    async fn user_by_key_hash(
+        &self,
+        key_hash: [u8; KEY_HASH_LEN],
+    ) -> Result<Option<User>, StoreError>;
+}
+
+/// Everything a shortlink node needs from storage.
+pub trait Store: LinkStore + RouteFeed + AccountStore {}
+
+impl<T: LinkStore + RouteFeed + AccountStore> Store for T {}

@@ -1,0 +1,281 @@
+//! Starts the real `shortlink` binary on free loopback ports with a temporary data folder,
+//! and talks to it over real sockets.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ADMIN_KEY: &str = "sl_test_admin_key_0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `shortlink serve`.
+pub struct TestServer {
+    child: Option<Child>,
+    pub proxy: String,
+    pub control: String,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+    log: PathBuf,
+    out: PathBuf,
+}
+
+/// Options for starting a server.
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    pub admin_key: Option<String>,
+    pub data: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            env: vec![
+                // Generous limits so tests do not trip each other; limit tests lower them.
+                (
+                    "SHORTLINK_CONTROL__WRITES_PER_MINUTE".into(),
+                    "100000".into(),
+                ),
+                ("SHORTLINK_CONTROL__WRITE_BURST".into(), "10000".into()),
+                (
+                    "SHORTLINK_PROXY__NOT_FOUND_PER_IP_PER_MINUTE".into(),
+                    "100000".into(),
+                ),
+            ],
+            admin_key: Some(ADMIN_KEY.into()),
+            data: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_shortlink")
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
+        let (dir, data) = match options.data {
+            Some(data) => (None, data),
+            None => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let data = dir.path().join("data");
+                (Some(dir), data)
+            }
+        };
+        let proxy_port = free_port();
+        let control_port = free_port();
+        let log = data.with_extension(format!("{proxy_port}.log"));
+        let out = data.with_extension(format!("{proxy_port}.out"));
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SHORTLINK_DATA_DIR", &data)
+            .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env(
+                "SHORTLINK_CONTROL_LISTEN",
+                format!("127.0.0.1:{control_port}"),
+            )
+            .env("SHORTLINK_PROXY__THREADS", "2")
+            .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
+            .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
+            .env("SHORTLINK_PROXY__CLICK_FLUSH_MS", "100")
+            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(key) = &options.admin_key {
+            command.env("SHORTLINK_ADMIN_KEY", key);
+        }
+        for (k, v) in &options.env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start the shortlink binary");
+        let server = TestServer {
+            child: Some(child),
+            proxy: format!("http://127.0.0.1:{proxy_port}"),
+            control: format!("http://127.0.0.1:{control_port}"),
+            data,
+            _dir: dir,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            log,
+            out,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until the proxy forwards `/healthz` to the control plane and answers 200.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.proxy))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "shortlink did not become ready in 30 s; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("shortlink did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Keeps the temporary folder alive past this server (for restarts).
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+
+    /// A request to the API through the proxy port with `key`.
+    pub fn api(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.proxy))
+            .bearer_auth(key)
+    }
+
+    /// Creates a link as `key`; returns (status, body).
+    pub async fn create(&self, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .api(reqwest::Method::POST, "/api/v1/links", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("create request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a user and a key for it as admin; returns the key.
+    pub async fn new_user(&self, name: &str) -> String {
+        let r = self
+            .api(reqwest::Method::POST, "/api/v1/users", ADMIN_KEY)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create user {name}");
+        let r = self
+            .api(reqwest::Method::POST, "/api/v1/keys", ADMIN_KEY)
+            .json(&json!({"user": name, "label": "test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create key for {name}");
+        let body: Value = r.json().await.unwrap();
+        body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// GETs `/{code}` on the proxy.
+    pub async fn follow(&self, code: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/{code}", self.proxy))
+            .send()
+            .await
+            .expect("proxy request")
+    }
+
+    /// Polls `/{code}` until its status is `want` or `within` passes; returns the last
+    /// response and how long it took.
+    pub async fn wait_status(
+        &self,
+        code: &str,
+        want: u16,
+        within: Duration,
+    ) -> (reqwest::Response, Duration) {
+        let start = Instant::now();
+        loop {
+            let r = self.follow(code).await;
+            if r.status().as_u16() == want || start.elapsed() > within {
+                return (r, start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Asserts the error envelope's code and returns the message.
+#[track_caller]
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error envelope: {body}"))
+}
