@@ -95,12 +95,12 @@ impl Config {
                 }
             });
         let mut config: Config = figment.merge(env).extract().map_err(|e| e.to_string())?;
-        if config.admin_key.is_none() {
-            if let Some(path) = &config.admin_key_file {
-                let key = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read admin_key_file {}: {e}", path.display()))?;
-                config.admin_key = Some(key.trim().to_owned());
-            }
+        if config.admin_key.is_none()
+            && let Some(path) = &config.admin_key_file
+        {
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read admin_key_file {}: {e}", path.display()))?;
+            config.admin_key = Some(key.trim().to_owned());
         }
         config.validate()?;
         Ok(config)
@@ -210,8 +210,10 @@ mod tests {
         let mut config = Config::default();
         config.proxy.listen = "nope".into();
         assert!(config.validate().unwrap_err().contains("proxy.listen"));
-        let mut config = Config::default();
-        config.public_url = Some("ftp://x".into());
+        let config = Config {
+            public_url: Some("ftp://x".into()),
+            ..Config::default()
+        };
         assert!(config.validate().unwrap_err().contains("public_url"));
         let mut config = Config::default();
         config.store.engine = "mongo".into();

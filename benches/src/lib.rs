@@ -1,1 +1,52 @@
-//! Benchmarks only; see `benches/`.
+//! Shared fixtures for the benchmarks: synthetic links and filled route tables.
+
+use std::time::Duration;
+
+use shortlink_core::{Link, RedirectStatus, ShortCode};
+use shortlink_proxy::RouteTable;
+
+/// A deterministic synthetic link number `i` with a typical ~60-byte URL.
+pub fn sample_link(i: usize) -> Link {
+    let url = format!("https://www.example.com/articles/{i:08}/a-typical-slug?ref=x");
+    Link {
+        id: i as i64 + 1,
+        domain: String::new(),
+        code: unique_code(i),
+        custom_alias: false,
+        owner: 1,
+        url,
+        redirect: RedirectStatus::Permanent,
+        expires_at: None,
+        max_clicks: None,
+        clicks: 0,
+        tags: Vec::new(),
+        disabled: false,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+/// A distinct, well-spread 7-character base62 code for every `i` below 62^7: `i` times an
+/// odd constant modulo 62^7 is a bijection, so synthetic tables have no code collisions.
+pub fn unique_code(i: usize) -> ShortCode {
+    const SPACE: u64 = 62u64.pow(7);
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // Coprime to 62^7 = 2^7 * 31^7 (odd, not a multiple of 31).
+    const MULTIPLIER: u128 = 2_654_435_761;
+    let mut value = ((i as u128 * MULTIPLIER) % SPACE as u128) as u64;
+    let mut code = String::with_capacity(7);
+    for _ in 0..7 {
+        code.push(DIGITS[(value % 62) as usize] as char);
+        value /= 62;
+    }
+    ShortCode::from_stored(code)
+}
+
+/// A route table holding `n` synthetic links.
+pub fn table_with(n: usize) -> RouteTable {
+    let table = RouteTable::new(Duration::from_secs(2), 100_000);
+    for i in 0..n {
+        table.upsert(&sample_link(i));
+    }
+    table
+}

@@ -22,7 +22,7 @@ use thiserror::Error;
 
 pub use clicks::{ClickSink, ClickStats};
 pub use config::ProxyConfig;
-pub use routes::{Resolution, RouteTable};
+pub use routes::{Resolution, RouteKey, RouteTable};
 pub use service::Redirector;
 pub use sync::{RouteSync, SyncStatus};
 

@@ -22,7 +22,7 @@ use shortlink_store::Store;
 use tracing::warn;
 
 use crate::clicks::ClickSink;
-use crate::routes::{Resolution, RouteTable};
+use crate::routes::{Resolution, RouteKey, RouteTable};
 
 const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link not found</title></head><body><h1>Link not found</h1><p>There is no short link at this address. Check it for typos.</p></body></html>\n";
 const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
@@ -75,7 +75,7 @@ impl Redirector {
     }
 
     /// Looks the code up in the store after a table miss.
-    async fn read_through(&self, key: u128, domain: &str, code: &str, now: i64) -> Lookup {
+    async fn read_through(&self, key: RouteKey, domain: &str, code: &str, now: i64) -> Lookup {
         if self.table.recently_missed(key) {
             return Lookup::NotFound;
         }
@@ -96,6 +96,39 @@ impl Redirector {
                 Lookup::Unavailable
             }
         }
+    }
+}
+
+impl Redirector {
+    /// 404 for an unknown code, or 429 once the client IP has had too many 404s.
+    async fn not_found(&self, session: &mut Session) -> Result<bool> {
+        if let Some(ip) = client_ip(session)
+            && let Err(not_until) = self.not_found.check_key(&ip)
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let retry = HeaderValue::from(wait.as_secs().max(1));
+            return respond(
+                session,
+                429,
+                &[
+                    (header::CONTENT_TYPE, HTML.clone()),
+                    (header::CACHE_CONTROL, NO_STORE.clone()),
+                    (header::RETRY_AFTER, retry),
+                ],
+                TOO_MANY_PAGE,
+            )
+            .await;
+        }
+        respond(
+            session,
+            404,
+            &[
+                (header::CONTENT_TYPE, HTML.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+            ],
+            NOT_FOUND_PAGE,
+        )
+        .await
     }
 }
 
@@ -163,36 +196,7 @@ impl ProxyHttp for Redirector {
                 let code = code.to_owned();
                 match self.read_through(key, domain, &code, now).await {
                     Lookup::Found(found) => found,
-                    Lookup::NotFound => {
-                        let ip = client_ip(session);
-                        if let Some(ip) = ip {
-                            if let Err(not_until) = self.not_found.check_key(&ip) {
-                                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                                let retry = HeaderValue::from(wait.as_secs().max(1));
-                                return respond(
-                                    session,
-                                    429,
-                                    &[
-                                        (header::CONTENT_TYPE, HTML.clone()),
-                                        (header::CACHE_CONTROL, NO_STORE.clone()),
-                                        (header::RETRY_AFTER, retry),
-                                    ],
-                                    TOO_MANY_PAGE,
-                                )
-                                .await;
-                            }
-                        }
-                        return respond(
-                            session,
-                            404,
-                            &[
-                                (header::CONTENT_TYPE, HTML.clone()),
-                                (header::CACHE_CONTROL, NO_STORE.clone()),
-                            ],
-                            NOT_FOUND_PAGE,
-                        )
-                        .await;
-                    }
+                    Lookup::NotFound => return self.not_found(session).await,
                     Lookup::Unavailable => {
                         return respond(
                             session,

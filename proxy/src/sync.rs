@@ -166,7 +166,7 @@ impl BackgroundService for RouteSync {
                 Err(error) => warn!(%error, "route feed poll failed; serving from memory"),
             }
             ticks += 1;
-            if ticks % 64 == 0 {
+            if ticks.is_multiple_of(64) {
                 self.table.prune_misses();
             }
         }

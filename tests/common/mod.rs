@@ -134,19 +134,18 @@ impl TestServer {
         server
     }
 
-    /// Waits until the proxy forwards `/healthz` to the control plane and answers 200.
+    /// Waits until the proxy forwards `/readyz` to the control plane and answers 200.
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self
+            let ready = self
                 .client
                 .get(format!("{}/readyz", self.proxy))
                 .send()
                 .await
-            {
-                if r.status() == 200 {
-                    return;
-                }
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(

@@ -133,10 +133,10 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < 8
+        {
+            pool.push(conn);
         }
         result
     }

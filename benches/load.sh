@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Load harness: shortlink's redirect proxy against nginx `return 301`, on the same box, in
+# the same run, interleaved round by round. Reports median requests/s, p50/p99 latency,
+# the shortlink/nginx ratio, and the process's RSS after loading the links.
+#
+# Usage: benches/load.sh [links=1000] [rounds=3] [seconds=10] [connections=64]
+# Env:   THREADS (proxy threads = nginx workers; default nproc), WRK_THREADS (default 2)
+set -euo pipefail
+
+N=${1:-1000}
+ROUNDS=${2:-3}
+SECS=${3:-10}
+CONNS=${4:-64}
+THREADS=${THREADS:-$(nproc)}
+WRK_THREADS=${WRK_THREADS:-2}
+PROXY_PORT=18080
+CONTROL_PORT=18081
+NGINX_PORT=18082
+KEY=sl_load_harness_admin_key_0000000000
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$root/target/load
+rm -rf "$work"
+mkdir -p "$work/tmp"
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+
+cargo build --release -q -p shortlink --bin shortlink
+cargo build --release -q -p shortlink-benches --bin load_seed
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+SHORTLINK_DATA_DIR=$work/data \
+SHORTLINK_PROXY_LISTEN=127.0.0.1:$PROXY_PORT \
+SHORTLINK_CONTROL_LISTEN=127.0.0.1:$CONTROL_PORT \
+SHORTLINK_ADMIN_KEY=$KEY \
+SHORTLINK_PROXY__THREADS=$THREADS \
+SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 \
+SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
+SHORTLINK_CONTROL__WRITE_BURST=100000000 \
+SHORTLINK_LOG=warn \
+  "$root/target/release/shortlink" serve >"$work/shortlink.out" 2>"$work/shortlink.log" &
+sl_pid=$!
+pids+=("$sl_pid")
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$PROXY_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PROXY_PORT/readyz" >/dev/null || { echo "shortlink did not start"; cat "$work/shortlink.log"; exit 1; }
+
+rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
+"$root/target/release/load_seed" "http://127.0.0.1:$CONTROL_PORT" "$KEY" "$N"
+sleep 1
+rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
+status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/ld$((N - 1))")
+[ "$status" = 301 ] || { echo "sanity check failed: /ld$((N - 1)) answered $status"; exit 1; }
+
+sed -e "s|@WORKERS@|$THREADS|" -e "s|@DIR@|$work|g" -e "s|@PORT@|$NGINX_PORT|" \
+  "$root/benches/load/nginx.conf.in" >"$work/nginx.conf"
+nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=("$!")
+sleep 0.5
+
+# Prints "<req/s> <p50 ms> <p99 ms> <non-3xx count>" for one wrk run against a port.
+run_wrk() {
+  local out
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$root/benches/load/random_code.lua" \
+    "http://127.0.0.1:$1" -- "$N")
+  echo "$out" >>"$work/wrk.txt"
+  echo "$out" | awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx or 3xx/ { bad = $5 }
+    END { printf "%s %.3f %.3f %d\n", rps, p50, p99, bad }'
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+: >"$work/shortlink.runs"
+: >"$work/nginx.runs"
+for round in $(seq "$ROUNDS"); do
+  run_wrk "$PROXY_PORT" | tee -a "$work/shortlink.runs" | sed "s/^/round $round shortlink: /"
+  run_wrk "$NGINX_PORT" | tee -a "$work/nginx.runs" | sed "s/^/round $round nginx:     /"
+done
+
+col() { awk -v c="$1" '{ print $c }' "$2" | median; }
+sl_rps=$(col 1 "$work/shortlink.runs"); ng_rps=$(col 1 "$work/nginx.runs")
+echo
+echo "links=$N rounds=$ROUNDS seconds=$SECS connections=$CONNS proxy_threads=$THREADS nginx_workers=$THREADS wrk_threads=$WRK_THREADS"
+printf "%-10s %12s %9s %9s\n" server "median_rps" "p50_ms" "p99_ms"
+printf "%-10s %12.0f %9.3f %9.3f\n" shortlink "$sl_rps" "$(col 2 "$work/shortlink.runs")" "$(col 3 "$work/shortlink.runs")"
+printf "%-10s %12.0f %9.3f %9.3f\n" nginx "$ng_rps" "$(col 2 "$work/nginx.runs")" "$(col 3 "$work/nginx.runs")"
+awk -v a="$sl_rps" -v b="$ng_rps" 'BEGIN { printf "ratio shortlink/nginx = %.3f\n", a / b }'
+echo "shortlink RSS: ${rss_before} KiB before loading, ${rss_after} KiB after $N links"
+bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/shortlink.runs")
+[ "$bad" = 0 ] || echo "WARNING: shortlink answered $bad non-3xx responses"

@@ -1,0 +1,39 @@
+//! Measures the route table's resident memory per million links.
+//!
+//! `cargo run --release -p shortlink-benches --bin route_memory -- 1000000`
+
+use shortlink_benches::sample_link;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    // Build the links first so only the table's own memory is measured.
+    let links: Vec<_> = (0..n).map(sample_link).collect();
+    let url_bytes: usize = links.iter().map(|l| l.url.len()).sum();
+    let before = rss_bytes();
+    let table = shortlink_proxy::RouteTable::new(std::time::Duration::from_secs(2), 1000);
+    for link in &links {
+        table.upsert(link);
+    }
+    let after = rss_bytes();
+    let per_link = (after - before) as f64 / n as f64;
+    println!(
+        "links={n} table_rss_mib={:.1} bytes_per_link={per_link:.1} mean_url_bytes={:.1} projected_10M_gib={:.2}",
+        (after - before) as f64 / (1 << 20) as f64,
+        url_bytes as f64 / n as f64,
+        per_link * 10_000_000.0 / (1u64 << 30) as f64
+    );
+    assert_eq!(table.len(), n);
+}

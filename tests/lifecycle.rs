@@ -1,0 +1,290 @@
+//! Start-up, limits, restarts and the CLI: the real binary as an operator runs it.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ADMIN_KEY, Options, TestServer, binary, error_code};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn links_and_clicks_survive_a_graceful_restart() {
+    let mut s = TestServer::start().await;
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let (status, body) = s
+            .create(
+                ADMIN_KEY,
+                json!({"url": format!("https://keep.example/{i}")}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        codes.push(body["code"].as_str().unwrap().to_owned());
+    }
+    let (_, capped) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://keep.example/capped", "max_clicks": 3}),
+        )
+        .await;
+    let capped = capped["code"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.wait_status(&capped, 301, Duration::from_secs(1))
+            .await
+            .0
+            .status(),
+        301
+    );
+    assert_eq!(s.follow(&capped).await.status(), 301);
+
+    let dir = s.take_dir();
+    let data = s.data_dir().to_owned();
+    let started = std::time::Instant::now();
+    let status = s.terminate();
+    assert!(
+        status.success(),
+        "graceful exit on SIGTERM: {status:?}\n{}",
+        s.log_text()
+    );
+    eprintln!("graceful shutdown took {:?}", started.elapsed());
+    drop(s);
+
+    let s = TestServer::start_with(Options {
+        data: Some(data),
+        ..Options::default()
+    })
+    .await;
+    // Served from the bulk-loaded table (no negative cache, no read-through needed).
+    for code in &codes {
+        let r = s.follow(code).await;
+        assert_eq!(r.status(), 301, "{code} after restart");
+    }
+    // Clicks were flushed on shutdown: one more redirect, then the cap.
+    assert_eq!(s.follow(&capped).await.status(), 301);
+    assert_eq!(s.follow(&capped).await.status(), 410);
+    let r = s
+        .api(Method::GET, &format!("/api/v1/links/{capped}"), ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.json::<Value>().await.unwrap()["clicks"].as_u64().unwrap() >= 2);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn write_rate_limit_answers_429_with_retry_after() {
+    let s = TestServer::start_with(
+        Options::default()
+            .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "1")
+            .env("SHORTLINK_CONTROL__WRITE_BURST", "3"),
+    )
+    .await;
+    for i in 0..3 {
+        let (status, _) = s
+            .create(
+                ADMIN_KEY,
+                json!({"url": format!("https://rate.example/{i}")}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let r = s
+        .api(Method::POST, "/api/v1/links", ADMIN_KEY)
+        .json(&json!({"url": "https://rate.example/over"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(error_code(&r.json().await.unwrap()), "rate_limited");
+    // Reads are not limited.
+    let r = s
+        .api(Method::GET, "/api/v1/links", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_codes_are_limited_per_client_ip() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_PROXY__NOT_FOUND_PER_IP_PER_MINUTE", "5"),
+    )
+    .await;
+    let (_, body) = s
+        .create(ADMIN_KEY, json!({"url": "https://known.example/"}))
+        .await;
+    let known = body["code"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.wait_status(&known, 301, Duration::from_secs(1))
+            .await
+            .0
+            .status(),
+        301
+    );
+    for i in 0..5 {
+        assert_eq!(s.follow(&format!("guess{i}")).await.status(), 404);
+    }
+    let r = s.follow("guess-more").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        s.follow(&known).await.status(),
+        301,
+        "known links still redirect"
+    );
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("SHORTLINK_PROXY_LISTEN", "not-an-address", "proxy.listen"),
+        ("SHORTLINK_PUBLIC_URL", "ftp://nope", "public_url"),
+        ("SHORTLINK_ADMIN_KEY", "short", "admin_key"),
+        ("SHORTLINK_CONTROL__MAX_BODY_BYTES", "ten", "max_body_bytes"),
+        ("SHORTLINK_PROXY__NO_SUCH_KEY", "1", "no_such_key"),
+    ];
+    for (key, value, mention) in cases {
+        let out = Command::new(binary())
+            .arg("serve")
+            .env("SHORTLINK_DATA_DIR", dir.path())
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{key}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.to_lowercase().contains(mention), "{key}: {stderr}");
+    }
+    let out = Command::new(binary())
+        .args(["serve", "--config", "/no/such/file.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[proxy]\nlisten = 8080\n").unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn first_start_generates_and_prints_an_admin_key_once() {
+    let mut s = TestServer::start_with(Options {
+        admin_key: None,
+        ..Options::default()
+    })
+    .await;
+    let stdout = s.stdout_text();
+    let key = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sl_"))
+        .unwrap_or_else(|| panic!("no key printed:\n{stdout}"))
+        .to_owned();
+    let (status, _) = s
+        .create(&key, json!({"url": "https://boot.example/"}))
+        .await;
+    assert_eq!(status, 201, "the printed key works");
+    let stored = std::fs::read(s.data_dir().join("shortlink.db")).unwrap();
+    assert!(
+        !stored.windows(key.len()).any(|w| w == key.as_bytes()),
+        "only the key's hash is stored"
+    );
+    let dir = s.take_dir();
+    let data = s.data_dir().to_owned();
+    assert!(s.terminate().success());
+    let s = TestServer::start_with(Options {
+        admin_key: None,
+        data: Some(data),
+        ..Options::default()
+    })
+    .await;
+    assert!(
+        !s.stdout_text().contains("sl_"),
+        "no new key on later starts"
+    );
+    let (status, _) = s
+        .create(&key, json!({"url": "https://boot.example/2"}))
+        .await;
+    assert_eq!(status, 201);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn cli_creates_users_keys_and_links() {
+    let s = TestServer::start().await;
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .env("SHORTLINK_DATA_DIR", s.data_dir())
+            .env("SHORTLINK_API_URL", &s.control)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["user", "create", "cli-user"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["key", "create", "--user", "cli-user", "--label", "laptop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("sl_"));
+    let out = run(&[
+        "link",
+        "create",
+        "https://cli.example/",
+        "--alias",
+        "from-cli",
+        "--key",
+        &key,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("{}/from-cli", s.proxy)
+    );
+    assert_eq!(
+        s.wait_status("from-cli", 301, Duration::from_secs(1))
+            .await
+            .0
+            .status(),
+        301
+    );
+
+    let out = run(&[
+        "link",
+        "create",
+        "https://cli.example/",
+        "--alias",
+        "from-cli",
+        "--key",
+        &key,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("alias_taken"));
+    let out = run(&["key", "create", "--user", "ghost"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named 'ghost'"));
+}
