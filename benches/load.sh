@@ -96,7 +96,11 @@ echo "links=$N rounds=$ROUNDS seconds=$SECS connections=$CONNS proxy_threads=$TH
 printf "%-10s %12s %9s %9s\n" server "median_rps" "p50_ms" "p99_ms"
 printf "%-10s %12.0f %9.3f %9.3f\n" shortlink "$sl_rps" "$(col 2 "$work/shortlink.runs")" "$(col 3 "$work/shortlink.runs")"
 printf "%-10s %12.0f %9.3f %9.3f\n" nginx "$ng_rps" "$(col 2 "$work/nginx.runs")" "$(col 3 "$work/nginx.runs")"
-awk -v a="$sl_rps" -v b="$ng_rps" 'BEGIN { printf "ratio shortlink/nginx = %.3f\n", a / b }'
+awk -v a="$sl_rps" -v b="$ng_rps" 'BEGIN { printf "ratio of medians shortlink/nginx = %.3f\n", a / b }'
+# Each round runs both servers back to back, so the per-round ratio cancels slow drifts
+# of the machine; its median is the steadier figure.
+round_ratio=$(paste "$work/shortlink.runs" "$work/nginx.runs" | awk '{ print $1 / $5 }' | median)
+printf "median per-round ratio shortlink/nginx = %.3f\n" "$round_ratio"
 echo "shortlink RSS: ${rss_before} KiB before loading, ${rss_after} KiB after $N links"
 bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/shortlink.runs")
 [ "$bad" = 0 ] || echo "WARNING: shortlink answered $bad non-3xx responses"
