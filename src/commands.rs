@@ -87,6 +87,11 @@ impl BackgroundService for ControlService {
 }
 
 fn proxy_server(config: &Config, store: Arc<dyn Store>) -> Result<pingora::server::Server> {
+    // pingora retries a busy port forever; find out now and say so instead.
+    drop(
+        std::net::TcpListener::bind(&config.proxy.listen)
+            .with_context(|| format!("cannot listen on {}", config.proxy.listen))?,
+    );
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
     let mut server = shortlink_proxy::new_server(&proxy_config);

@@ -44,7 +44,7 @@ pub(crate) struct Config {
     pub(crate) admin_key: Option<String>,
     /// File holding the bootstrap admin API key. Default unset.
     pub(crate) admin_key_file: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `shortlink_proxy=debug`. Default `info`.
+    /// Log filter, e.g. `info` or `shortlink_proxy=debug`. Default `info,pingora_core=warn`.
     pub(crate) log: String,
     /// The storage engine.
     pub(crate) store: StoreConfig,
@@ -61,7 +61,7 @@ impl Default for Config {
             public_url: None,
             admin_key: None,
             admin_key_file: None,
-            log: "info".into(),
+            log: "info,pingora_core=warn".into(),
             store: StoreConfig::default(),
             proxy: ProxyConfig::default(),
             control: ControlConfig::default(),

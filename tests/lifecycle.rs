@@ -310,7 +310,10 @@ async fn proxy_and_control_run_as_separate_processes() {
                 .arg(plane)
                 .env("SHORTLINK_DATA_DIR", dir.path())
                 .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-                .env("SHORTLINK_CONTROL_LISTEN", format!("127.0.0.1:{control_port}"))
+                .env(
+                    "SHORTLINK_CONTROL_LISTEN",
+                    format!("127.0.0.1:{control_port}"),
+                )
                 .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
                 .env("SHORTLINK_PROXY__HEALTH_CHECK_SECONDS", "1")
                 .stdout(std::process::Stdio::null())
@@ -328,19 +331,34 @@ async fn proxy_and_control_run_as_separate_processes() {
     let proxy = format!("http://127.0.0.1:{proxy_port}");
     let start = std::time::Instant::now();
     loop {
-        let ready = client.get(format!("{proxy}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+        let ready = client
+            .get(format!("{proxy}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
         if ready {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "planes did not come up");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "planes did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm the route table so the next change must arrive through the polled feed,
     // not through a read-through on a miss.
-    let (_, first) = common_create(&client, &proxy, json!({"url": "https://split.example/1"})).await;
+    let (_, first) =
+        common_create(&client, &proxy, json!({"url": "https://split.example/1"})).await;
     let first = first["code"].as_str().unwrap().to_owned();
     let start = std::time::Instant::now();
-    while client.get(format!("{proxy}/{first}")).send().await.unwrap().status() != 301 {
+    while client
+        .get(format!("{proxy}/{first}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 301
+    {
         assert!(start.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -355,7 +373,10 @@ async fn proxy_and_control_run_as_separate_processes() {
     let changed = std::time::Instant::now();
     loop {
         let r = client.get(format!("{proxy}/{first}")).send().await.unwrap();
-        if r.headers().get("location").is_some_and(|l| l == "https://split.example/changed") {
+        if r.headers()
+            .get("location")
+            .is_some_and(|l| l == "https://split.example/changed")
+        {
             break;
         }
         assert!(
@@ -376,4 +397,30 @@ async fn common_create(client: &reqwest::Client, base: &str, body: Value) -> (u1
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[test]
+fn a_busy_port_fails_fast_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for (var, other) in [
+        ("SHORTLINK_PROXY_LISTEN", "SHORTLINK_CONTROL_LISTEN"),
+        ("SHORTLINK_CONTROL_LISTEN", "SHORTLINK_PROXY_LISTEN"),
+    ] {
+        let out = Command::new(binary())
+            .arg("serve")
+            .env("SHORTLINK_DATA_DIR", dir.path())
+            .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
+            .env(var, &busy)
+            .env(other, format!("127.0.0.1:{}", common::free_port()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("cannot listen on {busy}")),
+            "{var}: {stderr}"
+        );
+    }
 }
