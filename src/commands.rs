@@ -27,6 +27,7 @@ pub(crate) fn init_logging(filter: &str) {
 fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let mut embedded = EmbeddedConfig::new(&config.data_dir);
     embedded.route_feed_retain = config.store.route_feed_retain;
+    embedded.click_retention_days = i64::from(config.control.click_retention_days);
     let store = EmbeddedStore::open(embedded)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(store)
@@ -58,6 +59,7 @@ struct ControlService {
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     config: ControlConfig,
     public_url: String,
+    internal_secret: Option<String>,
     store: Arc<dyn Store>,
 }
 
@@ -66,6 +68,9 @@ impl BackgroundService for ControlService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let stop = async move {
             let _ = shutdown.changed().await;
+            // Stay up a moment so the proxy's shipper, stopping at the same time, can hand
+            // over its last clicks instead of spooling them.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         };
         let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
@@ -74,6 +79,7 @@ impl BackgroundService for ControlService {
             listener,
             self.config.clone(),
             &self.public_url,
+            self.internal_secret.clone(),
             self.store.clone(),
             stop,
         )
@@ -86,7 +92,19 @@ impl BackgroundService for ControlService {
     }
 }
 
-fn proxy_server(config: &Config, store: Arc<dyn Store>) -> Result<pingora::server::Server> {
+/// The internal secret for planes running apart: they must share a configured one.
+fn required_secret(config: &Config) -> Result<String> {
+    config.internal_secret.clone().context(
+        "internal_secret (or SHORTLINK_INTERNAL_SECRET) must be set to the same value on every \
+         proxy and control plane when they run apart",
+    )
+}
+
+fn proxy_server(
+    config: &Config,
+    store: Arc<dyn Store>,
+    internal_secret: String,
+) -> Result<pingora::server::Server> {
     // pingora retries a busy port forever; find out now and say so instead.
     drop(
         std::net::TcpListener::bind(&config.proxy.listen)
@@ -95,7 +113,7 @@ fn proxy_server(config: &Config, store: Arc<dyn Store>) -> Result<pingora::serve
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
     let mut server = shortlink_proxy::new_server(&proxy_config);
-    shortlink_proxy::add_proxy(&mut server, &proxy_config, store)?;
+    shortlink_proxy::add_proxy(&mut server, &proxy_config, store, Some(internal_secret))?;
     Ok(server)
 }
 
@@ -120,13 +138,19 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let store = open_store(&config)?;
     bootstrap(&config, &store)?;
     let listener = shortlink_control::bind(&config.control)?;
-    let mut server = proxy_server(&config, store.clone())?;
+    // Both planes live in this process, so a secret made now is shared by both.
+    let secret = config
+        .internal_secret
+        .clone()
+        .unwrap_or_else(shortlink_control::auth::generate_api_key);
+    let mut server = proxy_server(&config, store.clone(), secret.clone())?;
     let mut control = background_service(
         "control plane",
         ControlService {
             listener: std::sync::Mutex::new(Some(listener)),
             config: config.control.clone(),
             public_url: config.public_url(),
+            internal_secret: Some(secret),
             store,
         },
     );
@@ -139,8 +163,9 @@ pub(crate) fn serve(config: Config) -> Result<()> {
 
 /// `shortlink proxy`: only the data plane.
 pub(crate) fn proxy(config: Config) -> Result<()> {
+    let secret = required_secret(&config)?;
     let store = open_store(&config)?;
-    let server = proxy_server(&config, store)?;
+    let server = proxy_server(&config, store, secret)?;
     banner(&config, true, false);
     shortlink_proxy::run(server);
     Ok(())
@@ -148,6 +173,7 @@ pub(crate) fn proxy(config: Config) -> Result<()> {
 
 /// `shortlink control`: only the control plane.
 pub(crate) fn control(config: Config) -> Result<()> {
+    let secret = required_secret(&config)?;
     let store = open_store(&config)?;
     bootstrap(&config, &store)?;
     let listener = shortlink_control::bind(&config.control)?;
@@ -174,6 +200,7 @@ pub(crate) fn control(config: Config) -> Result<()> {
             listener,
             config.control.clone(),
             &config.public_url(),
+            Some(secret),
             store,
             stop,
         )

@@ -44,6 +44,11 @@ pub(crate) struct Config {
     pub(crate) admin_key: Option<String>,
     /// File holding the bootstrap admin API key. Default unset.
     pub(crate) admin_key_file: Option<PathBuf>,
+    /// Secret proxies present when shipping click batches to control planes (at least 16
+    /// characters). Required when the planes run apart; `serve` makes one per start if unset.
+    pub internal_secret: Option<String>,
+    /// File holding the internal secret. Default unset.
+    pub internal_secret_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `shortlink_proxy=debug`. Default `info,pingora_core=warn`.
     pub(crate) log: String,
     /// The storage engine.
@@ -61,6 +66,8 @@ impl Default for Config {
             public_url: None,
             admin_key: None,
             admin_key_file: None,
+            internal_secret: None,
+            internal_secret_file: None,
             log: "info,pingora_core=warn".into(),
             store: StoreConfig::default(),
             proxy: ProxyConfig::default(),
@@ -101,6 +108,16 @@ impl Config {
             let key = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read admin_key_file {}: {e}", path.display()))?;
             config.admin_key = Some(key.trim().to_owned());
+        }
+        if config.internal_secret.is_none()
+            && let Some(path) = &config.internal_secret_file
+        {
+            let secret = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read internal_secret_file {}: {e}", path.display()))?;
+            config.internal_secret = Some(secret.trim().to_owned());
+        }
+        if config.proxy.spool_dir.is_none() {
+            config.proxy.spool_dir = Some(config.data_dir.join("spool"));
         }
         config.validate()?;
         Ok(config)

@@ -315,6 +315,7 @@ async fn proxy_and_control_run_as_separate_processes() {
                     format!("127.0.0.1:{control_port}"),
                 )
                 .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
+                .env("SHORTLINK_INTERNAL_SECRET", "internal-secret-for-tests")
                 .env("SHORTLINK_PROXY__HEALTH_CHECK_SECONDS", "1")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

@@ -25,6 +25,17 @@ pub struct ControlConfig {
     pub default_page_size: usize,
     /// Largest accepted `limit` of link listings. Default 100.
     pub max_page_size: usize,
+    /// Most clicks in one ingested batch (413 beyond). Default 10 000.
+    pub max_batch_clicks: usize,
+    /// Largest ingested batch body, in bytes (413 beyond). Default 8 MiB.
+    pub max_batch_bytes: usize,
+    /// Days a click may be old when ingested (and days raw clicks are kept). Default 30.
+    pub click_retention_days: u32,
+    /// MaxMind-format country database (`.mmdb`) for click countries. Default unset: the
+    /// country comes from the proxy's trusted country header, else `unknown`.
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// Store full client IPs instead of anonymized ones (IPv4 /24, IPv6 /48). Default false.
+    pub keep_full_ip: bool,
 }
 
 impl Default for ControlConfig {
@@ -39,6 +50,11 @@ impl Default for ControlConfig {
             write_burst: 100,
             default_page_size: 20,
             max_page_size: 100,
+            max_batch_clicks: 10_000,
+            max_batch_bytes: 8 * 1024 * 1024,
+            click_retention_days: 30,
+            geoip_database: None,
+            keep_full_ip: false,
         }
     }
 }
@@ -68,6 +84,14 @@ impl ControlConfig {
         }
         if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
             return Err("control.default_page_size must be between 1 and max_page_size".into());
+        }
+        if self.max_batch_clicks == 0 || self.max_batch_bytes < 1024 {
+            return Err(
+                "control.max_batch_clicks and control.max_batch_bytes must be positive".into(),
+            );
+        }
+        if self.click_retention_days == 0 {
+            return Err("control.click_retention_days must be at least 1".into());
         }
         Ok(())
     }

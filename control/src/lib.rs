@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod links;
 pub mod state;
 
@@ -48,11 +49,15 @@ pub enum ControlError {
     /// The store failed during start-up.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The click enricher could not be built.
+    #[error(transparent)]
+    Enrich(#[from] shortlink_analytics::EnrichError),
 }
 
 /// The router with every endpoint.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
+    let max_batch = state.config().max_batch_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -66,6 +71,11 @@ pub fn app(state: AppState) -> Router {
             get(links::get_link)
                 .patch(links::patch_link)
                 .delete(links::delete_link),
+        )
+        .route("/api/v1/links/{code}/stats", get(links::link_stats))
+        .route(
+            "/internal/v1/clicks",
+            post(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)),
         )
         .route("/api/v1/users", post(admin::create_user))
         .route("/api/v1/keys", post(admin::create_key))
@@ -151,12 +161,17 @@ pub async fn serve(
     listener: std::net::TcpListener,
     config: ControlConfig,
     public_url: &str,
+    internal_secret: Option<String>,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
     let salt = store.installation_salt().await?;
+    let enricher = Arc::new(shortlink_analytics::Enricher::new(
+        config.geoip_database.as_deref(),
+        config.keep_full_ip,
+    )?);
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
-    let state = AppState::new(store, config, public_url, salt);
+    let state = AppState::new(store, config, public_url, salt, internal_secret, enricher);
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {

@@ -9,9 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
-    Link, LinkPatch, NewLink, RedirectStatus, Tag, validate_alias, validate_target,
+    Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag, validate_alias,
+    validate_target,
 };
-use shortlink_store::{ListQuery, StoreError};
+use shortlink_store::{ListQuery, StatsQuery, StoreError};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -377,4 +378,110 @@ pub async fn delete_link(
     } else {
         Err(ApiError::link_not_found())
     }
+}
+
+/// Query of `GET /api/v1/links/{code}/stats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsParams {
+    from: Option<String>,
+    to: Option<String>,
+    interval: Option<Interval>,
+}
+
+/// Most buckets one stats query may span.
+const MAX_BUCKETS: i64 = 10_000;
+/// Entries per top-N list.
+const TOP_N: usize = 10;
+
+/// A link's statistics as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    code: String,
+    from: String,
+    to: String,
+    interval: Interval,
+    total: u64,
+    humans: u64,
+    bots: u64,
+    series: Vec<SeriesPoint>,
+    referrers: Vec<KeyCount>,
+    countries: Vec<KeyCount>,
+    browsers: Vec<KeyCount>,
+    os: Vec<KeyCount>,
+    devices: Vec<KeyCount>,
+}
+
+fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+    parse_rfc3339(text).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_range",
+            format!("{name} '{text}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"),
+        )
+    })
+}
+
+/// `GET /api/v1/links/{code}/stats`: counts from the rollups. `to` defaults to now, `from`
+/// to 7 days (hourly) or 30 days (daily) before `to`. Series buckets are aligned to UTC
+/// hours or days; the top-N lists cover the whole UTC days the range touches.
+pub async fn link_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<StatsParams>,
+) -> Result<Json<StatsView>, ApiError> {
+    let link = match state.store().get_link("", &code).await? {
+        Some(link) if link.owner == caller.user.id => link,
+        _ => return Err(ApiError::link_not_found()),
+    };
+    let interval = params.interval.unwrap_or(Interval::Hour);
+    let to = match params.to.as_deref() {
+        Some(t) => parse_time("to", t)?,
+        // The end of the current hour, so the bucket in progress is included.
+        None => now_unix() - now_unix().rem_euclid(3600) + 3600,
+    };
+    let default_span = match interval {
+        Interval::Hour => 7 * 86_400,
+        Interval::Day => 30 * 86_400,
+    };
+    let from = match params.from.as_deref() {
+        Some(f) => parse_time("from", f)?,
+        None => to - default_span,
+    };
+    if from >= to {
+        return Err(ApiError::invalid("invalid_range", "from must be before to"));
+    }
+    if (to - from) / interval.seconds() > MAX_BUCKETS {
+        return Err(ApiError::invalid(
+            "range_too_large",
+            format!(
+                "a query may span at most {MAX_BUCKETS} buckets; use interval=day or a shorter range"
+            ),
+        ));
+    }
+    let stats = state
+        .store()
+        .link_stats(StatsQuery {
+            link_id: link.id,
+            from,
+            to,
+            interval,
+            top: TOP_N,
+        })
+        .await?;
+    Ok(Json(StatsView {
+        code: link.code.into_string(),
+        from: to_rfc3339(from),
+        to: to_rfc3339(to),
+        interval,
+        total: stats.total,
+        humans: stats.humans,
+        bots: stats.bots,
+        series: stats.series,
+        referrers: stats.referrers,
+        countries: stats.countries,
+        browsers: stats.browsers,
+        os: stats.os,
+        devices: stats.devices,
+    }))
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use shortlink_analytics::Enricher;
 use shortlink_core::{CodeGenerator, KEY_HASH_LEN, TargetRules};
 use shortlink_store::Store;
 
@@ -21,6 +22,8 @@ struct Inner {
     rules: TargetRules,
     codes: CodeGenerator,
     writes: DefaultKeyedRateLimiter<[u8; KEY_HASH_LEN]>,
+    internal_secret: Option<String>,
+    enricher: Arc<Enricher>,
 }
 
 impl AppState {
@@ -31,6 +34,8 @@ impl AppState {
         config: ControlConfig,
         public_url: &str,
         salt: u64,
+        internal_secret: Option<String>,
+        enricher: Arc<Enricher>,
     ) -> AppState {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let mut blocked = config.blocked_hosts.clone();
@@ -53,6 +58,8 @@ impl AppState {
             rules,
             codes: CodeGenerator::new(salt),
             writes,
+            internal_secret,
+            enricher,
         }))
     }
 
@@ -64,6 +71,16 @@ impl AppState {
     /// The settings.
     pub fn config(&self) -> &ControlConfig {
         &self.0.config
+    }
+
+    /// The secret proxies present when shipping clicks; `None` turns ingestion off.
+    pub fn internal_secret(&self) -> Option<&str> {
+        self.0.internal_secret.as_deref()
+    }
+
+    /// The click enricher.
+    pub fn enricher(&self) -> &Arc<Enricher> {
+        &self.0.enricher
     }
 
     /// The target URL rules.

@@ -4,12 +4,16 @@
 //! This crate does no I/O and knows nothing of pingora, axum or any store.
 
 pub mod account;
+pub mod click;
 pub mod code;
 pub mod link;
 pub mod target;
 pub mod time_util;
 
 pub use account::{KEY_HASH_LEN, Role, User, UserId, hash_api_key};
+pub use click::{
+    ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, SeriesPoint,
+};
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use target::{TargetError, TargetRules, validate_target};

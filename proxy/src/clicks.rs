@@ -1,42 +1,63 @@
-//! Click counting off the hot path: the proxy hands each followed link id to a bounded
-//! queue without waiting; a background service sums them and writes the sums to the store.
+//! Click capture and shipping.
+//!
+//! The proxy builds a compact [`ClickEvent`] in `logging()` and hands it to a bounded queue
+//! without waiting ([`ClickSink::record`]). The [`ClickShipper`] background service drains
+//! the queue on a timer (a waiting receiver would make every send wake it), cuts batches by
+//! size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
+//! secret and a random batch id. When no control plane takes a batch, it goes to a bounded
+//! on-disk spool; while the spool holds anything, new batches queue behind it and the
+//! oldest is retried with exponential backoff, so batches arrive in order. On shutdown the
+//! queue is drained and whatever cannot be delivered at once is spooled.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::lb::{LoadBalancer, selection::RoundRobin};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use shortlink_core::LinkId;
-use shortlink_store::Store;
+use shortlink_core::{ClickBatch, ClickEvent};
 use tokio::sync::{Mutex, mpsc};
-use tracing::warn;
+use tracing::{info, warn};
 
-/// Counters of the click path.
+/// Header carrying the internal secret (the control plane's `ingest::SECRET_HEADER`).
+const SECRET_HEADER: &str = "x-shortlink-internal-secret";
+/// How often the queue is drained.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// First and largest wait between spool replay attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Counters of the click path (read by tests and, later, metrics).
 #[derive(Debug, Default)]
 pub struct ClickStats {
     /// Clicks put on the queue.
     pub captured: AtomicU64,
-    /// Clicks dropped because the queue was full.
+    /// Clicks dropped because the queue or the spool was full.
     pub dropped: AtomicU64,
-    /// Clicks written to the store.
-    pub stored: AtomicU64,
+    /// Clicks a control plane accepted.
+    pub shipped: AtomicU64,
+    /// Clicks written to the spool.
+    pub spooled: AtomicU64,
+    /// Clicks a control plane refused as invalid (not retried).
+    pub rejected: AtomicU64,
 }
 
 /// The proxy's end of the click queue.
 #[derive(Clone)]
 pub struct ClickSink {
-    queue: mpsc::Sender<LinkId>,
+    queue: mpsc::Sender<ClickEvent>,
     stats: Arc<ClickStats>,
 }
 
 impl ClickSink {
-    /// Records a click without waiting; drops it (and counts the drop) when the queue is full.
+    /// Queues a click without waiting; drops it (and counts the drop) when the queue is full.
     #[inline]
-    pub fn record(&self, link: LinkId) {
-        match self.queue.try_send(link) {
+    pub fn record(&self, click: ClickEvent) {
+        match self.queue.try_send(click) {
             Ok(()) => self.stats.captured.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
         };
@@ -48,82 +69,315 @@ impl ClickSink {
     }
 }
 
-/// The background service that writes summed clicks to the store.
-pub struct ClickFlusher {
-    queue: Mutex<mpsc::Receiver<LinkId>>,
-    store: Arc<dyn Store>,
-    stats: Arc<ClickStats>,
-    every: Duration,
+/// Settings of the shipper.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// Clicks per batch at most.
+    pub batch_max: usize,
+    /// A batch is sent at the latest this long after its first click.
+    pub batch_every: Duration,
+    /// Folder of spooled batches.
+    pub spool_dir: PathBuf,
+    /// Spool size limit in bytes; batches beyond it are dropped and counted.
+    pub spool_max_bytes: u64,
+    /// Shared secret for the control plane.
+    pub secret: Option<String>,
 }
 
-/// Creates the queue: the sink for the proxy and the flusher service.
+/// Creates the queue: the sink for the proxy and the shipper service.
 pub fn click_queue(
-    store: Arc<dyn Store>,
     capacity: usize,
-    every: Duration,
-) -> (ClickSink, ClickFlusher) {
+    config: ShipperConfig,
+    upstreams: Arc<LoadBalancer<RoundRobin>>,
+) -> std::io::Result<(ClickSink, ClickShipper)> {
     let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(ClickStats::default());
-    (
+    let spool = Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .map_err(std::io::Error::other)?;
+    Ok((
         ClickSink {
             queue: tx,
             stats: stats.clone(),
         },
-        ClickFlusher {
+        ClickShipper {
             queue: Mutex::new(rx),
-            store,
+            state: Mutex::new(ShipState {
+                spool,
+                backoff: BACKOFF_MIN,
+                next_try: Instant::now(),
+            }),
             stats,
-            every,
+            config,
+            client,
+            upstreams,
         },
-    )
+    ))
 }
 
-impl ClickFlusher {
-    async fn flush(&self, pending: &mut HashMap<LinkId, u64>) {
-        if pending.is_empty() {
-            return;
-        }
-        let counts: Vec<(LinkId, u64)> = pending.iter().map(|(k, v)| (*k, *v)).collect();
-        let total: u64 = counts.iter().map(|(_, n)| n).sum();
-        match self.store.add_clicks(counts).await {
-            Ok(()) => {
-                self.stats.stored.fetch_add(total, Ordering::Relaxed);
-                pending.clear();
+/// How a delivery attempt ended.
+enum Delivery {
+    /// Accepted (applied now or before).
+    Accepted,
+    /// Refused as invalid; retrying cannot help.
+    Rejected(String),
+    /// Not delivered now; keep it.
+    Unavailable(String),
+}
+
+/// The on-disk spool: one JSON file per batch, named by a sequence number.
+struct Spool {
+    dir: PathBuf,
+    files: VecDeque<(PathBuf, u64)>,
+    bytes: u64,
+    max_bytes: u64,
+    next_seq: u64,
+}
+
+impl Spool {
+    fn open(dir: PathBuf, max_bytes: u64) -> std::io::Result<Spool> {
+        std::fs::create_dir_all(&dir)?;
+        let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let seq = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".batch.json"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(seq) = seq {
+                files.push((seq, path, entry.metadata()?.len()));
             }
-            // Keep the sums and try again next round.
-            Err(error) => warn!(%error, clicks = total, "writing clicks failed; will retry"),
+        }
+        files.sort();
+        let next_seq = files.last().map_or(0, |f| f.0 + 1);
+        let bytes = files.iter().map(|f| f.2).sum();
+        if !files.is_empty() {
+            info!(
+                batches = files.len(),
+                bytes, "found spooled click batches; will replay them"
+            );
+        }
+        Ok(Spool {
+            dir,
+            files: files.into_iter().map(|(_, p, n)| (p, n)).collect(),
+            bytes,
+            max_bytes,
+            next_seq,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Writes a batch; false if the spool is full or the write failed.
+    fn push(&mut self, batch: &ClickBatch) -> bool {
+        let Ok(body) = serde_json::to_vec(batch) else {
+            return false;
+        };
+        let size = body.len() as u64;
+        if self.bytes + size > self.max_bytes {
+            warn!(
+                clicks = batch.clicks.len(),
+                "click spool is full; dropping a batch"
+            );
+            return false;
+        }
+        let path = self.dir.join(format!("{:020}.batch.json", self.next_seq));
+        let tmp = path.with_extension("tmp");
+        // Write then rename, so a crash never leaves a half-written batch under a real name.
+        let written = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(error) = written {
+            warn!(%error, "cannot write to the click spool; dropping a batch");
+            return false;
+        }
+        self.next_seq += 1;
+        self.bytes += size;
+        self.files.push_back((path, size));
+        true
+    }
+
+    fn oldest(&self) -> Option<ClickBatch> {
+        let (path, _) = self.files.front()?;
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn pop(&mut self) {
+        if let Some((path, size)) = self.files.pop_front() {
+            let _ = std::fs::remove_file(path);
+            self.bytes -= size;
         }
     }
 }
 
-/// How often the queue is drained. The flusher never waits on the queue itself: a waiting
-/// receiver would make every `try_send` wake it (an eventfd write per click, measured at
-/// about 10 % of the proxy's CPU), so it drains on a timer instead.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+struct ShipState {
+    spool: Spool,
+    backoff: Duration,
+    next_try: Instant,
+}
+
+/// The background service that batches, ships, spools and replays clicks.
+pub struct ClickShipper {
+    queue: Mutex<mpsc::Receiver<ClickEvent>>,
+    state: Mutex<ShipState>,
+    stats: Arc<ClickStats>,
+    config: ShipperConfig,
+    client: reqwest::Client,
+    upstreams: Arc<LoadBalancer<RoundRobin>>,
+}
+
+fn new_batch_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl ClickShipper {
+    async fn send(&self, batch: &ClickBatch, timeout: Duration) -> Delivery {
+        let Some(secret) = &self.config.secret else {
+            return Delivery::Unavailable("no internal secret configured".into());
+        };
+        let Some(backend) = self.upstreams.select(b"", 256) else {
+            return Delivery::Unavailable("no healthy control plane".into());
+        };
+        let url = format!("http://{}/internal/v1/clicks", backend.addr);
+        let response = self
+            .client
+            .post(url)
+            .header(SECRET_HEADER, secret)
+            .json(batch)
+            .timeout(timeout)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => Delivery::Accepted,
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                // A wrong secret or an overloaded control plane is not the batch's fault.
+                if status.is_server_error()
+                    || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429)
+                {
+                    Delivery::Unavailable(format!("{status}: {body}"))
+                } else {
+                    Delivery::Rejected(format!("{status}: {body}"))
+                }
+            }
+            Err(e) => Delivery::Unavailable(e.to_string()),
+        }
+    }
+
+    fn count(&self, counter: &AtomicU64, batch: &ClickBatch) {
+        counter.fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends a fresh batch, or spools it when the spool is not empty (order) or sending fails.
+    async fn deliver(&self, state: &mut ShipState, clicks: Vec<ClickEvent>, timeout: Duration) {
+        let batch = ClickBatch {
+            batch_id: new_batch_id(),
+            clicks,
+        };
+        if state.spool.is_empty() {
+            match self.send(&batch, timeout).await {
+                Delivery::Accepted => return self.count(&self.stats.shipped, &batch),
+                Delivery::Rejected(why) => {
+                    warn!(%why, clicks = batch.clicks.len(), "control plane refused a click batch");
+                    return self.count(&self.stats.rejected, &batch);
+                }
+                Delivery::Unavailable(why) => {
+                    warn!(%why, "cannot ship clicks; spooling them");
+                    state.next_try = Instant::now() + state.backoff;
+                }
+            }
+        }
+        if state.spool.push(&batch) {
+            self.count(&self.stats.spooled, &batch);
+        } else {
+            self.count(&self.stats.dropped, &batch);
+        }
+    }
+
+    /// Replays spooled batches, oldest first, while the control plane takes them.
+    async fn replay(&self, state: &mut ShipState) {
+        while !state.spool.is_empty() && Instant::now() >= state.next_try {
+            let Some(batch) = state.spool.oldest() else {
+                warn!("dropping an unreadable spooled batch");
+                state.spool.pop();
+                continue;
+            };
+            match self.send(&batch, Duration::from_secs(5)).await {
+                Delivery::Accepted => {
+                    self.count(&self.stats.shipped, &batch);
+                    state.spool.pop();
+                    state.backoff = BACKOFF_MIN;
+                }
+                Delivery::Rejected(why) => {
+                    warn!(%why, "control plane refused a spooled click batch; dropping it");
+                    self.count(&self.stats.rejected, &batch);
+                    state.spool.pop();
+                }
+                Delivery::Unavailable(_) => {
+                    state.next_try = Instant::now() + state.backoff;
+                    state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+                    return;
+                }
+            }
+        }
+    }
+}
 
 #[async_trait]
-impl BackgroundService for ClickFlusher {
+impl BackgroundService for ClickShipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut queue = self.queue.lock().await;
-        let mut pending: HashMap<LinkId, u64> = HashMap::new();
+        let mut state = self.state.lock().await;
+        let mut pending: Vec<ClickEvent> = Vec::new();
+        let mut oldest: Option<Instant> = None;
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_flush = tokio::time::Instant::now();
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.changed() => true,
                 _ = drain.tick() => false,
             };
-            while let Ok(id) = queue.try_recv() {
-                *pending.entry(id).or_default() += 1;
-            }
-            if stopping || last_flush.elapsed() >= self.every {
-                self.flush(&mut pending).await;
-                last_flush = tokio::time::Instant::now();
+            while let Ok(click) = queue.try_recv() {
+                oldest.get_or_insert_with(Instant::now);
+                pending.push(click);
+                if pending.len() >= self.config.batch_max {
+                    let batch = std::mem::take(&mut pending);
+                    self.deliver(&mut state, batch, Duration::from_secs(5))
+                        .await;
+                    oldest = None;
+                }
             }
             if stopping {
-                return;
+                break;
             }
+            if oldest.is_some_and(|t| t.elapsed() >= self.config.batch_every) {
+                let batch = std::mem::take(&mut pending);
+                self.deliver(&mut state, batch, Duration::from_secs(5))
+                    .await;
+                oldest = None;
+            }
+            self.replay(&mut state).await;
         }
+        // Shutting down: one short attempt, then the spool. Nothing in memory is lost.
+        if !pending.is_empty() {
+            self.deliver(&mut state, pending, Duration::from_millis(500))
+                .await;
+        }
+        let s = &self.stats;
+        info!(
+            captured = s.captured.load(Ordering::Relaxed),
+            shipped = s.shipped.load(Ordering::Relaxed),
+            spooled = s.spooled.load(Ordering::Relaxed),
+            dropped = s.dropped.load(Ordering::Relaxed),
+            rejected = s.rejected.load(Ordering::Relaxed),
+            "click shipper stopped"
+        );
     }
 }

@@ -25,11 +25,26 @@ pub struct ProxyConfig {
     pub sync_poll_ms: u64,
     /// Links read per page while bulk-loading the route table. Default 10 000.
     pub bulk_load_page: usize,
+    /// Record a click event for every redirect. Default true.
+    pub capture_clicks: bool,
     /// Capacity of the in-memory click queue; clicks beyond it are dropped and counted.
     /// Default 65 536.
     pub click_queue_capacity: usize,
-    /// Milliseconds between flushes of counted clicks to the store. Default 1000.
-    pub click_flush_ms: u64,
+    /// Most clicks per shipped batch. Default 1000.
+    pub click_batch_max: usize,
+    /// Milliseconds after its first click a batch is shipped at the latest. Default 200.
+    pub click_batch_ms: u64,
+    /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Largest spool in bytes; batches beyond it are dropped and counted. Default 256 MiB.
+    pub spool_max_bytes: u64,
+    /// Peers (IP addresses) whose `X-Forwarded-For` names the real client. Default none:
+    /// the socket's address is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Request header with the client's country code set by the edge in front (e.g.
+    /// `cf-ipcountry`); only configure it if that edge overwrites client-sent values.
+    /// Default unset.
+    pub country_header: Option<String>,
     /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
@@ -48,8 +63,14 @@ impl Default for ProxyConfig {
             negative_cache_max: 100_000,
             sync_poll_ms: 500,
             bulk_load_page: 10_000,
+            capture_clicks: true,
             click_queue_capacity: 65_536,
-            click_flush_ms: 1000,
+            click_batch_max: 1000,
+            click_batch_ms: 200,
+            spool_dir: None,
+            spool_max_bytes: 256 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            country_header: None,
             grace_period_seconds: 2,
             shutdown_timeout_seconds: 3,
         }
@@ -81,9 +102,13 @@ impl ProxyConfig {
         if self.sync_poll_ms == 0 || self.sync_poll_ms > 60_000 {
             return Err("proxy.sync_poll_ms must be between 1 and 60000".into());
         }
-        if self.bulk_load_page == 0 || self.click_queue_capacity == 0 || self.click_flush_ms == 0 {
+        if self.bulk_load_page == 0
+            || self.click_queue_capacity == 0
+            || self.click_batch_max == 0
+            || self.click_batch_ms == 0
+        {
             return Err(
-                "proxy.bulk_load_page, click_queue_capacity and click_flush_ms must be positive"
+                "proxy.bulk_load_page, click_queue_capacity, click_batch_max and click_batch_ms must be positive"
                     .into(),
             );
         }

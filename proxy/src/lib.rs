@@ -35,6 +35,9 @@ pub enum ProxyError {
     /// The control upstream list could not be built.
     #[error("invalid control upstreams: {0}")]
     Upstreams(String),
+    /// The click spool folder cannot be used.
+    #[error("cannot use the click spool folder {0}")]
+    Spool(String, #[source] std::io::Error),
 }
 
 /// What the assembled proxy shares with the rest of the process.
@@ -70,12 +73,13 @@ pub fn new_server(config: &ProxyConfig) -> Server {
     server
 }
 
-/// Adds the proxy and its background services (route sync, click flushing, upstream health
-/// checks) to `server`.
+/// Adds the proxy and its background services (route sync, click shipping, upstream health
+/// checks) to `server`. `internal_secret` authenticates shipped click batches.
 pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
     store: Arc<dyn Store>,
+    internal_secret: Option<String>,
 ) -> Result<ProxyHandles, ProxyError> {
     config.validate().map_err(ProxyError::Config)?;
     let table = Arc::new(RouteTable::new(
@@ -92,11 +96,22 @@ pub fn add_proxy(
     let health = background_service("control upstream health check", upstreams);
     let upstreams = health.task();
 
-    let (sink, flusher) = clicks::click_queue(
-        store.clone(),
+    let spool_dir = config
+        .spool_dir
+        .clone()
+        .ok_or_else(|| ProxyError::Config("proxy.spool_dir is not set".into()))?;
+    let (sink, shipper) = clicks::click_queue(
         config.click_queue_capacity,
-        Duration::from_millis(config.click_flush_ms),
-    );
+        clicks::ShipperConfig {
+            batch_max: config.click_batch_max,
+            batch_every: Duration::from_millis(config.click_batch_ms),
+            spool_dir: spool_dir.clone(),
+            spool_max_bytes: config.spool_max_bytes,
+            secret: internal_secret,
+        },
+        upstreams.clone(),
+    )
+    .map_err(|e| ProxyError::Spool(spool_dir.display().to_string(), e))?;
     let click_stats = sink.stats().clone();
     let sync = RouteSync::new(
         store.clone(),
@@ -108,19 +123,24 @@ pub fn add_proxy(
     let per_minute = NonZeroU32::new(config.not_found_per_ip_per_minute)
         .ok_or_else(|| ProxyError::Config("not_found_per_ip_per_minute must be positive".into()))?;
     let limiter = service::not_found_limiter(per_minute);
-    let redirector = Redirector::new(table.clone(), store, sink, upstreams, limiter.clone());
+    let capture = service::Capture {
+        sink: config.capture_clicks.then_some(sink),
+        trusted_proxies: config.trusted_proxies.clone(),
+        country_header: config.country_header.clone(),
+    };
+    let redirector = Redirector::new(table.clone(), store, capture, upstreams, limiter.clone());
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, redirector);
     proxy.add_tcp(&config.listen);
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
     let mut sync_service = background_service("route sync", sync);
     sync_service.threads = Some(1);
-    let mut flush_service = background_service("click flush", flusher);
-    flush_service.threads = Some(1);
+    let mut ship_service = background_service("click shipping", shipper);
+    ship_service.threads = Some(1);
     server.add_service(proxy);
     server.add_service(health);
     server.add_service(sync_service);
-    server.add_service(flush_service);
+    server.add_service(ship_service);
     server.add_service(limiter_pruner);
     Ok(ProxyHandles {
         table,

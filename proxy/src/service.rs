@@ -17,7 +17,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
-use shortlink_core::{LinkId, RouteState, time_util::now_unix};
+use shortlink_core::{ClickEvent, LinkId, RouteState, time_util::now_unix};
 use shortlink_store::Store;
 use tracing::warn;
 
@@ -35,15 +35,81 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
-    /// The link this request was redirected by, counted in `logging`.
+    /// The link this request was redirected by, captured in `logging`.
     clicked: Option<LinkId>,
+}
+
+/// Longest `User-Agent` or `Referer` kept in a click, in bytes.
+const MAX_CAPTURED_FIELD: usize = 512;
+
+/// How clicks are captured.
+pub struct Capture {
+    /// The click queue; `None` turns capture off.
+    pub sink: Option<ClickSink>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Header holding the client's country, set by a trusted edge.
+    pub country_header: Option<String>,
+}
+
+fn header_text(req: &RequestHeader, name: &str) -> Option<String> {
+    let value = req.headers.get(name)?.to_str().ok()?;
+    let mut end = value.len().min(MAX_CAPTURED_FIELD);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(value[..end].to_owned())
+}
+
+impl Capture {
+    /// The click's client IP: the socket's, or the last untrusted hop of `X-Forwarded-For`
+    /// when the socket's peer is a trusted proxy.
+    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+        let peer = client_ip(session)?;
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded = session
+            .req_header()
+            .headers
+            .get("x-forwarded-for")?
+            .to_str()
+            .ok()?;
+        forwarded
+            .rsplit(',')
+            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .or(Some(peer))
+    }
+
+    fn event(&self, session: &Session, link_id: LinkId) -> ClickEvent {
+        let req = session.req_header();
+        ClickEvent {
+            link_id,
+            ts_ms: now_unix_ms(),
+            ip: self.client_ip(session).map(|ip| ip.to_string()),
+            user_agent: header_text(req, "user-agent"),
+            referrer: header_text(req, "referer"),
+            country: self
+                .country_header
+                .as_deref()
+                .and_then(|h| header_text(req, h)),
+            head: req.method == Method::HEAD,
+        }
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The data plane's request handler.
 pub struct Redirector {
     table: Arc<RouteTable>,
     store: Arc<dyn Store>,
-    clicks: ClickSink,
+    capture: Capture,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     not_found: Arc<NotFoundLimiter>,
 }
@@ -61,14 +127,14 @@ impl Redirector {
     pub fn new(
         table: Arc<RouteTable>,
         store: Arc<dyn Store>,
-        clicks: ClickSink,
+        capture: Capture,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
         not_found: Arc<NotFoundLimiter>,
     ) -> Redirector {
         Redirector {
             table,
             store,
-            clicks,
+            capture,
             upstreams,
             not_found,
         }
@@ -178,10 +244,15 @@ impl ProxyHttp for Redirector {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        let path = req.uri.path();
+        if path.starts_with("/internal/") {
+            // Proxy-to-control traffic only: never reachable from outside through the proxy.
+            return self.not_found(session).await;
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             return Ok(false);
         }
-        let Some(code) = req.uri.path().strip_prefix('/') else {
+        let Some(code) = path.strip_prefix('/') else {
             return Ok(false);
         };
         if !is_code_shaped(code) || is_reserved(code) {
@@ -289,9 +360,9 @@ impl ProxyHttp for Redirector {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(link) = ctx.clicked {
-            self.clicks.record(link);
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let (Some(link), Some(sink)) = (ctx.clicked, &self.capture.sink) {
+            sink.record(self.capture.event(session, link));
         }
     }
 }

@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
-use shortlink_core::{LinkPatch, NewLink, RedirectStatus, Role, ShortCode, UserId, hash_api_key};
+use shortlink_core::{
+    EnrichedClick, Interval, KeyCount, LinkPatch, LinkStats, NewLink, RedirectStatus, Role,
+    SeriesPoint, ShortCode, UserId, hash_api_key,
+};
 
-use crate::{ListQuery, Store, StoreError};
+use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError};
 
 /// Runs every check against `store`; panics with a message naming the failed check.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -353,6 +356,20 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
     assert!(later.iter().all(|l| l.id > link.id));
 }
 
+fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
+    EnrichedClick {
+        link_id,
+        ts_ms,
+        ip: "203.0.113.0".into(),
+        browser: browser.into(),
+        os: "Linux".into(),
+        device: if bot { "bot" } else { "desktop" }.into(),
+        bot,
+        referrer: "example.com".into(),
+        country: "DE".into(),
+    }
+}
+
 async fn clicks_and_salt(store: &dyn Store, run: &str) {
     let owner = user(store, run, "clicker").await;
     let link = store
@@ -360,17 +377,131 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         .await
         .unwrap()
         .link;
-    store
-        .add_clicks(vec![(link.id, 3), (link.id, 2), (i64::MAX, 1)])
-        .await
-        .unwrap();
-    store.add_clicks(Vec::new()).await.unwrap();
+    // Two hours on two days: 23:00 and 00:30 the next day (UTC).
+    let day = 1_700_000_000 - 1_700_000_000 % 86_400 + 86_400 * 3;
+    let late = (day - 3600) * 1000;
+    let early = (day + 1800) * 1000;
+    let batch = vec![
+        click(link.id, late, "Chrome", false),
+        click(link.id, late + 5, "Chrome", false),
+        click(link.id, late + 9, "Googlebot", true),
+        click(link.id, early, "Firefox", false),
+        click(i64::MAX, early, "Chrome", false),
+    ];
+    let id = format!("{run}-batch-1");
+    assert_eq!(
+        store.ingest_clicks(&id, batch.clone()).await.unwrap(),
+        IngestOutcome::Applied
+    );
+    assert_eq!(
+        store.ingest_clicks(&id, batch).await.unwrap(),
+        IngestOutcome::Duplicate,
+        "a redelivered batch is counted once"
+    );
     let got = store
         .get_link("", &format!("{run}c1"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.clicks, 5);
+    assert_eq!(got.clicks, 4, "clicks of unknown links are dropped");
+
+    let query = StatsQuery {
+        link_id: link.id,
+        from: day - 86_400,
+        to: day + 86_400,
+        interval: Interval::Hour,
+        top: 10,
+    };
+    let stats = store.link_stats(query).await.unwrap();
+    assert_eq!((stats.total, stats.humans, stats.bots), (4, 3, 1));
+    assert_eq!(
+        stats.series,
+        vec![
+            SeriesPoint {
+                ts: day - 3600,
+                count: 3
+            },
+            SeriesPoint { ts: day, count: 1 }
+        ]
+    );
+    assert_eq!(
+        stats.browsers[0],
+        KeyCount {
+            key: "Chrome".into(),
+            count: 2
+        }
+    );
+    assert_eq!(stats.browsers.len(), 3);
+    assert_eq!(
+        stats.countries,
+        vec![KeyCount {
+            key: "DE".into(),
+            count: 4
+        }]
+    );
+    assert_eq!(
+        stats.referrers,
+        vec![KeyCount {
+            key: "example.com".into(),
+            count: 4
+        }]
+    );
+    assert_eq!(stats.devices.iter().map(|k| k.count).sum::<u64>(), 4);
+
+    let by_day = store
+        .link_stats(StatsQuery {
+            interval: Interval::Day,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_day.series,
+        vec![
+            SeriesPoint {
+                ts: day - 86_400,
+                count: 3
+            },
+            SeriesPoint { ts: day, count: 1 }
+        ]
+    );
+    let top1 = store
+        .link_stats(StatsQuery { top: 1, ..query })
+        .await
+        .unwrap();
+    assert_eq!(top1.browsers.len(), 1);
+    let empty = store
+        .link_stats(StatsQuery {
+            from: day + 86_400,
+            to: day + 2 * 86_400,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(empty, LinkStats::default());
+
+    // Counted clicks of a capped link are a route change (proxies enforce the limit).
+    let mut capped = new_link(owner, format!("{run}c2"), "https://clicks.test/capped");
+    capped.max_clicks = Some(2);
+    let capped = store.create_link(capped).await.unwrap().link;
+    let head = store.feed_head().await.unwrap();
+    store
+        .ingest_clicks(
+            &format!("{run}-batch-2"),
+            vec![
+                click(capped.id, early, "Chrome", false),
+                click(capped.id, early, "Chrome", false),
+            ],
+        )
+        .await
+        .unwrap();
+    let changes = store.route_changes(head, 100).await.unwrap().changes;
+    let change = changes
+        .iter()
+        .find(|c| c.code == format!("{run}c2"))
+        .expect("route change");
+    assert_eq!(change.link.as_ref().map(|l| l.clicks), Some(2));
+
     let salt = store.installation_salt().await.unwrap();
     assert_eq!(
         store.installation_salt().await.unwrap(),

@@ -6,7 +6,10 @@ pub mod conformance;
 pub mod embedded;
 
 use async_trait::async_trait;
-use shortlink_core::{KEY_HASH_LEN, Link, LinkId, LinkPatch, NewLink, Role, User, UserId};
+use shortlink_core::{
+    EnrichedClick, Interval, KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewLink, Role, User,
+    UserId,
+};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -117,9 +120,6 @@ pub trait LinkStore: Send + Sync {
         code: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Adds click counts to links; unknown ids are ignored. Not a route change.
-    async fn add_clicks(&self, counts: Vec<(LinkId, u64)>) -> Result<(), StoreError>;
-
     /// A random value fixed at first start, salting generated codes for this installation.
     async fn installation_salt(&self) -> Result<u64, StoreError>;
 }
@@ -169,7 +169,47 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<Option<User>, StoreError>;
 }
 
-/// Everything a shortlink node needs from storage.
-pub trait Store: LinkStore + RouteFeed + AccountStore {}
+/// What applying a click batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// The batch was new and is now counted.
+    Applied,
+    /// A batch with this id was applied before; nothing changed.
+    Duplicate,
+}
 
-impl<T: LinkStore + RouteFeed + AccountStore> Store for T {}
+/// A stats query: one link, a half-open time range, a bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsQuery {
+    /// The link.
+    pub link_id: LinkId,
+    /// Range start, Unix seconds (inclusive).
+    pub from: i64,
+    /// Range end, Unix seconds (exclusive).
+    pub to: i64,
+    /// Bucket size of the series.
+    pub interval: Interval,
+    /// Entries kept per top-N list.
+    pub top: usize,
+}
+
+/// Clicks: batched ingestion into raw rows and rollups, and stats from the rollups.
+#[async_trait]
+pub trait ClickStore: Send + Sync {
+    /// Applies a batch atomically: raw clicks, hourly and daily rollups, link click counts
+    /// and the batch id, all in one transaction. A batch id seen before is not applied again.
+    /// Clicks of links that no longer exist are dropped.
+    async fn ingest_clicks(
+        &self,
+        batch_id: &str,
+        clicks: Vec<EnrichedClick>,
+    ) -> Result<IngestOutcome, StoreError>;
+
+    /// Statistics of one link, answered from rollups (cost grows with buckets, not clicks).
+    async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError>;
+}
+
+/// Everything a shortlink node needs from storage.
+pub trait Store: LinkStore + RouteFeed + AccountStore + ClickStore {}
+
+impl<T: LinkStore + RouteFeed + AccountStore + ClickStore> Store for T {}

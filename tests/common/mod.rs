@@ -104,7 +104,7 @@ impl TestServer {
             .env("SHORTLINK_PROXY__THREADS", "2")
             .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
             .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
-            .env("SHORTLINK_PROXY__CLICK_FLUSH_MS", "100")
+            .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
             .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("stdout file"))
@@ -277,4 +277,124 @@ pub fn error_code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error envelope: {body}"))
+}
+
+pub const INTERNAL_SECRET: &str = "internal-secret-for-tests";
+
+/// One plane (`proxy` or `control`) running on its own, for split-process tests.
+pub struct Plane {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Plane {
+    pub fn start(plane: &str, data: &Path, proxy_port: u16, control_port: u16) -> Plane {
+        let log = data.with_extension(format!("{plane}-{}.log", free_port()));
+        let child = Command::new(binary())
+            .arg(plane)
+            .env("SHORTLINK_DATA_DIR", data)
+            .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env(
+                "SHORTLINK_CONTROL_LISTEN",
+                format!("127.0.0.1:{control_port}"),
+            )
+            .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
+            .env("SHORTLINK_INTERNAL_SECRET", INTERNAL_SECRET)
+            .env("SHORTLINK_PROXY__HEALTH_CHECK_SECONDS", "1")
+            .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
+            .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
+            .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
+            .env("SHORTLINK_PROXY__SYNC_POLL_MS", "100")
+            .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000")
+            .env("SHORTLINK_CONTROL__WRITE_BURST", "10000")
+            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start a plane");
+        Plane {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a plane did not exit within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A redirect-off client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_ok(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer 200 within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls a link's stats until `total` reaches `want` (or 15 s pass); returns the last body.
+pub async fn wait_total(client: &reqwest::Client, base: &str, code: &str, want: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body: Value = client
+            .get(format!("{base}/api/v1/links/{code}/stats"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("stats request")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if body["total"].as_u64() == Some(want) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -48,7 +48,11 @@ pub(super) fn feed_head(conn: &Connection) -> Result<u64, rusqlite::Error> {
     .map(|v| v.max(0) as u64)
 }
 
-fn record_change(conn: &Connection, domain: &str, code: &str) -> Result<(), rusqlite::Error> {
+pub(super) fn record_change(
+    conn: &Connection,
+    domain: &str,
+    code: &str,
+) -> Result<(), rusqlite::Error> {
     conn.execute(
         "INSERT INTO route_changes (domain, code) VALUES (?1, ?2)",
         params![domain, code],
@@ -276,22 +280,6 @@ impl LinkStore for EmbeddedStore {
                     record_change(conn, &domain, &code)?;
                 }
                 Ok(deleted > 0)
-            })
-            .await
-    }
-
-    async fn add_clicks(&self, counts: Vec<(LinkId, u64)>) -> Result<(), StoreError> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        self.writer
-            .write(move |conn| {
-                let mut stmt =
-                    conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
-                for (id, n) in counts {
-                    stmt.execute(params![to_i64(n), id])?;
-                }
-                Ok(())
             })
             .await
     }

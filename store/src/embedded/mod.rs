@@ -5,6 +5,7 @@
 //! worker thread and bursts cost one fsync. Reads use a small pool of read-only
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
+mod clicks;
 mod links;
 mod schema;
 mod writer;
@@ -29,6 +30,8 @@ pub struct EmbeddedConfig {
     pub route_feed_retain: u64,
     /// Most operations grouped into one transaction.
     pub max_batch_ops: usize,
+    /// Days raw clicks (and applied batch ids) are kept; rollups are kept for ever. 0 keeps all.
+    pub click_retention_days: i64,
 }
 
 impl EmbeddedConfig {
@@ -38,6 +41,7 @@ impl EmbeddedConfig {
             data_dir: data_dir.into(),
             route_feed_retain: 100_000,
             max_batch_ops: 512,
+            click_retention_days: 30,
         }
     }
 }
@@ -45,6 +49,7 @@ impl EmbeddedConfig {
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct EmbeddedStore {
     path: PathBuf,
+    click_retention_days: i64,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
     hint: watch::Receiver<u64>,
@@ -109,6 +114,7 @@ impl EmbeddedStore {
         )?;
         Ok(Arc::new(EmbeddedStore {
             path,
+            click_retention_days: config.click_retention_days,
             writer,
             readers: Mutex::new(Vec::new()),
             hint,

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -55,4 +55,43 @@ CREATE TABLE IF NOT EXISTS route_changes (
     domain TEXT NOT NULL,
     code   TEXT NOT NULL
 ) STRICT;
+
+-- Version 2: clicks. Raw rows are kept for a retention period; stats read the rollups.
+CREATE TABLE IF NOT EXISTS clicks (
+    link_id  INTEGER NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    ip       TEXT NOT NULL,
+    browser  TEXT NOT NULL,
+    os       TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    bot      INTEGER NOT NULL,
+    referrer TEXT NOT NULL,
+    country  TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS clicks_by_time ON clicks (ts_ms);
+
+-- Per link per hour: all clicks and bot clicks.
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    link_id INTEGER NOT NULL,
+    hour    INTEGER NOT NULL,
+    total   INTEGER NOT NULL,
+    bots    INTEGER NOT NULL,
+    PRIMARY KEY (link_id, hour)
+) STRICT, WITHOUT ROWID;
+
+-- Per link per UTC day per dimension (referrer, country, browser, os, device) and value.
+CREATE TABLE IF NOT EXISTS rollup_day (
+    link_id INTEGER NOT NULL,
+    day     INTEGER NOT NULL,
+    dim     TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (link_id, day, dim, key)
+) STRICT, WITHOUT ROWID;
+
+-- Applied click batches, for idempotent redelivery; pruned with the raw clicks.
+CREATE TABLE IF NOT EXISTS ingested_batches (
+    batch_id TEXT PRIMARY KEY,
+    at       INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 "#;

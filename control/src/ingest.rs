@@ -1,0 +1,144 @@
+//! `POST /internal/v1/clicks`: click batches from proxies. Authenticated by the shared
+//! internal secret, validated, enriched off the async threads, applied idempotently.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::Serialize;
+use shortlink_core::ClickBatch;
+use shortlink_core::time_util::now_unix;
+use shortlink_store::IngestOutcome;
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// Header carrying the internal secret.
+pub const SECRET_HEADER: &str = "x-shortlink-internal-secret";
+/// Longest accepted `User-Agent` or `Referer` in a click, in bytes.
+pub const MAX_FIELD_BYTES: usize = 2048;
+/// How far in the future a click's time may be (clock skew between machines), in ms.
+const FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Proof that the request carries the internal secret; checked before the body is read.
+pub struct Internal;
+
+impl FromRequestParts<AppState> for Internal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(secret) = state.internal_secret() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ingestion_disabled",
+                "no internal secret is configured, so click ingestion is off",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(given, secret.as_bytes()) {
+            Ok(Internal)
+        } else {
+            Err(ApiError::unauthorized("missing or wrong internal secret"))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answer to an ingested batch.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    batch_id: String,
+    /// False when the batch id was applied before (nothing counted twice).
+    applied: bool,
+    clicks: usize,
+}
+
+fn validate(state: &AppState, batch: &ClickBatch) -> Result<(), ApiError> {
+    let id = &batch.batch_id;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::invalid(
+            "invalid_batch_id",
+            "batch_id must be 1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    let max = state.config().max_batch_clicks;
+    if batch.clicks.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("a batch may hold at most {max} clicks"),
+        ));
+    }
+    let now_ms = now_unix() * 1000;
+    let oldest = now_ms - i64::from(state.config().click_retention_days) * 86_400_000;
+    for click in &batch.clicks {
+        if click.ts_ms < oldest || click.ts_ms > now_ms + FUTURE_SKEW_MS {
+            return Err(ApiError::invalid(
+                "invalid_timestamp",
+                format!(
+                    "click time {} ms is outside the accepted window",
+                    click.ts_ms
+                ),
+            ));
+        }
+        let long = |f: &Option<String>| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_BYTES);
+        if long(&click.user_agent)
+            || long(&click.referrer)
+            || long(&click.ip)
+            || long(&click.country)
+        {
+            return Err(ApiError::invalid(
+                "field_too_long",
+                format!("click fields may be at most {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /internal/v1/clicks`.
+pub async fn ingest_clicks(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiJson(batch): ApiJson<ClickBatch>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    validate(&state, &batch)?;
+    let count = batch.clicks.len();
+    let enricher = state.enricher().clone();
+    let clicks = batch.clicks;
+    // User-agent parsing and bot matching cost microseconds per click: keep them off the
+    // async workers.
+    let enriched = tokio::task::spawn_blocking(move || {
+        clicks
+            .iter()
+            .map(|c| enricher.enrich(c))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let outcome = state
+        .store()
+        .ingest_clicks(&batch.batch_id, enriched)
+        .await?;
+    Ok(Json(IngestResponse {
+        batch_id: batch.batch_id,
+        applied: outcome == IngestOutcome::Applied,
+        clicks: count,
+    }))
+}

@@ -1,0 +1,127 @@
+//! Clicks: what the proxy captures, what ingestion makes of it, and what stats report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::LinkId;
+
+/// A click as captured at the edge and shipped to ingestion (the wire format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClickEvent {
+    /// The followed link.
+    #[serde(rename = "l")]
+    pub link_id: LinkId,
+    /// When, in Unix milliseconds.
+    #[serde(rename = "t")]
+    pub ts_ms: i64,
+    /// Client IP (from the socket, or a trusted proxy's forwarding header).
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `User-Agent`.
+    #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// `Referer`.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// Country code from a trusted header (e.g. `CF-IPCountry`), if configured and sent.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// True for HEAD requests (counted as bots: browsers do not send them to follow links).
+    #[serde(rename = "h", default, skip_serializing_if = "std::ops::Not::not")]
+    pub head: bool,
+}
+
+/// A batch of clicks, identified so a redelivered batch is applied once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClickBatch {
+    /// Unique per batch (the shipper makes 128 random bits).
+    pub batch_id: String,
+    /// The clicks.
+    pub clicks: Vec<ClickEvent>,
+}
+
+/// Device classes a click is sorted into.
+pub const DEVICE_CLASSES: &[&str] = &["desktop", "mobile", "tablet", "bot", "other"];
+
+/// A click after enrichment: what the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichedClick {
+    /// The followed link.
+    pub link_id: LinkId,
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// Anonymized client IP (IPv4 /24, IPv6 /48), or empty.
+    pub ip: String,
+    /// Browser family, e.g. `Chrome`, or `unknown`.
+    pub browser: String,
+    /// Operating system family, e.g. `iOS`, or `unknown`.
+    pub os: String,
+    /// One of [`DEVICE_CLASSES`].
+    pub device: String,
+    /// Whether a bot, crawler, link previewer or HEAD request made it.
+    pub bot: bool,
+    /// The referrer's host, or `direct`.
+    pub referrer: String,
+    /// ISO country code, or `unknown`.
+    pub country: String,
+}
+
+/// Time-series bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    /// One bucket per hour.
+    Hour,
+    /// One bucket per UTC day.
+    Day,
+}
+
+impl Interval {
+    /// Bucket length in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Interval::Hour => 3600,
+            Interval::Day => 86_400,
+        }
+    }
+}
+
+/// One `{key, count}` entry of a top-N list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyCount {
+    /// The value (a host, a country code, a browser…).
+    pub key: String,
+    /// Clicks with that value.
+    pub count: u64,
+}
+
+/// One time-series bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeriesPoint {
+    /// Bucket start, Unix seconds.
+    pub ts: i64,
+    /// Clicks in the bucket.
+    pub count: u64,
+}
+
+/// A link's statistics over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    /// All clicks.
+    pub total: u64,
+    /// Clicks not made by bots.
+    pub humans: u64,
+    /// Clicks made by bots.
+    pub bots: u64,
+    /// Non-empty buckets, oldest first.
+    pub series: Vec<SeriesPoint>,
+    /// Top referrer hosts.
+    pub referrers: Vec<KeyCount>,
+    /// Top countries.
+    pub countries: Vec<KeyCount>,
+    /// Top browsers.
+    pub browsers: Vec<KeyCount>,
+    /// Top operating systems.
+    pub os: Vec<KeyCount>,
+    /// Device classes.
+    pub devices: Vec<KeyCount>,
+}

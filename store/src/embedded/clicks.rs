@@ -1,0 +1,209 @@
+//! Click ingestion and stats on SQLite.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use shortlink_core::{
+    EnrichedClick, KeyCount, LinkId, LinkStats, SeriesPoint, time_util::now_unix,
+};
+
+use super::EmbeddedStore;
+use super::links::record_change;
+use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
+
+/// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
+const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
+
+/// Raw rows deleted per ingestion when pruning, so pruning never stalls the writer.
+const PRUNE_ROWS: i64 = 10_000;
+
+fn hour_of(ts_ms: i64) -> i64 {
+    let s = ts_ms.div_euclid(1000);
+    s - s.rem_euclid(3600)
+}
+
+fn day_of(seconds: i64) -> i64 {
+    seconds - seconds.rem_euclid(86_400)
+}
+
+struct LinkInfo {
+    max_clicks: Option<i64>,
+    domain: String,
+    code: String,
+}
+
+#[async_trait]
+impl ClickStore for EmbeddedStore {
+    async fn ingest_clicks(
+        &self,
+        batch_id: &str,
+        clicks: Vec<EnrichedClick>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let batch_id = batch_id.to_owned();
+        let retention_ms = self.click_retention_days.saturating_mul(86_400_000);
+        self.writer
+            .write(move |conn| {
+                let now = now_unix();
+                let new = conn.execute(
+                    "INSERT INTO ingested_batches (batch_id, at) VALUES (?1, ?2)
+                     ON CONFLICT (batch_id) DO NOTHING",
+                    params![batch_id, now],
+                )?;
+                if new == 0 {
+                    return Ok(IngestOutcome::Duplicate);
+                }
+                let mut links: HashMap<LinkId, Option<LinkInfo>> = HashMap::new();
+                {
+                    let mut find = conn.prepare_cached(
+                        "SELECT max_clicks, domain, code FROM links WHERE id = ?1",
+                    )?;
+                    for click in &clicks {
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            links.entry(click.link_id)
+                        {
+                            slot.insert(
+                                find.query_row([click.link_id], |r| {
+                                    Ok(LinkInfo {
+                                        max_clicks: r.get(0)?,
+                                        domain: r.get(1)?,
+                                        code: r.get(2)?,
+                                    })
+                                })
+                                .optional()?,
+                            );
+                        }
+                    }
+                }
+                let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
+                let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
+                let mut per_link: HashMap<LinkId, i64> = HashMap::new();
+                {
+                    let mut raw = conn.prepare_cached(
+                        "INSERT INTO clicks (link_id, ts_ms, ip, browser, os, device, bot, referrer, country)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?;
+                    for c in clicks.iter().filter(|c| matches!(links.get(&c.link_id), Some(Some(_)))) {
+                        raw.execute(params![
+                            c.link_id, c.ts_ms, c.ip, c.browser, c.os, c.device, c.bot, c.referrer,
+                            c.country
+                        ])?;
+                        let hour = hour_of(c.ts_ms);
+                        let slot = hours.entry((c.link_id, hour)).or_default();
+                        slot.0 += 1;
+                        slot.1 += i64::from(c.bot);
+                        let day = day_of(hour);
+                        for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
+                            *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += 1;
+                        }
+                        *per_link.entry(c.link_id).or_default() += 1;
+                    }
+                }
+                {
+                    let mut up = conn.prepare_cached(
+                        "INSERT INTO rollup_hour (link_id, hour, total, bots) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (link_id, hour) DO UPDATE
+                         SET total = total + excluded.total, bots = bots + excluded.bots",
+                    )?;
+                    for ((link, hour), (total, bots)) in &hours {
+                        up.execute(params![link, hour, total, bots])?;
+                    }
+                    let mut up = conn.prepare_cached(
+                        "INSERT INTO rollup_day (link_id, day, dim, key, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
+                    )?;
+                    for ((link, day, dim, key), count) in &days {
+                        up.execute(params![link, day, dim, key, count])?;
+                    }
+                    let mut count = conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
+                    for (link, n) in &per_link {
+                        count.execute(params![n, link])?;
+                        // A capped link's count is part of its route: every proxy takes the
+                        // larger of its own count and the stored one, so the limit holds
+                        // across proxies within the sync window.
+                        if let Some(Some(info)) = links.get(link)
+                            && info.max_clicks.is_some()
+                        {
+                            record_change(conn, &info.domain, &info.code)?;
+                        }
+                    }
+                }
+                if retention_ms > 0 {
+                    let cutoff = now * 1000 - retention_ms;
+                    conn.execute(
+                        "DELETE FROM clicks WHERE rowid IN
+                         (SELECT rowid FROM clicks WHERE ts_ms < ?1 LIMIT ?2)",
+                        params![cutoff, PRUNE_ROWS],
+                    )?;
+                    conn.execute(
+                        "DELETE FROM ingested_batches WHERE at < ?1",
+                        params![cutoff / 1000],
+                    )?;
+                }
+                Ok(IngestOutcome::Applied)
+            })
+            .await
+    }
+
+    async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError> {
+        self.read(move |conn| {
+            let step = query.interval.seconds();
+            let mut stats = LinkStats::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT hour, total, bots FROM rollup_hour
+                 WHERE link_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour",
+            )?;
+            let rows = stmt.query_map(params![query.link_id, query.from, query.to], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (hour, total, bots) = row?;
+                let (total, bots) = (total.max(0) as u64, bots.max(0) as u64);
+                stats.total += total;
+                stats.bots += bots;
+                let ts = hour - hour.rem_euclid(step);
+                match stats.series.last_mut() {
+                    Some(last) if last.ts == ts => last.count += total,
+                    _ => stats.series.push(SeriesPoint { ts, count: total }),
+                }
+            }
+            stats.humans = stats.total - stats.bots;
+            let mut stmt = conn.prepare_cached(
+                "SELECT dim, key, SUM(count) AS n FROM rollup_day
+                 WHERE link_id = ?1 AND day >= ?2 AND day < ?3
+                 GROUP BY dim, key ORDER BY n DESC, key",
+            )?;
+            let rows =
+                stmt.query_map(params![query.link_id, day_of(query.from), query.to], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
+            for row in rows {
+                let (dim, key, count) = row?;
+                let list = match dim.as_str() {
+                    "referrer" => &mut stats.referrers,
+                    "country" => &mut stats.countries,
+                    "browser" => &mut stats.browsers,
+                    "os" => &mut stats.os,
+                    "device" => &mut stats.devices,
+                    _ => continue,
+                };
+                if list.len() < query.top {
+                    list.push(KeyCount {
+                        key,
+                        count: count.max(0) as u64,
+                    });
+                }
+            }
+            Ok(stats)
+        })
+        .await
+    }
+}

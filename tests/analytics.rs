@@ -1,0 +1,392 @@
+//! Click analytics end to end: capture at the proxy, shipping, ingestion, stats.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    ADMIN_KEY, INTERNAL_SECRET, Options, Plane, TestServer, client, error_code, free_port, wait_ok,
+    wait_total,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+fn count_of(list: &Value, key: &str) -> u64 {
+    list.as_array()
+        .and_then(|items| items.iter().find(|i| i["key"] == key))
+        .and_then(|i| i["count"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_redirect_is_counted_in_the_right_buckets() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_PROXY__COUNTRY_HEADER", "cf-ipcountry"),
+    )
+    .await;
+    let (_, body) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://stats.example/", "alias": "counted"}),
+        )
+        .await;
+    assert_eq!(body["code"], "counted");
+    s.wait_status("counted", 301, Duration::from_secs(1)).await;
+    // wait_status made one GET with reqwest's default (empty) user agent: a bot click.
+    let url = format!("{}/counted", s.proxy);
+    let plan: &[(&str, usize, Option<&str>, bool)] = &[
+        (
+            CHROME_WIN,
+            10,
+            Some("https://news.example.com/story"),
+            false,
+        ),
+        (SAFARI_IPHONE, 10, None, false),
+        (
+            FIREFOX_LINUX,
+            5,
+            Some("https://www.social.example/post"),
+            false,
+        ),
+        (GOOGLEBOT, 10, None, false),
+        (CHROME_WIN, 5, None, true),
+    ];
+    for (ua, n, referrer, head) in plan {
+        for _ in 0..*n {
+            let mut r = if *head {
+                s.client.head(&url)
+            } else {
+                s.client.get(&url)
+            }
+            .header("user-agent", *ua)
+            .header("cf-ipcountry", "NL");
+            if let Some(referrer) = referrer {
+                r = r.header("referer", *referrer);
+            }
+            assert_eq!(r.send().await.unwrap().status(), 301);
+        }
+    }
+    let stats = wait_total(&s.client, &s.proxy, "counted", 41).await;
+    assert_eq!(stats["total"], 41, "{stats}");
+    assert_eq!(stats["humans"], 25);
+    assert_eq!(
+        stats["bots"], 16,
+        "Googlebot, HEAD requests and the UA-less probe"
+    );
+    assert_eq!(count_of(&stats["browsers"], "Chrome"), 15);
+    assert_eq!(count_of(&stats["browsers"], "Safari"), 10);
+    assert_eq!(count_of(&stats["browsers"], "Firefox"), 5);
+    assert_eq!(count_of(&stats["os"], "iPhone"), 10);
+    assert_eq!(count_of(&stats["devices"], "desktop"), 15);
+    assert_eq!(count_of(&stats["devices"], "mobile"), 10);
+    assert_eq!(count_of(&stats["devices"], "bot"), 16);
+    assert_eq!(count_of(&stats["referrers"], "news.example.com"), 10);
+    assert_eq!(count_of(&stats["referrers"], "social.example"), 5);
+    assert_eq!(count_of(&stats["referrers"], "direct"), 26);
+    assert_eq!(count_of(&stats["countries"], "NL"), 40);
+    assert_eq!(count_of(&stats["countries"], "unknown"), 1);
+    let series_sum: u64 = stats["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(series_sum, 41);
+
+    let link: Value = s
+        .api(Method::GET, "/api/v1/links/counted", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(link["clicks"], 41);
+    let by_day: Value = s
+        .api(
+            Method::GET,
+            "/api/v1/links/counted/stats?interval=day",
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_day["total"], 41);
+    assert_eq!(by_day["interval"], "day");
+
+    // Owner only, and bad ranges are refused clearly.
+    let other = s.new_user("stranger").await;
+    let r = s
+        .api(Method::GET, "/api/v1/links/counted/stats", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for (query, code) in [
+        (
+            "from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z",
+            "invalid_range",
+        ),
+        ("from=yesterday", "invalid_range"),
+        ("interval=week", "invalid_query"),
+        (
+            "from=2000-01-01T00:00:00Z&to=2030-01-01T00:00:00Z",
+            "range_too_large",
+        ),
+    ] {
+        let r = s
+            .api(
+                Method::GET,
+                &format!("/api/v1/links/counted/stats?{query}"),
+                ADMIN_KEY,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{query}");
+        assert_eq!(error_code(&r.json().await.unwrap()), code, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn ingestion_is_authenticated_validated_and_idempotent() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_INTERNAL_SECRET", INTERNAL_SECRET),
+    )
+    .await;
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://ingest.example/", "alias": "ingested"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // The first link of a fresh store has id 1; the batches below are about it.
+    let id = 1;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let batch = |batch_id: &str, n: usize, ts: i64| {
+        json!({
+            "batch_id": batch_id,
+            "clicks": (0..n).map(|_| json!({"l": id, "t": ts, "ua": CHROME_WIN})).collect::<Vec<_>>(),
+        })
+    };
+    let post = |secret: &'static str, body: Value, base: String| {
+        s.client
+            .post(format!("{base}/internal/v1/clicks"))
+            .header("x-shortlink-internal-secret", secret)
+            .json(&body)
+            .send()
+    };
+    let r = post("wrong-secret", batch("b1", 3, now_ms), s.control.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a forged batch is refused");
+    let r = post(INTERNAL_SECRET, batch("b1", 3, now_ms), s.proxy.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the internal endpoint is not reachable through the proxy"
+    );
+    let r = post(
+        INTERNAL_SECRET,
+        batch("big", 10_001, now_ms),
+        s.control.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(&r.json().await.unwrap()), "batch_too_large");
+    let r = post(
+        INTERNAL_SECRET,
+        batch("old", 1, now_ms - 40 * 86_400_000),
+        s.control.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            error_code(&r.json().await.unwrap()).to_owned()
+        ),
+        (422, "invalid_timestamp".into())
+    );
+    let r = post(
+        INTERNAL_SECRET,
+        batch("bad id!", 1, now_ms),
+        s.control.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = post(
+        INTERNAL_SECRET,
+        json!({"batch_id": "x", "clicks": "nope"}),
+        s.control.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+
+    let r = post(INTERNAL_SECRET, batch("b1", 3, now_ms), s.control.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["applied"], true);
+    let r = post(INTERNAL_SECRET, batch("b1", 3, now_ms), s.control.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["applied"],
+        false,
+        "a batch posted twice is counted once"
+    );
+    let stats = wait_total(&s.client, &s.proxy, "ingested", 3).await;
+    assert_eq!(stats["total"], 3, "{stats}");
+}
+
+#[tokio::test]
+async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (proxy_port, control_port) = (free_port(), free_port());
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+    let control_url = format!("http://127.0.0.1:{control_port}");
+    let http = client();
+    let mut control = Plane::start("control", &data, proxy_port, control_port);
+    let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
+    wait_ok(&http, &format!("{proxy_url}/readyz")).await;
+    let r = http
+        .post(format!("{control_url}/api/v1/links"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://outage.example/", "alias": "outage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while http
+        .get(format!("{proxy_url}/outage"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 301
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "link reaches the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The polling loop above made some clicks; count them from here on.
+    let before = wait_settled(&http, &control_url).await;
+
+    assert!(control.terminate().success(), "{}", control.log_text());
+    for _ in 0..30 {
+        let r = http
+            .get(format!("{proxy_url}/outage"))
+            .header("user-agent", CHROME_WIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 301, "the proxy keeps redirecting from memory");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spooled = std::fs::read_dir(data.join("spool")).unwrap().count();
+    assert!(
+        spooled > 0,
+        "batches were spooled while the control plane was down"
+    );
+
+    let _control = Plane::start("control", &data, proxy_port, control_port);
+    wait_ok(&http, &format!("{control_url}/readyz")).await;
+    let stats = wait_total(&http, &control_url, "outage", before + 30).await;
+    assert_eq!(
+        stats["total"].as_u64(),
+        Some(before + 30),
+        "{stats}\n{}",
+        proxy.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stats = wait_total(&http, &control_url, "outage", before + 30).await;
+    assert_eq!(stats["total"].as_u64(), Some(before + 30), "counted once");
+    assert_eq!(
+        std::fs::read_dir(data.join("spool")).unwrap().count(),
+        0,
+        "spool drained"
+    );
+    assert!(proxy.terminate().success());
+}
+
+/// Waits until a link's total stops changing, and returns it.
+async fn wait_settled(http: &reqwest::Client, base: &str) -> u64 {
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let body: Value = http
+            .get(format!("{base}/api/v1/links/outage/stats"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let total = body["total"].as_u64().unwrap();
+        if total == last {
+            return total;
+        }
+        last = total;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_on_the_proxy_loses_no_click() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (proxy_port, control_port) = (free_port(), free_port());
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+    let control_url = format!("http://127.0.0.1:{control_port}");
+    let http = client();
+    let _control = Plane::start("control", &data, proxy_port, control_port);
+    wait_ok(&http, &format!("{control_url}/readyz")).await;
+    let r = http
+        .post(format!("{control_url}/api/v1/links"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://sigterm.example/", "alias": "sigterm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
+    wait_ok(&http, &format!("{proxy_url}/readyz")).await;
+    for _ in 0..200 {
+        let r = http
+            .get(format!("{proxy_url}/sigterm"))
+            .header("user-agent", FIREFOX_LINUX)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 301);
+    }
+    // Stop at once: the last batch is still in memory.
+    assert!(proxy.terminate().success(), "{}", proxy.log_text());
+    let _proxy = Plane::start("proxy", &data, proxy_port, control_port);
+    let stats = wait_total(&http, &control_url, "sigterm", 200).await;
+    assert_eq!(stats["total"], 200, "{stats}");
+}
