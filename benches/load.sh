@@ -4,7 +4,9 @@
 # the shortlink/nginx ratio, and the process's RSS after loading the links.
 #
 # Usage: benches/load.sh [links=1000] [rounds=3] [seconds=10] [connections=64]
-# Env:   THREADS (proxy threads = nginx workers; default nproc), WRK_THREADS (default 2)
+# Env:   THREADS (proxy threads = nginx workers; default nproc), WRK_THREADS (default 2),
+#        CAPTURE_OFF=1 also runs a second shortlink with click capture off, interleaved,
+#        and reports the capture-on/capture-off throughput ratio.
 set -euo pipefail
 
 N=${1:-1000}
@@ -16,6 +18,9 @@ WRK_THREADS=${WRK_THREADS:-2}
 PROXY_PORT=18080
 CONTROL_PORT=18081
 NGINX_PORT=18082
+OFF_PROXY_PORT=18083
+OFF_CONTROL_PORT=18084
+CAPTURE_OFF=${CAPTURE_OFF:-0}
 KEY=sl_load_harness_admin_key_0000000000
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,30 +39,51 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-SHORTLINK_DATA_DIR=$work/data \
-SHORTLINK_PROXY_LISTEN=127.0.0.1:$PROXY_PORT \
-SHORTLINK_CONTROL_LISTEN=127.0.0.1:$CONTROL_PORT \
-SHORTLINK_ADMIN_KEY=$KEY \
-SHORTLINK_PROXY__THREADS=$THREADS \
-SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 \
-SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
-SHORTLINK_CONTROL__WRITE_BURST=100000000 \
-SHORTLINK_LOG=warn \
-  "$root/target/release/shortlink" serve >"$work/shortlink.out" 2>"$work/shortlink.log" &
-sl_pid=$!
-pids+=("$sl_pid")
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$PROXY_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PROXY_PORT/readyz" >/dev/null || { echo "shortlink did not start"; cat "$work/shortlink.log"; exit 1; }
+# Starts `shortlink serve` on a proxy and a control port with extra env; prints its pid.
+start_shortlink() {
+  local name=$1 proxy_port=$2 control_port=$3
+  shift 3
+  env SHORTLINK_DATA_DIR="$work/$name" \
+    SHORTLINK_PROXY_LISTEN=127.0.0.1:$proxy_port \
+    SHORTLINK_CONTROL_LISTEN=127.0.0.1:$control_port \
+    SHORTLINK_ADMIN_KEY=$KEY \
+    SHORTLINK_PROXY__THREADS="$THREADS" \
+    SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 \
+    SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
+    SHORTLINK_CONTROL__WRITE_BURST=100000000 \
+    SHORTLINK_LOG=warn \
+    "$@" "$root/target/release/shortlink" serve >"$work/$name.out" 2>"$work/$name.log" &
+  echo $!
+}
 
+# Waits for an instance (pid, name), seeds it, and checks one link answers 301.
+seed() {
+  local pid=$1 name=$2 proxy_port=$3 control_port=$4
+  sleep 0.3
+  kill -0 "$pid" 2>/dev/null || { echo "shortlink ($name) exited:"; cat "$work/$name.log"; exit 1; }
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$proxy_port/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "http://127.0.0.1:$proxy_port/readyz" >/dev/null || { echo "shortlink did not start"; exit 1; }
+  "$root/target/release/load_seed" "http://127.0.0.1:$control_port" "$KEY" "$N"
+  sleep 1
+  local status
+  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$proxy_port/ld$((N - 1))")
+  [ "$status" = 301 ] || { echo "sanity check failed: /ld$((N - 1)) answered $status"; exit 1; }
+}
+
+sl_pid=$(start_shortlink data "$PROXY_PORT" "$CONTROL_PORT")
+pids+=("$sl_pid")
+sleep 0.5
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
-"$root/target/release/load_seed" "http://127.0.0.1:$CONTROL_PORT" "$KEY" "$N"
-sleep 1
+seed "$sl_pid" data "$PROXY_PORT" "$CONTROL_PORT"
 rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
-status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/ld$((N - 1))")
-[ "$status" = 301 ] || { echo "sanity check failed: /ld$((N - 1)) answered $status"; exit 1; }
+if [ "$CAPTURE_OFF" = 1 ]; then
+  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" SHORTLINK_PROXY__CAPTURE_CLICKS=false)
+  pids+=("$off_pid")
+  seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
+fi
 
 sed -e "s|@WORKERS@|$THREADS|" -e "s|@DIR@|$work|g" -e "s|@PORT@|$NGINX_PORT|" \
   "$root/benches/load/nginx.conf.in" >"$work/nginx.conf"
@@ -84,9 +110,13 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 
 : >"$work/shortlink.runs"
 : >"$work/nginx.runs"
+: >"$work/capture-off.runs"
 for round in $(seq "$ROUNDS"); do
   run_wrk "$PROXY_PORT" | tee -a "$work/shortlink.runs" | sed "s/^/round $round shortlink: /"
   run_wrk "$NGINX_PORT" | tee -a "$work/nginx.runs" | sed "s/^/round $round nginx:     /"
+  if [ "$CAPTURE_OFF" = 1 ]; then
+    run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round capture-off: /"
+  fi
 done
 
 col() { awk -v c="$1" '{ print $c }' "$2" | median; }
@@ -101,6 +131,12 @@ awk -v a="$sl_rps" -v b="$ng_rps" 'BEGIN { printf "ratio of medians shortlink/ng
 # of the machine; its median is the steadier figure.
 round_ratio=$(paste "$work/shortlink.runs" "$work/nginx.runs" | awk '{ print $1 / $5 }' | median)
 printf "median per-round ratio shortlink/nginx = %.3f\n" "$round_ratio"
+if [ "$CAPTURE_OFF" = 1 ]; then
+  off_rps=$(col 1 "$work/capture-off.runs")
+  printf "%-10s %12.0f %9.3f %9.3f\n" capture-off "$off_rps" "$(col 2 "$work/capture-off.runs")" "$(col 3 "$work/capture-off.runs")"
+  capture_ratio=$(paste "$work/shortlink.runs" "$work/capture-off.runs" | awk '{ print $1 / $5 }' | median)
+  printf "median per-round ratio capture on/off = %.3f\n" "$capture_ratio"
+fi
 echo "shortlink RSS: ${rss_before} KiB before loading, ${rss_after} KiB after $N links"
 bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/shortlink.runs")
 [ "$bad" = 0 ] || echo "WARNING: shortlink answered $bad non-3xx responses"

@@ -768,7 +768,7 @@ async fn bad_bodies_get_clear_errors() {
     assert_eq!(
         list["items"].as_array().unwrap().len(),
         0,
-        "nothing was created by bad requests"
+        "nothing was created by bad requests: {list}"
     );
 }
 

@@ -3,8 +3,10 @@
 //! country from a MaxMind-format database, else from a trusted header, else `unknown`;
 //! client IPs anonymized (IPv4 to /24, IPv6 to /48).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Mutex;
 
 use shortlink_core::{ClickEvent, EnrichedClick};
 use thiserror::Error;
@@ -28,7 +30,22 @@ pub struct Enricher {
     parser: woothee::parser::Parser,
     geoip: Option<maxminddb::Reader<Vec<u8>>>,
     keep_full_ip: bool,
+    /// What each recently seen user agent was classified as: traffic repeats a few
+    /// thousand agents, and the bot patterns are the expensive part.
+    agents: Mutex<HashMap<String, Agent>>,
 }
+
+/// How a user agent is classified.
+#[derive(Debug, Clone)]
+struct Agent {
+    browser: String,
+    os: String,
+    device: &'static str,
+    bot: bool,
+}
+
+/// Most user agents remembered; the memory is cleared when it fills.
+const AGENT_CACHE: usize = 4096;
 
 const UNKNOWN: &str = "unknown";
 
@@ -51,35 +68,56 @@ impl Enricher {
             parser: woothee::parser::Parser::new(),
             geoip,
             keep_full_ip,
+            agents: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Enriches one click.
-    pub fn enrich(&self, click: &ClickEvent) -> EnrichedClick {
-        let ua = click.user_agent.as_deref().unwrap_or("");
+    fn classify(&self, ua: &str) -> Agent {
+        if let Some(known) = self.agents.lock().ok().and_then(|m| m.get(ua).cloned()) {
+            return known;
+        }
         let parsed = if ua.is_empty() {
             None
         } else {
             self.parser.parse(ua)
         };
         let crawler = parsed.as_ref().is_some_and(|p| p.category == "crawler");
-        let bot = click.head || ua.is_empty() || crawler || self.bots.is_bot(ua);
-        let (browser, os, device) = match &parsed {
-            Some(p) => (
-                known(p.name),
-                known(p.os),
-                device_class(p.category, p.os, ua),
-            ),
-            None => (UNKNOWN.to_owned(), UNKNOWN.to_owned(), "other"),
+        let bot = ua.is_empty() || crawler || self.bots.is_bot(ua);
+        let agent = match &parsed {
+            Some(p) => Agent {
+                browser: known(p.name),
+                os: known(p.os),
+                device: device_class(p.category, p.os, ua),
+                bot,
+            },
+            None => Agent {
+                browser: UNKNOWN.to_owned(),
+                os: UNKNOWN.to_owned(),
+                device: "other",
+                bot,
+            },
         };
+        if let Ok(mut agents) = self.agents.lock() {
+            if agents.len() >= AGENT_CACHE {
+                agents.clear();
+            }
+            agents.insert(ua.to_owned(), agent.clone());
+        }
+        agent
+    }
+
+    /// Enriches one click.
+    pub fn enrich(&self, click: &ClickEvent) -> EnrichedClick {
+        let agent = self.classify(click.user_agent.as_deref().unwrap_or(""));
+        let bot = agent.bot || click.head;
         let ip: Option<IpAddr> = click.ip.as_deref().and_then(|ip| ip.parse().ok());
         EnrichedClick {
             link_id: click.link_id,
             ts_ms: click.ts_ms,
             ip: ip.map(|ip| self.store_ip(ip)).unwrap_or_default(),
-            browser,
-            os,
-            device: if bot { "bot" } else { device }.to_owned(),
+            browser: agent.browser,
+            os: agent.os,
+            device: if bot { "bot" } else { agent.device }.to_owned(),
             bot,
             referrer: referrer_host(click.referrer.as_deref()),
             country: self.country(ip, click.country.as_deref()),
@@ -172,6 +210,7 @@ mod tests {
             ip: Some("203.0.113.77".into()),
             user_agent: Some(ua.into()),
             referrer: Some("https://www.Example.com/page".into()),
+            host: None,
             country: Some("de".into()),
             head: false,
         }

@@ -22,6 +22,9 @@ pub struct ClickEvent {
     /// `Referer`.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub referrer: Option<String>,
+    /// The `Host` the request was made to (which domain served the link).
+    #[serde(rename = "hs", default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Country code from a trusted header (e.g. `CF-IPCountry`), if configured and sent.
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
@@ -43,7 +46,7 @@ pub struct ClickBatch {
 pub const DEVICE_CLASSES: &[&str] = &["desktop", "mobile", "tablet", "bot", "other"];
 
 /// A click after enrichment: what the store keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrichedClick {
     /// The followed link.
     pub link_id: LinkId,

@@ -30,9 +30,9 @@ pub struct ProxyConfig {
     /// Capacity of the in-memory click queue; clicks beyond it are dropped and counted.
     /// Default 65 536.
     pub click_queue_capacity: usize,
-    /// Most clicks per shipped batch. Default 1000.
+    /// Most clicks per shipped batch. Default 10 000 (the control plane's default limit).
     pub click_batch_max: usize,
-    /// Milliseconds after its first click a batch is shipped at the latest. Default 200.
+    /// Milliseconds after its first click a batch is shipped at the latest. Default 1000.
     pub click_batch_ms: u64,
     /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
     pub spool_dir: Option<std::path::PathBuf>,
@@ -65,8 +65,8 @@ impl Default for ProxyConfig {
             bulk_load_page: 10_000,
             capture_clicks: true,
             click_queue_capacity: 65_536,
-            click_batch_max: 1000,
-            click_batch_ms: 200,
+            click_batch_max: 10_000,
+            click_batch_ms: 1000,
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
             trusted_proxies: Vec::new(),

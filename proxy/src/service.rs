@@ -90,6 +90,7 @@ impl Capture {
             ip: self.client_ip(session).map(|ip| ip.to_string()),
             user_agent: header_text(req, "user-agent"),
             referrer: header_text(req, "referer"),
+            host: header_text(req, "host"),
             country: self
                 .country_header
                 .as_deref()

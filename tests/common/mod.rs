@@ -12,12 +12,22 @@ use serde_json::{Value, json};
 
 pub const ADMIN_KEY: &str = "sl_test_admin_key_0123456789abcdef";
 
+/// A free loopback port never handed out before in this test process (tests run in
+/// parallel, and the kernel may offer a just-released port again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind an ephemeral port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `shortlink serve`.
@@ -116,7 +126,7 @@ impl TestServer {
             command.env(k, v);
         }
         let child = command.spawn().expect("start the shortlink binary");
-        let server = TestServer {
+        let mut server = TestServer {
             child: Some(child),
             proxy: format!("http://127.0.0.1:{proxy_port}"),
             control: format!("http://127.0.0.1:{control_port}"),
@@ -135,9 +145,17 @@ impl TestServer {
     }
 
     /// Waits until the proxy forwards `/readyz` to the control plane and answers 200.
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // A server that exited (say, its port was taken) must not let the test talk to
+            // whatever else listens there.
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "shortlink exited early ({status}); log:\n{}",
+                    self.log_text()
+                );
+            }
             let ready = self
                 .client
                 .get(format!("{}/readyz", self.proxy))

@@ -15,8 +15,8 @@ use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 /// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
 const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
 
-/// Raw rows deleted per ingestion when pruning, so pruning never stalls the writer.
-const PRUNE_ROWS: i64 = 10_000;
+/// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
+const PRUNE_ROWS: i64 = 100;
 
 fn hour_of(ts_ms: i64) -> i64 {
     let s = ts_ms.div_euclid(1000);
@@ -78,26 +78,24 @@ impl ClickStore for EmbeddedStore {
                 let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
                 let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
                 let mut per_link: HashMap<LinkId, i64> = HashMap::new();
-                {
-                    let mut raw = conn.prepare_cached(
-                        "INSERT INTO clicks (link_id, ts_ms, ip, browser, os, device, bot, referrer, country)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )?;
-                    for c in clicks.iter().filter(|c| matches!(links.get(&c.link_id), Some(Some(_)))) {
-                        raw.execute(params![
-                            c.link_id, c.ts_ms, c.ip, c.browser, c.os, c.device, c.bot, c.referrer,
-                            c.country
-                        ])?;
-                        let hour = hour_of(c.ts_ms);
-                        let slot = hours.entry((c.link_id, hour)).or_default();
-                        slot.0 += 1;
-                        slot.1 += i64::from(c.bot);
-                        let day = day_of(hour);
-                        for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
-                            *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += 1;
-                        }
-                        *per_link.entry(c.link_id).or_default() += 1;
+                let counted: Vec<&EnrichedClick> = clicks
+                    .iter()
+                    .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
+                    .collect();
+                let body = serde_json::to_vec(&counted)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
+                    .execute(params![now, counted.len() as i64, body])?;
+                for c in &counted {
+                    let hour = hour_of(c.ts_ms);
+                    let slot = hours.entry((c.link_id, hour)).or_default();
+                    slot.0 += 1;
+                    slot.1 += i64::from(c.bot);
+                    let day = day_of(hour);
+                    for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
+                        *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += 1;
                     }
+                    *per_link.entry(c.link_id).or_default() += 1;
                 }
                 {
                     let mut up = conn.prepare_cached(
@@ -129,16 +127,14 @@ impl ClickStore for EmbeddedStore {
                     }
                 }
                 if retention_ms > 0 {
-                    let cutoff = now * 1000 - retention_ms;
+                    // Batches arrive roughly in time order, so the log is pruned by arrival.
+                    let cutoff = now - retention_ms / 1000;
                     conn.execute(
-                        "DELETE FROM clicks WHERE rowid IN
-                         (SELECT rowid FROM clicks WHERE ts_ms < ?1 LIMIT ?2)",
+                        "DELETE FROM click_log WHERE id IN
+                         (SELECT id FROM click_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
                         params![cutoff, PRUNE_ROWS],
                     )?;
-                    conn.execute(
-                        "DELETE FROM ingested_batches WHERE at < ?1",
-                        params![cutoff / 1000],
-                    )?;
+                    conn.execute("DELETE FROM ingested_batches WHERE at < ?1", params![cutoff])?;
                 }
                 Ok(IngestOutcome::Applied)
             })

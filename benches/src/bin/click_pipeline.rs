@@ -1,0 +1,172 @@
+//! Measures the click pipeline's store side: enrichment rate, ingestion rate into the
+//! embedded store, and stats query time for one link at a small and a large click count.
+//!
+//! `cargo run --release -p shortlink-benches --bin click_pipeline -- [large clicks=10000000]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shortlink_analytics::Enricher;
+use shortlink_core::{
+    ClickEvent, EnrichedClick, Interval, NewLink, RedirectStatus, Role, ShortCode,
+    time_util::now_unix,
+};
+use shortlink_store::{
+    AccountStore, ClickStore, EmbeddedConfig, EmbeddedStore, LinkStore, StatsQuery,
+};
+
+const UAS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+];
+const BATCH: usize = 1000;
+
+fn click(i: usize, link_id: i64, span_ms: i64, now_ms: i64) -> ClickEvent {
+    ClickEvent {
+        link_id,
+        ts_ms: now_ms - (i as i64 * 7919) % span_ms,
+        ip: Some(format!("198.51.{}.{}", i % 250, i % 200)),
+        user_agent: Some(UAS[i % UAS.len()].to_owned()),
+        referrer: i
+            .is_multiple_of(3)
+            .then(|| format!("https://site{}.example/page", i % 20)),
+        host: Some("sho.rt".to_owned()),
+        country: Some(["DE", "US", "NL", "FR"][i % 4].to_owned()),
+        head: false,
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn ingest(store: &EmbeddedStore, clicks: Vec<EnrichedClick>, tag: &str) -> f64 {
+    let started = Instant::now();
+    let total = clicks.len();
+    // Several batches in flight, as several proxies (or a busy one) would send them.
+    let store = Arc::new(store);
+    let mut chunks = clicks.chunks(BATCH).enumerate();
+    loop {
+        let wave: Vec<_> = chunks.by_ref().take(8).collect();
+        if wave.is_empty() {
+            break;
+        }
+        let futures = wave.into_iter().map(|(n, chunk)| {
+            let store = store.clone();
+            let id = format!("{tag}-{n}");
+            async move { store.ingest_clicks(&id, chunk.to_vec()).await.unwrap() }
+        });
+        for f in futures.collect::<Vec<_>>() {
+            f.await;
+        }
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let large: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let owner = store.create_user("bench", Role::User).await.unwrap().id;
+    let mut ids = Vec::new();
+    for name in ["small", "large"] {
+        let link = store
+            .create_link(NewLink {
+                domain: String::new(),
+                code: ShortCode::from_stored(name.into()),
+                custom_alias: true,
+                owner,
+                url: format!("https://bench.example/{name}"),
+                redirect: RedirectStatus::Permanent,
+                expires_at: None,
+                max_clicks: None,
+                tags: vec![],
+            })
+            .await
+            .unwrap()
+            .link;
+        ids.push(link.id);
+    }
+    let now_ms = now_unix() * 1000;
+    let span_ms = 29 * 86_400_000;
+
+    // Enrichment (one core).
+    let enricher = Enricher::new(None, false).unwrap();
+    let sample: Vec<ClickEvent> = (0..100_000)
+        .map(|i| click(i, ids[1], span_ms, now_ms))
+        .collect();
+    let started = Instant::now();
+    let enriched: Vec<EnrichedClick> = sample.iter().map(|c| enricher.enrich(c)).collect();
+    let enrich_rate = sample.len() as f64 / started.elapsed().as_secs_f64();
+
+    // Small link: 10 000 clicks.
+    let small: Vec<EnrichedClick> = (0..10_000)
+        .map(|i| EnrichedClick {
+            link_id: ids[0],
+            ..enriched[i % enriched.len()].clone()
+        })
+        .collect();
+    ingest(&store, small, "small").await;
+
+    // Large link: `large` clicks; the ingestion rate is measured here.
+    let mut rates = Vec::new();
+    let mut done = 0;
+    while done < large {
+        let n = (large - done).min(1_000_000);
+        let part: Vec<EnrichedClick> = (done..done + n)
+            .map(|i| {
+                let mut c = enriched[i % enriched.len()].clone();
+                c.ts_ms = now_ms - (i as i64 * 7919) % span_ms;
+                c
+            })
+            .collect();
+        rates.push(ingest(&store, part, &format!("large{done}")).await);
+        done += n;
+    }
+    rates.sort_by(f64::total_cmp);
+    let ingest_rate = rates[rates.len() / 2];
+
+    let mut report = Vec::new();
+    for (name, id) in [("10k", ids[0]), ("large", ids[1])] {
+        for interval in [Interval::Hour, Interval::Day] {
+            let span = match interval {
+                Interval::Hour => 7 * 86_400,
+                Interval::Day => 30 * 86_400,
+            };
+            let to = now_unix() + 3600;
+            let query = StatsQuery {
+                link_id: id,
+                from: to - span,
+                to,
+                interval,
+                top: 10,
+            };
+            let mut times = Vec::new();
+            let mut total = 0;
+            for _ in 0..21 {
+                let t = Instant::now();
+                total = store.link_stats(query).await.unwrap().total;
+                times.push(t.elapsed());
+            }
+            report.push(format!(
+                "stats {name} {interval:?}: median {:?} (total {total})",
+                median(times)
+            ));
+        }
+    }
+    println!("enrichment: {enrich_rate:.0} clicks/s on one core");
+    println!(
+        "ingestion into the embedded store: median {ingest_rate:.0} clicks/s over {} runs of up to 1M",
+        rates.len()
+    );
+    for line in report {
+        println!("{line}");
+    }
+}
