@@ -27,6 +27,31 @@ fn day_of(seconds: i64) -> i64 {
     seconds - seconds.rem_euclid(86_400)
 }
 
+/// Encodes clicks for the click log as tab-separated lines (link id, time in ms, ip,
+/// browser, os, device, bot, referrer, country): about a third of the size of JSON, which
+/// matters because the log is most of what ingestion writes.
+fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(clicks.len() * 64);
+    let clean = |text: &str| text.replace(['\t', '\n'], " ");
+    for c in clicks {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.link_id,
+            c.ts_ms,
+            c.ip,
+            clean(&c.browser),
+            clean(&c.os),
+            c.device,
+            u8::from(c.bot),
+            clean(&c.referrer),
+            clean(&c.country)
+        );
+    }
+    out
+}
+
 struct LinkInfo {
     max_clicks: Option<i64>,
     domain: String,
@@ -82,8 +107,7 @@ impl ClickStore for EmbeddedStore {
                     .iter()
                     .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
                     .collect();
-                let body = serde_json::to_vec(&counted)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let body = encode_log(&counted);
                 conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
                     .execute(params![now, counted.len() as i64, body])?;
                 for c in &counted {
