@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ADMIN_KEY, INTERNAL_SECRET, Options, Plane, TestServer, client, error_code, free_port, wait_ok,
+    ADMIN_KEY, INTERNAL_SECRET, Options, Plane, TestServer, client, error_code, free_port,
     wait_total,
 };
 use reqwest::Method;
@@ -269,7 +269,10 @@ async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
     let http = client();
     let mut control = Plane::start("control", &data, proxy_port, control_port);
     let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
-    wait_ok(&http, &format!("{proxy_url}/readyz")).await;
+    control
+        .wait_ok(&http, &format!("{control_url}/readyz"))
+        .await;
+    proxy.wait_ok(&http, &format!("{proxy_url}/readyz")).await;
     let r = http
         .post(format!("{control_url}/api/v1/links"))
         .bearer_auth(ADMIN_KEY)
@@ -313,8 +316,10 @@ async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
         "batches were spooled while the control plane was down"
     );
 
-    let _control = Plane::start("control", &data, proxy_port, control_port);
-    wait_ok(&http, &format!("{control_url}/readyz")).await;
+    let mut control = Plane::start("control", &data, proxy_port, control_port);
+    control
+        .wait_ok(&http, &format!("{control_url}/readyz"))
+        .await;
     let stats = wait_total(&http, &control_url, "outage", before + 30).await;
     assert_eq!(
         stats["total"].as_u64(),
@@ -363,8 +368,10 @@ async fn sigterm_on_the_proxy_loses_no_click() {
     let proxy_url = format!("http://127.0.0.1:{proxy_port}");
     let control_url = format!("http://127.0.0.1:{control_port}");
     let http = client();
-    let _control = Plane::start("control", &data, proxy_port, control_port);
-    wait_ok(&http, &format!("{control_url}/readyz")).await;
+    let mut control = Plane::start("control", &data, proxy_port, control_port);
+    control
+        .wait_ok(&http, &format!("{control_url}/readyz"))
+        .await;
     let r = http
         .post(format!("{control_url}/api/v1/links"))
         .bearer_auth(ADMIN_KEY)
@@ -374,7 +381,7 @@ async fn sigterm_on_the_proxy_loses_no_click() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
-    wait_ok(&http, &format!("{proxy_url}/readyz")).await;
+    proxy.wait_ok(&http, &format!("{proxy_url}/readyz")).await;
     for _ in 0..200 {
         let r = http
             .get(format!("{proxy_url}/sigterm"))

@@ -12,22 +12,32 @@ use serde_json::{Value, json};
 
 pub const ADMIN_KEY: &str = "sl_test_admin_key_0123456789abcdef";
 
-/// A free loopback port never handed out before in this test process (tests run in
-/// parallel, and the kernel may offer a just-released port again).
+/// A free loopback port for a server under test, never handed out before in this test
+/// process. Ports come from below the kernel's ephemeral range (32768 and up here), so a
+/// plane restarted on its old port cannot find it taken by some outgoing connection.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind an ephemeral port")
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = 20_000 + (rand_u16() % 12_000);
         let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
+}
+
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u16
 }
 
 /// A running `shortlink serve`.
@@ -341,6 +351,27 @@ impl Plane {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until `url` answers 200, failing with this plane's log if it exits or hangs.
+    pub async fn wait_ok(&mut self, client: &reqwest::Client, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("a plane exited early ({status}); log:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not answer 200 within 30 s; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -378,23 +409,6 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// Waits until `url` answers 200.
-pub async fn wait_ok(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(url)
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{url} did not answer 200 within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Polls a link's stats until `total` reaches `want` (or 15 s pass); returns the last body.
