@@ -4,10 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    ADMIN_KEY, INTERNAL_SECRET, Options, Plane, TestServer, client, error_code, free_port,
-    wait_total,
-};
+use common::{ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, error_code, wait_total};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -261,66 +258,40 @@ async fn ingestion_is_authenticated_validated_and_idempotent() {
 
 #[tokio::test]
 async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (proxy_port, control_port) = (free_port(), free_port());
-    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
-    let control_url = format!("http://127.0.0.1:{control_port}");
-    let http = client();
-    let mut control = Plane::start("control", &data, proxy_port, control_port);
-    let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
-    control
-        .wait_ok(&http, &format!("{control_url}/readyz"))
+    let split = Split::new();
+    let mut control = split.start("control").await;
+    let mut proxy = split.start("proxy").await;
+    let (status, _) = split
+        .create(json!({"url": "https://outage.example/", "alias": "outage"}))
         .await;
-    proxy.wait_ok(&http, &format!("{proxy_url}/readyz")).await;
-    let r = http
-        .post(format!("{control_url}/api/v1/links"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"url": "https://outage.example/", "alias": "outage"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while http
-        .get(format!("{proxy_url}/outage"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 301
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "link reaches the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The polling loop above made some clicks; count them from here on.
-    let before = wait_settled(&http, &control_url).await;
+    assert_eq!(status, 201);
+    let r = split
+        .wait_status("outage", 301, Duration::from_secs(2))
+        .await;
+    assert_eq!(r.status(), 301, "link reaches the proxy");
+    // The polling above made some clicks; count them from here on.
+    let before = wait_settled(&split.http, &split.control_url).await;
 
     assert!(control.terminate().success(), "{}", control.log_text());
     for _ in 0..30 {
-        let r = http
-            .get(format!("{proxy_url}/outage"))
+        let r = split
+            .http
+            .get(format!("{}/outage", split.proxy_url))
             .header("user-agent", CHROME_WIN)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 301, "the proxy keeps redirecting from memory");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let spooled = std::fs::read_dir(data.join("spool")).unwrap().count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spooled = std::fs::read_dir(split.data.join("spool")).unwrap().count();
     assert!(
         spooled > 0,
         "batches were spooled while the control plane was down"
     );
 
-    let mut control = Plane::start("control", &data, proxy_port, control_port);
-    control
-        .wait_ok(&http, &format!("{control_url}/readyz"))
-        .await;
-    let stats = wait_total(&http, &control_url, "outage", before + 30).await;
+    let _control = split.start("control").await;
+    let stats = wait_total(&split.http, &split.control_url, "outage", before + 30).await;
     assert_eq!(
         stats["total"].as_u64(),
         Some(before + 30),
@@ -328,10 +299,10 @@ async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
         proxy.log_text()
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let stats = wait_total(&http, &control_url, "outage", before + 30).await;
+    let stats = wait_total(&split.http, &split.control_url, "outage", before + 30).await;
     assert_eq!(stats["total"].as_u64(), Some(before + 30), "counted once");
     assert_eq!(
-        std::fs::read_dir(data.join("spool")).unwrap().count(),
+        std::fs::read_dir(split.data.join("spool")).unwrap().count(),
         0,
         "spool drained"
     );
@@ -342,7 +313,7 @@ async fn clicks_made_while_the_control_plane_is_down_are_counted_once() {
 async fn wait_settled(http: &reqwest::Client, base: &str) -> u64 {
     let mut last = u64::MAX;
     loop {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         let body: Value = http
             .get(format!("{base}/api/v1/links/outage/stats"))
             .bearer_auth(ADMIN_KEY)
@@ -362,29 +333,17 @@ async fn wait_settled(http: &reqwest::Client, base: &str) -> u64 {
 
 #[tokio::test]
 async fn sigterm_on_the_proxy_loses_no_click() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (proxy_port, control_port) = (free_port(), free_port());
-    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
-    let control_url = format!("http://127.0.0.1:{control_port}");
-    let http = client();
-    let mut control = Plane::start("control", &data, proxy_port, control_port);
-    control
-        .wait_ok(&http, &format!("{control_url}/readyz"))
+    let split = Split::new();
+    let _control = split.start("control").await;
+    let (status, _) = split
+        .create(json!({"url": "https://sigterm.example/", "alias": "sigterm"}))
         .await;
-    let r = http
-        .post(format!("{control_url}/api/v1/links"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"url": "https://sigterm.example/", "alias": "sigterm"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let mut proxy = Plane::start("proxy", &data, proxy_port, control_port);
-    proxy.wait_ok(&http, &format!("{proxy_url}/readyz")).await;
+    assert_eq!(status, 201);
+    let mut proxy = split.start("proxy").await;
     for _ in 0..200 {
-        let r = http
-            .get(format!("{proxy_url}/sigterm"))
+        let r = split
+            .http
+            .get(format!("{}/sigterm", split.proxy_url))
             .header("user-agent", FIREFOX_LINUX)
             .send()
             .await
@@ -393,7 +352,7 @@ async fn sigterm_on_the_proxy_loses_no_click() {
     }
     // Stop at once: the last batch is still in memory.
     assert!(proxy.terminate().success(), "{}", proxy.log_text());
-    let _proxy = Plane::start("proxy", &data, proxy_port, control_port);
-    let stats = wait_total(&http, &control_url, "sigterm", 200).await;
+    let _proxy = split.start("proxy").await;
+    let stats = wait_total(&split.http, &split.control_url, "sigterm", 200).await;
     assert_eq!(stats["total"], 200, "{stats}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ADMIN_KEY, Options, TestServer, binary, error_code};
+use common::{ADMIN_KEY, Options, Split, TestServer, binary, error_code};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -289,82 +289,27 @@ async fn cli_creates_users_keys_and_links() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user named 'ghost'"));
 }
 
-/// Kills a child process when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn proxy_and_control_run_as_separate_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let proxy_port = common::free_port();
-    let control_port = common::free_port();
-    let spawn = |plane: &str| {
-        Running(
-            Command::new(binary())
-                .arg(plane)
-                .env("SHORTLINK_DATA_DIR", dir.path())
-                .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-                .env(
-                    "SHORTLINK_CONTROL_LISTEN",
-                    format!("127.0.0.1:{control_port}"),
-                )
-                .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
-                .env("SHORTLINK_INTERNAL_SECRET", "internal-secret-for-tests")
-                .env("SHORTLINK_PROXY__HEALTH_CHECK_SECONDS", "1")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _control = spawn("control");
-    let _proxy = spawn("proxy");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
-    let start = std::time::Instant::now();
-    loop {
-        let ready = client
-            .get(format!("{proxy}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "planes did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let split = Split::new();
+    let _control = split.start("control").await;
+    let _proxy = split.start("proxy").await;
     // Warm the route table so the next change must arrive through the polled feed,
     // not through a read-through on a miss.
-    let (_, first) =
-        common_create(&client, &proxy, json!({"url": "https://split.example/1"})).await;
+    let (_, first) = split
+        .create(json!({"url": "https://split.example/1"}))
+        .await;
     let first = first["code"].as_str().unwrap().to_owned();
-    let start = std::time::Instant::now();
-    while client
-        .get(format!("{proxy}/{first}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 301
-    {
-        assert!(start.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let r = client
-        .patch(format!("{proxy}/api/v1/links/{first}"))
+    assert_eq!(
+        split
+            .wait_status(&first, 301, Duration::from_secs(2))
+            .await
+            .status(),
+        301
+    );
+    let r = split
+        .http
+        .patch(format!("{}/api/v1/links/{first}", split.control_url))
         .bearer_auth(ADMIN_KEY)
         .json(&json!({"url": "https://split.example/changed"}))
         .send()
@@ -373,7 +318,12 @@ async fn proxy_and_control_run_as_separate_processes() {
     assert_eq!(r.status(), 200);
     let changed = std::time::Instant::now();
     loop {
-        let r = client.get(format!("{proxy}/{first}")).send().await.unwrap();
+        let r = split
+            .http
+            .get(format!("{}/{first}", split.proxy_url))
+            .send()
+            .await
+            .unwrap();
         if r.headers()
             .get("location")
             .is_some_and(|l| l == "https://split.example/changed")
@@ -387,17 +337,6 @@ async fn proxy_and_control_run_as_separate_processes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("separate-process sync lag: {:?}", changed.elapsed());
-}
-
-async fn common_create(client: &reqwest::Client, base: &str, body: Value) -> (u16, Value) {
-    let r = client
-        .post(format!("{base}/api/v1/links"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 #[test]

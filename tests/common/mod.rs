@@ -332,7 +332,6 @@ impl Plane {
             .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
             .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
             .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
-            .env("SHORTLINK_PROXY__SYNC_POLL_MS", "100")
             .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000")
             .env("SHORTLINK_CONTROL__WRITE_BURST", "10000")
             .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
@@ -428,5 +427,75 @@ pub async fn wait_total(client: &reqwest::Client, base: &str, code: &str, want: 
             return body;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A data folder and a pair of ports for planes run apart (`proxy`, `control`).
+pub struct Split {
+    _dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub proxy_port: u16,
+    pub control_port: u16,
+    pub proxy_url: String,
+    pub control_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Split {
+    pub fn new() -> Split {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (proxy_port, control_port) = (free_port(), free_port());
+        Split {
+            _dir: dir,
+            data,
+            proxy_port,
+            control_port,
+            proxy_url: format!("http://127.0.0.1:{proxy_port}"),
+            control_url: format!("http://127.0.0.1:{control_port}"),
+            http: client(),
+        }
+    }
+
+    /// Starts a plane and waits until it is ready.
+    pub async fn start(&self, plane: &str) -> Plane {
+        let mut started = Plane::start(plane, &self.data, self.proxy_port, self.control_port);
+        let base = if plane == "proxy" {
+            &self.proxy_url
+        } else {
+            &self.control_url
+        };
+        started.wait_ok(&self.http, &format!("{base}/readyz")).await;
+        started
+    }
+
+    /// Creates a link as admin through the control plane; returns (status, body).
+    pub async fn create(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/links", self.control_url))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the proxy until `/{code}` answers `want`, for at most `within`.
+    pub async fn wait_status(&self, code: &str, want: u16, within: Duration) -> reqwest::Response {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/{code}", self.proxy_url))
+                .send()
+                .await
+                .unwrap();
+            if r.status().as_u16() == want || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
