@@ -100,7 +100,7 @@ fn validate(state: &AppState, batch: &ClickBatch) -> Result<(), ApiError> {
         let long = |f: &Option<String>| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_BYTES);
         if long(&click.user_agent)
             || long(&click.referrer)
-            || long(&click.ip)
+            || long(&click.host)
             || long(&click.country)
         {
             return Err(ApiError::invalid(

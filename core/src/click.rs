@@ -15,7 +15,7 @@ pub struct ClickEvent {
     pub ts_ms: i64,
     /// Client IP (from the socket, or a trusted proxy's forwarding header).
     #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
     /// `User-Agent`.
     #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,

@@ -87,7 +87,7 @@ impl Capture {
         ClickEvent {
             link_id,
             ts_ms: now_unix_ms(),
-            ip: self.client_ip(session).map(|ip| ip.to_string()),
+            ip: self.client_ip(session),
             user_agent: header_text(req, "user-agent"),
             referrer: header_text(req, "referer"),
             host: header_text(req, "host"),

@@ -27,7 +27,12 @@ fn click(i: usize, link_id: i64, span_ms: i64, now_ms: i64) -> ClickEvent {
     ClickEvent {
         link_id,
         ts_ms: now_ms - (i as i64 * 7919) % span_ms,
-        ip: Some(format!("198.51.{}.{}", i % 250, i % 200)),
+        ip: Some(std::net::IpAddr::from([
+            198,
+            51,
+            (i % 250) as u8,
+            (i % 200) as u8,
+        ])),
         user_agent: Some(UAS[i % UAS.len()].to_owned()),
         referrer: i
             .is_multiple_of(3)
