@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
 use shortlink_control::ControlConfig;
-use shortlink_core::{Role, hash_api_key};
+use shortlink_core::{ClickBatch, Role, hash_api_key};
+use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
 use tracing::error;
 
@@ -100,10 +101,27 @@ fn required_secret(config: &Config) -> Result<String> {
     )
 }
 
+/// The control plane's ingestion, called by the proxy's shipper in the same process.
+struct InProcessIngest(shortlink_control::ingest::Ingestor);
+
+#[async_trait]
+impl LocalIngest for InProcessIngest {
+    async fn ingest(&self, batch: &ClickBatch) -> Result<(), LocalIngestError> {
+        match self.0.apply(batch).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status().is_client_error() => {
+                Err(LocalIngestError::Rejected(e.code().into()))
+            }
+            Err(e) => Err(LocalIngestError::Unavailable(e.code().into())),
+        }
+    }
+}
+
 fn proxy_server(
     config: &Config,
     store: Arc<dyn Store>,
     internal_secret: String,
+    local: Option<Arc<dyn LocalIngest>>,
 ) -> Result<pingora::server::Server> {
     // pingora retries a busy port forever; find out now and say so instead.
     drop(
@@ -113,7 +131,13 @@ fn proxy_server(
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
     let mut server = shortlink_proxy::new_server(&proxy_config);
-    shortlink_proxy::add_proxy(&mut server, &proxy_config, store, Some(internal_secret))?;
+    shortlink_proxy::add_proxy(
+        &mut server,
+        &proxy_config,
+        store,
+        Some(internal_secret),
+        local,
+    )?;
     Ok(server)
 }
 
@@ -143,7 +167,9 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         .internal_secret
         .clone()
         .unwrap_or_else(shortlink_control::auth::generate_api_key);
-    let mut server = proxy_server(&config, store.clone(), secret.clone())?;
+    let ingestor = shortlink_control::ingest::Ingestor::new(store.clone(), &config.control)?;
+    let local: Arc<dyn LocalIngest> = Arc::new(InProcessIngest(ingestor));
+    let mut server = proxy_server(&config, store.clone(), secret.clone(), Some(local))?;
     let mut control = background_service(
         "control plane",
         ControlService {
@@ -165,7 +191,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
 pub(crate) fn proxy(config: Config) -> Result<()> {
     let secret = required_secret(&config)?;
     let store = open_store(&config)?;
-    let server = proxy_server(&config, store, secret)?;
+    let server = proxy_server(&config, store, secret, None)?;
     banner(&config, true, false);
     shortlink_proxy::run(server);
     Ok(())

@@ -8,7 +8,12 @@ use axum::http::request::Parts;
 use serde::Serialize;
 use shortlink_core::ClickBatch;
 use shortlink_core::time_util::now_unix;
-use shortlink_store::IngestOutcome;
+use std::sync::Arc;
+
+use shortlink_analytics::{EnrichError, Enricher};
+use shortlink_store::{IngestOutcome, Store};
+
+use crate::config::ControlConfig;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -64,52 +69,105 @@ pub struct IngestResponse {
     clicks: usize,
 }
 
-fn validate(state: &AppState, batch: &ClickBatch) -> Result<(), ApiError> {
-    let id = &batch.batch_id;
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::invalid(
-            "invalid_batch_id",
-            "batch_id must be 1 to 64 letters, digits, '-' or '_'",
-        ));
+/// Validates, enriches and stores click batches: the HTTP endpoint's work, also callable
+/// in-process (by `serve`, where the proxy lives in the same process).
+pub struct Ingestor {
+    store: Arc<dyn Store>,
+    enricher: Arc<Enricher>,
+    max_batch_clicks: usize,
+    retention_days: u32,
+}
+
+impl Ingestor {
+    /// An ingestor with the limits and enrichment settings of `config`.
+    pub fn new(store: Arc<dyn Store>, config: &ControlConfig) -> Result<Ingestor, EnrichError> {
+        Ok(Ingestor {
+            store,
+            enricher: Arc::new(Enricher::new(
+                config.geoip_database.as_deref(),
+                config.keep_full_ip,
+            )?),
+            max_batch_clicks: config.max_batch_clicks,
+            retention_days: config.click_retention_days,
+        })
     }
-    let max = state.config().max_batch_clicks;
-    if batch.clicks.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("a batch may hold at most {max} clicks"),
-        ));
+
+    /// Validates, enriches on the calling thread and stores a batch.
+    pub async fn apply(&self, batch: &ClickBatch) -> Result<IngestOutcome, ApiError> {
+        self.validate(batch)?;
+        let enriched = batch
+            .clicks
+            .iter()
+            .map(|c| self.enricher.enrich(c))
+            .collect();
+        Ok(self.store.ingest_clicks(&batch.batch_id, enriched).await?)
     }
-    let now_ms = now_unix() * 1000;
-    let oldest = now_ms - i64::from(state.config().click_retention_days) * 86_400_000;
-    for click in &batch.clicks {
-        if click.ts_ms < oldest || click.ts_ms > now_ms + FUTURE_SKEW_MS {
-            return Err(ApiError::invalid(
-                "invalid_timestamp",
-                format!(
-                    "click time {} ms is outside the accepted window",
-                    click.ts_ms
-                ),
-            ));
-        }
-        let long = |f: &Option<String>| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_BYTES);
-        if long(&click.user_agent)
-            || long(&click.referrer)
-            || long(&click.host)
-            || long(&click.country)
+
+    /// Like [`Ingestor::apply`], with the enrichment on the blocking pool.
+    async fn apply_off_thread(&self, batch: ClickBatch) -> Result<IngestOutcome, ApiError> {
+        self.validate(&batch)?;
+        let enricher = self.enricher.clone();
+        let ClickBatch { batch_id, clicks } = batch;
+        // User-agent parsing and bot matching cost microseconds per click: keep them off
+        // the async workers.
+        let enriched = tokio::task::spawn_blocking(move || {
+            clicks
+                .iter()
+                .map(|c| enricher.enrich(c))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        Ok(self.store.ingest_clicks(&batch_id, enriched).await?)
+    }
+
+    fn validate(&self, batch: &ClickBatch) -> Result<(), ApiError> {
+        let id = &batch.batch_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(ApiError::invalid(
-                "field_too_long",
-                format!("click fields may be at most {MAX_FIELD_BYTES} bytes"),
+                "invalid_batch_id",
+                "batch_id must be 1 to 64 letters, digits, '-' or '_'",
             ));
         }
+        let max = self.max_batch_clicks;
+        if batch.clicks.len() > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!("a batch may hold at most {max} clicks"),
+            ));
+        }
+        let now_ms = now_unix() * 1000;
+        let oldest = now_ms - i64::from(self.retention_days) * 86_400_000;
+        for click in &batch.clicks {
+            if click.ts_ms < oldest || click.ts_ms > now_ms + FUTURE_SKEW_MS {
+                return Err(ApiError::invalid(
+                    "invalid_timestamp",
+                    format!(
+                        "click time {} ms is outside the accepted window",
+                        click.ts_ms
+                    ),
+                ));
+            }
+            let long = |f: &Option<String>| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_BYTES);
+            if long(&click.user_agent)
+                || long(&click.referrer)
+                || long(&click.host)
+                || long(&click.country)
+            {
+                return Err(ApiError::invalid(
+                    "field_too_long",
+                    format!("click fields may be at most {MAX_FIELD_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `POST /internal/v1/clicks`.
@@ -118,26 +176,11 @@ pub async fn ingest_clicks(
     _internal: Internal,
     ApiJson(batch): ApiJson<ClickBatch>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    validate(&state, &batch)?;
     let count = batch.clicks.len();
-    let enricher = state.enricher().clone();
-    let clicks = batch.clicks;
-    // User-agent parsing and bot matching cost microseconds per click: keep them off the
-    // async workers.
-    let enriched = tokio::task::spawn_blocking(move || {
-        clicks
-            .iter()
-            .map(|c| enricher.enrich(c))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let outcome = state
-        .store()
-        .ingest_clicks(&batch.batch_id, enriched)
-        .await?;
+    let batch_id = batch.batch_id.clone();
+    let outcome = state.ingestor().apply_off_thread(batch).await?;
     Ok(Json(IngestResponse {
-        batch_id: batch.batch_id,
+        batch_id,
         applied: outcome == IngestOutcome::Applied,
         clicks: count,
     }))

@@ -166,12 +166,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
     let salt = store.installation_salt().await?;
-    let enricher = Arc::new(shortlink_analytics::Enricher::new(
-        config.geoip_database.as_deref(),
-        config.keep_full_ip,
-    )?);
+    let ingestor = Arc::new(ingest::Ingestor::new(store.clone(), &config)?);
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
-    let state = AppState::new(store, config, public_url, salt, internal_secret, enricher);
+    let state = AppState::new(store, config, public_url, salt, internal_secret, ingestor);
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {

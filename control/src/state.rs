@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use shortlink_analytics::Enricher;
 use shortlink_core::{CodeGenerator, KEY_HASH_LEN, TargetRules};
 use shortlink_store::Store;
 
 use crate::config::ControlConfig;
 use crate::error::ApiError;
+use crate::ingest::Ingestor;
 
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ struct Inner {
     codes: CodeGenerator,
     writes: DefaultKeyedRateLimiter<[u8; KEY_HASH_LEN]>,
     internal_secret: Option<String>,
-    enricher: Arc<Enricher>,
+    ingestor: Arc<Ingestor>,
 }
 
 impl AppState {
@@ -35,7 +35,7 @@ impl AppState {
         public_url: &str,
         salt: u64,
         internal_secret: Option<String>,
-        enricher: Arc<Enricher>,
+        ingestor: Arc<Ingestor>,
     ) -> AppState {
         let public_url = public_url.trim_end_matches('/').to_owned();
         let mut blocked = config.blocked_hosts.clone();
@@ -59,7 +59,7 @@ impl AppState {
             codes: CodeGenerator::new(salt),
             writes,
             internal_secret,
-            enricher,
+            ingestor,
         }))
     }
 
@@ -78,9 +78,9 @@ impl AppState {
         self.0.internal_secret.as_deref()
     }
 
-    /// The click enricher.
-    pub fn enricher(&self) -> &Arc<Enricher> {
-        &self.0.enricher
+    /// Click batch ingestion.
+    pub fn ingestor(&self) -> &Arc<Ingestor> {
+        &self.0.ingestor
     }
 
     /// The target URL rules.

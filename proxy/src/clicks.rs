@@ -4,7 +4,8 @@
 //! without waiting ([`ClickSink::record`]). The [`ClickShipper`] background service drains
 //! the queue on a timer (a waiting receiver would make every send wake it), cuts batches by
 //! size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
-//! secret and a random batch id. When no control plane takes a batch, it goes to a bounded
+//! secret and a random batch id — or, in `serve`, hands them to the control plane's ingestion
+//! in the same process. When no control plane takes a batch, it goes to a bounded
 //! on-disk spool; while the spool holds anything, new batches queue behind it and the
 //! oldest is retried with exponential backoff, so batches arrive in order. On shutdown the
 //! queue is drained and whatever cannot be delivered at once is spooled.
@@ -69,8 +70,24 @@ impl ClickSink {
     }
 }
 
+/// Why an in-process delivery failed.
+#[derive(Debug)]
+pub enum LocalIngestError {
+    /// The batch is invalid; retrying cannot help.
+    Rejected(String),
+    /// It could not be stored now; keep it.
+    Unavailable(String),
+}
+
+/// Delivery to a control plane in the same process (`serve`), skipping HTTP and JSON.
+#[async_trait]
+pub trait LocalIngest: Send + Sync {
+    /// Validates, enriches and stores a batch.
+    async fn ingest(&self, batch: &ClickBatch) -> Result<(), LocalIngestError>;
+}
+
 /// Settings of the shipper.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ShipperConfig {
     /// Clicks per batch at most.
     pub batch_max: usize,
@@ -82,6 +99,8 @@ pub struct ShipperConfig {
     pub spool_max_bytes: u64,
     /// Shared secret for the control plane.
     pub secret: Option<String>,
+    /// In-process delivery, used instead of HTTP when set.
+    pub local: Option<Arc<dyn LocalIngest>>,
 }
 
 /// Creates the queue: the sink for the proxy and the shipper service.
@@ -238,6 +257,13 @@ fn new_batch_id() -> String {
 
 impl ClickShipper {
     async fn send(&self, batch: &ClickBatch, timeout: Duration) -> Delivery {
+        if let Some(local) = &self.config.local {
+            return match local.ingest(batch).await {
+                Ok(()) => Delivery::Accepted,
+                Err(LocalIngestError::Rejected(why)) => Delivery::Rejected(why),
+                Err(LocalIngestError::Unavailable(why)) => Delivery::Unavailable(why),
+            };
+        }
         let Some(secret) = &self.config.secret else {
             return Delivery::Unavailable("no internal secret configured".into());
         };

@@ -20,7 +20,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use shortlink_store::Store;
 use thiserror::Error;
 
-pub use clicks::{ClickSink, ClickStats};
+pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
 pub use config::ProxyConfig;
 pub use routes::{Resolution, RouteKey, RouteTable};
 pub use service::Redirector;
@@ -74,12 +74,14 @@ pub fn new_server(config: &ProxyConfig) -> Server {
 }
 
 /// Adds the proxy and its background services (route sync, click shipping, upstream health
-/// checks) to `server`. `internal_secret` authenticates shipped click batches.
+/// checks) to `server`. `internal_secret` authenticates shipped click batches;
+/// `local_ingest`, when set, takes them in-process instead.
 pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
     store: Arc<dyn Store>,
     internal_secret: Option<String>,
+    local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
     config.validate().map_err(ProxyError::Config)?;
     let table = Arc::new(RouteTable::new(
@@ -108,6 +110,7 @@ pub fn add_proxy(
             spool_dir: spool_dir.clone(),
             spool_max_bytes: config.spool_max_bytes,
             secret: internal_secret,
+            local: local_ingest,
         },
         upstreams.clone(),
     )
