@@ -69,9 +69,6 @@ impl BackgroundService for ControlService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let stop = async move {
             let _ = shutdown.changed().await;
-            // Stay up a moment so the proxy's shipper, stopping at the same time, can hand
-            // over its last clicks instead of spooling them.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         };
         let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
