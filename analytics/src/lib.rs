@@ -281,6 +281,53 @@ mod tests {
         );
     }
 
+    #[derive(serde::Serialize)]
+    struct Country {
+        iso_code: &'static str,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Record {
+        country: Country,
+    }
+
+    #[test]
+    fn a_geoip_database_decides_the_country_before_the_header() {
+        use maxminddb_writer::{Database, metadata::IpVersion, paths::IpAddrWithMask};
+        let mut db = Database::default();
+        db.metadata.ip_version = IpVersion::V4;
+        db.metadata.database_type = "GeoIP2-Country".into();
+        db.metadata.binary_format_major_version = 2;
+        let japan = db
+            .insert_value(Record {
+                country: Country { iso_code: "JP" },
+            })
+            .unwrap();
+        db.insert_node(
+            IpAddrWithMask::new("203.0.113.0".parse().unwrap(), 24),
+            japan,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("country.mmdb");
+        db.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+
+        let enricher = Enricher::new(Some(&path), false).unwrap();
+        let mut c = click(CHROME_WIN);
+        assert_eq!(
+            enricher.enrich(&c).country,
+            "JP",
+            "the database wins over the header"
+        );
+        c.ip = Some("198.51.100.1".parse().unwrap());
+        assert_eq!(
+            enricher.enrich(&c).country,
+            "DE",
+            "not in the database: the header"
+        );
+        c.country = None;
+        assert_eq!(enricher.enrich(&c).country, "unknown");
+    }
+
     #[test]
     fn a_missing_geoip_database_is_a_clear_error() {
         let err = Enricher::new(Some(Path::new("/no/such.mmdb")), false)
