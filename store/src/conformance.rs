@@ -502,6 +502,38 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         .expect("route change");
     assert_eq!(change.link.as_ref().map(|l| l.clicks), Some(2));
 
+    // Many distinct rollup rows in one batch (more than one multi-row statement holds).
+    let wide = store
+        .create_link(new_link(
+            owner,
+            format!("{run}c3"),
+            "https://clicks.test/wide",
+        ))
+        .await
+        .unwrap()
+        .link;
+    let many: Vec<EnrichedClick> = (0..300)
+        .map(|i| EnrichedClick {
+            referrer: format!("r{i}.example"),
+            ..click(wide.id, early + i, "Chrome", false)
+        })
+        .collect();
+    store
+        .ingest_clicks(&format!("{run}-batch-3"), many)
+        .await
+        .unwrap();
+    let stats = store
+        .link_stats(StatsQuery {
+            link_id: wide.id,
+            top: 1000,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.total, 300);
+    assert_eq!(stats.referrers.len(), 300, "every referrer row was written");
+    assert!(stats.referrers.iter().all(|r| r.count == 1));
+
     let salt = store.installation_salt().await.unwrap();
     assert_eq!(
         store.installation_salt().await.unwrap(),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, ToSql, params};
 use shortlink_core::{
     EnrichedClick, KeyCount, LinkId, LinkStats, SeriesPoint, time_util::now_unix,
 };
@@ -50,6 +50,27 @@ fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
         );
     }
     out
+}
+
+/// Rows per multi-row upsert: one statement per chunk instead of one per row.
+const UPSERT_CHUNK: usize = 128;
+
+/// Upserts rows of `width` cells (`cells` holds them back to back) with multi-row
+/// `VALUES`, `UPSERT_CHUNK` rows per statement.
+fn upsert_rows(
+    conn: &rusqlite::Connection,
+    head: &str,
+    tail: &str,
+    width: usize,
+    cells: &[&dyn ToSql],
+) -> rusqlite::Result<()> {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    for chunk in cells.chunks(width * UPSERT_CHUNK) {
+        let rows = vec![row.as_str(); chunk.len() / width].join(", ");
+        conn.prepare_cached(&format!("{head} {rows} {tail}"))?
+            .execute(chunk)?;
+    }
+    Ok(())
 }
 
 struct LinkInfo {
@@ -122,21 +143,29 @@ impl ClickStore for EmbeddedStore {
                     *per_link.entry(c.link_id).or_default() += 1;
                 }
                 {
-                    let mut up = conn.prepare_cached(
-                        "INSERT INTO rollup_hour (link_id, hour, total, bots) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (link_id, hour) DO UPDATE
-                         SET total = total + excluded.total, bots = bots + excluded.bots",
-                    )?;
+                    let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
                     for ((link, hour), (total, bots)) in &hours {
-                        up.execute(params![link, hour, total, bots])?;
+                        cells.extend([link as &dyn ToSql, hour, total, bots]);
                     }
-                    let mut up = conn.prepare_cached(
-                        "INSERT INTO rollup_day (link_id, day, dim, key, count) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
+                    upsert_rows(
+                        conn,
+                        "INSERT INTO rollup_hour (link_id, hour, total, bots) VALUES",
+                        "ON CONFLICT (link_id, hour) DO UPDATE
+                         SET total = total + excluded.total, bots = bots + excluded.bots",
+                        4,
+                        &cells,
                     )?;
+                    let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(days.len() * 5);
                     for ((link, day, dim, key), count) in &days {
-                        up.execute(params![link, day, dim, key, count])?;
+                        cells.extend([link as &dyn ToSql, day, dim, key, count]);
                     }
+                    upsert_rows(
+                        conn,
+                        "INSERT INTO rollup_day (link_id, day, dim, key, count) VALUES",
+                        "ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
+                        5,
+                        &cells,
+                    )?;
                     let mut count = conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
                     for (link, n) in &per_link {
                         count.execute(params![n, link])?;
