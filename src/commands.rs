@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
 use shortlink_control::ControlConfig;
+use shortlink_control::ingest::Ingestor;
 use shortlink_core::{ClickBatch, Role, hash_api_key};
 use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
@@ -62,6 +63,7 @@ struct ControlService {
     public_url: String,
     internal_secret: Option<String>,
     store: Arc<dyn Store>,
+    ingestor: Arc<Ingestor>,
 }
 
 #[async_trait]
@@ -79,6 +81,7 @@ impl BackgroundService for ControlService {
             &self.public_url,
             self.internal_secret.clone(),
             self.store.clone(),
+            self.ingestor.clone(),
             stop,
         )
         .await
@@ -99,7 +102,7 @@ fn required_secret(config: &Config) -> Result<String> {
 }
 
 /// The control plane's ingestion, called by the proxy's shipper in the same process.
-struct InProcessIngest(shortlink_control::ingest::Ingestor);
+struct InProcessIngest(Arc<Ingestor>);
 
 #[async_trait]
 impl LocalIngest for InProcessIngest {
@@ -164,8 +167,8 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         .internal_secret
         .clone()
         .unwrap_or_else(shortlink_control::auth::generate_api_key);
-    let ingestor = shortlink_control::ingest::Ingestor::new(store.clone(), &config.control)?;
-    let local: Arc<dyn LocalIngest> = Arc::new(InProcessIngest(ingestor));
+    let ingestor = Arc::new(Ingestor::new(store.clone(), &config.control)?);
+    let local: Arc<dyn LocalIngest> = Arc::new(InProcessIngest(ingestor.clone()));
     let mut server = proxy_server(&config, store.clone(), secret.clone(), Some(local))?;
     let mut control = background_service(
         "control plane",
@@ -175,6 +178,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             public_url: config.public_url(),
             internal_secret: Some(secret),
             store,
+            ingestor,
         },
     );
     control.threads = Some(config.control.threads);
@@ -200,6 +204,7 @@ pub(crate) fn control(config: Config) -> Result<()> {
     let store = open_store(&config)?;
     bootstrap(&config, &store)?;
     let listener = shortlink_control::bind(&config.control)?;
+    let ingestor = Arc::new(Ingestor::new(store.clone(), &config.control)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.control.threads)
         .enable_all()
@@ -225,6 +230,7 @@ pub(crate) fn control(config: Config) -> Result<()> {
             &config.public_url(),
             Some(secret),
             store,
+            ingestor,
             stop,
         )
         .await

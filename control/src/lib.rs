@@ -49,9 +49,6 @@ pub enum ControlError {
     /// The store failed during start-up.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The click enricher could not be built.
-    #[error(transparent)]
-    Enrich(#[from] shortlink_analytics::EnrichError),
 }
 
 /// The router with every endpoint.
@@ -157,16 +154,18 @@ pub fn bind(config: &ControlConfig) -> Result<std::net::TcpListener, ControlErro
 }
 
 /// Serves the control plane on `listener` (from [`bind`]) until `shutdown` resolves.
+/// `ingestor` is shared with an in-process proxy in `serve`, so the GeoIP database and the
+/// user-agent cache exist once.
 pub async fn serve(
     listener: std::net::TcpListener,
     config: ControlConfig,
     public_url: &str,
     internal_secret: Option<String>,
     store: Arc<dyn Store>,
+    ingestor: Arc<ingest::Ingestor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
     let salt = store.installation_salt().await?;
-    let ingestor = Arc::new(ingest::Ingestor::new(store.clone(), &config)?);
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
     let state = AppState::new(store, config, public_url, salt, internal_secret, ingestor);
     let pruning = state.clone();
