@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, error_code, wait_total};
+use common::{
+    ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, error_code, status_and_code, wait_total,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -96,27 +98,11 @@ async fn every_redirect_is_counted_in_the_right_buckets() {
         .sum();
     assert_eq!(series_sum, 41);
 
-    let link: Value = s
-        .api(Method::GET, "/api/v1/links/counted", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let link: Value = s.get_json("/api/v1/links/counted", ADMIN_KEY).await;
     assert_eq!(link["clicks"], 41);
     let by_day: Value = s
-        .api(
-            Method::GET,
-            "/api/v1/links/counted/stats?interval=day",
-            ADMIN_KEY,
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/links/counted/stats?interval=day", ADMIN_KEY)
+        .await;
     assert_eq!(by_day["total"], 41);
     assert_eq!(by_day["interval"], "day");
 
@@ -214,13 +200,7 @@ async fn ingestion_is_authenticated_validated_and_idempotent() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "invalid_timestamp".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "invalid_timestamp".into()));
     let r = post(
         INTERNAL_SECRET,
         batch("bad id!", 1, now_ms),

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_KEY, TestServer, error_code};
+use common::{ADMIN_KEY, TestServer, error_code, status_and_code};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -447,14 +447,7 @@ async fn list_pages_with_cursor_and_filters() {
             Some(c) => format!("/api/v1/links?limit=3&cursor={c}"),
             None => "/api/v1/links?limit=3".into(),
         };
-        let body: Value = s
-            .api(Method::GET, &path, &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = s.get_json(&path, &key).await;
         let items = body["items"].as_array().unwrap();
         assert!(items.len() <= 3);
         seen.extend(items.iter().map(|i| i["code"].as_str().unwrap().to_owned()));
@@ -465,35 +458,14 @@ async fn list_pages_with_cursor_and_filters() {
     }
     assert_eq!(seen, codes, "every link once, newest first");
 
-    let body: Value = s
-        .api(Method::GET, "/api/v1/links?tag=even", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = s.get_json("/api/v1/links?tag=even", &key).await;
     assert_eq!(body["items"].as_array().unwrap().len(), 4);
-    let body: Value = s
-        .api(Method::GET, "/api/v1/links?q=ITEM-3", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = s.get_json("/api/v1/links?q=ITEM-3", &key).await;
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
     assert_eq!(body["items"][0]["url"], "https://list.example/item-3");
 
     // Other users see none of them.
-    let body: Value = s
-        .api(Method::GET, "/api/v1/links", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = s.get_json("/api/v1/links", ADMIN_KEY).await;
     assert!(
         body["items"]
             .as_array()
@@ -615,13 +587,7 @@ async fn authentication_and_roles() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "invalid_role".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "invalid_role".into()));
     let r = s
         .api(Method::POST, "/api/v1/users", ADMIN_KEY)
         .json(&json!({"name": "bad name"}))
@@ -657,23 +623,11 @@ async fn bad_bodies_get_clear_errors() {
         r.send()
     };
     let r = send("{not json", Some("application/json")).await.unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (400, "invalid_json".into())
-    );
+    assert_eq!(status_and_code(r).await, (400, "invalid_json".into()));
     let r = send(r#"{"url": 5}"#, Some("application/json"))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "invalid_body".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "invalid_body".into()));
     let r = send(r#"{"alias": "x"}"#, Some("application/json"))
         .await
         .unwrap();
@@ -693,10 +647,7 @@ async fn bad_bodies_get_clear_errors() {
         .await
         .unwrap();
     assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
+        status_and_code(r).await,
         (415, "unsupported_media_type".into())
     );
     let r = send(
@@ -705,39 +656,21 @@ async fn bad_bodies_get_clear_errors() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "unsupported_option".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "unsupported_option".into()));
     let r = send(
         r#"{"url": "https://x.example/", "domain": "other.example"}"#,
         Some("application/json"),
     )
     .await
     .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "unknown_domain".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "unknown_domain".into()));
     let r = send(
         r#"{"url": "https://x.example/", "tags": ["ok", "not ok"]}"#,
         Some("application/json"),
     )
     .await
     .unwrap();
-    assert_eq!(
-        (
-            r.status().as_u16(),
-            error_code(&r.json().await.unwrap()).to_owned()
-        ),
-        (422, "tags_invalid".into())
-    );
+    assert_eq!(status_and_code(r).await, (422, "tags_invalid".into()));
 
     // Over the 64 KiB body limit: 413, through the proxy and directly.
     let huge = format!(
@@ -757,14 +690,7 @@ async fn bad_bodies_get_clear_errors() {
         assert_eq!(r.status(), 413, "via {base}");
         assert_eq!(error_code(&r.json().await.unwrap()), "payload_too_large");
     }
-    let list: Value = s
-        .api(Method::GET, "/api/v1/links", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/api/v1/links", ADMIN_KEY).await;
     assert_eq!(
         list["items"].as_array().unwrap().len(),
         0,

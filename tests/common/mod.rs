@@ -230,6 +230,17 @@ impl TestServer {
             .bearer_auth(key)
     }
 
+    /// GETs `path` through the proxy as `key` and parses the JSON body.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.api(reqwest::Method::GET, path, key)
+            .send()
+            .await
+            .expect("GET request")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// Creates a link as `key`; returns (status, body).
     pub async fn create(&self, key: &str, body: Value) -> (u16, Value) {
         let r = self
@@ -297,6 +308,13 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// A response's status and its error envelope's code.
+pub async fn status_and_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, error_code(&body).to_owned())
 }
 
 /// Asserts the error envelope's code and returns the message.
