@@ -45,26 +45,36 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        let key = bearer_key(&parts.headers)?.ok_or_else(|| {
             ApiError::unauthorized("send your API key as Authorization: Bearer <key>")
         })?;
-        let text = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-        let key = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("use the Bearer scheme: Authorization: Bearer <key>")
-            })?;
-        let key_hash = hash_api_key(key);
-        let user = state
-            .store()
-            .user_by_key_hash(key_hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
-        Ok(Caller { user, key_hash })
+        authenticate(state, key).await
     }
+}
+
+/// The key in an `Authorization: Bearer <key>` header; `None` without the header.
+pub fn bearer_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(header) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+    text.strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(Some)
+        .ok_or_else(|| ApiError::unauthorized("use the Bearer scheme: Authorization: Bearer <key>"))
+}
+
+/// The caller an API key belongs to; 401 for an unknown key.
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiError> {
+    let key_hash = hash_api_key(key);
+    let user = state
+        .store()
+        .user_by_key_hash(key_hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+    Ok(Caller { user, key_hash })
 }

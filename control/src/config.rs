@@ -36,6 +36,28 @@ pub struct ControlConfig {
     pub geoip_database: Option<std::path::PathBuf>,
     /// Store full client IPs instead of anonymized ones (IPv4 /24, IPv6 /48). Default false.
     pub keep_full_ip: bool,
+    /// Newest events kept per user. Default 1 000.
+    pub events_retain_per_user: u64,
+    /// Hours events are kept. Default 168 (a week).
+    pub events_retain_hours: u32,
+    /// How often the hub reads the store's event feed when nothing wakes it (events
+    /// written by other instances), in milliseconds. Default 500.
+    pub events_poll_ms: u64,
+    /// Seconds between SSE heartbeats and WebSocket pings. Default 15.
+    pub events_heartbeat_seconds: u64,
+    /// Reconnect delay suggested to SSE clients (`retry:`), in milliseconds. Default 2 000.
+    pub events_retry_ms: u64,
+    /// Events buffered per user before a slow subscriber must resync from the log.
+    /// Default 1 024.
+    pub events_buffer: usize,
+    /// Event streams (SSE, WebSocket, waiting polls) one user may hold. Default 32.
+    pub max_subscribers_per_user: usize,
+    /// Event streams this instance holds at once. Default 20 000.
+    pub max_subscribers: usize,
+    /// Largest WebSocket message a client may send, in bytes. Default 4 096.
+    pub ws_max_message_bytes: usize,
+    /// Longest `wait` of a notifications poll, in seconds. Default 30.
+    pub poll_max_wait_seconds: u64,
 }
 
 impl Default for ControlConfig {
@@ -55,6 +77,16 @@ impl Default for ControlConfig {
             click_retention_days: 30,
             geoip_database: None,
             keep_full_ip: false,
+            events_retain_per_user: 1_000,
+            events_retain_hours: 168,
+            events_poll_ms: 500,
+            events_heartbeat_seconds: 15,
+            events_retry_ms: 2_000,
+            events_buffer: 1_024,
+            max_subscribers_per_user: 32,
+            max_subscribers: 20_000,
+            ws_max_message_bytes: 4_096,
+            poll_max_wait_seconds: 30,
         }
     }
 }
@@ -89,6 +121,28 @@ impl ControlConfig {
             return Err(
                 "control.max_batch_clicks and control.max_batch_bytes must be positive".into(),
             );
+        }
+        if self.events_retain_per_user == 0 || self.events_retain_hours == 0 {
+            return Err(
+                "control.events_retain_per_user and control.events_retain_hours must be positive"
+                    .into(),
+            );
+        }
+        if self.events_poll_ms == 0 || self.events_heartbeat_seconds == 0 || self.events_buffer == 0
+        {
+            return Err(
+                "control.events_poll_ms, control.events_heartbeat_seconds and control.events_buffer must be positive"
+                    .into(),
+            );
+        }
+        if self.max_subscribers_per_user == 0 || self.max_subscribers == 0 {
+            return Err(
+                "control.max_subscribers_per_user and control.max_subscribers must be positive"
+                    .into(),
+            );
+        }
+        if self.ws_max_message_bytes < 64 {
+            return Err("control.ws_max_message_bytes must be at least 64".into());
         }
         if self.click_retention_days == 0 {
             return Err("control.click_retention_days must be at least 1".into());

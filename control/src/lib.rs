@@ -8,8 +8,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod hub;
 pub mod ingest;
 pub mod links;
+pub mod notifications;
 pub mod state;
 
 use std::future::Future;
@@ -20,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use shortlink_core::{Role, hash_api_key};
+use shortlink_core::{EventRetention, Role, hash_api_key};
 use shortlink_store::{Store, StoreError};
 use thiserror::Error;
 use tracing::info;
@@ -74,6 +76,9 @@ pub fn app(state: AppState) -> Router {
             "/internal/v1/clicks",
             post(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)),
         )
+        .route("/api/v1/events", get(notifications::sse))
+        .route("/api/v1/ws", get(notifications::websocket))
+        .route("/api/v1/notifications", get(notifications::poll))
         .route("/api/v1/users", post(admin::create_user))
         .route("/api/v1/keys", post(admin::create_key))
         .fallback(|| async {
@@ -167,19 +172,36 @@ pub async fn serve(
 ) -> Result<(), ControlError> {
     let salt = store.installation_salt().await?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
+    let retention = EventRetention {
+        per_user: config.events_retain_per_user,
+        max_age_secs: i64::from(config.events_retain_hours) * 3600,
+    };
+    let poll = std::time::Duration::from_millis(config.events_poll_ms);
     let state = AppState::new(store, config, public_url, salt, internal_secret, ingestor);
+    let follower = tokio::spawn(state.hub().clone().follow(state.store().clone(), poll));
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             pruning.prune_limits();
+            if let Err(e) = pruning.store().prune_events(retention).await {
+                tracing::warn!(error = %e, "pruning events failed");
+            }
         }
     });
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
+    // Event streams never end by themselves: closing the hub ends them, so the graceful
+    // shutdown does not wait for clients to hang up.
+    let hub = state.hub().clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ControlError::Serve);
     pruner.abort();
+    follower.abort();
     result
 }

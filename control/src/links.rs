@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
-    Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag, validate_alias,
-    validate_target,
+    EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag,
+    validate_alias, validate_target,
 };
 use shortlink_store::{ListQuery, StatsQuery, StoreError};
 
@@ -215,12 +215,16 @@ pub async fn create_link(
 ) -> Result<Response, ApiError> {
     state.check_write(&caller.key_hash)?;
     let (link, existed) = create(&state, &caller, request).await?;
+    let view = LinkView::new(&state, link);
     let status = if existed {
         StatusCode::OK
     } else {
+        state
+            .notify(caller.user.id, EventKind::LinkCreated, &view)
+            .await;
         StatusCode::CREATED
     };
-    Ok((status, Json(LinkView::new(&state, link))).into_response())
+    Ok((status, Json(view)).into_response())
 }
 
 /// Body of the classic `POST /shorten`.
@@ -250,6 +254,10 @@ pub async fn shorten(
     let status = if existed {
         StatusCode::OK
     } else {
+        let view = LinkView::new(&state, link.clone());
+        state
+            .notify(caller.user.id, EventKind::LinkCreated, &view)
+            .await;
         StatusCode::CREATED
     };
     let body = serde_json::json!({
@@ -358,12 +366,16 @@ pub async fn patch_link(
         tags: request.tags.as_deref().map(Tag::validate_all).transpose()?,
         disabled: request.disabled,
     };
-    state
+    let link = state
         .store()
         .update_link(caller.user.id, "", &code, patch)
         .await?
-        .map(|link| Json(LinkView::new(&state, link)))
-        .ok_or_else(ApiError::link_not_found)
+        .ok_or_else(ApiError::link_not_found)?;
+    let view = LinkView::new(&state, link);
+    state
+        .notify(caller.user.id, EventKind::LinkUpdated, &view)
+        .await;
+    Ok(Json(view))
 }
 
 /// `DELETE /api/v1/links/{code}`: 204.
@@ -374,6 +386,14 @@ pub async fn delete_link(
 ) -> Result<StatusCode, ApiError> {
     state.check_write(&caller.key_hash)?;
     if state.store().delete_link(caller.user.id, "", &code).await? {
+        let data = serde_json::json!({
+            "code": code,
+            "domain": "",
+            "short_url": state.short_url("", &code),
+        });
+        state
+            .notify(caller.user.id, EventKind::LinkDeleted, &data)
+            .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::link_not_found())

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use shortlink_core::{CodeGenerator, KEY_HASH_LEN, TargetRules};
+use shortlink_core::{CodeGenerator, EventKind, KEY_HASH_LEN, NewEvent, TargetRules, UserId};
 use shortlink_store::Store;
+use tracing::warn;
 
 use crate::config::ControlConfig;
 use crate::error::ApiError;
+use crate::hub::{Hub, HubLimits};
 use crate::ingest::Ingestor;
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -24,6 +26,7 @@ struct Inner {
     writes: DefaultKeyedRateLimiter<[u8; KEY_HASH_LEN]>,
     internal_secret: Option<String>,
     ingestor: Arc<Ingestor>,
+    hub: Arc<Hub>,
 }
 
 impl AppState {
@@ -51,6 +54,11 @@ impl AppState {
         let burst = std::num::NonZeroU32::new(config.write_burst.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);
         let writes = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        let hub = Hub::new(HubLimits {
+            per_user: config.max_subscribers_per_user,
+            total: config.max_subscribers,
+            buffer: config.events_buffer,
+        });
         AppState(Arc::new(Inner {
             store,
             config,
@@ -60,6 +68,7 @@ impl AppState {
             writes,
             internal_secret,
             ingestor,
+            hub,
         }))
     }
 
@@ -109,6 +118,31 @@ impl AppState {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::rate_limited(wait.as_secs().max(1))
         })
+    }
+
+    /// The notification hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.0.hub
+    }
+
+    /// Appends an event to `user`'s log. A failure is logged, not returned: the change it
+    /// reports has happened, and clients catch up from the log on their next resume.
+    pub async fn notify(&self, user: UserId, kind: EventKind, data: &impl serde::Serialize) {
+        let data = match serde_json::to_string(data) {
+            Ok(data) => data,
+            Err(e) => {
+                warn!(error = %e, %kind, "cannot encode an event");
+                return;
+            }
+        };
+        let event = NewEvent {
+            user_id: user,
+            kind,
+            data,
+        };
+        if let Err(e) = self.0.store.append_events(vec![event]).await {
+            warn!(error = %e, %kind, "cannot record an event");
+        }
     }
 
     /// Forgets idle rate-limit counters.

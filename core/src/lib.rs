@@ -6,6 +6,7 @@
 pub mod account;
 pub mod click;
 pub mod code;
+pub mod event;
 pub mod link;
 pub mod target;
 pub mod time_util;
@@ -15,5 +16,6 @@ pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, SeriesPoint,
 };
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
+pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use target::{TargetError, TargetRules, validate_target};

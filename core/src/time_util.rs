@@ -18,6 +18,22 @@ pub fn to_rfc3339(unix_seconds: i64) -> String {
         .unwrap_or_else(|| unix_seconds.to_string())
 }
 
+/// Formats Unix milliseconds as RFC 3339 (UTC) with milliseconds.
+pub fn ms_to_rfc3339(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let whole = to_rfc3339(secs);
+    match whole.strip_suffix('Z') {
+        Some(base) => format!("{base}.{ms:03}Z"),
+        None => whole,
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// Parses an RFC 3339 timestamp into Unix seconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)

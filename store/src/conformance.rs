@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use shortlink_core::{
-    EnrichedClick, Interval, KeyCount, LinkPatch, LinkStats, NewLink, RedirectStatus, Role,
-    SeriesPoint, ShortCode, UserId, hash_api_key,
+    EnrichedClick, EventKind, EventRetention, Interval, KeyCount, LinkPatch, LinkStats, NewEvent,
+    NewLink, RedirectStatus, Role, SeriesPoint, ShortCode, UserId, hash_api_key,
 };
 
 use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError};
@@ -21,6 +21,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     update_and_delete_are_owner_scoped(&*store, &run).await;
     change_feed_follows_writes(&*store, &run).await;
     clicks_and_salt(&*store, &run).await;
+    event_log(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
 }
 
@@ -539,6 +540,121 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         store.installation_salt().await.unwrap(),
         salt,
         "salt is stable"
+    );
+}
+
+async fn event_log(store: &dyn Store, run: &str) {
+    let a = user(store, run, "listener-a").await;
+    let b = user(store, run, "listener-b").await;
+    let head = store.event_feed_head().await.unwrap();
+    let event = |user, n: usize| NewEvent {
+        user_id: user,
+        kind: EventKind::LinkUpdated,
+        data: format!(r#"{{"n":{n}}}"#),
+    };
+    let written = store
+        .append_events(vec![event(a, 0), event(b, 1), event(a, 2)])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 3);
+    assert!(
+        written.windows(2).all(|w| w[0].id < w[1].id) && written[0].id > head,
+        "ids grow in write order: {written:?}"
+    );
+    assert!(store.event_feed_head().await.unwrap() >= written[2].id);
+    let mine = store.user_events(a, head, 10).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        [r#"{"n":0}"#, r#"{"n":2}"#],
+        "a user's log holds only their events, in order"
+    );
+    assert_eq!(mine[0].kind, EventKind::LinkUpdated);
+    assert!(
+        mine[0].at_ms > 1_600_000_000_000,
+        "times are Unix milliseconds"
+    );
+    let after_first = store.user_events(a, mine[0].id, 10).await.unwrap();
+    assert_eq!(after_first, mine[1..].to_vec(), "the id is a cursor");
+    assert_eq!(
+        store.user_events(a, head, 1).await.unwrap().len(),
+        1,
+        "limit holds"
+    );
+    let feed = store.event_feed(head, 100).await.unwrap();
+    let ids: Vec<_> = written.iter().map(|e| e.id).collect();
+    assert!(
+        ids.iter().all(|id| feed.iter().any(|e| e.id == *id)),
+        "the feed holds every user's events"
+    );
+
+    // Clicks turn into one coalesced `link.clicked` per link per batch, for the owner.
+    let link = store
+        .create_link(new_link(a, format!("{run}ev"), "https://events.test/"))
+        .await
+        .unwrap()
+        .link;
+    let before = store.event_feed_head().await.unwrap();
+    let now_ms = shortlink_core::time_util::now_unix_ms();
+    let clicks: Vec<_> = (0..5)
+        .map(|i| click(link.id, now_ms - 100 + i, "Chrome", i == 4))
+        .collect();
+    store
+        .ingest_clicks(&format!("{run}-ev-batch"), clicks.clone())
+        .await
+        .unwrap();
+    store
+        .ingest_clicks(&format!("{run}-ev-batch"), clicks)
+        .await
+        .unwrap();
+    let clicked: Vec<_> = store
+        .user_events(a, before, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::LinkClicked)
+        .collect();
+    assert_eq!(
+        clicked.len(),
+        1,
+        "one event per link per batch, none for a duplicate"
+    );
+    let data: serde_json::Value = serde_json::from_str(&clicked[0].data).unwrap();
+    assert_eq!(
+        (data["count"].as_u64(), data["bots"].as_u64()),
+        (Some(5), Some(1))
+    );
+    assert_eq!(data["code"], format!("{run}ev"));
+
+    // Retention: a user's newest events survive, by count.
+    let crowd = user(store, run, "crowded").await;
+    store
+        .append_events((0..7).map(|n| event(crowd, n)).collect())
+        .await
+        .unwrap();
+    store
+        .prune_events(EventRetention {
+            per_user: 3,
+            max_age_secs: 3600,
+        })
+        .await
+        .unwrap();
+    let kept = store.user_events(crowd, 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        [r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#],
+        "the newest events per user are kept"
+    );
+    // By age: everything older than the retention goes.
+    store
+        .prune_events(EventRetention {
+            per_user: 1_000_000,
+            max_age_secs: -10,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store.user_events(crowd, 0, 100).await.unwrap().is_empty(),
+        "old events are dropped"
     );
 }
 

@@ -7,8 +7,8 @@ pub mod embedded;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    EnrichedClick, Interval, KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewLink, Role, User,
-    UserId,
+    EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId, LinkPatch,
+    LinkStats, NewEvent, NewLink, Role, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -209,7 +209,38 @@ pub trait ClickStore: Send + Sync {
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError>;
 }
 
-/// Everything a shortlink node needs from storage.
-pub trait Store: LinkStore + RouteFeed + AccountStore + ClickStore {}
+/// The per-user event log behind notifications. Ids grow in the order events are
+/// written, across users: one id is a cursor both for a user's log and for the feed.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events (in order); returns them with their ids and times.
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
 
-impl<T: LinkStore + RouteFeed + AccountStore + ClickStore> Store for T {}
+    /// The user's events after `after`, oldest first, at most `limit`.
+    async fn user_events(
+        &self,
+        user: UserId,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Every user's events after `after`, oldest first, at most `limit`: the feed each
+    /// control plane's hub follows.
+    async fn event_feed(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// The newest event id (0 when there is none).
+    async fn event_feed_head(&self) -> Result<EventId, StoreError>;
+
+    /// Drops events older than the retention's age and beyond its count per user;
+    /// returns how many were dropped.
+    async fn prune_events(&self, retention: EventRetention) -> Result<u64, StoreError>;
+
+    /// A watch that ticks when events are appended in this process; `None` where the
+    /// backend cannot tell (followers then poll).
+    fn event_hint(&self) -> Option<watch::Receiver<EventId>>;
+}
+
+/// Everything a shortlink node needs from storage.
+pub trait Store: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore {}
+
+impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore> Store for T {}

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, ToSql, params};
-use shortlink_core::{
-    EnrichedClick, KeyCount, LinkId, LinkStats, SeriesPoint, time_util::now_unix,
-};
+use shortlink_core::time_util::{ms_to_rfc3339, now_unix, now_unix_ms};
+use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, SeriesPoint};
 
 use super::EmbeddedStore;
+use super::events;
 use super::links::record_change;
 use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 
@@ -82,6 +82,7 @@ fn upsert_rows(
 }
 
 struct LinkInfo {
+    owner: i64,
     max_clicks: Option<i64>,
     domain: String,
     code: String,
@@ -110,7 +111,7 @@ impl ClickStore for EmbeddedStore {
                 let mut links: HashMap<LinkId, Option<LinkInfo>> = HashMap::new();
                 {
                     let mut find = conn.prepare_cached(
-                        "SELECT max_clicks, domain, code FROM links WHERE id = ?1",
+                        "SELECT max_clicks, domain, code, owner FROM links WHERE id = ?1",
                     )?;
                     for click in &clicks {
                         if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -122,6 +123,7 @@ impl ClickStore for EmbeddedStore {
                                         max_clicks: r.get(0)?,
                                         domain: r.get(1)?,
                                         code: r.get(2)?,
+                                        owner: r.get(3)?,
                                     })
                                 })
                                 .optional()?,
@@ -131,7 +133,8 @@ impl ClickStore for EmbeddedStore {
                 }
                 let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
                 let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
-                let mut per_link: HashMap<LinkId, i64> = HashMap::new();
+                // Per link: clicks, bots, first and last time (ms).
+                let mut per_link: HashMap<LinkId, (i64, i64, i64, i64)> = HashMap::new();
                 let counted: Vec<&EnrichedClick> = clicks
                     .iter()
                     .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
@@ -148,7 +151,13 @@ impl ClickStore for EmbeddedStore {
                     for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
                         *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += 1;
                     }
-                    *per_link.entry(c.link_id).or_default() += 1;
+                    let seen = per_link
+                        .entry(c.link_id)
+                        .or_insert((0, 0, c.ts_ms, c.ts_ms));
+                    seen.0 += 1;
+                    seen.1 += i64::from(c.bot);
+                    seen.2 = seen.2.min(c.ts_ms);
+                    seen.3 = seen.3.max(c.ts_ms);
                 }
                 {
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
@@ -175,17 +184,31 @@ impl ClickStore for EmbeddedStore {
                         &cells,
                     )?;
                     let mut count = conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
-                    for (link, n) in &per_link {
+                    let mut events = Vec::with_capacity(per_link.len());
+                    for (link, (n, bots, first, last)) in &per_link {
                         count.execute(params![n, link])?;
+                        let Some(Some(info)) = links.get(link) else { continue };
                         // A capped link's count is part of its route: every proxy takes the
                         // larger of its own count and the stored one, so the limit holds
                         // across proxies within the sync window.
-                        if let Some(Some(info)) = links.get(link)
-                            && info.max_clicks.is_some()
-                        {
+                        if info.max_clicks.is_some() {
                             record_change(conn, &info.domain, &info.code)?;
                         }
+                        // One `link.clicked` per link per batch (a batch spans a second of
+                        // capture at most), written with the batch: exactly once.
+                        events.push(
+                            LinkClicks {
+                                code: info.code.clone(),
+                                domain: info.domain.clone(),
+                                count: *n as u64,
+                                bots: *bots as u64,
+                                from: ms_to_rfc3339(*first),
+                                to: ms_to_rfc3339(*last),
+                            }
+                            .into_event(info.owner),
+                        );
                     }
+                    events::append(conn, events, now_unix_ms())?;
                 }
                 if retention_ms > 0 {
                     // Batches arrive roughly in time order, so the log is pruned by arrival.

@@ -6,6 +6,7 @@
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
 mod clicks;
+mod events;
 mod links;
 mod schema;
 mod writer;
@@ -19,7 +20,7 @@ use shortlink_core::{KEY_HASH_LEN, Role, User, UserId, time_util::now_unix};
 use tokio::sync::watch;
 
 use crate::{AccountStore, StoreError};
-use writer::Writer;
+use writer::{Hints, Writer};
 
 /// Settings of the embedded backend.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ pub struct EmbeddedStore {
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
     hint: watch::Receiver<u64>,
+    event_hint: watch::Receiver<i64>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -106,9 +108,13 @@ impl EmbeddedStore {
         }
         let head = links::feed_head(&conn)?;
         let (hint_tx, hint) = watch::channel(head);
+        let (event_hint_tx, event_hint) = watch::channel(events::events_head(&conn)?);
         let writer = Writer::start(
             conn,
-            hint_tx,
+            Hints {
+                routes: hint_tx,
+                events: event_hint_tx,
+            },
             config.route_feed_retain,
             config.max_batch_ops,
         )?;
@@ -118,6 +124,7 @@ impl EmbeddedStore {
             writer,
             readers: Mutex::new(Vec::new()),
             hint,
+            event_hint,
         }))
     }
 

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -92,4 +92,17 @@ CREATE TABLE IF NOT EXISTS ingested_batches (
     batch_id TEXT PRIMARY KEY,
     at       INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- Version 3: notifications. One log for every user; ids grow in commit order (the
+-- single writer), so an id is a cursor both for one user's events and for the whole feed
+-- that control planes tail. Pruned by age and by count per user.
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    data    TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, id);
 "#;

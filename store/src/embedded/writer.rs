@@ -7,8 +7,17 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
+use super::events::events_head;
 use super::links::feed_head;
 use crate::StoreError;
+
+/// Watches the writer ticks after a commit moved a feed, for readers in the process.
+pub(super) struct Hints {
+    /// The route change feed's head.
+    pub(super) routes: watch::Sender<u64>,
+    /// The event log's head.
+    pub(super) events: watch::Sender<i64>,
+}
 
 /// Called after the transaction holding the operation committed (or failed to).
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -25,14 +34,14 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn start(
         conn: Connection,
-        hint: watch::Sender<u64>,
+        hints: Hints,
         feed_retain: u64,
         max_batch: usize,
     ) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("shortlink-store-writer".into())
-            .spawn(move || run(conn, queue, hint, feed_retain, max_batch.max(1)))
+            .spawn(move || run(conn, queue, hints, feed_retain, max_batch.max(1)))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -66,11 +75,12 @@ impl Writer {
 fn run(
     conn: Connection,
     queue: mpsc::Receiver<Job>,
-    hint: watch::Sender<u64>,
+    hints: Hints,
     feed_retain: u64,
     max_batch: usize,
 ) {
-    let mut head = *hint.borrow();
+    let mut head = *hints.routes.borrow();
+    let mut events = *hints.events.borrow();
     let mut since_prune = 0usize;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -91,10 +101,18 @@ fn run(
         match feed_head(&conn) {
             Ok(new_head) if new_head != head => {
                 head = new_head;
-                hint.send_replace(head);
+                hints.routes.send_replace(head);
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "reading the route feed head failed"),
+        }
+        match events_head(&conn) {
+            Ok(new_head) if new_head != events => {
+                events = new_head;
+                hints.events.send_replace(events);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "reading the event log head failed"),
         }
     }
 }

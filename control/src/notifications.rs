@@ -1,0 +1,393 @@
+//! Notifications over three transports, all authenticated and owner-scoped:
+//! Server-Sent Events (`GET /api/v1/events`), WebSocket (`GET /api/v1/ws`) and polling
+//! (`GET /api/v1/notifications`). Each sends events as `{"id","type","at","data"}`.
+//!
+//! Browsers cannot set headers on `EventSource` or `WebSocket`, so the key may also come
+//! as `?access_token=` (both) or as a `bearer.<key>` WebSocket subprotocol.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use shortlink_core::EventId;
+use tracing::warn;
+
+use crate::auth::{Caller, authenticate, bearer_key};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::hub::{Delivery, EventStream, SubscribeError};
+use crate::state::AppState;
+
+/// The WebSocket subprotocol the server speaks; clients may offer it beside their key.
+pub const WS_PROTOCOL: &str = "shortlink.v1";
+/// Prefix of the subprotocol that carries an API key: `bearer.<key>`.
+pub const WS_BEARER_PREFIX: &str = "bearer.";
+
+/// WebSocket close code: the key is missing or not valid.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// WebSocket close code: a subscriber limit is reached.
+pub const CLOSE_TOO_MANY: u16 = 4429;
+/// WebSocket close code: the request was malformed (e.g. a bad cursor).
+pub const CLOSE_BAD_REQUEST: u16 = 4400;
+
+/// Most events one poll returns.
+const MAX_POLL_LIMIT: usize = 1_000;
+/// Events one poll returns when `limit` is not given.
+const DEFAULT_POLL_LIMIT: usize = 100;
+
+/// Query of the streaming endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    /// The API key, for clients that cannot send headers.
+    access_token: Option<String>,
+    /// Resume after this event id (as the `Last-Event-ID` header does).
+    last_event_id: Option<String>,
+}
+
+/// Query of the polling endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct PollQuery {
+    access_token: Option<String>,
+    /// Events after this id; default 0 (everything retained).
+    after: Option<EventId>,
+    /// Most events returned; default 100, at most 1 000.
+    limit: Option<usize>,
+    /// Seconds to wait for an event when there is none yet (long polling); default 0.
+    wait: Option<u64>,
+}
+
+fn subscribe_error(e: SubscribeError) -> ApiError {
+    match e {
+        SubscribeError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
+        SubscribeError::UserLimit(_) | SubscribeError::InstanceLimit(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_subscribers",
+            format!("{e}; close another stream first"),
+        ),
+    }
+}
+
+fn parse_cursor(text: &str, name: &str) -> Result<EventId, ApiError> {
+    text.trim()
+        .parse::<EventId>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_cursor",
+                format!("{name} must be an event id (a non-negative integer)"),
+            )
+        })
+}
+
+/// The resume point: the `Last-Event-ID` header (what `EventSource` sends when it
+/// reconnects), else `?last_event_id=`.
+fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<EventId>, ApiError> {
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid("invalid_cursor", "Last-Event-ID is not valid text"))?;
+        return parse_cursor(text, "Last-Event-ID").map(Some);
+    }
+    query
+        .last_event_id
+        .as_deref()
+        .map(|t| parse_cursor(t, "last_event_id"))
+        .transpose()
+}
+
+/// The caller, from the Authorization header or `?access_token=`.
+async fn stream_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let key = match bearer_key(headers)? {
+        Some(key) => key,
+        None => access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            ApiError::unauthorized(
+                "send your API key as Authorization: Bearer <key> or ?access_token=<key>",
+            )
+        })?,
+    };
+    authenticate(state, key).await
+}
+
+/// `GET /api/v1/events`: the caller's events as Server-Sent Events. Each event has an
+/// `id:`; reconnecting with `Last-Event-ID` (or `?last_event_id=`) replays what was
+/// missed. Comments (`: heartbeat`) keep idle connections open; a `resync` message means
+/// the stream fell behind and continues from the log.
+pub async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let caller = stream_caller(&state, &headers, query.access_token.as_deref()).await?;
+    let after = resume_point(&headers, &query)?;
+    let subscription = state
+        .hub()
+        .subscribe(caller.user.id)
+        .map_err(subscribe_error)?;
+    let stream = EventStream::open(state.store().clone(), subscription, after).await?;
+    let config = state.config();
+    let retry = SseEvent::default().retry(Duration::from_millis(config.events_retry_ms));
+    let events = futures_util::stream::unfold(stream, |mut stream| async move {
+        let event = match stream.next().await {
+            Ok(Some(Delivery::Event(event))) => SseEvent::default()
+                .id(event.id.to_string())
+                .data(&event.json),
+            Ok(Some(Delivery::Resync)) => SseEvent::default().data(resync_message(&stream)),
+            Ok(None) => return None,
+            Err(e) => {
+                // The client reconnects with its last id and catches up from the log.
+                warn!(error = %e, "event stream failed");
+                return None;
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), stream))
+    });
+    let body = futures_util::stream::once(async move { Ok(retry) }).chain(events);
+    let keep_alive = KeepAlive::new()
+        .interval(Duration::from_secs(config.events_heartbeat_seconds))
+        .text("heartbeat");
+    let mut response = Sse::new(body).keep_alive(keep_alive).into_response();
+    // Proxies such as nginx would otherwise buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn resync_message(stream: &EventStream) -> String {
+    format!(
+        r#"{{"type":"resync","after":{},"message":"this stream fell behind; what follows comes from the log"}}"#,
+        stream.cursor()
+    )
+}
+
+/// `GET /api/v1/notifications?after=&limit=&wait=`: `{items, next}`; pass `next` as
+/// `after` to continue. With `wait`, an empty answer is held back until an event arrives
+/// or `wait` seconds pass.
+pub async fn poll(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<PollQuery>,
+) -> Result<Response, ApiError> {
+    let caller = stream_caller(&state, &headers, query.access_token.as_deref()).await?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::invalid(
+            "invalid_cursor",
+            "after must be a non-negative event id",
+        ));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_POLL_LIMIT);
+    if limit == 0 || limit > MAX_POLL_LIMIT {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_POLL_LIMIT}"),
+        ));
+    }
+    let max_wait = state.config().poll_max_wait_seconds;
+    let wait = query.wait.unwrap_or(0);
+    if wait > max_wait {
+        return Err(ApiError::invalid(
+            "invalid_wait",
+            format!("wait must be at most {max_wait} seconds"),
+        ));
+    }
+    let user = caller.user.id;
+    let mut items = state.store().user_events(user, after, limit).await?;
+    if items.is_empty() && wait > 0 {
+        let subscription = state.hub().subscribe(user).map_err(subscribe_error)?;
+        let mut stream =
+            EventStream::open(state.store().clone(), subscription, Some(after)).await?;
+        // Whatever arrives first (an event, or a resync) means the log has news.
+        if let Ok(next) = tokio::time::timeout(Duration::from_secs(wait), stream.next()).await {
+            next?;
+            items = state.store().user_events(user, after, limit).await?;
+        }
+    }
+    let next = items.last().map_or(after, |e| e.id);
+    let body = format!(
+        r#"{{"items":[{}],"next":{next}}}"#,
+        items
+            .iter()
+            .map(|e| e.to_json())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// A message a WebSocket client may send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    /// Replay from the log after this id, then continue live.
+    resume_after: EventId,
+}
+
+/// `GET /api/v1/ws`: the caller's events over a WebSocket, one text message each. The
+/// key comes as a header, `?access_token=`, or a `bearer.<key>` subprotocol (offer
+/// `shortlink.v1` beside it; the server selects that). A client may send
+/// `{"resume_after": id}` at any time. Failures after the handshake close the socket
+/// with 4401 (bad key), 4429 (subscriber limit), 4400 (bad request), 1009 (message too
+/// big) or 1001 (server shutting down).
+pub async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let offered_key = upgrade
+        .requested_protocols()
+        .filter_map(|p| p.to_str().ok())
+        .flat_map(|p| p.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX))
+        .map(str::to_owned);
+    let bearer_protocol = offered_key
+        .as_ref()
+        .map(|k| format!("{WS_BEARER_PREFIX}{k}"));
+    let token = query.access_token.clone().or(offered_key);
+    // Refusals are sent as close frames after the handshake: a browser shows a script
+    // nothing of a refused handshake, but it does show a close code and reason.
+    let opened: Result<EventStream, (u16, String)> = async {
+        let caller = stream_caller(&state, &headers, token.as_deref())
+            .await
+            .map_err(|e| (CLOSE_UNAUTHORIZED, e.message().to_owned()))?;
+        let after = resume_point(&headers, &query)
+            .map_err(|e| (CLOSE_BAD_REQUEST, e.message().to_owned()))?;
+        let subscription = state.hub().subscribe(caller.user.id).map_err(|e| match e {
+            SubscribeError::ShuttingDown => (1001, e.to_string()),
+            _ => (CLOSE_TOO_MANY, e.to_string()),
+        })?;
+        EventStream::open(state.store().clone(), subscription, after)
+            .await
+            .map_err(|e| (1011, ApiError::from(e).message().to_owned()))
+    }
+    .await;
+    let mut protocols = vec![WS_PROTOCOL.to_owned()];
+    protocols.extend(bearer_protocol);
+    let heartbeat = Duration::from_secs(state.config().events_heartbeat_seconds);
+    upgrade
+        .protocols(protocols)
+        .max_message_size(state.config().ws_max_message_bytes)
+        .max_frame_size(state.config().ws_max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            match opened {
+                Ok(stream) => run_socket(socket, stream, heartbeat).await,
+                Err((code, reason)) => close(socket, code, &reason).await,
+            }
+        })
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+fn error_message(code: &str, message: &str) -> Message {
+    Message::Text(
+        serde_json::json!({"type": "error", "error": {"code": code, "message": message}})
+            .to_string()
+            .into(),
+    )
+}
+
+/// True when a receive error is tungstenite refusing an oversized message.
+fn is_too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+            e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn run_socket(mut socket: WebSocket, mut stream: EventStream, heartbeat: Duration) {
+    let mut ping = tokio::time::interval(heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            delivery = stream.next() => {
+                let message = match delivery {
+                    Ok(Some(Delivery::Event(event))) => Message::Text(event.json.as_str().into()),
+                    Ok(Some(Delivery::Resync)) => Message::Text(resync_message(&stream).into()),
+                    Ok(None) => return close(socket, 1001, "the server is shutting down").await,
+                    Err(e) => {
+                        warn!(error = %e, "event stream failed");
+                        return close(socket, 1011, "the event log is unavailable; reconnect and resume").await;
+                    }
+                };
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            received = socket.recv() => match received {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(ClientMessage { resume_after }) if resume_after >= 0 => stream.resume_after(resume_after),
+                    _ => {
+                        let reply = error_message(
+                            "invalid_message",
+                            r#"send {"resume_after": <event id>} (a non-negative integer)"#,
+                        );
+                        if socket.send(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    let reply = error_message("invalid_message", "binary messages are not accepted; send JSON text");
+                    if socket.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+                // Pings are answered by the library; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    if is_too_big(&e) {
+                        return close(socket, 1009, "message too big").await;
+                    }
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
