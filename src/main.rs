@@ -116,6 +116,12 @@ fn main() -> ExitCode {
         }
     };
     commands::init_logging(&config.log);
+    // Every redirect, upstream and event stream holds a socket: use all the descriptors
+    // the hard limit allows (soft limits are often 1 024).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let result = match cli.command {
         Command::Serve => commands::serve(config),
         Command::Proxy => commands::proxy(config),

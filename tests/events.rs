@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Options, TestServer, status_and_code};
+use common::{ADMIN_KEY, Options, Plane, Split, TestServer, free_port, status_and_code};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -30,8 +30,8 @@ struct SseMessage {
 }
 
 impl Sse {
-    async fn open(s: &TestServer, key: &str, last_event_id: Option<i64>) -> Sse {
-        let r = Sse::request(s, Some(key), last_event_id).await;
+    async fn open(base: &str, key: &str, last_event_id: Option<i64>) -> Sse {
+        let r = Sse::request(base, Some(key), last_event_id).await;
         assert_eq!(r.status(), 200, "SSE opens");
         assert_eq!(
             r.headers()["content-type"].to_str().unwrap(),
@@ -43,9 +43,9 @@ impl Sse {
         }
     }
 
-    async fn request(s: &TestServer, key: Option<&str>, last: Option<i64>) -> reqwest::Response {
+    async fn request(base: &str, key: Option<&str>, last: Option<i64>) -> reqwest::Response {
         let client = reqwest::Client::new();
-        let mut request = client.get(format!("{}/api/v1/events", s.proxy));
+        let mut request = client.get(format!("{base}/api/v1/events"));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -148,7 +148,7 @@ async fn create(s: &TestServer, key: &str, alias: &str) -> Instant {
 #[tokio::test]
 async fn each_transport_receives_link_created_within_a_second() {
     let s = TestServer::start().await;
-    let mut sse = Sse::open(&s, ADMIN_KEY, None).await;
+    let mut sse = Sse::open(&s.proxy, ADMIN_KEY, None).await;
     let mut ws = ws_open(&s, ADMIN_KEY).await;
     let (_, start) = poll(&s, ADMIN_KEY, "").await;
     let cursor = start["next"].as_i64().expect("poll gives a cursor");
@@ -227,7 +227,7 @@ async fn each_transport_receives_link_created_within_a_second() {
 async fn reconnecting_with_the_last_id_gets_exactly_what_was_missed() {
     let s = TestServer::start().await;
     let key = s.new_user("resumer").await;
-    let mut sse = Sse::open(&s, &key, None).await;
+    let mut sse = Sse::open(&s.proxy, &key, None).await;
     create(&s, &key, "seen1").await;
     let seen = sse.next(WITHIN).await.expect("first event");
     let last = seen.id.unwrap();
@@ -259,7 +259,7 @@ async fn reconnecting_with_the_last_id_gets_exactly_what_was_missed() {
     ];
 
     // SSE with Last-Event-ID.
-    let mut sse = Sse::open(&s, &key, Some(last)).await;
+    let mut sse = Sse::open(&s.proxy, &key, Some(last)).await;
     let mut ids = Vec::new();
     for (kind, code) in expected {
         let m = sse.next(WITHIN).await.expect("a missed event");
@@ -320,7 +320,7 @@ async fn users_only_ever_see_their_own_events() {
     let s = TestServer::start().await;
     let alice = s.new_user("alice").await;
     let bob = s.new_user("bob").await;
-    let mut sse = Sse::open(&s, &bob, Some(0)).await;
+    let mut sse = Sse::open(&s.proxy, &bob, Some(0)).await;
     let mut ws = ws_open(&s, &bob).await;
     ws.send(Message::Text(json!({"resume_after": 0}).to_string().into()))
         .await
@@ -357,7 +357,7 @@ async fn rapid_clicks_arrive_coalesced_and_sum_up() {
     s.wait_status("viral", 301, Duration::from_secs(2)).await;
     // wait_status clicked once at least; start counting from a fresh stream after that
     // click has been delivered.
-    let mut sse = Sse::open(&s, ADMIN_KEY, Some(0)).await;
+    let mut sse = Sse::open(&s.proxy, ADMIN_KEY, Some(0)).await;
     let mut before = 0;
     while let Some(m) = sse.next(Duration::from_millis(800)).await {
         if m.data["type"] == "link.clicked" {
@@ -389,9 +389,9 @@ async fn rapid_clicks_arrive_coalesced_and_sum_up() {
 async fn bad_keys_are_refused_on_every_transport() {
     let s = TestServer::start().await;
     // SSE: no key, a wrong key, a wrong query token.
-    let (status, code) = status_and_code(Sse::request(&s, None, None).await).await;
+    let (status, code) = status_and_code(Sse::request(&s.proxy, None, None).await).await;
     assert_eq!((status, code.as_str()), (401, "unauthorized"));
-    let (status, _) = status_and_code(Sse::request(&s, Some("sl_wrong"), None).await).await;
+    let (status, _) = status_and_code(Sse::request(&s.proxy, Some("sl_wrong"), None).await).await;
     assert_eq!(status, 401);
     let r = reqwest::Client::new()
         .get(format!("{}/api/v1/events?access_token=sl_wrong", s.proxy))
@@ -463,15 +463,15 @@ async fn limits_give_clear_errors() {
     )
     .await;
     let key = s.new_user("greedy").await;
-    let _one = Sse::open(&s, &key, None).await;
+    let _one = Sse::open(&s.proxy, &key, None).await;
     let mut two = ws_open(&s, &key).await;
-    let (status, code) = status_and_code(Sse::request(&s, Some(&key), None).await).await;
+    let (status, code) = status_and_code(Sse::request(&s.proxy, Some(&key), None).await).await;
     assert_eq!((status, code.as_str()), (429, "too_many_subscribers"));
     let mut three = ws_open(&s, &key).await;
     let closed = ws_next(&mut three, WITHIN).await.unwrap();
     assert_eq!(closed["closed"], 4429, "{closed}");
     // Another user is not affected.
-    let _other = Sse::open(&s, ADMIN_KEY, None).await;
+    let _other = Sse::open(&s.proxy, ADMIN_KEY, None).await;
     // A message over the size limit closes the socket with 1009.
     two.send(Message::Text("x".repeat(1000).into()))
         .await
@@ -480,7 +480,7 @@ async fn limits_give_clear_errors() {
     assert_eq!(closed["closed"], 1009, "{closed}");
     // With that socket gone, the user has room again.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _again = Sse::open(&s, &key, None).await;
+    let _again = Sse::open(&s.proxy, &key, None).await;
     // Bad cursors and limits.
     for query in ["after=-1", "after=x", "limit=0", "limit=1001", "wait=31"] {
         let (status, body) = poll(&s, &key, query).await;
@@ -500,7 +500,7 @@ async fn limits_give_clear_errors() {
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_open_streams() {
     let mut s = TestServer::start().await;
-    let _sse = Sse::open(&s, ADMIN_KEY, None).await;
+    let _sse = Sse::open(&s.proxy, ADMIN_KEY, None).await;
     let _ws = ws_open(&s, ADMIN_KEY).await;
     let started = Instant::now();
     let status = s.terminate();
@@ -510,4 +510,30 @@ async fn shutdown_is_not_held_up_by_open_streams() {
         "SIGTERM with open streams exits promptly: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_second_control_plane_on_the_same_store_delivers_events_written_by_the_first() {
+    let split = Split::new();
+    let _first = split.start("control").await;
+    let second_port = free_port();
+    let mut second = Plane::start("control", &split.data, free_port(), second_port);
+    let second_url = format!("http://127.0.0.1:{second_port}");
+    second
+        .wait_ok(&split.http, &format!("{second_url}/readyz"))
+        .await;
+    let mut sse = Sse::open(&second_url, ADMIN_KEY, None).await;
+    let started = Instant::now();
+    let (status, _) = split
+        .create(json!({"url": "https://shared.example/", "alias": "shared1"}))
+        .await;
+    assert_eq!(status, 201);
+    // The second instance learns of it by polling the store's feed (500 ms by default).
+    let m = sse
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the other instance delivers it");
+    assert_eq!(m.data["type"], "link.created");
+    assert_eq!(m.data["data"]["code"], "shared1");
+    println!("cross-instance delivery {:?}", started.elapsed());
 }

@@ -7,7 +7,7 @@
 //! catches up from the log, so a slow client never holds back the others or the writers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ pub struct Hub {
     total: AtomicUsize,
     limits: HubLimits,
     closed: watch::Sender<bool>,
+    /// The id of the last event published (the follower's place in the feed).
+    published: AtomicI64,
 }
 
 impl Hub {
@@ -83,6 +85,7 @@ impl Hub {
             total: AtomicUsize::new(0),
             limits,
             closed: watch::channel(false).0,
+            published: AtomicI64::new(0),
         })
     }
 
@@ -117,9 +120,17 @@ impl Hub {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// The id of the last event published: a new live-only subscriber starts here.
+    pub fn published(&self) -> EventId {
+        self.published.load(Ordering::Acquire)
+    }
+
     /// Hands events (in id order) to their owners' subscribers; never waits.
     pub fn publish(&self, events: &[Event]) {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = events.last() {
+            self.published.fetch_max(last.id, Ordering::AcqRel);
+        }
         for event in events {
             if let Some(channel) = channels.get(&event.user_id) {
                 // An error only means nobody is listening right now.
@@ -153,7 +164,10 @@ impl Hub {
         let mut closed = self.closed.subscribe();
         let mut cursor = loop {
             match store.event_feed_head().await {
-                Ok(head) => break head,
+                Ok(head) => {
+                    self.published.fetch_max(head, Ordering::AcqRel);
+                    break head;
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot read the event feed head; retrying");
                     tokio::select! {
@@ -235,26 +249,26 @@ pub struct EventStream {
 
 impl EventStream {
     /// Starts after `after` (replaying the log from there), or — when `None` — with the
-    /// events written from now on.
-    pub async fn open(
+    /// events the hub publishes from now on.
+    pub fn open(
         store: Arc<dyn Store>,
         subscription: Subscription,
         after: Option<EventId>,
-    ) -> Result<EventStream, StoreError> {
-        // The subscription exists before the head is read, so nothing written after this
-        // point is missed: it is in the live channel (ids at or below the cursor are
-        // dropped there as duplicates of the log).
+    ) -> EventStream {
+        // The subscription exists before the hub's position is read, so every event the
+        // hub publishes later is in the live channel; ids at or below the cursor are
+        // dropped there as duplicates of the log.
         let (cursor, catch_up) = match after {
             Some(id) => (id.max(0), true),
-            None => (store.event_feed_head().await?, false),
+            None => (subscription.hub.published(), false),
         };
-        Ok(EventStream {
+        EventStream {
             store,
             subscription,
             cursor,
             catch_up,
             backlog: Default::default(),
-        })
+        }
     }
 
     /// The id of the last event handed out (or the starting cursor).
@@ -357,9 +371,7 @@ mod tests {
         let user = store.create_user("slow", Role::User).await.unwrap().id;
         let other = store.create_user("other", Role::User).await.unwrap().id;
         let hub = Hub::new(limits());
-        let mut stream = EventStream::open(store.clone(), hub.subscribe(user).unwrap(), None)
-            .await
-            .unwrap();
+        let mut stream = EventStream::open(store.clone(), hub.subscribe(user).unwrap(), None);
         // Ten events, published at once: more than the buffer of four.
         let mut written = store.append_events(created(user, 10)).await.unwrap();
         written.extend(store.append_events(created(other, 3)).await.unwrap());
@@ -390,9 +402,7 @@ mod tests {
         let b = store.create_user("b", Role::User).await.unwrap().id;
         let hub = Hub::new(limits());
         tokio::spawn(hub.clone().follow(store.clone(), Duration::from_secs(5)));
-        let mut stream_b = EventStream::open(store.clone(), hub.subscribe(b).unwrap(), None)
-            .await
-            .unwrap();
+        let mut stream_b = EventStream::open(store.clone(), hub.subscribe(b).unwrap(), None);
         tokio::time::sleep(Duration::from_millis(50)).await;
         store.append_events(created(a, 2)).await.unwrap();
         let mine = store.append_events(created(b, 1)).await.unwrap();

@@ -143,19 +143,33 @@ pub async fn bootstrap_admin(
     Ok(None)
 }
 
+/// Pending connections the listen socket queues: a reconnect storm of event streams
+/// after a restart must not overflow it (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Binds the control plane's listen address. Binding before anything else starts means
 /// a proxy in the same process never sees the control plane refuse connections.
 pub fn bind(config: &ControlConfig) -> Result<std::net::TcpListener, ControlError> {
     config.validate().map_err(ControlError::Config)?;
-    let listener =
-        std::net::TcpListener::bind(&config.listen).map_err(|source| ControlError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(ControlError::Serve)?;
-    Ok(listener)
+    let addr: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|_| ControlError::Config(format!("bad listen address {}", config.listen)))?;
+    let bind_error = |source| ControlError::Bind {
+        addr: config.listen.clone(),
+        source,
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(bind_error)?;
+    socket.set_reuse_address(true).map_err(bind_error)?;
+    socket.bind(&addr.into()).map_err(bind_error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
+    socket.set_nonblocking(true).map_err(ControlError::Serve)?;
+    Ok(socket.into())
 }
 
 /// Serves the control plane on `listener` (from [`bind`]) until `shutdown` resolves.

@@ -137,7 +137,7 @@ pub async fn sse(
         .hub()
         .subscribe(caller.user.id)
         .map_err(subscribe_error)?;
-    let stream = EventStream::open(state.store().clone(), subscription, after).await?;
+    let stream = EventStream::open(state.store().clone(), subscription, after);
     let config = state.config();
     let retry = SseEvent::default().retry(Duration::from_millis(config.events_retry_ms));
     let events = futures_util::stream::unfold(stream, |mut stream| async move {
@@ -210,7 +210,7 @@ pub async fn poll(
     if items.is_empty() && wait > 0 {
         let subscription = state.hub().subscribe(user).map_err(subscribe_error)?;
         let mut stream =
-            EventStream::open(state.store().clone(), subscription, Some(after)).await?;
+            EventStream::open(state.store().clone(), subscription, Some(after));
         // Whatever arrives first (an event, or a resync) means the log has news.
         if let Ok(next) = tokio::time::timeout(Duration::from_secs(wait), stream.next()).await {
             next?;
@@ -279,9 +279,7 @@ pub async fn websocket(
             SubscribeError::ShuttingDown => (1001, e.to_string()),
             _ => (CLOSE_TOO_MANY, e.to_string()),
         })?;
-        EventStream::open(state.store().clone(), subscription, after)
-            .await
-            .map_err(|e| (1011, ApiError::from(e).message().to_owned()))
+        Ok(EventStream::open(state.store().clone(), subscription, after))
     }
     .await;
     let mut protocols = vec![WS_PROTOCOL.to_owned()];

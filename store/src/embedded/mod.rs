@@ -22,6 +22,10 @@ use tokio::sync::watch;
 use crate::{AccountStore, StoreError};
 use writer::{Hints, Writer};
 
+/// Read connections kept open between reads; more are opened under load and closed
+/// after (opening one parses the schema, so keep enough for bursts).
+const MAX_IDLE_READERS: usize = 32;
+
 /// Settings of the embedded backend.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -147,7 +151,7 @@ impl EmbeddedStore {
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
         if let Ok(mut pool) = self.readers.lock()
-            && pool.len() < 8
+            && pool.len() < MAX_IDLE_READERS
         {
             pool.push(conn);
         }
