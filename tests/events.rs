@@ -537,3 +537,43 @@ async fn a_second_control_plane_on_the_same_store_delivers_events_written_by_the
     assert_eq!(m.data["data"]["code"], "shared1");
     println!("cross-instance delivery {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats_and_a_retry_hint() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_CONTROL__EVENTS_HEARTBEAT_SECONDS", "1"),
+    )
+    .await;
+    let r = Sse::request(&s.proxy, Some(ADMIN_KEY), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let mut body = Box::pin(r.bytes_stream());
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text.contains(": heartbeat") && Instant::now() < deadline {
+        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(1), body.next()).await
+        {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+    assert!(
+        text.starts_with("retry:2000") || text.starts_with("retry: 2000"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(": heartbeat"),
+        "a heartbeat comment within 5 s: {text:?}"
+    );
+    // WebSocket: the server pings.
+    let mut ws = ws_open(&s, ADMIN_KEY).await;
+    let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_ping() {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(pinged, Ok(true), "the server pings an idle WebSocket");
+}

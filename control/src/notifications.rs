@@ -209,8 +209,7 @@ pub async fn poll(
     let mut items = state.store().user_events(user, after, limit).await?;
     if items.is_empty() && wait > 0 {
         let subscription = state.hub().subscribe(user).map_err(subscribe_error)?;
-        let mut stream =
-            EventStream::open(state.store().clone(), subscription, Some(after));
+        let mut stream = EventStream::open(state.store().clone(), subscription, Some(after));
         // Whatever arrives first (an event, or a resync) means the log has news.
         if let Ok(next) = tokio::time::timeout(Duration::from_secs(wait), stream.next()).await {
             next?;
@@ -279,7 +278,11 @@ pub async fn websocket(
             SubscribeError::ShuttingDown => (1001, e.to_string()),
             _ => (CLOSE_TOO_MANY, e.to_string()),
         })?;
-        Ok(EventStream::open(state.store().clone(), subscription, after))
+        Ok(EventStream::open(
+            state.store().clone(),
+            subscription,
+            after,
+        ))
     }
     .await;
     let mut protocols = vec![WS_PROTOCOL.to_owned()];

@@ -55,7 +55,8 @@ type Arrivals = Vec<(String, Instant, Duration)>;
 
 /// Unix milliseconds of an RFC 3339 time like `2026-11-28T19:32:31.123Z`.
 fn unix_ms(rfc3339: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -291,7 +292,12 @@ async fn main() {
         "event written → subscriber (ms resolution): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&since_written, 0.50).as_secs_f64() * 1e3,
         percentile(&since_written, 0.99).as_secs_f64() * 1e3,
-        since_written.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        since_written
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
     );
     println!(
         "create request start → subscriber: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
