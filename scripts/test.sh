@@ -18,6 +18,15 @@ if ! command -v cmake >/dev/null 2>&1; then
   fi
 fi
 
+# A real S3-compatible server for the upload tests: s3s-fs from crates.io, built once into
+# target/testinfra (0.14.1: newer releases need a newer rustc than this toolchain's 1.95).
+s3s="$PWD/target/testinfra/s3s/bin/s3s-fs"
+if [ ! -x "$s3s" ]; then
+  log "installing s3s-fs 0.14.1 (the S3 server the upload tests run against)"
+  cargo install s3s-fs@0.14.1 --locked --features binary --root target/testinfra/s3s
+fi
+export S3S_FS_BIN="$s3s"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

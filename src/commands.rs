@@ -1,14 +1,16 @@
 //! What each subcommand does: assemble the parts from the config and run them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
-use shortlink_control::ControlConfig;
 use shortlink_control::ingest::Ingestor;
+use shortlink_control::{Backends, ControlConfig};
 use shortlink_core::{ClickBatch, Role, hash_api_key};
+use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
 use tracing::error;
@@ -64,6 +66,8 @@ struct ControlService {
     internal_secret: Option<String>,
     store: Arc<dyn Store>,
     ingestor: Arc<Ingestor>,
+    objects: ObjectsConfig,
+    objects_dir: PathBuf,
 }
 
 #[async_trait]
@@ -75,13 +79,25 @@ impl BackgroundService for ControlService {
         let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
             return;
         };
+        let objects = match shortlink_objects::open(&self.objects, &self.objects_dir).await {
+            Ok(objects) => objects,
+            Err(e) => {
+                error!(error = %e, "cannot open object storage");
+                eprintln!("shortlink: cannot open object storage: {e}");
+                std::process::exit(1);
+            }
+        };
+        let backends = Backends {
+            store: self.store.clone(),
+            objects,
+            ingestor: self.ingestor.clone(),
+        };
         if let Err(e) = shortlink_control::serve(
             listener,
             self.config.clone(),
             &self.public_url,
             self.internal_secret.clone(),
-            self.store.clone(),
-            self.ingestor.clone(),
+            backends,
             stop,
         )
         .await
@@ -179,6 +195,8 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             internal_secret: Some(secret),
             store,
             ingestor,
+            objects: config.objects.clone(),
+            objects_dir: config.data_dir.join("objects"),
         },
     );
     control.threads = Some(config.control.threads);
@@ -224,16 +242,24 @@ pub(crate) fn control(config: Config) -> Result<()> {
                 _ => std::future::pending().await,
             }
         };
+        let objects = shortlink_objects::open(&config.objects, &config.data_dir.join("objects"))
+            .await
+            .context("cannot open object storage")?;
+        let backends = Backends {
+            store,
+            objects,
+            ingestor,
+        };
         shortlink_control::serve(
             listener,
             config.control.clone(),
             &config.public_url(),
             Some(secret),
-            store,
-            ingestor,
+            backends,
             stop,
         )
         .await
+        .map_err(anyhow::Error::from)
     })?;
     Ok(())
 }

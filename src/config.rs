@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use shortlink_control::ControlConfig;
+use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::ProxyConfig;
 
 /// Settings of the embedded store.
@@ -36,7 +37,7 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
-    /// Folder for the database (and, later, uploads). Default `./data`.
+    /// Folder for the database, the click spool and (by default) uploaded files. Default `./data`.
     pub(crate) data_dir: PathBuf,
     /// Base of every short URL handed out. Default: derived from `proxy.listen`.
     pub(crate) public_url: Option<String>,
@@ -57,6 +58,8 @@ pub(crate) struct Config {
     pub(crate) proxy: ProxyConfig,
     /// The control plane.
     pub(crate) control: ControlConfig,
+    /// Where uploaded files are kept.
+    pub(crate) objects: ObjectsConfig,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             proxy: ProxyConfig::default(),
             control: ControlConfig::default(),
+            objects: ObjectsConfig::default(),
         }
     }
 }

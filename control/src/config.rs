@@ -58,6 +58,22 @@ pub struct ControlConfig {
     pub ws_max_message_bytes: usize,
     /// Longest `wait` of a notifications poll, in seconds. Default 30.
     pub poll_max_wait_seconds: u64,
+    /// Largest upload, in bytes (413 beyond, with nothing kept). Default 1 GiB.
+    pub max_upload_bytes: u64,
+    /// How long a presigned upload URL works, in seconds. Default 900.
+    pub presign_ttl_seconds: u64,
+    /// How long a redirect to an object store's download URL works, in seconds. Default 300.
+    pub download_ttl_seconds: u64,
+    /// Thumbnail jobs run at once (each on a blocking thread). Default 2.
+    pub thumbnail_workers: usize,
+    /// Largest image (in pixels) thumbnails are made for; larger ones are refused
+    /// undecoded. Default 40 000 000.
+    pub thumbnail_max_pixels: u64,
+    /// Largest image file read for thumbnails, in bytes. Default 50 MiB.
+    pub thumbnail_max_input_bytes: u64,
+    /// Seconds a claimed thumbnail job is leased to its worker before another may retry
+    /// it (a crash mid-job). Default 60.
+    pub thumbnail_lease_seconds: u64,
 }
 
 impl Default for ControlConfig {
@@ -87,6 +103,13 @@ impl Default for ControlConfig {
             max_subscribers: 20_000,
             ws_max_message_bytes: 4_096,
             poll_max_wait_seconds: 30,
+            max_upload_bytes: 1024 * 1024 * 1024,
+            presign_ttl_seconds: 900,
+            download_ttl_seconds: 300,
+            thumbnail_workers: 2,
+            thumbnail_max_pixels: 40_000_000,
+            thumbnail_max_input_bytes: 50 * 1024 * 1024,
+            thumbnail_lease_seconds: 60,
         }
     }
 }
@@ -143,6 +166,22 @@ impl ControlConfig {
         }
         if self.ws_max_message_bytes < 64 {
             return Err("control.ws_max_message_bytes must be at least 64".into());
+        }
+        if self.max_upload_bytes == 0
+            || self.presign_ttl_seconds == 0
+            || self.download_ttl_seconds == 0
+        {
+            return Err(
+                "control.max_upload_bytes, control.presign_ttl_seconds and control.download_ttl_seconds must be positive"
+                    .into(),
+            );
+        }
+        if self.thumbnail_workers == 0
+            || self.thumbnail_max_pixels == 0
+            || self.thumbnail_max_input_bytes == 0
+            || self.thumbnail_lease_seconds == 0
+        {
+            return Err("control.thumbnail_* settings must be positive".into());
         }
         if self.click_retention_days == 0 {
             return Err("control.click_retention_days must be at least 1".into());

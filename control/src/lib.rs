@@ -13,9 +13,10 @@ pub mod ingest;
 pub mod links;
 pub mod notifications;
 pub mod state;
+pub mod thumbnails;
+pub mod uploads;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -29,7 +30,7 @@ use tracing::info;
 
 pub use config::ControlConfig;
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{AppState, Backends};
 
 /// Why the control plane stopped with an error.
 #[derive(Debug, Error)]
@@ -79,6 +80,19 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events", get(notifications::sse))
         .route("/api/v1/ws", get(notifications::websocket))
         .route("/api/v1/notifications", get(notifications::poll))
+        .route(
+            "/api/v1/uploads",
+            post(uploads::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/uploads/presign", post(uploads::presign))
+        .route("/api/v1/uploads/{id}", get(uploads::get_upload))
+        .route(
+            "/api/v1/uploads/{id}/content",
+            axum::routing::put(uploads::put_content).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/uploads/{id}/complete", post(uploads::complete))
+        .route("/f/{id}", get(uploads::serve_file))
+        .route("/f/{id}/thumb/{size}", get(uploads::serve_thumbnail))
         .route("/api/v1/users", post(admin::create_user))
         .route("/api/v1/keys", post(admin::create_key))
         .fallback(|| async {
@@ -173,26 +187,29 @@ pub fn bind(config: &ControlConfig) -> Result<std::net::TcpListener, ControlErro
 }
 
 /// Serves the control plane on `listener` (from [`bind`]) until `shutdown` resolves.
-/// `ingestor` is shared with an in-process proxy in `serve`, so the GeoIP database and the
-/// user-agent cache exist once.
+/// `backends.ingestor` is shared with an in-process proxy in `serve`, so the GeoIP
+/// database and the user-agent cache exist once.
 pub async fn serve(
     listener: std::net::TcpListener,
     config: ControlConfig,
     public_url: &str,
     internal_secret: Option<String>,
-    store: Arc<dyn Store>,
-    ingestor: Arc<ingest::Ingestor>,
+    backends: Backends,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    let salt = store.installation_salt().await?;
+    let salt = backends.store.installation_salt().await?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ControlError::Serve)?;
     let retention = EventRetention {
         per_user: config.events_retain_per_user,
         max_age_secs: i64::from(config.events_retain_hours) * 3600,
     };
     let poll = std::time::Duration::from_millis(config.events_poll_ms);
-    let state = AppState::new(store, config, public_url, salt, internal_secret, ingestor);
+    let workers = config.thumbnail_workers;
+    let state = AppState::new(backends, config, public_url, salt, internal_secret);
     let follower = tokio::spawn(state.hub().clone().follow(state.store().clone(), poll));
+    let thumbnailers: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(thumbnails::run_thumbnail_worker(state.clone())))
+        .collect();
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {
@@ -217,5 +234,8 @@ pub async fn serve(
         .map_err(ControlError::Serve);
     pruner.abort();
     follower.abort();
+    for worker in thumbnailers {
+        worker.abort();
+    }
     result
 }

@@ -10,7 +10,7 @@ use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
     EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag,
-    validate_alias, validate_target,
+    UserId, validate_alias, validate_target,
 };
 use shortlink_store::{ListQuery, StatsQuery, StoreError};
 
@@ -198,6 +198,40 @@ async fn create(
         }
         match state.store().create_link(new.clone()).await {
             Ok(created) => return Ok((created.link, created.existed)),
+            Err(StoreError::CodeTaken(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal(format!(
+        "no free code after {MAX_CODE_ATTEMPTS} attempts"
+    )))
+}
+
+/// Creates a plain 302 link for the control plane's own use (an upload's short link):
+/// its target is under the public URL, which user links may not point at.
+pub(crate) async fn create_internal_link(
+    state: &AppState,
+    owner: UserId,
+    url: String,
+) -> Result<Link, ApiError> {
+    let mut new = NewLink {
+        domain: String::new(),
+        code: state.codes().generate(&url, owner, 0),
+        custom_alias: false,
+        owner,
+        url,
+        redirect: RedirectStatus::Found,
+        expires_at: None,
+        max_clicks: None,
+        tags: Vec::new(),
+    };
+    for attempt in 0..MAX_CODE_ATTEMPTS {
+        new.code = state.codes().generate(&new.url, owner, attempt);
+        if is_reserved(new.code.as_str()) {
+            continue;
+        }
+        match state.store().create_link(new.clone()).await {
+            Ok(created) => return Ok(created.link),
             Err(StoreError::CodeTaken(_)) => continue,
             Err(e) => return Err(e.into()),
         }

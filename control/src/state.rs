@@ -5,6 +5,7 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use shortlink_core::{CodeGenerator, EventKind, KEY_HASH_LEN, NewEvent, TargetRules, UserId};
+use shortlink_objects::ObjectStore;
 use shortlink_store::Store;
 use tracing::warn;
 
@@ -13,12 +14,25 @@ use crate::error::ApiError;
 use crate::hub::{Hub, HubLimits};
 use crate::ingest::Ingestor;
 
+/// The stores and services a control plane works with.
+#[derive(Clone)]
+pub struct Backends {
+    /// Links, accounts, clicks, events, uploads.
+    pub store: Arc<dyn Store>,
+    /// Uploaded files.
+    pub objects: Arc<dyn ObjectStore>,
+    /// Click batch ingestion (shared with an in-process proxy).
+    pub ingestor: Arc<Ingestor>,
+}
+
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn Store>,
+    objects: Arc<dyn ObjectStore>,
+    thumbnails: tokio::sync::Notify,
     config: ControlConfig,
     public_url: String,
     rules: TargetRules,
@@ -33,13 +47,17 @@ impl AppState {
     /// State for `config`, handing out short URLs under `public_url`, with codes salted
     /// by `salt` (the store's installation salt).
     pub fn new(
-        store: Arc<dyn Store>,
+        backends: Backends,
         config: ControlConfig,
         public_url: &str,
         salt: u64,
         internal_secret: Option<String>,
-        ingestor: Arc<Ingestor>,
     ) -> AppState {
+        let Backends {
+            store,
+            objects,
+            ingestor,
+        } = backends;
         let public_url = public_url.trim_end_matches('/').to_owned();
         let mut blocked = config.blocked_hosts.clone();
         if let Some(host) = url::Url::parse(&public_url)
@@ -61,6 +79,8 @@ impl AppState {
         });
         AppState(Arc::new(Inner {
             store,
+            objects,
+            thumbnails: tokio::sync::Notify::new(),
             config,
             public_url,
             rules,
@@ -75,6 +95,26 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
+    }
+
+    /// Uploaded files.
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.0.objects
+    }
+
+    /// An absolute URL for `path` (starting with `/`) under the public URL.
+    pub fn public_path(&self, path: &str) -> String {
+        format!("{}{path}", self.0.public_url)
+    }
+
+    /// Wakes a thumbnail worker: a job was queued.
+    pub fn thumbnails_wake(&self) {
+        self.0.thumbnails.notify_one();
+    }
+
+    /// Waits until a job may be queued, or `at_most`.
+    pub async fn thumbnails_wait(&self, at_most: std::time::Duration) {
+        let _ = tokio::time::timeout(at_most, self.0.thumbnails.notified()).await;
     }
 
     /// The settings.

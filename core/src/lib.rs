@@ -10,6 +10,7 @@ pub mod event;
 pub mod link;
 pub mod target;
 pub mod time_util;
+pub mod upload;
 
 pub use account::{KEY_HASH_LEN, Role, User, UserId, hash_api_key};
 pub use click::{
@@ -19,3 +20,7 @@ pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use target::{TargetError, TargetRules, validate_target};
+pub use upload::{
+    THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,
+    is_thumbnailable, sanitize_filename, sniff_content_type,
+};

@@ -10,7 +10,7 @@ use shortlink_core::{
     NewLink, RedirectStatus, Role, SeriesPoint, ShortCode, UserId, hash_api_key,
 };
 
-use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError};
+use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
 
 /// Runs every check against `store`; panics with a message naming the failed check.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -22,6 +22,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     change_feed_follows_writes(&*store, &run).await;
     clicks_and_salt(&*store, &run).await;
     event_log(&*store, &run).await;
+    uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
 }
 
@@ -656,6 +657,154 @@ async fn event_log(store: &dyn Store, run: &str) {
         store.user_events(crowd, 0, 100).await.unwrap().is_empty(),
         "old events are dropped"
     );
+}
+
+async fn uploads_and_jobs(store: &dyn Store, run: &str) {
+    let secret = store.installation_secret().await.unwrap();
+    assert_eq!(
+        store.installation_secret().await.unwrap(),
+        secret,
+        "the secret is stable"
+    );
+    assert_ne!(secret, [0u8; 32]);
+    use shortlink_core::{Thumbnail, ThumbnailState, Upload, UploadState};
+    let owner = user(store, run, "uploader").await;
+    let pending = Upload {
+        id: format!("{run}up1"),
+        owner,
+        filename: "cat.png".into(),
+        content_type: "image/png".into(),
+        size: 1234,
+        sha256: String::new(),
+        object_key: format!("u/{run}up1"),
+        code: None,
+        state: UploadState::Pending,
+        thumbnail_state: ThumbnailState::None,
+        thumbnails: vec![],
+        created_at: 1_900_000_000,
+        expires_at: Some(1_900_000_900),
+    };
+    store
+        .insert_upload(pending.clone(), false, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_upload(pending.clone(), false, None)
+            .await
+            .is_err(),
+        "ids are unique"
+    );
+    assert_eq!(
+        store.get_upload(&pending.id).await.unwrap(),
+        Some(pending.clone())
+    );
+    assert_eq!(store.get_upload("nope").await.unwrap(), None);
+    // No job was queued for the pending upload: nothing of this run is claimable yet.
+    let complete = Upload {
+        sha256: "ab".repeat(32),
+        code: Some(format!("{run}fc")),
+        state: UploadState::Complete,
+        thumbnail_state: ThumbnailState::Pending,
+        expires_at: None,
+        ..pending.clone()
+    };
+    let head = store.event_feed_head().await.unwrap();
+    let event = NewEvent {
+        user_id: owner,
+        kind: EventKind::UploadCompleted,
+        data: "{}".into(),
+    };
+    assert!(
+        store
+            .complete_upload(complete.clone(), true, Some(event.clone()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_upload(complete.clone(), true, Some(event))
+            .await
+            .unwrap(),
+        "completing twice does nothing"
+    );
+    let events = store.user_events(owner, head, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "one upload.completed");
+    // Claim jobs until ours comes up (other runs' jobs may be queued in a shared store).
+    let mut claimed: Option<ThumbnailJob> = None;
+    for _ in 0..100 {
+        match store.claim_thumbnail_job(60).await.unwrap() {
+            Some(job) if job.upload_id == complete.id => {
+                claimed = Some(job);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let job = claimed.expect("the completed image has a job");
+    assert_eq!(job.attempt, 1);
+    let again = store.claim_thumbnail_job(60).await.unwrap();
+    assert!(
+        again.as_ref().is_none_or(|j| j.upload_id != complete.id),
+        "a leased job is not handed out twice"
+    );
+    let thumbs = vec![Thumbnail {
+        size: 150,
+        width: 150,
+        height: 100,
+        key: format!("u/{run}up1/150.png"),
+    }];
+    store
+        .finish_thumbnail_job(&complete.id, ThumbnailState::Ready, thumbs.clone(), None)
+        .await
+        .unwrap();
+    let done = store.get_upload(&complete.id).await.unwrap().unwrap();
+    assert_eq!(done.thumbnail_state, ThumbnailState::Ready);
+    assert_eq!(done.thumbnails, thumbs);
+    assert_eq!(done.sha256, complete.sha256);
+    // An expired lease makes a job claimable again (a worker that died mid-job).
+    let other = Upload {
+        id: format!("{run}up2"),
+        object_key: format!("u/{run}up2"),
+        ..complete.clone()
+    };
+    store
+        .insert_upload(other.clone(), true, None)
+        .await
+        .unwrap();
+    let mut first = None;
+    for _ in 0..100 {
+        match store.claim_thumbnail_job(0).await.unwrap() {
+            Some(job) if job.upload_id == other.id => {
+                first = Some(job);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert_eq!(first.map(|j| j.attempt), Some(1));
+    let mut second = None;
+    for _ in 0..100 {
+        match store.claim_thumbnail_job(60).await.unwrap() {
+            Some(job) if job.upload_id == other.id => {
+                second = Some(job);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert_eq!(
+        second.map(|j| j.attempt),
+        Some(2),
+        "reclaimed after the lease"
+    );
+    store
+        .finish_thumbnail_job(&other.id, ThumbnailState::Failed, vec![], None)
+        .await
+        .unwrap();
 }
 
 async fn concurrent_creates(store: Arc<dyn Store>, run: &str) {

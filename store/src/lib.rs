@@ -8,7 +8,7 @@ pub mod embedded;
 use async_trait::async_trait;
 use shortlink_core::{
     EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId, LinkPatch,
-    LinkStats, NewEvent, NewLink, Role, User, UserId,
+    LinkStats, NewEvent, NewLink, Role, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -122,6 +122,10 @@ pub trait LinkStore: Send + Sync {
 
     /// A random value fixed at first start, salting generated codes for this installation.
     async fn installation_salt(&self) -> Result<u64, StoreError>;
+
+    /// 32 random bytes fixed at first start, shared by every node on this store: the key
+    /// that signs URLs the control plane hands out (presigned uploads).
+    async fn installation_secret(&self) -> Result<[u8; 32], StoreError>;
 }
 
 /// The route change feed that keeps proxies' route tables in sync.
@@ -240,7 +244,59 @@ pub trait EventStore: Send + Sync {
     fn event_hint(&self) -> Option<watch::Receiver<EventId>>;
 }
 
-/// Everything a shortlink node needs from storage.
-pub trait Store: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore {}
+/// A claimed thumbnail job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailJob {
+    /// The upload to make thumbnails for.
+    pub upload_id: String,
+    /// How many times it was claimed, this time included.
+    pub attempt: u32,
+}
 
-impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore> Store for T {}
+/// Uploads' metadata and their durable thumbnail jobs.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Records a new upload; with `queue_thumbnails`, queues its thumbnail job and with
+    /// `event` appends it, all in one transaction.
+    async fn insert_upload(
+        &self,
+        upload: Upload,
+        queue_thumbnails: bool,
+        event: Option<NewEvent>,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces a pending upload's record with its completed one (same id), like
+    /// `insert_upload`; false (and nothing changed) if it is not pending any more.
+    async fn complete_upload(
+        &self,
+        upload: Upload,
+        queue_thumbnails: bool,
+        event: Option<NewEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// The upload with this id.
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
+
+    /// Claims the oldest due thumbnail job, leasing it for `lease_secs`.
+    async fn claim_thumbnail_job(
+        &self,
+        lease_secs: i64,
+    ) -> Result<Option<ThumbnailJob>, StoreError>;
+
+    /// Records a job's outcome, removes the job and appends `event`, in one transaction.
+    async fn finish_thumbnail_job(
+        &self,
+        upload_id: &str,
+        state: ThumbnailState,
+        thumbnails: Vec<Thumbnail>,
+        event: Option<NewEvent>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Everything a shortlink node needs from storage.
+pub trait Store:
+    LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore
+{
+}
+
+impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore> Store for T {}

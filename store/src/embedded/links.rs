@@ -295,6 +295,24 @@ impl LinkStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn installation_secret(&self) -> Result<[u8; 32], StoreError> {
+        self.read(|conn| {
+            let text: String = conn.query_row(
+                "SELECT value FROM meta WHERE key = 'signing_key'",
+                [],
+                |r| r.get(0),
+            )?;
+            let bytes: Vec<u8> = (0..text.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                .collect();
+            bytes
+                .try_into()
+                .map_err(|_| StoreError::Backend("stored signing key is malformed".into()))
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ mod clicks;
 mod events;
 mod links;
 mod schema;
+mod uploads;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +111,14 @@ impl EmbeddedStore {
                 params![salt.to_string()],
             )?;
         }
+        let key = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('signing_key', ?1) ON CONFLICT (key) DO NOTHING",
+            params![key],
+        )?;
         let head = links::feed_head(&conn)?;
         let (hint_tx, hint) = watch::channel(head);
         let (event_hint_tx, event_hint) = watch::channel(events::events_head(&conn)?);

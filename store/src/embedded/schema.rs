@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -105,4 +105,33 @@ CREATE TABLE IF NOT EXISTS events (
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, id);
+
+-- Version 4: uploads and their thumbnail jobs.
+CREATE TABLE IF NOT EXISTS uploads (
+    id              TEXT PRIMARY KEY,
+    owner           INTEGER NOT NULL,
+    filename        TEXT NOT NULL,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    object_key      TEXT NOT NULL,
+    code            TEXT,
+    state           TEXT NOT NULL,
+    thumbnail_state TEXT NOT NULL,
+    thumbnails      TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS uploads_by_owner ON uploads (owner, created_at);
+
+-- A job is due at `not_before`; claiming it pushes that into the future (a lease), so a
+-- job whose worker died is claimed again once the lease runs out.
+CREATE TABLE IF NOT EXISTS thumbnail_jobs (
+    upload_id  TEXT PRIMARY KEY,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS thumbnail_jobs_due ON thumbnail_jobs (not_before);
 "#;

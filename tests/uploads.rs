@@ -1,0 +1,722 @@
+//! Uploads end to end: streamed and presigned, served back, thumbnails, limits, on the
+//! local disk and on a real S3-compatible server (s3s-fs, installed by scripts/test.sh).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Options, TestServer, free_port};
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    // Not compressible, not sniffable: a xorshift stream.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    });
+    let mut out = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// The URL with the first character of its `X-Amz-Signature` changed.
+fn tamper_signature(url: &str) -> String {
+    let at = url.find("X-Amz-Signature=").expect("a signed URL") + "X-Amz-Signature=".len();
+    let flipped = if &url[at..at + 1] == "0" { "1" } else { "0" };
+    format!("{}{flipped}{}", &url[..at], &url[at + 1..])
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn upload(
+    s: &TestServer,
+    key: &str,
+    name: &str,
+    declared: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let part = Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(declared)
+        .unwrap();
+    let r = s
+        .api(Method::POST, "/api/v1/uploads", key)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every file under `dir` (recursively), as paths relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn wait_thumbnails(s: &TestServer, key: &str, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let body = s.get_json(&format!("/api/v1/uploads/{id}"), key).await;
+        let state = body["thumbnails"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if state != "pending" || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn streamed_upload_round_trips_and_is_served_with_ranges() {
+    let s = TestServer::start().await;
+    let bytes = random_bytes(300_000);
+    let (status, body) = upload(&s, ADMIN_KEY, "data.bin", "text/html", bytes.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["size"], 300_000);
+    assert_eq!(body["sha256"], sha256_hex(&bytes));
+    assert_eq!(
+        body["content_type"], "application/octet-stream",
+        "sniffed from the bytes, not the client's text/html"
+    );
+    assert_eq!(body["filename"], "data.bin");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let url = body["url"].as_str().unwrap().to_owned();
+    assert!(url.ends_with(&format!("/f/{id}")), "{url}");
+
+    let r = s.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"data.bin\""),
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        &bytes[..],
+        "the same bytes come back"
+    );
+
+    let r = s
+        .client
+        .get(&url)
+        .header("range", "bytes=1000-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206, "range requests work");
+    assert_eq!(&r.bytes().await.unwrap()[..], &bytes[1000..1100]);
+
+    // The short link redirects to the file.
+    let short = body["short_url"].as_str().unwrap();
+    let r = s.client.get(short).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], url.as_str());
+
+    // Metadata is the owner's alone.
+    let meta = s
+        .get_json(&format!("/api/v1/uploads/{id}"), ADMIN_KEY)
+        .await;
+    assert_eq!(meta["sha256"], sha256_hex(&bytes));
+    let other = s.new_user("nosy").await;
+    let r = s
+        .api(Method::GET, &format!("/api/v1/uploads/{id}"), &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another user cannot read the metadata");
+
+    // The owner heard about it.
+    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "upload.completed" && e["data"]["id"] == id.as_str()),
+        "upload.completed: {events}"
+    );
+}
+
+#[tokio::test]
+async fn names_are_neutralized_and_types_sniffed() {
+    let s = TestServer::start().await;
+    let (status, body) = upload(
+        &s,
+        ADMIN_KEY,
+        "../../../etc/passwd",
+        "text/plain",
+        png(20, 10),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["filename"], "passwd");
+    assert_eq!(body["content_type"], "image/png");
+    let files = files_under(&s.data);
+    assert!(
+        files.iter().all(|f| !f.ends_with("passwd")),
+        "nothing is written under the client's name: {files:?}"
+    );
+    assert!(
+        !s.data.parent().unwrap().join("etc").exists(),
+        "nothing escapes the data folder"
+    );
+    let r = s
+        .client
+        .get(body["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+
+    // HTML claiming to be an image is served as text, never as a page of this site.
+    let html = b"<!DOCTYPE html><html><script>alert(1)</script></html>".to_vec();
+    let (_, body) = upload(&s, ADMIN_KEY, "cat.png", "image/png", html).await;
+    let r = s
+        .client
+        .get(body["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let served = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        served.starts_with("text/plain") || disposition.starts_with("attachment"),
+        "{served} / {disposition}"
+    );
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+}
+
+#[tokio::test]
+async fn oversized_uploads_are_refused_and_leave_nothing() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_CONTROL__MAX_UPLOAD_BYTES", "100000"),
+    )
+    .await;
+    // A declared length over the limit: refused up front.
+    let (status, body) = upload(
+        &s,
+        ADMIN_KEY,
+        "big.bin",
+        "application/octet-stream",
+        random_bytes(200_000),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("upload_too_large"))
+    );
+    // A chunked body (no length): refused while streaming, once past the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(random_bytes(10_000))).collect();
+    let part = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        chunks,
+    )))
+    .file_name("stream.bin");
+    let sent = s
+        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await;
+    if let Ok(r) = sent {
+        // The server may close the connection while the client still sends; when the
+        // answer arrives, it is the clear one.
+        assert_eq!(r.status(), 413);
+    }
+    // Exactly at the limit is fine.
+    let (status, _) = upload(
+        &s,
+        ADMIN_KEY,
+        "ok.bin",
+        "application/octet-stream",
+        random_bytes(100_000),
+    )
+    .await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let objects = files_under(&s.data.join("objects"));
+    assert_eq!(
+        objects.len(),
+        1,
+        "only the accepted upload is stored: {objects:?}"
+    );
+    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
+    let completed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "upload.completed")
+        .count();
+    assert_eq!(completed, 1, "no metadata for refused uploads");
+}
+
+#[tokio::test]
+async fn presigned_upload_with_plain_http_then_complete() {
+    let s = TestServer::start().await;
+    let image = png(640, 480);
+    let r = s
+        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
+        .json(&json!({"filename": "holiday.png", "content_type": "image/png", "size": image.len()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let presigned: Value = r.json().await.unwrap();
+    assert_eq!(presigned["method"], "PUT");
+    let id = presigned["id"].as_str().unwrap().to_owned();
+    let url = presigned["upload_url"].as_str().unwrap().to_owned();
+
+    // Completing before the bytes exist is a clear error.
+    let r = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    // A tampered signature is refused.
+    let tampered = {
+        let (base, sig) = url.rsplit_once("signature=").unwrap();
+        let flipped = if sig.starts_with('0') { "1" } else { "0" };
+        format!("{base}signature={flipped}{}", &sig[1..])
+    };
+    let r = reqwest::Client::new()
+        .put(&tampered)
+        .body(image.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let wrong_expiry = url.replacen("expires=", "expires=9", 1);
+    let r = reqwest::Client::new()
+        .put(&wrong_expiry)
+        .body(image.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the expiry is signed too");
+
+    // The real PUT, with nothing but the URL and the listed headers.
+    let mut put = reqwest::Client::new().put(&url).body(image.clone());
+    for (name, value) in presigned["headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    let r = put.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["sha256"], sha256_hex(&image));
+    assert_eq!(done["content_type"], "image/png");
+    assert_eq!(done["state"], "complete");
+    let r = s
+        .client
+        .get(done["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&r.bytes().await.unwrap()[..], &image[..]);
+    // The used URL does not work again.
+    let r = reqwest::Client::new()
+        .put(&url)
+        .body(image.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(15)).await;
+    assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
+}
+
+#[tokio::test]
+async fn expired_presigned_urls_are_refused() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_CONTROL__PRESIGN_TTL_SECONDS", "1"),
+    )
+    .await;
+    let r = s
+        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
+        .json(&json!({"filename": "late.bin", "size": 10}))
+        .send()
+        .await
+        .unwrap();
+    let presigned: Value = r.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = reqwest::Client::new()
+        .put(presigned["upload_url"].as_str().unwrap())
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+    // Bad presign requests.
+    for bad in [
+        json!({"filename": "x", "size": 0}),
+        json!({"filename": "x", "size": 2_000_000_000_000u64}),
+    ] {
+        let r = s
+            .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 413 | 422), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn thumbnails_are_made_with_the_right_sizes_and_announced() {
+    let s = TestServer::start().await;
+    let (status, body) = upload(&s, ADMIN_KEY, "wide.png", "image/png", png(1000, 500)).await;
+    assert_eq!(status, 201);
+    let id = body["id"].as_str().unwrap().to_owned();
+    let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(15)).await;
+    assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
+    let items = body["thumbnails"]["items"].as_array().unwrap();
+    let sizes: Vec<_> = items
+        .iter()
+        .map(|t| {
+            (
+                t["size"].as_u64().unwrap(),
+                t["width"].as_u64().unwrap(),
+                t["height"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sizes, [(150, 150, 75), (300, 300, 150), (800, 800, 400)]);
+    for item in items {
+        let r = s
+            .client
+            .get(item["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let decoded = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            (u64::from(decoded.width()), u64::from(decoded.height())),
+            (
+                item["width"].as_u64().unwrap(),
+                item["height"].as_u64().unwrap()
+            )
+        );
+    }
+    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "upload.thumbnails_ready" && e["data"]["id"] == id.as_str()),
+        "{events}"
+    );
+}
+
+#[tokio::test]
+async fn images_over_the_pixel_limit_are_refused_not_decoded() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_CONTROL__THUMBNAIL_MAX_PIXELS", "100000"),
+    )
+    .await;
+    let (_, body) = upload(&s, ADMIN_KEY, "huge.png", "image/png", png(1000, 500)).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(15)).await;
+    assert_eq!(body["thumbnails"]["state"], "failed", "{body}");
+    assert!(s.log_text().contains("refused without decoding"));
+}
+
+#[tokio::test]
+async fn a_restart_mid_job_finishes_the_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let options = || {
+        let mut o = Options::default()
+            .env("SHORTLINK_CONTROL__THUMBNAIL_LEASE_SECONDS", "1")
+            .env("SHORTLINK_CONTROL__THUMBNAIL_WORKERS", "1");
+        o.data = Some(data.clone());
+        o
+    };
+    let s = TestServer::start_with(options()).await;
+    // Large enough that the job is still running when the process is killed.
+    let (status, body) = upload(&s, ADMIN_KEY, "big.png", "image/png", png(3000, 3000)).await;
+    assert_eq!(status, 201);
+    let id = body["id"].as_str().unwrap().to_owned();
+    drop(s); // SIGKILL, mid-job or before it started
+    let s = TestServer::start_with(options()).await;
+    let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(30)).await;
+    assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
+    assert_eq!(body["thumbnails"]["items"].as_array().unwrap().len(), 3);
+}
+
+/// A real S3-compatible server (s3s-fs) on a free port, with a bucket.
+struct S3Server {
+    child: Child,
+    port: u16,
+    _root: tempfile::TempDir,
+}
+
+const S3_KEY: &str = "AKIASHORTLINKTEST";
+const S3_SECRET: &str = "shortlink-test-secret-key-0123456789";
+const BUCKET: &str = "uploads";
+
+impl S3Server {
+    async fn start() -> S3Server {
+        let binary = std::env::var("S3S_FS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testinfra/s3s/bin/s3s-fs")
+            });
+        assert!(
+            binary.exists(),
+            "s3s-fs is not installed at {}: run ./scripts/test.sh (it installs it), or \
+             cargo install s3s-fs@0.14.1 --locked --features binary --root target/testinfra/s3s",
+            binary.display()
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        S3Server {
+            child,
+            port,
+            _root: root,
+        }
+    }
+
+    fn options(&self) -> Options {
+        Options::default()
+            .env("SHORTLINK_OBJECTS__BACKEND", "s3")
+            .env(
+                "SHORTLINK_OBJECTS__S3__ENDPOINT",
+                &format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("SHORTLINK_OBJECTS__S3__BUCKET", BUCKET)
+            .env("SHORTLINK_OBJECTS__S3__ACCESS_KEY_ID", S3_KEY)
+            .env("SHORTLINK_OBJECTS__S3__SECRET_ACCESS_KEY", S3_SECRET)
+            .env("SHORTLINK_OBJECTS__S3__PART_SIZE", "5242880")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
+    let s3 = S3Server::start().await;
+    let s = TestServer::start_with(s3.options()).await;
+    let http = reqwest::Client::new(); // follows redirects
+
+    // 12 MiB: three parts of a multipart upload.
+    let bytes = random_bytes(12 * 1024 * 1024);
+    let (status, body) = upload(
+        &s,
+        ADMIN_KEY,
+        "big.bin",
+        "application/octet-stream",
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sha256"], sha256_hex(&bytes));
+    let url = body["url"].as_str().unwrap();
+    let r = s.client.get(url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        307,
+        "S3 objects are served by a presigned redirect"
+    );
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("http://127.0.0.1:{}/{BUCKET}/u/", s3.port)),
+        "{location}"
+    );
+    let fetched = http.get(url).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        &fetched.bytes().await.unwrap()[..],
+        &bytes[..],
+        "the same bytes from S3"
+    );
+    // A tampered presigned GET is refused by S3 itself.
+    let r = http.get(tamper_signature(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Presigned PUT straight to S3 with plain HTTP, then complete.
+    let image = png(500, 400);
+    let r = s
+        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
+        .json(&json!({"filename": "photo.png", "content_type": "image/png", "size": image.len()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let presigned: Value = r.json().await.unwrap();
+    let upload_url = presigned["upload_url"].as_str().unwrap().to_owned();
+    assert!(upload_url.contains("X-Amz-Signature="), "{upload_url}");
+    let put = |target: String| {
+        // A fresh connection each: S3 closes one after refusing a request unread.
+        let mut put = reqwest::Client::new().put(target).body(image.clone());
+        for (name, value) in presigned["headers"].as_object().unwrap() {
+            put = put.header(name, value.as_str().unwrap());
+        }
+        put.send()
+    };
+    let tampered = tamper_signature(&upload_url);
+    assert_eq!(
+        put(tampered).await.unwrap().status(),
+        403,
+        "S3 refuses a tampered signature"
+    );
+    assert_eq!(put(upload_url).await.unwrap().status(), 200);
+    let id = presigned["id"].as_str().unwrap();
+    let r = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["sha256"], sha256_hex(&image));
+    let body = wait_thumbnails(&s, ADMIN_KEY, id, Duration::from_secs(20)).await;
+    assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
+    let thumb = body["thumbnails"]["items"][0]["url"].as_str().unwrap();
+    let r = http.get(thumb).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let decoded = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (150, 120));
+
+    // Over the limit on S3: nothing is left in the bucket.
+    let before = files_under(s3._root.path());
+    drop(s);
+    let s = TestServer::start_with(
+        s3.options()
+            .env("SHORTLINK_CONTROL__MAX_UPLOAD_BYTES", "6000000"),
+    )
+    .await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..12).map(|_| Ok(random_bytes(1024 * 1024))).collect();
+    let part = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        chunks,
+    )))
+    .file_name("x.bin");
+    let sent = s
+        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await;
+    if let Ok(r) = sent {
+        assert_eq!(r.status(), 413);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Vec<_> = files_under(s3._root.path())
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().contains(".upload"))
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().contains(".upload"))
+        .collect();
+    assert_eq!(after, before, "no object from the refused upload");
+}
