@@ -198,4 +198,41 @@ mod tests {
         assert!(err.contains("more than 100000 pixels"), "{err}");
         assert!(make_thumbnails(b"not an image", 1_000_000, 1_000_000).is_err());
     }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        // A 70-byte PNG that claims 50 000 × 50 000 pixels (7.5 GB decoded).
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+        png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+        png.extend_from_slice(idat);
+        png.extend_from_slice(&crc32(idat).to_be_bytes());
+        let err = make_thumbnails(&png, 40_000_000, 320_000_000).unwrap_err();
+        assert!(
+            err.contains("50000×50000"),
+            "refused from the header: {err}"
+        );
+    }
 }
