@@ -121,6 +121,7 @@ impl Enricher {
             bot,
             referrer: referrer_host(click.referrer.as_deref()),
             country: self.country(ip, click.country.as_deref()),
+            count: click.count.max(1),
         }
     }
 
@@ -213,6 +214,7 @@ mod tests {
             host: None,
             country: Some("de".into()),
             head: false,
+            count: 1,
         }
     }
 

@@ -145,6 +145,12 @@ impl Ingestor {
         let now_ms = now_unix() * 1000;
         let oldest = now_ms - i64::from(self.retention_days) * 86_400_000;
         for click in &batch.clicks {
+            if click.count == 0 {
+                return Err(ApiError::invalid(
+                    "invalid_count",
+                    "a click's count (n) must be at least 1",
+                ));
+            }
             if click.ts_ms < oldest || click.ts_ms > now_ms + FUTURE_SKEW_MS {
                 return Err(ApiError::invalid(
                     "invalid_timestamp",
@@ -176,7 +182,7 @@ pub async fn ingest_clicks(
     _internal: Internal,
     ApiJson(batch): ApiJson<ClickBatch>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let count = batch.clicks.len();
+    let count: usize = batch.clicks.iter().map(|c| c.count.max(1) as usize).sum();
     let batch_id = batch.batch_id.clone();
     let outcome = state.ingestor().apply_off_thread(batch).await?;
     Ok(Json(IngestResponse {

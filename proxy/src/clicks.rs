@@ -298,7 +298,8 @@ impl ClickShipper {
     }
 
     fn count(&self, counter: &AtomicU64, batch: &ClickBatch) {
-        counter.fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
+        let clicks: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
+        counter.fetch_add(clicks, Ordering::Relaxed);
     }
 
     /// Sends a fresh batch, or spools it when the spool is not empty (order) or sending fails.
@@ -356,12 +357,65 @@ impl ClickShipper {
     }
 }
 
+/// The clicks of the batch being formed, with identical ones folded: clicks that differ
+/// only in their milliseconds within one second (the same visitor hammering a link, a
+/// load test, a bot) become one event with a count. The stats are the same; the work of
+/// shipping, enriching and storing them is not.
+#[derive(Default)]
+struct Coalescer {
+    events: Vec<ClickEvent>,
+    /// Hash of an event's identity → its index in `events`.
+    index: std::collections::HashMap<u64, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    /// Clicks held (the sum of the events' counts).
+    clicks: usize,
+}
+
+fn visit_hash(click: &ClickEvent) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    click.link_id.hash(&mut h);
+    click.ts_ms.div_euclid(1000).hash(&mut h);
+    click.ip.hash(&mut h);
+    click.head.hash(&mut h);
+    click.user_agent.hash(&mut h);
+    click.referrer.hash(&mut h);
+    click.host.hash(&mut h);
+    click.country.hash(&mut h);
+    h.finish()
+}
+
+impl Coalescer {
+    fn add(&mut self, click: ClickEvent) {
+        self.clicks += click.count.max(1) as usize;
+        let hash = visit_hash(&click);
+        if let Some(&i) = self.index.get(&hash)
+            && self.events[i].same_visit(&click)
+        {
+            let held = &mut self.events[i];
+            held.count = held.count.saturating_add(click.count.max(1));
+            return;
+        }
+        self.index.insert(hash, self.events.len());
+        self.events.push(click);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    fn take(&mut self) -> Vec<ClickEvent> {
+        self.index.clear();
+        self.clicks = 0;
+        std::mem::take(&mut self.events)
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ClickShipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut queue = self.queue.lock().await;
         let mut state = self.state.lock().await;
-        let mut pending: Vec<ClickEvent> = Vec::new();
+        let mut pending = Coalescer::default();
         let mut oldest: Option<Instant> = None;
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -372,9 +426,11 @@ impl BackgroundService for ClickShipper {
             };
             while let Ok(click) = queue.try_recv() {
                 oldest.get_or_insert_with(Instant::now);
-                pending.push(click);
-                if pending.len() >= self.config.batch_max {
-                    let batch = std::mem::take(&mut pending);
+                pending.add(click);
+                // The limit is on events (what a batch carries and ingestion accepts):
+                // folded clicks make batches of many clicks, formed by time.
+                if pending.events.len() >= self.config.batch_max {
+                    let batch = pending.take();
                     self.deliver(&mut state, batch, Duration::from_secs(5))
                         .await;
                     oldest = None;
@@ -384,7 +440,7 @@ impl BackgroundService for ClickShipper {
                 break;
             }
             if oldest.is_some_and(|t| t.elapsed() >= self.config.batch_every) {
-                let batch = std::mem::take(&mut pending);
+                let batch = pending.take();
                 self.deliver(&mut state, batch, Duration::from_secs(5))
                     .await;
                 oldest = None;
@@ -393,7 +449,8 @@ impl BackgroundService for ClickShipper {
         }
         // Shutting down: one short attempt, then the spool. Nothing in memory is lost.
         if !pending.is_empty() {
-            self.deliver(&mut state, pending, Duration::from_millis(500))
+            let batch = pending.take();
+            self.deliver(&mut state, batch, Duration::from_millis(500))
                 .await;
         }
         let s = &self.stats;
@@ -405,5 +462,61 @@ impl BackgroundService for ClickShipper {
             rejected = s.rejected.load(Ordering::Relaxed),
             "click shipper stopped"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(ts_ms: i64, ua: &str) -> ClickEvent {
+        ClickEvent {
+            link_id: 7,
+            ts_ms,
+            ip: Some("198.51.100.4".parse().unwrap()),
+            user_agent: Some(ua.into()),
+            referrer: None,
+            host: Some("sho.rt".into()),
+            country: None,
+            head: false,
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn identical_clicks_in_a_second_fold_into_one_event() {
+        let mut c = Coalescer::default();
+        for ms in 0..100 {
+            c.add(click(1_900_000_000_000 + ms, "wrk"));
+        }
+        c.add(click(1_900_000_000_500, "curl")); // another agent
+        c.add(click(1_900_000_001_000, "wrk")); // the next second
+        let mut head = click(1_900_000_000_001, "wrk");
+        head.head = true; // another method
+        c.add(head);
+        assert_eq!(c.clicks, 103);
+        let events = c.take();
+        let counts: Vec<_> = events.iter().map(|e| (e.count, e.ts_ms)).collect();
+        assert_eq!(
+            counts,
+            [
+                (100, 1_900_000_000_000),
+                (1, 1_900_000_000_500),
+                (1, 1_900_000_001_000),
+                (1, 1_900_000_000_001)
+            ]
+        );
+        assert!(c.is_empty() && c.clicks == 0);
+        // The count travels on the wire as "n", and 1 is left out.
+        let json = serde_json::to_string(&events[0]).unwrap();
+        assert!(json.contains(r#""n":100"#), "{json}");
+        assert!(
+            !serde_json::to_string(&events[1])
+                .unwrap()
+                .contains(r#""n""#)
+        );
+        let back: ClickEvent =
+            serde_json::from_str(&serde_json::to_string(&events[1]).unwrap()).unwrap();
+        assert_eq!(back.count, 1);
     }
 }

@@ -96,6 +96,7 @@ impl Capture {
                 .as_deref()
                 .and_then(|h| header_text(req, h)),
             head: req.method == Method::HEAD,
+            count: 1,
         }
     }
 }

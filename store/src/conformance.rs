@@ -369,6 +369,7 @@ fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
         bot,
         referrer: "example.com".into(),
         country: "DE".into(),
+        count: 1,
     }
 }
 
@@ -625,6 +626,33 @@ async fn event_log(store: &dyn Store, run: &str) {
         (Some(5), Some(1))
     );
     assert_eq!(data["code"], format!("{run}ev"));
+    // A folded row counts as many clicks as it stands for.
+    let folded = EnrichedClick {
+        count: 7,
+        ..click(link.id, now_ms, "Chrome", false)
+    };
+    store
+        .ingest_clicks(&format!("{run}-ev-folded"), vec![folded])
+        .await
+        .unwrap();
+    let got = store
+        .get_link("", &format!("{run}ev"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.clicks, 12, "5 clicks, then one row of 7");
+    let stats = store
+        .link_stats(StatsQuery {
+            link_id: link.id,
+            from: now_ms / 1000 - 7200,
+            to: now_ms / 1000 + 7200,
+            interval: Interval::Hour,
+            top: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!((stats.total, stats.bots), (12, 1));
+    assert_eq!(stats.browsers[0].count, 12);
 
     // Retention: a user's newest events survive, by count.
     let crowd = user(store, run, "crowded").await;

@@ -37,15 +37,15 @@ fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Encodes clicks for the click log as tab-separated lines (link id, time in ms, ip,
-/// browser, os, device, bot, referrer, country): about a third of the size of JSON, which
-/// matters because the log is most of what ingestion writes.
+/// browser, os, device, bot, referrer, country, count): about a third of the size of
+/// JSON, which matters because the log is most of what ingestion writes.
 fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(clicks.len() * 64);
     for c in clicks {
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             c.link_id,
             c.ts_ms,
             c.ip,
@@ -54,7 +54,8 @@ fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
             c.device,
             u8::from(c.bot),
             clean(&c.referrer),
-            clean(&c.country)
+            clean(&c.country),
+            c.count
         );
     }
     out
@@ -140,22 +141,24 @@ impl ClickStore for EmbeddedStore {
                     .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
                     .collect();
                 let body = encode_log(&counted);
+                let total: i64 = counted.iter().map(|c| i64::from(c.count.max(1))).sum();
                 conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
-                    .execute(params![now, counted.len() as i64, body])?;
+                    .execute(params![now, total, body])?;
                 for c in &counted {
+                    let n = i64::from(c.count.max(1));
                     let hour = hour_of(c.ts_ms);
                     let slot = hours.entry((c.link_id, hour)).or_default();
-                    slot.0 += 1;
-                    slot.1 += i64::from(c.bot);
+                    slot.0 += n;
+                    slot.1 += if c.bot { n } else { 0 };
                     let day = day_of(hour);
                     for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
-                        *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += 1;
+                        *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += n;
                     }
                     let seen = per_link
                         .entry(c.link_id)
                         .or_insert((0, 0, c.ts_ms, c.ts_ms));
-                    seen.0 += 1;
-                    seen.1 += i64::from(c.bot);
+                    seen.0 += n;
+                    seen.1 += if c.bot { n } else { 0 };
                     seen.2 = seen.2.min(c.ts_ms);
                     seen.3 = seen.3.max(c.ts_ms);
                 }

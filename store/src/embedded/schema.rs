@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS route_changes (
 
 -- Version 2: clicks. The raw click log keeps each applied batch as one row (its enriched
 -- clicks as tab-separated lines: link id, ms, ip, browser, os, device, bot, referrer,
--- country) for the retention period: one insert per batch instead of one
+-- country, and how many identical clicks the line stands for — absent, in lines written
+-- before it existed, means 1) for the retention period: one insert per batch instead of one
 -- per click, which is what lets ingestion keep up beside the proxy on the same cores.
 -- Stats read only the rollups.
 CREATE TABLE IF NOT EXISTS click_log (
