@@ -33,6 +33,7 @@ pub struct ClickEvent {
     pub head: bool,
     /// How many identical clicks this stands for: the shipper folds clicks that differ only
     /// in their milliseconds within one second into one event (`ts_ms` is the first's).
+    /// Absent on the wire means 1.
     #[serde(rename = "n", default = "one", skip_serializing_if = "is_one")]
     pub count: u32,
 }
@@ -43,21 +44,6 @@ fn one() -> u32 {
 
 fn is_one(n: &u32) -> bool {
     *n == 1
-}
-
-impl ClickEvent {
-    /// True when `other` is the same click as this one but for its milliseconds (same
-    /// link, second, client, agent, referrer, host, country and method).
-    pub fn same_visit(&self, other: &ClickEvent) -> bool {
-        self.link_id == other.link_id
-            && self.ts_ms.div_euclid(1000) == other.ts_ms.div_euclid(1000)
-            && self.ip == other.ip
-            && self.head == other.head
-            && self.user_agent == other.user_agent
-            && self.referrer == other.referrer
-            && self.host == other.host
-            && self.country == other.country
-    }
 }
 
 /// A batch of clicks, identified so a redelivered batch is applied once.

@@ -361,17 +361,21 @@ impl ClickShipper {
 /// only in their milliseconds within one second (the same visitor hammering a link, a
 /// load test, a bot) become one event with a count. The stats are the same; the work of
 /// shipping, enriching and storing them is not.
+///
+/// Identity is a 128-bit xxh3 of every field but the milliseconds: comparing the strings
+/// themselves cost more than the rest of the shipper. Two different visits would have to
+/// collide in 128 bits to be folded (and even then every click is still counted).
 #[derive(Default)]
 struct Coalescer {
     events: Vec<ClickEvent>,
-    /// Hash of an event's identity → its index in `events`.
-    index: std::collections::HashMap<u64, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    /// Identity of an event → its index in `events`.
+    index: std::collections::HashMap<u128, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
     /// Clicks held (the sum of the events' counts).
     clicks: usize,
 }
 
-fn visit_hash(click: &ClickEvent) -> u64 {
-    use std::hash::{Hash, Hasher};
+fn visit_identity(click: &ClickEvent) -> u128 {
+    use std::hash::Hash;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     click.link_id.hash(&mut h);
     click.ts_ms.div_euclid(1000).hash(&mut h);
@@ -381,22 +385,23 @@ fn visit_hash(click: &ClickEvent) -> u64 {
     click.referrer.hash(&mut h);
     click.host.hash(&mut h);
     click.country.hash(&mut h);
-    h.finish()
+    h.digest128()
 }
 
 impl Coalescer {
     fn add(&mut self, click: ClickEvent) {
-        self.clicks += click.count.max(1) as usize;
-        let hash = visit_hash(&click);
-        if let Some(&i) = self.index.get(&hash)
-            && self.events[i].same_visit(&click)
-        {
-            let held = &mut self.events[i];
-            held.count = held.count.saturating_add(click.count.max(1));
-            return;
+        let count = click.count.max(1);
+        self.clicks += count as usize;
+        match self.index.entry(visit_identity(&click)) {
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let held = &mut self.events[*slot.get()];
+                held.count = held.count.saturating_add(count);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(self.events.len());
+                self.events.push(click);
+            }
         }
-        self.index.insert(hash, self.events.len());
-        self.events.push(click);
     }
 
     fn is_empty(&self) -> bool {
