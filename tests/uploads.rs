@@ -90,6 +90,64 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Uploads `chunks` pieces of `size` bytes as a chunked body (no length) and checks that
+/// a refusal, when the answer arrives before the connection closes, is a 413.
+async fn chunked_upload_is_refused(s: &TestServer, chunks: usize, size: usize) {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..chunks).map(|_| Ok(random_bytes(size))).collect();
+    let part = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        pieces,
+    )))
+    .file_name("stream.bin");
+    let sent = s
+        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await;
+    if let Ok(r) = sent {
+        // The server may close the connection while the client still sends; when the
+        // answer arrives, it is the clear one.
+        assert_eq!(r.status(), 413);
+    }
+}
+
+/// Asks for a presigned upload as admin; returns the answer.
+async fn presign(s: &TestServer, request: Value) -> Value {
+    let r = s
+        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "presign {request}");
+    r.json().await.unwrap()
+}
+
+/// PUTs `body` to `url` with the presign answer's headers, on a fresh connection (a store
+/// may close one after refusing a request unread); returns the status.
+async fn put_presigned(url: &str, presigned: &Value, body: Vec<u8>) -> u16 {
+    let mut put = reqwest::Client::new().put(url).body(body);
+    for (name, value) in presigned["headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    put.send().await.unwrap().status().as_u16()
+}
+
+/// Completes a presigned upload as admin; returns (status, body).
+async fn complete(s: &TestServer, id: &str) -> (u16, Value) {
+    let r = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn wait_thumbnails(s: &TestServer, key: &str, id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
@@ -262,22 +320,7 @@ async fn oversized_uploads_are_refused_and_leave_nothing() {
         (413, Some("upload_too_large"))
     );
     // A chunked body (no length): refused while streaming, once past the limit.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..20).map(|_| Ok(random_bytes(10_000))).collect();
-    let part = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
-        chunks,
-    )))
-    .file_name("stream.bin");
-    let sent = s
-        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
-        .multipart(Form::new().part("file", part))
-        .send()
-        .await;
-    if let Ok(r) = sent {
-        // The server may close the connection while the client still sends; when the
-        // answer arrives, it is the clear one.
-        assert_eq!(r.status(), 413);
-    }
+    chunked_upload_is_refused(&s, 20, 10_000).await;
     // Exactly at the limit is fine.
     let (status, _) = upload(
         &s,
@@ -309,29 +352,17 @@ async fn oversized_uploads_are_refused_and_leave_nothing() {
 async fn presigned_upload_with_plain_http_then_complete() {
     let s = TestServer::start().await;
     let image = png(640, 480);
-    let r = s
-        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
-        .json(&json!({"filename": "holiday.png", "content_type": "image/png", "size": image.len()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let presigned: Value = r.json().await.unwrap();
+    let presigned = presign(
+        &s,
+        json!({"filename": "holiday.png", "content_type": "image/png", "size": image.len()}),
+    )
+    .await;
     assert_eq!(presigned["method"], "PUT");
     let id = presigned["id"].as_str().unwrap().to_owned();
     let url = presigned["upload_url"].as_str().unwrap().to_owned();
 
     // Completing before the bytes exist is a clear error.
-    let r = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/uploads/{id}/complete"),
-            ADMIN_KEY,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    assert_eq!(complete(&s, &id).await.0, 409);
 
     // A tampered signature is refused.
     let tampered = {
@@ -339,40 +370,21 @@ async fn presigned_upload_with_plain_http_then_complete() {
         let flipped = if sig.starts_with('0') { "1" } else { "0" };
         format!("{base}signature={flipped}{}", &sig[1..])
     };
-    let r = reqwest::Client::new()
-        .put(&tampered)
-        .body(image.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(
+        put_presigned(&tampered, &presigned, image.clone()).await,
+        403
+    );
     let wrong_expiry = url.replacen("expires=", "expires=9", 1);
-    let r = reqwest::Client::new()
-        .put(&wrong_expiry)
-        .body(image.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "the expiry is signed too");
+    assert_eq!(
+        put_presigned(&wrong_expiry, &presigned, image.clone()).await,
+        403,
+        "the expiry is signed too"
+    );
 
     // The real PUT, with nothing but the URL and the listed headers.
-    let mut put = reqwest::Client::new().put(&url).body(image.clone());
-    for (name, value) in presigned["headers"].as_object().unwrap() {
-        put = put.header(name, value.as_str().unwrap());
-    }
-    let r = put.send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let r = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/uploads/{id}/complete"),
-            ADMIN_KEY,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let done: Value = r.json().await.unwrap();
+    assert_eq!(put_presigned(&url, &presigned, image.clone()).await, 200);
+    let (status, done) = complete(&s, &id).await;
+    assert_eq!(status, 200);
     assert_eq!(done["sha256"], sha256_hex(&image));
     assert_eq!(done["content_type"], "image/png");
     assert_eq!(done["state"], "complete");
@@ -384,13 +396,7 @@ async fn presigned_upload_with_plain_http_then_complete() {
         .unwrap();
     assert_eq!(&r.bytes().await.unwrap()[..], &image[..]);
     // The used URL does not work again.
-    let r = reqwest::Client::new()
-        .put(&url)
-        .body(image.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(put_presigned(&url, &presigned, image.clone()).await, 403);
     let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(15)).await;
     assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
 }
@@ -401,13 +407,7 @@ async fn expired_presigned_urls_are_refused() {
         Options::default().env("SHORTLINK_CONTROL__PRESIGN_TTL_SECONDS", "1"),
     )
     .await;
-    let r = s
-        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
-        .json(&json!({"filename": "late.bin", "size": 10}))
-        .send()
-        .await
-        .unwrap();
-    let presigned: Value = r.json().await.unwrap();
+    let presigned = presign(&s, json!({"filename": "late.bin", "size": 10})).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = reqwest::Client::new()
         .put(presigned["upload_url"].as_str().unwrap())
@@ -641,43 +641,25 @@ async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
 
     // Presigned PUT straight to S3 with plain HTTP, then complete.
     let image = png(500, 400);
-    let r = s
-        .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
-        .json(&json!({"filename": "photo.png", "content_type": "image/png", "size": image.len()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let presigned: Value = r.json().await.unwrap();
+    let presigned = presign(
+        &s,
+        json!({"filename": "photo.png", "content_type": "image/png", "size": image.len()}),
+    )
+    .await;
     let upload_url = presigned["upload_url"].as_str().unwrap().to_owned();
     assert!(upload_url.contains("X-Amz-Signature="), "{upload_url}");
-    let put = |target: String| {
-        // A fresh connection each: S3 closes one after refusing a request unread.
-        let mut put = reqwest::Client::new().put(target).body(image.clone());
-        for (name, value) in presigned["headers"].as_object().unwrap() {
-            put = put.header(name, value.as_str().unwrap());
-        }
-        put.send()
-    };
-    let tampered = tamper_signature(&upload_url);
     assert_eq!(
-        put(tampered).await.unwrap().status(),
+        put_presigned(&tamper_signature(&upload_url), &presigned, image.clone()).await,
         403,
         "S3 refuses a tampered signature"
     );
-    assert_eq!(put(upload_url).await.unwrap().status(), 200);
+    assert_eq!(
+        put_presigned(&upload_url, &presigned, image.clone()).await,
+        200
+    );
     let id = presigned["id"].as_str().unwrap();
-    let r = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/uploads/{id}/complete"),
-            ADMIN_KEY,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let done: Value = r.json().await.unwrap();
+    let (status, done) = complete(&s, id).await;
+    assert_eq!(status, 200);
     assert_eq!(done["sha256"], sha256_hex(&image));
     let body = wait_thumbnails(&s, ADMIN_KEY, id, Duration::from_secs(20)).await;
     assert_eq!(body["thumbnails"]["state"], "ready", "{body}");
@@ -692,23 +674,20 @@ async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
     drop(s);
     let s = TestServer::start_with(
         s3.options()
-            .env("SHORTLINK_CONTROL__MAX_UPLOAD_BYTES", "6000000"),
+            .env("SHORTLINK_CONTROL__MAX_UPLOAD_BYTES", "6000000")
+            .env("SHORTLINK_CONTROL__PRESIGN_TTL_SECONDS", "1"),
     )
     .await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..12).map(|_| Ok(random_bytes(1024 * 1024))).collect();
-    let part = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
-        chunks,
-    )))
-    .file_name("x.bin");
-    let sent = s
-        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
-        .multipart(Form::new().part("file", part))
-        .send()
-        .await;
-    if let Ok(r) = sent {
-        assert_eq!(r.status(), 413);
-    }
+    chunked_upload_is_refused(&s, 12, 1024 * 1024).await;
+    // An expired presigned PUT is refused by S3 itself.
+    let late = presign(&s, json!({"filename": "late.bin", "size": 10})).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let url = late["upload_url"].as_str().unwrap();
+    assert_eq!(
+        put_presigned(url, &late, vec![7u8; 10]).await,
+        403,
+        "S3 refuses an expired URL"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after: Vec<_> = files_under(s3._root.path())
         .into_iter()

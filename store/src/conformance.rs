@@ -687,6 +687,19 @@ async fn event_log(store: &dyn Store, run: &str) {
     );
 }
 
+/// Claims due jobs until `upload_id`'s comes up (other runs' jobs may be queued in a
+/// shared store); `None` if it is not due.
+async fn claim_job_of(store: &dyn Store, upload_id: &str, lease_secs: i64) -> Option<ThumbnailJob> {
+    for _ in 0..100 {
+        match store.claim_thumbnail_job(lease_secs).await.unwrap() {
+            Some(job) if job.upload_id == upload_id => return Some(job),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
 async fn uploads_and_jobs(store: &dyn Store, run: &str) {
     let secret = store.installation_secret().await.unwrap();
     assert_eq!(
@@ -758,19 +771,9 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
     );
     let events = store.user_events(owner, head, 10).await.unwrap();
     assert_eq!(events.len(), 1, "one upload.completed");
-    // Claim jobs until ours comes up (other runs' jobs may be queued in a shared store).
-    let mut claimed: Option<ThumbnailJob> = None;
-    for _ in 0..100 {
-        match store.claim_thumbnail_job(60).await.unwrap() {
-            Some(job) if job.upload_id == complete.id => {
-                claimed = Some(job);
-                break;
-            }
-            Some(_) => continue,
-            None => break,
-        }
-    }
-    let job = claimed.expect("the completed image has a job");
+    let job = claim_job_of(store, &complete.id, 60)
+        .await
+        .expect("the completed image has a job");
     assert_eq!(job.attempt, 1);
     let again = store.claim_thumbnail_job(60).await.unwrap();
     assert!(
@@ -801,29 +804,9 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
         .insert_upload(other.clone(), true, None)
         .await
         .unwrap();
-    let mut first = None;
-    for _ in 0..100 {
-        match store.claim_thumbnail_job(0).await.unwrap() {
-            Some(job) if job.upload_id == other.id => {
-                first = Some(job);
-                break;
-            }
-            Some(_) => continue,
-            None => break,
-        }
-    }
+    let first = claim_job_of(store, &other.id, 0).await;
     assert_eq!(first.map(|j| j.attempt), Some(1));
-    let mut second = None;
-    for _ in 0..100 {
-        match store.claim_thumbnail_job(60).await.unwrap() {
-            Some(job) if job.upload_id == other.id => {
-                second = Some(job);
-                break;
-            }
-            Some(_) => continue,
-            None => break,
-        }
-    }
+    let second = claim_job_of(store, &other.id, 60).await;
     assert_eq!(
         second.map(|j| j.attempt),
         Some(2),
