@@ -10,37 +10,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shortlink_benches::{arg, free_port, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 const ADMIN_KEY: &str = "sl_fanout_bench_admin_key_000000000";
-
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
-        })
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -130,9 +105,9 @@ async fn subscriber(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let connections = arg(1, 10_000);
-    let users = arg(2, 100).max(1);
-    let rounds = arg(3, 20);
+    let connections: usize = arg(1, 10_000);
+    let users = arg::<usize>(2, 100).max(1);
+    let rounds: usize = arg(3, 20);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let binary = root.join("target/release/shortlink");
     assert!(
@@ -174,7 +149,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rss_idle = rss_kib(server.id());
+    let rss_idle = status_kib(server.id(), "VmRSS");
 
     let mut keys = Vec::new();
     for u in 0..users {
@@ -227,7 +202,7 @@ async fn main() {
     }
     let open_time = opening.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_held = rss_kib(server.id());
+    let rss_held = status_kib(server.id(), "VmRSS");
     println!(
         "held {opened} SSE connections ({users} users) in {:.1} s; server RSS {} MiB idle, {} MiB holding them",
         open_time.as_secs_f64(),

@@ -7,35 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shortlink_benches::{arg, free_port, status_kib};
 use tokio::io::AsyncReadExt;
 
 const ADMIN_KEY: &str = "sl_upload_bench_admin_key_00000000000";
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -108,8 +83,8 @@ async fn upload(base: &str, path: &Path, pid: u32) -> (f64, u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mib = arg(1, 1024);
-    let runs = arg(2, 3).max(1) as usize;
+    let mib: u64 = arg(1, 1024);
+    let runs = arg::<usize>(2, 3).max(1);
     let size = mib * 1024 * 1024;
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let binary = root.join("target/release/shortlink");
