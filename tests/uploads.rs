@@ -148,6 +148,17 @@ async fn complete(s: &TestServer, id: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The admin's events of `kind` about upload `id`.
+async fn upload_events(s: &TestServer, kind: &str, id: &str) -> usize {
+    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind && (id.is_empty() || e["data"]["id"] == id))
+        .count()
+}
+
 async fn wait_thumbnails(s: &TestServer, key: &str, id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
@@ -226,15 +237,7 @@ async fn streamed_upload_round_trips_and_is_served_with_ranges() {
     assert_eq!(r.status(), 404, "another user cannot read the metadata");
 
     // The owner heard about it.
-    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "upload.completed" && e["data"]["id"] == id.as_str()),
-        "upload.completed: {events}"
-    );
+    assert_eq!(upload_events(&s, "upload.completed", &id).await, 1);
 }
 
 #[tokio::test]
@@ -338,13 +341,7 @@ async fn oversized_uploads_are_refused_and_leave_nothing() {
         1,
         "only the accepted upload is stored: {objects:?}"
     );
-    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
-    let completed = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "upload.completed")
-        .count();
+    let completed = upload_events(&s, "upload.completed", "").await;
     assert_eq!(completed, 1, "no metadata for refused uploads");
 }
 
@@ -477,15 +474,7 @@ async fn thumbnails_are_made_with_the_right_sizes_and_announced() {
             )
         );
     }
-    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "upload.thumbnails_ready" && e["data"]["id"] == id.as_str()),
-        "{events}"
-    );
+    assert_eq!(upload_events(&s, "upload.thumbnails_ready", &id).await, 1);
 }
 
 #[tokio::test]
