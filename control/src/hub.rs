@@ -107,6 +107,7 @@ impl Hub {
         }
         channel.subscribers += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::SUBSCRIBERS.inc();
         Ok(Subscription {
             receiver: channel.sender.subscribe(),
             closed: self.closed.subscribe(),
@@ -131,6 +132,7 @@ impl Hub {
         if let Some(last) = events.last() {
             self.published.fetch_max(last.id, Ordering::AcqRel);
         }
+        crate::metrics::EVENTS_PUBLISHED.inc_by(events.len() as u64);
         for event in events {
             if let Some(channel) = channels.get(&event.user_id) {
                 // An error only means nobody is listening right now.
@@ -154,6 +156,7 @@ impl Hub {
             }
         }
         self.total.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::SUBSCRIBERS.dec();
     }
 
     /// Follows the store's event feed from its current head and publishes what appears,
@@ -311,6 +314,7 @@ impl EventStream {
                         return Ok(Some(Delivery::Event(event)));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        crate::metrics::EVENT_RESYNCS.inc();
                         self.catch_up = true;
                         return Ok(Some(Delivery::Resync));
                     }

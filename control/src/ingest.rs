@@ -17,6 +17,7 @@ use crate::config::ControlConfig;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Header carrying the internal secret.
@@ -94,18 +95,36 @@ impl Ingestor {
 
     /// Validates, enriches on the calling thread and stores a batch.
     pub async fn apply(&self, batch: &ClickBatch) -> Result<IngestOutcome, ApiError> {
-        self.validate(batch)?;
+        counted(self.validate(batch))?;
         let enriched = batch
             .clicks
             .iter()
             .map(|c| self.enricher.enrich(c))
             .collect();
-        Ok(self.store.ingest_clicks(&batch.batch_id, enriched).await?)
+        self.store_batch(&batch.batch_id, enriched).await
+    }
+
+    async fn store_batch(
+        &self,
+        batch_id: &str,
+        enriched: Vec<shortlink_core::EnrichedClick>,
+    ) -> Result<IngestOutcome, ApiError> {
+        let clicks: u64 = enriched.iter().map(|c| u64::from(c.count.max(1))).sum();
+        let outcome = self.store.ingest_clicks(batch_id, enriched).await?;
+        let label = match outcome {
+            IngestOutcome::Applied => {
+                metrics::CLICKS_INGESTED.inc_by(clicks);
+                "applied"
+            }
+            IngestOutcome::Duplicate => "duplicate",
+        };
+        metrics::CLICK_BATCHES.with_label_values(&[label]).inc();
+        Ok(outcome)
     }
 
     /// Like [`Ingestor::apply`], with the enrichment on the blocking pool.
     async fn apply_off_thread(&self, batch: ClickBatch) -> Result<IngestOutcome, ApiError> {
-        self.validate(&batch)?;
+        counted(self.validate(&batch))?;
         let enricher = self.enricher.clone();
         let ClickBatch { batch_id, clicks } = batch;
         // User-agent parsing and bot matching cost microseconds per click: keep them off
@@ -118,7 +137,7 @@ impl Ingestor {
         })
         .await
         .map_err(ApiError::internal)?;
-        Ok(self.store.ingest_clicks(&batch_id, enriched).await?)
+        self.store_batch(&batch_id, enriched).await
     }
 
     fn validate(&self, batch: &ClickBatch) -> Result<(), ApiError> {
@@ -174,6 +193,16 @@ impl Ingestor {
         }
         Ok(())
     }
+}
+
+/// Counts a refused batch.
+fn counted(validation: Result<(), ApiError>) -> Result<(), ApiError> {
+    if validation.is_err() {
+        metrics::CLICK_BATCHES
+            .with_label_values(&["rejected"])
+            .inc();
+    }
+    validation
 }
 
 /// `POST /internal/v1/clicks`.

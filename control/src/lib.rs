@@ -11,6 +11,7 @@ pub mod extract;
 pub mod hub;
 pub mod ingest;
 pub mod links;
+pub mod metrics;
 pub mod notifications;
 pub mod state;
 pub mod thumbnails;
@@ -61,6 +62,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/shorten", post(links::shorten))
         .route(
             "/api/v1/links",
@@ -106,6 +108,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -90,6 +90,9 @@ pub async fn run_thumbnail_worker(state: AppState) {
             continue;
         };
         if let Err(e) = thumbnail_job(&state, &job.upload_id, job.attempt).await {
+            crate::metrics::THUMBNAIL_JOBS
+                .with_label_values(&["retry"])
+                .inc();
             warn!(error = %e.message(), upload = %job.upload_id, "thumbnail job failed; it will be retried");
         }
     }
@@ -165,6 +168,9 @@ async fn thumbnail_job(state: &AppState, id: &str, attempt: u32) -> Result<(), A
         .store()
         .finish_thumbnail_job(&upload.id, ThumbnailState::Ready, thumbnails, Some(event))
         .await?;
+    crate::metrics::THUMBNAIL_JOBS
+        .with_label_values(&["ready"])
+        .inc();
     Ok(())
 }
 
@@ -174,6 +180,9 @@ async fn give_up(state: &AppState, upload: &Upload, reason: &str) -> Result<(), 
         .store()
         .finish_thumbnail_job(&upload.id, ThumbnailState::Failed, vec![], None)
         .await?;
+    crate::metrics::THUMBNAIL_JOBS
+        .with_label_values(&["failed"])
+        .inc();
     Ok(())
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn thumbnail_key(id: &str, size: u32) -> String {
 }
 
 fn too_large(max: u64) -> ApiError {
+    crate::metrics::UPLOADS_TOO_LARGE.inc();
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "upload_too_large",
@@ -261,6 +262,13 @@ async fn record(
     if thumbnails {
         state.thumbnails_wake();
     }
+    let path = if replace_pending {
+        "presigned"
+    } else {
+        "streamed"
+    };
+    crate::metrics::UPLOADS.with_label_values(&[path]).inc();
+    crate::metrics::UPLOAD_BYTES.inc_by(upload.size);
     Ok(upload)
 }
 

@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     pub bulk_load_page: usize,
     /// Record a click event for every redirect. Default true.
     pub capture_clicks: bool,
+    /// Address of an admin listener serving `/metrics` (Prometheus text) for a proxy running
+    /// apart from a control plane; in `serve` the control plane's `/metrics` covers both.
+    /// Default unset.
+    pub metrics_listen: Option<String>,
     /// Capacity of the in-memory click queue; clicks beyond it are dropped and counted.
     /// Default 65 536.
     pub click_queue_capacity: usize,
@@ -64,6 +68,7 @@ impl Default for ProxyConfig {
             sync_poll_ms: 500,
             bulk_load_page: 10_000,
             capture_clicks: true,
+            metrics_listen: None,
             click_queue_capacity: 65_536,
             click_batch_max: 10_000,
             click_batch_ms: 1000,

@@ -4,6 +4,7 @@
 
 pub mod clicks;
 pub mod config;
+pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod sync;
@@ -145,6 +146,13 @@ pub fn add_proxy(
     server.add_service(sync_service);
     server.add_service(ship_service);
     server.add_service(limiter_pruner);
+    metrics::StateCollector::register(click_stats.clone(), table.clone(), status.clone());
+    if let Some(addr) = &config.metrics_listen {
+        let mut listener =
+            pingora::services::listening::Service::new("metrics".into(), metrics::MetricsApp);
+        listener.add_tcp(addr);
+        server.add_service(listener);
+    }
     Ok(ProxyHandles {
         table,
         sync: status,

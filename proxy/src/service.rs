@@ -37,6 +37,8 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub struct RequestCtx {
     /// The link this request was redirected by, captured in `logging`.
     clicked: Option<LinkId>,
+    /// When the request arrived, for the latency histogram.
+    started: Option<std::time::Instant>,
 }
 
 /// Longest `User-Agent` or `Referer` kept in a click, in bytes.
@@ -245,6 +247,7 @@ impl ProxyHttp for Redirector {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Some(std::time::Instant::now());
         let req = session.req_header();
         let path = req.uri.path();
         if path.starts_with("/internal/") {
@@ -365,6 +368,10 @@ impl ProxyHttp for Redirector {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(link), Some(sink)) = (ctx.clicked, &self.capture.sink) {
             sink.record(self.capture.event(session, link));
+        }
+        if let (Some(started), Some(response)) = (ctx.started, session.response_written()) {
+            crate::metrics::REQUESTS
+                .observe(response.status.as_u16(), started.elapsed().as_secs_f64());
         }
     }
 }

@@ -1,0 +1,191 @@
+//! The control plane's Prometheus metrics and `GET /metrics`, which serves the whole
+//! process's default registry (in `serve` that includes the proxy's metrics and the
+//! process collector's RSS, CPU and file descriptors).
+//!
+//! Labels are bounded: a route template (never a code or id), a method, a status, an
+//! outcome from a fixed list.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, TextEncoder,
+};
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
+    // A second registration (several servers in one test process) keeps the first.
+    let _ = prometheus::default_registry().register(Box::new(collector.clone()));
+    collector
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    registered(IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+/// API requests by route template, method and status.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_http_requests_total",
+        "Control plane requests answered, by route template, method and status.",
+        &["route", "method", "status"],
+    )
+});
+
+/// API request latency by route template.
+pub static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "shortlink_http_request_duration_seconds",
+                "Control plane request time until the response head, by route template.",
+            )
+            .buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Clicks ingested (applied batches only).
+pub static CLICKS_INGESTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_clicks_ingested_total",
+        "Clicks applied to the store by ingestion.",
+    )
+});
+
+/// Click batches by outcome: `applied`, `duplicate`, `rejected`.
+pub static CLICK_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_click_batches_total",
+        "Click batches received, by outcome (applied, duplicate, rejected).",
+        &["outcome"],
+    )
+});
+
+/// Event streams held now.
+pub static SUBSCRIBERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(
+        IntGauge::new(
+            "shortlink_event_subscribers",
+            "Event streams (SSE, WebSocket, waiting polls) held by this instance.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Events handed to the hub's subscribers.
+pub static EVENTS_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_events_published_total",
+        "Events read from the store's feed and fanned out by this instance.",
+    )
+});
+
+/// Subscribers that fell behind and resynced from the log.
+pub static EVENT_RESYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_event_resyncs_total",
+        "Times a slow subscriber overflowed its buffer and caught up from the log.",
+    )
+});
+
+/// Completed uploads by how they came: `streamed`, `presigned`.
+pub static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_uploads_total",
+        "Uploads completed, by path (streamed, presigned).",
+        &["path"],
+    )
+});
+
+/// Bytes of completed uploads.
+pub static UPLOAD_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_upload_bytes_total",
+        "Bytes of completed uploads.",
+    )
+});
+
+/// Uploads refused for size.
+pub static UPLOADS_TOO_LARGE: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_uploads_too_large_total",
+        "Uploads refused (and discarded) for crossing max_upload_bytes.",
+    )
+});
+
+/// Thumbnail jobs by outcome: `ready`, `failed`, `retry`.
+pub static THUMBNAIL_JOBS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_thumbnail_jobs_total",
+        "Thumbnail jobs run, by outcome (ready, failed, retry).",
+        &["outcome"],
+    )
+});
+
+/// Middleware: counts and times every request by its route template.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    HTTP_DURATION
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    HTTP_REQUESTS
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// `GET /metrics`: the process's metrics in the Prometheus text format.
+pub async fn metrics() -> Response {
+    // Register the lazily made metrics so a scrape before any traffic lists them at 0.
+    for metric in [
+        &*CLICKS_INGESTED,
+        &*EVENTS_PUBLISHED,
+        &*EVENT_RESYNCS,
+        &*UPLOAD_BYTES,
+        &*UPLOADS_TOO_LARGE,
+    ] {
+        let _ = metric.get();
+    }
+    LazyLock::force(&SUBSCRIBERS);
+    LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&HTTP_DURATION);
+    for outcome in ["applied", "duplicate", "rejected"] {
+        let _ = CLICK_BATCHES.with_label_values(&[outcome]);
+    }
+    for path in ["streamed", "presigned"] {
+        let _ = UPLOADS.with_label_values(&[path]);
+    }
+    for outcome in ["ready", "failed", "retry"] {
+        let _ = THUMBNAIL_JOBS.with_label_values(&[outcome]);
+    }
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut body) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+        body,
+    )
+        .into_response()
+}
