@@ -24,7 +24,7 @@ const BUCKETS: &[f64] = &[
 const COMMON: [u16; 8] = [301, 302, 307, 308, 404, 410, 429, 503];
 
 /// Request metrics of the proxy.
-pub(crate) struct RequestMetrics {
+pub struct RequestMetrics {
     by_status: IntCounterVec,
     common: [IntCounter; COMMON.len()],
     duration: Histogram,
@@ -32,7 +32,7 @@ pub(crate) struct RequestMetrics {
 
 impl RequestMetrics {
     /// Counts a response and its time.
-    pub(crate) fn observe(&self, status: u16, seconds: f64) {
+    pub fn observe(&self, status: u16, seconds: f64) {
         match COMMON.iter().position(|s| *s == status) {
             Some(i) => self.common[i].inc(),
             None => self
@@ -45,7 +45,7 @@ impl RequestMetrics {
 }
 
 /// The proxy's request metrics, registered on first use.
-pub(crate) static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| {
+pub static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| {
     let by_status = IntCounterVec::new(
         Opts::new(
             "shortlink_proxy_responses_total",
