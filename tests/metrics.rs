@@ -69,6 +69,80 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Every PromQL expression in a dashboard (panels' and nested rows' targets).
+fn expressions(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                out.push(expr.clone());
+            }
+            map.values().for_each(|v| expressions(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names an expression uses: our prefixes, so functions and labels are not
+/// mistaken for metrics.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let starts = (rest.starts_with("shortlink_") || rest.starts_with("process_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if starts {
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(rest[..len].to_owned());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Checks every dashboard in `grafana/dashboards/` names only metrics in `samples`.
+fn check_dashboards(samples: &[Sample]) {
+    let exported: std::collections::HashSet<&str> =
+        samples.iter().map(|(n, _, _)| n.as_str()).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards");
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards exists") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        dashboards += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let mut exprs = Vec::new();
+        expressions(&dashboard, &mut exprs);
+        assert!(!exprs.is_empty(), "{} has no queries", path.display());
+        for expr in &exprs {
+            let names = metric_names(expr);
+            assert!(
+                !names.is_empty(),
+                "{}: no shortlink metric in {expr}",
+                path.display()
+            );
+            for name in names {
+                assert!(
+                    exported.contains(name.as_str()),
+                    "{}: {expr} names {name}, which /metrics does not export",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(dashboards >= 1, "no dashboard in {}", dir.display());
+}
+
 async fn scrape(client: &reqwest::Client, url: &str) -> (String, Vec<Sample>) {
     let r = client.get(url).send().await.expect("scrape");
     assert_eq!(r.status(), 200);
@@ -82,6 +156,20 @@ async fn scrape(client: &reqwest::Client, url: &str) -> (String, Vec<Sample>) {
     let text = r.text().await.unwrap();
     let samples = parse(&text);
     (text, samples)
+}
+
+#[test]
+fn dashboard_queries_are_parsed_for_metric_names() {
+    assert_eq!(
+        metric_names(
+            "histogram_quantile(0.99, sum by (le) (rate(shortlink_proxy_request_duration_seconds_bucket[5m])))"
+        ),
+        ["shortlink_proxy_request_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        metric_names("rate(process_cpu_seconds_total[1m]) / xshortlink_nope"),
+        ["process_cpu_seconds_total"]
+    );
 }
 
 #[tokio::test]
@@ -200,6 +288,9 @@ async fn metrics_count_what_every_subsystem_did() {
         }
     }
     drop(held);
+
+    // Every metric a dashboard queries is exported (after traffic through every part).
+    check_dashboards(&samples);
 
     // The proxy's own admin listener serves the same registry (for a proxy run apart).
     let (_, admin) = scrape(&s.client, &format!("http://127.0.0.1:{admin_port}/metrics")).await;
