@@ -210,7 +210,9 @@ async fn metrics_count_what_every_subsystem_did() {
     assert_eq!(held.status(), 200);
 
     // Clicks reach ingestion within a few seconds.
-    let url = format!("{}/metrics", s.proxy);
+    // Not through the public proxy port: operators scrape the control plane's listener.
+    assert_eq!(s.follow("metrics").await.status(), 404);
+    let url = format!("{}/metrics", s.control);
     let deadline = Instant::now() + Duration::from_secs(15);
     let (text, samples) = loop {
         let (text, samples) = scrape(&s.client, &url).await;

@@ -250,8 +250,9 @@ impl ProxyHttp for Redirector {
         ctx.started = Some(std::time::Instant::now());
         let req = session.req_header();
         let path = req.uri.path();
-        if path.starts_with("/internal/") {
-            // Proxy-to-control traffic only: never reachable from outside through the proxy.
+        if path.starts_with("/internal/") || path == "/metrics" {
+            // Proxy-to-control traffic and operators' scrapes: never reachable from outside
+            // through the proxy (Prometheus scrapes the control plane's own listener).
             return self.not_found(session).await;
         }
         if req.method != Method::GET && req.method != Method::HEAD {
