@@ -133,6 +133,26 @@ async fn poll(s: &TestServer, key: &str, query: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a poll that waits up to 10 s for events after `after`; yields the body and when
+/// it was answered.
+fn long_poll(s: &TestServer, after: i64) -> tokio::task::JoinHandle<(Value, Instant)> {
+    let proxy = s.proxy.clone();
+    tokio::spawn(async move {
+        let body: Value = reqwest::Client::new()
+            .get(format!(
+                "{proxy}/api/v1/notifications?after={after}&wait=10"
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (body, Instant::now())
+    })
+}
+
 async fn create(s: &TestServer, key: &str, alias: &str) -> Instant {
     let started = Instant::now();
     let (status, _) = s
@@ -171,25 +191,10 @@ async fn each_transport_receives_link_created_within_a_second() {
     assert_eq!(got["data"]["code"], "fresh1");
 
     // A waiting poll returns as soon as the next event exists.
-    let waiting = {
-        let proxy = s.proxy.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let body: Value = reqwest::Client::new()
-                .get(format!(
-                    "{proxy}/api/v1/notifications?after={cursor}&wait=10"
-                ))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (body, started.elapsed())
-        })
-    };
-    let (body, waited) = waiting.await.unwrap();
+    let waiting = long_poll(&s, cursor);
+    let started = Instant::now();
+    let (body, answered) = waiting.await.unwrap();
+    let waited = answered.duration_since(started);
     assert!(waited < WITHIN, "the event was already there: {waited:?}");
     assert_eq!(body["items"][0]["type"], "link.created");
     assert_eq!(body["items"][0]["data"]["code"], "fresh1");
@@ -198,24 +203,10 @@ async fn each_transport_receives_link_created_within_a_second() {
     let (_, empty) = poll(&s, ADMIN_KEY, &format!("after={next}")).await;
     assert_eq!(empty["items"], json!([]));
     assert_eq!(empty["next"], next, "an empty page keeps the cursor");
-    let long_poll = {
-        let proxy = s.proxy.clone();
-        tokio::spawn(async move {
-            let body: Value = reqwest::Client::new()
-                .get(format!("{proxy}/api/v1/notifications?after={next}&wait=10"))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (body, Instant::now())
-        })
-    };
+    let waiting = long_poll(&s, next);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = create(&s, ADMIN_KEY, "fresh2").await;
-    let (body, answered) = long_poll.await.unwrap();
+    let (body, answered) = waiting.await.unwrap();
     assert!(
         answered.duration_since(started) < WITHIN,
         "a waiting poll answers within 1 s of the event"
