@@ -111,16 +111,23 @@ async fn chunked_upload_is_refused(s: &TestServer, chunks: usize, size: usize) {
     }
 }
 
-/// Asks for a presigned upload as admin; returns the answer.
-async fn presign(s: &TestServer, request: Value) -> Value {
+/// Asks for a presigned upload as admin; returns (status, body).
+async fn try_presign(s: &TestServer, request: &Value) -> (u16, Value) {
     let r = s
         .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
-        .json(&request)
+        .json(request)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201, "presign {request}");
-    r.json().await.unwrap()
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Asks for a presigned upload as admin, which must succeed; returns the answer.
+async fn presign(s: &TestServer, request: Value) -> Value {
+    let (status, body) = try_presign(s, &request).await;
+    assert_eq!(status, 201, "presign {request}: {body}");
+    body
 }
 
 /// PUTs `body` to `url` with the presign answer's headers, on a fresh connection (a store
@@ -426,13 +433,8 @@ async fn expired_presigned_urls_are_refused() {
         json!({"filename": "x", "size": 0}),
         json!({"filename": "x", "size": 2_000_000_000_000u64}),
     ] {
-        let r = s
-            .api(Method::POST, "/api/v1/uploads/presign", ADMIN_KEY)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        assert!(matches!(r.status().as_u16(), 413 | 422), "{bad}");
+        let (status, body) = try_presign(&s, &bad).await;
+        assert!(matches!(status, 413 | 422), "{bad}: {body}");
     }
 }
 

@@ -78,3 +78,73 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `shortlink serve` from the release build, on free loopback ports, with a data folder.
+pub struct ReleaseServer {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<proxy port>`.
+    pub proxy: String,
+    /// `http://127.0.0.1:<control port>`.
+    pub control: String,
+}
+
+impl ReleaseServer {
+    /// Starts `target/release/shortlink serve` with `admin_key` and `env`, and waits until
+    /// the control plane answers `/readyz` (10 s at most).
+    pub async fn start(
+        data_dir: &std::path::Path,
+        admin_key: &str,
+        env: &[(&str, String)],
+    ) -> Self {
+        let binary =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shortlink");
+        assert!(
+            binary.exists(),
+            "build it first: cargo build --release -p shortlink"
+        );
+        let (proxy_port, control_port) = (free_port(), free_port());
+        let mut command = std::process::Command::new(&binary);
+        command
+            .arg("serve")
+            .env("SHORTLINK_DATA_DIR", data_dir)
+            .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env(
+                "SHORTLINK_CONTROL_LISTEN",
+                format!("127.0.0.1:{control_port}"),
+            )
+            .env("SHORTLINK_ADMIN_KEY", admin_key)
+            .env("SHORTLINK_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start shortlink");
+        let server = ReleaseServer {
+            child,
+            proxy: format!("http://127.0.0.1:{proxy_port}"),
+            control: format!("http://127.0.0.1:{control_port}"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http
+                .get(format!("{}/readyz", server.control))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+}
+
+impl Drop for ReleaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

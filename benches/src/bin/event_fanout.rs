@@ -6,11 +6,10 @@
 //! `cargo build --release -p shortlink && cargo run --release -p shortlink-benches --bin event_fanout -- [connections=10000] [users=100] [rounds=20]`
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shortlink_benches::{arg, free_port, status_kib};
+use shortlink_benches::{ReleaseServer, arg, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -108,48 +107,28 @@ async fn main() {
     let connections: usize = arg(1, 10_000);
     let users = arg::<usize>(2, 100).max(1);
     let rounds: usize = arg(3, 20);
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = root.join("target/release/shortlink");
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p shortlink"
-    );
     let data = tempfile::tempdir().unwrap();
-    let (proxy_port, control_port) = (free_port(), free_port());
     let per_user = connections.div_ceil(users);
-    let mut server = Command::new(&binary)
-        .arg("serve")
-        .env("SHORTLINK_DATA_DIR", data.path().join("data"))
-        .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-        .env(
-            "SHORTLINK_CONTROL_LISTEN",
-            format!("127.0.0.1:{control_port}"),
-        )
-        .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
-        .env("SHORTLINK_LOG", "warn")
-        .env(
-            "SHORTLINK_CONTROL__MAX_SUBSCRIBERS_PER_USER",
-            per_user.to_string(),
-        )
-        .env(
-            "SHORTLINK_CONTROL__MAX_SUBSCRIBERS",
-            (connections + 100).to_string(),
-        )
-        .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000000")
-        .env("SHORTLINK_CONTROL__WRITE_BURST", "100000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shortlink");
-    let base = format!("http://127.0.0.1:{control_port}");
+    let server = ReleaseServer::start(
+        &data.path().join("data"),
+        ADMIN_KEY,
+        &[
+            (
+                "SHORTLINK_CONTROL__MAX_SUBSCRIBERS_PER_USER",
+                per_user.to_string(),
+            ),
+            (
+                "SHORTLINK_CONTROL__MAX_SUBSCRIBERS",
+                (connections + 100).to_string(),
+            ),
+            ("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000000".into()),
+            ("SHORTLINK_CONTROL__WRITE_BURST", "100000000".into()),
+        ],
+    )
+    .await;
+    let base = server.control.clone();
     let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rss_idle = status_kib(server.id(), "VmRSS");
+    let rss_idle = status_kib(server.child.id(), "VmRSS");
 
     let mut keys = Vec::new();
     for u in 0..users {
@@ -176,7 +155,7 @@ async fn main() {
     }
 
     // Open the connections, 200 at a time (the listen backlog is finite).
-    let addr = format!("127.0.0.1:{control_port}");
+    let addr = base.trim_start_matches("http://").to_owned();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(connections.max(1));
     let mut tasks = Vec::with_capacity(connections);
@@ -202,7 +181,7 @@ async fn main() {
     }
     let open_time = opening.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_held = status_kib(server.id(), "VmRSS");
+    let rss_held = status_kib(server.child.id(), "VmRSS");
     println!(
         "held {opened} SSE connections ({users} users) in {:.1} s; server RSS {} MiB idle, {} MiB holding them",
         open_time.as_secs_f64(),
@@ -253,8 +232,7 @@ async fn main() {
         }
     }
     since_written.sort();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     latencies.sort();
     let expected = rounds * users * per_user.min(connections);
     println!(

@@ -4,10 +4,10 @@
 //! `cargo build --release -p shortlink && cargo run --release -p shortlink-benches --bin upload_stream -- [MiB=1024] [runs=3]`
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shortlink_benches::{arg, free_port, status_kib};
+use shortlink_benches::{ReleaseServer, arg, status_kib};
 use tokio::io::AsyncReadExt;
 
 const ADMIN_KEY: &str = "sl_upload_bench_admin_key_00000000000";
@@ -87,11 +87,6 @@ async fn main() {
     let runs = arg::<usize>(2, 3).max(1);
     let size = mib * 1024 * 1024;
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = root.join("target/release/shortlink");
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p shortlink"
-    );
     // Everything on the same disk: the source, cp's copy and the object folder.
     let work = tempfile::tempdir_in(root.join("target")).unwrap();
     let source = work.path().join("source.bin");
@@ -117,35 +112,17 @@ async fn main() {
         std::fs::remove_file(&target).unwrap();
     }
 
-    let (proxy_port, control_port) = (free_port(), free_port());
-    let mut server = Command::new(&binary)
-        .arg("serve")
-        .env("SHORTLINK_DATA_DIR", work.path().join("data"))
-        .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-        .env(
-            "SHORTLINK_CONTROL_LISTEN",
-            format!("127.0.0.1:{control_port}"),
-        )
-        .env("SHORTLINK_ADMIN_KEY", ADMIN_KEY)
-        .env("SHORTLINK_LOG", "warn")
-        .env(
+    let server = ReleaseServer::start(
+        &work.path().join("data"),
+        ADMIN_KEY,
+        &[(
             "SHORTLINK_CONTROL__MAX_UPLOAD_BYTES",
             (size * 2).to_string(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shortlink");
-    let pid = server.id();
-    let http = reqwest::Client::new();
-    let control = format!("http://127.0.0.1:{control_port}");
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
-    for _ in 0..100 {
-        if http.get(format!("{proxy}/readyz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        )],
+    )
+    .await;
+    let pid = server.child.id();
+    let (control, proxy) = (server.control.clone(), server.proxy.clone());
     let rss_start = status_kib(pid, "VmRSS");
     println!(
         "file {mib} MiB; cp + sync median {:.2} s ({:.0} MiB/s)",
@@ -177,6 +154,5 @@ async fn main() {
             peak.saturating_sub(rss_start) / 1024
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
