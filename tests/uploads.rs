@@ -331,6 +331,11 @@ async fn oversized_uploads_are_refused_and_leave_nothing() {
     );
     // A chunked body (no length): refused while streaming, once past the limit.
     chunked_upload_is_refused(&s, 20, 10_000).await;
+    // The refused connection is closed, not reused: the next requests through the proxy work.
+    for _ in 0..5 {
+        let (status, _) = try_presign(&s, &json!({"filename": "n.bin", "size": 1})).await;
+        assert_eq!(status, 201, "a request after a refused upload");
+    }
     // Exactly at the limit is fine.
     let (status, _) = upload(
         &s,

@@ -277,6 +277,28 @@ pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
+    upload_file(state, caller, headers, multipart)
+        .await
+        .unwrap_or_else(closing)
+}
+
+/// An error answered before the request body was read to its end: the connection cannot
+/// carry another request, so say so (a proxy in front would otherwise reuse it and fail
+/// the next request with a 502).
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+async fn upload_file(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
     state.check_write(&caller.key_hash)?;
@@ -480,6 +502,18 @@ pub async fn put_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<SignedQuery>,
+    request: Request,
+) -> Response {
+    match put_signed(state, id, query, request).await {
+        Ok(status) => status.into_response(),
+        Err(e) => closing(e),
+    }
+}
+
+async fn put_signed(
+    state: AppState,
+    id: String,
+    query: SignedQuery,
     request: Request,
 ) -> Result<StatusCode, ApiError> {
     let upload = state.store().get_upload(&id).await?;
