@@ -27,6 +27,23 @@ if [ ! -x "$s3s" ]; then
 fi
 export S3S_FS_BIN="$s3s"
 
+# A real CQL server for the distributed backend's conformance suite and the cluster tests:
+# Cassandra 5.0 from Maven Central (cached in target/testinfra), one node on 127.0.0.1,
+# stopped when this script exits. Failing to install or start it fails the run.
+if ! command -v mvn >/dev/null 2>&1 || ! [ -x "${CASSANDRA_JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Maven and JDK 17 (Cassandra 5.0 runs on 11 or 17)"
+    apt-get update -qq && apt-get install -y -qq maven openjdk-17-jdk-headless >/dev/null
+  else
+    echo "Cassandra needs Maven and JDK 17: sudo apt-get install maven openjdk-17-jdk-headless" >&2
+    exit 1
+  fi
+fi
+log "starting Cassandra 5.0 (the CQL server the cluster tests run against)"
+trap 'scripts/cassandra.sh stop' EXIT
+scripts/cassandra.sh start
+export CQL_TEST_NODES="127.0.0.1:${CASSANDRA_PORT:-9042}"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -37,7 +54,7 @@ log "cargo test"
 # Library, binary and integration tests (the crates have no doc tests); the output is kept
 # to print one closing total.
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out"; scripts/cassandra.sh stop' EXIT
 set +e
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}

@@ -10,6 +10,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use shortlink_control::ingest::Ingestor;
 use shortlink_control::{Backends, ControlConfig};
 use shortlink_core::{ClickBatch, Role, hash_api_key};
+use shortlink_cql::{CqlStore, MigrationProgress};
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
@@ -29,12 +30,68 @@ pub(crate) fn init_logging(filter: &str) {
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    if config.store.engine == "cql" {
+        let runtime = cql_runtime()?;
+        let store = runtime
+            .block_on(CqlStore::open(
+                &config.store.cql,
+                config.control.click_retention_days,
+            ))
+            .context("cannot open the CQL store")?;
+        return Ok(store);
+    }
     let mut embedded = EmbeddedConfig::new(&config.data_dir);
     embedded.route_feed_retain = config.store.route_feed_retain;
     embedded.click_retention_days = i64::from(config.control.click_retention_days);
     let store = EmbeddedStore::open(embedded)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(store)
+}
+
+/// The runtime the CQL driver's connections live on, for the whole process: the planes'
+/// own runtimes (pingora's, the control plane's) call into it through the session.
+fn cql_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cql-driver")
+        .enable_all()
+        .build()
+        .context("cannot start the CQL driver's runtime")?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// `shortlink migrate`: brings the configured store's schema up to this binary's.
+pub(crate) fn migrate(config: Config) -> Result<()> {
+    if config.store.engine != "cql" {
+        // The embedded store applies its own migrations whenever it opens.
+        open_store(&config)?;
+        println!(
+            "embedded store in {} is up to date",
+            config.data_dir.display()
+        );
+        return Ok(());
+    }
+    let cql = &config.store.cql;
+    let version = cql_runtime()?
+        .block_on(CqlStore::migrate(cql, &mut |step| match step {
+            MigrationProgress::Keyspace(name) => println!("keyspace {name}: ready"),
+            MigrationProgress::UpToDate(v) => println!("schema is at version {v}: up to date"),
+            MigrationProgress::Start(v, name, n) => {
+                println!("applying migration {v} ({name}): {n} statements")
+            }
+            MigrationProgress::Statement(i) => {
+                print!("\r  statement {i} done");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            MigrationProgress::Applied(v) => println!("\nmigration {v} applied"),
+        }))
+        .context("migration failed")?;
+    println!("keyspace {} is at schema version {version}", cql.keyspace);
+    Ok(())
 }
 
 fn small_runtime() -> Result<tokio::runtime::Runtime> {

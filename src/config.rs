@@ -11,17 +11,21 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use shortlink_control::ControlConfig;
+use shortlink_cql::CqlConfig;
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::ProxyConfig;
 
-/// Settings of the embedded store.
+/// Where links, clicks, events and upload records live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StoreConfig {
-    /// Storage engine; only `embedded` (SQLite in `data_dir`) exists so far. Default `embedded`.
+    /// `embedded` (SQLite in `data_dir`, one machine) or `cql` (a ScyllaDB or Cassandra
+    /// cluster shared by every proxy and control plane). Default `embedded`.
     pub(crate) engine: String,
-    /// Route changes the feed keeps for proxies that fall behind. Default 100 000.
+    /// Embedded: route changes the feed keeps for proxies that fall behind. Default 100 000.
     pub(crate) route_feed_retain: u64,
+    /// The cluster, when `engine = "cql"`.
+    pub(crate) cql: CqlConfig,
 }
 
 impl Default for StoreConfig {
@@ -29,6 +33,7 @@ impl Default for StoreConfig {
         StoreConfig {
             engine: "embedded".into(),
             route_feed_retain: 100_000,
+            cql: CqlConfig::default(),
         }
     }
 }
@@ -129,11 +134,14 @@ impl Config {
 
     /// Checks every table.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.store.engine != "embedded" {
-            return Err(format!(
-                "store.engine '{}' is not known; use 'embedded'",
-                self.store.engine
-            ));
+        match self.store.engine.as_str() {
+            "embedded" => {}
+            "cql" => self.store.cql.validate()?,
+            other => {
+                return Err(format!(
+                    "store.engine '{other}' is not known; use 'embedded' or 'cql'"
+                ));
+            }
         }
         if self
             .admin_key

@@ -34,6 +34,9 @@ enum Command {
     Proxy,
     /// Run only the control plane.
     Control,
+    /// Create or upgrade the store's schema (a CQL cluster's keyspace); run once per
+    /// upgrade, before starting the new version.
+    Migrate,
     /// Manage users (writes the store directly).
     User {
         #[command(subcommand)]
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Command::Serve => commands::serve(config),
         Command::Proxy => commands::proxy(config),
         Command::Control => commands::control(config),
+        Command::Migrate => commands::migrate(config),
         Command::User {
             action: UserAction::Create { name, role },
         } => commands::user_create(config, &name, &role),

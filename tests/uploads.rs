@@ -4,10 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Options, TestServer, free_port};
+use common::{ADMIN_KEY, BUCKET, Options, S3Server, TestServer};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -520,80 +519,6 @@ async fn a_restart_mid_job_finishes_the_thumbnails() {
     assert_eq!(body["thumbnails"]["items"].as_array().unwrap().len(), 3);
 }
 
-/// A real S3-compatible server (s3s-fs) on a free port, with a bucket.
-struct S3Server {
-    child: Child,
-    port: u16,
-    _root: tempfile::TempDir,
-}
-
-const S3_KEY: &str = "AKIASHORTLINKTEST";
-const S3_SECRET: &str = "shortlink-test-secret-key-0123456789";
-const BUCKET: &str = "uploads";
-
-impl S3Server {
-    async fn start() -> S3Server {
-        let binary = std::env::var("S3S_FS_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testinfra/s3s/bin/s3s-fs")
-            });
-        assert!(
-            binary.exists(),
-            "s3s-fs is not installed at {}: run ./scripts/test.sh (it installs it), or \
-             cargo install s3s-fs@0.14.1 --locked --features binary --root target/testinfra/s3s",
-            binary.display()
-        );
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-        let port = free_port();
-        let child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "s3s-fs did not listen within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        S3Server {
-            child,
-            port,
-            _root: root,
-        }
-    }
-
-    fn options(&self) -> Options {
-        Options::default()
-            .env("SHORTLINK_OBJECTS__BACKEND", "s3")
-            .env(
-                "SHORTLINK_OBJECTS__S3__ENDPOINT",
-                &format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("SHORTLINK_OBJECTS__S3__BUCKET", BUCKET)
-            .env("SHORTLINK_OBJECTS__S3__ACCESS_KEY_ID", S3_KEY)
-            .env("SHORTLINK_OBJECTS__S3__SECRET_ACCESS_KEY", S3_SECRET)
-            .env("SHORTLINK_OBJECTS__S3__PART_SIZE", "5242880")
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
     let s3 = S3Server::start().await;
@@ -666,7 +591,7 @@ async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
     assert_eq!((decoded.width(), decoded.height()), (150, 120));
 
     // Over the limit on S3: nothing is left in the bucket.
-    let before = files_under(s3._root.path());
+    let before = files_under(s3.root.path());
     drop(s);
     let s = TestServer::start_with(
         s3.options()
@@ -685,7 +610,7 @@ async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
         "S3 refuses an expired URL"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after: Vec<_> = files_under(s3._root.path())
+    let after: Vec<_> = files_under(s3.root.path())
         .into_iter()
         .filter(|f| !f.to_string_lossy().contains(".upload"))
         .collect();

@@ -183,11 +183,12 @@ impl Hub {
         loop {
             loop {
                 match store.event_feed(cursor, PAGE).await {
-                    Ok(events) => {
-                        let Some(last) = events.last() else { break };
-                        cursor = last.id;
-                        self.publish(&events);
-                        if events.len() < PAGE {
+                    Ok(page) => {
+                        cursor = page.next;
+                        if !page.events.is_empty() {
+                            self.publish(&page.events);
+                        }
+                        if page.events.len() < PAGE {
                             break;
                         }
                     }

@@ -132,7 +132,14 @@ pub fn add_proxy(
         trusted_proxies: config.trusted_proxies.clone(),
         country_header: config.country_header.clone(),
     };
-    let redirector = Redirector::new(table.clone(), store, capture, upstreams, limiter.clone());
+    let redirector = Redirector::new(
+        table.clone(),
+        store,
+        capture,
+        upstreams,
+        limiter.clone(),
+        status.clone(),
+    );
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, redirector);
     proxy.add_tcp(&config.listen);
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));

@@ -23,6 +23,7 @@ use tracing::warn;
 
 use crate::clicks::ClickSink;
 use crate::routes::{Resolution, RouteKey, RouteTable};
+use crate::sync::SyncStatus;
 
 const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link not found</title></head><body><h1>Link not found</h1><p>There is no short link at this address. Check it for typos.</p></body></html>\n";
 const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
@@ -30,6 +31,7 @@ const TOO_MANY_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta char
 const UNAVAILABLE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Temporarily unavailable</title></head><body><h1>Temporarily unavailable</h1><p>This link cannot be looked up right now. Try again shortly.</p></body></html>\n";
 
 static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+static PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Per-request state.
@@ -116,6 +118,7 @@ pub struct Redirector {
     capture: Capture,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     not_found: Arc<NotFoundLimiter>,
+    sync: Arc<SyncStatus>,
 }
 
 /// Counts 404 answers per client IP.
@@ -134,6 +137,7 @@ impl Redirector {
         capture: Capture,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
         not_found: Arc<NotFoundLimiter>,
+        sync: Arc<SyncStatus>,
     ) -> Redirector {
         Redirector {
             table,
@@ -141,6 +145,7 @@ impl Redirector {
             capture,
             upstreams,
             not_found,
+            sync,
         }
     }
 
@@ -254,6 +259,21 @@ impl ProxyHttp for Redirector {
             // Proxy-to-control traffic and operators' scrapes: never reachable from outside
             // through the proxy (Prometheus scrapes the control plane's own listener).
             return self.not_found(session).await;
+        }
+        if path == "/readyz" {
+            // The proxy's own readiness: it serves redirects once every route is loaded,
+            // whether or not a control plane is up.
+            let (status, body): (u16, &'static [u8]) =
+                if self.sync.loaded.load(std::sync::atomic::Ordering::Acquire) {
+                    (200, b"ready\n")
+                } else {
+                    (503, b"loading routes\n")
+                };
+            let headers = [
+                (header::CONTENT_TYPE, PLAIN.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+            ];
+            return respond(session, status, &headers, body).await;
         }
         if req.method != Method::GET && req.method != Method::HEAD {
             return Ok(false);

@@ -59,14 +59,12 @@ impl RouteSync {
         let started = std::time::Instant::now();
         // Take the head first: anything written during the load is replayed afterwards.
         let head = self.store.feed_head().await?;
-        let mut after = 0;
+        let mut cursor = None;
         let mut seen = prune.then(HashSet::new);
         let mut loaded = 0usize;
         loop {
-            let links = self.store.routes_page(after, self.page).await?;
-            let Some(last) = links.last() else { break };
-            after = last.id;
-            for link in &links {
+            let page = self.store.routes_page(cursor, self.page).await?;
+            for link in &page.links {
                 if self.table.upsert(link) {
                     loaded += 1;
                 }
@@ -74,8 +72,9 @@ impl RouteSync {
                     seen.insert(self.table.key(&link.domain, link.code.as_str()));
                 }
             }
-            if links.len() < self.page {
-                break;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
         if let Some(seen) = seen {
@@ -108,8 +107,8 @@ impl RouteSync {
                     }
                     None => self.table.remove(&change.domain, &change.code),
                 }
-                position = change.seq;
             }
+            position = batch.next;
             self.status.position.store(position, Ordering::Relaxed);
             if count < FEED_BATCH {
                 return Ok(position);

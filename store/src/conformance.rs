@@ -3,7 +3,9 @@
 //! It only uses names and codes with a random run prefix, so it can run against a store
 //! that other tests (or earlier runs) share.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shortlink_core::{
     EnrichedClick, EventKind, EventRetention, Interval, KeyCount, LinkPatch, LinkStats, NewEvent,
@@ -24,6 +26,28 @@ pub async fn run_all(store: Arc<dyn Store>) {
     event_log(&*store, &run).await;
     uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
+}
+
+/// How long a backend's feeds may lag its writes (its settle time) before a check fails.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Polls `check` until it yields a value; panics naming `what` after [`SETTLE_WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen within {SETTLE_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn code(text: String) -> ShortCode {
@@ -323,7 +347,12 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
         )
         .await
         .unwrap();
-    let batch = store.route_changes(head, 1000).await.unwrap();
+    let batch = eventually("create and update in the feed", || async {
+        let batch = store.route_changes(head, 1000).await.unwrap();
+        let n = batch.changes.iter().filter(|c| c.code == code_text).count();
+        (n >= 2).then_some(batch)
+    })
+    .await;
     assert!(!batch.reset);
     let mine: Vec<_> = batch
         .changes
@@ -339,23 +368,46 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
         batch.changes.windows(2).all(|w| w[0].seq < w[1].seq),
         "ordered by seq"
     );
+    assert!(
+        batch.next >= mine[1].seq,
+        "the next position covers what was read"
+    );
     let after_update = store.feed_head().await.unwrap();
     assert!(after_update > head);
 
     store.delete_link(owner, "", &code_text).await.unwrap();
-    let batch = store.route_changes(after_update, 1000).await.unwrap();
-    let deleted = batch
-        .changes
-        .iter()
-        .find(|c| c.code == code_text)
-        .expect("delete appears");
+    let deleted = eventually("the delete in the feed", || async {
+        let batch = store.route_changes(after_update, 1000).await.unwrap();
+        batch.changes.into_iter().find(|c| c.code == code_text)
+    })
+    .await;
     assert_eq!(deleted.link, None);
 
-    // Bulk loading by id pages.
-    let page = store.routes_page(link.id - 1, 1).await.unwrap();
-    assert!(page.len() <= 1);
-    let later = store.routes_page(link.id, 100_000).await.unwrap();
-    assert!(later.iter().all(|l| l.id > link.id));
+    // Bulk loading: a full scan in small pages holds every link exactly once.
+    let kept = store
+        .create_link(new_link(
+            owner,
+            format!("{run}f2"),
+            "https://feed.test/kept",
+        ))
+        .await
+        .unwrap()
+        .link;
+    let mut cursor = None;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let page = store.routes_page(cursor, 50).await.unwrap();
+        assert!(page.links.len() <= 50, "a page holds at most the limit");
+        for l in &page.links {
+            assert!(seen.insert(l.id), "link {} appears in two pages", l.id);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(seen.contains(&kept.id), "the scan holds a live link");
+    assert!(!seen.contains(&link.id), "the scan skips a deleted link");
 }
 
 fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
@@ -498,11 +550,11 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         )
         .await
         .unwrap();
-    let changes = store.route_changes(head, 100).await.unwrap().changes;
-    let change = changes
-        .iter()
-        .find(|c| c.code == format!("{run}c2"))
-        .expect("route change");
+    let change = eventually("the capped link's route change", || async {
+        let changes = store.route_changes(head, 100).await.unwrap().changes;
+        changes.into_iter().find(|c| c.code == format!("{run}c2"))
+    })
+    .await;
     assert_eq!(change.link.as_ref().map(|l| l.clicks), Some(2));
 
     // Many distinct rollup rows in one batch (more than one multi-row statement holds).
@@ -563,7 +615,10 @@ async fn event_log(store: &dyn Store, run: &str) {
         written.windows(2).all(|w| w[0].id < w[1].id) && written[0].id > head,
         "ids grow in write order: {written:?}"
     );
-    assert!(store.event_feed_head().await.unwrap() >= written[2].id);
+    eventually("the feed head passes the written events", || async {
+        (store.event_feed_head().await.unwrap() >= written[2].id).then_some(())
+    })
+    .await;
     let mine = store.user_events(a, head, 10).await.unwrap();
     assert_eq!(
         mine.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
@@ -582,7 +637,7 @@ async fn event_log(store: &dyn Store, run: &str) {
         1,
         "limit holds"
     );
-    let feed = store.event_feed(head, 100).await.unwrap();
+    let feed = store.event_feed(head, 100).await.unwrap().events;
     let ids: Vec<_> = written.iter().map(|e| e.id).collect();
     assert!(
         ids.iter().all(|id| feed.iter().any(|e| e.id == *id)),
@@ -608,13 +663,17 @@ async fn event_log(store: &dyn Store, run: &str) {
         .ingest_clicks(&format!("{run}-ev-batch"), clicks)
         .await
         .unwrap();
-    let clicked: Vec<_> = store
-        .user_events(a, before, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::LinkClicked)
-        .collect();
+    let clicked: Vec<_> = eventually("link.clicked in the log", || async {
+        let clicked: Vec<_> = store
+            .user_events(a, before, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::LinkClicked)
+            .collect();
+        (!clicked.is_empty()).then_some(clicked)
+    })
+    .await;
     assert_eq!(
         clicked.len(),
         1,
@@ -667,7 +726,11 @@ async fn event_log(store: &dyn Store, run: &str) {
         })
         .await
         .unwrap();
-    let kept = store.user_events(crowd, 0, 100).await.unwrap();
+    let kept = eventually("the kept events", || async {
+        let kept = store.user_events(crowd, 0, 100).await.unwrap();
+        (kept.len() >= 3).then_some(kept)
+    })
+    .await;
     assert_eq!(
         kept.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
         [r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#],
@@ -769,7 +832,11 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
             .unwrap(),
         "completing twice does nothing"
     );
-    let events = store.user_events(owner, head, 10).await.unwrap();
+    let events = eventually("upload.completed in the log", || async {
+        let events = store.user_events(owner, head, 10).await.unwrap();
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
     assert_eq!(events.len(), 1, "one upload.completed");
     let job = claim_job_of(store, &complete.id, 60)
         .await

@@ -87,6 +87,28 @@ pub struct ChangeBatch {
     /// True when the requested position is older than the feed's retention: the reader
     /// missed changes and must reload every route.
     pub reset: bool,
+    /// The position to read from next time: the last change's, or further when the
+    /// backend knows nothing older can appear any more.
+    pub next: u64,
+}
+
+/// One page of the bulk load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePage {
+    /// Links, in the backend's scan order.
+    pub links: Vec<Link>,
+    /// Where the next page starts; `None` after the last page. Opaque to the reader.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A read of the event feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// Events after the requested id, oldest first.
+    pub events: Vec<Event>,
+    /// The id to read after next time: the last event's, or further when the backend
+    /// knows nothing older can appear any more.
+    pub next: EventId,
 }
 
 /// Links: create, read, list, change, delete.
@@ -128,15 +150,21 @@ pub trait LinkStore: Send + Sync {
     async fn installation_secret(&self) -> Result<[u8; 32], StoreError>;
 }
 
-/// The route change feed that keeps proxies' route tables in sync.
+/// The route change feed that keeps proxies' route tables in sync. Reads may lag writes
+/// by the backend's settle time; a change's `link` is the link's state when read.
 #[async_trait]
 pub trait RouteFeed: Send + Sync {
     /// The newest feed position; a reader that bulk-loads takes this first, then follows
     /// the feed from here.
     async fn feed_head(&self) -> Result<u64, StoreError>;
 
-    /// Links with an id above `after_id`, by id, at most `limit`: for bulk loading.
-    async fn routes_page(&self, after_id: LinkId, limit: usize) -> Result<Vec<Link>, StoreError>;
+    /// About `limit` links from `cursor` on (`None`: the first page), for bulk loading:
+    /// every link is in exactly one page of a full scan.
+    async fn routes_page(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RoutePage, StoreError>;
 
     /// Changes after position `after`, at most `limit`.
     async fn route_changes(&self, after: u64, limit: usize) -> Result<ChangeBatch, StoreError>;
@@ -215,6 +243,8 @@ pub trait ClickStore: Send + Sync {
 
 /// The per-user event log behind notifications. Ids grow in the order events are
 /// written, across users: one id is a cursor both for a user's log and for the feed.
+/// Reads (`user_events`, `event_feed`, `event_feed_head`) may lag writes by the
+/// backend's settle time, never skip a written event, and never show one out of order.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends events (in order); returns them with their ids and times.
@@ -230,7 +260,7 @@ pub trait EventStore: Send + Sync {
 
     /// Every user's events after `after`, oldest first, at most `limit`: the feed each
     /// control plane's hub follows.
-    async fn event_feed(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError>;
+    async fn event_feed(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError>;
 
     /// The newest event id (0 when there is none).
     async fn event_feed_head(&self) -> Result<EventId, StoreError>;

@@ -154,7 +154,7 @@ impl TestServer {
         server
     }
 
-    /// Waits until the proxy forwards `/readyz` to the control plane and answers 200.
+    /// Waits until the proxy (routes loaded) and the control plane both answer `/readyz`.
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -166,12 +166,15 @@ impl TestServer {
                     self.log_text()
                 );
             }
-            let ready = self
-                .client
-                .get(format!("{}/readyz", self.proxy))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
+            let mut ready = true;
+            for base in [&self.proxy, &self.control] {
+                ready &= self
+                    .client
+                    .get(format!("{base}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+            }
             if ready {
                 return;
             }
@@ -515,5 +518,76 @@ impl Split {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A real S3-compatible server (s3s-fs) on a free port, with a bucket.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    /// The folder s3s-fs serves (a folder per bucket).
+    pub root: tempfile::TempDir,
+}
+
+pub const S3_KEY: &str = "AKIASHORTLINKTEST";
+pub const S3_SECRET: &str = "shortlink-test-secret-key-0123456789";
+pub const BUCKET: &str = "uploads";
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let binary = std::env::var("S3S_FS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testinfra/s3s/bin/s3s-fs")
+            });
+        assert!(
+            binary.exists(),
+            "s3s-fs is not installed at {}: run ./scripts/test.sh (it installs it), or \
+             cargo install s3s-fs@0.14.1 --locked --features binary --root target/testinfra/s3s",
+            binary.display()
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        S3Server { child, port, root }
+    }
+
+    pub fn options(&self) -> Options {
+        Options::default()
+            .env("SHORTLINK_OBJECTS__BACKEND", "s3")
+            .env(
+                "SHORTLINK_OBJECTS__S3__ENDPOINT",
+                &format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("SHORTLINK_OBJECTS__S3__BUCKET", BUCKET)
+            .env("SHORTLINK_OBJECTS__S3__ACCESS_KEY_ID", S3_KEY)
+            .env("SHORTLINK_OBJECTS__S3__SECRET_ACCESS_KEY", S3_SECRET)
+            .env("SHORTLINK_OBJECTS__S3__PART_SIZE", "5242880")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -6,7 +6,7 @@ use shortlink_core::{Event, EventId, EventKind, EventRetention, NewEvent, UserId
 use tokio::sync::watch;
 
 use super::EmbeddedStore;
-use crate::{EventStore, StoreError};
+use crate::{EventPage, EventStore, StoreError};
 
 /// The newest event id, 0 when the log is empty.
 pub(super) fn events_head(conn: &Connection) -> rusqlite::Result<EventId> {
@@ -88,14 +88,16 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
-    async fn event_feed(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn event_feed(&self, after: EventId, limit: usize) -> Result<EventPage, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, user_id, kind, at_ms, data FROM events
                  WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit as i64], row_to_event)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let events = rows.collect::<Result<Vec<_>, _>>()?;
+            let next = events.last().map_or(after, |e| e.id);
+            Ok(EventPage { events, next })
         })
         .await
     }

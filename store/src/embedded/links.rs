@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use super::EmbeddedStore;
 use crate::{
-    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, StoreError,
+    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
+    StoreError,
 };
 
 const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
@@ -321,7 +322,20 @@ impl RouteFeed for EmbeddedStore {
         self.read(|conn| Ok(feed_head(conn)?)).await
     }
 
-    async fn routes_page(&self, after_id: LinkId, limit: usize) -> Result<Vec<Link>, StoreError> {
+    async fn routes_page(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RoutePage, StoreError> {
+        // The cursor is the last id of the previous page, big-endian.
+        let after_id = match cursor {
+            None => 0,
+            Some(bytes) => LinkId::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| StoreError::Backend("malformed route page cursor".into()))?,
+            ),
+        };
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {LINK_COLUMNS} FROM links l WHERE l.id > ?1 ORDER BY l.id LIMIT ?2"
@@ -329,7 +343,11 @@ impl RouteFeed for EmbeddedStore {
             let links = stmt
                 .query_map(params![after_id, limit as i64], |r| row_to_link(r, 0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(links)
+            let next = match links.last() {
+                Some(last) if links.len() >= limit => Some(last.id.to_be_bytes().to_vec()),
+                _ => None,
+            };
+            Ok(RoutePage { links, next })
         })
         .await
     }
@@ -359,7 +377,12 @@ impl RouteFeed for EmbeddedStore {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(ChangeBatch { changes, reset })
+            let next = changes.last().map_or(after, |c| c.seq);
+            Ok(ChangeBatch {
+                changes,
+                reset,
+                next,
+            })
         })
         .await
     }

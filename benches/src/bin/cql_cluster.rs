@@ -1,0 +1,346 @@
+//! The distributed backend on a real CQL node: click ingestion rate, create→redirect and
+//! update→redirect lag across processes, and the proxy's bulk load of many links.
+//!
+//! ```text
+//! scripts/cassandra.sh start
+//! cargo build --release -p shortlink
+//! CQL_TEST_NODES=127.0.0.1:9042 cargo run --release -p shortlink-benches --bin cql_cluster -- 1000000
+//! ```
+//! The argument is how many links the bulk-load part seeds (default 1 000 000).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use shortlink_benches::{arg, free_port, status_kib};
+use shortlink_core::{EnrichedClick, NewLink, RedirectStatus, Role, ShortCode};
+use shortlink_cql::{CqlConfig, CqlStore};
+use shortlink_store::{AccountStore, ClickStore, LinkStore};
+
+const ADMIN_KEY: &str = "sl_bench_admin_key_0123456789abcdef";
+const SECRET: &str = "bench-internal-secret-0123456789";
+
+fn config(nodes: &str, keyspace: &str) -> CqlConfig {
+    CqlConfig {
+        nodes: nodes.split(',').map(str::to_owned).collect(),
+        keyspace: keyspace.to_owned(),
+        ..CqlConfig::default()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn migrate(cql: &CqlConfig) {
+    CqlStore::migrate(cql, &mut |_| {}).await.expect("migrate");
+}
+
+/// Clicks per second into the CQL store through `ClickStore::ingest_clicks`.
+async fn ingestion(nodes: &str) {
+    let cql = config(
+        nodes,
+        &format!("bench_ingest_{:08x}", rand::random::<u32>()),
+    );
+    migrate(&cql).await;
+    let store = CqlStore::open(&cql, 30).await.expect("open");
+    let owner = store.create_user("bench", Role::User).await.unwrap().id;
+    let mut links = Vec::new();
+    for i in 0..1000 {
+        let link = NewLink {
+            domain: String::new(),
+            code: ShortCode::from_stored(format!("ing{i}")),
+            custom_alias: true,
+            owner,
+            url: format!("https://ingest.example/{i}"),
+            redirect: RedirectStatus::Permanent,
+            expires_at: None,
+            max_clicks: None,
+            tags: vec![],
+        };
+        links.push(store.create_link(link).await.unwrap().link.id);
+    }
+    let browsers = ["Chrome", "Firefox", "Safari", "Edge"];
+    let countries = ["DE", "US", "FR", "JP", "BR"];
+    let now_ms = shortlink_core::time_util::now_unix_ms();
+    let batches = 20;
+    let per_batch = 10_000;
+    let mut rates = Vec::new();
+    for b in 0..batches {
+        let clicks: Vec<EnrichedClick> = (0..per_batch)
+            .map(|i| EnrichedClick {
+                link_id: links[(i * 7 + b) % links.len()],
+                ts_ms: now_ms - (i as i64 % 3_600_000),
+                ip: "203.0.113.0".into(),
+                browser: browsers[i % 4].into(),
+                os: "Linux".into(),
+                device: "desktop".into(),
+                bot: i % 10 == 0,
+                referrer: format!("r{}.example", i % 50),
+                country: countries[i % 5].into(),
+                count: 1,
+            })
+            .collect();
+        let started = Instant::now();
+        store
+            .ingest_clicks(&format!("bench-{b}"), clicks)
+            .await
+            .expect("ingest");
+        rates.push(per_batch as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "ingestion into CQL: median {:.0} clicks/s over {batches} batches of {per_batch} \
+         (1 000 links, min {:.0}, max {:.0})",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1]
+    );
+    CqlStore::drop_keyspace(&cql).await.ok();
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shortlink");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p shortlink"
+    );
+    binary
+}
+
+fn write_config(dir: &Path, nodes: &str, keyspace: &str, proxy: u16, control: u16) -> PathBuf {
+    let data = dir.join(format!("node-{proxy}"));
+    let path = data.with_extension("toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+data_dir = "{}"
+admin_key = "{ADMIN_KEY}"
+internal_secret = "{SECRET}"
+log = "warn"
+[store]
+engine = "cql"
+[store.cql]
+nodes = ["{nodes}"]
+keyspace = "{keyspace}"
+[proxy]
+listen = "127.0.0.1:{proxy}"
+control_upstreams = ["127.0.0.1:{control}"]
+sync_poll_ms = 200
+[control]
+listen = "127.0.0.1:{control}"
+writes_per_minute = 10000000
+write_burst = 1000000
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(config: &Path, plane: &str) -> Node {
+    Node(
+        Command::new(binary())
+            .args(["--config", config.to_str().unwrap(), plane])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shortlink"),
+    )
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> Duration {
+    let started = Instant::now();
+    while !http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{base} not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+async fn wait_location(http: &reqwest::Client, url: &str, location: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.headers()
+                .get("location")
+                .is_some_and(|v| v.as_bytes() == location.as_bytes())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never redirected to {location}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Create→redirect and update→redirect lag from one control plane to two proxies.
+async fn lag(nodes: &str, dir: &Path) {
+    let keyspace = format!("bench_lag_{:08x}", rand::random::<u32>());
+    let cql = config(nodes, &keyspace);
+    migrate(&cql).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let control_port = free_port();
+    let control_config = write_config(dir, nodes, &keyspace, free_port(), control_port);
+    let _control = start(&control_config, "control");
+    let control = format!("http://127.0.0.1:{control_port}");
+    wait_ready(&http, &control).await;
+    let mut proxies = Vec::new();
+    let mut nodes_running = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let config = write_config(dir, nodes, &keyspace, port, control_port);
+        nodes_running.push(start(&config, "proxy"));
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&http, &base).await;
+        proxies.push(base);
+    }
+    let rounds = 200;
+    let (mut created, mut updated) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let code = format!("lag{i}");
+        let url = format!("https://lag.example/{i}");
+        let started = Instant::now();
+        let r = http
+            .post(format!("{control}/api/v1/links"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"url": url, "alias": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        for proxy in &proxies {
+            wait_location(&http, &format!("{proxy}/{code}"), &url).await;
+        }
+        created.push(started.elapsed());
+        let moved = format!("https://lag.example/moved/{i}");
+        let started = Instant::now();
+        let r = http
+            .patch(format!("{control}/api/v1/links/{code}"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"url": moved}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for proxy in &proxies {
+            wait_location(&http, &format!("{proxy}/{code}"), &moved).await;
+        }
+        updated.push(started.elapsed());
+    }
+    created.sort();
+    updated.sort();
+    println!(
+        "create → redirects on both proxies: p50 {:?}, p99 {:?} ({rounds} links; a proxy reads \
+         an unknown code through to the store)",
+        percentile(&created, 0.5),
+        percentile(&created, 0.99)
+    );
+    println!(
+        "update → new target on both proxies: p50 {:?}, p99 {:?} (route feed: poll 200 ms + \
+         settle 300 ms)",
+        percentile(&updated, 0.5),
+        percentile(&updated, 0.99)
+    );
+    CqlStore::drop_keyspace(&cql).await.ok();
+}
+
+/// Seeds `n` links straight into the `links` table, then times a proxy's start to ready.
+async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
+    let keyspace = format!("bench_bulk_{:08x}", rand::random::<u32>());
+    let cql = config(nodes, &keyspace);
+    migrate(&cql).await;
+    let session = Arc::new(
+        scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(cql.nodes.iter())
+            .use_keyspace(&keyspace, false)
+            .build()
+            .await
+            .expect("connect"),
+    );
+    let insert = session
+        .prepare(
+            "INSERT INTO links (domain, code, id, custom_alias, owner, url, redirect, disabled, \
+             created_at, updated_at) VALUES ('', ?, ?, true, 1, ?, 301, false, 0, 0)",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (session, insert) = (session.clone(), insert.clone());
+            async move {
+                session
+                    .execute_unpaged(
+                        &insert,
+                        (
+                            format!("bulk{i}"),
+                            i as i64 + 1,
+                            format!("https://bulk.example/some/path/to/a/page-{i:08}?ref=bench"),
+                        ),
+                    )
+                    .await
+                    .expect("seed");
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<()>()
+        .await;
+    println!("seeded {n} links in {:?}", started.elapsed());
+    let http = reqwest::Client::new();
+    let mut loads = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let config = write_config(dir, nodes, &keyspace, port, free_port());
+        let proxy = start(&config, "proxy");
+        let took = wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+        let rss = status_kib(proxy.0.id(), "VmRSS");
+        println!(
+            "proxy ready with {n} links after {took:?}, RSS {} MiB",
+            rss / 1024
+        );
+        loads.push(took);
+    }
+    loads.sort();
+    println!(
+        "bulk load of {n} links from CQL: median {:?} over 3 proxy starts",
+        loads[1]
+    );
+    CqlStore::drop_keyspace(&cql).await.ok();
+}
+
+#[tokio::main]
+async fn main() {
+    let nodes = std::env::var("CQL_TEST_NODES").expect("set CQL_TEST_NODES=127.0.0.1:9042");
+    let n: usize = arg(1, 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    ingestion(&nodes).await;
+    lag(&nodes, dir.path()).await;
+    bulk_load(&nodes, dir.path(), n).await;
+}

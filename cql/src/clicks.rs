@@ -1,0 +1,337 @@
+//! Click ingestion and stats on CQL: counters for rollups, a batch-id claim for
+//! idempotency.
+//!
+//! Counter updates are not idempotent, so a batch is claimed first with a lightweight
+//! transaction (`state = 'applying'`), its counters are written without driver retries,
+//! and it is then marked `applied`. A redelivered batch finds the claim: `applied` is a
+//! duplicate; `applying` younger than [`ABANDONED_SECS`] is another node at work (the
+//! sender retries later); older, the node applying it died half-way, and the batch is not
+//! applied again (its counters may be short; never double).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use shortlink_core::time_util::{ms_to_rfc3339, now_unix};
+use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, SeriesPoint};
+use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
+use tracing::warn;
+
+use crate::{CqlStore, Kind, ids, run_concurrently};
+
+/// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
+const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
+
+/// An `applying` claim older than this belongs to a node that died while applying it.
+const ABANDONED_SECS: i64 = 120;
+
+/// Counter writes in flight per batch.
+const WRITE_CONCURRENCY: usize = 64;
+
+fn hour_of(ts_ms: i64) -> i64 {
+    let s = ts_ms.div_euclid(1000);
+    s - s.rem_euclid(3600)
+}
+
+fn day_of(seconds: i64) -> i64 {
+    seconds - seconds.rem_euclid(86_400)
+}
+
+/// Tab-separated click log lines, like the embedded store's.
+fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
+    use std::io::Write;
+    let clean = |t: &str| t.replace(['\t', '\n'], " ");
+    let mut out = Vec::with_capacity(clicks.len() * 64);
+    for c in clicks {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.link_id,
+            c.ts_ms,
+            c.ip,
+            clean(&c.browser),
+            clean(&c.os),
+            c.device,
+            u8::from(c.bot),
+            clean(&c.referrer),
+            clean(&c.country),
+            c.count
+        );
+    }
+    out
+}
+
+struct LinkInfo {
+    owner: i64,
+    capped: bool,
+    domain: String,
+    code: String,
+}
+
+impl CqlStore {
+    async fn link_info(&self, id: LinkId) -> Result<Option<LinkInfo>, StoreError> {
+        let key: Option<(String, String)> = self
+            .row("SELECT domain, code FROM links_by_id WHERE id = ?", (id,))
+            .await?;
+        let Some((domain, code)) = key else {
+            return Ok(None);
+        };
+        Ok(self
+            .link_row(&domain, &code)
+            .await?
+            .map(|row| row.into_link(0))
+            .filter(|link| link.id == id)
+            .map(|link| LinkInfo {
+                owner: link.owner,
+                capped: link.max_clicks.is_some(),
+                domain,
+                code,
+            }))
+    }
+
+    /// Claims a batch id; `Some(outcome)` when the batch must not be applied now.
+    async fn claim_batch(&self, batch_id: &str) -> Result<Option<IngestOutcome>, StoreError> {
+        let now = now_unix();
+        let claimed = self
+            .lwt(
+                "INSERT INTO click_batches (batch_id, state, at) VALUES (?, 'applying', ?) \
+                 IF NOT EXISTS USING TTL ?",
+                (batch_id, now, self.click_retention_secs),
+            )
+            .await?;
+        if claimed {
+            return Ok(None);
+        }
+        let row: Option<(Option<String>, Option<i64>)> = self
+            .row(
+                "SELECT state, at FROM click_batches WHERE batch_id = ?",
+                (batch_id,),
+            )
+            .await?;
+        match row {
+            Some((Some(state), _)) if state == "applied" => Ok(Some(IngestOutcome::Duplicate)),
+            Some((_, Some(at))) if now - at > ABANDONED_SECS => {
+                warn!(
+                    batch_id,
+                    "a click batch claimed {}s ago was never finished (a node died applying it); \
+                     not applying it twice",
+                    now - at
+                );
+                Ok(Some(IngestOutcome::Duplicate))
+            }
+            _ => Err(StoreError::Backend(format!(
+                "batch {batch_id} is being applied by another node; retry later"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl ClickStore for CqlStore {
+    async fn ingest_clicks(
+        &self,
+        batch_id: &str,
+        clicks: Vec<EnrichedClick>,
+    ) -> Result<IngestOutcome, StoreError> {
+        if let Some(outcome) = self.claim_batch(batch_id).await? {
+            return Ok(outcome);
+        }
+        let ids: std::collections::HashSet<LinkId> = clicks.iter().map(|c| c.link_id).collect();
+        let links: HashMap<LinkId, Option<LinkInfo>> = {
+            use futures_util::StreamExt;
+            let found: Vec<Result<(LinkId, Option<LinkInfo>), StoreError>> =
+                futures_util::stream::iter(
+                    ids.into_iter()
+                        .map(|id| async move { Ok((id, self.link_info(id).await?)) }),
+                )
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+            found.into_iter().collect::<Result<_, _>>()?
+        };
+        let counted: Vec<&EnrichedClick> = clicks
+            .iter()
+            .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
+            .collect();
+        let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
+        let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
+        let mut per_link: HashMap<LinkId, (i64, i64, i64, i64)> = HashMap::new();
+        for c in &counted {
+            let n = i64::from(c.count.max(1));
+            let bots = if c.bot { n } else { 0 };
+            let hour = hour_of(c.ts_ms);
+            let slot = hours.entry((c.link_id, hour)).or_default();
+            slot.0 += n;
+            slot.1 += bots;
+            let day = day_of(hour);
+            for (dim, key) in
+                DIMS.iter()
+                    .zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device])
+            {
+                *days
+                    .entry((c.link_id, day, *dim, key.as_str()))
+                    .or_default() += n;
+            }
+            let seen = per_link
+                .entry(c.link_id)
+                .or_insert((0, 0, c.ts_ms, c.ts_ms));
+            seen.0 += n;
+            seen.1 += bots;
+            seen.2 = seen.2.min(c.ts_ms);
+            seen.3 = seen.3.max(c.ts_ms);
+        }
+        let mut writes: Vec<
+            std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>,
+        > = Vec::with_capacity(hours.len() + days.len() + per_link.len());
+        for ((link, hour), (total, bots)) in hours {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "UPDATE rollup_hour SET total = total + ?, bots = bots + ? \
+                     WHERE link_id = ? AND month = ? AND hour = ?",
+                    Kind::Counter,
+                    (
+                        scylla::value::Counter(total),
+                        scylla::value::Counter(bots),
+                        link,
+                        ids::month_of(hour),
+                        hour,
+                    ),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        for ((link, day, dim, key), n) in days {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "UPDATE rollup_day SET n = n + ? \
+                     WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
+                    Kind::Counter,
+                    (
+                        scylla::value::Counter(n),
+                        link,
+                        ids::month_of(day),
+                        day,
+                        dim,
+                        key,
+                    ),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        for (link, (n, ..)) in &per_link {
+            let (link, n) = (*link, *n);
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "UPDATE link_clicks SET clicks = clicks + ? WHERE link_id = ?",
+                    Kind::Counter,
+                    (scylla::value::Counter(n), link),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        run_concurrently(writes, WRITE_CONCURRENCY).await?;
+
+        let mut events = Vec::with_capacity(per_link.len());
+        for (link, (n, bots, first, last)) in &per_link {
+            let Some(Some(info)) = links.get(link) else {
+                continue;
+            };
+            // A capped link's count is part of its route (proxies enforce the limit).
+            if info.capped {
+                self.record_change(&info.domain, &info.code).await?;
+            }
+            events.push(
+                LinkClicks {
+                    code: info.code.clone(),
+                    domain: info.domain.clone(),
+                    count: *n as u64,
+                    bots: *bots as u64,
+                    from: ms_to_rfc3339(*first),
+                    to: ms_to_rfc3339(*last),
+                }
+                .into_event(info.owner),
+            );
+        }
+        self.append(events).await?;
+        let total: i64 = counted.iter().map(|c| i64::from(c.count.max(1))).sum();
+        self.exec(
+            "UPDATE click_batches USING TTL ? SET state = 'applied', clicks = ?, body = ? \
+             WHERE batch_id = ?",
+            Kind::Write,
+            (
+                self.click_retention_secs,
+                total,
+                encode_log(&counted),
+                batch_id,
+            ),
+        )
+        .await?;
+        Ok(IngestOutcome::Applied)
+    }
+
+    async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError> {
+        let step = query.interval.seconds();
+        let mut stats = LinkStats::default();
+        if query.to <= query.from {
+            return Ok(stats);
+        }
+        let first_day = day_of(query.from);
+        let mut dims: HashMap<(String, String), i64> = HashMap::new();
+        for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
+            let hours: Vec<(
+                i64,
+                Option<scylla::value::Counter>,
+                Option<scylla::value::Counter>,
+            )> = self
+                .rows(
+                    "SELECT hour, total, bots FROM rollup_hour \
+                     WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
+                    (query.link_id, month, query.from, query.to),
+                )
+                .await?;
+            for (hour, total, bots) in hours {
+                let total = total.map_or(0, |c| c.0).max(0) as u64;
+                let bots = bots.map_or(0, |c| c.0).max(0) as u64;
+                stats.total += total;
+                stats.bots += bots;
+                let ts = hour - hour.rem_euclid(step);
+                match stats.series.last_mut() {
+                    Some(last) if last.ts == ts => last.count += total,
+                    _ => stats.series.push(SeriesPoint { ts, count: total }),
+                }
+            }
+            let rows: Vec<(String, String, Option<scylla::value::Counter>)> = self
+                .rows(
+                    "SELECT dim, key, n FROM rollup_day \
+                     WHERE link_id = ? AND month = ? AND day >= ? AND day < ?",
+                    (query.link_id, month, first_day, query.to),
+                )
+                .await?;
+            for (dim, key, n) in rows {
+                *dims.entry((dim, key)).or_default() += n.map_or(0, |c| c.0);
+            }
+        }
+        stats.humans = stats.total - stats.bots;
+        let mut sorted: Vec<((String, String), i64)> = dims.into_iter().collect();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.1.cmp(&b.0.1)));
+        for ((dim, key), count) in sorted {
+            let list = match dim.as_str() {
+                "referrer" => &mut stats.referrers,
+                "country" => &mut stats.countries,
+                "browser" => &mut stats.browsers,
+                "os" => &mut stats.os,
+                "device" => &mut stats.devices,
+                _ => continue,
+            };
+            if list.len() < query.top {
+                list.push(KeyCount {
+                    key,
+                    count: count.max(0) as u64,
+                });
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,374 @@
+//! The distributed storage backend: every `shortlink-store` trait on ScyllaDB or Apache
+//! Cassandra, over CQL with the `scylla` driver.
+//!
+//! Query-first tables (see `schema/` and ARCHITECTURE.md), prepared statements,
+//! token-aware routing (the driver's default policy), paged scans, and per-statement
+//! consistency: `consistency` (default LOCAL_QUORUM) for reads and writes, LOCAL_SERIAL for
+//! the lightweight transactions that keep codes, user names and batch ids unique.
+//!
+//! Many processes write at once, so feed positions and event ids are time-ordered ids
+//! (see [`ids`](crate)) and feed readers stop `settle_ms` short of now: a write stamped
+//! before a reader's position but landing after it would otherwise be skipped.
+
+mod accounts;
+mod clicks;
+mod events;
+mod ids;
+mod links;
+mod schema;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::frame::types::{Consistency, SerialConsistency};
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use serde::{Deserialize, Serialize};
+use shortlink_store::StoreError;
+use thiserror::Error;
+
+pub use schema::{MIGRATIONS, Migration, MigrationProgress};
+
+/// How to reach the cluster and how to use it (`[store.cql]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CqlConfig {
+    /// Contact points, `host:port`. Default `["127.0.0.1:9042"]`.
+    pub nodes: Vec<String>,
+    /// Keyspace holding shortlink's tables. Default `shortlink`.
+    pub keyspace: String,
+    /// Replication of the keyspace when `shortlink migrate` creates it, as CQL. Default
+    /// `{'class': 'SimpleStrategy', 'replication_factor': 1}`; use NetworkTopologyStrategy
+    /// with 3 replicas per datacenter in production.
+    pub replication: String,
+    /// Consistency of reads and writes: `local_quorum` (default), `quorum`, `local_one`,
+    /// `one`, `all`.
+    pub consistency: String,
+    /// Datacenter to prefer (token-aware within it). Default unset: any.
+    pub local_datacenter: Option<String>,
+    /// User name, when the cluster requires authentication. Default unset.
+    pub username: Option<String>,
+    /// Password for `username`. Default unset.
+    pub password: Option<String>,
+    /// Timeout of one request, including the driver's retries. Default 5 000.
+    pub request_timeout_ms: u64,
+    /// Timeout of opening a connection. Default 5 000.
+    pub connect_timeout_ms: u64,
+    /// Retry policy: `default` (retries idempotent statements on timeouts and unavailable
+    /// replicas once, on another node when that helps) or `none`. Default `default`.
+    pub retry: String,
+    /// How far behind now feed readers stay, so that writes in flight are not skipped.
+    /// Must exceed clock skew between nodes plus write latency. Default 300.
+    pub settle_ms: u64,
+    /// How long route changes are kept: a proxy offline longer reloads every route.
+    /// Default 86 400 (one day).
+    pub route_feed_ttl_seconds: u32,
+}
+
+impl Default for CqlConfig {
+    fn default() -> Self {
+        CqlConfig {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "shortlink".into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            consistency: "local_quorum".into(),
+            local_datacenter: None,
+            username: None,
+            password: None,
+            request_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            retry: "default".into(),
+            settle_ms: 300,
+            route_feed_ttl_seconds: 86_400,
+        }
+    }
+}
+
+impl CqlConfig {
+    /// Checks the values a typo would break.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("store.cql.nodes must name at least one node".into());
+        }
+        if self.keyspace.is_empty()
+            || self.keyspace.len() > 48
+            || !self
+                .keyspace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "store.cql.keyspace '{}' must be 1-48 letters, digits or underscores",
+                self.keyspace
+            ));
+        }
+        parse_consistency(&self.consistency)?;
+        if !matches!(self.retry.as_str(), "default" | "none") {
+            return Err(format!(
+                "store.cql.retry '{}' must be 'default' or 'none'",
+                self.retry
+            ));
+        }
+        if self.route_feed_ttl_seconds < 60 {
+            return Err("store.cql.route_feed_ttl_seconds must be at least 60".into());
+        }
+        Ok(())
+    }
+}
+
+fn parse_consistency(text: &str) -> Result<Consistency, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "local_quorum" => Consistency::LocalQuorum,
+        "quorum" => Consistency::Quorum,
+        "local_one" => Consistency::LocalOne,
+        "one" => Consistency::One,
+        "all" => Consistency::All,
+        other => {
+            return Err(format!(
+                "store.cql.consistency '{other}' must be one of local_quorum, quorum, local_one, one, all"
+            ));
+        }
+    })
+}
+
+/// Why the backend could not start.
+#[derive(Debug, Error)]
+pub enum CqlError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// No node accepted a connection.
+    #[error("cannot connect to the CQL cluster at {nodes}: {reason}")]
+    Connect {
+        /// The contact points tried.
+        nodes: String,
+        /// The driver's reason.
+        reason: String,
+    },
+    /// The keyspace's schema is not the one this binary knows.
+    #[error("{0}")]
+    Schema(String),
+    /// A statement failed.
+    #[error("CQL request failed: {0}")]
+    Request(String),
+}
+
+/// How a statement is executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A read: idempotent, retried.
+    Read,
+    /// An insert, update or delete that can be repeated safely: retried.
+    Write,
+    /// A lightweight transaction (`IF ...`): serial consistency, not retried blindly.
+    Lwt,
+    /// A counter update: not idempotent, never retried.
+    Counter,
+}
+
+/// The store on a CQL cluster. Cheap to share behind an `Arc`.
+pub struct CqlStore {
+    session: Session,
+    prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
+    settle_us: i64,
+    route_feed_ttl: i32,
+    click_retention_secs: i32,
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+async fn connect(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session, CqlError> {
+    config.validate().map_err(CqlError::Config)?;
+    let consistency = parse_consistency(&config.consistency).map_err(CqlError::Config)?;
+    let mut profile = ExecutionProfile::builder()
+        .consistency(consistency)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)));
+    if config.retry == "none" {
+        profile = profile.retry_policy(Arc::new(
+            scylla::policies::retry::FallthroughRetryPolicy::new(),
+        ));
+    }
+    if let Some(dc) = &config.local_datacenter {
+        let policy = scylla::policies::load_balancing::DefaultPolicy::builder()
+            .prefer_datacenter(dc.clone())
+            .token_aware(true)
+            .build();
+        profile = profile.load_balancing_policy(policy);
+    }
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .default_execution_profile_handle(profile.build().into_handle());
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(user, password);
+    }
+    if let Some(keyspace) = keyspace {
+        builder = builder.use_keyspace(keyspace, false);
+    }
+    builder.build().await.map_err(|e| CqlError::Connect {
+        nodes: config.nodes.join(", "),
+        reason: e.to_string(),
+    })
+}
+
+impl CqlStore {
+    /// Connects to the cluster and checks that `shortlink migrate` brought the keyspace to
+    /// the schema this binary knows. `click_retention_days` bounds raw clicks and batch ids.
+    pub async fn open(
+        config: &CqlConfig,
+        click_retention_days: u32,
+    ) -> Result<Arc<CqlStore>, CqlError> {
+        let session = connect(config, None).await?;
+        schema::check(&session, &config.keyspace).await?;
+        session
+            .use_keyspace(&config.keyspace, false)
+            .await
+            .map_err(|e| CqlError::Request(e.to_string()))?;
+        let store = Arc::new(CqlStore {
+            session,
+            prepared: RwLock::new(HashMap::new()),
+            settle_us: i64::try_from(config.settle_ms)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+            route_feed_ttl: i32::try_from(config.route_feed_ttl_seconds).unwrap_or(i32::MAX),
+            click_retention_secs: i32::try_from(u64::from(click_retention_days.max(1)) * 86_400)
+                .unwrap_or(i32::MAX),
+        });
+        store
+            .init_meta()
+            .await
+            .map_err(|e| CqlError::Request(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// Creates the keyspace if needed and applies every migration it lacks, reporting
+    /// each step to `progress`. Refuses a keyspace migrated by a newer binary.
+    pub async fn migrate(
+        config: &CqlConfig,
+        progress: &mut dyn FnMut(MigrationProgress),
+    ) -> Result<i32, CqlError> {
+        let session = connect(config, None).await?;
+        schema::migrate(&session, config, progress).await
+    }
+
+    /// Drops the keyspace (tests and benches that make one per run).
+    pub async fn drop_keyspace(config: &CqlConfig) -> Result<(), CqlError> {
+        let session = connect(config, None).await?;
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+            .await
+            .map_err(|e| CqlError::Request(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The prepared form of `cql`, prepared once per process.
+    async fn prepare(
+        &self,
+        cql: &'static str,
+        kind: Kind,
+    ) -> Result<PreparedStatement, StoreError> {
+        if let Some(found) = self
+            .prepared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cql)
+        {
+            return Ok(found.clone());
+        }
+        let mut statement = self.session.prepare(cql).await.map_err(backend)?;
+        statement.set_is_idempotent(matches!(kind, Kind::Read | Kind::Write));
+        self.prepared
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Executes `cql` with `values` and returns the whole (bounded) result.
+    async fn exec(
+        &self,
+        cql: &'static str,
+        kind: Kind,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        let statement = self.prepare(cql, kind).await?;
+        self.session
+            .execute_unpaged(&statement, values)
+            .await
+            .map_err(backend)
+    }
+
+    /// Reads the rows of a bounded query.
+    async fn rows<R>(
+        &self,
+        cql: &'static str,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let result = self.exec(cql, Kind::Read, values).await?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        rows.rows::<R>()
+            .map_err(backend)?
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(backend)
+    }
+
+    /// Reads at most one row.
+    async fn row<R>(
+        &self,
+        cql: &'static str,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        Ok(self.rows(cql, values).await?.into_iter().next())
+    }
+
+    /// Runs a lightweight transaction; true when it applied.
+    async fn lwt(&self, cql: &'static str, values: impl SerializeRow) -> Result<bool, StoreError> {
+        let result = self.exec(cql, Kind::Lwt, values).await?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        let first = rows
+            .rows::<Row>()
+            .map_err(backend)?
+            .next()
+            .transpose()
+            .map_err(backend)?;
+        Ok(matches!(
+            first.and_then(|r| r.columns.into_iter().next().flatten()),
+            Some(CqlValue::Boolean(true))
+        ))
+    }
+
+    /// The position readers of the feeds may read up to now.
+    fn horizon(&self) -> i64 {
+        ids::horizon(self.settle_us)
+    }
+}
+
+/// Runs `tasks` with at most `limit` in flight; the first error wins.
+async fn run_concurrently<F>(tasks: Vec<F>, limit: usize) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<(), StoreError>>,
+{
+    use futures_util::StreamExt;
+    let mut stream = futures_util::stream::iter(tasks).buffer_unordered(limit.max(1));
+    while let Some(result) = stream.next().await {
+        result?;
+    }
+    Ok(())
+}

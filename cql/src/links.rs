@@ -1,0 +1,608 @@
+//! Links and the route change feed on CQL.
+
+use async_trait::async_trait;
+use scylla::DeserializeRow;
+use scylla::response::{PagingState, PagingStateResponse};
+use sha2::{Digest, Sha256};
+use shortlink_core::time_util::now_unix;
+use shortlink_core::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
+use shortlink_store::{
+    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
+    StoreError,
+};
+use tokio::sync::watch;
+
+use crate::{CqlStore, Kind, backend, ids};
+
+/// The `links` columns a [`LinkRow`] reads, in its field order.
+const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
+     expires_at, max_clicks, tags, disabled, created_at, updated_at FROM links";
+
+/// A `links` row.
+#[derive(DeserializeRow)]
+pub(crate) struct LinkRow {
+    domain: String,
+    code: String,
+    id: i64,
+    custom_alias: Option<bool>,
+    owner: i64,
+    url: String,
+    redirect: Option<i32>,
+    expires_at: Option<i64>,
+    max_clicks: Option<i64>,
+    tags: Option<Vec<String>>,
+    disabled: Option<bool>,
+    created_at: Option<i64>,
+    updated_at: Option<i64>,
+}
+
+impl LinkRow {
+    pub(crate) fn into_link(self, clicks: i64) -> Link {
+        Link {
+            id: self.id,
+            domain: self.domain,
+            code: ShortCode::from_stored(self.code),
+            custom_alias: self.custom_alias.unwrap_or(false),
+            owner: self.owner,
+            url: self.url,
+            redirect: self
+                .redirect
+                .and_then(|r| u16::try_from(r).ok())
+                .and_then(|r| RedirectStatus::try_from(r).ok())
+                .unwrap_or_default(),
+            expires_at: self.expires_at,
+            max_clicks: self.max_clicks.map(|m| m.max(0) as u64),
+            clicks: clicks.max(0) as u64,
+            tags: self.tags.unwrap_or_default(),
+            disabled: self.disabled.unwrap_or(false),
+            created_at: self.created_at.unwrap_or(0),
+            updated_at: self.updated_at.unwrap_or(0),
+        }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn url_hash(url: &str) -> Vec<u8> {
+    Sha256::digest(url.as_bytes()).to_vec()
+}
+
+/// The calendar month partition of an owner's link list holding link `id`.
+fn owner_month(id: LinkId) -> i32 {
+    ids::month_of(ids::unix_secs(id))
+}
+
+impl CqlStore {
+    /// Counted clicks of one link.
+    pub(crate) async fn link_clicks(&self, id: LinkId) -> Result<i64, StoreError> {
+        let row: Option<(Option<scylla::value::Counter>,)> = self
+            .row("SELECT clicks FROM link_clicks WHERE link_id = ?", (id,))
+            .await?;
+        Ok(row.and_then(|(c,)| c).map_or(0, |c| c.0))
+    }
+
+    /// The stored row at (domain, code), without its click count.
+    pub(crate) async fn link_row(
+        &self,
+        domain: &str,
+        code: &str,
+    ) -> Result<Option<LinkRow>, StoreError> {
+        const CQL: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
+             expires_at, max_clicks, tags, disabled, created_at, updated_at FROM links \
+             WHERE domain = ? AND code = ?";
+        self.row(CQL, (domain, code)).await
+    }
+
+    /// Appends a route change for (domain, code).
+    pub(crate) async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
+        let seq = ids::next_id();
+        self.exec(
+            "INSERT INTO route_changes (bucket, seq, domain, code) VALUES (?, ?, ?, ?) USING TTL ?",
+            Kind::Write,
+            (ids::bucket(seq), seq, domain, code, self.route_feed_ttl),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the owner's dedupe slot for a plain link to `url`; returns the existing plain
+    /// link when another one holds it.
+    async fn claim_dedupe(&self, new: &NewLink, id: LinkId) -> Result<Option<Link>, StoreError> {
+        let hash = url_hash(&new.url);
+        for _ in 0..3 {
+            let claimed = self
+                .lwt(
+                    "INSERT INTO links_by_url (owner, domain, url_hash, link_id, code) \
+                     VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                    (new.owner, &new.domain, &hash, id, new.code.as_str()),
+                )
+                .await?;
+            if claimed {
+                return Ok(None);
+            }
+            let holder: Option<(i64, String)> = self
+                .row(
+                    "SELECT link_id, code FROM links_by_url \
+                     WHERE owner = ? AND domain = ? AND url_hash = ?",
+                    (new.owner, &new.domain, &hash),
+                )
+                .await?;
+            let Some((holder_id, holder_code)) = holder else {
+                continue;
+            };
+            if let Some(link) = self.get_link(&new.domain, &holder_code).await?
+                && link.id == holder_id
+                && link.owner == new.owner
+                && link.url == new.url
+                && link.is_plain()
+            {
+                return Ok(Some(link));
+            }
+            // The slot points at a link that is gone or changed: take it over.
+            self.lwt(
+                "DELETE FROM links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
+                 IF link_id = ?",
+                (new.owner, &new.domain, &hash, holder_id),
+            )
+            .await?;
+        }
+        Err(StoreError::Backend(
+            "could not settle the deduplication slot (concurrent writers)".into(),
+        ))
+    }
+
+    async fn release_dedupe(
+        &self,
+        owner: UserId,
+        domain: &str,
+        url: &str,
+        id: LinkId,
+    ) -> Result<(), StoreError> {
+        self.lwt(
+            "DELETE FROM links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
+             IF link_id = ?",
+            (owner, domain, url_hash(url), id),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Full links for rows of one page, with their click counts (read only for capped
+    /// links: the proxy needs counts only to enforce `max_clicks`).
+    async fn with_capped_clicks(&self, rows: Vec<LinkRow>) -> Result<Vec<Link>, StoreError> {
+        let capped: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.max_clicks.is_some())
+            .map(|r| r.id)
+            .collect();
+        let mut counts = std::collections::HashMap::new();
+        if !capped.is_empty() {
+            let found: Vec<(i64, Option<scylla::value::Counter>)> = self
+                .rows(
+                    "SELECT link_id, clicks FROM link_clicks WHERE link_id IN ?",
+                    (capped,),
+                )
+                .await?;
+            counts.extend(found.into_iter().map(|(id, c)| (id, c.map_or(0, |c| c.0))));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let clicks = counts.get(&r.id).copied().unwrap_or(0);
+                r.into_link(clicks)
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LinkStore for CqlStore {
+    async fn create_link(&self, new: NewLink) -> Result<Created, StoreError> {
+        let id = ids::next_id();
+        let plain = new.is_plain();
+        if plain && let Some(link) = self.claim_dedupe(&new, id).await? {
+            return Ok(Created {
+                link,
+                existed: true,
+            });
+        }
+        let now = now_unix();
+        let tags = (!new.tags.is_empty()).then_some(&new.tags);
+        let claimed = self
+            .lwt(
+                "INSERT INTO links (domain, code, id, custom_alias, owner, url, redirect, \
+                 expires_at, max_clicks, tags, disabled, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?) IF NOT EXISTS",
+                (
+                    &new.domain,
+                    new.code.as_str(),
+                    id,
+                    new.custom_alias,
+                    new.owner,
+                    &new.url,
+                    i32::from(new.redirect.as_u16()),
+                    new.expires_at,
+                    new.max_clicks.map(to_i64),
+                    tags,
+                    now,
+                    now,
+                ),
+            )
+            .await?;
+        if !claimed {
+            if plain {
+                self.release_dedupe(new.owner, &new.domain, &new.url, id)
+                    .await?;
+            }
+            return Err(StoreError::CodeTaken(new.code.into_string()));
+        }
+        self.exec(
+            "INSERT INTO links_by_id (id, domain, code) VALUES (?, ?, ?)",
+            Kind::Write,
+            (id, &new.domain, new.code.as_str()),
+        )
+        .await?;
+        self.exec(
+            "INSERT INTO links_by_owner (owner, month, id, domain, code, url, tags) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            Kind::Write,
+            (
+                new.owner,
+                owner_month(id),
+                id,
+                &new.domain,
+                new.code.as_str(),
+                &new.url,
+                tags,
+            ),
+        )
+        .await?;
+        self.record_change(&new.domain, new.code.as_str()).await?;
+        Ok(Created {
+            link: Link {
+                id,
+                domain: new.domain,
+                code: new.code,
+                custom_alias: new.custom_alias,
+                owner: new.owner,
+                url: new.url,
+                redirect: new.redirect,
+                expires_at: new.expires_at,
+                max_clicks: new.max_clicks,
+                clicks: 0,
+                tags: new.tags,
+                disabled: false,
+                created_at: now,
+                updated_at: now,
+            },
+            existed: false,
+        })
+    }
+
+    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError> {
+        let Some(row) = self.link_row(domain, code).await? else {
+            return Ok(None);
+        };
+        let clicks = self.link_clicks(row.id).await?;
+        Ok(Some(row.into_link(clicks)))
+    }
+
+    async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError> {
+        use futures_util::StreamExt;
+        let limit = query.limit.max(1);
+        let needle = query.q.as_ref().map(|q| q.to_lowercase());
+        // Months are walked newest first, down to the owner's first month.
+        let first_month = match self.user_created_at(owner).await? {
+            Some(created) => ids::month_of(created),
+            // 2020-01, where ids begin.
+            None => ids::month_of(1_577_836_800),
+        };
+        let mut month = match query.before_id {
+            Some(before) => owner_month(before),
+            None => ids::month_of(now_unix()),
+        };
+        let before = query.before_id.unwrap_or(i64::MAX);
+        let mut matches: Vec<(String, String, i64)> = Vec::new();
+        'months: while month >= first_month && matches.len() <= limit {
+            let statement = self
+                .prepare(
+                    "SELECT id, domain, code, url, tags FROM links_by_owner \
+                     WHERE owner = ? AND month = ? AND id < ?",
+                    Kind::Read,
+                )
+                .await?;
+            let mut rows = self
+                .session
+                .execute_iter(statement, (owner, month, before))
+                .await
+                .map_err(backend)?
+                .rows_stream::<(i64, String, String, Option<String>, Option<Vec<String>>)>()
+                .map_err(backend)?;
+            while let Some(row) = rows.next().await {
+                let (id, domain, code, url, tags) = row.map_err(backend)?;
+                let tags = tags.unwrap_or_default();
+                if let Some(tag) = &query.tag
+                    && !tags.contains(tag)
+                {
+                    continue;
+                }
+                if let Some(needle) = &needle {
+                    let url = url.unwrap_or_default().to_lowercase();
+                    if !url.contains(needle.as_str())
+                        && !code.to_lowercase().contains(needle.as_str())
+                    {
+                        continue;
+                    }
+                }
+                matches.push((domain, code, id));
+                if matches.len() > limit {
+                    break 'months;
+                }
+            }
+            month -= 1;
+        }
+        let more = matches.len() > limit;
+        matches.truncate(limit);
+        let fetched: Vec<Result<Option<Link>, StoreError>> =
+            futures_util::stream::iter(matches.into_iter().map(|(domain, code, id)| async move {
+                Ok(self
+                    .get_link(&domain, &code)
+                    .await?
+                    .filter(|link| link.id == id))
+            }))
+            .buffered(16)
+            .collect()
+            .await;
+        let mut items = Vec::with_capacity(fetched.len());
+        for link in fetched {
+            items.extend(link?);
+        }
+        let next_before_id = if more {
+            items.last().map(|l| l.id)
+        } else {
+            None
+        };
+        Ok(LinkPage {
+            items,
+            next_before_id,
+        })
+    }
+
+    async fn update_link(
+        &self,
+        owner: UserId,
+        domain: &str,
+        code: &str,
+        patch: LinkPatch,
+    ) -> Result<Option<Link>, StoreError> {
+        let Some(mut link) = self.get_link(domain, code).await? else {
+            return Ok(None);
+        };
+        if link.owner != owner {
+            return Ok(None);
+        }
+        let was_plain = link.is_plain();
+        let old_url = link.url.clone();
+        patch.apply_to(&mut link);
+        link.updated_at = now_unix();
+        let tags = (!link.tags.is_empty()).then_some(&link.tags);
+        let applied = self
+            .lwt(
+                "UPDATE links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
+                 tags = ?, disabled = ?, updated_at = ? WHERE domain = ? AND code = ? IF id = ?",
+                (
+                    &link.url,
+                    i32::from(link.redirect.as_u16()),
+                    link.expires_at,
+                    link.max_clicks.map(to_i64),
+                    tags,
+                    link.disabled,
+                    link.updated_at,
+                    domain,
+                    code,
+                    link.id,
+                ),
+            )
+            .await?;
+        if !applied {
+            return Ok(None);
+        }
+        self.exec(
+            "UPDATE links_by_owner SET url = ?, tags = ? WHERE owner = ? AND month = ? AND id = ?",
+            Kind::Write,
+            (&link.url, tags, owner, owner_month(link.id), link.id),
+        )
+        .await?;
+        let now_plain = link.is_plain();
+        let url_changed = old_url != link.url;
+        if was_plain && (!now_plain || url_changed) {
+            self.release_dedupe(owner, domain, &old_url, link.id)
+                .await?;
+        }
+        if now_plain && (!was_plain || url_changed) {
+            self.lwt(
+                "INSERT INTO links_by_url (owner, domain, url_hash, link_id, code) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                (owner, domain, url_hash(&link.url), link.id, code),
+            )
+            .await?;
+        }
+        self.record_change(domain, code).await?;
+        Ok(Some(link))
+    }
+
+    async fn delete_link(
+        &self,
+        owner: UserId,
+        domain: &str,
+        code: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(row) = self.link_row(domain, code).await? else {
+            return Ok(false);
+        };
+        if row.owner != owner {
+            return Ok(false);
+        }
+        let link = row.into_link(0);
+        let deleted = self
+            .lwt(
+                "DELETE FROM links WHERE domain = ? AND code = ? IF id = ?",
+                (domain, code, link.id),
+            )
+            .await?;
+        if !deleted {
+            return Ok(false);
+        }
+        self.exec(
+            "DELETE FROM links_by_id WHERE id = ?",
+            Kind::Write,
+            (link.id,),
+        )
+        .await?;
+        self.exec(
+            "DELETE FROM links_by_owner WHERE owner = ? AND month = ? AND id = ?",
+            Kind::Write,
+            (owner, owner_month(link.id), link.id),
+        )
+        .await?;
+        if link.is_plain() {
+            self.release_dedupe(owner, domain, &link.url, link.id)
+                .await?;
+        }
+        self.record_change(domain, code).await?;
+        Ok(true)
+    }
+
+    async fn installation_salt(&self) -> Result<u64, StoreError> {
+        self.meta("code_salt")
+            .await?
+            .parse()
+            .map_err(|_| StoreError::Backend("stored code salt is not a number".into()))
+    }
+
+    async fn installation_secret(&self) -> Result<[u8; 32], StoreError> {
+        let text = self.meta("signing_key").await?;
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+            .collect();
+        bytes
+            .try_into()
+            .map_err(|_| StoreError::Backend("stored signing key is malformed".into()))
+    }
+}
+
+#[async_trait]
+impl RouteFeed for CqlStore {
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        Ok(self.horizon().max(0) as u64)
+    }
+
+    async fn routes_page(
+        &self,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RoutePage, StoreError> {
+        let mut statement = self.prepare(LINK_SELECT, Kind::Read).await?;
+        statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
+        let paging = match cursor {
+            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
+            None => PagingState::start(),
+        };
+        let (result, response) = self
+            .session
+            .execute_single_page(&statement, (), paging)
+            .await
+            .map_err(backend)?;
+        let rows = result
+            .into_rows_result()
+            .map_err(backend)?
+            .rows::<LinkRow>()
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let links = self.with_capped_clicks(rows).await?;
+        let next = match response {
+            PagingStateResponse::HasMorePages { state } => {
+                state.as_bytes_slice().map(|b| b.to_vec())
+            }
+            PagingStateResponse::NoMorePages => None,
+        };
+        Ok(RoutePage { links, next })
+    }
+
+    async fn route_changes(&self, after: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        let horizon = self.horizon();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let oldest = ids::id_secs_ago(i64::from(self.route_feed_ttl));
+        if after < oldest {
+            return Ok(ChangeBatch {
+                changes: Vec::new(),
+                reset: true,
+                next: horizon.max(0) as u64,
+            });
+        }
+        let mut found: Vec<(i64, String, String)> = Vec::new();
+        let mut bucket = ids::bucket(after);
+        while bucket <= ids::bucket(horizon) && found.len() < limit {
+            let want = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
+            let rows: Vec<(i64, String, String)> = self
+                .rows(
+                    "SELECT seq, domain, code FROM route_changes \
+                     WHERE bucket = ? AND seq > ? AND seq <= ? LIMIT ?",
+                    (bucket, after, horizon, want),
+                )
+                .await?;
+            found.extend(rows);
+            bucket += 1;
+        }
+        let full = found.len() >= limit;
+        // Each change carries the link as it is now: reading it once per code is enough.
+        let codes: std::collections::HashSet<(String, String)> = found
+            .iter()
+            .map(|(_, domain, code)| (domain.clone(), code.clone()))
+            .collect();
+        let current: std::collections::HashMap<(String, String), Option<Link>> = {
+            use futures_util::StreamExt;
+            let read: Vec<Result<((String, String), Option<Link>), StoreError>> =
+                futures_util::stream::iter(codes.into_iter().map(|key| async move {
+                    let link = self.get_link(&key.0, &key.1).await?;
+                    Ok((key, link))
+                }))
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            read.into_iter().collect::<Result<_, _>>()?
+        };
+        let next = match found.last() {
+            Some((seq, _, _)) if full => *seq,
+            _ => horizon.max(after),
+        };
+        let changes = found
+            .into_iter()
+            .map(|(seq, domain, code)| {
+                let link = current
+                    .get(&(domain.clone(), code.clone()))
+                    .cloned()
+                    .flatten();
+                RouteChange {
+                    seq: seq.max(0) as u64,
+                    domain,
+                    code,
+                    link,
+                }
+            })
+            .collect();
+        Ok(ChangeBatch {
+            changes,
+            reset: false,
+            next: next.max(0) as u64,
+        })
+    }
+
+    fn change_hint(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}

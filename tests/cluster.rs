@@ -1,0 +1,513 @@
+//! Scale-out on a real CQL server (Cassandra 5, started by scripts/test.sh) and a real S3
+//! server (s3s-fs): two `shortlink proxy` and two `shortlink control` processes share one
+//! keyspace, as `configs/cluster.toml` describes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, BUCKET, INTERNAL_SECRET, S3_KEY, S3_SECRET, S3Server, binary, free_port};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// What the issue promises: a change on one control plane reaches every proxy within 1 s.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn cql_nodes() -> String {
+    std::env::var("CQL_TEST_NODES").unwrap_or_else(|_| {
+        panic!(
+            "CQL_TEST_NODES is not set: these tests need a CQL server. Run scripts/test.sh \
+             (it installs and starts Cassandra), or start one and set CQL_TEST_NODES=127.0.0.1:9042"
+        )
+    })
+}
+
+/// One keyspace, one S3 bucket, and the config every node of the cluster shares.
+struct Cluster {
+    dir: tempfile::TempDir,
+    keyspace: String,
+    s3: S3Server,
+    controls: Vec<u16>,
+    http: reqwest::Client,
+}
+
+/// A `shortlink` process of the cluster.
+struct Node {
+    child: Option<Child>,
+    log: PathBuf,
+    url: String,
+}
+
+impl Cluster {
+    async fn new(name: &str, controls: usize) -> Cluster {
+        let cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            keyspace: format!("sl_{name}_{:08x}", rand::random::<u32>()),
+            s3: S3Server::start().await,
+            controls: (0..controls).map(|_| free_port()).collect(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        };
+        let out = Command::new(binary())
+            .args([
+                "--config",
+                cluster.config(0, 0).to_str().unwrap(),
+                "migrate",
+            ])
+            .output()
+            .expect("run shortlink migrate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "migrate failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("migration 1 applied"), "{stdout}");
+        cluster
+    }
+
+    /// Writes the config of a node listening on these ports; returns its path.
+    fn config(&self, proxy_port: u16, control_port: u16) -> PathBuf {
+        let upstreams: Vec<String> = self
+            .controls
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let data = self
+            .dir
+            .path()
+            .join(format!("node-{proxy_port}-{control_port}"));
+        let text = format!(
+            r#"
+data_dir = "{data}"
+admin_key = "{ADMIN_KEY}"
+internal_secret = "{INTERNAL_SECRET}"
+log = "info,pingora_load_balancing=error,scylla=warn"
+public_url = "http://sho.rt"
+
+[store]
+engine = "cql"
+
+[store.cql]
+nodes = ["{nodes}"]
+keyspace = "{keyspace}"
+settle_ms = 300
+
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+control_upstreams = [{upstreams}]
+sync_poll_ms = 100
+bulk_load_page = 1000
+click_batch_ms = 100
+health_check_seconds = 1
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+metrics_listen = "127.0.0.1:{metrics}"
+
+[control]
+listen = "127.0.0.1:{control_port}"
+events_poll_ms = 100
+writes_per_minute = 1000000
+write_burst = 100000
+
+[objects]
+backend = "s3"
+
+[objects.s3]
+endpoint = "http://127.0.0.1:{s3}"
+bucket = "{BUCKET}"
+access_key_id = "{S3_KEY}"
+secret_access_key = "{S3_SECRET}"
+"#,
+            data = data.display(),
+            nodes = cql_nodes(),
+            keyspace = self.keyspace,
+            upstreams = upstreams.join(", "),
+            metrics = free_port(),
+            s3 = self.s3.port,
+        );
+        let path = data.with_extension("toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn metrics_port(config: &Path) -> u16 {
+        let text = std::fs::read_to_string(config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("metrics_listen"))
+            .unwrap();
+        line.trim_end_matches('"')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Starts control plane `i` and waits until it is ready.
+    async fn control(&self, i: usize) -> Node {
+        let port = self.controls[i];
+        let config = self.config(free_port(), port);
+        let mut node = Node::start(&config, "control", format!("http://127.0.0.1:{port}"));
+        node.wait_ready(&self.http).await;
+        node
+    }
+
+    /// Starts a proxy; returns it with its metrics port, once it reports ready.
+    async fn proxy(&self) -> (Node, u16) {
+        let port = free_port();
+        let config = self.config(port, free_port());
+        let metrics = Cluster::metrics_port(&config);
+        let mut node = Node::start(&config, "proxy", format!("http://127.0.0.1:{port}"));
+        node.wait_ready(&self.http).await;
+        (node, metrics)
+    }
+
+    fn api(&self, control: &Node, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", control.url))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    /// Waits until `proxy` answers `/code` with `status` (and `location`, when given);
+    /// returns how long that took.
+    async fn wait_redirect(
+        &self,
+        proxy: &Node,
+        code: &str,
+        status: u16,
+        location: Option<&str>,
+        within: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/{code}", proxy.url))
+                .send()
+                .await
+                .unwrap();
+            let got = r.status().as_u16();
+            let loc = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if got == status && (location.is_none() || loc.as_deref() == location) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{}/{code} answered {got} {loc:?}, not {status} {location:?}, within {within:?}",
+                proxy.url
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Node {
+    fn start(config: &Path, plane: &str, url: String) -> Node {
+        let log = config.with_extension(format!("{plane}.log"));
+        let child = Command::new(binary())
+            .args(["--config", config.to_str().unwrap(), plane])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start a node");
+        Node {
+            child: Some(child),
+            log,
+            url,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{} exited early ({status}); log:\n{}",
+                    self.url,
+                    self.log_text()
+                );
+            }
+            if http
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within 60 s; log:\n{}",
+                self.url,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads an SSE stream until a message's data contains `needle`.
+async fn sse_until(response: reqwest::Response, needle: &str, within: Duration) -> Value {
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let deadline = Instant::now() + within;
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(data) = line.strip_prefix("data:")
+                    && data.contains(needle)
+                {
+                    return serde_json::from_str(data.trim()).unwrap();
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, body.next()).await {
+            Ok(Some(Ok(chunk))) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("no event with {needle} within {within:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_and_two_control_planes_share_one_cluster() {
+    let cluster = Cluster::new("two", 2).await;
+    let a = cluster.control(0).await;
+    let b = cluster.control(1).await;
+    let (p1, _) = cluster.proxy().await;
+    let (p2, _) = cluster.proxy().await;
+
+    // An SSE subscriber on B hears about a link created through A.
+    let sse = cluster
+        .api(&b, Method::GET, "/api/v1/events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/links")
+        .json(&json!({"url": "https://one.example/", "alias": "spread"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut lags = Vec::new();
+    for proxy in [&p1, &p2] {
+        lags.push(
+            cluster
+                .wait_redirect(
+                    proxy,
+                    "spread",
+                    301,
+                    Some("https://one.example/"),
+                    PROPAGATION,
+                )
+                .await,
+        );
+    }
+    let event = sse_until(sse, "spread", Duration::from_secs(5)).await;
+    assert_eq!(event["type"], "link.created", "{event}");
+
+    // A change through B reaches both proxies.
+    let r = cluster
+        .api(&b, Method::PATCH, "/api/v1/links/spread")
+        .json(&json!({"url": "https://two.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for proxy in [&p1, &p2] {
+        lags.push(
+            cluster
+                .wait_redirect(
+                    proxy,
+                    "spread",
+                    301,
+                    Some("https://two.example/"),
+                    PROPAGATION,
+                )
+                .await,
+        );
+    }
+
+    // Clicks through both proxies are counted once, read from B.
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/links")
+        .json(&json!({"url": "https://clicks.example/", "alias": "counted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for proxy in [&p1, &p2] {
+        cluster
+            .wait_redirect(proxy, "counted", 301, None, PROPAGATION)
+            .await;
+    }
+    // Each proxy has followed it once already above.
+    for (proxy, n) in [(&p1, 29), (&p2, 19)] {
+        for _ in 0..n {
+            let r = cluster
+                .http
+                .get(format!("{}/counted", proxy.url))
+                .header(
+                    "user-agent",
+                    "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 301);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let total = loop {
+        let stats: Value = cluster
+            .api(&b, Method::GET, "/api/v1/links/counted/stats")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let total = stats["total"].as_u64().unwrap();
+        if total >= 50 || Instant::now() > deadline {
+            break total;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(total, 50, "every click through either proxy, counted once");
+    // Nothing is counted twice later (a retried or replayed batch).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats: Value = cluster
+        .api(&a, Method::GET, "/api/v1/links/counted/stats")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["total"], 50);
+
+    // A file uploaded through A is served by B, from S3.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let part = reqwest::multipart::Part::bytes(bytes.clone())
+        .file_name("data.bin")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/uploads")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let upload: Value = r.json().await.unwrap();
+    let id = upload["id"].as_str().unwrap();
+    let r = cluster
+        .api(&b, Method::GET, &format!("/f/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        307,
+        "S3 objects are served by a presigned redirect"
+    );
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = cluster.http.get(location).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+
+    // A delete through A reaches both proxies.
+    let r = cluster
+        .api(&a, Method::DELETE, "/api/v1/links/spread")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for proxy in [&p1, &p2] {
+        lags.push(
+            cluster
+                .wait_redirect(proxy, "spread", 404, None, PROPAGATION)
+                .await,
+        );
+    }
+    eprintln!("propagation lags: {lags:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_after_10k_links_loads_them_all_before_ready() {
+    let cluster = Cluster::new("load", 1).await;
+    let a = cluster.control(0).await;
+    let created = futures_util::stream::iter(0..10_000u32)
+        .map(|i| {
+            cluster
+                .api(&a, Method::POST, "/api/v1/links")
+                .json(&json!({"url": format!("https://load.example/{i}"), "alias": format!("load{i}")}))
+                .send()
+        })
+        .buffer_unordered(32)
+        .filter(|r| std::future::ready(r.as_ref().is_ok_and(|r| r.status() == 201)))
+        .count()
+        .await;
+    assert_eq!(created, 10_000);
+    let started = Instant::now();
+    let (proxy, metrics) = cluster.proxy().await;
+    let load = started.elapsed();
+    // Ready means loaded: the table holds every link before any is requested.
+    let text = cluster
+        .http
+        .get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let routes: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shortlink_route_table_links "))
+        .unwrap_or_else(|| panic!("no route table gauge in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(routes >= 10_000.0, "{routes} routes loaded at ready");
+    for i in [0, 4_999, 9_999] {
+        let location = format!("https://load.example/{i}");
+        cluster
+            .wait_redirect(
+                &proxy,
+                &format!("load{i}"),
+                301,
+                Some(&location),
+                Duration::ZERO,
+            )
+            .await;
+    }
+    eprintln!("10 000 links: proxy ready after {load:?}");
+}
