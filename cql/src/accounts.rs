@@ -37,7 +37,7 @@ impl CqlStore {
         let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
         for (name, value) in [("code_salt", salt), ("signing_key", key)] {
             self.lwt(
-                "INSERT INTO meta (key, value) VALUES (?, ?) IF NOT EXISTS",
+                "INSERT INTO {ks}.meta (key, value) VALUES (?, ?) IF NOT EXISTS",
                 (name, value),
             )
             .await?;
@@ -48,7 +48,7 @@ impl CqlStore {
     /// An installation-wide value.
     pub(crate) async fn meta(&self, key: &str) -> Result<String, StoreError> {
         let row: Option<(String,)> = self
-            .row("SELECT value FROM meta WHERE key = ?", (key,))
+            .row("SELECT value FROM {ks}.meta WHERE key = ?", (key,))
             .await?;
         row.map(|(v,)| v)
             .ok_or_else(|| StoreError::Backend(format!("meta value '{key}' is missing")))
@@ -57,7 +57,7 @@ impl CqlStore {
     /// When a user was created (Unix seconds), if the user exists.
     pub(crate) async fn user_created_at(&self, id: UserId) -> Result<Option<i64>, StoreError> {
         let row: Option<(i64,)> = self
-            .row("SELECT created_at FROM users WHERE id = ?", (id,))
+            .row("SELECT created_at FROM {ks}.users WHERE id = ?", (id,))
             .await?;
         Ok(row.map(|(t,)| t))
     }
@@ -65,7 +65,9 @@ impl CqlStore {
     /// Every user's id (a full scan, paged): for periodic maintenance only.
     pub(crate) async fn all_user_ids(&self) -> Result<Vec<UserId>, StoreError> {
         use futures_util::StreamExt;
-        let statement = self.prepare("SELECT id FROM users", Kind::Read).await?;
+        let statement = self
+            .prepare("SELECT id FROM {ks}.users", Kind::Read)
+            .await?;
         let mut rows = self
             .session
             .execute_iter(statement, ())
@@ -87,7 +89,7 @@ impl AccountStore for CqlStore {
         let id = ids::next_id();
         let claimed = self
             .lwt(
-                "INSERT INTO users_by_name (name, id) VALUES (?, ?) IF NOT EXISTS",
+                "INSERT INTO {ks}.users_by_name (name, id) VALUES (?, ?) IF NOT EXISTS",
                 (name, id),
             )
             .await?;
@@ -101,7 +103,7 @@ impl AccountStore for CqlStore {
             created_at: now_unix(),
         };
         self.exec(
-            "INSERT INTO users (id, name, role, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO {ks}.users (id, name, role, created_at) VALUES (?, ?, ?, ?)",
             Kind::Write,
             (user.id, &user.name, role.as_str(), user.created_at),
         )
@@ -112,7 +114,7 @@ impl AccountStore for CqlStore {
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> = self
             .row(
-                "SELECT id, name, role, created_at FROM users WHERE id = ?",
+                "SELECT id, name, role, created_at FROM {ks}.users WHERE id = ?",
                 (id,),
             )
             .await?;
@@ -121,7 +123,7 @@ impl AccountStore for CqlStore {
 
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
         let row: Option<(i64,)> = self
-            .row("SELECT id FROM users_by_name WHERE name = ?", (name,))
+            .row("SELECT id FROM {ks}.users_by_name WHERE name = ?", (name,))
             .await?;
         match row {
             Some((id,)) => self.get_user(id).await,
@@ -139,7 +141,7 @@ impl AccountStore for CqlStore {
             return Err(StoreError::NoSuchUser(user));
         }
         self.lwt(
-            "INSERT INTO api_keys (key_hash, user_id, label) VALUES (?, ?, ?) IF NOT EXISTS",
+            "INSERT INTO {ks}.api_keys (key_hash, user_id, label) VALUES (?, ?, ?) IF NOT EXISTS",
             (key_hash.to_vec(), user, label),
         )
         .await?;
@@ -152,7 +154,7 @@ impl AccountStore for CqlStore {
     ) -> Result<Option<User>, StoreError> {
         let row: Option<(i64,)> = self
             .row(
-                "SELECT user_id FROM api_keys WHERE key_hash = ?",
+                "SELECT user_id FROM {ks}.api_keys WHERE key_hash = ?",
                 (key_hash.to_vec(),),
             )
             .await?;

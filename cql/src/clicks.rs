@@ -16,7 +16,11 @@ use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, Ser
 use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 use tracing::warn;
 
-use crate::{CqlStore, Kind, ids, run_concurrently};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::Counter;
+
+use crate::{CqlStore, Kind, backend, ids, run_concurrently};
 
 /// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
 const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
@@ -26,6 +30,18 @@ const ABANDONED_SECS: i64 = 120;
 
 /// Counter writes in flight per batch.
 const WRITE_CONCURRENCY: usize = 64;
+
+/// Rows per counter batch (all of one partition).
+const COUNTER_BATCH: usize = 100;
+
+/// A counter batch of `n` executions of `statement`.
+fn counter_batch(statement: &PreparedStatement, n: usize) -> Batch {
+    let mut batch = Batch::new(BatchType::Counter);
+    for _ in 0..n {
+        batch.append_statement(statement.clone());
+    }
+    batch
+}
 
 fn hour_of(ts_ms: i64) -> i64 {
     let s = ts_ms.div_euclid(1000);
@@ -70,7 +86,10 @@ struct LinkInfo {
 impl CqlStore {
     async fn link_info(&self, id: LinkId) -> Result<Option<LinkInfo>, StoreError> {
         let key: Option<(String, String)> = self
-            .row("SELECT domain, code FROM links_by_id WHERE id = ?", (id,))
+            .row(
+                "SELECT domain, code FROM {ks}.links_by_id WHERE id = ?",
+                (id,),
+            )
             .await?;
         let Some((domain, code)) = key else {
             return Ok(None);
@@ -93,7 +112,7 @@ impl CqlStore {
         let now = now_unix();
         let claimed = self
             .lwt(
-                "INSERT INTO click_batches (batch_id, state, at) VALUES (?, 'applying', ?) \
+                "INSERT INTO {ks}.click_batches (batch_id, state, at) VALUES (?, 'applying', ?) \
                  IF NOT EXISTS USING TTL ?",
                 (batch_id, now, self.click_retention_secs),
             )
@@ -103,7 +122,7 @@ impl CqlStore {
         }
         let row: Option<(Option<String>, Option<i64>)> = self
             .row(
-                "SELECT state, at FROM click_batches WHERE batch_id = ?",
+                "SELECT state, at FROM {ks}.click_batches WHERE batch_id = ?",
                 (batch_id,),
             )
             .await?;
@@ -179,53 +198,83 @@ impl ClickStore for CqlStore {
             seen.2 = seen.2.min(c.ts_ms);
             seen.3 = seen.3.max(c.ts_ms);
         }
+        // Rollup rows of one (link, month) partition go in one counter batch: one
+        // mutation per partition instead of one request per row.
+        type HourRow = (Counter, Counter, i64, i32, i64);
+        type DayRow<'a> = (Counter, i64, i32, i64, &'static str, &'a str);
+        let mut hour_rows: HashMap<(LinkId, i32), Vec<HourRow>> = HashMap::new();
+        for ((link, hour), (total, bots)) in hours {
+            let month = ids::month_of(hour);
+            hour_rows.entry((link, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                link,
+                month,
+                hour,
+            ));
+        }
+        let mut day_rows: HashMap<(LinkId, i32), Vec<DayRow<'_>>> = HashMap::new();
+        for ((link, day, dim, key), n) in days {
+            let month = ids::month_of(day);
+            day_rows.entry((link, month)).or_default().push((
+                Counter(n),
+                link,
+                month,
+                day,
+                dim,
+                key,
+            ));
+        }
+        let hour_update = self
+            .prepare(
+                "UPDATE {ks}.rollup_hour SET total = total + ?, bots = bots + ? \
+                 WHERE link_id = ? AND month = ? AND hour = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let day_update = self
+            .prepare(
+                "UPDATE {ks}.rollup_day SET n = n + ? \
+                 WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
+                Kind::Counter,
+            )
+            .await?;
         let mut writes: Vec<
             std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>,
-        > = Vec::with_capacity(hours.len() + days.len() + per_link.len());
-        for ((link, hour), (total, bots)) in hours {
-            writes.push(Box::pin(async move {
-                self.exec(
-                    "UPDATE rollup_hour SET total = total + ?, bots = bots + ? \
-                     WHERE link_id = ? AND month = ? AND hour = ?",
-                    Kind::Counter,
-                    (
-                        scylla::value::Counter(total),
-                        scylla::value::Counter(bots),
-                        link,
-                        ids::month_of(hour),
-                        hour,
-                    ),
-                )
-                .await
-                .map(drop)
-            }));
+        > = Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
+        for rows in hour_rows.into_values() {
+            for chunk in rows.chunks(COUNTER_BATCH) {
+                let batch = counter_batch(&hour_update, chunk.len());
+                let values = chunk.to_vec();
+                writes.push(Box::pin(async move {
+                    self.session
+                        .batch(&batch, values)
+                        .await
+                        .map(drop)
+                        .map_err(backend)
+                }));
+            }
         }
-        for ((link, day, dim, key), n) in days {
-            writes.push(Box::pin(async move {
-                self.exec(
-                    "UPDATE rollup_day SET n = n + ? \
-                     WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
-                    Kind::Counter,
-                    (
-                        scylla::value::Counter(n),
-                        link,
-                        ids::month_of(day),
-                        day,
-                        dim,
-                        key,
-                    ),
-                )
-                .await
-                .map(drop)
-            }));
+        for rows in day_rows.into_values() {
+            for chunk in rows.chunks(COUNTER_BATCH) {
+                let batch = counter_batch(&day_update, chunk.len());
+                let values = chunk.to_vec();
+                writes.push(Box::pin(async move {
+                    self.session
+                        .batch(&batch, values)
+                        .await
+                        .map(drop)
+                        .map_err(backend)
+                }));
+            }
         }
         for (link, (n, ..)) in &per_link {
             let (link, n) = (*link, *n);
             writes.push(Box::pin(async move {
                 self.exec(
-                    "UPDATE link_clicks SET clicks = clicks + ? WHERE link_id = ?",
+                    "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?",
                     Kind::Counter,
-                    (scylla::value::Counter(n), link),
+                    (Counter(n), link),
                 )
                 .await
                 .map(drop)
@@ -257,7 +306,7 @@ impl ClickStore for CqlStore {
         self.append(events).await?;
         let total: i64 = counted.iter().map(|c| i64::from(c.count.max(1))).sum();
         self.exec(
-            "UPDATE click_batches USING TTL ? SET state = 'applied', clicks = ?, body = ? \
+            "UPDATE {ks}.click_batches USING TTL ? SET state = 'applied', clicks = ?, body = ? \
              WHERE batch_id = ?",
             Kind::Write,
             (
@@ -280,13 +329,9 @@ impl ClickStore for CqlStore {
         let first_day = day_of(query.from);
         let mut dims: HashMap<(String, String), i64> = HashMap::new();
         for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
-            let hours: Vec<(
-                i64,
-                Option<scylla::value::Counter>,
-                Option<scylla::value::Counter>,
-            )> = self
+            let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
                 .rows(
-                    "SELECT hour, total, bots FROM rollup_hour \
+                    "SELECT hour, total, bots FROM {ks}.rollup_hour \
                      WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
                     (query.link_id, month, query.from, query.to),
                 )
@@ -302,9 +347,9 @@ impl ClickStore for CqlStore {
                     _ => stats.series.push(SeriesPoint { ts, count: total }),
                 }
             }
-            let rows: Vec<(String, String, Option<scylla::value::Counter>)> = self
+            let rows: Vec<(String, String, Option<Counter>)> = self
                 .rows(
-                    "SELECT dim, key, n FROM rollup_day \
+                    "SELECT dim, key, n FROM {ks}.rollup_day \
                      WHERE link_id = ? AND month = ? AND day >= ? AND day < ?",
                     (query.link_id, month, first_day, query.to),
                 )

@@ -53,13 +53,13 @@ impl CqlStore {
             .collect();
         let writes = events.iter().map(|e| async move {
             self.exec(
-                "INSERT INTO events_by_user (user_id, id, kind, at_ms, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO {ks}.events_by_user (user_id, id, kind, at_ms, data) VALUES (?, ?, ?, ?, ?)",
                 Kind::Write,
                 (e.user_id, e.id, e.kind.as_str(), e.at_ms, &e.data),
             )
             .await?;
             self.exec(
-                "INSERT INTO event_feed (bucket, id, user_id, kind, at_ms, data) \
+                "INSERT INTO {ks}.event_feed (bucket, id, user_id, kind, at_ms, data) \
                  VALUES (?, ?, ?, ?, ?, ?)",
                 Kind::Write,
                 (ids::bucket(e.id), e.id, e.user_id, e.kind.as_str(), e.at_ms, &e.data),
@@ -87,7 +87,7 @@ impl EventStore for CqlStore {
         let limit = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
         let rows: Vec<EventRow> = self
             .rows(
-                "SELECT id, user_id, kind, at_ms, data FROM events_by_user \
+                "SELECT id, user_id, kind, at_ms, data FROM {ks}.events_by_user \
                  WHERE user_id = ? AND id > ? AND id <= ? LIMIT ?",
                 (user, after, self.horizon(), limit),
             )
@@ -105,7 +105,7 @@ impl EventStore for CqlStore {
             let want = i32::try_from(limit - events.len()).unwrap_or(i32::MAX);
             let rows: Vec<EventRow> = self
                 .rows(
-                    "SELECT id, user_id, kind, at_ms, data FROM event_feed \
+                    "SELECT id, user_id, kind, at_ms, data FROM {ks}.event_feed \
                      WHERE bucket = ? AND id > ? AND id <= ? LIMIT ?",
                     (bucket, after, horizon, want),
                 )
@@ -134,7 +134,7 @@ impl EventStore for CqlStore {
             // Newest first: everything past the newest `keep`, or older than the cutoff, goes.
             let ids: Vec<(i64,)> = self
                 .rows(
-                    "SELECT id FROM events_by_user WHERE user_id = ? ORDER BY id DESC",
+                    "SELECT id FROM {ks}.events_by_user WHERE user_id = ? ORDER BY id DESC",
                     (user,),
                 )
                 .await?;
@@ -147,7 +147,7 @@ impl EventStore for CqlStore {
             };
             removed += (ids.len() - at) as u64;
             self.exec(
-                "DELETE FROM events_by_user WHERE user_id = ? AND id <= ?",
+                "DELETE FROM {ks}.events_by_user WHERE user_id = ? AND id <= ?",
                 Kind::Write,
                 (user, *bound),
             )

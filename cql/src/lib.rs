@@ -177,6 +177,9 @@ pub(crate) enum Kind {
 /// The store on a CQL cluster. Cheap to share behind an `Arc`.
 pub struct CqlStore {
     session: Session,
+    /// Statements name tables as `{ks}.table`; this replaces `{ks}` (fully qualified
+    /// names: Cassandra warns about `USE` with prepared statements).
+    keyspace: String,
     prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
     settle_us: i64,
     route_feed_ttl: i32,
@@ -187,7 +190,7 @@ fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-async fn connect(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session, CqlError> {
+async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
     config.validate().map_err(CqlError::Config)?;
     let consistency = parse_consistency(&config.consistency).map_err(CqlError::Config)?;
     let mut profile = ExecutionProfile::builder()
@@ -213,9 +216,6 @@ async fn connect(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session, 
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
-    if let Some(keyspace) = keyspace {
-        builder = builder.use_keyspace(keyspace, false);
-    }
     builder.build().await.map_err(|e| CqlError::Connect {
         nodes: config.nodes.join(", "),
         reason: e.to_string(),
@@ -229,14 +229,11 @@ impl CqlStore {
         config: &CqlConfig,
         click_retention_days: u32,
     ) -> Result<Arc<CqlStore>, CqlError> {
-        let session = connect(config, None).await?;
+        let session = connect(config).await?;
         schema::check(&session, &config.keyspace).await?;
-        session
-            .use_keyspace(&config.keyspace, false)
-            .await
-            .map_err(|e| CqlError::Request(e.to_string()))?;
         let store = Arc::new(CqlStore {
             session,
+            keyspace: config.keyspace.clone(),
             prepared: RwLock::new(HashMap::new()),
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)
@@ -258,13 +255,13 @@ impl CqlStore {
         config: &CqlConfig,
         progress: &mut dyn FnMut(MigrationProgress),
     ) -> Result<i32, CqlError> {
-        let session = connect(config, None).await?;
+        let session = connect(config).await?;
         schema::migrate(&session, config, progress).await
     }
 
     /// Drops the keyspace (tests and benches that make one per run).
     pub async fn drop_keyspace(config: &CqlConfig) -> Result<(), CqlError> {
-        let session = connect(config, None).await?;
+        let session = connect(config).await?;
         session
             .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
             .await
@@ -272,7 +269,7 @@ impl CqlStore {
         Ok(())
     }
 
-    /// The prepared form of `cql`, prepared once per process.
+    /// The prepared form of `cql` (tables named `{ks}.table`), prepared once per process.
     async fn prepare(
         &self,
         cql: &'static str,
@@ -286,7 +283,8 @@ impl CqlStore {
         {
             return Ok(found.clone());
         }
-        let mut statement = self.session.prepare(cql).await.map_err(backend)?;
+        let text = cql.replace("{ks}", &self.keyspace);
+        let mut statement = self.session.prepare(text).await.map_err(backend)?;
         statement.set_is_idempotent(matches!(kind, Kind::Read | Kind::Write));
         self.prepared
             .write()

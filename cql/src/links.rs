@@ -16,7 +16,7 @@ use crate::{CqlStore, Kind, backend, ids};
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
 const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-     expires_at, max_clicks, tags, disabled, created_at, updated_at FROM links";
+     expires_at, max_clicks, tags, disabled, created_at, updated_at FROM {ks}.links";
 
 /// A `links` row.
 #[derive(DeserializeRow)]
@@ -78,7 +78,10 @@ impl CqlStore {
     /// Counted clicks of one link.
     pub(crate) async fn link_clicks(&self, id: LinkId) -> Result<i64, StoreError> {
         let row: Option<(Option<scylla::value::Counter>,)> = self
-            .row("SELECT clicks FROM link_clicks WHERE link_id = ?", (id,))
+            .row(
+                "SELECT clicks FROM {ks}.link_clicks WHERE link_id = ?",
+                (id,),
+            )
             .await?;
         Ok(row.and_then(|(c,)| c).map_or(0, |c| c.0))
     }
@@ -90,7 +93,7 @@ impl CqlStore {
         code: &str,
     ) -> Result<Option<LinkRow>, StoreError> {
         const CQL: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-             expires_at, max_clicks, tags, disabled, created_at, updated_at FROM links \
+             expires_at, max_clicks, tags, disabled, created_at, updated_at FROM {ks}.links \
              WHERE domain = ? AND code = ?";
         self.row(CQL, (domain, code)).await
     }
@@ -99,7 +102,7 @@ impl CqlStore {
     pub(crate) async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
         let seq = ids::next_id();
         self.exec(
-            "INSERT INTO route_changes (bucket, seq, domain, code) VALUES (?, ?, ?, ?) USING TTL ?",
+            "INSERT INTO {ks}.route_changes (bucket, seq, domain, code) VALUES (?, ?, ?, ?) USING TTL ?",
             Kind::Write,
             (ids::bucket(seq), seq, domain, code, self.route_feed_ttl),
         )
@@ -114,7 +117,7 @@ impl CqlStore {
         for _ in 0..3 {
             let claimed = self
                 .lwt(
-                    "INSERT INTO links_by_url (owner, domain, url_hash, link_id, code) \
+                    "INSERT INTO {ks}.links_by_url (owner, domain, url_hash, link_id, code) \
                      VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                     (new.owner, &new.domain, &hash, id, new.code.as_str()),
                 )
@@ -124,7 +127,7 @@ impl CqlStore {
             }
             let holder: Option<(i64, String)> = self
                 .row(
-                    "SELECT link_id, code FROM links_by_url \
+                    "SELECT link_id, code FROM {ks}.links_by_url \
                      WHERE owner = ? AND domain = ? AND url_hash = ?",
                     (new.owner, &new.domain, &hash),
                 )
@@ -142,7 +145,7 @@ impl CqlStore {
             }
             // The slot points at a link that is gone or changed: take it over.
             self.lwt(
-                "DELETE FROM links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
+                "DELETE FROM {ks}.links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
                  IF link_id = ?",
                 (new.owner, &new.domain, &hash, holder_id),
             )
@@ -161,7 +164,7 @@ impl CqlStore {
         id: LinkId,
     ) -> Result<(), StoreError> {
         self.lwt(
-            "DELETE FROM links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
+            "DELETE FROM {ks}.links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
              IF link_id = ?",
             (owner, domain, url_hash(url), id),
         )
@@ -181,7 +184,7 @@ impl CqlStore {
         if !capped.is_empty() {
             let found: Vec<(i64, Option<scylla::value::Counter>)> = self
                 .rows(
-                    "SELECT link_id, clicks FROM link_clicks WHERE link_id IN ?",
+                    "SELECT link_id, clicks FROM {ks}.link_clicks WHERE link_id IN ?",
                     (capped,),
                 )
                 .await?;
@@ -212,7 +215,7 @@ impl LinkStore for CqlStore {
         let tags = (!new.tags.is_empty()).then_some(&new.tags);
         let claimed = self
             .lwt(
-                "INSERT INTO links (domain, code, id, custom_alias, owner, url, redirect, \
+                "INSERT INTO {ks}.links (domain, code, id, custom_alias, owner, url, redirect, \
                  expires_at, max_clicks, tags, disabled, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?) IF NOT EXISTS",
                 (
@@ -239,13 +242,13 @@ impl LinkStore for CqlStore {
             return Err(StoreError::CodeTaken(new.code.into_string()));
         }
         self.exec(
-            "INSERT INTO links_by_id (id, domain, code) VALUES (?, ?, ?)",
+            "INSERT INTO {ks}.links_by_id (id, domain, code) VALUES (?, ?, ?)",
             Kind::Write,
             (id, &new.domain, new.code.as_str()),
         )
         .await?;
         self.exec(
-            "INSERT INTO links_by_owner (owner, month, id, domain, code, url, tags) \
+            "INSERT INTO {ks}.links_by_owner (owner, month, id, domain, code, url, tags) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
             Kind::Write,
             (
@@ -308,7 +311,7 @@ impl LinkStore for CqlStore {
         'months: while month >= first_month && matches.len() <= limit {
             let statement = self
                 .prepare(
-                    "SELECT id, domain, code, url, tags FROM links_by_owner \
+                    "SELECT id, domain, code, url, tags FROM {ks}.links_by_owner \
                      WHERE owner = ? AND month = ? AND id < ?",
                     Kind::Read,
                 )
@@ -390,7 +393,7 @@ impl LinkStore for CqlStore {
         let tags = (!link.tags.is_empty()).then_some(&link.tags);
         let applied = self
             .lwt(
-                "UPDATE links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
+                "UPDATE {ks}.links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
                  tags = ?, disabled = ?, updated_at = ? WHERE domain = ? AND code = ? IF id = ?",
                 (
                     &link.url,
@@ -410,7 +413,7 @@ impl LinkStore for CqlStore {
             return Ok(None);
         }
         self.exec(
-            "UPDATE links_by_owner SET url = ?, tags = ? WHERE owner = ? AND month = ? AND id = ?",
+            "UPDATE {ks}.links_by_owner SET url = ?, tags = ? WHERE owner = ? AND month = ? AND id = ?",
             Kind::Write,
             (&link.url, tags, owner, owner_month(link.id), link.id),
         )
@@ -423,7 +426,7 @@ impl LinkStore for CqlStore {
         }
         if now_plain && (!was_plain || url_changed) {
             self.lwt(
-                "INSERT INTO links_by_url (owner, domain, url_hash, link_id, code) \
+                "INSERT INTO {ks}.links_by_url (owner, domain, url_hash, link_id, code) \
                  VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                 (owner, domain, url_hash(&link.url), link.id, code),
             )
@@ -448,7 +451,7 @@ impl LinkStore for CqlStore {
         let link = row.into_link(0);
         let deleted = self
             .lwt(
-                "DELETE FROM links WHERE domain = ? AND code = ? IF id = ?",
+                "DELETE FROM {ks}.links WHERE domain = ? AND code = ? IF id = ?",
                 (domain, code, link.id),
             )
             .await?;
@@ -456,13 +459,13 @@ impl LinkStore for CqlStore {
             return Ok(false);
         }
         self.exec(
-            "DELETE FROM links_by_id WHERE id = ?",
+            "DELETE FROM {ks}.links_by_id WHERE id = ?",
             Kind::Write,
             (link.id,),
         )
         .await?;
         self.exec(
-            "DELETE FROM links_by_owner WHERE owner = ? AND month = ? AND id = ?",
+            "DELETE FROM {ks}.links_by_owner WHERE owner = ? AND month = ? AND id = ?",
             Kind::Write,
             (owner, owner_month(link.id), link.id),
         )
@@ -550,7 +553,7 @@ impl RouteFeed for CqlStore {
             let want = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
             let rows: Vec<(i64, String, String)> = self
                 .rows(
-                    "SELECT seq, domain, code FROM route_changes \
+                    "SELECT seq, domain, code FROM {ks}.route_changes \
                      WHERE bucket = ? AND seq > ? AND seq <= ? LIMIT ?",
                     (bucket, after, horizon, want),
                 )

@@ -66,7 +66,7 @@ impl CqlStore {
     ) -> Result<(), StoreError> {
         if queue_thumbnails {
             self.lwt(
-                "INSERT INTO thumbnail_jobs (queue, upload_id, not_before, attempt) \
+                "INSERT INTO {ks}.thumbnail_jobs (queue, upload_id, not_before, attempt) \
                  VALUES (0, ?, ?, 0) IF NOT EXISTS",
                 (id, now_unix()),
             )
@@ -89,7 +89,7 @@ impl UploadStore for CqlStore {
     ) -> Result<(), StoreError> {
         let inserted = self
             .lwt(
-                "INSERT INTO uploads (id, owner, filename, content_type, size, sha256, object_key, \
+                "INSERT INTO {ks}.uploads (id, owner, filename, content_type, size, sha256, object_key, \
                  code, state, thumbnail_state, thumbnails, created_at, expires_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (
@@ -127,7 +127,7 @@ impl UploadStore for CqlStore {
     ) -> Result<bool, StoreError> {
         let applied = self
             .lwt(
-                "UPDATE uploads SET owner = ?, filename = ?, content_type = ?, size = ?, \
+                "UPDATE {ks}.uploads SET owner = ?, filename = ?, content_type = ?, size = ?, \
                  sha256 = ?, object_key = ?, code = ?, state = ?, thumbnail_state = ?, \
                  thumbnails = ?, created_at = ?, expires_at = ? WHERE id = ? IF state = 'pending'",
                 (
@@ -159,7 +159,7 @@ impl UploadStore for CqlStore {
         let row: Option<UploadRow> = self
             .row(
                 "SELECT id, owner, filename, content_type, size, sha256, object_key, code, state, \
-                 thumbnail_state, thumbnails, created_at, expires_at FROM uploads WHERE id = ?",
+                 thumbnail_state, thumbnails, created_at, expires_at FROM {ks}.uploads WHERE id = ?",
                 (id,),
             )
             .await?;
@@ -173,7 +173,7 @@ impl UploadStore for CqlStore {
         let now = now_unix();
         let mut jobs: Vec<(String, i64, i32)> = self
             .rows(
-                "SELECT upload_id, not_before, attempt FROM thumbnail_jobs WHERE queue = 0 LIMIT ?",
+                "SELECT upload_id, not_before, attempt FROM {ks}.thumbnail_jobs WHERE queue = 0 LIMIT ?",
                 (CLAIM_SCAN,),
             )
             .await?;
@@ -183,7 +183,7 @@ impl UploadStore for CqlStore {
             // Whoever moves `not_before` first holds the lease.
             let leased = self
                 .lwt(
-                    "UPDATE thumbnail_jobs SET not_before = ?, attempt = ? \
+                    "UPDATE {ks}.thumbnail_jobs SET not_before = ?, attempt = ? \
                      WHERE queue = 0 AND upload_id = ? IF not_before = ? AND attempt = ?",
                     (
                         now + lease_secs.max(0),
@@ -212,13 +212,13 @@ impl UploadStore for CqlStore {
         event: Option<NewEvent>,
     ) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE uploads SET thumbnail_state = ?, thumbnails = ? WHERE id = ?",
+            "UPDATE {ks}.uploads SET thumbnail_state = ?, thumbnails = ? WHERE id = ?",
             Kind::Write,
             (state.as_str(), thumbnails_json(&thumbnails)?, upload_id),
         )
         .await?;
         self.exec(
-            "DELETE FROM thumbnail_jobs WHERE queue = 0 AND upload_id = ?",
+            "DELETE FROM {ks}.thumbnail_jobs WHERE queue = 0 AND upload_id = ?",
             Kind::Write,
             (upload_id,),
         )

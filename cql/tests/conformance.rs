@@ -56,3 +56,37 @@ async fn opening_an_unmigrated_keyspace_says_to_migrate() {
     };
     assert!(error.contains("shortlink migrate"), "{error}");
 }
+
+#[tokio::test]
+async fn a_keyspace_from_a_newer_binary_is_refused() {
+    let config = test_config("newer");
+    CqlStore::migrate(&config, &mut |_| {})
+        .await
+        .expect("migrate");
+    // What a newer binary's migrate would leave behind.
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("connect");
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.schema_migrations (version, name) VALUES (99, 'future')",
+                config.keyspace
+            ),
+            (),
+        )
+        .await
+        .expect("record a future version");
+    let refused = CqlStore::migrate(&config, &mut |_| {}).await.unwrap_err();
+    assert!(refused.to_string().contains("newer"), "{refused}");
+    let error = match CqlStore::open(&config, 30).await {
+        Ok(_) => panic!("a keyspace of a newer schema opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("upgrade shortlink"), "{error}");
+    CqlStore::drop_keyspace(&config)
+        .await
+        .expect("drop keyspace");
+}

@@ -129,7 +129,7 @@ fn write_config(dir: &Path, nodes: &str, keyspace: &str, proxy: u16, control: u1
 data_dir = "{}"
 admin_key = "{ADMIN_KEY}"
 internal_secret = "{SECRET}"
-log = "warn"
+log = "warn,pingora_load_balancing=error"
 [store]
 engine = "cql"
 [store.cql]
@@ -208,7 +208,7 @@ async fn lag(nodes: &str, dir: &Path) {
         .unwrap();
     let control_port = free_port();
     let control_config = write_config(dir, nodes, &keyspace, free_port(), control_port);
-    let _control = start(&control_config, "control");
+    let control_node = start(&control_config, "control");
     let control = format!("http://127.0.0.1:{control_port}");
     wait_ready(&http, &control).await;
     let mut proxies = Vec::new();
@@ -254,6 +254,8 @@ async fn lag(nodes: &str, dir: &Path) {
         }
         updated.push(started.elapsed());
     }
+    drop(nodes_running);
+    drop(control_node);
     created.sort();
     updated.sort();
     println!(
@@ -279,16 +281,15 @@ async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
     let session = Arc::new(
         scylla::client::session_builder::SessionBuilder::new()
             .known_nodes(cql.nodes.iter())
-            .use_keyspace(&keyspace, false)
             .build()
             .await
             .expect("connect"),
     );
     let insert = session
-        .prepare(
-            "INSERT INTO links (domain, code, id, custom_alias, owner, url, redirect, disabled, \
-             created_at, updated_at) VALUES ('', ?, ?, true, 1, ?, 301, false, 0, 0)",
-        )
+        .prepare(format!(
+            "INSERT INTO {keyspace}.links (domain, code, id, custom_alias, owner, url, redirect, \
+             disabled, created_at, updated_at) VALUES ('', ?, ?, true, 1, ?, 301, false, 0, 0)"
+        ))
         .await
         .unwrap();
     let started = Instant::now();
@@ -321,6 +322,7 @@ async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
         let proxy = start(&config, "proxy");
         let took = wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
         let rss = status_kib(proxy.0.id(), "VmRSS");
+        drop(proxy);
         println!(
             "proxy ready with {n} links after {took:?}, RSS {} MiB",
             rss / 1024
