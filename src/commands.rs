@@ -10,7 +10,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use shortlink_control::ingest::Ingestor;
 use shortlink_control::{Backends, ControlConfig};
 use shortlink_core::{ClickBatch, Role, hash_api_key};
-use shortlink_cql::{CqlStore, MigrationProgress};
+use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
@@ -35,7 +35,10 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
         let store = runtime
             .block_on(CqlStore::open(
                 &config.store.cql,
-                config.control.click_retention_days,
+                Retention {
+                    click_days: config.control.click_retention_days,
+                    event_hours: config.control.events_retain_hours,
+                },
             ))
             .context("cannot open the CQL store")?;
         return Ok(store);

@@ -53,16 +53,31 @@ impl CqlStore {
             .collect();
         let writes = events.iter().map(|e| async move {
             self.exec(
-                "INSERT INTO {ks}.events_by_user (user_id, id, kind, at_ms, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO {ks}.events_by_user (user_id, id, kind, at_ms, data) \
+                 VALUES (?, ?, ?, ?, ?) USING TTL ?",
                 Kind::Write,
-                (e.user_id, e.id, e.kind.as_str(), e.at_ms, &e.data),
+                (
+                    e.user_id,
+                    e.id,
+                    e.kind.as_str(),
+                    e.at_ms,
+                    &e.data,
+                    self.event_ttl_secs,
+                ),
             )
             .await?;
             self.exec(
                 "INSERT INTO {ks}.event_feed (bucket, id, user_id, kind, at_ms, data) \
                  VALUES (?, ?, ?, ?, ?, ?)",
                 Kind::Write,
-                (ids::bucket(e.id), e.id, e.user_id, e.kind.as_str(), e.at_ms, &e.data),
+                (
+                    ids::bucket(e.id),
+                    e.id,
+                    e.user_id,
+                    e.kind.as_str(),
+                    e.at_ms,
+                    &e.data,
+                ),
             )
             .await?;
             Ok(())

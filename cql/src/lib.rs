@@ -184,6 +184,22 @@ pub struct CqlStore {
     settle_us: i64,
     route_feed_ttl: i32,
     click_retention_secs: i32,
+    event_ttl_secs: i32,
+}
+
+/// How long data expires after (CQL TTLs), from the control plane's retention settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw clicks and applied batch ids (`control.click_retention_days`).
+    pub click_days: u32,
+    /// A user's events (`control.events_retain_hours`); the periodic prune also keeps
+    /// only the newest `events_retain_per_user`.
+    pub event_hours: u32,
+}
+
+/// A TTL in seconds as CQL takes it: at least a minute, at most 20 years (CQL's limit).
+fn ttl_secs(secs: u64) -> i32 {
+    i32::try_from(secs.clamp(60, 630_720_000)).unwrap_or(630_720_000)
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -224,11 +240,8 @@ async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
 
 impl CqlStore {
     /// Connects to the cluster and checks that `shortlink migrate` brought the keyspace to
-    /// the schema this binary knows. `click_retention_days` bounds raw clicks and batch ids.
-    pub async fn open(
-        config: &CqlConfig,
-        click_retention_days: u32,
-    ) -> Result<Arc<CqlStore>, CqlError> {
+    /// the schema this binary knows.
+    pub async fn open(config: &CqlConfig, retention: Retention) -> Result<Arc<CqlStore>, CqlError> {
         let session = connect(config).await?;
         schema::check(&session, &config.keyspace).await?;
         let store = Arc::new(CqlStore {
@@ -239,8 +252,8 @@ impl CqlStore {
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
             route_feed_ttl: i32::try_from(config.route_feed_ttl_seconds).unwrap_or(i32::MAX),
-            click_retention_secs: i32::try_from(u64::from(click_retention_days.max(1)) * 86_400)
-                .unwrap_or(i32::MAX),
+            click_retention_secs: ttl_secs(u64::from(retention.click_days) * 86_400),
+            event_ttl_secs: ttl_secs(u64::from(retention.event_hours) * 3_600),
         });
         store
             .init_meta()

@@ -3,7 +3,12 @@
 
 use std::sync::Arc;
 
-use shortlink_cql::{CqlConfig, CqlStore};
+use shortlink_cql::{CqlConfig, CqlStore, Retention};
+
+const RETENTION: Retention = Retention {
+    click_days: 30,
+    event_hours: 168,
+};
 use shortlink_store::Store;
 
 /// The node the test script started; failing loudly without one.
@@ -40,7 +45,7 @@ async fn cql_backend_passes_the_conformance_suite() {
         .expect("migrate again");
     assert!(again.iter().any(|s| s.starts_with("UpToDate")), "{again:?}");
 
-    let store: Arc<dyn Store> = CqlStore::open(&config, 30).await.expect("open");
+    let store: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
     shortlink_store::conformance::run_all(store).await;
     CqlStore::drop_keyspace(&config)
         .await
@@ -50,7 +55,7 @@ async fn cql_backend_passes_the_conformance_suite() {
 #[tokio::test]
 async fn opening_an_unmigrated_keyspace_says_to_migrate() {
     let config = test_config("bare");
-    let error = match CqlStore::open(&config, 30).await {
+    let error = match CqlStore::open(&config, RETENTION).await {
         Ok(_) => panic!("an unmigrated keyspace opened"),
         Err(e) => e.to_string(),
     };
@@ -81,7 +86,7 @@ async fn a_keyspace_from_a_newer_binary_is_refused() {
         .expect("record a future version");
     let refused = CqlStore::migrate(&config, &mut |_| {}).await.unwrap_err();
     assert!(refused.to_string().contains("newer"), "{refused}");
-    let error = match CqlStore::open(&config, 30).await {
+    let error = match CqlStore::open(&config, RETENTION).await {
         Ok(_) => panic!("a keyspace of a newer schema opened"),
         Err(e) => e.to_string(),
     };

@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use shortlink_benches::{arg, free_port, status_kib};
 use shortlink_core::{EnrichedClick, NewLink, RedirectStatus, Role, ShortCode};
-use shortlink_cql::{CqlConfig, CqlStore};
+use shortlink_cql::{CqlConfig, CqlStore, Retention};
+
+const RETENTION: Retention = Retention {
+    click_days: 30,
+    event_hours: 168,
+};
 use shortlink_store::{AccountStore, ClickStore, LinkStore};
 
 const ADMIN_KEY: &str = "sl_bench_admin_key_0123456789abcdef";
@@ -45,7 +50,7 @@ async fn ingestion(nodes: &str) {
         &format!("bench_ingest_{:08x}", rand::random::<u32>()),
     );
     migrate(&cql).await;
-    let store = CqlStore::open(&cql, 30).await.expect("open");
+    let store = CqlStore::open(&cql, RETENTION).await.expect("open");
     let owner = store.create_user("bench", Role::User).await.unwrap().id;
     let mut links = Vec::new();
     for i in 0..1000 {
