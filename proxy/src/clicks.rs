@@ -1,9 +1,12 @@
 //! Click capture and shipping.
 //!
-//! The proxy builds a compact [`ClickEvent`] in `logging()` and hands it to a bounded queue
-//! without waiting ([`ClickSink::record`]). The [`ClickShipper`] background service drains
-//! the queue on a timer (a waiting receiver would make every send wake it), cuts batches by
-//! size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
+//! In `logging()` the proxy hashes what identifies the visit (link, second, client, method,
+//! captured headers) without copying anything and hands that to [`ClickSink::record`]: a
+//! click identical to one already held in its shard only bumps that one's count; a new one
+//! is built (the only allocation) and held. Shards are small mutex-guarded maps picked by
+//! the identity, so request threads rarely meet and never wait on I/O. The [`ClickShipper`]
+//! background service takes the shards' contents on a timer, folds them further per second,
+//! cuts batches by size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
 //! secret and a random batch id — or, in `serve`, hands them to the control plane's ingestion
 //! in the same process. When no control plane takes a batch, it goes to a bounded
 //! on-disk spool; while the spool holds anything, new batches queue behind it and the
@@ -21,13 +24,15 @@ use pingora::lb::{LoadBalancer, selection::RoundRobin};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use shortlink_core::{ClickBatch, ClickEvent};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 /// Header carrying the internal secret (the control plane's `ingest::SECRET_HEADER`).
 const SECRET_HEADER: &str = "x-shortlink-internal-secret";
-/// How often the queue is drained.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// How often the shards are taken.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Shards of the capture-side fold.
+const SHARDS: usize = 16;
 /// First and largest wait between spool replay attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -35,9 +40,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Counters of the click path (read by tests and, later, metrics).
 #[derive(Debug, Default)]
 pub struct ClickStats {
-    /// Clicks put on the queue.
+    /// Clicks captured (counted when the shipper takes them, every 100 ms).
     pub captured: AtomicU64,
-    /// Clicks dropped because the queue or the spool was full.
+    /// Clicks dropped because the capture shards or the spool were full.
     pub dropped: AtomicU64,
     /// Clicks a control plane accepted.
     pub shipped: AtomicU64,
@@ -47,21 +52,112 @@ pub struct ClickStats {
     pub rejected: AtomicU64,
 }
 
-/// The proxy's end of the click queue.
+/// Clicks held by one shard, by identity.
+#[derive(Default)]
+struct Shard {
+    events: std::collections::HashMap<u128, ClickEvent, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    captured: u64,
+}
+
+/// The proxy's end of the click path.
 #[derive(Clone)]
 pub struct ClickSink {
-    queue: mpsc::Sender<ClickEvent>,
+    shards: Arc<[std::sync::Mutex<Shard>]>,
+    shard_capacity: usize,
     stats: Arc<ClickStats>,
 }
 
+/// What makes two clicks the same visit, for folding: link, second, client address,
+/// method, and the captured header values (user agent, referrer, host, country).
+pub fn click_identity(
+    link_id: shortlink_core::LinkId,
+    ts_ms: i64,
+    ip: Option<std::net::IpAddr>,
+    head: bool,
+    fields: [Option<&str>; 4],
+) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&link_id.to_le_bytes());
+    h.update(&ts_ms.div_euclid(1000).to_le_bytes());
+    match ip {
+        Some(std::net::IpAddr::V4(v4)) => h.update(&v4.octets()),
+        Some(std::net::IpAddr::V6(v6)) => h.update(&v6.octets()),
+        None => h.update(&[0xff]),
+    }
+    h.update(&[u8::from(head)]);
+    for field in fields {
+        match field {
+            Some(text) => {
+                h.update(&(text.len() as u32).to_le_bytes());
+                h.update(text.as_bytes());
+            }
+            None => h.update(&u32::MAX.to_le_bytes()),
+        }
+    }
+    h.digest128()
+}
+
+/// The identity of a built click (the same as its capture computed).
+#[cfg(test)]
+fn visit_identity(click: &ClickEvent) -> u128 {
+    click_identity(
+        click.link_id,
+        click.ts_ms,
+        click.ip,
+        click.head,
+        [
+            click.user_agent.as_deref(),
+            click.referrer.as_deref(),
+            click.host.as_deref(),
+            click.country.as_deref(),
+        ],
+    )
+}
+
 impl ClickSink {
-    /// Queues a click without waiting; drops it (and counts the drop) when the queue is full.
+    /// Records a click with this [`click_identity`]: counted into an identical held click,
+    /// or built with `build` and held. When its shard is full the click is dropped and
+    /// counted. Never waits for I/O.
     #[inline]
-    pub fn record(&self, click: ClickEvent) {
-        match self.queue.try_send(click) {
-            Ok(()) => self.stats.captured.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+    pub fn record(&self, identity: u128, build: impl FnOnce() -> ClickEvent) {
+        let mut shard = self.shards[(identity as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let held = shard.events.len();
+        match shard.events.entry(identity) {
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let click = slot.get_mut();
+                click.count = click.count.saturating_add(1);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                if held >= self.shard_capacity {
+                    drop(shard);
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                slot.insert(build());
+            }
+        }
+        shard.captured += 1;
+    }
+
+    /// Takes everything the shards hold, with identities.
+    fn take(&self) -> Vec<(u128, ClickEvent)> {
+        let mut out = Vec::new();
+        let mut captured = 0;
+        for shard in self.shards.iter() {
+            let (events, count) = {
+                let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                (
+                    std::mem::take(&mut shard.events),
+                    std::mem::take(&mut shard.captured),
+                )
+            };
+            captured += count;
+            out.extend(events);
+        }
+        self.stats.captured.fetch_add(captured, Ordering::Relaxed);
+        out
     }
 
     /// The shared counters.
@@ -103,14 +199,19 @@ pub struct ShipperConfig {
     pub local: Option<Arc<dyn LocalIngest>>,
 }
 
-/// Creates the queue: the sink for the proxy and the shipper service.
+/// Creates the click path: the sink for the proxy (holding at most about `capacity`
+/// distinct clicks between two takes) and the shipper service.
 pub fn click_queue(
     capacity: usize,
     config: ShipperConfig,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
 ) -> std::io::Result<(ClickSink, ClickShipper)> {
-    let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(ClickStats::default());
+    let sink = ClickSink {
+        shards: (0..SHARDS).map(|_| std::sync::Mutex::default()).collect(),
+        shard_capacity: capacity.div_ceil(SHARDS).max(1),
+        stats: stats.clone(),
+    };
     let spool = Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -118,12 +219,9 @@ pub fn click_queue(
         .build()
         .map_err(std::io::Error::other)?;
     Ok((
-        ClickSink {
-            queue: tx,
-            stats: stats.clone(),
-        },
+        sink.clone(),
         ClickShipper {
-            queue: Mutex::new(rx),
+            sink,
             state: Mutex::new(ShipState {
                 spool,
                 backoff: BACKOFF_MIN,
@@ -243,7 +341,7 @@ struct ShipState {
 
 /// The background service that batches, ships, spools and replays clicks.
 pub struct ClickShipper {
-    queue: Mutex<mpsc::Receiver<ClickEvent>>,
+    sink: ClickSink,
     state: Mutex<ShipState>,
     stats: Arc<ClickStats>,
     config: ShipperConfig,
@@ -372,24 +470,10 @@ struct Coalescer {
     index: std::collections::HashMap<u128, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
 }
 
-fn visit_identity(click: &ClickEvent) -> u128 {
-    use std::hash::Hash;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    click.link_id.hash(&mut h);
-    click.ts_ms.div_euclid(1000).hash(&mut h);
-    click.ip.hash(&mut h);
-    click.head.hash(&mut h);
-    click.user_agent.hash(&mut h);
-    click.referrer.hash(&mut h);
-    click.host.hash(&mut h);
-    click.country.hash(&mut h);
-    h.digest128()
-}
-
 impl Coalescer {
-    fn add(&mut self, click: ClickEvent) {
+    fn add(&mut self, identity: u128, click: ClickEvent) {
         let count = click.count.max(1);
-        match self.index.entry(visit_identity(&click)) {
+        match self.index.entry(identity) {
             std::collections::hash_map::Entry::Occupied(slot) => {
                 let held = &mut self.events[*slot.get()];
                 held.count = held.count.saturating_add(count);
@@ -414,7 +498,6 @@ impl Coalescer {
 #[async_trait]
 impl BackgroundService for ClickShipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut queue = self.queue.lock().await;
         let mut state = self.state.lock().await;
         let mut pending = Coalescer::default();
         let mut oldest: Option<Instant> = None;
@@ -425,9 +508,9 @@ impl BackgroundService for ClickShipper {
                 _ = shutdown.changed() => true,
                 _ = drain.tick() => false,
             };
-            while let Ok(click) = queue.try_recv() {
+            for (identity, click) in self.sink.take() {
                 oldest.get_or_insert_with(Instant::now);
-                pending.add(click);
+                pending.add(identity, click);
                 // The limit is on events (what a batch carries and ingestion accepts):
                 // folded clicks make batches of many clicks, formed by time.
                 if pending.events.len() >= self.config.batch_max {
@@ -488,13 +571,16 @@ mod tests {
     fn identical_clicks_in_a_second_fold_into_one_event() {
         let mut c = Coalescer::default();
         for ms in 0..100 {
-            c.add(click(1_900_000_000_000 + ms, "wrk"));
+            let clicked = click(1_900_000_000_000 + ms, "wrk");
+            c.add(visit_identity(&clicked), clicked);
         }
-        c.add(click(1_900_000_000_500, "curl")); // another agent
-        c.add(click(1_900_000_001_000, "wrk")); // the next second
+        let curl = click(1_900_000_000_500, "curl"); // another agent
+        c.add(visit_identity(&curl), curl);
+        let later = click(1_900_000_001_000, "wrk"); // the next second
+        c.add(visit_identity(&later), later);
         let mut head = click(1_900_000_000_001, "wrk");
         head.head = true; // another method
-        c.add(head);
+        c.add(visit_identity(&head), head);
         let events = c.take();
         assert_eq!(events.iter().map(|e| e.count).sum::<u32>(), 103);
         let counts: Vec<_> = events.iter().map(|e| (e.count, e.ts_ms)).collect();

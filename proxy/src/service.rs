@@ -56,13 +56,14 @@ pub struct Capture {
     pub country_header: Option<String>,
 }
 
-fn header_text(req: &RequestHeader, name: &str) -> Option<String> {
+/// A header's value as kept in a click: text only, cut to [`MAX_CAPTURED_FIELD`] bytes.
+fn header_text<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     let value = req.headers.get(name)?.to_str().ok()?;
     let mut end = value.len().min(MAX_CAPTURED_FIELD);
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    Some(value[..end].to_owned())
+    Some(&value[..end])
 }
 
 impl Capture {
@@ -86,22 +87,38 @@ impl Capture {
             .or(Some(peer))
     }
 
-    fn event(&self, session: &Session, link_id: LinkId) -> ClickEvent {
+    /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
+    /// copied only when no identical click is held yet.
+    fn record(&self, sink: &ClickSink, session: &Session, link_id: LinkId) {
         let req = session.req_header();
-        ClickEvent {
+        let ts_ms = now_unix_ms();
+        let ip = self.client_ip(session);
+        let head = req.method == Method::HEAD;
+        let user_agent = header_text(req, "user-agent");
+        let referrer = header_text(req, "referer");
+        let host = header_text(req, "host");
+        let country = self
+            .country_header
+            .as_deref()
+            .and_then(|h| header_text(req, h));
+        let identity = crate::clicks::click_identity(
             link_id,
-            ts_ms: now_unix_ms(),
-            ip: self.client_ip(session),
-            user_agent: header_text(req, "user-agent"),
-            referrer: header_text(req, "referer"),
-            host: header_text(req, "host"),
-            country: self
-                .country_header
-                .as_deref()
-                .and_then(|h| header_text(req, h)),
-            head: req.method == Method::HEAD,
+            ts_ms,
+            ip,
+            head,
+            [user_agent, referrer, host, country],
+        );
+        sink.record(identity, || ClickEvent {
+            link_id,
+            ts_ms,
+            ip,
+            user_agent: user_agent.map(str::to_owned),
+            referrer: referrer.map(str::to_owned),
+            host: host.map(str::to_owned),
+            country: country.map(str::to_owned),
+            head,
             count: 1,
-        }
+        });
     }
 }
 
@@ -388,7 +405,7 @@ impl ProxyHttp for Redirector {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(link), Some(sink)) = (ctx.clicked, &self.capture.sink) {
-            sink.record(self.capture.event(session, link));
+            self.capture.record(sink, session, link);
         }
         if let (Some(started), Some(response)) = (ctx.started, session.response_written()) {
             crate::metrics::REQUESTS

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# A/B of two shortlink binaries on the same box, interleaved round by round: both serve 1 000
+# links, wrk alternates between them; prints each one's median req/s, CPU ms per 1 000
+# redirects (from /proc/<pid>/stat), and the median per-round req/s ratio A/B.
+#
+# Usage: benches/ab.sh BINARY_A BINARY_B        Env: ROUNDS (10), SECS (5)
+# Build the two binaries first (e.g. copy target/release/shortlink aside between builds).
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release -q -p shortlink-benches --bin load_seed
+set -u
+KEY=sl_load_harness_admin_key_0000000000
+W=$root/target/ab; rm -rf $W; mkdir -p $W
+start() { # name bin pport cport extra-env...
+  local name=$1 bin=$2 pp=$3 cp=$4; shift 4
+  env SHORTLINK_DATA_DIR=$W/$name SHORTLINK_PROXY_LISTEN=127.0.0.1:$pp SHORTLINK_CONTROL_LISTEN=127.0.0.1:$cp \
+    SHORTLINK_ADMIN_KEY=$KEY SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
+    SHORTLINK_CONTROL__WRITE_BURST=100000000 SHORTLINK_LOG=warn "$@" $bin serve >$W/$name.out 2>$W/$name.log &
+  echo $!
+}
+A=$(start a $1 18180 18181); B=$(start b $2 18280 18281)
+sleep 1.5
+$root/target/release/load_seed http://127.0.0.1:18181 $KEY 1000 >/dev/null
+$root/target/release/load_seed http://127.0.0.1:18281 $KEY 1000 >/dev/null
+sleep 1
+cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+run() { # pid port
+  local c0=$(cpu $1)
+  local out=$(wrk -t2 -c64 -d${SECS:-5}s -s $root/benches/load/random_code.lua http://127.0.0.1:$2 -- 1000)
+  local c1=$(cpu $1)
+  local rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  local reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$rps $(( (c1-c0)*10 )) $reqs" | awk '{printf "%.0f %.2f\n", $1, $2*1000/$3}'
+}
+for r in $(seq ${ROUNDS:-10}); do
+  a=$(run $A 18180); b=$(run $B 18280)
+  echo "round $r A: $a  B: $b"
+  echo "$a" >> $W/ra; echo "$b" >> $W/rb
+done
+med() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+echo "A median rps $(awk '{print $1}' $W/ra | med), cpu ms/1000 req $(awk '{print $2}' $W/ra | med)"
+echo "B median rps $(awk '{print $1}' $W/rb | med), cpu ms/1000 req $(awk '{print $2}' $W/rb | med)"
+echo "median per-round rps ratio A/B $(paste $W/ra $W/rb | awk '{print $1/$3}' | med)"
+kill $A $B; wait 2>/dev/null
