@@ -44,6 +44,23 @@ trap 'scripts/cassandra.sh stop' EXIT
 scripts/cassandra.sh start
 export CQL_TEST_NODES="127.0.0.1:${CASSANDRA_PORT:-9042}"
 
+# A real browser for the web page's tests: Debian's chromium, driven by playwright-core
+# from the npm registry (installed into tests/browser/node_modules, cached).
+if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing chromium (the browser the web page's tests drive)"
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the browser tests need chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+command -v node >/dev/null 2>&1 || { echo "the browser tests need Node.js 18 or later (apt-get install nodejs npm)" >&2; exit 1; }
+if ! [ -d tests/browser/node_modules/playwright-core ]; then
+  log "installing playwright-core from the npm registry"
+  (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

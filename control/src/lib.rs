@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod state;
 pub mod thumbnails;
+mod ui;
 pub mod uploads;
 
 use std::future::Future;
@@ -61,6 +62,10 @@ pub fn app(state: AppState) -> Router {
     let max_batch = state.config().max_batch_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/shorten", post(links::shorten))

@@ -1,0 +1,387 @@
+// The shortlink web page: plain modern JavaScript, no build step, no third-party code.
+// The API key lives in sessionStorage and is sent only in the Authorization header of
+// requests to this page's own origin (the server's CSP allows no other destination).
+
+const $ = (selector) => document.querySelector(selector);
+const KEY_SLOT = 'shortlink.api_key';
+let apiKey = sessionStorage.getItem(KEY_SLOT);
+let nextCursor = null;
+let openStats = null;
+let lastEventId = null;
+const clicksCells = new Map();
+
+// Errors in words a person understands; the API's own message is the fallback.
+const MESSAGES = {
+  unauthorized: 'That API key was not accepted. Check it and sign in again.',
+  forbidden: 'Your key is not allowed to do that.',
+  url_empty: 'Enter the address to shorten.',
+  url_invalid: 'That does not look like a web address. It should start with https://',
+  url_not_absolute: 'Use a full web address, starting with https://',
+  url_scheme_not_allowed: 'Only web addresses (http or https) can be shortened.',
+  url_no_host: 'That address has no site name in it.',
+  url_has_credentials: 'Addresses with a user name or password in them cannot be shortened.',
+  url_host_blocked: 'Links to that site are not allowed here.',
+  url_too_long: 'That address is too long.',
+  url_invalid_characters: 'That address contains characters that are not allowed.',
+  alias_taken: 'That alias is already in use. Pick another one.',
+  alias_reserved: 'That alias is reserved by the service. Pick another one.',
+  alias_invalid: 'Aliases use letters, digits, - and _ only.',
+  tags_invalid: 'Tags are at most 16, each up to 32 characters.',
+  invalid_expires_at: 'The expiry must be in the future.',
+  invalid_max_clicks: 'The click limit must be a positive number.',
+  unsupported_option: 'This server does not support that option yet.',
+  rate_limited: 'Too many changes in a short time. Wait a moment and try again.',
+  upload_too_large: 'That file is larger than this server accepts.',
+  payload_too_large: 'That is more data than this server accepts at once.',
+  not_found: 'That no longer exists.',
+  internal: 'Something went wrong on the server. Try again shortly.',
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(MESSAGES[code] || message || `The server answered ${status}.`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${apiKey}`, ...(options.headers || {}) };
+  let body = options.body;
+  if (body !== undefined && typeof body !== 'string' && !(body instanceof FormData)) {
+    body = JSON.stringify(body);
+    headers['Content-Type'] = 'application/json';
+  }
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers, body });
+  } catch {
+    throw new ApiError(0, 'offline', 'The server cannot be reached. Check your connection.');
+  }
+  const text = await response.text();
+  const json = text ? safeJson(text) : null;
+  if (!response.ok) {
+    const error = json && json.error ? json.error : {};
+    if (response.status === 401 && path !== '/api/v1/links?limit=1') signOut(MESSAGES.unauthorized);
+    throw new ApiError(response.status, error.code, error.message);
+  }
+  return json;
+}
+
+function safeJson(text) {
+  try { return JSON.parse(text); } catch { return null; }
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// ---- sign in ----
+
+async function signIn(event) {
+  event.preventDefault();
+  const error = $('#signin-error');
+  error.textContent = '';
+  apiKey = $('#api-key').value.trim();
+  try {
+    await api('/api/v1/links?limit=1');
+  } catch (e) {
+    apiKey = null;
+    error.textContent = e.status === 401 ? MESSAGES.unauthorized : e.message;
+    $('#api-key').focus();
+    return;
+  }
+  sessionStorage.setItem(KEY_SLOT, apiKey);
+  $('#api-key').value = '';
+  start();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_SLOT);
+  apiKey = null;
+  $('#app-view').hidden = true;
+  $('#signout').hidden = true;
+  $('#live').hidden = true;
+  $('#signin-view').hidden = false;
+  $('#signin-error').textContent = message || '';
+}
+
+function start() {
+  $('#signin-view').hidden = true;
+  $('#app-view').hidden = false;
+  $('#signout').hidden = false;
+  loadLinks(true);
+  follow();
+  $('#url').focus();
+}
+
+// ---- links ----
+
+function row(link) {
+  const cell = el('td', { className: 'num', textContent: String(link.clicks) });
+  clicksCells.set(link.code, { cell, count: link.clicks });
+  const stats = el('button', { type: 'button', className: 'link', textContent: 'Stats' });
+  stats.setAttribute('aria-label', `Statistics of ${link.code}`);
+  stats.addEventListener('click', () => showStats(link.code));
+  const tr = el('tr', {},
+    el('td', {}, el('a', { href: link.short_url, textContent: link.short_url.replace(/^https?:\/\//, '') })),
+    el('td', { className: 'url', textContent: link.url }),
+    cell,
+    el('td', { textContent: link.state }),
+    el('td', {}, stats));
+  tr.dataset.code = link.code;
+  return tr;
+}
+
+async function loadLinks(reset) {
+  const params = new URLSearchParams({ limit: '20' });
+  const q = $('#q').value.trim();
+  const tag = $('#tag').value.trim();
+  if (q) params.set('q', q);
+  if (tag) params.set('tag', tag);
+  if (!reset && nextCursor) params.set('cursor', nextCursor);
+  try {
+    const page = await api(`/api/v1/links?${params}`);
+    const body = $('#links tbody');
+    if (reset) { body.replaceChildren(); clicksCells.clear(); }
+    for (const link of page.items) body.append(row(link));
+    nextCursor = page.next_cursor;
+    $('#more').hidden = !nextCursor;
+  } catch (e) {
+    $('#create-error').textContent = e.message;
+  }
+}
+
+async function createLink(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const request = { url: form.get('url').trim() };
+  const alias = form.get('alias').trim();
+  if (alias) request.alias = alias;
+  const expires = form.get('expires_at');
+  if (expires) request.expires_at = new Date(expires).toISOString();
+  const max = form.get('max_clicks');
+  if (max) request.max_clicks = Number(max);
+  const password = form.get('password');
+  if (password) request.password = password;
+  const tags = form.get('tags').split(',').map((t) => t.trim()).filter(Boolean);
+  if (tags.length) request.tags = tags;
+  if (form.get('redirect') !== '301') request.redirect = Number(form.get('redirect'));
+  $('#create-error').textContent = '';
+  $('#created').replaceChildren();
+  try {
+    const link = await api('/api/v1/links', { method: 'POST', body: request });
+    const copy = el('button', { type: 'button', textContent: 'Copy' });
+    copy.addEventListener('click', async () => {
+      try { await navigator.clipboard.writeText(link.short_url); copy.textContent = 'Copied'; }
+      catch { copy.textContent = 'Select and copy the link'; }
+    });
+    $('#created').append('Short link: ', el('a', { href: link.short_url, textContent: link.short_url }), ' ', copy);
+    event.target.reset();
+    loadLinks(true);
+  } catch (e) {
+    $('#create-error').textContent = e.message;
+  }
+}
+
+// ---- statistics ----
+
+async function showStats(code) {
+  openStats = code;
+  const view = $('#stats-view');
+  view.hidden = false;
+  $('#stats-title').textContent = `Statistics of ${code}`;
+  try {
+    const stats = await api(`/api/v1/links/${encodeURIComponent(code)}/stats?interval=hour`);
+    $('#stats-summary').textContent = `${stats.total} click${stats.total === 1 ? '' : 's'}: `
+      + `${stats.humans} by people, ${stats.bots} by bots (last 7 days).`;
+    drawChart(stats);
+    const tops = $('#tops');
+    tops.replaceChildren();
+    for (const [title, list] of [['Referrers', stats.referrers], ['Countries', stats.countries],
+      ['Browsers', stats.browsers], ['Operating systems', stats.os], ['Devices', stats.devices]]) {
+      const items = list.length ? list.map((k) => el('li', { textContent: `${k.key || 'unknown'}: ${k.count}` }))
+        : [el('li', { textContent: 'none yet' })];
+      tops.append(el('section', {}, el('h3', { textContent: title }), el('ol', {}, ...items)));
+    }
+  } catch (e) {
+    $('#stats-summary').textContent = e.message;
+  }
+}
+
+// One bar per hour of the queried range, scaled to the busiest hour.
+function drawChart(stats) {
+  const svg = $('#chart');
+  svg.replaceChildren();
+  const from = Date.parse(stats.from) / 1000;
+  const to = Date.parse(stats.to) / 1000;
+  const hours = Math.max((to - from) / 3600, 1);
+  if (!stats.series.length) return;
+  const max = Math.max(...stats.series.map((p) => p.count));
+  const width = 600 / hours;
+  for (const point of stats.series) {
+    const h = Math.max((point.count / max) * 150, 2);
+    const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+    rect.setAttribute('x', String(((point.ts - from) / 3600) * width));
+    rect.setAttribute('y', String(160 - h));
+    rect.setAttribute('width', String(Math.max(width * 0.8, 2)));
+    rect.setAttribute('height', String(h));
+    const title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
+    title.textContent = `${new Date(point.ts * 1000).toLocaleString()}: ${point.count}`;
+    rect.append(title);
+    svg.append(rect);
+  }
+}
+
+// ---- live events: SSE read with fetch (the key goes in a header, never the URL),
+// falling back to long polling when the stream fails ----
+
+function handle(event) {
+  if (event.id) lastEventId = event.id;
+  const data = event.data || {};
+  let text = event.type;
+  if (event.type === 'link.clicked') {
+    const held = clicksCells.get(data.code);
+    if (held) { held.count += data.count; held.cell.textContent = String(held.count); }
+    text = `${data.code}: ${data.count} click${data.count === 1 ? '' : 's'}`;
+    if (openStats === data.code) showStats(data.code);
+  } else if (event.type.startsWith('link.')) {
+    text = `${event.type.slice(5)} ${data.code}`;
+    loadLinks(true);
+  } else if (event.type === 'upload.thumbnails_ready') {
+    showThumbnail(data);
+    text = `thumbnails ready for ${data.filename}`;
+  } else if (event.type === 'upload.completed') {
+    text = `uploaded ${data.filename}`;
+  }
+  const list = $('#events');
+  list.prepend(el('li', { textContent: `${new Date(event.at).toLocaleTimeString()} ${text}` }));
+  while (list.children.length > 50) list.lastChild.remove();
+}
+
+function setLive(on, how) {
+  const live = $('#live');
+  live.hidden = false;
+  live.textContent = on ? `live (${how})` : 'reconnecting…';
+}
+
+async function followSse() {
+  const headers = { Authorization: `Bearer ${apiKey}`, Accept: 'text/event-stream' };
+  if (lastEventId) headers['Last-Event-ID'] = String(lastEventId);
+  const response = await fetch('/api/v1/events', { headers });
+  if (response.status === 401) { signOut(MESSAGES.unauthorized); return; }
+  if (!response.ok || !response.body) throw new Error(`events answered ${response.status}`);
+  setLive(true, 'stream');
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error('stream ended');
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+      if (data) { const event = safeJson(data); if (event) handle(event); }
+    }
+  }
+}
+
+async function followPolling(rounds) {
+  setLive(true, 'polling');
+  for (let i = 0; i < rounds && apiKey; i++) {
+    const after = lastEventId ? `&after=${lastEventId}` : '';
+    const page = await api(`/api/v1/notifications?wait=20${after}`);
+    for (const event of page.items) handle(event);
+    if (page.next) lastEventId = page.next;
+  }
+}
+
+async function follow() {
+  const mine = apiKey;
+  while (apiKey && apiKey === mine) {
+    try {
+      await followSse();
+    } catch {
+      if (!apiKey) return;
+      setLive(false);
+      try { await followPolling(5); } catch { await new Promise((r) => setTimeout(r, 2000)); }
+    }
+  }
+}
+
+// ---- uploads ----
+
+function uploadFile(file) {
+  const progress = el('progress', { max: 1, value: 0 });
+  progress.setAttribute('aria-label', `Uploading ${file.name}`);
+  const status = el('span', { textContent: file.name });
+  const item = el('li', {}, progress, status);
+  $('#uploads').prepend(item);
+  const form = new FormData();
+  form.append('file', file);
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', '/api/v1/uploads');
+  xhr.setRequestHeader('Authorization', `Bearer ${apiKey}`);
+  xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) progress.value = e.loaded / e.total; });
+  xhr.addEventListener('load', () => {
+    const body = safeJson(xhr.responseText) || {};
+    if (xhr.status !== 201) {
+      const error = body.error || {};
+      status.textContent = `${file.name}: ${new ApiError(xhr.status, error.code, error.message).message}`;
+      status.className = 'error';
+      progress.remove();
+      return;
+    }
+    progress.value = 1;
+    item.dataset.upload = body.id;
+    status.replaceChildren(el('a', { href: body.short_url || body.url, textContent: file.name }));
+    if (body.thumbnails.state === 'pending') waitForThumbnail(body.id);
+    else showThumbnail(body);
+  });
+  xhr.addEventListener('error', () => { status.textContent = `${file.name}: the upload was interrupted.`; });
+  xhr.send(form);
+}
+
+function showThumbnail(upload) {
+  const item = document.querySelector(`li[data-upload="${CSS.escape(upload.id)}"]`);
+  const thumb = upload.thumbnails && upload.thumbnails.items.find((t) => t.size === 150);
+  if (!item || !thumb || item.querySelector('img')) return;
+  item.querySelector('progress')?.remove();
+  item.prepend(el('img', { src: thumb.url, alt: `Thumbnail of ${upload.filename}`, width: 75, height: 75 }));
+}
+
+async function waitForThumbnail(id) {
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      const upload = await api(`/api/v1/uploads/${encodeURIComponent(id)}`);
+      if (upload.thumbnails.state !== 'pending') { showThumbnail(upload); return; }
+    } catch { return; }
+  }
+}
+
+// ---- wiring ----
+
+$('#signin-form').addEventListener('submit', signIn);
+$('#signout').addEventListener('click', () => signOut());
+$('#create-form').addEventListener('submit', createLink);
+$('#filter-form').addEventListener('submit', (e) => { e.preventDefault(); loadLinks(true); });
+$('#more').addEventListener('click', () => loadLinks(false));
+const drop = $('#drop');
+drop.addEventListener('click', () => $('#file').click());
+drop.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('#file').click(); } });
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  for (const file of e.dataTransfer.files) uploadFile(file);
+});
+$('#file').addEventListener('change', (e) => { for (const file of e.target.files) uploadFile(file); e.target.value = ''; });
+
+if (apiKey) start();

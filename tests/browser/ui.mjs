@@ -1,0 +1,89 @@
+// Browser test of the web page, run by tests/ui.rs against the real binary:
+//   node tests/browser/ui.mjs BASE_URL ADMIN_KEY IMAGE_PATH SCREENSHOT_DIR
+// Exits 0 when every step passed; otherwise prints the failed step and exits 1.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const [base, adminKey, image, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--no-first-run'],
+});
+let step = 'start';
+const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+const requests = [];
+page.on('request', (r) => requests.push(r.url()));
+try {
+  step = 'the page loads under /ui';
+  await page.goto(`${base}/ui`);
+  await page.getByLabel('API key').waitFor();
+  await page.screenshot({ path: `${shots}/signin.png`, fullPage: true });
+
+  step = 'a wrong API key is refused in words';
+  await page.getByLabel('API key').fill('sl_this_key_does_not_exist_000000');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('That API key was not accepted').waitFor({ timeout: 5000 });
+
+  step = 'signing in with the admin key shows the app';
+  await page.getByLabel('API key').fill(adminKey);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Shorten a link' }).waitFor({ timeout: 5000 });
+  const stored = await page.evaluate(() => sessionStorage.getItem('shortlink.api_key'));
+  if (stored !== adminKey) throw new Error('the key is not in session storage');
+
+  step = "an invalid URL shows the API's error in words";
+  await page.getByLabel('Long URL').fill('ftp://files.example.com/x');
+  await page.getByRole('button', { name: 'Shorten' }).click();
+  await page.getByText('Only web addresses (http or https) can be shortened.').waitFor({ timeout: 5000 });
+
+  step = 'creating a link lists it';
+  await page.getByLabel('Long URL').fill('https://example.com/from-the-browser');
+  await page.locator('summary').click();
+  await page.getByLabel('Alias').fill('fromui');
+  await page.getByRole('button', { name: 'Shorten' }).click();
+  await page.locator('#created a').waitFor({ timeout: 5000 });
+  const row = page.locator('tr[data-code="fromui"]');
+  await row.waitFor({ timeout: 5000 });
+  await page.screenshot({ path: `${shots}/links.png`, fullPage: true });
+
+  step = 'following the short URL raises the click counter live';
+  await page.getByText(/live \(stream\)/).waitFor({ timeout: 5000 });
+  const before = Number(await row.locator('td.num').textContent());
+  const followed = await fetch(`${base}/fromui`, { redirect: 'manual' });
+  if (followed.status !== 301) throw new Error(`the short URL answered ${followed.status}`);
+  await page.waitForFunction(
+    (n) => Number(document.querySelector('tr[data-code="fromui"] td.num').textContent) > n,
+    before, { timeout: 15000 });
+
+  step = 'the statistics view shows the click';
+  await row.getByRole('button', { name: 'Statistics of fromui' }).click();
+  await page.getByText(/^1 clicks?: /).waitFor({ timeout: 5000 });
+  await page.locator('#chart rect').first().waitFor({ timeout: 5000 });
+  await page.screenshot({ path: `${shots}/stats.png`, fullPage: true });
+
+  step = 'an uploaded image gets its thumbnail';
+  await page.locator('#file').setInputFiles(image);
+  await page.locator('#uploads li img').waitFor({ timeout: 30000 });
+  await page.screenshot({ path: `${shots}/upload.png`, fullPage: true });
+
+  step = 'the page fits a phone';
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  if (overflow) throw new Error('the page scrolls sideways at 390 px');
+  await page.screenshot({ path: `${shots}/phone.png`, fullPage: true });
+
+  step = 'the page talked only to its own origin';
+  const origin = new URL(base).origin;
+  const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
+  if (foreign.length) throw new Error(`requests left the origin: ${foreign.join(', ')}`);
+  if (requests.some((u) => u.includes(adminKey))) throw new Error('the key appeared in a URL');
+  console.log('browser test passed; screenshots in', shots);
+} catch (error) {
+  console.error(`FAILED at "${step}": ${error.message}`);
+  await page.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();

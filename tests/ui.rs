@@ -1,0 +1,76 @@
+//! The web page in a real browser: Debian's chromium driven by playwright-core
+//! (`tests/browser/ui.mjs`) against the real binary. scripts/test.sh installs both.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{ADMIN_KEY, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_works_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run scripts/test.sh (it runs npm install in tests/browser)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "chromium is not installed at {chromium}: run scripts/test.sh as root, or apt-get install chromium"
+    );
+    let server = TestServer::start().await;
+    // The page is served through the proxy (it forwards /ui to the control plane).
+    let page = server
+        .client
+        .get(format!("{}/ui", server.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("photo.png");
+    image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    })
+    .save(&image)
+    .unwrap();
+    let shots = root.join("target/ui-screenshots");
+    let child = tokio::process::Command::new("node")
+        .arg(browser_dir.join("ui.mjs"))
+        .arg(&server.proxy)
+        .arg(ADMIN_KEY)
+        .arg(&image)
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node (install Node.js 18 or later)");
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the browser test finished within 120 s")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        server.log_text()
+    );
+    for name in ["signin", "links", "stats", "upload", "phone"] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "screenshot {name}.png was not saved"
+        );
+    }
+}
