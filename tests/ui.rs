@@ -43,12 +43,15 @@ async fn the_web_page_works_in_a_real_browser() {
     })
     .save(&image)
     .unwrap();
+    let large = dir.path().join("large.bin");
+    std::fs::write(&large, vec![7u8; 17 * 1024 * 1024]).unwrap();
     let shots = root.join("target/ui-screenshots");
     let child = tokio::process::Command::new("node")
         .arg(browser_dir.join("ui.mjs"))
         .arg(&server.proxy)
         .arg(ADMIN_KEY)
         .arg(&image)
+        .arg(&large)
         .arg(&shots)
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true)

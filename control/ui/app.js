@@ -109,13 +109,25 @@ function signOut(message) {
   $('#signin-error').textContent = message || '';
 }
 
-function start() {
+// The newest event id: live updates start after it, so counts loaded now are not
+// counted again by a replay of older events.
+async function eventHead() {
+  let after = 0;
+  for (;;) {
+    const page = await api(`/api/v1/notifications?after=${after}&limit=1000`);
+    if (page.items.length) after = page.next;
+    if (page.items.length < 1000) return after;
+  }
+}
+
+async function start() {
   $('#signin-view').hidden = true;
   $('#app-view').hidden = false;
   $('#signout').hidden = false;
-  loadLinks(true);
-  follow();
   $('#url').focus();
+  try { lastEventId = await eventHead(); } catch { lastEventId = null; }
+  await loadLinks(true);
+  follow();
 }
 
 // ---- links ----
@@ -316,35 +328,70 @@ async function follow() {
 
 // ---- uploads ----
 
-function uploadFile(file) {
+// Files up to this size go in one streamed POST; larger ones by a presigned PUT when the
+// storage's URL is this origin (the local store), else streamed too (the CSP allows
+// requests to this origin only).
+const PRESIGN_FROM = 16 * 1024 * 1024;
+
+function send(method, url, headers, body, progress) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) progress.value = e.loaded / e.total; });
+    xhr.addEventListener('load', () => resolve({ status: xhr.status, body: safeJson(xhr.responseText) || {} }));
+    xhr.addEventListener('error', () => resolve({ status: 0, body: {} }));
+    xhr.send(body);
+  });
+}
+
+async function presigned(file, progress) {
+  const request = { filename: file.name, size: file.size };
+  if (file.type) request.content_type = file.type;
+  const grant = await api('/api/v1/uploads/presign', { method: 'POST', body: request });
+  if (new URL(grant.upload_url, location.href).origin !== location.origin) return null;
+  const put = await send(grant.method, grant.upload_url, grant.headers, file, progress);
+  if (put.status < 200 || put.status > 299) return put;
+  try {
+    const done = await api(`/api/v1/uploads/${encodeURIComponent(grant.id)}/complete`, { method: 'POST' });
+    return { status: 201, body: done };
+  } catch (e) {
+    return { status: e.status, body: { error: { code: e.code, message: e.message } } };
+  }
+}
+
+async function uploadFile(file) {
   const progress = el('progress', { max: 1, value: 0 });
   progress.setAttribute('aria-label', `Uploading ${file.name}`);
   const status = el('span', { textContent: file.name });
   const item = el('li', {}, progress, status);
   $('#uploads').prepend(item);
-  const form = new FormData();
-  form.append('file', file);
-  const xhr = new XMLHttpRequest();
-  xhr.open('POST', '/api/v1/uploads');
-  xhr.setRequestHeader('Authorization', `Bearer ${apiKey}`);
-  xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) progress.value = e.loaded / e.total; });
-  xhr.addEventListener('load', () => {
-    const body = safeJson(xhr.responseText) || {};
-    if (xhr.status !== 201) {
-      const error = body.error || {};
-      status.textContent = `${file.name}: ${new ApiError(xhr.status, error.code, error.message).message}`;
-      status.className = 'error';
-      progress.remove();
-      return;
-    }
-    progress.value = 1;
-    item.dataset.upload = body.id;
-    status.replaceChildren(el('a', { href: body.short_url || body.url, textContent: file.name }));
-    if (body.thumbnails.state === 'pending') waitForThumbnail(body.id);
-    else showThumbnail(body);
-  });
-  xhr.addEventListener('error', () => { status.textContent = `${file.name}: the upload was interrupted.`; });
-  xhr.send(form);
+  let result = null;
+  try {
+    if (file.size >= PRESIGN_FROM) result = await presigned(file, progress);
+  } catch (e) {
+    result = { status: e.status, body: { error: { code: e.code, message: e.message } } };
+  }
+  if (!result) {
+    const form = new FormData();
+    form.append('file', file);
+    result = await send('POST', '/api/v1/uploads', { Authorization: `Bearer ${apiKey}` }, form, progress);
+  }
+  const { status: code, body } = result;
+  if (code !== 201) {
+    const error = body.error || {};
+    status.textContent = code === 0 ? `${file.name}: the upload was interrupted.`
+      : `${file.name}: ${new ApiError(code, error.code, error.message).message}`;
+    status.className = 'error';
+    progress.remove();
+    return;
+  }
+  progress.value = 1;
+  item.dataset.upload = body.id;
+  item.dataset.state = 'complete';
+  status.replaceChildren(el('a', { href: body.short_url || body.url, textContent: file.name }));
+  if (body.thumbnails.state === 'pending') waitForThumbnail(body.id);
+  else showThumbnail(body);
 }
 
 function showThumbnail(upload) {

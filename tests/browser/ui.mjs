@@ -4,7 +4,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
-const [base, adminKey, image, shots] = process.argv.slice(2);
+const [base, adminKey, image, large, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -68,6 +68,13 @@ try {
   await page.locator('#uploads li img').waitFor({ timeout: 30000 });
   await page.screenshot({ path: `${shots}/upload.png`, fullPage: true });
 
+  step = 'a large file goes by a presigned upload';
+  const presigns = [];
+  page.on('request', (r) => { if (r.url().endsWith('/api/v1/uploads/presign')) presigns.push(r.url()); });
+  await page.locator('#file').setInputFiles(large);
+  await page.locator('#uploads li[data-state="complete"] a', { hasText: 'large.bin' }).waitFor({ timeout: 30000 });
+  if (presigns.length !== 1) throw new Error(`expected one presign request, saw ${presigns.length}`);
+
   step = 'the page fits a phone';
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
@@ -79,6 +86,19 @@ try {
   const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
   if (foreign.length) throw new Error(`requests left the origin: ${foreign.join(', ')}`);
   if (requests.some((u) => u.includes(adminKey))) throw new Error('the key appeared in a URL');
+  step = 'when the event stream fails, the page falls back to polling and stays live';
+  const second = await browser.newPage();
+  await second.route('**/api/v1/events', (route) => route.abort());
+  await second.goto(`${base}/ui`);
+  await second.getByLabel('API key').fill(adminKey);
+  await second.getByRole('button', { name: 'Sign in' }).click();
+  await second.getByText(/live \(polling\)/).waitFor({ timeout: 10000 });
+  const polled = second.locator('tr[data-code="fromui"] td.num');
+  const count = Number(await polled.textContent());
+  await fetch(`${base}/fromui`, { redirect: 'manual' });
+  await second.waitForFunction(
+    (n) => Number(document.querySelector('tr[data-code="fromui"] td.num').textContent) > n,
+    count, { timeout: 15000 });
   console.log('browser test passed; screenshots in', shots);
 } catch (error) {
   console.error(`FAILED at "${step}": ${error.message}`);
