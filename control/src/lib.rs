@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod links;
 pub mod metrics;
 pub mod notifications;
+pub mod qr;
 pub mod state;
 pub mod thumbnails;
 mod ui;
@@ -80,6 +81,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(links::delete_link),
         )
         .route("/api/v1/links/{code}/stats", get(links::link_stats))
+        .route("/api/v1/links/{code}/qr", get(qr::link_qr))
         .route(
             "/internal/v1/clicks",
             post(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)),

@@ -192,11 +192,23 @@ async function createLink(event) {
       catch { copy.textContent = 'Select and copy the link'; }
     });
     $('#created').append('Short link: ', el('a', { href: link.short_url, textContent: link.short_url }), ' ', copy);
+    qrCode(link.code).then((qr) => { if (qr) $('#created').append(qr); });
     event.target.reset();
     loadLinks(true);
   } catch (e) {
     $('#create-error').textContent = e.message;
   }
+}
+
+// The link's QR code (PNG, fetched with the key in a header) and a download link for it.
+async function qrCode(code) {
+  const response = await fetch(`/api/v1/links/${encodeURIComponent(code)}/qr?format=png&size=160`,
+    { headers: { Authorization: `Bearer ${apiKey}` } });
+  if (!response.ok) return null;
+  const url = URL.createObjectURL(await response.blob());
+  return el('div', { className: 'qr' },
+    el('img', { src: url, alt: `QR code of the short link ${code}`, width: 160, height: 160 }),
+    el('a', { href: url, download: `${code}-qr.png`, textContent: 'Download QR code' }));
 }
 
 // ---- statistics ----

@@ -43,7 +43,8 @@ try {
   await page.locator('summary').click();
   await page.getByLabel('Alias').fill('fromui');
   await page.getByRole('button', { name: 'Shorten' }).click();
-  await page.locator('#created a').waitFor({ timeout: 5000 });
+  await page.locator('#created a').first().waitFor({ timeout: 5000 });
+  await page.getByAltText('QR code of the short link fromui').waitFor({ timeout: 5000 });
   const row = page.locator('tr[data-code="fromui"]');
   await row.waitFor({ timeout: 5000 });
   await page.screenshot({ path: `${shots}/links.png`, fullPage: true });

@@ -1,0 +1,91 @@
+//! `GET /api/v1/links/{code}/qr`: the short URL as a QR code, in SVG or PNG.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use qrcode::QrCode;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// Smallest and largest image edge, in pixels.
+const SIZE_RANGE: std::ops::RangeInclusive<u32> = 64..=2048;
+
+/// Query of the QR endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrQuery {
+    /// `svg` (default) or `png`.
+    format: Option<String>,
+    /// Edge length in pixels, 64..=2048; default 256.
+    size: Option<u32>,
+}
+
+/// `GET /api/v1/links/{code}/qr?format=svg|png&size=`: owner-only.
+pub async fn link_qr(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiQuery(query): ApiQuery<QrQuery>,
+) -> Result<Response, ApiError> {
+    let size = query.size.unwrap_or(256);
+    if !SIZE_RANGE.contains(&size) {
+        return Err(ApiError::invalid(
+            "invalid_size",
+            format!(
+                "size must be between {} and {} pixels",
+                SIZE_RANGE.start(),
+                SIZE_RANGE.end()
+            ),
+        ));
+    }
+    let link = match state.store().get_link("", &code).await? {
+        Some(link) if link.owner == caller.user.id => link,
+        _ => return Err(ApiError::link_not_found()),
+    };
+    let short_url = state.short_url(&link.domain, link.code.as_str());
+    let qr = QrCode::new(short_url.as_bytes())
+        .map_err(|e| ApiError::invalid("qr_failed", format!("cannot encode the URL: {e}")))?;
+    let (content_type, body): (&'static str, Vec<u8>) =
+        match query.format.as_deref().unwrap_or("svg") {
+            "svg" => {
+                let svg = qr
+                    .render::<qrcode::render::svg::Color<'_>>()
+                    .min_dimensions(size, size)
+                    .max_dimensions(size, size)
+                    .build();
+                ("image/svg+xml", svg.into_bytes())
+            }
+            "png" => {
+                let image = qr
+                    .render::<image::Luma<u8>>()
+                    .min_dimensions(size, size)
+                    .max_dimensions(size, size)
+                    .build();
+                let mut png = Vec::new();
+                image::DynamicImage::ImageLuma8(image)
+                    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .map_err(|e| ApiError::internal(format_args!("png encoding failed: {e}")))?;
+                ("image/png", png)
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "invalid_format",
+                    format!("format must be svg or png (got {other})"),
+                ));
+            }
+        };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The code of a link never changes what it points to in the image (the short URL):
+    // browsers may keep it, shared caches may not (it is per owner).
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    Ok(response)
+}
