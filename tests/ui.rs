@@ -63,6 +63,7 @@ async fn the_web_page_works_in_a_real_browser() {
         .await
         .expect("the browser test finished within 120 s")
         .unwrap();
+    print!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(
         output.status.success(),
         "browser test failed:\n{}{}\nserver log:\n{}",

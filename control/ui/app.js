@@ -281,9 +281,11 @@ function handle(event) {
   } else if (event.type === 'upload.completed') {
     text = `uploaded ${data.filename}`;
   }
+  // Oldest first in a fixed-height box scrolled to the end: a new line moves nothing else.
   const list = $('#events');
-  list.prepend(el('li', { textContent: `${new Date(event.at).toLocaleTimeString()} ${text}` }));
-  while (list.children.length > 50) list.lastChild.remove();
+  list.append(el('li', { textContent: `${new Date(event.at).toLocaleTimeString()} ${text}` }));
+  while (list.children.length > 50) list.firstChild.remove();
+  list.scrollTop = list.scrollHeight;
 }
 
 function setLive(on, how) {

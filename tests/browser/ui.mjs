@@ -12,7 +12,15 @@ const browser = await chromium.launch({
     '--disable-component-update', '--no-first-run'],
 });
 let step = 'start';
-const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+// Tall enough that every view is on screen: shifts outside the viewport are not measured.
+const page = await browser.newPage({ viewport: { width: 1200, height: 1800 } });
+// Sums layout shifts not caused by the user (the Layout Instability API).
+await page.addInitScript(() => {
+  window.__shift = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (!entry.hadRecentInput) window.__shift += entry.value;
+  }).observe({ type: 'layout-shift', buffered: true });
+});
 const requests = [];
 page.on('request', (r) => requests.push(r.url()));
 try {
@@ -52,11 +60,17 @@ try {
   step = 'following the short URL raises the click counter live';
   await page.getByText(/live \(stream\)/).waitFor({ timeout: 5000 });
   const before = Number(await row.locator('td.num').textContent());
+  await page.waitForTimeout(500);
+  const shiftBefore = await page.evaluate(() => window.__shift);
   const followed = await fetch(`${base}/fromui`, { redirect: 'manual' });
   if (followed.status !== 301) throw new Error(`the short URL answered ${followed.status}`);
   await page.waitForFunction(
     (n) => Number(document.querySelector('tr[data-code="fromui"] td.num').textContent) > n,
     before, { timeout: 15000 });
+  await page.waitForTimeout(300);
+  const shifted = (await page.evaluate(() => window.__shift)) - shiftBefore;
+  console.log('layout shift while live events arrived:', shifted);
+  if (shifted > 0) throw new Error(`live events shifted the layout (${shifted})`);
 
   step = 'the statistics view shows the click';
   await row.getByRole('button', { name: 'Statistics of fromui' }).click();
