@@ -1,6 +1,6 @@
 //! What each subcommand does: assemble the parts from the config and run them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -383,5 +383,93 @@ pub(crate) fn link_create(
         bail!("{message} ({code}, HTTP {})", status.as_u16());
     }
     println!("{}", json["short_url"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `shortlink link import FILE`: streams a CSV file to the import endpoint, showing how
+/// much of it was sent, then the report (created, existing, refused rows by line).
+pub(crate) fn link_import(
+    config: Config,
+    api: Option<String>,
+    key: &str,
+    file: &Path,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let base = api.unwrap_or_else(|| format!("http://{}", config.control_upstreams()[0]));
+    let url = format!("{}/api/v1/links/import", base.trim_end_matches('/'));
+    let total = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let (status, json) = small_runtime()?.block_on(async {
+        let handle = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        let chunks = futures_util::stream::unfold(handle, |mut handle| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = vec![0u8; 256 * 1024];
+            match handle.read(&mut buffer).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buffer), handle))
+                }
+                Err(e) => Some((Err(e), handle)),
+            }
+        })
+        .map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            chunk
+        });
+        let progress = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let done = sent.load(Ordering::Relaxed);
+                eprint!(
+                    "\rsent {} of {} KiB ({}%)",
+                    done / 1024,
+                    total / 1024,
+                    (done * 100).checked_div(total).unwrap_or(100)
+                );
+                if done >= total {
+                    eprintln!("; the server is creating the links…");
+                    return;
+                }
+            }
+        });
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        progress.abort();
+        let status = response.status();
+        let json: serde_json::Value = response.json().await.context("the API answered non-JSON")?;
+        anyhow::Ok((status, json))
+    })?;
+    if !status.is_success() {
+        let message = json["error"]["message"].as_str().unwrap_or("unknown error");
+        let code = json["error"]["code"].as_str().unwrap_or("unknown");
+        bail!("{message} ({code}, HTTP {})", status.as_u16());
+    }
+    println!(
+        "{} rows: {} created, {} already there, {} refused",
+        json["rows"], json["created"], json["existing"], json["failed"]
+    );
+    for error in json["errors"].as_array().into_iter().flatten() {
+        println!(
+            "  line {}: {} ({})",
+            error["line"],
+            error["message"].as_str().unwrap_or_default(),
+            error["code"].as_str().unwrap_or_default()
+        );
+    }
     Ok(())
 }

@@ -87,6 +87,18 @@ enum KeyAction {
 
 #[derive(Debug, Subcommand)]
 enum LinkAction {
+    /// Import links from a CSV file (columns url, alias, tags, expires_at), showing
+    /// progress; running it again creates nothing twice.
+    Import {
+        /// The CSV file; its first line names the columns.
+        file: PathBuf,
+        /// API base URL. Default: the configured control plane.
+        #[arg(long, env = "SHORTLINK_API_URL")]
+        api: Option<String>,
+        /// API key.
+        #[arg(long, env = "SHORTLINK_API_KEY", hide_env_values = true)]
+        key: String,
+    },
     /// Shorten a URL and print the short URL.
     Create {
         /// The target URL.
@@ -142,6 +154,9 @@ fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::Create { user, label },
         } => commands::key_create(config, &user, &label),
+        Command::Link {
+            action: LinkAction::Import { file, api, key },
+        } => commands::link_import(config, api, &key, &file),
         Command::Link {
             action:
                 LinkAction::Create {

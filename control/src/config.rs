@@ -60,6 +60,8 @@ pub struct ControlConfig {
     pub poll_max_wait_seconds: u64,
     /// Largest upload, in bytes (413 beyond, with nothing kept). Default 1 GiB.
     pub max_upload_bytes: u64,
+    /// Most rows one CSV import holds (422 `too_many_rows` beyond). Default 1 000 000.
+    pub max_import_rows: u64,
     /// How long a presigned upload URL works, in seconds. Default 900.
     pub presign_ttl_seconds: u64,
     /// How long a redirect to an object store's download URL works, in seconds. Default 300.
@@ -104,6 +106,7 @@ impl Default for ControlConfig {
             ws_max_message_bytes: 4_096,
             poll_max_wait_seconds: 30,
             max_upload_bytes: 1024 * 1024 * 1024,
+            max_import_rows: 1_000_000,
             presign_ttl_seconds: 900,
             download_ttl_seconds: 300,
             thumbnail_workers: 2,

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bulk;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -57,6 +58,9 @@ pub enum ControlError {
     Store(#[from] StoreError),
 }
 
+/// Largest CSV import body (about a million rows of typical links).
+const IMPORT_MAX_BYTES: usize = 512 * 1024 * 1024;
+
 /// The router with every endpoint.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
@@ -80,6 +84,11 @@ pub fn app(state: AppState) -> Router {
                 .patch(links::patch_link)
                 .delete(links::delete_link),
         )
+        .route(
+            "/api/v1/links/import",
+            post(bulk::import_links).layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES)),
+        )
+        .route("/api/v1/links/export", get(bulk::export_links))
         .route("/api/v1/links/{code}/stats", get(links::link_stats))
         .route("/api/v1/links/{code}/qr", get(qr::link_qr))
         .route(

@@ -20,7 +20,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
 /// Generated-code attempts before giving up (each collision moves to the next attempt).
-const MAX_CODE_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_CODE_ATTEMPTS: u32 = 16;
 /// Largest accepted `max_clicks` (the route table counts in 32 bits).
 const MAX_CLICKS_LIMIT: u64 = u32::MAX as u64;
 
@@ -99,7 +99,7 @@ impl LinkView {
     }
 }
 
-fn parse_expiry(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_expiry(text: &str) -> Result<i64, ApiError> {
     parse_rfc3339(text).ok_or_else(|| {
         ApiError::invalid(
             "invalid_expires_at",
@@ -124,7 +124,10 @@ fn parse_redirect(value: u16) -> Result<RedirectStatus, ApiError> {
 }
 
 /// Resolves the requested domain; only the default domain exists until custom domains land.
-fn resolve_domain(state: &AppState, requested: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn resolve_domain(
+    state: &AppState,
+    requested: Option<&str>,
+) -> Result<String, ApiError> {
     match requested.map(str::trim).filter(|d| !d.is_empty()) {
         None => Ok(String::new()),
         Some(domain) => {

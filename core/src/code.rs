@@ -38,6 +38,9 @@ pub const RESERVED: &[&str] = &[
     "logout",
     "docs",
     "qr",
+    // `/api/v1/links/import` and `/export` are endpoints, so no link may be called that.
+    "import",
+    "export",
     "robots.txt",
     "favicon.ico",
     "well-known",

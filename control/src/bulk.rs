@@ -1,0 +1,372 @@
+//! Bulk CSV: `POST /api/v1/links/import` (streamed, per-line results, idempotent re-runs)
+//! and `GET /api/v1/links/export` (streamed).
+//!
+//! Columns (a header row names them, in any order): `url` (required), `alias`, `tags`
+//! (separated by `;`), `expires_at` (RFC 3339). Export adds `short_url`, `clicks` and
+//! `created_at`, which import ignores, so an export imports back as it is.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Serialize;
+use shortlink_core::code::is_reserved;
+use shortlink_core::time_util::to_rfc3339;
+use shortlink_core::{Link, NewLink, RedirectStatus, Tag, validate_alias, validate_target};
+use shortlink_store::{ListQuery, StoreError};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::links::{MAX_CODE_ATTEMPTS, parse_expiry};
+use crate::state::AppState;
+
+/// Longest CSV record, in bytes.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+/// Line errors listed in a report (all are counted).
+const MAX_REPORTED_ERRORS: usize = 1000;
+/// Rows created at once.
+const CONCURRENCY: usize = 32;
+/// Columns import reads; export's extra columns are skipped.
+const KNOWN: [&str; 7] = [
+    "url",
+    "alias",
+    "tags",
+    "expires_at",
+    "short_url",
+    "clicks",
+    "created_at",
+];
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    /// Data rows read.
+    rows: u64,
+    /// Links created.
+    created: u64,
+    /// Rows that matched a link the caller already has (a re-run).
+    existing: u64,
+    /// Rows refused.
+    failed: u64,
+    /// Why rows were refused, by line (the first 1 000).
+    errors: Vec<LineError>,
+}
+
+#[derive(Debug, Serialize)]
+struct LineError {
+    line: u64,
+    code: &'static str,
+    message: String,
+}
+
+enum Outcome {
+    Created,
+    Existing,
+}
+
+struct Columns {
+    url: usize,
+    alias: Option<usize>,
+    tags: Option<usize>,
+    expires_at: Option<usize>,
+}
+
+fn parse_record(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    match reader.records().next() {
+        Some(Ok(record)) => Ok(record.iter().map(|f| f.trim().to_owned()).collect()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn columns(header: &[String]) -> Result<Columns, ApiError> {
+    let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    if let Some(unknown) = header
+        .iter()
+        .find(|h| !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(h)))
+    {
+        return Err(ApiError::invalid(
+            "invalid_csv",
+            format!("unknown column '{unknown}'; columns are url, alias, tags, expires_at"),
+        ));
+    }
+    Ok(Columns {
+        url: find("url").ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_csv",
+                "the first line must name the columns and include url",
+            )
+        })?,
+        alias: find("alias"),
+        tags: find("tags"),
+        expires_at: find("expires_at"),
+    })
+}
+
+/// Creates one row's link; an identical link the caller already has counts as existing.
+async fn import_row(
+    state: &AppState,
+    caller: &Caller,
+    columns: &Columns,
+    fields: Vec<String>,
+) -> Result<Outcome, ApiError> {
+    let cell = |i: Option<usize>| i.and_then(|i| fields.get(i)).filter(|v| !v.is_empty());
+    let url = validate_target(
+        cell(Some(columns.url)).map_or("", String::as_str),
+        state.rules(),
+    )?;
+    let alias = cell(columns.alias).map(|a| validate_alias(a)).transpose()?;
+    let tags: Vec<String> = cell(columns.tags)
+        .map(|t| {
+            t.split(';')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let tags = Tag::validate_all(&tags)?;
+    let expires_at = cell(columns.expires_at)
+        .map(|e| parse_expiry(e))
+        .transpose()?;
+    let mut new = NewLink {
+        domain: String::new(),
+        code: alias
+            .clone()
+            .unwrap_or_else(|| state.codes().generate(&url, caller.user.id, 0)),
+        custom_alias: alias.is_some(),
+        owner: caller.user.id,
+        url,
+        redirect: RedirectStatus::Permanent,
+        expires_at,
+        max_clicks: None,
+        tags,
+    };
+    // Generated codes are deterministic (url, owner, attempt), so a re-run meets the
+    // links it made before at the same codes.
+    for attempt in 0..MAX_CODE_ATTEMPTS {
+        if alias.is_none() {
+            new.code = state.codes().generate(&new.url, caller.user.id, attempt);
+            if is_reserved(new.code.as_str()) {
+                continue;
+            }
+        }
+        match state.store().create_link(new.clone()).await {
+            Ok(created) if created.existed => return Ok(Outcome::Existing),
+            Ok(_) => return Ok(Outcome::Created),
+            Err(StoreError::CodeTaken(code)) => {
+                let same = state
+                    .store()
+                    .get_link("", &code)
+                    .await?
+                    .is_some_and(|l| l.owner == new.owner && l.url == new.url);
+                if same {
+                    return Ok(Outcome::Existing);
+                }
+                if alias.is_some() {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::CONFLICT,
+                        "alias_taken",
+                        format!("the alias '{code}' is already taken"),
+                    ));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal(format_args!(
+        "no free code after {MAX_CODE_ATTEMPTS} attempts"
+    )))
+}
+
+/// Splits `buffer` at the end of each complete CSV record (a newline outside quotes).
+fn take_records(buffer: &mut Vec<u8>, in_quotes: &mut bool, scanned: &mut usize) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    let mut start = 0;
+    let mut i = *scanned;
+    while i < buffer.len() {
+        match buffer[i] {
+            b'"' => *in_quotes = !*in_quotes,
+            b'\n' if !*in_quotes => {
+                records.push(buffer[start..i].to_vec());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    buffer.drain(..start);
+    *scanned = buffer.len();
+    records
+}
+
+/// `POST /api/v1/links/import`: a CSV body, read as it arrives.
+pub async fn import_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<ImportReport>, ApiError> {
+    state.check_write(&caller.key_hash)?;
+    let max_rows = state.config().max_import_rows;
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let (mut in_quotes, mut scanned) = (false, 0usize);
+    let mut columns: Option<Columns> = None;
+    let mut line = 0u64;
+    let mut report = ImportReport::default();
+    let mut pending: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut finished = false;
+    while !finished {
+        match stream.next().await {
+            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                return Err(ApiError::invalid(
+                    "invalid_body",
+                    format!("the upload was interrupted: {e}"),
+                ));
+            }
+            None => {
+                finished = true;
+                if !buffer.is_empty() && buffer.last() != Some(&b'\n') {
+                    buffer.push(b'\n');
+                }
+            }
+        }
+        for record in take_records(&mut buffer, &mut in_quotes, &mut scanned) {
+            line += 1;
+            let record = record.strip_suffix(b"\r").unwrap_or(&record);
+            if record.len() > MAX_RECORD_BYTES {
+                return Err(ApiError::invalid(
+                    "record_too_long",
+                    format!("line {line} is longer than {MAX_RECORD_BYTES} bytes"),
+                ));
+            }
+            let fields = parse_record(record)
+                .map_err(|e| ApiError::invalid("invalid_csv", format!("line {line}: {e}")))?;
+            if fields.iter().all(String::is_empty) {
+                continue;
+            }
+            match &columns {
+                None => columns = Some(self::columns(&fields)?),
+                Some(_) => {
+                    report.rows += 1;
+                    if report.rows > max_rows {
+                        return Err(ApiError::invalid(
+                            "too_many_rows",
+                            format!("an import holds at most {max_rows} rows; split the file"),
+                        ));
+                    }
+                    pending.push((line, fields));
+                }
+            }
+        }
+        if buffer.len() > MAX_RECORD_BYTES {
+            return Err(ApiError::invalid(
+                "record_too_long",
+                format!("line {} is longer than {MAX_RECORD_BYTES} bytes", line + 1),
+            ));
+        }
+        if let Some(columns) = &columns
+            && (pending.len() >= 1024 || finished)
+        {
+            let rows = std::mem::take(&mut pending);
+            let outcomes: Vec<(u64, Result<Outcome, ApiError>)> =
+                futures_util::stream::iter(rows.into_iter().map(|(line, fields)| {
+                    let (state, caller) = (&state, &caller);
+                    async move { (line, import_row(state, caller, columns, fields).await) }
+                }))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for (line, outcome) in outcomes {
+                match outcome {
+                    Ok(Outcome::Created) => report.created += 1,
+                    Ok(Outcome::Existing) => report.existing += 1,
+                    Err(e) => {
+                        report.failed += 1;
+                        if report.errors.len() < MAX_REPORTED_ERRORS {
+                            report.errors.push(LineError {
+                                line,
+                                code: e.code(),
+                                message: e.message().to_owned(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if columns.is_none() {
+        return Err(ApiError::invalid(
+            "invalid_csv",
+            "the body is empty; send a header line (url,alias,tags,expires_at) and rows",
+        ));
+    }
+    report.errors.sort_by_key(|e| e.line);
+    Ok(Json(report))
+}
+
+fn csv_line(fields: &[&str]) -> String {
+    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+    let _ = writer.write_record(fields);
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+fn export_line(state: &AppState, link: &Link) -> String {
+    let alias = if link.custom_alias {
+        link.code.as_str()
+    } else {
+        ""
+    };
+    let tags = link.tags.join(";");
+    let expires = link.expires_at.map(to_rfc3339).unwrap_or_default();
+    let short_url = state.short_url(&link.domain, link.code.as_str());
+    let clicks = link.clicks.to_string();
+    let created = to_rfc3339(link.created_at);
+    csv_line(&[
+        &link.url, alias, &tags, &expires, &short_url, &clicks, &created,
+    ])
+}
+
+/// `GET /api/v1/links/export`: every link of the caller as CSV, newest first, streamed.
+pub async fn export_links(State(state): State<AppState>, caller: Caller) -> Response {
+    let header_line = csv_line(&KNOWN);
+    let owner = caller.user.id;
+    let pages = futures_util::stream::unfold(Some(None), move |cursor| {
+        let state = state.clone();
+        async move {
+            let before_id = cursor?;
+            let query = ListQuery {
+                limit: 500,
+                before_id,
+                ..ListQuery::default()
+            };
+            match state.store().list_links(owner, &query).await {
+                Ok(page) => {
+                    let text: String = page.items.iter().map(|l| export_line(&state, l)).collect();
+                    let next = page.next_before_id.map(Some);
+                    Some((Ok::<_, std::io::Error>(text), next))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(header_line) }).chain(pages);
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"links.csv\""),
+    );
+    response
+}
