@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use shortlink_core::time_util::{ms_to_rfc3339, now_unix};
 use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, SeriesPoint};
+use shortlink_store::rollup::{RollupDelta, day_of, encode_log};
 use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 use tracing::warn;
 
@@ -21,9 +22,6 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
 
 use crate::{CqlStore, Kind, backend, ids, run_concurrently};
-
-/// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
-const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
 
 /// An `applying` claim older than this belongs to a node that died while applying it.
 const ABANDONED_SECS: i64 = 120;
@@ -43,39 +41,6 @@ fn counter_batch(statement: &PreparedStatement, n: usize) -> Batch {
     batch
 }
 
-fn hour_of(ts_ms: i64) -> i64 {
-    let s = ts_ms.div_euclid(1000);
-    s - s.rem_euclid(3600)
-}
-
-fn day_of(seconds: i64) -> i64 {
-    seconds - seconds.rem_euclid(86_400)
-}
-
-/// Tab-separated click log lines, like the embedded store's.
-fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
-    use std::io::Write;
-    let clean = |t: &str| t.replace(['\t', '\n'], " ");
-    let mut out = Vec::with_capacity(clicks.len() * 64);
-    for c in clicks {
-        let _ = writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            c.link_id,
-            c.ts_ms,
-            c.ip,
-            clean(&c.browser),
-            clean(&c.os),
-            c.device,
-            u8::from(c.bot),
-            clean(&c.referrer),
-            clean(&c.country),
-            c.count
-        );
-    }
-    out
-}
-
 struct LinkInfo {
     owner: i64,
     capped: bool,
@@ -83,7 +48,35 @@ struct LinkInfo {
     code: String,
 }
 
+/// A pending write of ingestion.
+type Write<'s> = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 's>>;
+
 impl CqlStore {
+    /// Counter batches of `statement` over `rows` (all of one partition), at most
+    /// [`COUNTER_BATCH`] rows each.
+    fn counter_batches<'s, R>(
+        &'s self,
+        statement: &PreparedStatement,
+        rows: Vec<R>,
+    ) -> Vec<Write<'s>>
+    where
+        R: scylla::serialize::row::SerializeRow + Clone + Send + Sync + 's,
+    {
+        rows.chunks(COUNTER_BATCH)
+            .map(|chunk| {
+                let batch = counter_batch(statement, chunk.len());
+                let values = chunk.to_vec();
+                Box::pin(async move {
+                    self.session
+                        .batch(&batch, values)
+                        .await
+                        .map(drop)
+                        .map_err(backend)
+                }) as Write<'s>
+            })
+            .collect()
+    }
+
     async fn link_info(&self, id: LinkId) -> Result<Option<LinkInfo>, StoreError> {
         let key: Option<(String, String)> = self
             .row(
@@ -171,33 +164,11 @@ impl ClickStore for CqlStore {
             .iter()
             .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
             .collect();
-        let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
-        let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
-        let mut per_link: HashMap<LinkId, (i64, i64, i64, i64)> = HashMap::new();
-        for c in &counted {
-            let n = i64::from(c.count.max(1));
-            let bots = if c.bot { n } else { 0 };
-            let hour = hour_of(c.ts_ms);
-            let slot = hours.entry((c.link_id, hour)).or_default();
-            slot.0 += n;
-            slot.1 += bots;
-            let day = day_of(hour);
-            for (dim, key) in
-                DIMS.iter()
-                    .zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device])
-            {
-                *days
-                    .entry((c.link_id, day, *dim, key.as_str()))
-                    .or_default() += n;
-            }
-            let seen = per_link
-                .entry(c.link_id)
-                .or_insert((0, 0, c.ts_ms, c.ts_ms));
-            seen.0 += n;
-            seen.1 += bots;
-            seen.2 = seen.2.min(c.ts_ms);
-            seen.3 = seen.3.max(c.ts_ms);
-        }
+        let RollupDelta {
+            hours,
+            days,
+            links: per_link,
+        } = RollupDelta::of(&counted);
         // Rollup rows of one (link, month) partition go in one counter batch: one
         // mutation per partition instead of one request per row.
         type HourRow = (Counter, Counter, i64, i32, i64);
@@ -239,37 +210,16 @@ impl ClickStore for CqlStore {
                 Kind::Counter,
             )
             .await?;
-        let mut writes: Vec<
-            std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>,
-        > = Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
+        let mut writes: Vec<Write<'_>> =
+            Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
         for rows in hour_rows.into_values() {
-            for chunk in rows.chunks(COUNTER_BATCH) {
-                let batch = counter_batch(&hour_update, chunk.len());
-                let values = chunk.to_vec();
-                writes.push(Box::pin(async move {
-                    self.session
-                        .batch(&batch, values)
-                        .await
-                        .map(drop)
-                        .map_err(backend)
-                }));
-            }
+            writes.extend(self.counter_batches(&hour_update, rows));
         }
         for rows in day_rows.into_values() {
-            for chunk in rows.chunks(COUNTER_BATCH) {
-                let batch = counter_batch(&day_update, chunk.len());
-                let values = chunk.to_vec();
-                writes.push(Box::pin(async move {
-                    self.session
-                        .batch(&batch, values)
-                        .await
-                        .map(drop)
-                        .map_err(backend)
-                }));
-            }
+            writes.extend(self.counter_batches(&day_update, rows));
         }
-        for (link, (n, ..)) in &per_link {
-            let (link, n) = (*link, *n);
+        for (link, delta) in &per_link {
+            let (link, n) = (*link, delta.clicks);
             writes.push(Box::pin(async move {
                 self.exec(
                     "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?",
@@ -283,7 +233,7 @@ impl ClickStore for CqlStore {
         run_concurrently(writes, WRITE_CONCURRENCY).await?;
 
         let mut events = Vec::with_capacity(per_link.len());
-        for (link, (n, bots, first, last)) in &per_link {
+        for (link, delta) in &per_link {
             let Some(Some(info)) = links.get(link) else {
                 continue;
             };
@@ -295,16 +245,16 @@ impl ClickStore for CqlStore {
                 LinkClicks {
                     code: info.code.clone(),
                     domain: info.domain.clone(),
-                    count: *n as u64,
-                    bots: *bots as u64,
-                    from: ms_to_rfc3339(*first),
-                    to: ms_to_rfc3339(*last),
+                    count: delta.clicks as u64,
+                    bots: delta.bots as u64,
+                    from: ms_to_rfc3339(delta.first_ms),
+                    to: ms_to_rfc3339(delta.last_ms),
                 }
                 .into_event(info.owner),
             );
         }
         self.append(events).await?;
-        let total: i64 = counted.iter().map(|c| i64::from(c.count.max(1))).sum();
+        let total: i64 = per_link.values().map(|l| l.clicks).sum();
         self.exec(
             "UPDATE {ks}.click_batches USING TTL ? SET state = 'applied', clicks = ?, body = ? \
              WHERE batch_id = ?",

@@ -4,6 +4,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+pub mod rollup;
 
 use async_trait::async_trait;
 use shortlink_core::{

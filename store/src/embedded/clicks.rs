@@ -10,56 +10,11 @@ use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, Ser
 use super::EmbeddedStore;
 use super::events;
 use super::links::record_change;
+use crate::rollup::{RollupDelta, day_of, encode_log};
 use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
-
-/// Dimension names in `rollup_day`, in the order of [`LinkStats`]' lists.
-const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
 
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
 const PRUNE_ROWS: i64 = 100;
-
-fn hour_of(ts_ms: i64) -> i64 {
-    let s = ts_ms.div_euclid(1000);
-    s - s.rem_euclid(3600)
-}
-
-fn day_of(seconds: i64) -> i64 {
-    seconds - seconds.rem_euclid(86_400)
-}
-
-/// A log field with tabs and newlines (the log's separators) replaced by spaces.
-fn clean(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\t', '\n']) {
-        text.replace(['\t', '\n'], " ").into()
-    } else {
-        text.into()
-    }
-}
-
-/// Encodes clicks for the click log as tab-separated lines (link id, time in ms, ip,
-/// browser, os, device, bot, referrer, country, count): about a third of the size of
-/// JSON, which matters because the log is most of what ingestion writes.
-fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = Vec::with_capacity(clicks.len() * 64);
-    for c in clicks {
-        let _ = writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            c.link_id,
-            c.ts_ms,
-            c.ip,
-            clean(&c.browser),
-            clean(&c.os),
-            c.device,
-            u8::from(c.bot),
-            clean(&c.referrer),
-            clean(&c.country),
-            c.count
-        );
-    }
-    out
-}
 
 /// Rows per multi-row upsert: one statement per chunk instead of one per row.
 const UPSERT_CHUNK: usize = 128;
@@ -132,36 +87,15 @@ impl ClickStore for EmbeddedStore {
                         }
                     }
                 }
-                let mut hours: HashMap<(LinkId, i64), (i64, i64)> = HashMap::new();
-                let mut days: HashMap<(LinkId, i64, &'static str, &str), i64> = HashMap::new();
-                // Per link: clicks, bots, first and last time (ms).
-                let mut per_link: HashMap<LinkId, (i64, i64, i64, i64)> = HashMap::new();
                 let counted: Vec<&EnrichedClick> = clicks
                     .iter()
                     .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
                     .collect();
                 let body = encode_log(&counted);
-                let total: i64 = counted.iter().map(|c| i64::from(c.count.max(1))).sum();
+                let RollupDelta { hours, days, links: per_link } = RollupDelta::of(&counted);
+                let total: i64 = per_link.values().map(|l| l.clicks).sum();
                 conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
                     .execute(params![now, total, body])?;
-                for c in &counted {
-                    let n = i64::from(c.count.max(1));
-                    let hour = hour_of(c.ts_ms);
-                    let slot = hours.entry((c.link_id, hour)).or_default();
-                    slot.0 += n;
-                    slot.1 += if c.bot { n } else { 0 };
-                    let day = day_of(hour);
-                    for (dim, key) in DIMS.iter().zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device]) {
-                        *days.entry((c.link_id, day, *dim, key.as_str())).or_default() += n;
-                    }
-                    let seen = per_link
-                        .entry(c.link_id)
-                        .or_insert((0, 0, c.ts_ms, c.ts_ms));
-                    seen.0 += n;
-                    seen.1 += if c.bot { n } else { 0 };
-                    seen.2 = seen.2.min(c.ts_ms);
-                    seen.3 = seen.3.max(c.ts_ms);
-                }
                 {
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
                     for ((link, hour), (total, bots)) in &hours {
@@ -188,8 +122,8 @@ impl ClickStore for EmbeddedStore {
                     )?;
                     let mut count = conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
                     let mut events = Vec::with_capacity(per_link.len());
-                    for (link, (n, bots, first, last)) in &per_link {
-                        count.execute(params![n, link])?;
+                    for (link, delta) in &per_link {
+                        count.execute(params![delta.clicks, link])?;
                         let Some(Some(info)) = links.get(link) else { continue };
                         // A capped link's count is part of its route: every proxy takes the
                         // larger of its own count and the stored one, so the limit holds
@@ -203,10 +137,10 @@ impl ClickStore for EmbeddedStore {
                             LinkClicks {
                                 code: info.code.clone(),
                                 domain: info.domain.clone(),
-                                count: *n as u64,
-                                bots: *bots as u64,
-                                from: ms_to_rfc3339(*first),
-                                to: ms_to_rfc3339(*last),
+                                count: delta.clicks as u64,
+                                bots: delta.bots as u64,
+                                from: ms_to_rfc3339(delta.first_ms),
+                                to: ms_to_rfc3339(delta.last_ms),
                             }
                             .into_event(info.owner),
                         );

@@ -1,0 +1,119 @@
+//! What a batch of counted clicks adds to the rollups, and the click log's line format:
+//! the arithmetic every backend shares, so their numbers cannot drift apart.
+
+use std::collections::HashMap;
+
+use shortlink_core::{EnrichedClick, LinkId};
+
+/// Dimension names of the daily rollups, in the order of `LinkStats`' lists.
+pub const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
+
+/// The start (Unix seconds) of the UTC hour holding `ts_ms`.
+pub fn hour_of(ts_ms: i64) -> i64 {
+    let s = ts_ms.div_euclid(1000);
+    s - s.rem_euclid(3600)
+}
+
+/// The start (Unix seconds) of the UTC day holding `seconds`.
+pub fn day_of(seconds: i64) -> i64 {
+    seconds - seconds.rem_euclid(86_400)
+}
+
+/// Clicks a link got in one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkDelta {
+    /// Clicks (a folded row counts as its `count`).
+    pub clicks: i64,
+    /// Of which by bots.
+    pub bots: i64,
+    /// The first click's time, Unix ms.
+    pub first_ms: i64,
+    /// The last click's time, Unix ms.
+    pub last_ms: i64,
+}
+
+/// A batch's additions, merged per rollup row.
+#[derive(Debug, Default)]
+pub struct RollupDelta<'a> {
+    /// (link, hour start) → (clicks, bot clicks).
+    pub hours: HashMap<(LinkId, i64), (i64, i64)>,
+    /// (link, day start, dimension, value) → clicks.
+    pub days: HashMap<(LinkId, i64, &'static str, &'a str), i64>,
+    /// Per link.
+    pub links: HashMap<LinkId, LinkDelta>,
+}
+
+impl<'a> RollupDelta<'a> {
+    /// Merges `clicks` (already filtered to known links).
+    pub fn of(clicks: &[&'a EnrichedClick]) -> RollupDelta<'a> {
+        let mut delta = RollupDelta::default();
+        for c in clicks {
+            let n = i64::from(c.count.max(1));
+            let bots = if c.bot { n } else { 0 };
+            let hour = hour_of(c.ts_ms);
+            let slot = delta.hours.entry((c.link_id, hour)).or_default();
+            slot.0 += n;
+            slot.1 += bots;
+            let day = day_of(hour);
+            for (dim, key) in
+                DIMS.iter()
+                    .zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device])
+            {
+                *delta
+                    .days
+                    .entry((c.link_id, day, *dim, key.as_str()))
+                    .or_default() += n;
+            }
+            let seen = delta.links.entry(c.link_id).or_insert(LinkDelta {
+                clicks: 0,
+                bots: 0,
+                first_ms: c.ts_ms,
+                last_ms: c.ts_ms,
+            });
+            seen.clicks += n;
+            seen.bots += bots;
+            seen.first_ms = seen.first_ms.min(c.ts_ms);
+            seen.last_ms = seen.last_ms.max(c.ts_ms);
+        }
+        delta
+    }
+
+    /// Clicks in the batch.
+    pub fn total(&self) -> i64 {
+        self.links.values().map(|l| l.clicks).sum()
+    }
+}
+
+/// A log field with tabs and newlines (the log's separators) replaced by spaces.
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\t', '\n']) {
+        text.replace(['\t', '\n'], " ").into()
+    } else {
+        text.into()
+    }
+}
+
+/// Encodes clicks for the click log as tab-separated lines (link id, time in ms, ip,
+/// browser, os, device, bot, referrer, country, count): about a third of the size of
+/// JSON, which matters because the log is most of what ingestion writes.
+pub fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(clicks.len() * 64);
+    for c in clicks {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.link_id,
+            c.ts_ms,
+            c.ip,
+            clean(&c.browser),
+            clean(&c.os),
+            c.device,
+            u8::from(c.bot),
+            clean(&c.referrer),
+            clean(&c.country),
+            c.count
+        );
+    }
+    out
+}
