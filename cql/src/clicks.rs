@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shortlink_core::time_util::{ms_to_rfc3339, now_unix};
-use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, SeriesPoint};
-use shortlink_store::rollup::{RollupDelta, day_of, encode_log};
+use shortlink_core::{EnrichedClick, LinkClicks, LinkId, LinkStats};
+use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
 use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 use tracing::warn;
 
@@ -289,13 +289,7 @@ impl ClickStore for CqlStore {
             for (hour, total, bots) in hours {
                 let total = total.map_or(0, |c| c.0).max(0) as u64;
                 let bots = bots.map_or(0, |c| c.0).max(0) as u64;
-                stats.total += total;
-                stats.bots += bots;
-                let ts = hour - hour.rem_euclid(step);
-                match stats.series.last_mut() {
-                    Some(last) if last.ts == ts => last.count += total,
-                    _ => stats.series.push(SeriesPoint { ts, count: total }),
-                }
+                add_hour(&mut stats, hour, total, bots, step);
             }
             let rows: Vec<(String, String, Option<Counter>)> = self
                 .rows(
@@ -308,24 +302,10 @@ impl ClickStore for CqlStore {
                 *dims.entry((dim, key)).or_default() += n.map_or(0, |c| c.0);
             }
         }
-        stats.humans = stats.total - stats.bots;
         let mut sorted: Vec<((String, String), i64)> = dims.into_iter().collect();
         sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.1.cmp(&b.0.1)));
         for ((dim, key), count) in sorted {
-            let list = match dim.as_str() {
-                "referrer" => &mut stats.referrers,
-                "country" => &mut stats.countries,
-                "browser" => &mut stats.browsers,
-                "os" => &mut stats.os,
-                "device" => &mut stats.devices,
-                _ => continue,
-            };
-            if list.len() < query.top {
-                list.push(KeyCount {
-                    key,
-                    count: count.max(0) as u64,
-                });
-            }
+            add_top(&mut stats, &dim, key, count, query.top);
         }
         Ok(stats)
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use shortlink_core::{EnrichedClick, LinkId};
+use shortlink_core::{EnrichedClick, KeyCount, LinkId, LinkStats, SeriesPoint};
 
 /// Dimension names of the daily rollups, in the order of `LinkStats`' lists.
 pub const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
@@ -116,4 +116,36 @@ pub fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
         );
     }
     out
+}
+
+/// Adds an hourly rollup row to `stats`: the totals, and the series bucket of `step`
+/// seconds it falls in (rows must come oldest first).
+pub fn add_hour(stats: &mut LinkStats, hour: i64, total: u64, bots: u64, step: i64) {
+    stats.total += total;
+    stats.bots += bots;
+    stats.humans = stats.total - stats.bots;
+    let ts = hour - hour.rem_euclid(step);
+    match stats.series.last_mut() {
+        Some(last) if last.ts == ts => last.count += total,
+        _ => stats.series.push(SeriesPoint { ts, count: total }),
+    }
+}
+
+/// Appends a (dimension, value, clicks) row to its top list unless that list holds `top`
+/// entries already (rows must come in descending count order).
+pub fn add_top(stats: &mut LinkStats, dim: &str, key: String, count: i64, top: usize) {
+    let list = match dim {
+        "referrer" => &mut stats.referrers,
+        "country" => &mut stats.countries,
+        "browser" => &mut stats.browsers,
+        "os" => &mut stats.os,
+        "device" => &mut stats.devices,
+        _ => return,
+    };
+    if list.len() < top {
+        list.push(KeyCount {
+            key,
+            count: count.max(0) as u64,
+        });
+    }
 }

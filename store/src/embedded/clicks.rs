@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, ToSql, params};
 use shortlink_core::time_util::{ms_to_rfc3339, now_unix, now_unix_ms};
-use shortlink_core::{EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, SeriesPoint};
+use shortlink_core::{EnrichedClick, LinkClicks, LinkId, LinkStats};
 
 use super::EmbeddedStore;
 use super::events;
 use super::links::record_change;
-use crate::rollup::{RollupDelta, day_of, encode_log};
+use crate::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
 use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
@@ -179,16 +179,14 @@ impl ClickStore for EmbeddedStore {
             })?;
             for row in rows {
                 let (hour, total, bots) = row?;
-                let (total, bots) = (total.max(0) as u64, bots.max(0) as u64);
-                stats.total += total;
-                stats.bots += bots;
-                let ts = hour - hour.rem_euclid(step);
-                match stats.series.last_mut() {
-                    Some(last) if last.ts == ts => last.count += total,
-                    _ => stats.series.push(SeriesPoint { ts, count: total }),
-                }
+                add_hour(
+                    &mut stats,
+                    hour,
+                    total.max(0) as u64,
+                    bots.max(0) as u64,
+                    step,
+                );
             }
-            stats.humans = stats.total - stats.bots;
             let mut stmt = conn.prepare_cached(
                 "SELECT dim, key, SUM(count) AS n FROM rollup_day
                  WHERE link_id = ?1 AND day >= ?2 AND day < ?3
@@ -204,20 +202,7 @@ impl ClickStore for EmbeddedStore {
                 })?;
             for row in rows {
                 let (dim, key, count) = row?;
-                let list = match dim.as_str() {
-                    "referrer" => &mut stats.referrers,
-                    "country" => &mut stats.countries,
-                    "browser" => &mut stats.browsers,
-                    "os" => &mut stats.os,
-                    "device" => &mut stats.devices,
-                    _ => continue,
-                };
-                if list.len() < query.top {
-                    list.push(KeyCount {
-                        key,
-                        count: count.max(0) as u64,
-                    });
-                }
+                add_top(&mut stats, &dim, key, count, query.top);
             }
             Ok(stats)
         })
