@@ -407,10 +407,8 @@ async fn bad_keys_are_refused_on_every_transport() {
     let url = format!("{}?access_token={ADMIN_KEY}", ws_url(&s));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     create(&s, ADMIN_KEY, "viaquery").await;
-    assert_eq!(
-        ws_next(&mut ws, WITHIN).await.unwrap()["data"]["code"],
-        "viaquery"
-    );
+    let message = ws_next(&mut ws, WITHIN).await.unwrap();
+    assert_eq!(message["data"]["code"], "viaquery", "{message}");
     let mut request = ws_url(&s).into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -419,10 +417,8 @@ async fn bad_keys_are_refused_on_every_transport() {
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "shortlink.v1");
     create(&s, ADMIN_KEY, "viaproto").await;
-    assert_eq!(
-        ws_next(&mut ws, WITHIN).await.unwrap()["data"]["code"],
-        "viaproto"
-    );
+    let message = ws_next(&mut ws, WITHIN).await.unwrap();
+    assert_eq!(message["data"]["code"], "viaproto", "{message}");
     let mut sse = {
         let r = reqwest::Client::new()
             .get(format!(
@@ -558,13 +554,19 @@ async fn idle_streams_get_heartbeats_and_a_retry_hint() {
     // WebSocket: the server pings.
     let mut ws = ws_open(&s, ADMIN_KEY).await;
     let pinged = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if m.is_ping() {
-                return true;
+        let mut seen = Vec::new();
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(m) if m.is_ping() => return Ok(()),
+                other => seen.push(format!("{other:?}")),
             }
         }
-        false
+        Err(seen)
     })
     .await;
-    assert_eq!(pinged, Ok(true), "the server pings an idle WebSocket");
+    assert_eq!(
+        pinged,
+        Ok(Ok(())),
+        "the server pings an idle WebSocket (the stream ended after other messages instead)"
+    );
 }

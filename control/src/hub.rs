@@ -163,19 +163,37 @@ impl Hub {
     /// until the hub closes. Wakes on the store's hint when it has one, and every
     /// `poll` regardless (events written by other instances).
     pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, poll: Duration) {
+        self.follow_from(store, poll, None).await;
+    }
+
+    /// Like [`Hub::follow`], from `start` when given: a caller that reads the head before
+    /// serving requests makes sure no event written by a request is skipped.
+    pub async fn follow_from(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        poll: Duration,
+        start: Option<EventId>,
+    ) {
         let mut hint = store.event_hint();
         let mut closed = self.closed.subscribe();
-        let mut cursor = loop {
-            match store.event_feed_head().await {
-                Ok(head) => {
-                    self.published.fetch_max(head, Ordering::AcqRel);
-                    break head;
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read the event feed head; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(poll) => {}
-                        _ = closed.wait_for(|c| *c) => return,
+        if let Some(start) = start {
+            self.published.fetch_max(start, Ordering::AcqRel);
+        }
+        let mut cursor = if let Some(start) = start {
+            start
+        } else {
+            loop {
+                match store.event_feed_head().await {
+                    Ok(head) => {
+                        self.published.fetch_max(head, Ordering::AcqRel);
+                        break head;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the event feed head; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = closed.wait_for(|c| *c) => return,
+                        }
                     }
                 }
             }

@@ -225,7 +225,14 @@ pub async fn serve(
     let poll = std::time::Duration::from_millis(config.events_poll_ms);
     let workers = config.thumbnail_workers;
     let state = AppState::new(backends, config, public_url, salt, internal_secret);
-    let follower = tokio::spawn(state.hub().clone().follow(state.store().clone(), poll));
+    // The hub starts at the head read now, before any request is served: an event a
+    // request writes is then always after it, never skipped.
+    let head = state.store().event_feed_head().await?;
+    let follower = tokio::spawn(state.hub().clone().follow_from(
+        state.store().clone(),
+        poll,
+        Some(head),
+    ));
     let thumbnailers: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(thumbnails::run_thumbnail_worker(state.clone())))
         .collect();

@@ -310,7 +310,20 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
         code,
         reason: reason[..end].into(),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // Complete the closing handshake: wait (briefly) for the client's close frame before
+    // dropping the connection, so the close frame is not overtaken by a TCP reset (seen
+    // through the proxy as "connection reset without closing handshake").
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn error_message(code: &str, message: &str) -> Message {
