@@ -175,6 +175,19 @@ secret_access_key = "{S3_SECRET}"
             .bearer_auth(ADMIN_KEY)
     }
 
+    /// The click total of `code` in its stats, read through `control`.
+    async fn total_clicks(&self, control: &Node, code: &str) -> u64 {
+        let stats: Value = self
+            .api(control, Method::GET, &format!("/api/v1/links/{code}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["total"].as_u64().unwrap()
+    }
+
     /// Waits until `proxy` answers `/code` with `status` (and `location`, when given);
     /// returns how long that took.
     async fn wait_redirect(
@@ -387,15 +400,7 @@ async fn two_proxies_and_two_control_planes_share_one_cluster() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let total = loop {
-        let stats: Value = cluster
-            .api(&b, Method::GET, "/api/v1/links/counted/stats")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let total = stats["total"].as_u64().unwrap();
+        let total = cluster.total_clicks(&b, "counted").await;
         if total >= 50 || Instant::now() > deadline {
             break total;
         }
@@ -404,15 +409,7 @@ async fn two_proxies_and_two_control_planes_share_one_cluster() {
     assert_eq!(total, 50, "every click through either proxy, counted once");
     // Nothing is counted twice later (a retried or replayed batch).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let stats: Value = cluster
-        .api(&a, Method::GET, "/api/v1/links/counted/stats")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["total"], 50);
+    assert_eq!(cluster.total_clicks(&a, "counted").await, 50);
 
     // A file uploaded through A is served by B, from S3.
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();

@@ -199,6 +199,28 @@ pub struct NewLink {
 }
 
 impl NewLink {
+    /// The link as stored under `id`, created (and last changed) at `now`, with no clicks.
+    pub fn into_link(self, id: LinkId, now: i64) -> Link {
+        Link {
+            id,
+            domain: self.domain,
+            code: self.code,
+            custom_alias: self.custom_alias,
+            owner: self.owner,
+            url: self.url,
+            redirect: self.redirect,
+            expires_at: self.expires_at,
+            max_clicks: self.max_clicks,
+            clicks: 0,
+            tags: self.tags,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+impl NewLink {
     /// Whether this link carries no options, so an existing plain link with the same URL
     /// may be returned instead of creating another.
     pub fn is_plain(&self) -> bool {

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use shortlink_core::time_util::{ms_to_rfc3339, now_unix};
-use shortlink_core::{EnrichedClick, LinkClicks, LinkId, LinkStats};
+use shortlink_core::time_util::now_unix;
+use shortlink_core::{EnrichedClick, LinkId, LinkStats};
 use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
 use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 use tracing::warn;
@@ -241,17 +241,7 @@ impl ClickStore for CqlStore {
             if info.capped {
                 self.record_change(&info.domain, &info.code).await?;
             }
-            events.push(
-                LinkClicks {
-                    code: info.code.clone(),
-                    domain: info.domain.clone(),
-                    count: delta.clicks as u64,
-                    bots: delta.bots as u64,
-                    from: ms_to_rfc3339(delta.first_ms),
-                    to: ms_to_rfc3339(delta.last_ms),
-                }
-                .into_event(info.owner),
-            );
+            events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
         }
         self.append(events).await?;
         let total: i64 = per_link.values().map(|l| l.clicks).sum();

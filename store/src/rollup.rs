@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use shortlink_core::{EnrichedClick, KeyCount, LinkId, LinkStats, SeriesPoint};
+use shortlink_core::time_util::ms_to_rfc3339;
+use shortlink_core::{
+    EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, NewEvent, SeriesPoint, UserId,
+};
 
 /// Dimension names of the daily rollups, in the order of `LinkStats`' lists.
 pub const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
@@ -30,6 +33,21 @@ pub struct LinkDelta {
     pub first_ms: i64,
     /// The last click's time, Unix ms.
     pub last_ms: i64,
+}
+
+impl LinkDelta {
+    /// The link's one `link.clicked` event for this batch, for its owner.
+    pub fn clicked_event(&self, owner: UserId, domain: &str, code: &str) -> NewEvent {
+        LinkClicks {
+            code: code.to_owned(),
+            domain: domain.to_owned(),
+            count: self.clicks.max(0) as u64,
+            bots: self.bots.max(0) as u64,
+            from: ms_to_rfc3339(self.first_ms),
+            to: ms_to_rfc3339(self.last_ms),
+        }
+        .into_event(owner)
+    }
 }
 
 /// A batch's additions, merged per rollup row.

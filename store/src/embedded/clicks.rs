@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, ToSql, params};
-use shortlink_core::time_util::{ms_to_rfc3339, now_unix, now_unix_ms};
-use shortlink_core::{EnrichedClick, LinkClicks, LinkId, LinkStats};
+use shortlink_core::time_util::{now_unix, now_unix_ms};
+use shortlink_core::{EnrichedClick, LinkId, LinkStats};
 
 use super::EmbeddedStore;
 use super::events;
@@ -133,17 +133,7 @@ impl ClickStore for EmbeddedStore {
                         }
                         // One `link.clicked` per link per batch (a batch spans a second of
                         // capture at most), written with the batch: exactly once.
-                        events.push(
-                            LinkClicks {
-                                code: info.code.clone(),
-                                domain: info.domain.clone(),
-                                count: delta.clicks as u64,
-                                bots: delta.bots as u64,
-                                from: ms_to_rfc3339(delta.first_ms),
-                                to: ms_to_rfc3339(delta.last_ms),
-                            }
-                            .into_event(info.owner),
-                        );
+                        events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
                     }
                     events::append(conn, events, now_unix_ms())?;
                 }

@@ -142,22 +142,7 @@ impl LinkStore for EmbeddedStore {
                 let id = conn.last_insert_rowid();
                 record_change(conn, &new.domain, new.code.as_str())?;
                 Ok(Created {
-                    link: Link {
-                        id,
-                        domain: new.domain,
-                        code: new.code,
-                        custom_alias: new.custom_alias,
-                        owner: new.owner,
-                        url: new.url,
-                        redirect: new.redirect,
-                        expires_at: new.expires_at,
-                        max_clicks: new.max_clicks,
-                        clicks: 0,
-                        tags: new.tags,
-                        disabled: false,
-                        created_at: now,
-                        updated_at: now,
-                    },
+                    link: new.into_link(id, now),
                     existed: false,
                 })
             })
