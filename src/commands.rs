@@ -207,9 +207,35 @@ fn proxy_server(
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
     let mut server = shortlink_proxy::new_server(&proxy_config);
+    // Targeting reads countries from the same GeoIP database as analytics.
+    let country_lookup = match &config.control.geoip_database {
+        Some(path) => {
+            let geoip = Arc::new(
+                shortlink_analytics::Enricher::new(Some(path), false)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            );
+            let lookup: shortlink_proxy::CountryLookup = Arc::new(move |ip| {
+                let country = geoip.country(Some(ip), None);
+                (country != "unknown").then_some(country)
+            });
+            Some(lookup)
+        }
+        None => None,
+    };
+    let public_url = config.public_url();
+    let authority = public_url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    let edge = shortlink_proxy::Edge {
+        default_host: shortlink_core::normalize_host(authority),
+        country_lookup,
+    };
     shortlink_proxy::add_proxy(
         &mut server,
         &proxy_config,
+        edge,
         store,
         Some(internal_secret),
         local,

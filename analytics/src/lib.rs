@@ -132,7 +132,9 @@ impl Enricher {
         anonymize(ip).to_string()
     }
 
-    fn country(&self, ip: Option<IpAddr>, header: Option<&str>) -> String {
+    /// The ISO country code of `ip` from the GeoIP database, else of the trusted `header`
+    /// value, else `unknown`.
+    pub fn country(&self, ip: Option<IpAddr>, header: Option<&str>) -> String {
         if let (Some(reader), Some(ip)) = (&self.geoip, ip)
             && let Ok(result) = reader.lookup(ip)
             && let Ok(Some(found)) = result.decode::<maxminddb::geoip2::Country>()

@@ -21,6 +21,8 @@ pub fn sample_link(i: usize) -> Link {
         clicks: 0,
         tags: Vec::new(),
         disabled: false,
+        password_hash: None,
+        targeting: None,
         created_at: 0,
         updated_at: 0,
     }

@@ -147,6 +147,8 @@ async fn import_row(
         expires_at,
         max_clicks: None,
         tags,
+        password_hash: None,
+        targeting: None,
     };
     // Generated codes are deterministic (url, owner, attempt), so a re-run meets the
     // links it made before at the same codes.

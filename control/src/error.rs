@@ -140,6 +140,11 @@ impl From<StoreError> for ApiError {
                 "user_exists",
                 format!("a user named '{name}' exists"),
             ),
+            StoreError::DomainExists(name) => ApiError::new(
+                StatusCode::CONFLICT,
+                "domain_exists",
+                format!("domain '{name}' is already registered"),
+            ),
             StoreError::NoSuchUser(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "user_not_found",

@@ -93,6 +93,11 @@ impl Ingestor {
         })
     }
 
+    /// The enricher (its GeoIP lookup decides countries for targeting, too).
+    pub fn enricher(&self) -> &Arc<Enricher> {
+        &self.enricher
+    }
+
     /// Validates, enriches on the calling thread and stores a batch.
     pub async fn apply(&self, batch: &ClickBatch) -> Result<IngestOutcome, ApiError> {
         counted(self.validate(batch))?;

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod bulk;
 pub mod config;
+pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod hub;
@@ -14,6 +15,7 @@ pub mod ingest;
 pub mod links;
 pub mod metrics;
 pub mod notifications;
+pub mod protected;
 pub mod qr;
 pub mod state;
 pub mod thumbnails;
@@ -26,7 +28,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use shortlink_core::{EventRetention, Role, hash_api_key};
 use shortlink_store::{Store, StoreError};
 use thiserror::Error;
@@ -111,6 +113,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}/complete", post(uploads::complete))
         .route("/f/{id}", get(uploads::serve_file))
         .route("/f/{id}/thumb/{size}", get(uploads::serve_thumbnail))
+        .route(
+            "/api/v1/domains",
+            post(domains::create_domain).get(domains::list_domains),
+        )
+        .route("/api/v1/domains/{name}", delete(domains::delete_domain))
+        .route("/{code}", get(protected::show).post(protected::submit))
         .route("/api/v1/users", post(admin::create_user))
         .route("/api/v1/keys", post(admin::create_key))
         .fallback(|| async {
@@ -254,10 +262,13 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ControlError::Serve);
+    let result = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(ControlError::Serve);
     pruner.abort();
     follower.abort();
     for worker in thumbnailers {

@@ -10,13 +10,15 @@ use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
     EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag,
-    UserId, validate_alias, validate_target,
+    Targeting, UserId, validate_alias, validate_domain, validate_target,
 };
 use shortlink_store::{ListQuery, StatsQuery, StoreError};
 
 use crate::auth::Caller;
+use crate::domains::resolve_domain;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::protected::hash_password;
 use crate::state::AppState;
 
 /// Generated-code attempts before giving up (each collision moves to the next attempt).
@@ -36,6 +38,7 @@ pub struct CreateLinkRequest {
     password: Option<String>,
     redirect: Option<u16>,
     tags: Option<Vec<String>>,
+    targeting: Option<Targeting>,
 }
 
 /// Deserializes a field that may be absent (outer `None`) or `null` (inner `None`).
@@ -47,7 +50,8 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// Body of `PATCH /api/v1/links/{code}`; `null` clears `expires_at` and `max_clicks`.
+/// Body of `PATCH /api/v1/links/{code}`; `null` clears `expires_at`, `max_clicks`,
+/// `password` and `targeting`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchLinkRequest {
@@ -59,6 +63,17 @@ pub struct PatchLinkRequest {
     redirect: Option<u16>,
     tags: Option<Vec<String>>,
     disabled: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    password: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    targeting: Option<Option<Targeting>>,
+}
+
+/// `?domain=` on the per-link endpoints: the link's custom domain (absent: the default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainParam {
+    domain: Option<String>,
 }
 
 /// A link as the API shows it.
@@ -74,6 +89,9 @@ pub struct LinkView {
     clicks: u64,
     tags: Vec<String>,
     disabled: bool,
+    password_protected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    targeting: Option<Targeting>,
     state: &'static str,
     created_at: String,
     updated_at: String,
@@ -93,6 +111,8 @@ impl LinkView {
             clicks: link.clicks,
             tags: link.tags,
             disabled: link.disabled,
+            password_protected: link.password_hash.is_some(),
+            targeting: link.targeting,
             created_at: to_rfc3339(link.created_at),
             updated_at: to_rfc3339(link.updated_at),
         }
@@ -123,29 +143,35 @@ fn parse_redirect(value: u16) -> Result<RedirectStatus, ApiError> {
         .map_err(|message| ApiError::invalid("invalid_redirect", message))
 }
 
-/// Resolves the requested domain; only the default domain exists until custom domains land.
-pub(crate) fn resolve_domain(
+fn validate_targeting(
     state: &AppState,
-    requested: Option<&str>,
-) -> Result<String, ApiError> {
-    match requested.map(str::trim).filter(|d| !d.is_empty()) {
-        None => Ok(String::new()),
-        Some(domain) => {
-            let default_host = state
-                .short_url("", "")
-                .split("://")
-                .nth(1)
-                .map(|rest| rest.trim_end_matches('/').to_ascii_lowercase())
-                .unwrap_or_default();
-            if domain.eq_ignore_ascii_case(&default_host) {
-                Ok(String::new())
-            } else {
-                Err(ApiError::invalid(
-                    "unknown_domain",
-                    format!("domain '{domain}' is not registered"),
-                ))
-            }
-        }
+    targeting: Targeting,
+) -> Result<Option<Targeting>, ApiError> {
+    targeting
+        .validate(state.rules())
+        .map_err(|e| ApiError::invalid("invalid_targeting", e.to_string()))
+}
+
+/// The caller's link at (`domain`, `code`), or 404 (also for another user's link).
+pub(crate) async fn owned_link(
+    state: &AppState,
+    caller: &Caller,
+    domain: Option<&str>,
+    code: &str,
+) -> Result<Link, ApiError> {
+    let domain = link_domain(state, domain);
+    match state.store().get_link(&domain, code).await? {
+        Some(link) if link.owner == caller.user.id => Ok(link),
+        _ => Err(ApiError::link_not_found()),
+    }
+}
+
+/// The stored domain a `?domain=` names: empty for the default, else the normalized host.
+pub(crate) fn link_domain(state: &AppState, domain: Option<&str>) -> String {
+    match domain.map(str::trim).filter(|d| !d.is_empty()) {
+        None => String::new(),
+        Some(d) if state.is_default_host(d) => String::new(),
+        Some(d) => validate_domain(d).unwrap_or_else(|_| d.to_ascii_lowercase()),
     }
 }
 
@@ -155,14 +181,13 @@ async fn create(
     caller: &Caller,
     request: CreateLinkRequest,
 ) -> Result<(Link, bool), ApiError> {
-    if request.password.is_some() {
-        return Err(ApiError::invalid(
-            "unsupported_option",
-            "password-protected links are not available yet",
-        ));
-    }
     let url = validate_target(&request.url, state.rules())?;
-    let domain = resolve_domain(state, request.domain.as_deref())?;
+    let domain = resolve_domain(state, caller.user.id, request.domain.as_deref()).await?;
+    let targeting = request
+        .targeting
+        .map(|t| validate_targeting(state, t))
+        .transpose()?
+        .flatten();
     let expires_at = request
         .expires_at
         .as_deref()
@@ -176,6 +201,10 @@ async fn create(
         .unwrap_or_default();
     let tags = Tag::validate_all(request.tags.as_deref().unwrap_or_default())?;
     let alias = request.alias.as_deref().map(validate_alias).transpose()?;
+    let password_hash = match request.password {
+        Some(password) => Some(hash_password(password).await?),
+        None => None,
+    };
 
     let mut new = NewLink {
         domain,
@@ -189,6 +218,8 @@ async fn create(
         expires_at,
         max_clicks,
         tags,
+        password_hash,
+        targeting,
     };
     if alias.is_some() {
         let created = state.store().create_link(new).await?;
@@ -227,6 +258,8 @@ pub(crate) async fn create_internal_link(
         expires_at: None,
         max_clicks: None,
         tags: Vec::new(),
+        password_hash: None,
+        targeting: None,
     };
     for attempt in 0..MAX_CODE_ATTEMPTS {
         new.code = state.codes().generate(&new.url, owner, attempt);
@@ -286,6 +319,7 @@ pub async fn shorten(
         password: None,
         redirect: None,
         tags: None,
+        targeting: None,
     };
     let (link, existed) = create(&state, &caller, request).await?;
     let status = if existed {
@@ -370,11 +404,10 @@ pub async fn get_link(
     State(state): State<AppState>,
     caller: Caller,
     Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<DomainParam>,
 ) -> Result<Json<LinkView>, ApiError> {
-    match state.store().get_link("", &code).await? {
-        Some(link) if link.owner == caller.user.id => Ok(Json(LinkView::new(&state, link))),
-        _ => Err(ApiError::link_not_found()),
-    }
+    let link = owned_link(&state, &caller, params.domain.as_deref(), &code).await?;
+    Ok(Json(LinkView::new(&state, link)))
 }
 
 /// `PATCH /api/v1/links/{code}`.
@@ -382,9 +415,21 @@ pub async fn patch_link(
     State(state): State<AppState>,
     caller: Caller,
     Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<DomainParam>,
     ApiJson(request): ApiJson<PatchLinkRequest>,
 ) -> Result<Json<LinkView>, ApiError> {
     state.check_write(&caller.key_hash)?;
+    let domain = link_domain(&state, params.domain.as_deref());
+    let password_hash = match request.password {
+        Some(Some(password)) => Some(Some(hash_password(password).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let targeting = request
+        .targeting
+        .map(|t| t.map(|t| validate_targeting(&state, t)).transpose())
+        .transpose()?
+        .map(Option::flatten);
     let patch = LinkPatch {
         url: request
             .url
@@ -402,10 +447,12 @@ pub async fn patch_link(
         redirect: request.redirect.map(parse_redirect).transpose()?,
         tags: request.tags.as_deref().map(Tag::validate_all).transpose()?,
         disabled: request.disabled,
+        password_hash,
+        targeting,
     };
     let link = state
         .store()
-        .update_link(caller.user.id, "", &code, patch)
+        .update_link(caller.user.id, &domain, &code, patch)
         .await?
         .ok_or_else(ApiError::link_not_found)?;
     let view = LinkView::new(&state, link);
@@ -420,13 +467,19 @@ pub async fn delete_link(
     State(state): State<AppState>,
     caller: Caller,
     Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<DomainParam>,
 ) -> Result<StatusCode, ApiError> {
     state.check_write(&caller.key_hash)?;
-    if state.store().delete_link(caller.user.id, "", &code).await? {
+    let domain = link_domain(&state, params.domain.as_deref());
+    if state
+        .store()
+        .delete_link(caller.user.id, &domain, &code)
+        .await?
+    {
         let data = serde_json::json!({
             "code": code,
-            "domain": "",
-            "short_url": state.short_url("", &code),
+            "domain": domain,
+            "short_url": state.short_url(&domain, &code),
         });
         state
             .notify(caller.user.id, EventKind::LinkDeleted, &data)
@@ -444,6 +497,7 @@ pub struct StatsParams {
     from: Option<String>,
     to: Option<String>,
     interval: Option<Interval>,
+    domain: Option<String>,
 }
 
 /// Most buckets one stats query may span.
@@ -487,10 +541,7 @@ pub async fn link_stats(
     Path(code): Path<String>,
     ApiQuery(params): ApiQuery<StatsParams>,
 ) -> Result<Json<StatsView>, ApiError> {
-    let link = match state.store().get_link("", &code).await? {
-        Some(link) if link.owner == caller.user.id => link,
-        _ => return Err(ApiError::link_not_found()),
-    };
+    let link = owned_link(&state, &caller, params.domain.as_deref(), &code).await?;
     let interval = params.interval.unwrap_or(Interval::Hour);
     let to = match params.to.as_deref() {
         Some(t) => parse_time("to", t)?,

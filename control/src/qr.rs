@@ -22,6 +22,8 @@ pub struct QrQuery {
     format: Option<String>,
     /// Edge length in pixels, 64..=2048; default 256.
     size: Option<u32>,
+    /// The link's custom domain; absent for the default domain.
+    domain: Option<String>,
 }
 
 /// `GET /api/v1/links/{code}/qr?format=svg|png&size=`: owner-only.
@@ -42,10 +44,7 @@ pub async fn link_qr(
             ),
         ));
     }
-    let link = match state.store().get_link("", &code).await? {
-        Some(link) if link.owner == caller.user.id => link,
-        _ => return Err(ApiError::link_not_found()),
-    };
+    let link = crate::links::owned_link(&state, &caller, query.domain.as_deref(), &code).await?;
     let short_url = state.short_url(&link.domain, link.code.as_str());
     let qr = QrCode::new(short_url.as_bytes())
         .map_err(|e| ApiError::invalid("qr_failed", format!("cannot encode the URL: {e}")))?;

@@ -13,6 +13,7 @@ use crate::config::ControlConfig;
 use crate::error::ApiError;
 use crate::hub::{Hub, HubLimits};
 use crate::ingest::Ingestor;
+use crate::protected::PasswordThrottle;
 
 /// The stores and services a control plane works with.
 #[derive(Clone)]
@@ -41,6 +42,10 @@ struct Inner {
     internal_secret: Option<String>,
     ingestor: Arc<Ingestor>,
     hub: Arc<Hub>,
+    /// The public URL's `host[:port]` and host, lower case: the default domain.
+    default_authority: String,
+    default_host: String,
+    password_throttle: PasswordThrottle,
 }
 
 impl AppState {
@@ -59,6 +64,15 @@ impl AppState {
             ingestor,
         } = backends;
         let public_url = public_url.trim_end_matches('/').to_owned();
+        let default_authority = public_url
+            .split("://")
+            .nth(1)
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let default_host = shortlink_core::normalize_host(&default_authority);
         let mut blocked = config.blocked_hosts.clone();
         if let Some(host) = url::Url::parse(&public_url)
             .ok()
@@ -89,6 +103,9 @@ impl AppState {
             internal_secret,
             ingestor,
             hub,
+            default_authority,
+            default_host,
+            password_throttle: PasswordThrottle::default(),
         }))
     }
 
@@ -152,6 +169,17 @@ impl AppState {
         }
     }
 
+    /// Whether `host` (a name, or `host:port`) is the default domain's.
+    pub fn is_default_host(&self, host: &str) -> bool {
+        host.eq_ignore_ascii_case(&self.0.default_authority)
+            || shortlink_core::normalize_host(host) == self.0.default_host
+    }
+
+    /// The wrong-password throttle of protected links.
+    pub fn password_throttle(&self) -> &PasswordThrottle {
+        &self.0.password_throttle
+    }
+
     /// Counts a write by the key; 429 when the key is over its rate.
     pub fn check_write(&self, key_hash: &[u8; KEY_HASH_LEN]) -> Result<(), ApiError> {
         self.0.writes.check_key(key_hash).map_err(|not_until| {
@@ -189,5 +217,6 @@ impl AppState {
     pub fn prune_limits(&self) {
         self.0.writes.retain_recent();
         self.0.writes.shrink_to_fit();
+        self.0.password_throttle.prune();
     }
 }

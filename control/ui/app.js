@@ -30,6 +30,9 @@ const MESSAGES = {
   invalid_expires_at: 'The expiry must be in the future.',
   invalid_max_clicks: 'The click limit must be a positive number.',
   unsupported_option: 'This server does not support that option yet.',
+  invalid_password: 'Passwords are 1 to 256 characters.',
+  invalid_targeting: 'One of the targeting addresses is not valid.',
+  unknown_domain: 'That domain is not registered on this server.',
   rate_limited: 'Too many changes in a short time. Wait a moment and try again.',
   upload_too_large: 'That file is larger than this server accepts.',
   payload_too_large: 'That is more data than this server accepts at once.',
@@ -142,7 +145,7 @@ function row(link) {
     el('td', {}, el('a', { href: link.short_url, textContent: link.short_url.replace(/^https?:\/\//, '') })),
     el('td', { className: 'url', textContent: link.url }),
     cell,
-    el('td', { textContent: link.state }),
+    el('td', { textContent: link.password_protected ? `${link.state} · password` : link.state }),
     el('td', {}, stats));
   tr.dataset.code = link.code;
   return tr;

@@ -6,9 +6,11 @@
 pub mod account;
 pub mod click;
 pub mod code;
+pub mod domain;
 pub mod event;
 pub mod link;
 pub mod target;
+pub mod targeting;
 pub mod time_util;
 pub mod upload;
 
@@ -17,9 +19,11 @@ pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, SeriesPoint,
 };
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
+pub use domain::{Domain, DomainError, normalize_host, validate_domain};
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use target::{TargetError, TargetRules, validate_target};
+pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingError};
 pub use upload::{
     THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,
     is_thumbnailable, sanitize_filename, sniff_content_type,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{ShortCode, UserId};
+use crate::{ShortCode, Targeting, UserId};
 
 /// A link's numeric id, assigned by the store; stable for the link's life.
 pub type LinkId = i64;
@@ -102,6 +102,10 @@ pub struct Link {
     pub tags: Vec<String>,
     /// A disabled link answers 410.
     pub disabled: bool,
+    /// The argon2 hash (PHC string) of the link's password; visitors must enter it first.
+    pub password_hash: Option<String>,
+    /// Alternative targets per device class and country.
+    pub targeting: Option<Targeting>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Last change, Unix seconds.
@@ -172,6 +176,8 @@ impl Link {
             && self.redirect == RedirectStatus::Permanent
             && self.tags.is_empty()
             && !self.disabled
+            && self.password_hash.is_none()
+            && self.targeting.is_none()
     }
 }
 
@@ -196,6 +202,10 @@ pub struct NewLink {
     pub max_clicks: Option<u64>,
     /// Validated tags.
     pub tags: Vec<String>,
+    /// The password's argon2 hash, for a protected link.
+    pub password_hash: Option<String>,
+    /// Validated targeting rules.
+    pub targeting: Option<Targeting>,
 }
 
 impl NewLink {
@@ -214,6 +224,8 @@ impl NewLink {
             clicks: 0,
             tags: self.tags,
             disabled: false,
+            password_hash: self.password_hash,
+            targeting: self.targeting,
             created_at: now,
             updated_at: now,
         }
@@ -229,6 +241,8 @@ impl NewLink {
             && self.max_clicks.is_none()
             && self.redirect == RedirectStatus::Permanent
             && self.tags.is_empty()
+            && self.password_hash.is_none()
+            && self.targeting.is_none()
     }
 }
 
@@ -247,6 +261,10 @@ pub struct LinkPatch {
     pub tags: Option<Vec<String>>,
     /// Turn the link off or on.
     pub disabled: Option<bool>,
+    /// New password hash (`Some(None)` removes the password).
+    pub password_hash: Option<Option<String>>,
+    /// New targeting rules (`Some(None)` removes them).
+    pub targeting: Option<Option<Targeting>>,
 }
 
 impl LinkPatch {
@@ -269,6 +287,12 @@ impl LinkPatch {
         }
         if let Some(disabled) = self.disabled {
             link.disabled = disabled;
+        }
+        if let Some(hash) = &self.password_hash {
+            link.password_hash = hash.clone();
+        }
+        if let Some(targeting) = &self.targeting {
+            link.targeting = targeting.clone();
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod clicks;
+mod domains;
 mod events;
 mod ids;
 mod links;

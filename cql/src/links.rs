@@ -5,7 +5,9 @@ use scylla::DeserializeRow;
 use scylla::response::{PagingState, PagingStateResponse};
 use sha2::{Digest, Sha256};
 use shortlink_core::time_util::now_unix;
-use shortlink_core::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
+use shortlink_core::{
+    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, Targeting, UserId,
+};
 use shortlink_store::{
     ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
     StoreError,
@@ -16,7 +18,8 @@ use crate::{CqlStore, Kind, backend, ids};
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
 const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-     expires_at, max_clicks, tags, disabled, created_at, updated_at FROM {ks}.links";
+     expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting \
+     FROM {ks}.links";
 
 /// A `links` row.
 #[derive(DeserializeRow)]
@@ -34,6 +37,8 @@ pub(crate) struct LinkRow {
     disabled: Option<bool>,
     created_at: Option<i64>,
     updated_at: Option<i64>,
+    password_hash: Option<String>,
+    targeting: Option<String>,
 }
 
 impl LinkRow {
@@ -57,8 +62,18 @@ impl LinkRow {
             disabled: self.disabled.unwrap_or(false),
             created_at: self.created_at.unwrap_or(0),
             updated_at: self.updated_at.unwrap_or(0),
+            password_hash: self.password_hash,
+            targeting: self.targeting.and_then(|t| serde_json::from_str(&t).ok()),
         }
     }
+}
+
+fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, StoreError> {
+    targeting
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -93,8 +108,8 @@ impl CqlStore {
         code: &str,
     ) -> Result<Option<LinkRow>, StoreError> {
         const CQL: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-             expires_at, max_clicks, tags, disabled, created_at, updated_at FROM {ks}.links \
-             WHERE domain = ? AND code = ?";
+             expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
+             targeting FROM {ks}.links WHERE domain = ? AND code = ?";
         self.row(CQL, (domain, code)).await
     }
 
@@ -216,8 +231,8 @@ impl LinkStore for CqlStore {
         let claimed = self
             .lwt(
                 "INSERT INTO {ks}.links (domain, code, id, custom_alias, owner, url, redirect, \
-                 expires_at, max_clicks, tags, disabled, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?) IF NOT EXISTS",
+                 expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
+                 targeting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?) IF NOT EXISTS",
                 (
                     &new.domain,
                     new.code.as_str(),
@@ -231,6 +246,8 @@ impl LinkStore for CqlStore {
                     tags,
                     now,
                     now,
+                    &new.password_hash,
+                    targeting_json(&new.targeting)?,
                 ),
             )
             .await?;
@@ -379,7 +396,8 @@ impl LinkStore for CqlStore {
         let applied = self
             .lwt(
                 "UPDATE {ks}.links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
-                 tags = ?, disabled = ?, updated_at = ? WHERE domain = ? AND code = ? IF id = ?",
+                 tags = ?, disabled = ?, updated_at = ?, password_hash = ?, targeting = ? \
+                 WHERE domain = ? AND code = ? IF id = ?",
                 (
                     &link.url,
                     i32::from(link.redirect.as_u16()),
@@ -388,6 +406,8 @@ impl LinkStore for CqlStore {
                     tags,
                     link.disabled,
                     link.updated_at,
+                    &link.password_hash,
+                    targeting_json(&link.targeting)?,
                     domain,
                     code,
                     link.id,

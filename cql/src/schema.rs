@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    cql: include_str!("../schema/001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        cql: include_str!("../schema/001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "link options and domains",
+        cql: include_str!("../schema/002_link_options_and_domains.cql"),
+    },
+];
 
 /// A step of `migrate`, for showing progress.
 #[derive(Debug, Clone)]
@@ -209,6 +216,9 @@ mod tests {
             all.iter()
                 .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS"))
         );
+        for s in statements(MIGRATIONS[1].cql) {
+            assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
+        }
     }
 
     #[test]

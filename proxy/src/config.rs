@@ -49,6 +49,9 @@ pub struct ProxyConfig {
     /// `cf-ipcountry`); only configure it if that edge overwrites client-sent values.
     /// Default unset.
     pub country_header: Option<String>,
+    /// Where to redirect (302) requests whose `Host` is neither the public URL's host nor
+    /// a registered custom domain. Default unset: such requests get the default domain.
+    pub unknown_host_redirect: Option<String>,
     /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
@@ -76,6 +79,7 @@ impl Default for ProxyConfig {
             spool_max_bytes: 256 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             country_header: None,
+            unknown_host_redirect: None,
             grace_period_seconds: 2,
             shutdown_timeout_seconds: 3,
         }
@@ -116,6 +120,15 @@ impl ProxyConfig {
                 "proxy.bulk_load_page, click_queue_capacity, click_batch_max and click_batch_ms must be positive"
                     .into(),
             );
+        }
+        if let Some(url) = &self.unknown_host_redirect {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && http::HeaderValue::from_str(url).is_ok();
+            if !ok {
+                return Err(format!(
+                    "proxy.unknown_host_redirect '{url}' must be an absolute http(s) URL"
+                ));
+            }
         }
         Ok(())
     }

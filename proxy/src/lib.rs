@@ -4,6 +4,7 @@
 
 pub mod clicks;
 pub mod config;
+pub mod domains;
 pub mod metrics;
 pub mod routes;
 pub mod service;
@@ -23,8 +24,9 @@ use thiserror::Error;
 
 pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
 pub use config::ProxyConfig;
+pub use domains::DomainSet;
 pub use routes::{Resolution, RouteKey, RouteTable};
-pub use service::Redirector;
+pub use service::{CountryLookup, Redirector};
 pub use sync::{RouteSync, SyncStatus};
 
 /// Why the proxy could not be assembled.
@@ -74,17 +76,33 @@ pub fn new_server(config: &ProxyConfig) -> Server {
     server
 }
 
+/// What the proxy learns from the rest of the configuration.
+pub struct Edge {
+    /// The public URL's host (lower case, no port): the default domain's.
+    pub default_host: String,
+    /// The GeoIP lookup targeting rules use, when a database is configured.
+    pub country_lookup: Option<CountryLookup>,
+}
+
 /// Adds the proxy and its background services (route sync, click shipping, upstream health
 /// checks) to `server`. `internal_secret` authenticates shipped click batches;
 /// `local_ingest`, when set, takes them in-process instead.
 pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
+    edge: Edge,
     store: Arc<dyn Store>,
     internal_secret: Option<String>,
     local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
     config.validate().map_err(ProxyError::Config)?;
+    let fallback = config
+        .unknown_host_redirect
+        .as_deref()
+        .map(http::HeaderValue::from_str)
+        .transpose()
+        .map_err(|_| ProxyError::Config("unknown_host_redirect is not a valid URL".into()))?;
+    let domains = Arc::new(DomainSet::new(&edge.default_host, fallback));
     let table = Arc::new(RouteTable::new(
         Duration::from_millis(config.negative_cache_ms),
         config.negative_cache_max,
@@ -120,6 +138,7 @@ pub fn add_proxy(
     let sync = RouteSync::new(
         store.clone(),
         table.clone(),
+        domains.clone(),
         status.clone(),
         Duration::from_millis(config.sync_poll_ms),
         config.bulk_load_page,
@@ -131,9 +150,11 @@ pub fn add_proxy(
         sink: config.capture_clicks.then_some(sink),
         trusted_proxies: config.trusted_proxies.clone(),
         country_header: config.country_header.clone(),
+        country_lookup: edge.country_lookup,
     };
     let redirector = Redirector::new(
         table.clone(),
+        domains,
         store,
         capture,
         upstreams,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::HeaderValue;
-use shortlink_core::{Link, LinkId, RedirectStatus, RouteState};
+use shortlink_core::{DeviceClass, Link, LinkId, RedirectStatus, RouteState, Targeting};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 /// A route's key: the 128-bit hash of its (domain, code), as two words so a table slot
@@ -59,10 +59,17 @@ const AT_EXPIRES: usize = 8;
 const AT_MAX_CLICKS: usize = 12;
 const AT_STATUS: usize = 16;
 const AT_DISABLED: usize = 17;
-const AT_URL: usize = 18;
+const AT_FLAGS: usize = 18;
+const AT_URL: usize = 19;
+
+/// Flag: the link has a password; the control plane answers it.
+const PROTECTED: u8 = 1;
+/// Flag: the link has targeting rules, kept beside the table in `RouteTable::targeting`.
+const TARGETED: u8 = 2;
 
 /// One route packed into a single heap allocation: link id, expiry (Unix seconds, 0 =
-/// never), click limit (0 = none), status, disabled flag, then the target URL. With the
+/// never), click limit (0 = none), status, disabled flag, option flags, then the target
+/// URL. With the
 /// 16-byte key a table slot is 32 bytes, which is what keeps ten million links near
 /// 1.5 GiB.
 #[derive(Debug)]
@@ -79,7 +86,11 @@ pub enum Resolution {
         status: RedirectStatus,
         /// The `Location` header value.
         location: HeaderValue,
+        /// Whether the link has targeting rules (see [`RouteTable::targeted_location`]).
+        targeted: bool,
     },
+    /// A password-protected link: the control plane answers (password page, cookie).
+    Protected,
     /// The link exists but does not redirect now (expired, disabled, used up).
     Gone(RouteState),
     /// The table has no such route.
@@ -124,6 +135,14 @@ impl RouteEntry {
         packed.extend_from_slice(&max_clicks.to_le_bytes());
         packed.push(status_byte(link.redirect));
         packed.push(u8::from(link.disabled));
+        let mut flags = 0;
+        if link.password_hash.is_some() {
+            flags |= PROTECTED;
+        }
+        if link.targeting.is_some() {
+            flags |= TARGETED;
+        }
+        packed.push(flags);
         packed.extend_from_slice(link.url.as_bytes());
         Some(RouteEntry(packed.into_boxed_slice()))
     }
@@ -151,6 +170,8 @@ pub struct RouteTable {
     routes: DashMap<RouteKey, RouteEntry, KeyBuildHasher>,
     /// Clicks served per capped link (only links with `max_clicks` are here).
     served: DashMap<RouteKey, AtomicU32, KeyBuildHasher>,
+    /// Targeting rules of the links that have them (only those are here).
+    targeting: DashMap<RouteKey, Targeting, KeyBuildHasher>,
     misses: DashMap<RouteKey, Instant, KeyBuildHasher>,
     miss_ttl: Duration,
     max_misses: usize,
@@ -163,6 +184,7 @@ impl RouteTable {
             seed: rand::random(),
             routes: DashMap::with_hasher(KeyBuildHasher::default()),
             served: DashMap::with_hasher(KeyBuildHasher::default()),
+            targeting: DashMap::with_hasher(KeyBuildHasher::default()),
             misses: DashMap::with_hasher(KeyBuildHasher::default()),
             miss_ttl,
             max_misses,
@@ -205,6 +227,10 @@ impl RouteTable {
         if expires != 0 && clamp_u32(now) >= expires {
             return Resolution::Gone(RouteState::Expired);
         }
+        let flags = packed[AT_FLAGS];
+        if flags & PROTECTED != 0 {
+            return Resolution::Protected;
+        }
         let max_clicks = entry.max_clicks();
         if max_clicks != 0 && !self.claim_click(key, max_clicks) {
             return Resolution::Gone(RouteState::Exhausted);
@@ -214,10 +240,24 @@ impl RouteTable {
                 link_id: entry.link_id(),
                 status: status_from_byte(packed[AT_STATUS]),
                 location,
+                targeted: flags & TARGETED != 0,
             },
             // Unreachable: checked in `from_link`.
             Err(_) => Resolution::Miss,
         }
+    }
+
+    /// The targeted `Location` for a request to a link with targeting rules from `device`
+    /// in `country`, or `None` when no rule applies (the link's own URL is used).
+    pub fn targeted_location(
+        &self,
+        key: RouteKey,
+        device: DeviceClass,
+        country: Option<&str>,
+    ) -> Option<HeaderValue> {
+        let targeting = self.targeting.get(&key)?;
+        let url = targeting.pick(device, country)?;
+        HeaderValue::from_str(url).ok()
     }
 
     /// Counts one click against a capped link unless the cap is reached; atomic, so
@@ -281,6 +321,14 @@ impl RouteTable {
         } else {
             self.served.remove(&key);
         }
+        match &link.targeting {
+            Some(targeting) => {
+                self.targeting.insert(key, targeting.clone());
+            }
+            None => {
+                self.targeting.remove(&key);
+            }
+        }
         self.routes.insert(key, entry);
         true
     }
@@ -293,12 +341,14 @@ impl RouteTable {
     fn remove_key(&self, key: RouteKey) {
         self.routes.remove(&key);
         self.served.remove(&key);
+        self.targeting.remove(&key);
     }
 
     /// Keeps only the routes whose keys `keep` accepts (after a full reload).
     pub fn retain(&self, keep: impl Fn(&RouteKey) -> bool) {
         self.routes.retain(|k, _| keep(k));
         self.served.retain(|k, _| keep(k));
+        self.targeting.retain(|k, _| keep(k));
     }
 
     /// Drops expired negative-cache entries.
@@ -337,6 +387,8 @@ mod tests {
             clicks: 0,
             tags: vec![],
             disabled: false,
+            password_hash: None,
+            targeting: None,
             created_at: 0,
             updated_at: 0,
         }
@@ -356,7 +408,9 @@ mod tests {
                 link_id,
                 status,
                 location,
+                targeted,
             } => {
+                assert!(!targeted);
                 assert_eq!(link_id, 1);
                 assert_eq!(status, RedirectStatus::Permanent);
                 assert_eq!(location, "https://a.test/");
@@ -426,6 +480,48 @@ mod tests {
         // A reload with an older stored count keeps the higher in-memory count.
         t.upsert(&capped);
         assert_eq!(t.resolve(key, 1), Resolution::Gone(RouteState::Exhausted));
+    }
+
+    #[test]
+    fn protected_links_go_to_the_control_plane_and_targeting_picks_urls() {
+        let t = table();
+        let mut secret = link(11, "pw", "https://p.test/");
+        secret.password_hash = Some("$argon2id$...".into());
+        t.upsert(&secret);
+        assert_eq!(t.resolve(t.key("", "pw"), 1), Resolution::Protected);
+        secret.disabled = true;
+        t.upsert(&secret);
+        assert_eq!(
+            t.resolve(t.key("", "pw"), 1),
+            Resolution::Gone(RouteState::Disabled)
+        );
+
+        let mut app = link(12, "app", "https://app.test/");
+        app.targeting = Some(Targeting {
+            ios: Some("https://apps.apple.com/x".into()),
+            ..Targeting::default()
+        });
+        t.upsert(&app);
+        let key = t.key("", "app");
+        assert!(matches!(
+            t.resolve(key, 1),
+            Resolution::Redirect { targeted: true, .. }
+        ));
+        assert_eq!(
+            t.targeted_location(key, DeviceClass::Ios, None).unwrap(),
+            "https://apps.apple.com/x"
+        );
+        assert_eq!(t.targeted_location(key, DeviceClass::Android, None), None);
+        app.targeting = None;
+        t.upsert(&app);
+        assert!(matches!(
+            t.resolve(key, 1),
+            Resolution::Redirect {
+                targeted: false,
+                ..
+            }
+        ));
+        assert_eq!(t.targeted_location(key, DeviceClass::Ios, None), None);
     }
 
     #[test]

@@ -17,11 +17,12 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
-use shortlink_core::{ClickEvent, LinkId, RouteState, time_util::now_unix};
+use shortlink_core::{ClickEvent, DeviceClass, LinkId, RouteState, time_util::now_unix};
 use shortlink_store::Store;
 use tracing::warn;
 
 use crate::clicks::ClickSink;
+use crate::domains::{DomainSet, HostMatch};
 use crate::routes::{Resolution, RouteKey, RouteTable};
 use crate::sync::SyncStatus;
 
@@ -54,7 +55,12 @@ pub struct Capture {
     pub trusted_proxies: Vec<IpAddr>,
     /// Header holding the client's country, set by a trusted edge.
     pub country_header: Option<String>,
+    /// The GeoIP lookup targeting rules consult before `country_header`, if configured.
+    pub country_lookup: Option<CountryLookup>,
 }
+
+/// A client IP → ISO country code lookup (a GeoIP database).
+pub type CountryLookup = Arc<dyn Fn(IpAddr) -> Option<String> + Send + Sync>;
 
 /// A header's value as kept in a click: text only, cut to [`MAX_CAPTURED_FIELD`] bytes.
 fn header_text<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -128,9 +134,39 @@ fn now_unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+impl Capture {
+    /// The targeted `Location` for this request to a link with targeting rules, if a
+    /// rule applies: device class from the `User-Agent`, country from the GeoIP lookup
+    /// or the trusted country header (the same sources analytics uses).
+    fn targeted_location(
+        &self,
+        table: &RouteTable,
+        key: RouteKey,
+        session: &Session,
+    ) -> Option<HeaderValue> {
+        let req = session.req_header();
+        let ua = req
+            .headers
+            .get(header::USER_AGENT)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        let device = DeviceClass::of_user_agent(ua);
+        let looked_up = match (&self.country_lookup, self.client_ip(session)) {
+            (Some(lookup), Some(ip)) => lookup(ip),
+            _ => None,
+        };
+        let country = looked_up.as_deref().or_else(|| {
+            self.country_header
+                .as_deref()
+                .and_then(|h| header_text(req, h))
+        });
+        table.targeted_location(key, device, country)
+    }
+}
+
 /// The data plane's request handler.
 pub struct Redirector {
     table: Arc<RouteTable>,
+    domains: Arc<DomainSet>,
     store: Arc<dyn Store>,
     capture: Capture,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
@@ -147,9 +183,11 @@ pub fn not_found_limiter(per_minute: NonZeroU32) -> Arc<NotFoundLimiter> {
 }
 
 impl Redirector {
-    /// A handler over `table`, reading through to `store` on misses, forwarding to `upstreams`.
+    /// A handler over `table` (on the hosts `domains` knows), reading through to `store`
+    /// on misses, forwarding to `upstreams`.
     pub fn new(
         table: Arc<RouteTable>,
+        domains: Arc<DomainSet>,
         store: Arc<dyn Store>,
         capture: Capture,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
@@ -158,6 +196,7 @@ impl Redirector {
     ) -> Redirector {
         Redirector {
             table,
+            domains,
             store,
             capture,
             upstreams,
@@ -301,14 +340,30 @@ impl ProxyHttp for Redirector {
         if !is_code_shaped(code) || is_reserved(code) {
             return Ok(false);
         }
-        // Custom domains come later; every host maps to the default domain for now.
-        let domain = "";
+        let mut host_buf = [0u8; 253];
+        let host = req
+            .headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| req.uri.host().map(str::as_bytes));
+        let domain = match self.domains.classify(host, &mut host_buf) {
+            HostMatch::Default => "",
+            HostMatch::Custom(domain) => domain,
+            HostMatch::Unknown(fallback) => {
+                let headers = [
+                    (header::LOCATION, fallback.clone()),
+                    (header::CACHE_CONTROL, NO_STORE.clone()),
+                ];
+                return respond(session, 302, &headers, b"").await;
+            }
+        };
         let key = self.table.key(domain, code);
         let now = now_unix();
         let resolution = match self.table.resolve(key, now) {
             Resolution::Miss => {
                 let code = code.to_owned();
-                match self.read_through(key, domain, &code, now).await {
+                let domain = domain.to_owned();
+                match self.read_through(key, &domain, &code, now).await {
                     Lookup::Found(found) => found,
                     Lookup::NotFound => return self.not_found(session).await,
                     Lookup::Unavailable => {
@@ -333,8 +388,16 @@ impl ProxyHttp for Redirector {
                 link_id,
                 status,
                 location,
+                targeted,
             } => {
                 ctx.clicked = Some(link_id);
+                let location = if targeted {
+                    self.capture
+                        .targeted_location(&self.table, key, session)
+                        .unwrap_or(location)
+                } else {
+                    location
+                };
                 let mut resp = ResponseHeader::build(status.as_u16(), Some(3))?;
                 resp.insert_header(header::LOCATION, location)?;
                 resp.insert_header(
@@ -364,7 +427,8 @@ impl ProxyHttp for Redirector {
                 )
                 .await
             }
-            Resolution::Miss => Ok(false),
+            // The control plane shows the password page and counts the click.
+            Resolution::Protected | Resolution::Miss => Ok(false),
         }
     }
 

@@ -12,7 +12,11 @@ use pingora::services::background::BackgroundService;
 use shortlink_store::{Store, StoreError};
 use tracing::{info, warn};
 
+use crate::domains::DomainSet;
 use crate::routes::RouteTable;
+
+/// How often the registered custom domains are read again.
+const DOMAIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// Changes read from the feed per request.
 const FEED_BATCH: usize = 1000;
@@ -30,16 +34,19 @@ pub struct SyncStatus {
 pub struct RouteSync {
     store: Arc<dyn Store>,
     table: Arc<RouteTable>,
+    domains: Arc<DomainSet>,
     status: Arc<SyncStatus>,
     poll: Duration,
     page: usize,
 }
 
 impl RouteSync {
-    /// A sync for `table` from `store`, polling every `poll`, loading `page` links at a time.
+    /// A sync for `table` and `domains` from `store`, polling every `poll`, loading `page`
+    /// links at a time.
     pub fn new(
         store: Arc<dyn Store>,
         table: Arc<RouteTable>,
+        domains: Arc<DomainSet>,
         status: Arc<SyncStatus>,
         poll: Duration,
         page: usize,
@@ -47,16 +54,25 @@ impl RouteSync {
         RouteSync {
             store,
             table,
+            domains,
             status,
             poll,
             page,
         }
     }
 
+    /// Reloads the registered custom domains.
+    pub async fn refresh_domains(&self) -> Result<(), StoreError> {
+        let domains = self.store.list_domains().await?;
+        self.domains.replace(domains.into_iter().map(|d| d.name));
+        Ok(())
+    }
+
     /// Loads every route; removes routes that are no longer stored when `prune` is set.
     /// Returns the feed position the table now reflects.
     pub async fn full_load(&self, prune: bool) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
+        self.refresh_domains().await?;
         // Take the head first: anything written during the load is replayed afterwards.
         let head = self.store.feed_head().await?;
         let mut cursor = None;
@@ -100,13 +116,20 @@ impl RouteSync {
                 return self.full_load(true).await;
             }
             let count = batch.changes.len();
+            let mut new_domain = false;
             for change in batch.changes {
                 match &change.link {
                     Some(link) => {
                         self.table.upsert(link);
+                        new_domain |=
+                            !link.domain.is_empty() && !self.domains.contains(&link.domain);
                     }
                     None => self.table.remove(&change.domain, &change.code),
                 }
+            }
+            if new_domain {
+                // A link on a domain registered since the last refresh: serve it now.
+                self.refresh_domains().await?;
             }
             position = batch.next;
             self.status.position.store(position, Ordering::Relaxed);
@@ -144,6 +167,7 @@ impl BackgroundService for RouteSync {
         };
         let mut hint = self.store.change_hint();
         let mut ticks = 0u64;
+        let mut domains_read = std::time::Instant::now();
         loop {
             let woken_by_hint = async {
                 match hint.as_mut() {
@@ -163,6 +187,12 @@ impl BackgroundService for RouteSync {
             match self.catch_up(position).await {
                 Ok(p) => position = p,
                 Err(error) => warn!(%error, "route feed poll failed; serving from memory"),
+            }
+            if domains_read.elapsed() >= DOMAIN_REFRESH {
+                domains_read = std::time::Instant::now();
+                if let Err(error) = self.refresh_domains().await {
+                    warn!(%error, "custom domain refresh failed; keeping the known ones");
+                }
             }
             ticks += 1;
             if ticks.is_multiple_of(64) {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shortlink_core::{
-    EnrichedClick, EventKind, EventRetention, Interval, KeyCount, LinkPatch, LinkStats, NewEvent,
-    NewLink, RedirectStatus, Role, SeriesPoint, ShortCode, UserId, hash_api_key,
+    Domain, EnrichedClick, EventKind, EventRetention, Interval, KeyCount, LinkPatch, LinkStats,
+    NewEvent, NewLink, RedirectStatus, Role, SeriesPoint, ShortCode, Targeting, UserId,
+    hash_api_key,
 };
 
 use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
@@ -26,6 +27,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     event_log(&*store, &run).await;
     uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
+    link_options_and_domains(&*store, &run).await;
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.
@@ -65,6 +67,8 @@ fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
         expires_at: None,
         max_clicks: None,
         tags: Vec::new(),
+        password_hash: None,
+        targeting: None,
     }
 }
 
@@ -278,6 +282,8 @@ async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
         redirect: Some(RedirectStatus::Found),
         tags: Some(vec!["t".into()]),
         disabled: Some(true),
+        password_hash: None,
+        targeting: None,
     };
     assert_eq!(
         store
@@ -904,4 +910,105 @@ async fn concurrent_creates(store: Arc<dyn Store>, run: &str) {
         assert!(ids.insert(created.link.id));
     }
     assert_eq!(ids.len(), 200);
+}
+
+/// Passwords and targeting round-trip and patch; the same code lives on two domains;
+/// domains register once, list, and unregister.
+async fn link_options_and_domains(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "optioned").await;
+    let url = format!("https://example.com/{run}/opts");
+    let mut protected = new_link(owner, format!("{run}pw"), &url);
+    protected.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    protected.targeting = Some(Targeting {
+        ios: Some("https://apps.apple.com/x".into()),
+        countries: [("DE".to_owned(), "https://example.de/".to_owned())].into(),
+        ..Targeting::default()
+    });
+    let created = store.create_link(protected.clone()).await.unwrap();
+    assert!(!created.existed, "a protected link is never deduplicated");
+    let read = store
+        .get_link("", &format!("{run}pw"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.password_hash, protected.password_hash);
+    assert_eq!(read.targeting, protected.targeting);
+    let plain = store
+        .create_link(new_link(owner, format!("{run}pl"), &url))
+        .await
+        .unwrap();
+    assert!(
+        !plain.existed,
+        "a plain link does not dedupe to a protected one"
+    );
+
+    let patch = LinkPatch {
+        password_hash: Some(None),
+        targeting: Some(None),
+        ..LinkPatch::default()
+    };
+    let patched = store
+        .update_link(owner, "", &format!("{run}pw"), patch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((patched.password_hash, patched.targeting), (None, None));
+    let read = store
+        .get_link("", &format!("{run}pw"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.password_hash, read.targeting), (None, None));
+
+    let name = format!("{run}.example.test");
+    let domain = Domain {
+        name: name.clone(),
+        users: Some(vec![owner]),
+        created_at: 1_700_000_000,
+    };
+    store.create_domain(domain.clone()).await.unwrap();
+    assert_eq!(
+        store.create_domain(domain.clone()).await,
+        Err(StoreError::DomainExists(name.clone()))
+    );
+    assert_eq!(store.get_domain(&name).await.unwrap(), Some(domain.clone()));
+    assert!(store.list_domains().await.unwrap().contains(&domain));
+    let everyone = Domain {
+        name: format!("{run}-open.example.test"),
+        users: None,
+        created_at: 1_700_000_001,
+    };
+    store.create_domain(everyone.clone()).await.unwrap();
+    assert_eq!(
+        store.get_domain(&everyone.name).await.unwrap(),
+        Some(everyone)
+    );
+
+    let mut on_domain = new_link(owner, format!("{run}pl"), "https://other.test/");
+    on_domain.domain = name.clone();
+    store.create_link(on_domain).await.unwrap();
+    let there = store
+        .get_link(&name, &format!("{run}pl"))
+        .await
+        .unwrap()
+        .unwrap();
+    let here = store
+        .get_link("", &format!("{run}pl"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(there.url, "https://other.test/");
+    assert_eq!(here.url, url, "the same code on two domains is two links");
+
+    assert!(store.delete_domain(&name).await.unwrap());
+    assert!(!store.delete_domain(&name).await.unwrap());
+    assert_eq!(store.get_domain(&name).await.unwrap(), None);
+    assert!(
+        store
+            .get_link(&name, &format!("{run}pl"))
+            .await
+            .unwrap()
+            .is_some(),
+        "links outlive their domain's registration"
+    );
 }

@@ -8,8 +8,8 @@ pub mod rollup;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId, LinkPatch,
-    LinkStats, NewEvent, NewLink, Role, Thumbnail, ThumbnailState, Upload, User, UserId,
+    Domain, EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId,
+    LinkPatch, LinkStats, NewEvent, NewLink, Role, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A user with this name exists.
     #[error("user name '{0}' is already taken")]
     UserExists(String),
+    /// A domain with this name is registered.
+    #[error("domain '{0}' is already registered")]
+    DomainExists(String),
     /// The referenced user does not exist.
     #[error("user {0} does not exist")]
     NoSuchUser(UserId),
@@ -324,10 +327,30 @@ pub trait UploadStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Custom domains. A handful per installation: proxies read them whole.
+#[async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Registers a domain; [`StoreError::DomainExists`] if it is registered already.
+    async fn create_domain(&self, domain: Domain) -> Result<(), StoreError>;
+
+    /// The registered domain with this (normalized) name.
+    async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError>;
+
+    /// Every registered domain, by name.
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError>;
+
+    /// Unregisters a domain (its links stay stored, unreachable until it is registered
+    /// again); false if it was not registered.
+    async fn delete_domain(&self, name: &str) -> Result<bool, StoreError>;
+}
+
 /// Everything a shortlink node needs from storage.
 pub trait Store:
-    LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore
+    LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore + DomainStore
 {
 }
 
-impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore> Store for T {}
+impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore + DomainStore>
+    Store for T
+{
+}

@@ -114,6 +114,30 @@ try {
   await second.waitForFunction(
     (n) => Number(document.querySelector('tr[data-code="fromui"] td.num').textContent) > n,
     count, { timeout: 15000 });
+
+  step = 'a password-protected link is created, listed, and opens after its password';
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.getByLabel('Long URL').fill('https://example.com/behind-a-password');
+  if (!(await page.getByLabel('Alias').isVisible())) await page.locator('summary').click();
+  await page.getByLabel('Alias').fill('lockedui');
+  await page.locator('#password').fill('open sesame');
+  await page.getByRole('button', { name: 'Shorten' }).click();
+  await page.locator('tr[data-code="lockedui"]', { hasText: 'password' }).waitFor({ timeout: 5000 });
+  const visitor = await browser.newPage();
+  await visitor.goto(`${base}/lockedui`);
+  await visitor.getByLabel('Password').fill('not it');
+  await visitor.getByRole('button', { name: 'Continue' }).click();
+  await visitor.getByText('That password is not right.').waitFor({ timeout: 5000 });
+  await visitor.getByLabel('Password').fill('open sesame');
+  // The machine is offline, so the target itself cannot load: check the redirect to it.
+  const [answer] = await Promise.all([
+    visitor.waitForResponse((r) => r.url().endsWith('/lockedui') && r.request().method() === 'POST', { timeout: 5000 }),
+    visitor.getByRole('button', { name: 'Continue' }).click(),
+  ]);
+  const target = (await answer.allHeaders()).location;
+  if (answer.status() !== 303 || target !== 'https://example.com/behind-a-password') {
+    throw new Error(`the right password answered ${answer.status()} to ${target}`);
+  }
   console.log('browser test passed; screenshots in', shots);
 } catch (error) {
   console.error(`FAILED at "${step}": ${error.message}`);

@@ -94,6 +94,8 @@ async fn main() {
                 expires_at: None,
                 max_clicks: None,
                 tags: vec![],
+                password_hash: None,
+                targeting: None,
             })
             .await
             .unwrap()

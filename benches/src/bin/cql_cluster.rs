@@ -64,6 +64,8 @@ async fn ingestion(nodes: &str) {
             expires_at: None,
             max_clicks: None,
             tags: vec![],
+            password_hash: None,
+            targeting: None,
         };
         links.push(store.create_link(link).await.unwrap().link.id);
     }

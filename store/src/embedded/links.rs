@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use shortlink_core::{
-    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId, time_util::now_unix,
+    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, Targeting, UserId,
+    time_util::now_unix,
 };
 use tokio::sync::watch;
 
@@ -14,7 +15,8 @@ use crate::{
 };
 
 const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
-     l.expires_at, l.max_clicks, l.clicks, l.tags, l.disabled, l.created_at, l.updated_at";
+     l.expires_at, l.max_clicks, l.clicks, l.tags, l.disabled, l.created_at, l.updated_at, \
+     l.password_hash, l.targeting";
 
 /// Reads a link from `row`, whose columns start at `at` in `LINK_COLUMNS` order.
 fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
@@ -35,7 +37,19 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
         disabled: row.get(at + 11)?,
         created_at: row.get(at + 12)?,
         updated_at: row.get(at + 13)?,
+        password_hash: row.get(at + 14)?,
+        targeting: row
+            .get::<_, Option<String>>(at + 15)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
+}
+
+fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, StoreError> {
+    targeting
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -117,10 +131,12 @@ impl LinkStore for EmbeddedStore {
                 let now = now_unix();
                 let tags = serde_json::to_string(&new.tags)
                     .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let targeting = targeting_json(&new.targeting)?;
                 let inserted = conn.execute(
                     "INSERT INTO links (domain, code, custom_alias, owner, url, redirect, expires_at,
-                                        max_clicks, clicks, tags, disabled, plain, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, 0, ?10, ?11, ?11)
+                                        max_clicks, clicks, tags, disabled, plain, created_at, updated_at,
+                                        password_hash, targeting)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, 0, ?10, ?11, ?11, ?12, ?13)
                      ON CONFLICT (domain, code) DO NOTHING",
                     params![
                         new.domain,
@@ -133,7 +149,9 @@ impl LinkStore for EmbeddedStore {
                         new.max_clicks.map(to_i64),
                         tags,
                         new.is_plain(),
-                        now
+                        now,
+                        new.password_hash,
+                        targeting
                     ],
                 )?;
                 if inserted == 0 {
@@ -229,7 +247,8 @@ impl LinkStore for EmbeddedStore {
                     .map_err(|e| StoreError::Backend(e.to_string()))?;
                 conn.execute(
                     "UPDATE links SET url = ?1, redirect = ?2, expires_at = ?3, max_clicks = ?4,
-                            tags = ?5, disabled = ?6, plain = ?7, updated_at = ?8
+                            tags = ?5, disabled = ?6, plain = ?7, updated_at = ?8,
+                            password_hash = ?10, targeting = ?11
                      WHERE id = ?9",
                     params![
                         link.url,
@@ -240,7 +259,9 @@ impl LinkStore for EmbeddedStore {
                         link.disabled,
                         link.is_plain(),
                         link.updated_at,
-                        link.id
+                        link.id,
+                        link.password_hash,
+                        targeting_json(&link.targeting)?
                     ],
                 )?;
                 record_change(conn, &domain, &code)?;

@@ -6,6 +6,7 @@
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
 mod clicks;
+mod domains;
 mod events;
 mod links;
 mod schema;
@@ -98,6 +99,7 @@ impl EmbeddedStore {
             )));
         }
         conn.execute_batch(schema::SCHEMA)?;
+        schema::add_missing_columns(&conn)?;
         conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?;
         let salt: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'code_salt'", [], |r| {
@@ -320,6 +322,8 @@ mod tests {
                 expires_at: None,
                 max_clicks: None,
                 tags: vec![],
+                password_hash: None,
+                targeting: None,
             })
             .await
             .unwrap();

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -135,4 +135,38 @@ CREATE TABLE IF NOT EXISTS thumbnail_jobs (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS thumbnail_jobs_due ON thumbnail_jobs (not_before);
+
+-- Version 5: custom domains (names lower case, without port); `users` is a JSON array of
+-- the user ids allowed to create links on it, or NULL for every user. Links also gained
+-- `password_hash` and `targeting` (see COLUMNS).
+CREATE TABLE IF NOT EXISTS domains (
+    name       TEXT PRIMARY KEY,
+    users      TEXT,
+    created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 "#;
+
+/// Columns added to existing tables after their creation: (table, column, definition).
+/// SQLite's `ALTER TABLE ADD COLUMN` is not idempotent, so each is added only when missing.
+const COLUMNS: &[(&str, &str, &str)] = &[
+    // Version 5: password-protected links (argon2 PHC string) and targeting rules (JSON).
+    ("links", "password_hash", "TEXT"),
+    ("links", "targeting", "TEXT"),
+];
+
+/// Adds every column of [`COLUMNS`] that a database created by an older version lacks.
+pub(crate) fn add_missing_columns(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in COLUMNS {
+        let present: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            rusqlite::params![table, column],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}

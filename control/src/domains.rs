@@ -1,0 +1,169 @@
+//! The custom domains API: admins register hosts links may live on and who may use them.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shortlink_core::time_util::{now_unix, to_rfc3339};
+use shortlink_core::{Domain, UserId, validate_domain};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// Most users one domain may name.
+const MAX_DOMAIN_USERS: usize = 1000;
+
+/// Body of `POST /api/v1/domains`: the host name and, optionally, the names of the users
+/// who may create links on it (absent or `null`: every user).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomainRequest {
+    name: String,
+    users: Option<Vec<String>>,
+}
+
+/// A domain as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DomainView {
+    name: String,
+    /// User names allowed to use it, or `null` for everyone.
+    users: Option<Vec<String>>,
+    created_at: String,
+}
+
+async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> {
+    let users = match domain.users {
+        None => None,
+        Some(ids) => {
+            let mut names = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(user) = state.store().get_user(id).await? {
+                    names.push(user.name);
+                }
+            }
+            Some(names)
+        }
+    };
+    Ok(DomainView {
+        name: domain.name,
+        users,
+        created_at: to_rfc3339(domain.created_at),
+    })
+}
+
+fn domain_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "domain_not_found",
+        format!("domain '{name}' is not registered"),
+    )
+}
+
+/// `POST /api/v1/domains` (admin): 201 with the domain; 409 if registered already.
+pub async fn create_domain(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateDomainRequest>,
+) -> Result<(StatusCode, Json<DomainView>), ApiError> {
+    caller.require_admin()?;
+    state.check_write(&caller.key_hash)?;
+    let name = validate_domain(&request.name)
+        .map_err(|e| ApiError::invalid("invalid_domain", e.to_string()))?;
+    if state.is_default_host(&name) {
+        return Err(ApiError::invalid(
+            "invalid_domain",
+            format!("'{name}' is the default domain; it needs no registration"),
+        ));
+    }
+    let users = match request.users {
+        None => None,
+        Some(names) => {
+            if names.len() > MAX_DOMAIN_USERS {
+                return Err(ApiError::invalid(
+                    "invalid_users",
+                    format!("a domain may name at most {MAX_DOMAIN_USERS} users"),
+                ));
+            }
+            let mut ids: Vec<UserId> = Vec::with_capacity(names.len());
+            for name in &names {
+                let user = state.store().user_by_name(name).await?.ok_or_else(|| {
+                    ApiError::invalid("unknown_user", format!("there is no user named '{name}'"))
+                })?;
+                if !ids.contains(&user.id) {
+                    ids.push(user.id);
+                }
+            }
+            Some(ids)
+        }
+    };
+    let domain = Domain {
+        name,
+        users,
+        created_at: now_unix(),
+    };
+    state.store().create_domain(domain.clone()).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, domain).await?)))
+}
+
+/// `GET /api/v1/domains`: every domain for an admin; the ones the caller may use otherwise.
+pub async fn list_domains(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let admin = caller.require_admin().is_ok();
+    let mut items = Vec::new();
+    for domain in state.store().list_domains().await? {
+        if admin || domain.allows(caller.user.id) {
+            items.push(view(&state, domain).await?);
+        }
+    }
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// `DELETE /api/v1/domains/{name}` (admin): 204. The domain's links stay stored and
+/// answer again if it is registered anew.
+pub async fn delete_domain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    state.check_write(&caller.key_hash)?;
+    let normalized = validate_domain(&name).map_err(|_| domain_not_found(&name))?;
+    if state.store().delete_domain(&normalized).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(domain_not_found(&name))
+    }
+}
+
+/// The domain a link request names: the default (empty) when absent or the default host;
+/// else a registered domain the caller may use.
+pub(crate) async fn resolve_domain(
+    state: &AppState,
+    caller_id: UserId,
+    requested: Option<&str>,
+) -> Result<String, ApiError> {
+    let Some(requested) = requested.map(str::trim).filter(|d| !d.is_empty()) else {
+        return Ok(String::new());
+    };
+    let unknown = || {
+        ApiError::invalid(
+            "unknown_domain",
+            format!("domain '{requested}' is not registered"),
+        )
+    };
+    if state.is_default_host(requested) {
+        return Ok(String::new());
+    }
+    let name = validate_domain(requested).map_err(|_| unknown())?;
+    match state.store().get_domain(&name).await? {
+        Some(domain) if domain.allows(caller_id) => Ok(domain.name),
+        Some(_) => Err(ApiError::forbidden(format!(
+            "you may not create links on domain '{name}'"
+        ))),
+        None => Err(unknown()),
+    }
+}

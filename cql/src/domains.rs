@@ -1,0 +1,72 @@
+//! Custom domains on CQL: one small table, read whole by every proxy.
+
+use async_trait::async_trait;
+use scylla::DeserializeRow;
+use shortlink_core::Domain;
+use shortlink_store::{DomainStore, StoreError};
+
+use crate::{CqlStore, Kind};
+
+#[derive(DeserializeRow)]
+struct DomainRow {
+    name: String,
+    users: Option<Vec<i64>>,
+    created_at: Option<i64>,
+}
+
+impl From<DomainRow> for Domain {
+    fn from(row: DomainRow) -> Domain {
+        Domain {
+            name: row.name,
+            users: row.users,
+            created_at: row.created_at.unwrap_or(0),
+        }
+    }
+}
+
+#[async_trait]
+impl DomainStore for CqlStore {
+    async fn create_domain(&self, domain: Domain) -> Result<(), StoreError> {
+        let claimed = self
+            .lwt(
+                "INSERT INTO {ks}.domains (name, users, created_at) VALUES (?, ?, ?) IF NOT EXISTS",
+                (&domain.name, &domain.users, domain.created_at),
+            )
+            .await?;
+        if claimed {
+            Ok(())
+        } else {
+            Err(StoreError::DomainExists(domain.name))
+        }
+    }
+
+    async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
+        let row: Option<DomainRow> = self
+            .row(
+                "SELECT name, users, created_at FROM {ks}.domains WHERE name = ?",
+                (name,),
+            )
+            .await?;
+        Ok(row.map(Domain::from))
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+        let rows: Vec<DomainRow> = self
+            .rows("SELECT name, users, created_at FROM {ks}.domains", ())
+            .await?;
+        let mut domains: Vec<Domain> = rows.into_iter().map(Domain::from).collect();
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(domains)
+    }
+
+    async fn delete_domain(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.get_domain(name).await?.is_some();
+        self.exec(
+            "DELETE FROM {ks}.domains WHERE name = ?",
+            Kind::Write,
+            (name,),
+        )
+        .await?;
+        Ok(existed)
+    }
+}

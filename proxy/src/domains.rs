@@ -1,0 +1,158 @@
+//! Which domain a request addresses: its `Host`, matched against the registered custom
+//! domains the route sync keeps here.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+/// Longest host name looked at (DNS limit); longer hosts are unknown.
+const MAX_HOST: usize = 253;
+
+/// What a request's host is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostMatch<'a> {
+    /// The default domain (also any host when no custom domain is registered and no
+    /// fallback is configured).
+    Default,
+    /// A registered custom domain (lower case, without port).
+    Custom(&'a str),
+    /// Neither the default host nor a registered domain, and a fallback is configured.
+    Unknown(&'a HeaderValue),
+}
+
+/// The registered custom domains and the default host.
+pub struct DomainSet {
+    any: AtomicBool,
+    names: ArcSwap<HashSet<Box<str>>>,
+    default_host: Box<str>,
+    fallback: Option<HeaderValue>,
+}
+
+impl DomainSet {
+    /// An empty set; `default_host` is the public URL's host (lower case, no port);
+    /// `fallback` is where requests for unknown hosts are redirected, if anywhere.
+    pub fn new(default_host: &str, fallback: Option<HeaderValue>) -> DomainSet {
+        DomainSet {
+            any: AtomicBool::new(false),
+            names: ArcSwap::from_pointee(HashSet::new()),
+            default_host: default_host.to_ascii_lowercase().into_boxed_str(),
+            fallback,
+        }
+    }
+
+    /// Replaces the registered domains.
+    pub fn replace(&self, names: impl IntoIterator<Item = String>) {
+        let names: HashSet<Box<str>> = names.into_iter().map(String::into_boxed_str).collect();
+        self.any.store(!names.is_empty(), Ordering::Release);
+        self.names.store(std::sync::Arc::new(names));
+    }
+
+    /// Whether `name` (normalized) is a registered domain here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.load().contains(name)
+    }
+
+    /// Number of registered domains held.
+    pub fn len(&self) -> usize {
+        self.names.load().len()
+    }
+
+    /// Whether no custom domain is registered.
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    /// Classifies a `Host` header value, lower-casing it into `buf` (no allocation).
+    /// With no custom domains and no fallback this is one atomic load.
+    #[inline]
+    pub fn classify<'a>(
+        &'a self,
+        host: Option<&[u8]>,
+        buf: &'a mut [u8; MAX_HOST],
+    ) -> HostMatch<'a> {
+        if self.fallback.is_none() && !self.any.load(Ordering::Relaxed) {
+            return HostMatch::Default;
+        }
+        let unknown = || match &self.fallback {
+            Some(fallback) => HostMatch::Unknown(fallback),
+            None => HostMatch::Default,
+        };
+        let Some(host) = host else {
+            return unknown();
+        };
+        // Strip the port (not for bracketed IPv6 literals) and a trailing dot.
+        let mut name = host;
+        if let Some(colon) = name.iter().rposition(|&b| b == b':')
+            && !name.starts_with(b"[")
+        {
+            name = &name[..colon];
+        }
+        if let Some(stripped) = name.strip_suffix(b".") {
+            name = stripped;
+        }
+        if name.is_empty() || name.len() > MAX_HOST {
+            return unknown();
+        }
+        let lowered = &mut buf[..name.len()];
+        lowered.copy_from_slice(name);
+        lowered.make_ascii_lowercase();
+        let Ok(lowered) = std::str::from_utf8(lowered) else {
+            return unknown();
+        };
+        if lowered == &*self.default_host {
+            return HostMatch::Default;
+        }
+        if self.any.load(Ordering::Relaxed) && self.names.load().contains(lowered) {
+            return HostMatch::Custom(lowered);
+        }
+        unknown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_hosts() {
+        let set = DomainSet::new("short.test", None);
+        let mut buf = [0u8; MAX_HOST];
+        assert_eq!(
+            set.classify(Some(b"go.example.com"), &mut buf),
+            HostMatch::Default
+        );
+        set.replace(["go.example.com".to_owned()]);
+        assert_eq!(
+            set.classify(Some(b"Go.Example.COM:8080"), &mut buf),
+            HostMatch::Custom("go.example.com")
+        );
+        assert_eq!(
+            set.classify(Some(b"go.example.com."), &mut buf),
+            HostMatch::Custom("go.example.com")
+        );
+        assert_eq!(
+            set.classify(Some(b"short.test:80"), &mut buf),
+            HostMatch::Default
+        );
+        assert_eq!(
+            set.classify(Some(b"other.test"), &mut buf),
+            HostMatch::Default
+        );
+        assert_eq!(set.classify(None, &mut buf), HostMatch::Default);
+
+        let fallback = HeaderValue::from_static("https://www.example.com/");
+        let strict = DomainSet::new("short.test", Some(fallback.clone()));
+        assert_eq!(
+            strict.classify(Some(b"other.test"), &mut buf),
+            HostMatch::Unknown(&fallback)
+        );
+        assert_eq!(
+            strict.classify(Some(b"SHORT.test"), &mut buf),
+            HostMatch::Default
+        );
+        strict.replace(Vec::new());
+        assert!(strict.is_empty());
+    }
+}
