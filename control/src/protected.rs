@@ -242,12 +242,16 @@ async fn domain_of(state: &AppState, headers: &HeaderMap) -> Result<String, ApiE
     })
 }
 
-/// The protected link at the request's (domain, code), or the page to answer instead.
+/// The protected link at the request's (domain, code), or the page to answer instead;
+/// a path that is no code at all is the API's plain 404.
 async fn protected_link(
     state: &AppState,
     headers: &HeaderMap,
     code: &str,
 ) -> Result<Result<Link, Response>, ApiError> {
+    if !is_code_shaped(code) {
+        return Err(no_such_endpoint());
+    }
     let domain = domain_of(state, headers).await?;
     let link = match state.store().get_link(&domain, code).await? {
         Some(link) if link.password_hash.is_some() => link,
@@ -326,9 +330,6 @@ pub async fn show(
     Path(code): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    if !is_code_shaped(&code) {
-        return Err(no_such_endpoint());
-    }
     let (request, _) = request.into_parts();
     let link = match protected_link(&state, &request.headers, &code).await? {
         Ok(link) => link,
@@ -353,9 +354,6 @@ pub async fn submit(
     Path(code): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    if !is_code_shaped(&code) {
-        return Err(no_such_endpoint());
-    }
     let (parts, body) = request.into_parts();
     let link = match protected_link(&state, &parts.headers, &code).await? {
         Ok(link) => link,

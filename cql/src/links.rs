@@ -5,9 +5,7 @@ use scylla::DeserializeRow;
 use scylla::response::{PagingState, PagingStateResponse};
 use sha2::{Digest, Sha256};
 use shortlink_core::time_util::now_unix;
-use shortlink_core::{
-    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, Targeting, UserId,
-};
+use shortlink_core::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
 use shortlink_store::{
     ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
     StoreError,
@@ -15,6 +13,7 @@ use shortlink_store::{
 use tokio::sync::watch;
 
 use crate::{CqlStore, Kind, backend, ids};
+use shortlink_store::targeting_json;
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
 const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
@@ -66,14 +65,6 @@ impl LinkRow {
             targeting: self.targeting.and_then(|t| serde_json::from_str(&t).ok()),
         }
     }
-}
-
-fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, StoreError> {
-    targeting
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn to_i64(value: u64) -> i64 {

@@ -9,7 +9,8 @@ pub mod rollup;
 use async_trait::async_trait;
 use shortlink_core::{
     Domain, EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId,
-    LinkPatch, LinkStats, NewEvent, NewLink, Role, Thumbnail, ThumbnailState, Upload, User, UserId,
+    LinkPatch, LinkStats, NewEvent, NewLink, Role, Targeting, Thumbnail, ThumbnailState, Upload,
+    User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -325,6 +326,15 @@ pub trait UploadStore: Send + Sync {
         thumbnails: Vec<Thumbnail>,
         event: Option<NewEvent>,
     ) -> Result<(), StoreError>;
+}
+
+/// Targeting rules as the JSON text both backends store them in (`None` stays `NULL`).
+pub fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, StoreError> {
+    targeting
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// Custom domains. A handful per installation: proxies read them whole.

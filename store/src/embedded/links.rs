@@ -3,15 +3,14 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use shortlink_core::{
-    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, Targeting, UserId,
-    time_util::now_unix,
+    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId, time_util::now_unix,
 };
 use tokio::sync::watch;
 
 use super::EmbeddedStore;
 use crate::{
     ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
-    StoreError,
+    StoreError, targeting_json,
 };
 
 const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
@@ -42,14 +41,6 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
             .get::<_, Option<String>>(at + 15)?
             .and_then(|t| serde_json::from_str(&t).ok()),
     })
-}
-
-fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, StoreError> {
-    targeting
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn to_i64(value: u64) -> i64 {
