@@ -64,17 +64,20 @@ impl DomainSet {
         !self.any.load(Ordering::Acquire)
     }
 
-    /// Classifies a `Host` header value, lower-casing it into `buf` (no allocation).
-    /// With no custom domains and no fallback this is one atomic load.
+    /// Classifies the request's host (`host` reads the header), lower-casing it into `buf`
+    /// (no allocation). With no custom domains and no fallback this is one atomic load and
+    /// the header is not read.
     #[inline]
-    pub fn classify<'a>(
+    pub fn classify<'a, 'h>(
         &'a self,
-        host: Option<&[u8]>,
+        host: impl FnOnce() -> Option<&'h [u8]>,
         buf: &'a mut [u8; MAX_HOST],
     ) -> HostMatch<'a> {
         if self.fallback.is_none() && !self.any.load(Ordering::Relaxed) {
             return HostMatch::Default;
         }
+        // Only now look the header up: the common case above never reads it.
+        let host = host();
         let unknown = || match &self.fallback {
             Some(fallback) => HostMatch::Unknown(fallback),
             None => HostMatch::Default,
@@ -120,36 +123,36 @@ mod tests {
         let set = DomainSet::new("short.test", None);
         let mut buf = [0u8; MAX_HOST];
         assert_eq!(
-            set.classify(Some(b"go.example.com"), &mut buf),
+            set.classify(|| Some(b"go.example.com"), &mut buf),
             HostMatch::Default
         );
         set.replace(["go.example.com".to_owned()]);
         assert_eq!(
-            set.classify(Some(b"Go.Example.COM:8080"), &mut buf),
+            set.classify(|| Some(b"Go.Example.COM:8080"), &mut buf),
             HostMatch::Custom("go.example.com")
         );
         assert_eq!(
-            set.classify(Some(b"go.example.com."), &mut buf),
+            set.classify(|| Some(b"go.example.com."), &mut buf),
             HostMatch::Custom("go.example.com")
         );
         assert_eq!(
-            set.classify(Some(b"short.test:80"), &mut buf),
+            set.classify(|| Some(b"short.test:80"), &mut buf),
             HostMatch::Default
         );
         assert_eq!(
-            set.classify(Some(b"other.test"), &mut buf),
+            set.classify(|| Some(b"other.test"), &mut buf),
             HostMatch::Default
         );
-        assert_eq!(set.classify(None, &mut buf), HostMatch::Default);
+        assert_eq!(set.classify(|| None, &mut buf), HostMatch::Default);
 
         let fallback = HeaderValue::from_static("https://www.example.com/");
         let strict = DomainSet::new("short.test", Some(fallback.clone()));
         assert_eq!(
-            strict.classify(Some(b"other.test"), &mut buf),
+            strict.classify(|| Some(b"other.test"), &mut buf),
             HostMatch::Unknown(&fallback)
         );
         assert_eq!(
-            strict.classify(Some(b"SHORT.test"), &mut buf),
+            strict.classify(|| Some(b"SHORT.test"), &mut buf),
             HostMatch::Default
         );
         strict.replace(Vec::new());

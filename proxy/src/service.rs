@@ -341,11 +341,12 @@ impl ProxyHttp for Redirector {
             return Ok(false);
         }
         let mut host_buf = [0u8; 253];
-        let host = req
-            .headers
-            .get(header::HOST)
-            .map(HeaderValue::as_bytes)
-            .or_else(|| req.uri.host().map(str::as_bytes));
+        let host = || {
+            req.headers
+                .get(header::HOST)
+                .map(HeaderValue::as_bytes)
+                .or_else(|| req.uri.host().map(str::as_bytes))
+        };
         let domain = match self.domains.classify(host, &mut host_buf) {
             HostMatch::Default => "",
             HostMatch::Custom(domain) => domain,
