@@ -263,10 +263,17 @@ async fn the_same_code_on_two_domains_goes_to_two_targets() {
     assert_eq!(status, 201, "{on_default}");
 
     // The proxy routes by Host: case-insensitive, port ignored; unknown hosts get the
-    // default domain.
-    let r = follow_on(&s, "GO.example.test:8080", "same", None).await;
+    // default domain. A new domain reaches the proxy with the route sync (at once when
+    // its first link syncs, else within the 1 s domain refresh); until then its host is
+    // the default domain's, so wait for it rather than race the sync.
+    let r = eventually_redirects(
+        &s,
+        "GO.example.test:8080",
+        "same",
+        "https://example.com/on-domain",
+    )
+    .await;
     assert_eq!(r.status(), 301);
-    assert_eq!(r.headers()["location"], "https://example.com/on-domain");
     let r = s.follow("same").await;
     assert_eq!(r.headers()["location"], "https://example.com/on-default");
     let r = follow_on(&s, "unknown.example.test", "same", None).await;
@@ -325,17 +332,39 @@ async fn the_same_code_on_two_domains_goes_to_two_targets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    eventually_redirects(
+        &s,
+        "go.example.test",
+        "same",
+        "https://example.com/on-default",
+    )
+    .await;
+}
+
+/// Follows `code` on `host` until it redirects to `want` (the proxy's view of domains
+/// trails the store by up to the 1 s domain refresh); fails after 5 s.
+async fn eventually_redirects(
+    s: &TestServer,
+    host: &str,
+    code: &str,
+    want: &str,
+) -> reqwest::Response {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let r = follow_on(&s, "go.example.test", "same", None).await;
-        if r.headers()["location"] == "https://example.com/on-default" {
-            break;
+        let r = follow_on(s, host, code, None).await;
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        if location.as_deref() == Some(want) {
+            return r;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "domain removal not seen"
+            "{host}/{code} still answers {} {location:?}, want {want}",
+            r.status()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
