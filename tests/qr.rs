@@ -1,11 +1,21 @@
-//! QR codes of short links: both formats decode back to the short URL (with rqrr, a QR
-//! decoder), only the owner gets them, and bad parameters are refused.
+//! QR codes of short links: both formats decode back to the short URL with the scan
+//! marker (with rqrr, a QR decoder), only the owner gets them, bad parameters are refused,
+//! and scans are counted as the `qr` source.
 
 mod common;
 
-use common::{ADMIN_KEY, TestServer, error_code};
+use common::{ADMIN_KEY, TestServer, error_code, wait_total};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
+
+const BROWSER: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+
+fn count_of(list: &Value, key: &str) -> u64 {
+    list.as_array()
+        .and_then(|items| items.iter().find(|i| i["key"] == key))
+        .and_then(|i| i["count"].as_u64())
+        .unwrap_or(0)
+}
 
 fn decode(image: image::GrayImage) -> String {
     let mut prepared = rqrr::PreparedImage::prepare(image);
@@ -78,7 +88,7 @@ async fn qr_codes_decode_to_the_short_url_for_the_owner_only() {
     let png = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     // Whole modules only: the largest image of at most 300 px.
     assert!((250..=300).contains(&png.width()), "{}", png.width());
-    assert_eq!(decode(png.to_luma8()), short_url);
+    assert_eq!(decode(png.to_luma8()), format!("{short_url}?qr"));
 
     let r = s
         .api(Method::GET, "/api/v1/links/qrcode1/qr", ADMIN_KEY)
@@ -88,7 +98,20 @@ async fn qr_codes_decode_to_the_short_url_for_the_owner_only() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/svg+xml");
     let svg = r.text().await.unwrap();
-    assert_eq!(decode(rasterize_svg(&svg)), short_url);
+    assert_eq!(decode(rasterize_svg(&svg)), format!("{short_url}?qr"));
+
+    // Without the marker, for a code printed where scans need not be told apart.
+    let r = s
+        .api(
+            Method::GET,
+            "/api/v1/links/qrcode1/qr?format=png&marker=false",
+            ADMIN_KEY,
+        )
+        .send()
+        .await
+        .unwrap();
+    let png = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(decode(png.to_luma8()), short_url);
 
     let other = s.new_user("qr-stranger").await;
     let r = s
@@ -117,4 +140,83 @@ async fn qr_codes_decode_to_the_short_url_for_the_owner_only() {
         assert_eq!(r.status(), 422, "{query}");
         assert_eq!(error_code(&r.json().await.unwrap()), code);
     }
+}
+
+/// Follows `url` as a phone's browser would, with an optional form body.
+async fn visit(s: &TestServer, url: &str, password: Option<&str>) -> reqwest::Response {
+    let request = match password {
+        Some(password) => s
+            .client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("password={password}")),
+        None => s.client.get(url),
+    };
+    request.header("user-agent", BROWSER).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn scans_are_counted_as_the_qr_source_and_the_marker_is_not_passed_on() {
+    let s = TestServer::start().await;
+    let (status, link) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/menu", "alias": "menu"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let short_url = link["short_url"].as_str().unwrap().to_owned();
+    let r = s
+        .api(Method::GET, "/api/v1/links/menu/qr?format=png", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let scanned = decode(
+        image::load_from_memory(&r.bytes().await.unwrap())
+            .unwrap()
+            .to_luma8(),
+    );
+    assert_eq!(scanned, format!("{short_url}?qr"));
+
+    // The scanned URL, on the proxy: the target without the marker.
+    let r = visit(&s, &format!("{}/menu?qr", s.proxy), None).await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "https://example.com/menu");
+    // A click with a referrer and one typed in.
+    let r = s
+        .client
+        .get(format!("{}/menu", s.proxy))
+        .header("user-agent", BROWSER)
+        .header("referer", "https://news.example.org/story")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    let stats = wait_total(&s.client, &s.proxy, "menu", 2).await;
+    assert_eq!(stats["total"], 2, "{stats}");
+    assert_eq!(count_of(&stats["referrers"], "qr"), 1, "{stats}");
+    assert_eq!(
+        count_of(&stats["referrers"], "news.example.org"),
+        1,
+        "{stats}"
+    );
+
+    // A protected link scanned: the password form keeps the marker, so the click it
+    // leads to counts as a scan too.
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/secret", "alias": "vault", "password": "open sesame"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let r = visit(&s, &format!("{}/vault?qr", s.proxy), None).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("action=\"/vault?qr\""), "{page}");
+    let r = visit(&s, &format!("{}/vault?qr", s.proxy), Some("open%20sesame")).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "https://example.com/secret");
+    let stats = wait_total(&s.client, &s.proxy, "vault", 1).await;
+    assert_eq!(count_of(&stats["referrers"], "qr"), 1, "{stats}");
 }

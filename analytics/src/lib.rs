@@ -119,7 +119,11 @@ impl Enricher {
             os: agent.os,
             device: if bot { "bot" } else { agent.device }.to_owned(),
             bot,
-            referrer: referrer_host(click.referrer.as_deref()),
+            referrer: if click.qr {
+                shortlink_core::QR_SOURCE.to_owned()
+            } else {
+                referrer_host(click.referrer.as_deref())
+            },
             country: self.country(ip, click.country.as_deref()),
             count: click.count.max(1),
         }
@@ -216,6 +220,7 @@ mod tests {
             host: None,
             country: Some("de".into()),
             head: false,
+            qr: false,
             count: 1,
         }
     }
@@ -264,6 +269,12 @@ mod tests {
         assert_eq!(
             anonymize("2001:db8:1:2:3:4:5:6".parse().unwrap()).to_string(),
             "2001:db8:1::"
+        );
+        c.qr = true;
+        assert_eq!(
+            enricher.enrich(&c).referrer,
+            "qr",
+            "a scan's source is qr, whatever it sent as Referer"
         );
         let full = Enricher::new(None, true)
             .unwrap()

@@ -211,13 +211,20 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-fn form(code: &str, message: Option<&str>) -> String {
+/// The password form; it posts back to `/{code}`, keeping the QR marker when the visit
+/// came from a scan so the click is counted as one.
+fn form(code: &str, qr: bool, message: Option<&str>) -> String {
     let error = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
         .unwrap_or_default();
+    let marker = if qr {
+        format!("?{}", shortlink_core::QR_MARKER)
+    } else {
+        String::new()
+    };
     format!(
         "<p>This link is protected. Enter its password to continue.</p>{error}\
-         <form method=\"post\" action=\"/{code}\"><label for=\"password\">Password</label>\
+         <form method=\"post\" action=\"/{code}{marker}\"><label for=\"password\">Password</label>\
          <input id=\"password\" name=\"password\" type=\"password\" required autofocus \
          autocomplete=\"current-password\" maxlength=\"{MAX_PASSWORD_BYTES}\">\
          <button type=\"submit\">Continue</button></form>",
@@ -297,6 +304,7 @@ async fn follow(
         host: text(header::HOST),
         country: None,
         head: false,
+        qr: shortlink_core::is_qr_scan(request.uri.query()),
         count: 1,
     };
     let mut target = link.url.as_str();
@@ -342,7 +350,7 @@ pub async fn show(
     Ok(page(
         StatusCode::OK,
         "Password required",
-        &form(&code, None),
+        &form(&code, shortlink_core::is_qr_scan(request.uri.query()), None),
     ))
 }
 
@@ -388,7 +396,11 @@ pub async fn submit(
         return Ok(page(
             StatusCode::UNAUTHORIZED,
             "Password required",
-            &form(&code, Some("That password is not right. Try again.")),
+            &form(
+                &code,
+                shortlink_core::is_qr_scan(parts.uri.query()),
+                Some("That password is not right. Try again."),
+            ),
         ));
     }
     state.password_throttle().forget(key);

@@ -1,4 +1,6 @@
-//! `GET /api/v1/links/{code}/qr`: the short URL as a QR code, in SVG or PNG.
+//! `GET /api/v1/links/{code}/qr`: the short URL as a QR code, in SVG or PNG. The URL
+//! carries the scan marker (`?qr`, see [`shortlink_core::QR_MARKER`]) unless `marker=false`:
+//! the proxy counts such a visit with the source `qr` and redirects without the query.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
@@ -24,6 +26,9 @@ pub struct QrQuery {
     size: Option<u32>,
     /// The link's custom domain; absent for the default domain.
     domain: Option<String>,
+    /// Whether the encoded URL carries the scan marker (`?qr`) so scans are counted as
+    /// the `qr` source; default true.
+    marker: Option<bool>,
 }
 
 /// `GET /api/v1/links/{code}/qr?format=svg|png&size=`: owner-only.
@@ -45,7 +50,11 @@ pub async fn link_qr(
         ));
     }
     let link = crate::links::owned_link(&state, &caller, query.domain.as_deref(), &code).await?;
-    let short_url = state.short_url(&link.domain, link.code.as_str());
+    let mut short_url = state.short_url(&link.domain, link.code.as_str());
+    if query.marker.unwrap_or(true) {
+        short_url.push('?');
+        short_url.push_str(shortlink_core::QR_MARKER);
+    }
     let qr = QrCode::new(short_url.as_bytes())
         .map_err(|e| ApiError::invalid("qr_failed", format!("cannot encode the URL: {e}")))?;
     let (content_type, body): (&'static str, Vec<u8>) =

@@ -31,11 +31,30 @@ pub struct ClickEvent {
     /// True for HEAD requests (counted as bots: browsers do not send them to follow links).
     #[serde(rename = "h", default, skip_serializing_if = "std::ops::Not::not")]
     pub head: bool,
+    /// True when the short URL carried the [`QR_MARKER`]: a scan of the link's QR code.
+    #[serde(rename = "q", default, skip_serializing_if = "std::ops::Not::not")]
+    pub qr: bool,
     /// How many identical clicks this stands for: the shipper folds clicks that differ only
     /// in their milliseconds within one second into one event (`ts_ms` is the first's).
     /// Absent on the wire means 1.
     #[serde(rename = "n", default = "one", skip_serializing_if = "is_one")]
     pub count: u32,
+}
+
+/// The query parameter the link's QR code adds to the short URL (`https://s.example/abc?qr`)
+/// so a scan can be told from a click; the proxy drops the query when it redirects.
+pub const QR_MARKER: &str = "qr";
+
+/// The source recorded (in the referrer dimension) for a QR scan.
+pub const QR_SOURCE: &str = "qr";
+
+/// Whether a request's query string carries the [`QR_MARKER`] (`qr`, `qr=` or `qr=1`
+/// among its parameters).
+pub fn is_qr_scan(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|param| param.split_once('=').map_or(param, |(name, _)| name) == QR_MARKER)
+    })
 }
 
 fn one() -> u32 {
@@ -75,7 +94,7 @@ pub struct EnrichedClick {
     pub device: String,
     /// Whether a bot, crawler, link previewer or HEAD request made it.
     pub bot: bool,
-    /// The referrer's host, or `direct`.
+    /// The referrer's host, `direct`, or [`QR_SOURCE`] for a QR scan.
     pub referrer: String,
     /// ISO country code, or `unknown`.
     pub country: String,
@@ -143,4 +162,41 @@ pub struct LinkStats {
     pub os: Vec<KeyCount>,
     /// Device classes.
     pub devices: Vec<KeyCount>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_marker_is_any_parameter_named_qr() {
+        assert!(is_qr_scan(Some("qr")));
+        assert!(is_qr_scan(Some("qr=1")));
+        assert!(is_qr_scan(Some("utm_source=x&qr")));
+        assert!(!is_qr_scan(None));
+        assert!(!is_qr_scan(Some("")));
+        assert!(!is_qr_scan(Some("qrx")));
+        assert!(!is_qr_scan(Some("x=qr")));
+    }
+
+    #[test]
+    fn qr_flag_is_absent_on_the_wire_unless_set() {
+        let mut click = ClickEvent {
+            link_id: 1,
+            ts_ms: 2,
+            ip: None,
+            user_agent: None,
+            referrer: None,
+            host: None,
+            country: None,
+            head: false,
+            qr: false,
+            count: 1,
+        };
+        assert!(!serde_json::to_string(&click).unwrap().contains("\"q\""));
+        click.qr = true;
+        let json = serde_json::to_string(&click).unwrap();
+        assert!(json.contains("\"q\":true"), "{json}");
+        assert_eq!(serde_json::from_str::<ClickEvent>(&json).unwrap(), click);
+    }
 }

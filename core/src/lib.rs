@@ -16,7 +16,8 @@ pub mod upload;
 
 pub use account::{KEY_HASH_LEN, Role, User, UserId, hash_api_key};
 pub use click::{
-    ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, SeriesPoint,
+    ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,
+    SeriesPoint, is_qr_scan,
 };
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
 pub use domain::{Domain, DomainError, normalize_host, validate_domain};

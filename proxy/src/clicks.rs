@@ -68,12 +68,13 @@ pub struct ClickSink {
 }
 
 /// What makes two clicks the same visit, for folding: link, second, client address,
-/// method, and the captured header values (user agent, referrer, host, country).
+/// method, QR marker, and the captured header values (user agent, referrer, host, country).
 pub fn click_identity(
     link_id: shortlink_core::LinkId,
     ts_ms: i64,
     ip: Option<std::net::IpAddr>,
     head: bool,
+    qr: bool,
     fields: [Option<&str>; 4],
 ) -> u128 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -84,7 +85,7 @@ pub fn click_identity(
         Some(std::net::IpAddr::V6(v6)) => h.update(&v6.octets()),
         None => h.update(&[0xff]),
     }
-    h.update(&[u8::from(head)]);
+    h.update(&[u8::from(head) | u8::from(qr) << 1]);
     for field in fields {
         match field {
             Some(text) => {
@@ -105,6 +106,7 @@ fn visit_identity(click: &ClickEvent) -> u128 {
         click.ts_ms,
         click.ip,
         click.head,
+        click.qr,
         [
             click.user_agent.as_deref(),
             click.referrer.as_deref(),
@@ -563,6 +565,7 @@ mod tests {
             host: Some("sho.rt".into()),
             country: None,
             head: false,
+            qr: false,
             count: 1,
         }
     }

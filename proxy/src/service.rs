@@ -100,6 +100,7 @@ impl Capture {
         let ts_ms = now_unix_ms();
         let ip = self.client_ip(session);
         let head = req.method == Method::HEAD;
+        let qr = shortlink_core::is_qr_scan(req.uri.query());
         let user_agent = header_text(req, "user-agent");
         let referrer = header_text(req, "referer");
         let host = header_text(req, "host");
@@ -112,6 +113,7 @@ impl Capture {
             ts_ms,
             ip,
             head,
+            qr,
             [user_agent, referrer, host, country],
         );
         sink.record(identity, || ClickEvent {
@@ -123,6 +125,7 @@ impl Capture {
             host: host.map(str::to_owned),
             country: country.map(str::to_owned),
             head,
+            qr,
             count: 1,
         });
     }

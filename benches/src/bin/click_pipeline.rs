@@ -40,6 +40,7 @@ fn click(i: usize, link_id: i64, span_ms: i64, now_ms: i64) -> ClickEvent {
         host: Some("sho.rt".to_owned()),
         country: Some(["DE", "US", "NL", "FR"][i % 4].to_owned()),
         head: false,
+        qr: false,
         count: 1,
     }
 }
