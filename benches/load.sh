@@ -6,7 +6,11 @@
 # Usage: benches/load.sh [links=1000] [rounds=3] [seconds=10] [connections=64]
 # Env:   THREADS (proxy threads = nginx workers; default nproc), WRK_THREADS (default 2),
 #        CAPTURE_OFF=1 also runs a second shortlink with click capture off, interleaved,
-#        and reports the capture-on/capture-off throughput ratio.
+#        and reports the capture-on/capture-off throughput ratio;
+#        TARGETED=1 also runs a second shortlink whose links carry targeting rules
+#        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
+#        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
+#        desktop Chrome's, which no device rule matches: every rule is evaluated).
 set -euo pipefail
 
 N=${1:-1000}
@@ -21,6 +25,12 @@ NGINX_PORT=18082
 OFF_PROXY_PORT=18083
 OFF_CONTROL_PORT=18084
 CAPTURE_OFF=${CAPTURE_OFF:-0}
+TARGETED=${TARGETED:-0}
+TARGETED_PROXY_PORT=18085
+TARGETED_CONTROL_PORT=18086
+CHROME_UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+if [ "$TARGETED" = 1 ]; then UA=${UA-$CHROME_UA}; fi
+UA=${UA:-}
 KEY=sl_load_harness_admin_key_0000000000
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,7 +68,7 @@ start_shortlink() {
 
 # Waits for an instance (pid, name), seeds it, and checks one link answers 301.
 seed() {
-  local pid=$1 name=$2 proxy_port=$3 control_port=$4
+  local pid=$1 name=$2 proxy_port=$3 control_port=$4 variant=${5:-}
   sleep 0.3
   kill -0 "$pid" 2>/dev/null || { echo "shortlink ($name) exited:"; cat "$work/$name.log"; exit 1; }
   for _ in $(seq 100); do
@@ -66,11 +76,17 @@ seed() {
     sleep 0.1
   done
   curl -fs "http://127.0.0.1:$proxy_port/readyz" >/dev/null || { echo "shortlink did not start"; exit 1; }
-  "$root/target/release/load_seed" "http://127.0.0.1:$control_port" "$KEY" "$N"
+  "$root/target/release/load_seed" "http://127.0.0.1:$control_port" "$KEY" "$N" $variant
   sleep 1
   local status
   status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$proxy_port/ld$((N - 1))")
   [ "$status" = 301 ] || { echo "sanity check failed: /ld$((N - 1)) answered $status"; exit 1; }
+  if [ "$variant" = targeted ]; then
+    local location
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' -A "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)" \
+      "http://127.0.0.1:$proxy_port/ld$((N - 1))")
+    case $location in https://apps.apple.com/*) ;; *) echo "sanity check failed: targeted /ld$((N - 1)) went to $location"; exit 1 ;; esac
+  fi
 }
 
 sl_pid=$(start_shortlink data "$PROXY_PORT" "$CONTROL_PORT")
@@ -84,6 +100,11 @@ if [ "$CAPTURE_OFF" = 1 ]; then
   pids+=("$off_pid")
   seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
 fi
+if [ "$TARGETED" = 1 ]; then
+  targeted_pid=$(start_shortlink data-targeted "$TARGETED_PROXY_PORT" "$TARGETED_CONTROL_PORT")
+  pids+=("$targeted_pid")
+  seed "$targeted_pid" data-targeted "$TARGETED_PROXY_PORT" "$TARGETED_CONTROL_PORT" targeted
+fi
 
 sed -e "s|@WORKERS@|$THREADS|" -e "s|@DIR@|$work|g" -e "s|@PORT@|$NGINX_PORT|" \
   "$root/benches/load/nginx.conf.in" >"$work/nginx.conf"
@@ -95,7 +116,7 @@ sleep 0.5
 run_wrk() {
   local out
   out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$root/benches/load/random_code.lua" \
-    "http://127.0.0.1:$1" -- "$N")
+    "http://127.0.0.1:$1" -- "$N" "$UA")
   echo "$out" >>"$work/wrk.txt"
   echo "$out" | awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -111,11 +132,15 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 : >"$work/shortlink.runs"
 : >"$work/nginx.runs"
 : >"$work/capture-off.runs"
+: >"$work/targeted.runs"
 for round in $(seq "$ROUNDS"); do
   run_wrk "$PROXY_PORT" | tee -a "$work/shortlink.runs" | sed "s/^/round $round shortlink: /"
   run_wrk "$NGINX_PORT" | tee -a "$work/nginx.runs" | sed "s/^/round $round nginx:     /"
   if [ "$CAPTURE_OFF" = 1 ]; then
     run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round capture-off: /"
+  fi
+  if [ "$TARGETED" = 1 ]; then
+    run_wrk "$TARGETED_PROXY_PORT" | tee -a "$work/targeted.runs" | sed "s/^/round $round targeted:  /"
   fi
 done
 
@@ -137,6 +162,13 @@ if [ "$CAPTURE_OFF" = 1 ]; then
   capture_ratio=$(paste "$work/shortlink.runs" "$work/capture-off.runs" | awk '{ print $1 / $5 }' | median)
   printf "median per-round ratio capture on/off = %.3f\n" "$capture_ratio"
 fi
+if [ "$TARGETED" = 1 ]; then
+  t_rps=$(col 1 "$work/targeted.runs")
+  printf "%-10s %12.0f %9.3f %9.3f\n" targeted "$t_rps" "$(col 2 "$work/targeted.runs")" "$(col 3 "$work/targeted.runs")"
+  targeted_ratio=$(paste "$work/targeted.runs" "$work/shortlink.runs" | awk '{ print $1 / $5 }' | median)
+  printf "median per-round ratio targeted/untargeted = %.3f\n" "$targeted_ratio"
+fi
+[ -z "$UA" ] || echo "user agent sent: $UA"
 echo "shortlink RSS: ${rss_before} KiB before loading, ${rss_after} KiB after $N links"
 bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/shortlink.runs")
 [ "$bad" = 0 ] || echo "WARNING: shortlink answered $bad non-3xx responses"

@@ -1,7 +1,8 @@
 //! Creates N links with aliases `ld0` … `ld{N-1}` through the API, 64 requests at a time,
-//! so the load harness knows every code without reading the store.
+//! so the load harness knows every code without reading the store. With `targeted` each
+//! link also gets targeting rules (iOS, Android and two countries).
 //!
-//! `load_seed <api base> <api key> <n>`
+//! `load_seed <api base> <api key> <n> [targeted]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: load_seed <api base> <api key> <n>");
+    if !(4..=5).contains(&args.len()) || args.get(4).is_some_and(|a| a != "targeted") {
+        eprintln!("usage: load_seed <api base> <api key> <n> [targeted]");
         std::process::exit(2);
     }
+    let targeted = args.len() == 5;
     let base = args[1].trim_end_matches('/').to_owned();
     let key = args[2].clone();
     let n: usize = args[3].parse().expect("n must be a number");
@@ -28,10 +30,20 @@ async fn main() {
                     if i >= n {
                         return;
                     }
-                    let body = serde_json::json!({
+                    let mut body = serde_json::json!({
                         "url": format!("https://www.example.com/articles/{i:08}/a-typical-slug?ref=x"),
                         "alias": format!("ld{i}"),
                     });
+                    if targeted {
+                        body["targeting"] = serde_json::json!({
+                            "ios": format!("https://apps.apple.com/app/id{i:08}"),
+                            "android": format!("https://play.google.com/store/apps/details?id=ex{i}"),
+                            "countries": {
+                                "DE": format!("https://www.example.de/artikel/{i:08}"),
+                                "FR": format!("https://www.example.fr/article/{i:08}"),
+                            },
+                        });
+                    }
                     let r = client
                         .post(format!("{base}/api/v1/links"))
                         .bearer_auth(&key)
