@@ -9,6 +9,8 @@
 #        and reports the capture-on/capture-off throughput ratio;
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
+#        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
+#        pingora ProxyHttp) over the same route table, interleaved, with their ratios to nginx;
 #        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
 #        desktop Chrome's, which no device rule matches: every rule is evaluated).
 set -euo pipefail
@@ -26,6 +28,9 @@ OFF_PROXY_PORT=18083
 OFF_CONTROL_PORT=18084
 CAPTURE_OFF=${CAPTURE_OFF:-0}
 TARGETED=${TARGETED:-0}
+PEERS=${PEERS:-0}
+PEER_MODES=(axum pingora-serve pingora-proxy)
+PEER_PORTS=(18087 18088 18089)
 TARGETED_PROXY_PORT=18085
 TARGETED_CONTROL_PORT=18086
 CHROME_UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -44,6 +49,7 @@ need nginx nginx-light
 
 cargo build --release -q -p shortlink --bin shortlink
 cargo build --release -q -p shortlink-benches --bin load_seed
+[ "$PEERS" = 1 ] && cargo build --release -q -p shortlink-benches --bin redirect_peer
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -106,6 +112,20 @@ if [ "$TARGETED" = 1 ]; then
   seed "$targeted_pid" data-targeted "$TARGETED_PROXY_PORT" "$TARGETED_CONTROL_PORT" targeted
 fi
 
+if [ "$PEERS" = 1 ]; then
+  for i in "${!PEER_MODES[@]}"; do
+    "$root/target/release/redirect_peer" "${PEER_MODES[$i]}" "127.0.0.1:${PEER_PORTS[$i]}" "$N" "$THREADS" \
+      >"$work/peer-${PEER_MODES[$i]}.log" 2>&1 &
+    pids+=("$!")
+  done
+  sleep 1
+  for i in "${!PEER_MODES[@]}"; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PEER_PORTS[$i]}/ld$((N - 1))")
+    [ "$status" = 301 ] || { echo "peer ${PEER_MODES[$i]} answered $status"; cat "$work/peer-${PEER_MODES[$i]}.log"; exit 1; }
+    : >"$work/peer-${PEER_MODES[$i]}.runs"
+  done
+fi
+
 sed -e "s|@WORKERS@|$THREADS|" -e "s|@DIR@|$work|g" -e "s|@PORT@|$NGINX_PORT|" \
   "$root/benches/load/nginx.conf.in" >"$work/nginx.conf"
 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
@@ -139,6 +159,11 @@ for round in $(seq "$ROUNDS"); do
   if [ "$CAPTURE_OFF" = 1 ]; then
     run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round capture-off: /"
   fi
+  if [ "$PEERS" = 1 ]; then
+    for i in "${!PEER_MODES[@]}"; do
+      run_wrk "${PEER_PORTS[$i]}" | tee -a "$work/peer-${PEER_MODES[$i]}.runs" | sed "s/^/round $round ${PEER_MODES[$i]}: /"
+    done
+  fi
   if [ "$TARGETED" = 1 ]; then
     run_wrk "$TARGETED_PROXY_PORT" | tee -a "$work/targeted.runs" | sed "s/^/round $round targeted:  /"
   fi
@@ -167,6 +192,13 @@ if [ "$TARGETED" = 1 ]; then
   printf "%-10s %12.0f %9.3f %9.3f\n" targeted "$t_rps" "$(col 2 "$work/targeted.runs")" "$(col 3 "$work/targeted.runs")"
   targeted_ratio=$(paste "$work/targeted.runs" "$work/shortlink.runs" | awk '{ print $1 / $5 }' | median)
   printf "median per-round ratio targeted/untargeted = %.3f\n" "$targeted_ratio"
+fi
+if [ "$PEERS" = 1 ]; then
+  for mode in "${PEER_MODES[@]}"; do
+    runs="$work/peer-$mode.runs"
+    printf "%-14s %12.0f %9.3f %9.3f  per-round ratio to nginx %.3f\n" "$mode" "$(col 1 "$runs")" "$(col 2 "$runs")" "$(col 3 "$runs")" \
+      "$(paste "$runs" "$work/nginx.runs" | awk '{ print $1 / $5 }' | median)"
+  done
 fi
 [ -z "$UA" ] || echo "user agent sent: $UA"
 echo "shortlink RSS: ${rss_before} KiB before loading, ${rss_after} KiB after $N links"

@@ -255,6 +255,15 @@ async fn metrics_count_what_every_subsystem_did() {
     );
     assert!(v("shortlink_route_table_links", &[]) >= 1.0);
     assert_eq!(v("shortlink_route_table_loaded", &[]), 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let synced = v("shortlink_route_sync_last_success_timestamp_seconds", &[]);
+    assert!(
+        (now - 30.0..=now + 1.0).contains(&synced),
+        "the route sync caught up recently: {synced} vs now {now}"
+    );
     assert!(v("shortlink_clicks_captured_total", &[]) >= 4.0);
     assert!(v("shortlink_clicks_shipped_total", &[]) >= 4.0);
     assert!(v("shortlink_clicks_ingested_total", &[]) >= 4.0);

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::clicks::ClickStats;
 use crate::routes::RouteTable;
@@ -84,7 +84,7 @@ pub(crate) struct StateCollector {
 }
 
 /// (name, help) of every metric the collector reports; counters end in `_total`.
-const STATE: [(&str, &str); 8] = [
+const STATE: [(&str, &str); 9] = [
     (
         "shortlink_clicks_captured_total",
         "Clicks put on the proxy's queue.",
@@ -116,6 +116,10 @@ const STATE: [(&str, &str); 8] = [
     (
         "shortlink_route_table_loaded",
         "1 once the proxy's first bulk load of routes finished.",
+    ),
+    (
+        "shortlink_route_sync_last_success_timestamp_seconds",
+        "Unix time the proxy's route table last caught up with the store's change feed (0: never); time() minus it is the sync's staleness.",
     ),
 ];
 
@@ -169,6 +173,11 @@ impl Collector for StateCollector {
                 gauge.set(value);
                 out.extend(gauge.collect());
             }
+        }
+        let (name, help) = STATE[counters.len() + gauges.len()];
+        if let Ok(gauge) = Gauge::new(name, help) {
+            gauge.set(self.sync.caught_up_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+            out.extend(gauge.collect());
         }
         out
     }

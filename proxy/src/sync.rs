@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +28,18 @@ pub struct SyncStatus {
     pub loaded: AtomicBool,
     /// Feed position applied so far.
     pub position: AtomicU64,
+    /// Unix milliseconds when the table last caught up with the feed (0: never).
+    pub caught_up_ms: AtomicI64,
+}
+
+impl SyncStatus {
+    fn caught_up(&self, position: u64) {
+        self.position.store(position, Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.caught_up_ms.store(now_ms, Ordering::Relaxed);
+    }
 }
 
 /// The background service that loads and follows routes.
@@ -132,10 +144,11 @@ impl RouteSync {
                 self.refresh_domains().await?;
             }
             position = batch.next;
-            self.status.position.store(position, Ordering::Relaxed);
             if count < FEED_BATCH {
+                self.status.caught_up(position);
                 return Ok(position);
             }
+            self.status.position.store(position, Ordering::Relaxed);
         }
     }
 
@@ -143,7 +156,7 @@ impl RouteSync {
         loop {
             match self.full_load(false).await {
                 Ok(position) => {
-                    self.status.position.store(position, Ordering::Relaxed);
+                    self.status.caught_up(position);
                     self.status.loaded.store(true, Ordering::Release);
                     return Some(position);
                 }

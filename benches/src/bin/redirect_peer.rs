@@ -1,0 +1,195 @@
+//! Peers for the load harness: the same route table as the proxy, loaded with the harness's
+//! links (`ld0` … `ld{N-1}`), served by the leanest server of each kind, so a run shows what
+//! the HTTP stack costs apart from shortlink's own work.
+//!
+//! `redirect_peer <axum|pingora-serve|pingora-proxy> <listen addr> <n> [threads]`
+//!
+//! - `axum`: axum 0.8 on a multi-thread tokio runtime, `GET /{code}` → 301.
+//! - `pingora-serve`: a pingora `ServeHttp` app (no proxy phases, no modules).
+//! - `pingora-proxy`: a pingora `ProxyHttp` that answers from `request_filter`, as the real
+//!   proxy does, without click capture, metrics or host classification.
+//!
+//! Every answer is the proxy's: `301`, `Location`, `Cache-Control`, `Content-Length: 0`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{HeaderValue, StatusCode, header};
+use pingora::apps::http_app::ServeHttp;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+use shortlink_core::{Link, ShortCode};
+use shortlink_proxy::{Resolution, RouteTable};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NOW: i64 = 1_900_000_000;
+
+/// The harness's link `ld{i}`, with the URL `load_seed` gives it.
+fn harness_link(i: usize) -> Link {
+    let mut link = shortlink_benches::sample_link(i);
+    link.code = ShortCode::from_stored(format!("ld{i}"));
+    link
+}
+
+/// `Location` and `Cache-Control` of `path`'s route, if it redirects.
+fn lookup(table: &RouteTable, path: &str) -> Option<(HeaderValue, &'static str)> {
+    let code = path.strip_prefix('/')?;
+    match table.resolve(table.key("", code), NOW) {
+        Resolution::Redirect {
+            status, location, ..
+        } => Some((location, status.cache_control())),
+        _ => None,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!(
+            "usage: redirect_peer <axum|pingora-serve|pingora-proxy> <listen addr> <n> [threads]"
+        );
+        std::process::exit(2);
+    }
+    let (mode, listen) = (args[1].as_str(), args[2].as_str());
+    let n: usize = args[3].parse().expect("n must be a number");
+    let threads: usize = args.get(4).map_or(2, |t| t.parse().expect("threads"));
+    let table = Arc::new(RouteTable::new(Duration::from_secs(2), 1000));
+    for i in 0..n {
+        table.upsert(&harness_link(i));
+    }
+    eprintln!("{mode} peer: {n} links on {listen}, {threads} threads");
+    match mode {
+        "axum" => serve_axum(table, listen, threads),
+        "pingora-serve" => {
+            let app = pingora::apps::http_app::HttpServer::new_app(ServeApp { table });
+            serve_pingora(app, listen, threads)
+        }
+        "pingora-proxy" => {
+            let mut server = pingora_server(threads);
+            let mut service =
+                pingora::proxy::http_proxy_service(&server.configuration, ProxyApp { table });
+            service.add_tcp(listen);
+            server.add_service(service);
+            server.run_forever()
+        }
+        other => {
+            eprintln!("unknown mode {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve_axum(table: Arc<RouteTable>, listen: &str, threads: usize) {
+    use axum::extract::{Path, State};
+    use axum::response::{IntoResponse, Response};
+
+    async fn redirect(State(table): State<Arc<RouteTable>>, Path(code): Path<String>) -> Response {
+        match lookup(&table, &format!("/{code}")) {
+            Some((location, cache)) => (
+                StatusCode::MOVED_PERMANENTLY,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+                ],
+            )
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let app = axum::Router::new()
+            .route("/{code}", axum::routing::get(redirect))
+            .with_state(table);
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
+fn pingora_server(threads: usize) -> Server {
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+fn serve_pingora<A>(app: A, listen: &str, threads: usize)
+where
+    A: pingora::apps::HttpServerApp + Send + Sync + 'static,
+{
+    let mut server = pingora_server(threads);
+    let mut service = pingora::services::listening::Service::new("peer".to_owned(), app);
+    service.add_tcp(listen);
+    server.add_service(service);
+    server.run_forever()
+}
+
+struct ServeApp {
+    table: Arc<RouteTable>,
+}
+
+#[async_trait]
+impl ServeHttp for ServeApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let builder = http::Response::builder();
+        match lookup(&self.table, session.req_header().uri.path()) {
+            Some((location, cache)) => builder
+                .status(StatusCode::MOVED_PERMANENTLY)
+                .header(header::LOCATION, location)
+                .header(header::CACHE_CONTROL, cache)
+                .header(header::CONTENT_LENGTH, "0"),
+            None => builder
+                .status(StatusCode::NOT_FOUND)
+                .header(header::CONTENT_LENGTH, "0"),
+        }
+        .body(Vec::new())
+        .expect("response")
+    }
+}
+
+struct ProxyApp {
+    table: Arc<RouteTable>,
+}
+
+#[async_trait]
+impl ProxyHttp for ProxyApp {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
+        let found = lookup(&self.table, session.req_header().uri.path());
+        let mut resp = ResponseHeader::build(if found.is_some() { 301 } else { 404 }, Some(3))?;
+        if let Some((location, cache)) = found {
+            resp.insert_header(header::LOCATION, location)?;
+            resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static(cache))?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Err(pingora::Error::new(pingora::ErrorType::HTTPStatus(404)))
+    }
+}
