@@ -6,7 +6,8 @@
 # Usage: benches/load.sh [links=1000] [rounds=3] [seconds=10] [connections=64]
 # Env:   THREADS (proxy threads = nginx workers; default nproc), WRK_THREADS (default 2),
 #        CAPTURE_OFF=1 also runs a second shortlink with click capture off, interleaved,
-#        and reports the capture-on/capture-off throughput ratio;
+#        and reports the capture-on/capture-off throughput ratio (CAPTURE_AA=1: both
+#        instances capture, to measure the harness's bias on that ratio);
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
@@ -102,7 +103,11 @@ rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
 seed "$sl_pid" data "$PROXY_PORT" "$CONTROL_PORT"
 rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
 if [ "$CAPTURE_OFF" = 1 ]; then
-  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" SHORTLINK_PROXY__CAPTURE_CLICKS=false)
+  # CAPTURE_AA=1 leaves capture on in the second instance too: an A/A run that measures
+  # the harness's own bias (order in the round, data folder) on the capture ratio.
+  off_capture=false
+  [ "${CAPTURE_AA:-0}" = 1 ] && off_capture=true
+  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" SHORTLINK_PROXY__CAPTURE_CLICKS=$off_capture)
   pids+=("$off_pid")
   seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
 fi

@@ -33,6 +33,43 @@ const SECRET_HEADER: &str = "x-shortlink-internal-secret";
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Shards of the capture-side fold.
 const SHARDS: usize = 16;
+
+/// Hashes a click identity (already a 128-bit xxh3) by taking its low 64 bits: hashing it
+/// again would only cost time.
+#[derive(Clone, Copy, Default)]
+struct IdentityHasher;
+
+impl std::hash::BuildHasher for IdentityHasher {
+    type Hasher = TakeLowBits;
+
+    fn build_hasher(&self) -> TakeLowBits {
+        TakeLowBits(0)
+    }
+}
+
+/// The [`IdentityHasher`]'s hasher.
+#[derive(Default)]
+struct TakeLowBits(u64);
+
+impl std::hash::Hasher for TakeLowBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; keep something sensible for anything else.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+/// A shard alone on its cache lines, so two threads' shards never share one.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(std::sync::Mutex<Shard>);
 /// First and largest wait between spool replay attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -55,14 +92,14 @@ pub struct ClickStats {
 /// Clicks held by one shard, by identity.
 #[derive(Default)]
 struct Shard {
-    events: std::collections::HashMap<u128, ClickEvent, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    events: std::collections::HashMap<u128, ClickEvent, IdentityHasher>,
     captured: u64,
 }
 
 /// The proxy's end of the click path.
 #[derive(Clone)]
 pub struct ClickSink {
-    shards: Arc<[std::sync::Mutex<Shard>]>,
+    shards: Arc<[Padded]>,
     shard_capacity: usize,
     stats: Arc<ClickStats>,
 }
@@ -75,7 +112,7 @@ pub fn click_identity(
     ip: Option<std::net::IpAddr>,
     head: bool,
     qr: bool,
-    fields: [Option<&str>; 4],
+    fields: [Option<&[u8]>; 4],
 ) -> u128 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&link_id.to_le_bytes());
@@ -90,7 +127,7 @@ pub fn click_identity(
         match field {
             Some(text) => {
                 h.update(&(text.len() as u32).to_le_bytes());
-                h.update(text.as_bytes());
+                h.update(text);
             }
             None => h.update(&u32::MAX.to_le_bytes()),
         }
@@ -108,10 +145,10 @@ fn visit_identity(click: &ClickEvent) -> u128 {
         click.head,
         click.qr,
         [
-            click.user_agent.as_deref(),
-            click.referrer.as_deref(),
-            click.host.as_deref(),
-            click.country.as_deref(),
+            click.user_agent.as_deref().map(str::as_bytes),
+            click.referrer.as_deref().map(str::as_bytes),
+            click.host.as_deref().map(str::as_bytes),
+            click.country.as_deref().map(str::as_bytes),
         ],
     )
 }
@@ -122,7 +159,9 @@ impl ClickSink {
     /// counted. Never waits for I/O.
     #[inline]
     pub fn record(&self, identity: u128, build: impl FnOnce() -> ClickEvent) {
-        let mut shard = self.shards[(identity as usize) % SHARDS]
+        // The identity's high bits pick the shard; its low bits are the map's hash.
+        let mut shard = self.shards[((identity >> 64) as usize) % SHARDS]
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let held = shard.events.len();
@@ -149,7 +188,7 @@ impl ClickSink {
         let mut captured = 0;
         for shard in self.shards.iter() {
             let (events, count) = {
-                let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let mut shard = shard.0.lock().unwrap_or_else(|e| e.into_inner());
                 (
                     std::mem::take(&mut shard.events),
                     std::mem::take(&mut shard.captured),
@@ -210,7 +249,7 @@ pub fn click_queue(
 ) -> std::io::Result<(ClickSink, ClickShipper)> {
     let stats = Arc::new(ClickStats::default());
     let sink = ClickSink {
-        shards: (0..SHARDS).map(|_| std::sync::Mutex::default()).collect(),
+        shards: (0..SHARDS).map(|_| Padded::default()).collect(),
         shard_capacity: capacity.div_ceil(SHARDS).max(1),
         stats: stats.clone(),
     };
@@ -469,7 +508,7 @@ impl ClickShipper {
 struct Coalescer {
     events: Vec<ClickEvent>,
     /// Identity of an event → its index in `events`.
-    index: std::collections::HashMap<u128, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    index: std::collections::HashMap<u128, usize, IdentityHasher>,
 }
 
 impl Coalescer {

@@ -72,6 +72,22 @@ fn header_text<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     Some(&value[..end])
 }
 
+/// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
+/// identity hashes these bytes; only a new click turns them into text ([`captured_text`]).
+#[inline]
+fn header_bytes<'a>(
+    req: &'a RequestHeader,
+    name: impl http::header::AsHeaderName,
+) -> Option<&'a [u8]> {
+    let value = req.headers.get(name)?.as_bytes();
+    Some(&value[..value.len().min(MAX_CAPTURED_FIELD)])
+}
+
+/// A captured header value as text (invalid UTF-8, e.g. a cut character, replaced).
+fn captured_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 impl Capture {
     /// The click's client IP: the socket's, or the last untrusted hop of `X-Forwarded-For`
     /// when the socket's peer is a trusted proxy.
@@ -93,21 +109,22 @@ impl Capture {
             .or(Some(peer))
     }
 
-    /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
-    /// copied only when no identical click is held yet.
+    /// Records the click of a redirect by `link_id`: hashed from borrowed header values
+    /// (standard names looked up without parsing), copied only when no identical click is
+    /// held yet.
     fn record(&self, sink: &ClickSink, session: &Session, link_id: LinkId) {
         let req = session.req_header();
         let ts_ms = now_unix_ms();
         let ip = self.client_ip(session);
         let head = req.method == Method::HEAD;
         let qr = shortlink_core::is_qr_scan(req.uri.query());
-        let user_agent = header_text(req, "user-agent");
-        let referrer = header_text(req, "referer");
-        let host = header_text(req, "host");
+        let user_agent = header_bytes(req, &header::USER_AGENT);
+        let referrer = header_bytes(req, &header::REFERER);
+        let host = header_bytes(req, &header::HOST);
         let country = self
             .country_header
             .as_deref()
-            .and_then(|h| header_text(req, h));
+            .and_then(|h| header_bytes(req, h));
         let identity = crate::clicks::click_identity(
             link_id,
             ts_ms,
@@ -120,10 +137,10 @@ impl Capture {
             link_id,
             ts_ms,
             ip,
-            user_agent: user_agent.map(str::to_owned),
-            referrer: referrer.map(str::to_owned),
-            host: host.map(str::to_owned),
-            country: country.map(str::to_owned),
+            user_agent: user_agent.map(captured_text),
+            referrer: referrer.map(captured_text),
+            host: host.map(captured_text),
+            country: country.map(captured_text),
             head,
             qr,
             count: 1,
@@ -479,5 +496,32 @@ impl ProxyHttp for Redirector {
             crate::metrics::REQUESTS
                 .observe(response.status.as_u16(), started.elapsed().as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_headers_are_cut_and_kept_as_text() {
+        let mut req = RequestHeader::build("GET", b"/abc", None).unwrap();
+        let long = "a".repeat(MAX_CAPTURED_FIELD + 100);
+        req.insert_header(header::USER_AGENT, long.as_str())
+            .unwrap();
+        req.insert_header(
+            header::REFERER,
+            HeaderValue::from_bytes(b"https://x.example/\xc3\xa9").unwrap(),
+        )
+        .unwrap();
+        let ua = header_bytes(&req, &header::USER_AGENT).unwrap();
+        assert_eq!(ua.len(), MAX_CAPTURED_FIELD);
+        assert_eq!(
+            captured_text(header_bytes(&req, &header::REFERER).unwrap()),
+            "https://x.example/é"
+        );
+        // A cut through a character keeps the text, marking the cut.
+        assert_eq!(captured_text(&"é".as_bytes()[..1]), "\u{fffd}");
+        assert!(header_bytes(&req, &header::HOST).is_none());
     }
 }

@@ -10,6 +10,7 @@
 //!   proxy does, without click capture, metrics or host classification.
 //!
 //! Every answer is the proxy's: `301`, `Location`, `Cache-Control`, `Content-Length: 0`.
+//! Env (pingora modes): `PEER_WORK_STEALING=0` for per-thread runtimes, `PEER_LISTENER_TASKS`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,8 +119,16 @@ fn serve_axum(table: Arc<RouteTable>, listen: &str, threads: usize) {
 }
 
 fn pingora_server(threads: usize) -> Server {
+    let env_flag = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let conf = ServerConf {
         threads,
+        work_stealing: env_flag("PEER_WORK_STEALING", 1) == 1,
+        listener_tasks_per_fd: env_flag("PEER_LISTENER_TASKS", 1),
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()
