@@ -75,10 +75,7 @@ fn header_text<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 /// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
 /// identity hashes these bytes; only a new click turns them into text ([`captured_text`]).
 #[inline]
-fn header_bytes<'a>(
-    req: &'a RequestHeader,
-    name: impl http::header::AsHeaderName,
-) -> Option<&'a [u8]> {
+fn header_bytes(req: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
     let value = req.headers.get(name)?.as_bytes();
     Some(&value[..value.len().min(MAX_CAPTURED_FIELD)])
 }
