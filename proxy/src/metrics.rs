@@ -1,15 +1,16 @@
 //! The data plane's Prometheus metrics, in the process's default registry.
 //!
-//! The per-request path touches only pre-resolved counters and one histogram (atomic
-//! adds); everything else (the click pipeline's counts, the route table's size, the sync
-//! position) is read from the proxy's own atomics when a scrape asks.
+//! The per-request path adds to plain atomics in its thread's shard (a status counter, a
+//! latency bucket, the latency sum), summed at scrape time; everything else (the click
+//! pipeline's counts, the route table's size, the sync position) is read from the proxy's
+//! own atomics when a scrape asks.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::clicks::ClickStats;
 use crate::routes::RouteTable;
@@ -23,56 +24,186 @@ const BUCKETS: &[f64] = &[
 /// Statuses with a counter resolved up front (the redirect path's answers).
 const COMMON: [u16; 8] = [301, 302, 307, 308, 404, 410, 429, 503];
 
-/// Request metrics of the proxy.
-pub struct RequestMetrics {
-    by_status: IntCounterVec,
-    common: [IntCounter; COMMON.len()],
-    duration: Histogram,
+/// Shards of the request metrics: request threads pick one each, so two threads never
+/// add to the same cache line.
+const SHARDS: usize = 16;
+
+/// Hands each thread that observes a request its shard, in the order they first do.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
+
+/// One thread's share of the request metrics, alone on its cache lines.
+#[repr(align(128))]
+struct RequestShard {
+    common: [AtomicU64; COMMON.len()],
+    /// Observations per bucket (not cumulative), the last one past the largest bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for RequestShard {
+    fn default() -> Self {
+        RequestShard {
+            common: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Request metrics of the proxy: `shortlink_proxy_responses_total{status}` and
+/// `shortlink_proxy_request_duration_seconds`, counted in per-thread shards of plain
+/// atomics and summed when a scrape asks (statuses outside the common ones go to a
+/// labelled counter directly: they are rare).
+pub struct RequestMetrics {
+    shards: Box<[RequestShard]>,
+    uncommon: IntCounterVec,
+    descs: Vec<Desc>,
+}
+
+const RESPONSES: (&str, &str) = (
+    "shortlink_proxy_responses_total",
+    "Responses the proxy sent (redirects, its own error pages, forwarded answers), by status.",
+);
+const DURATION: (&str, &str) = (
+    "shortlink_proxy_request_duration_seconds",
+    "Time from the request's arrival at the proxy to its response being sent.",
+);
 
 impl RequestMetrics {
     /// Counts a response and its time.
+    #[inline]
     pub fn observe(&self, status: u16, seconds: f64) {
+        let shard = &self.shards[THREAD_SHARD.with(|s| *s)];
         match COMMON.iter().position(|s| *s == status) {
-            Some(i) => self.common[i].inc(),
+            Some(i) => {
+                shard.common[i].fetch_add(1, Ordering::Relaxed);
+            }
             None => self
-                .by_status
+                .uncommon
                 .with_label_values(&[&status.to_string()])
                 .inc(),
         }
-        self.duration.observe(seconds);
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    fn responses(&self) -> Vec<MetricFamily> {
+        let Ok(counters) = IntCounterVec::new(Opts::new(RESPONSES.0, RESPONSES.1), &["status"])
+        else {
+            return Vec::new();
+        };
+        for (i, status) in COMMON.iter().enumerate() {
+            let total: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.common[i].load(Ordering::Relaxed))
+                .sum();
+            counters
+                .with_label_values(&[&status.to_string()])
+                .inc_by(total);
+        }
+        for family in self.uncommon.collect() {
+            for metric in family.get_metric() {
+                if let Some(label) = metric.get_label().first() {
+                    counters
+                        .with_label_values(&[label.value()])
+                        .inc_by(metric.get_counter().value() as u64);
+                }
+            }
+        }
+        counters.collect()
+    }
+
+    fn duration(&self) -> MetricFamily {
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::with_capacity(BUCKETS.len());
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self
+                .shards
+                .iter()
+                .map(|s| s.buckets[i].load(Ordering::Relaxed))
+                .sum::<u64>();
+            let mut bucket = prometheus::proto::Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(cumulative);
+            buckets.push(bucket);
+        }
+        let count = cumulative
+            + self
+                .shards
+                .iter()
+                .map(|s| s.buckets[BUCKETS.len()].load(Ordering::Relaxed))
+                .sum::<u64>();
+        let sum_nanos: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
+            .sum();
+        let mut histogram = prometheus::proto::Histogram::default();
+        histogram.set_sample_count(count);
+        histogram.set_sample_sum(sum_nanos as f64 / 1e9);
+        histogram.set_bucket(buckets);
+        let mut metric = prometheus::proto::Metric::default();
+        metric.set_histogram(histogram);
+        let mut family = MetricFamily::default();
+        family.set_name(DURATION.0.to_owned());
+        family.set_help(DURATION.1.to_owned());
+        family.set_field_type(prometheus::proto::MetricType::HISTOGRAM);
+        family.set_metric(vec![metric]);
+        family
+    }
+}
+
+/// The registered view of [`REQUESTS`].
+struct RequestCollector;
+
+impl Collector for RequestCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        REQUESTS.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = REQUESTS.responses();
+        out.push(REQUESTS.duration());
+        out
     }
 }
 
 /// The proxy's request metrics, registered on first use.
 pub static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| {
-    let by_status = IntCounterVec::new(
-        Opts::new(
-            "shortlink_proxy_responses_total",
-            "Responses the proxy sent (redirects, its own error pages, forwarded answers), by status.",
-        ),
-        &["status"],
-    )
-    .expect("valid metric");
-    let duration = Histogram::with_opts(
-        HistogramOpts::new(
-            "shortlink_proxy_request_duration_seconds",
-            "Time from the request's arrival at the proxy to its response being sent.",
-        )
-        .buckets(BUCKETS.to_vec()),
-    )
-    .expect("valid metric");
-    let registry = prometheus::default_registry();
-    // Registering twice (several proxies in one test process) keeps the first.
-    let _ = registry.register(Box::new(by_status.clone()));
-    let _ = registry.register(Box::new(duration.clone()));
-    let common = COMMON.map(|s| by_status.with_label_values(&[&s.to_string()]));
+    let uncommon =
+        IntCounterVec::new(Opts::new(RESPONSES.0, RESPONSES.1), &["status"]).expect("valid metric");
+    let descs = [RESPONSES, DURATION]
+        .iter()
+        .filter_map(|(name, help)| {
+            Desc::new((*name).into(), (*help).into(), vec![], Default::default()).ok()
+        })
+        .collect();
     RequestMetrics {
-        by_status,
-        common,
-        duration,
+        shards: (0..SHARDS).map(|_| RequestShard::default()).collect(),
+        uncommon,
+        descs,
     }
 });
+
+/// Registers the request metrics in the default registry (once per process).
+fn register_requests() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        LazyLock::force(&REQUESTS);
+        let _ = prometheus::default_registry().register(Box::new(RequestCollector));
+    });
+}
 
 /// Reads the proxy's state at scrape time: click pipeline counts, route table size, sync
 /// position.
@@ -126,6 +257,7 @@ const STATE: [(&str, &str); 9] = [
 impl StateCollector {
     /// Registers a collector for one proxy's state (the first proxy in a process wins).
     pub(crate) fn register(clicks: Arc<ClickStats>, table: Arc<RouteTable>, sync: Arc<SyncStatus>) {
+        register_requests();
         let descs = STATE
             .iter()
             .filter_map(|(name, help)| {
@@ -207,5 +339,60 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
             .header(http::header::CONTENT_LENGTH, length)
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn responses(status: &str) -> f64 {
+        REQUESTS
+            .responses()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .find(|m| m.get_label().iter().any(|l| l.value() == status))
+            .map_or(0.0, |m| m.get_counter().value())
+    }
+
+    #[test]
+    fn shards_of_several_threads_sum_at_scrape_time() {
+        let before_301 = responses("301");
+        let before_count = REQUESTS.duration().get_metric()[0]
+            .get_histogram()
+            .sample_count();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        REQUESTS.observe(301, 0.000_07);
+                    }
+                    REQUESTS.observe(418, 2.0);
+                });
+            }
+        });
+        assert_eq!(responses("301") - before_301, 3000.0);
+        assert!(
+            responses("418") >= 3.0,
+            "uncommon statuses are reported too"
+        );
+        let family = REQUESTS.duration();
+        let histogram = family.get_metric()[0].get_histogram();
+        assert_eq!(histogram.sample_count() - before_count, 3003);
+        let buckets = histogram.get_bucket();
+        assert_eq!(buckets.len(), BUCKETS.len());
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].cumulative_count() <= w[1].cumulative_count()),
+            "cumulative"
+        );
+        let at_100us = buckets.iter().find(|b| b.upper_bound() == 0.000_1).unwrap();
+        assert!(at_100us.cumulative_count() >= 3000);
+        assert!(
+            buckets.last().unwrap().cumulative_count() < histogram.sample_count(),
+            "2 s observations are past the largest bound"
+        );
+        assert!(histogram.sample_sum() >= 6.0);
     }
 }
