@@ -12,6 +12,11 @@
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
 #        pingora ProxyHttp) over the same route table, interleaved, with their ratios to nginx;
+#        HALF_PEAK=1 then drives shortlink and nginx open-loop (`rate_load`) at half of
+#        shortlink's median rate for SECS*2 seconds each and reports p50/p99 from when each
+#        request was due;
+#        FLAME=1 records shortlink with `perf` (DWARF call graphs) during round 1's run and
+#        writes benches/flamegraphs/redirect-<links>.svg (installs inferno with cargo);
 #        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
 #        desktop Chrome's, which no device rule matches: every rule is evaluated).
 set -euo pipefail
@@ -51,6 +56,7 @@ need nginx nginx-light
 cargo build --release -q -p shortlink --bin shortlink
 cargo build --release -q -p shortlink-benches --bin load_seed
 [ "$PEERS" = 1 ] && cargo build --release -q -p shortlink-benches --bin redirect_peer
+[ "${HALF_PEAK:-0}" = 1 ] && cargo build --release -q -p shortlink-benches --bin rate_load
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -158,8 +164,25 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 : >"$work/nginx.runs"
 : >"$work/capture-off.runs"
 : >"$work/targeted.runs"
+if [ "${FLAME:-0}" = 1 ]; then
+  command -v perf >/dev/null || { echo "FLAME=1 needs perf (apt-get install linux-perf)"; exit 1; }
+  command -v inferno-flamegraph >/dev/null || cargo install -q --locked inferno
+fi
 for round in $(seq "$ROUNDS"); do
+  if [ "${FLAME:-0}" = 1 ] && [ "$round" = 1 ]; then
+    perf record -q -F 299 --call-graph dwarf,16384 -p "$sl_pid" -o "$work/perf.data" -- sleep "$SECS" 2>/dev/null &
+    perf_pid=$!
+  fi
   run_wrk "$PROXY_PORT" | tee -a "$work/shortlink.runs" | sed "s/^/round $round shortlink: /"
+  if [ -n "${perf_pid:-}" ]; then
+    wait "$perf_pid" || true
+    perf_pid=
+    mkdir -p "$root/benches/flamegraphs"
+    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/perf.folded"
+    inferno-flamegraph --title "shortlink serve, wrk -c$CONNS, $N links" <"$work/perf.folded" \
+      >"$root/benches/flamegraphs/redirect-$N.svg"
+    echo "flamegraph: benches/flamegraphs/redirect-$N.svg"
+  fi
   run_wrk "$NGINX_PORT" | tee -a "$work/nginx.runs" | sed "s/^/round $round nginx:     /"
   if [ "$CAPTURE_OFF" = 1 ]; then
     run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round capture-off: /"
@@ -203,6 +226,15 @@ if [ "$PEERS" = 1 ]; then
     runs="$work/peer-$mode.runs"
     printf "%-14s %12.0f %9.3f %9.3f  per-round ratio to nginx %.3f\n" "$mode" "$(col 1 "$runs")" "$(col 2 "$runs")" "$(col 3 "$runs")" \
       "$(paste "$runs" "$work/nginx.runs" | awk '{ print $1 / $5 }' | median)"
+  done
+fi
+if [ "${HALF_PEAK:-0}" = 1 ]; then
+  half=$(awk -v r="$sl_rps" 'BEGIN { printf "%d", r / 2 }')
+  echo "open loop at half of shortlink's median rate ($half req/s), $CONNS connections, $((SECS * 2)) s:"
+  for target in "shortlink $PROXY_PORT" "nginx $NGINX_PORT"; do
+    set -- $target
+    printf "%-10s " "$1"
+    "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$half" "$((SECS * 2))" "$CONNS"
   done
 fi
 [ -z "$UA" ] || echo "user agent sent: $UA"

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, error_code, status_and_code, wait_total,
+    ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, count_of, error_code, status_and_code,
+    wait_total,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -15,13 +16,6 @@ const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS
 const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-
-fn count_of(list: &Value, key: &str) -> u64 {
-    list.as_array()
-        .and_then(|items| items.iter().find(|i| i["key"] == key))
-        .and_then(|i| i["count"].as_u64())
-        .unwrap_or(0)
-}
 
 #[tokio::test]
 async fn every_redirect_is_counted_in_the_right_buckets() {

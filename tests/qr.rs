@@ -4,18 +4,11 @@
 
 mod common;
 
-use common::{ADMIN_KEY, TestServer, error_code, wait_total};
+use common::{ADMIN_KEY, TestServer, count_of, error_code, wait_total};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const BROWSER: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
-
-fn count_of(list: &Value, key: &str) -> u64 {
-    list.as_array()
-        .and_then(|items| items.iter().find(|i| i["key"] == key))
-        .and_then(|i| i["count"].as_u64())
-        .unwrap_or(0)
-}
 
 fn decode(image: image::GrayImage) -> String {
     let mut prepared = rqrr::PreparedImage::prepare(image);

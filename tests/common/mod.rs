@@ -432,6 +432,14 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Polls a link's stats until `total` reaches `want` (or 15 s pass); returns the last body.
+/// The count of `key` in a stats list like `referrers` (`[{key, count}]`), 0 if absent.
+pub fn count_of(list: &Value, key: &str) -> u64 {
+    list.as_array()
+        .and_then(|items| items.iter().find(|i| i["key"] == key))
+        .and_then(|i| i["count"].as_u64())
+        .unwrap_or(0)
+}
+
 pub async fn wait_total(client: &reqwest::Client, base: &str, code: &str, want: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
