@@ -70,6 +70,7 @@ impl std::hash::Hasher for TakeLowBits {
 #[derive(Default)]
 #[repr(align(128))]
 struct Padded(std::sync::Mutex<Shard>);
+
 /// First and largest wait between spool replay attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
