@@ -193,14 +193,13 @@ async fn register_domain(s: &TestServer, body: Value) -> (u16, Value) {
 }
 
 async fn follow_on(s: &TestServer, host: &str, code: &str, ua: Option<&str>) -> reqwest::Response {
-    let mut request = s
-        .client
-        .get(format!("{}/{code}", s.proxy))
-        .header("host", host);
-    if let Some(ua) = ua {
-        request = request.header("user-agent", ua);
+    match ua {
+        Some(ua) => {
+            s.follow_with(code, &[("host", host), ("user-agent", ua)])
+                .await
+        }
+        None => s.follow_with(code, &[("host", host)]).await,
     }
-    request.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -280,18 +279,9 @@ async fn the_same_code_on_two_domains_goes_to_two_targets() {
     assert_eq!(r.headers()["location"], "https://example.com/on-default");
 
     // The per-link endpoints take ?domain=.
-    let got: Value = s
-        .api(
-            Method::GET,
-            "/api/v1/links/same?domain=go.example.test",
-            &alice,
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = s
+        .get_json("/api/v1/links/same?domain=go.example.test", &alice)
+        .await;
     assert_eq!(got["url"], "https://example.com/on-domain");
     let r = s
         .api(Method::GET, "/api/v1/links/same", &alice)
@@ -305,23 +295,9 @@ async fn the_same_code_on_two_domains_goes_to_two_targets() {
     );
 
     // Listing: admins see every domain, users the ones they may use.
-    let mine: Value = s
-        .api(Method::GET, "/api/v1/domains", &bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine = s.get_json("/api/v1/domains", &bob).await;
     assert_eq!(mine["items"], json!([]));
-    let all: Value = s
-        .api(Method::GET, "/api/v1/domains", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = s.get_json("/api/v1/domains", ADMIN_KEY).await;
     assert_eq!(all["items"][0]["name"], "go.example.test");
 
     // Unregistering the domain makes its host the default domain's again (within the
@@ -431,22 +407,12 @@ async fn targeting_sends_iphone_android_and_countries_to_their_targets() {
     let r = follow_on(&s, &host, "getapp", Some(DESKTOP)).await;
     assert_eq!(r.headers()["location"], "https://example.com/app");
     let r = s
-        .client
-        .get(format!("{}/getapp", s.proxy))
-        .header("user-agent", DESKTOP)
-        .header("cf-ipcountry", "DE")
-        .send()
-        .await
-        .unwrap();
+        .follow_with("getapp", &[("user-agent", DESKTOP), ("cf-ipcountry", "DE")])
+        .await;
     assert_eq!(r.headers()["location"], "https://example.de/app");
     let r = s
-        .client
-        .get(format!("{}/getapp", s.proxy))
-        .header("user-agent", IPHONE)
-        .header("cf-ipcountry", "DE")
-        .send()
-        .await
-        .unwrap();
+        .follow_with("getapp", &[("user-agent", IPHONE), ("cf-ipcountry", "DE")])
+        .await;
     assert_eq!(
         r.headers()["location"],
         "https://apps.apple.com/app/id1",

@@ -135,17 +135,20 @@ async fn qr_codes_decode_to_the_short_url_for_the_owner_only() {
     }
 }
 
-/// Follows `url` as a phone's browser would, with an optional form body.
-async fn visit(s: &TestServer, url: &str, password: Option<&str>) -> reqwest::Response {
-    let request = match password {
-        Some(password) => s
-            .client
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("password={password}")),
-        None => s.client.get(url),
+/// Follows `path` on the proxy as a phone's browser would, posting the password form
+/// when one is given.
+async fn visit(s: &TestServer, path: &str, password: Option<&str>) -> reqwest::Response {
+    let Some(password) = password else {
+        return s.follow_with(path, &[("user-agent", BROWSER)]).await;
     };
-    request.header("user-agent", BROWSER).send().await.unwrap()
+    s.client
+        .post(format!("{}/{path}", s.proxy))
+        .header("user-agent", BROWSER)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("password={password}"))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -172,18 +175,19 @@ async fn scans_are_counted_as_the_qr_source_and_the_marker_is_not_passed_on() {
     assert_eq!(scanned, format!("{short_url}?qr"));
 
     // The scanned URL, on the proxy: the target without the marker.
-    let r = visit(&s, &format!("{}/menu?qr", s.proxy), None).await;
+    let r = visit(&s, "menu?qr", None).await;
     assert_eq!(r.status(), 301);
     assert_eq!(r.headers()["location"], "https://example.com/menu");
     // A click with a referrer and one typed in.
     let r = s
-        .client
-        .get(format!("{}/menu", s.proxy))
-        .header("user-agent", BROWSER)
-        .header("referer", "https://news.example.org/story")
-        .send()
-        .await
-        .unwrap();
+        .follow_with(
+            "menu",
+            &[
+                ("user-agent", BROWSER),
+                ("referer", "https://news.example.org/story"),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 301);
     let stats = wait_total(&s.client, &s.proxy, "menu", 2).await;
     assert_eq!(stats["total"], 2, "{stats}");
@@ -203,11 +207,11 @@ async fn scans_are_counted_as_the_qr_source_and_the_marker_is_not_passed_on() {
         )
         .await;
     assert_eq!(status, 201);
-    let r = visit(&s, &format!("{}/vault?qr", s.proxy), None).await;
+    let r = visit(&s, "vault?qr", None).await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("action=\"/vault?qr\""), "{page}");
-    let r = visit(&s, &format!("{}/vault?qr", s.proxy), Some("open%20sesame")).await;
+    let r = visit(&s, "vault?qr", Some("open%20sesame")).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "https://example.com/secret");
     let stats = wait_total(&s.client, &s.proxy, "vault", 1).await;

@@ -285,6 +285,15 @@ impl TestServer {
             .expect("proxy request")
     }
 
+    /// `GET /{path}` on the proxy with extra request headers (`host`, `user-agent`, …).
+    pub async fn follow_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(format!("{}/{path}", self.proxy));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("proxy request")
+    }
+
     /// Polls `/{code}` until its status is `want` or `within` passes; returns the last
     /// response and how long it took.
     pub async fn wait_status(
