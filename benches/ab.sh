@@ -7,7 +7,7 @@
 # Build the two binaries first (e.g. copy target/release/shortlink aside between builds).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -q -p shortlink-benches --bin load_seed
+cargo build --release -q --workspace --bins
 set -u
 KEY=sl_load_harness_admin_key_0000000000
 W=$root/target/ab; rm -rf $W; mkdir -p $W

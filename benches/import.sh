@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$root/target/import-bench
 KEY=sl_import_bench_admin_key_000000000
 rm -rf "$work" && mkdir -p "$work"
-cargo build --release -q -p shortlink --bin shortlink
+cargo build --release -q --workspace --bins
 SHORTLINK_DATA_DIR=$work/data SHORTLINK_PROXY_LISTEN=127.0.0.1:18480 SHORTLINK_CONTROL_LISTEN=127.0.0.1:18481 \
   SHORTLINK_ADMIN_KEY=$KEY SHORTLINK_LOG=warn "$root/target/release/shortlink" serve >"$work/out" 2>"$work/log" &
 pid=$!

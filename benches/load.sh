@@ -8,6 +8,8 @@
 #        CAPTURE_OFF=1 also runs a second shortlink with click capture off, interleaved,
 #        and reports the capture-on/capture-off throughput ratio (CAPTURE_AA=1: both
 #        instances capture, to measure the harness's bias on that ratio);
+#        FAST_PATH_OFF=1 instead runs the second shortlink with the redirect fast path off
+#        (every request through pingora's ProxyHttp) and reports fast-path on/off;
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
@@ -33,6 +35,16 @@ NGINX_PORT=18082
 OFF_PROXY_PORT=18083
 OFF_CONTROL_PORT=18084
 CAPTURE_OFF=${CAPTURE_OFF:-0}
+FAST_PATH_OFF=${FAST_PATH_OFF:-0}
+# The second instance (CAPTURE_OFF or FAST_PATH_OFF): its label and its setting.
+second_label=capture-off
+second_env=SHORTLINK_PROXY__CAPTURE_CLICKS=false
+[ "${CAPTURE_AA:-0}" = 1 ] && second_env=SHORTLINK_PROXY__CAPTURE_CLICKS=true
+if [ "$FAST_PATH_OFF" = 1 ]; then
+  CAPTURE_OFF=1
+  second_label=fast-path-off
+  second_env=SHORTLINK_PROXY__FAST_PATH=false
+fi
 TARGETED=${TARGETED:-0}
 PEERS=${PEERS:-0}
 PEER_MODES=(axum pingora-serve pingora-proxy)
@@ -53,10 +65,9 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get inst
 need wrk wrk
 need nginx nginx-light
 
-cargo build --release -q -p shortlink --bin shortlink
-cargo build --release -q -p shortlink-benches --bin load_seed
-[ "$PEERS" = 1 ] && cargo build --release -q -p shortlink-benches --bin redirect_peer
-[ "${HALF_PEAK:-0}" = 1 ] && cargo build --release -q -p shortlink-benches --bin rate_load
+# One build of every binary with the workspace's feature set (what the tests build too, so
+# nothing is compiled twice): shortlink, load_seed, redirect_peer, rate_load.
+cargo build --release -q --workspace --bins
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -111,9 +122,7 @@ rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
 if [ "$CAPTURE_OFF" = 1 ]; then
   # CAPTURE_AA=1 leaves capture on in the second instance too: an A/A run that measures
   # the harness's own bias (order in the round, data folder) on the capture ratio.
-  off_capture=false
-  [ "${CAPTURE_AA:-0}" = 1 ] && off_capture=true
-  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" SHORTLINK_PROXY__CAPTURE_CLICKS=$off_capture)
+  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" "$second_env")
   pids+=("$off_pid")
   seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
 fi
@@ -185,7 +194,7 @@ for round in $(seq "$ROUNDS"); do
   fi
   run_wrk "$NGINX_PORT" | tee -a "$work/nginx.runs" | sed "s/^/round $round nginx:     /"
   if [ "$CAPTURE_OFF" = 1 ]; then
-    run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round capture-off: /"
+    run_wrk "$OFF_PROXY_PORT" | tee -a "$work/capture-off.runs" | sed "s/^/round $round $second_label: /"
   fi
   if [ "$PEERS" = 1 ]; then
     for i in "${!PEER_MODES[@]}"; do
@@ -211,9 +220,10 @@ round_ratio=$(paste "$work/shortlink.runs" "$work/nginx.runs" | awk '{ print $1 
 printf "median per-round ratio shortlink/nginx = %.3f\n" "$round_ratio"
 if [ "$CAPTURE_OFF" = 1 ]; then
   off_rps=$(col 1 "$work/capture-off.runs")
-  printf "%-10s %12.0f %9.3f %9.3f\n" capture-off "$off_rps" "$(col 2 "$work/capture-off.runs")" "$(col 3 "$work/capture-off.runs")"
+  printf "%-10s %12.0f %9.3f %9.3f\n" "$second_label" "$off_rps" "$(col 2 "$work/capture-off.runs")" "$(col 3 "$work/capture-off.runs")"
   capture_ratio=$(paste "$work/shortlink.runs" "$work/capture-off.runs" | awk '{ print $1 / $5 }' | median)
-  printf "median per-round ratio capture on/off = %.3f\n" "$capture_ratio"
+  second_ratio=$(paste "$work/capture-off.runs" "$work/nginx.runs" | awk '{ print $1 / $5 }' | median)
+  printf "median per-round ratio shortlink/%s = %.3f (%s/nginx %.3f)\n" "$second_label" "$capture_ratio" "$second_label" "$second_ratio"
 fi
 if [ "$TARGETED" = 1 ]; then
   t_rps=$(col 1 "$work/targeted.runs")

@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     pub bulk_load_page: usize,
     /// Record a click event for every redirect. Default true.
     pub capture_clicks: bool,
+    /// Answer plain redirects on the fast path (HTTP/1.1 GET or HEAD of a live link in the
+    /// route table, read and answered straight off the socket); everything else goes
+    /// through pingora's proxy either way. Default true; false is for comparisons.
+    pub fast_path: bool,
     /// Address of an admin listener serving `/metrics` (Prometheus text) for a proxy running
     /// apart from a control plane; in `serve` the control plane's `/metrics` covers both.
     /// Default unset.
@@ -71,6 +75,7 @@ impl Default for ProxyConfig {
             sync_poll_ms: 500,
             bulk_load_page: 10_000,
             capture_clicks: true,
+            fast_path: true,
             metrics_listen: None,
             click_queue_capacity: 65_536,
             click_batch_max: 10_000,

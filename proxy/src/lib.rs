@@ -5,6 +5,7 @@
 pub mod clicks;
 pub mod config;
 pub mod domains;
+pub mod fast_path;
 pub mod metrics;
 pub mod routes;
 pub mod service;
@@ -161,7 +162,13 @@ pub fn add_proxy(
         limiter.clone(),
         status.clone(),
     );
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, redirector);
+    let app = fast_path::FastPathApp::new(
+        redirector.clone(),
+        config.country_header.as_deref(),
+        config.fast_path,
+        pingora::proxy::http_proxy(&server.configuration, redirector),
+    );
+    let mut proxy = pingora::services::listening::Service::new("shortlink proxy".into(), app);
     proxy.add_tcp(&config.listen);
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 

@@ -17,7 +17,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
-use shortlink_core::{ClickEvent, DeviceClass, LinkId, RouteState, time_util::now_unix};
+use shortlink_core::{
+    ClickEvent, DeviceClass, LinkId, RedirectStatus, RouteState, time_util::now_unix,
+};
 use shortlink_store::Store;
 use tracing::warn;
 
@@ -62,22 +64,57 @@ pub struct Capture {
 /// A client IP → ISO country code lookup (a GeoIP database).
 pub type CountryLookup = Arc<dyn Fn(IpAddr) -> Option<String> + Send + Sync>;
 
-/// A header's value as kept in a click: text only, cut to [`MAX_CAPTURED_FIELD`] bytes.
-fn header_text<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    let value = req.headers.get(name)?.to_str().ok()?;
-    let mut end = value.len().min(MAX_CAPTURED_FIELD);
-    while !value.is_char_boundary(end) {
-        end -= 1;
+/// The parts of a request the redirect path reads, borrowed from whichever parser read it:
+/// pingora's for requests it handles, the fast path's ([`crate::fast_path`]) for plain
+/// redirects. Header values are whole; capture cuts them to [`MAX_CAPTURED_FIELD`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestView<'a> {
+    /// The socket's peer address.
+    pub peer: Option<IpAddr>,
+    /// Whether the method is HEAD.
+    pub head: bool,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
+    /// `User-Agent`.
+    pub user_agent: Option<&'a [u8]>,
+    /// `Referer`.
+    pub referrer: Option<&'a [u8]>,
+    /// `Host`.
+    pub host: Option<&'a [u8]>,
+    /// `X-Forwarded-For`.
+    pub forwarded_for: Option<&'a [u8]>,
+    /// The configured country header's value.
+    pub country: Option<&'a [u8]>,
+}
+
+impl<'a> RequestView<'a> {
+    /// The view of a request pingora has read.
+    fn of_session(session: &'a Session, country_header: Option<&str>) -> RequestView<'a> {
+        let req = session.req_header();
+        let get = |name: &header::HeaderName| req.headers.get(name).map(HeaderValue::as_bytes);
+        RequestView {
+            peer: client_ip(session),
+            head: req.method == Method::HEAD,
+            query: req.uri.query(),
+            user_agent: get(&header::USER_AGENT),
+            referrer: get(&header::REFERER),
+            host: get(&header::HOST).or_else(|| req.uri.host().map(str::as_bytes)),
+            forwarded_for: req
+                .headers
+                .get("x-forwarded-for")
+                .map(HeaderValue::as_bytes),
+            country: country_header
+                .and_then(|h| req.headers.get(h))
+                .map(HeaderValue::as_bytes),
+        }
     }
-    Some(&value[..end])
 }
 
 /// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
 /// identity hashes these bytes; only a new click turns them into text ([`captured_text`]).
 #[inline]
-fn header_bytes(req: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
-    let value = req.headers.get(name)?.as_bytes();
-    Some(&value[..value.len().min(MAX_CAPTURED_FIELD)])
+fn cut(value: Option<&[u8]>) -> Option<&[u8]> {
+    value.map(|v| &v[..v.len().min(MAX_CAPTURED_FIELD)])
 }
 
 /// A captured header value as text (invalid UTF-8, e.g. a cut character, replaced).
@@ -88,17 +125,17 @@ fn captured_text(bytes: &[u8]) -> String {
 impl Capture {
     /// The click's client IP: the socket's, or the last untrusted hop of `X-Forwarded-For`
     /// when the socket's peer is a trusted proxy.
-    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
-        let peer = client_ip(session)?;
+    fn client_ip(&self, request: &RequestView) -> Option<IpAddr> {
+        let peer = request.peer?;
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let forwarded = session
-            .req_header()
-            .headers
-            .get("x-forwarded-for")?
-            .to_str()
-            .ok()?;
+        let Some(forwarded) = request
+            .forwarded_for
+            .and_then(|v| std::str::from_utf8(v).ok())
+        else {
+            return Some(peer);
+        };
         forwarded
             .rsplit(',')
             .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
@@ -106,22 +143,17 @@ impl Capture {
             .or(Some(peer))
     }
 
-    /// Records the click of a redirect by `link_id`: hashed from borrowed header values
-    /// (standard names looked up without parsing), copied only when no identical click is
-    /// held yet.
-    fn record(&self, sink: &ClickSink, session: &Session, link_id: LinkId) {
-        let req = session.req_header();
+    /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
+    /// copied only when no identical click is held yet.
+    pub(crate) fn record(&self, sink: &ClickSink, request: &RequestView, link_id: LinkId) {
         let ts_ms = now_unix_ms();
-        let ip = self.client_ip(session);
-        let head = req.method == Method::HEAD;
-        let qr = shortlink_core::is_qr_scan(req.uri.query());
-        let user_agent = header_bytes(req, &header::USER_AGENT);
-        let referrer = header_bytes(req, &header::REFERER);
-        let host = header_bytes(req, &header::HOST);
-        let country = self
-            .country_header
-            .as_deref()
-            .and_then(|h| header_bytes(req, h));
+        let ip = self.client_ip(request);
+        let head = request.head;
+        let qr = shortlink_core::is_qr_scan(request.query);
+        let user_agent = cut(request.user_agent);
+        let referrer = cut(request.referrer);
+        let host = cut(request.host);
+        let country = cut(request.country);
         let identity = crate::clicks::click_identity(
             link_id,
             ts_ms,
@@ -159,33 +191,27 @@ impl Capture {
         &self,
         table: &RouteTable,
         key: RouteKey,
-        session: &Session,
+        request: &RequestView,
     ) -> Option<HeaderValue> {
-        let req = session.req_header();
-        let ua = req
-            .headers
-            .get(header::USER_AGENT)
-            .map_or(&b""[..], HeaderValue::as_bytes);
-        let device = DeviceClass::of_user_agent(ua);
-        let looked_up = match (&self.country_lookup, self.client_ip(session)) {
+        let device = DeviceClass::of_user_agent(request.user_agent.unwrap_or(b""));
+        let looked_up = match (&self.country_lookup, self.client_ip(request)) {
             (Some(lookup), Some(ip)) => lookup(ip),
             _ => None,
         };
-        let country = looked_up.as_deref().or_else(|| {
-            self.country_header
-                .as_deref()
-                .and_then(|h| header_text(req, h))
-        });
+        let country = looked_up
+            .as_deref()
+            .or_else(|| cut(request.country).and_then(|c| std::str::from_utf8(c).ok()));
         table.targeted_location(key, device, country)
     }
 }
 
-/// The data plane's request handler.
+/// The data plane's request handler. Cloning shares everything (the fast path holds a clone).
+#[derive(Clone)]
 pub struct Redirector {
     table: Arc<RouteTable>,
     domains: Arc<DomainSet>,
     store: Arc<dyn Store>,
-    capture: Capture,
+    capture: Arc<Capture>,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     not_found: Arc<NotFoundLimiter>,
     sync: Arc<SyncStatus>,
@@ -215,7 +241,7 @@ impl Redirector {
             table,
             domains,
             store,
-            capture,
+            capture: Arc::new(capture),
             upstreams,
             not_found,
             sync,
@@ -277,6 +303,70 @@ impl Redirector {
             NOT_FOUND_PAGE,
         )
         .await
+    }
+}
+
+/// A redirect the fast path answers itself.
+pub(crate) struct PlainRedirect {
+    /// The link followed (its click is captured).
+    pub link_id: LinkId,
+    /// The redirect's status.
+    pub status: RedirectStatus,
+    /// The `Location`, targeting applied.
+    pub location: HeaderValue,
+}
+
+impl Redirector {
+    /// The redirect for a GET or HEAD of `path` when it names a live link already in the
+    /// route table. `None` leaves the request to pingora: other paths, unknown hosts, table
+    /// misses (read-through), gone and protected links.
+    #[inline]
+    pub(crate) fn plain_redirect(
+        &self,
+        path: &str,
+        request: &RequestView,
+    ) -> Option<PlainRedirect> {
+        let code = path.strip_prefix('/')?;
+        if !is_code_shaped(code) || is_reserved(code) {
+            return None;
+        }
+        let mut host_buf = [0u8; 253];
+        let domain = match self.domains.classify(|| request.host, &mut host_buf) {
+            HostMatch::Default => "",
+            HostMatch::Custom(domain) => domain,
+            HostMatch::Unknown(_) => return None,
+        };
+        let key = self.table.key(domain, code);
+        match self.table.resolve(key, now_unix()) {
+            Resolution::Redirect {
+                link_id,
+                status,
+                location,
+                targeted,
+            } => {
+                let location = if targeted {
+                    self.capture
+                        .targeted_location(&self.table, key, request)
+                        .unwrap_or(location)
+                } else {
+                    location
+                };
+                Some(PlainRedirect {
+                    link_id,
+                    status,
+                    location,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Captures the click of a redirect the fast path answered (when capture is on).
+    #[inline]
+    pub(crate) fn capture_click(&self, request: &RequestView, link_id: LinkId) {
+        if let Some(sink) = &self.capture.sink {
+            self.capture.record(sink, request, link_id);
+        }
     }
 }
 
@@ -410,8 +500,10 @@ impl ProxyHttp for Redirector {
             } => {
                 ctx.clicked = Some(link_id);
                 let location = if targeted {
+                    let request =
+                        RequestView::of_session(session, self.capture.country_header.as_deref());
                     self.capture
-                        .targeted_location(&self.table, key, session)
+                        .targeted_location(&self.table, key, &request)
                         .unwrap_or(location)
                 } else {
                     location
@@ -487,7 +579,8 @@ impl ProxyHttp for Redirector {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(link), Some(sink)) = (ctx.clicked, &self.capture.sink) {
-            self.capture.record(sink, session, link);
+            let request = RequestView::of_session(session, self.capture.country_header.as_deref());
+            self.capture.record(sink, &request, link);
         }
         if let (Some(started), Some(response)) = (ctx.started, session.response_written()) {
             crate::metrics::REQUESTS
@@ -511,14 +604,15 @@ mod tests {
             HeaderValue::from_bytes(b"https://x.example/\xc3\xa9").unwrap(),
         )
         .unwrap();
-        let ua = header_bytes(&req, &header::USER_AGENT).unwrap();
+        let get = |name| req.headers.get(name).map(HeaderValue::as_bytes);
+        let ua = cut(get(header::USER_AGENT)).unwrap();
         assert_eq!(ua.len(), MAX_CAPTURED_FIELD);
         assert_eq!(
-            captured_text(header_bytes(&req, &header::REFERER).unwrap()),
+            captured_text(cut(get(header::REFERER)).unwrap()),
             "https://x.example/é"
         );
         // A cut through a character keeps the text, marking the cut.
         assert_eq!(captured_text(&"é".as_bytes()[..1]), "\u{fffd}");
-        assert!(header_bytes(&req, &header::HOST).is_none());
+        assert!(cut(get(header::HOST)).is_none());
     }
 }

@@ -1,0 +1,300 @@
+//! The redirect fast path: a pingora [`ServerApp`] that answers a plain redirect (an
+//! HTTP/1.1 GET or HEAD without a body, of a live link already in the route table) straight
+//! off the socket — parse the buffered head, look the code up, write the answer — and hands
+//! every other request, with the bytes already read, to pingora's HTTP proxy, which does
+//! all it did before: read-through on misses, 404/410/429 pages, password pages, forwarding
+//! to the control plane.
+//!
+//! Why: on pingora's `ProxyHttp` path a redirect pays for per-request machinery it does not
+//! use (session and context setup, header maps, module phases); measured in BENCHMARKS.md.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::metrics::REQUESTS;
+use crate::service::{PlainRedirect, Redirector, RequestView};
+
+/// Idle time before a kept-alive connection is closed (pingora's default).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// A request head still incomplete at this size goes to pingora (which allows more).
+const MAX_FAST_HEAD: usize = 8 * 1024;
+/// Headers the fast path parses; a request with more goes to pingora.
+const MAX_HEADERS: usize = 32;
+/// Read buffer reserved per read.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// The proxy's listener app: the fast path in front of pingora's HTTP proxy.
+pub struct FastPathApp {
+    redirector: Redirector,
+    /// The configured country header, lower case.
+    country_header: Option<String>,
+    /// Off: every request goes to pingora (for comparisons).
+    enabled: bool,
+    proxy: Arc<HttpProxy<Redirector>>,
+}
+
+/// What the fast path did with the first request in the buffer.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// A redirect was written to the output; the request was `len` bytes.
+    Answered {
+        len: usize,
+        status: u16,
+        close: bool,
+    },
+    /// No complete request head is buffered yet.
+    Partial,
+    /// pingora answers this request (and the rest of the buffer).
+    Defer,
+}
+
+impl FastPathApp {
+    /// The app answering plain redirects with `redirector` and the rest with `proxy`.
+    pub fn new(
+        redirector: Redirector,
+        country_header: Option<&str>,
+        enabled: bool,
+        proxy: HttpProxy<Redirector>,
+    ) -> FastPathApp {
+        FastPathApp {
+            redirector,
+            country_header: country_header.map(str::to_ascii_lowercase),
+            enabled,
+            proxy: Arc::new(proxy),
+        }
+    }
+
+    /// Answers the request at the start of `buf` into `out`, if it is a plain redirect.
+    fn answer(&self, buf: &[u8], peer: Option<IpAddr>, out: &mut Vec<u8>) -> Step {
+        if buf.is_empty() {
+            return Step::Partial;
+        }
+        if !self.enabled {
+            return Step::Defer;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Step::Partial,
+            // Malformed or too many headers: pingora answers with its error.
+            Err(_) => return Step::Defer,
+        };
+        if req.version != Some(1) {
+            return Step::Defer;
+        }
+        let head = match req.method {
+            Some("GET") => false,
+            Some("HEAD") => true,
+            _ => return Step::Defer,
+        };
+        let Some(target) = req.path else {
+            return Step::Defer;
+        };
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut request = RequestView {
+            peer,
+            head,
+            query,
+            ..RequestView::default()
+        };
+        let mut close = false;
+        for header in req.headers.iter() {
+            let (name, value) = (header.name, header.value);
+            if name.eq_ignore_ascii_case("host") {
+                if request.host.replace(value).is_some() {
+                    return Step::Defer; // two Host headers: pingora refuses it
+                }
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                request.user_agent = Some(value);
+            } else if name.eq_ignore_ascii_case("referer") {
+                request.referrer = Some(value);
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                request.forwarded_for = Some(value);
+            } else if name.eq_ignore_ascii_case("connection") {
+                close |= has_token(value, b"close");
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || (name.eq_ignore_ascii_case("content-length") && value != b"0")
+            {
+                return Step::Defer; // a body: pingora reads (or refuses) it
+            } else if let Some(country) = &self.country_header
+                && name.eq_ignore_ascii_case(country)
+            {
+                request.country = Some(value);
+            }
+        }
+        let Some(redirect) = self.redirector.plain_redirect(path, &request) else {
+            return Step::Defer;
+        };
+        self.redirector.capture_click(&request, redirect.link_id);
+        write_redirect(out, &redirect, close);
+        Step::Answered {
+            len,
+            status: redirect.status.as_u16(),
+            close,
+        }
+    }
+
+    /// Serves the rest of the connection's current request through pingora: `buf` holds
+    /// what was read of it. The connection comes back here if pingora keeps it alive.
+    async fn hand_off(
+        &self,
+        stream: Stream,
+        buf: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(KEEPALIVE.as_secs())
+        });
+        if !buf.is_empty() {
+            session.set_pipelined_prefix(buf);
+        }
+        let (stream, _settings) = self
+            .proxy
+            .process_new_http(session, shutdown)
+            .await?
+            .consume();
+        Some(stream)
+    }
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Appends the redirect response: the status line and headers pingora's path sends (its
+/// cached `Date` too), without `Connection: keep-alive`, which HTTP/1.1 implies.
+fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool) {
+    let status = redirect.status.as_u16();
+    out.extend_from_slice(match status {
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n".as_slice(),
+        302 => b"HTTP/1.1 302 Found\r\n",
+        303 => b"HTTP/1.1 303 See Other\r\n",
+        307 => b"HTTP/1.1 307 Temporary Redirect\r\n",
+        _ => b"HTTP/1.1 308 Permanent Redirect\r\n",
+    });
+    out.extend_from_slice(b"Location: ");
+    out.extend_from_slice(redirect.location.as_bytes());
+    out.extend_from_slice(b"\r\nCache-Control: ");
+    out.extend_from_slice(redirect.status.cache_control().as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\nDate: ");
+    out.extend_from_slice(get_cached_date().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[async_trait]
+impl ServerApp for FastPathApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = stream.get_socket_digest().and_then(|digest| {
+            digest
+                .peer_addr()
+                .and_then(|addr| addr.as_inet())
+                .map(|addr| addr.ip())
+        });
+        let mut idle_shutdown = shutdown.clone();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut out = Vec::with_capacity(512);
+        let mut answered: Vec<(u16, Instant)> = Vec::new();
+        loop {
+            // Answer every complete request already buffered (pipelining keeps order).
+            let started = Instant::now();
+            let mut close = false;
+            let deferred = loop {
+                match self.answer(&buf, peer, &mut out) {
+                    Step::Answered {
+                        len,
+                        status,
+                        close: last,
+                    } => {
+                        buf.advance(len);
+                        answered.push((status, started));
+                        if last {
+                            close = true;
+                            break false;
+                        }
+                    }
+                    Step::Partial => break false,
+                    Step::Defer => break true,
+                }
+            };
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    return None;
+                }
+                out.clear();
+                for (status, started) in answered.drain(..) {
+                    REQUESTS.observe(status, started.elapsed().as_secs_f64());
+                }
+            }
+            if close {
+                pingora::protocols::Shutdown::shutdown(stream.as_mut()).await;
+                return None;
+            }
+            if deferred || buf.len() >= MAX_FAST_HEAD {
+                return self.hand_off(stream, buf, shutdown).await;
+            }
+            if buf.is_empty() && *shutdown.borrow() {
+                return None; // shutting down: no more requests on this connection
+            }
+            buf.reserve(READ_CHUNK);
+            let read = if buf.is_empty() {
+                // Idle between requests: also close when the server starts shutting down.
+                tokio::select! {
+                    read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)) => read,
+                    Ok(()) = idle_shutdown.changed() => return None,
+                }
+            } else {
+                tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)).await
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None, // closed, failed or idle too long
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_are_matched_in_lists_and_any_case() {
+        assert!(has_token(b"close", b"close"));
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"keep-alive", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+    }
+}

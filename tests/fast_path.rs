@@ -1,0 +1,263 @@
+//! The redirect fast path over raw sockets: requests sent pipelined, split across writes,
+//! mixed with requests pingora answers or forwards, or shaped so the fast path leaves them
+//! to pingora, each get the answer they get with the fast path off — in order, on one
+//! connection — and every redirect is counted as a click.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestServer, wait_total};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One response as read off the socket.
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    close: bool,
+    body_len: usize,
+}
+
+/// A raw HTTP/1 connection to the proxy.
+struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    served: usize,
+}
+
+impl Connection {
+    async fn open(server: &TestServer) -> Connection {
+        let addr = server.proxy.trim_start_matches("http://");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
+        stream.set_nodelay(true).unwrap();
+        Connection {
+            stream,
+            buf: Vec::new(),
+            served: 0,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("the proxy answers within 5 s")
+            .expect("read");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// Reads one response (`head`: the request was HEAD, so no body follows).
+    async fn answer(&mut self, head: bool) -> Answer {
+        let end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(
+                self.fill().await,
+                "connection closed before response {} (buffered: {:?})",
+                self.served + 1,
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let mut lines = text.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut answer = Answer {
+            status,
+            location: None,
+            close: false,
+            body_len: 0,
+        };
+        let mut chunked = false;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').expect("a header line");
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "location" => answer.location = Some(value.to_owned()),
+                "connection" => answer.close = value.eq_ignore_ascii_case("close"),
+                "content-length" if !head => answer.body_len = value.parse().unwrap(),
+                "transfer-encoding" => chunked = true,
+                _ => {}
+            }
+        }
+        assert!(!chunked, "test requests get sized bodies: {text}");
+        self.buf.drain(..end);
+        while self.buf.len() < answer.body_len {
+            assert!(self.fill().await, "connection closed inside a body");
+        }
+        self.buf.drain(..answer.body_len);
+        self.served += 1;
+        answer
+    }
+
+    /// Whether the proxy closed the connection (after everything it sent was read).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: fast-path-test\r\n{extra}\r\n")
+}
+
+/// What a client sees on one connection, and on a second that asks to close. Returns the
+/// answers and how many of them were redirects of `code` (the clicks to expect).
+async fn conversation(server: &TestServer, code: &str, other: &str) -> (Vec<Answer>, u64) {
+    let mut answers = Vec::new();
+    let mut c = Connection::open(server).await;
+    c.send(format!("HEAD /{other} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await;
+    answers.push(c.answer(true).await);
+    // A request head split across two writes.
+    let split = get(&format!("/{code}?utm_source=x"), "");
+    c.send(&split.as_bytes()[..10]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(&split.as_bytes()[10..]).await;
+    answers.push(c.answer(false).await);
+    // Forwarded to the control plane, answered by pingora, then a redirect again.
+    c.send(get("/healthz", "").as_bytes()).await;
+    answers.push(c.answer(false).await);
+    c.send(get("/nosuchcode1", "").as_bytes()).await;
+    answers.push(c.answer(false).await);
+    c.send(get(&format!("/{code}"), "").as_bytes()).await;
+    answers.push(c.answer(false).await);
+    // Shapes the fast path leaves to pingora: a very large head, a POST, a body (after
+    // which pingora may close the connection: it answered without reading the body).
+    let cookie = format!("Cookie: big={}\r\n", "x".repeat(10_000));
+    c.send(get(&format!("/{code}"), &cookie).as_bytes()).await;
+    answers.push(c.answer(false).await);
+    c.send(
+        format!("POST /{code} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let post = c.answer(false).await;
+    assert_ne!(post.status, 301, "a POST to a code is not redirected");
+    answers.push(post);
+    let mut b = Connection::open(server).await;
+    b.send(format!("{}hello", get(&format!("/{code}"), "Content-Length: 5\r\n")).as_bytes())
+        .await;
+    answers.push(b.answer(false).await);
+    // Still the same connection, still redirecting.
+    c.send(get(&format!("/{code}"), "").as_bytes()).await;
+    answers.push(c.answer(false).await);
+    // Asking to close: the answer says so and the connection ends.
+    c.send(get(&format!("/{code}"), "Connection: close\r\n").as_bytes())
+        .await;
+    answers.push(c.answer(false).await);
+    assert!(
+        c.closed().await,
+        "the proxy closes after `Connection: close`"
+    );
+    // HTTP/1.0 (pingora answers it).
+    let mut c = Connection::open(server).await;
+    c.send(format!("GET /{code} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await;
+    answers.push(c.answer(false).await);
+    let redirects = answers
+        .iter()
+        .filter(|a| a.status == 301 && a.location.as_deref() == Some("https://example.com/fast/a"))
+        .count() as u64;
+    (answers, redirects)
+}
+
+async fn start(fast_path: bool) -> (TestServer, String, String) {
+    let options = Options::default().env("SHORTLINK_PROXY__FAST_PATH", &fast_path.to_string());
+    let server = TestServer::start_with(options).await;
+    let (status, a) = server
+        .create(
+            common::ADMIN_KEY,
+            json!({"url": "https://example.com/fast/a"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, b) = server
+        .create(
+            common::ADMIN_KEY,
+            json!({"url": "https://example.com/fast/b", "redirect": 302}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let code = |v: &serde_json::Value| v["code"].as_str().unwrap().to_owned();
+    let (a, b) = (code(&a), code(&b));
+    // A link not yet in the proxy's table is read through by pingora, then served from
+    // the table: the answers are the same either way.
+    (server, a, b)
+}
+
+#[tokio::test]
+async fn raw_requests_get_the_same_answers_with_and_without_the_fast_path() {
+    let (fast, a, b) = start(true).await;
+    let (fast_answers, fast_redirects) = conversation(&fast, &a, &b).await;
+    let statuses: Vec<u16> = fast_answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses[..6],
+        [302, 301, 200, 404, 301, 301],
+        "answers in order: {fast_answers:#?}"
+    );
+    assert_eq!(statuses[7..], [301, 301, 301, 301], "{fast_answers:#?}");
+    assert_eq!(
+        fast_answers[0].location.as_deref(),
+        Some("https://example.com/fast/b")
+    );
+    assert_eq!(fast_answers[0].body_len, 0, "HEAD: no body");
+    assert!(fast_answers[3].body_len > 0, "the 404 page has a body");
+    assert!(
+        fast_answers[9].close,
+        "the answer to `Connection: close` says so"
+    );
+    assert_eq!(fast_redirects, 7);
+
+    let (plain, a_plain, b_plain) = start(false).await;
+    let (plain_answers, plain_redirects) = conversation(&plain, &a_plain, &b_plain).await;
+    assert_eq!(
+        fast_answers, plain_answers,
+        "the fast path answers as pingora does"
+    );
+    assert_eq!(plain_redirects, fast_redirects);
+
+    // Pipelined requests (both links now in the table): answered in order on the fast
+    // path, and the connection stays open. (pingora alone closes a connection once it sees
+    // a pipelined request.)
+    let mut c = Connection::open(&fast).await;
+    let pipelined = format!(
+        "{}HEAD /{b} HTTP/1.1\r\nHost: localhost\r\n\r\n{}",
+        get(&format!("/{a}"), ""),
+        get(&format!("/{a}?qr"), "")
+    );
+    c.send(pipelined.as_bytes()).await;
+    let answers = [
+        c.answer(false).await,
+        c.answer(true).await,
+        c.answer(false).await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [301, 302, 301], "{answers:#?}");
+    c.send(get(&format!("/{a}"), "").as_bytes()).await;
+    assert_eq!(c.answer(false).await.status, 301);
+
+    // Clicks: every redirect of `a` (fast path and pingora alike), the HEADs of `b` as bots,
+    // the `?qr` one as a scan.
+    let stats = wait_total(&fast.client, &fast.proxy, &a, fast_redirects + 3).await;
+    assert_eq!(stats["total"], fast_redirects + 3, "{stats}");
+    assert_eq!(common::count_of(&stats["referrers"], "qr"), 1, "{stats}");
+    let stats = wait_total(&fast.client, &fast.proxy, &b, 2).await;
+    assert_eq!(stats["total"], 2, "{stats}");
+    assert_eq!(stats["bots"], 2, "a HEAD counts as a bot: {stats}");
+}
