@@ -8,22 +8,22 @@
 //! Why: on pingora's `ProxyHttp` path a redirect pays for per-request machinery it does not
 //! use (session and context setup, header maps, module phases); measured in BENCHMARKS.md.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::http::date::get_cached_date;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::REQUESTS;
-use crate::service::{PlainRedirect, Redirector, RequestView};
+use crate::service::{PlainRedirect, Redirector, RequestView, now_unix_ms};
 
 /// Idle time before a kept-alive connection is closed (pingora's default).
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -137,11 +137,14 @@ impl FastPathApp {
                 request.country = Some(value);
             }
         }
-        let Some(redirect) = self.redirector.plain_redirect(path, &request) else {
+        // One clock read serves the lookup (expiry), the click and the `Date` header.
+        let now_ms = now_unix_ms();
+        let Some(redirect) = self.redirector.plain_redirect(path, &request, now_ms) else {
             return Step::Defer;
         };
-        self.redirector.capture_click(&request, redirect.link_id);
-        write_redirect(out, &redirect, close);
+        self.redirector
+            .capture_click(&request, redirect.link_id, now_ms);
+        write_redirect(out, &redirect, close, now_ms.div_euclid(1000));
         Step::Answered {
             len,
             status: redirect.status.as_u16(),
@@ -182,9 +185,26 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-/// Appends the redirect response: the status line and headers pingora's path sends (its
-/// cached `Date` too), without `Connection: keep-alive`, which HTTP/1.1 implies.
-fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool) {
+thread_local! {
+    /// This thread's `Date` header value and the Unix second it is for.
+    static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
+/// Appends the HTTP date of Unix second `now` (formatted once per second per thread).
+fn append_date(out: &mut Vec<u8>, now: i64) {
+    DATE.with_borrow_mut(|(second, text)| {
+        if *second != now {
+            let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(now).unwrap_or(0));
+            *text = httpdate::fmt_http_date(at);
+            *second = now;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Appends the redirect response: the status line and headers pingora's path sends (a
+/// `Date` too), without `Connection: keep-alive`, which HTTP/1.1 implies.
+fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now: i64) {
     let status = redirect.status.as_u16();
     out.extend_from_slice(match status {
         301 => b"HTTP/1.1 301 Moved Permanently\r\n".as_slice(),
@@ -198,7 +218,7 @@ fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool) {
     out.extend_from_slice(b"\r\nCache-Control: ");
     out.extend_from_slice(redirect.status.cache_control().as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: 0\r\nDate: ");
-    out.extend_from_slice(get_cached_date().as_bytes());
+    append_date(out, now);
     out.extend_from_slice(b"\r\n");
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -219,7 +239,6 @@ impl ServerApp for FastPathApp {
                 .and_then(|addr| addr.as_inet())
                 .map(|addr| addr.ip())
         });
-        let mut idle_shutdown = shutdown.clone();
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(512);
         let mut answered: Vec<(u16, Instant)> = Vec::new();
@@ -261,20 +280,16 @@ impl ServerApp for FastPathApp {
             if deferred || buf.len() >= MAX_FAST_HEAD {
                 return self.hand_off(stream, buf, shutdown).await;
             }
-            if buf.is_empty() && *shutdown.borrow() {
+            // `has_changed` is one atomic load (`borrow` would take the watch's lock on every
+            // request); the watch only ever changes from running to shutting down.
+            if buf.is_empty() && shutdown.has_changed().unwrap_or(false) {
                 return None; // shutting down: no more requests on this connection
             }
             buf.reserve(READ_CHUNK);
-            let read = if buf.is_empty() {
-                // Idle between requests: also close when the server starts shutting down.
-                tokio::select! {
-                    read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)) => read,
-                    Ok(()) = idle_shutdown.changed() => return None,
-                }
-            } else {
-                tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)).await
-            };
-            match read {
+            // Like pingora's own keep-alive: an idle connection waits out its timeout (or
+            // the end of the graceful-shutdown period); it gets no new request once
+            // shutdown began (checked above, after every answer).
+            match tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None, // closed, failed or idle too long
             }

@@ -145,8 +145,13 @@ impl Capture {
 
     /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
     /// copied only when no identical click is held yet.
-    pub(crate) fn record(&self, sink: &ClickSink, request: &RequestView, link_id: LinkId) {
-        let ts_ms = now_unix_ms();
+    pub(crate) fn record(
+        &self,
+        sink: &ClickSink,
+        request: &RequestView,
+        link_id: LinkId,
+        ts_ms: i64,
+    ) {
         let ip = self.client_ip(request);
         let head = request.head;
         let qr = shortlink_core::is_qr_scan(request.query);
@@ -177,7 +182,8 @@ impl Capture {
     }
 }
 
-fn now_unix_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -319,12 +325,13 @@ pub(crate) struct PlainRedirect {
 impl Redirector {
     /// The redirect for a GET or HEAD of `path` when it names a live link already in the
     /// route table. `None` leaves the request to pingora: other paths, unknown hosts, table
-    /// misses (read-through), gone and protected links.
+    /// misses (read-through), gone and protected links. `now_ms` is the request's time.
     #[inline]
     pub(crate) fn plain_redirect(
         &self,
         path: &str,
         request: &RequestView,
+        now_ms: i64,
     ) -> Option<PlainRedirect> {
         let code = path.strip_prefix('/')?;
         if !is_code_shaped(code) || is_reserved(code) {
@@ -337,7 +344,7 @@ impl Redirector {
             HostMatch::Unknown(_) => return None,
         };
         let key = self.table.key(domain, code);
-        match self.table.resolve(key, now_unix()) {
+        match self.table.resolve(key, now_ms.div_euclid(1000)) {
             Resolution::Redirect {
                 link_id,
                 status,
@@ -361,11 +368,11 @@ impl Redirector {
         }
     }
 
-    /// Captures the click of a redirect the fast path answered (when capture is on).
+    /// Captures the click of a redirect the fast path answered at `now_ms` (when capture is on).
     #[inline]
-    pub(crate) fn capture_click(&self, request: &RequestView, link_id: LinkId) {
+    pub(crate) fn capture_click(&self, request: &RequestView, link_id: LinkId, now_ms: i64) {
         if let Some(sink) = &self.capture.sink {
-            self.capture.record(sink, request, link_id);
+            self.capture.record(sink, request, link_id, now_ms);
         }
     }
 }
@@ -580,7 +587,7 @@ impl ProxyHttp for Redirector {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(link), Some(sink)) = (ctx.clicked, &self.capture.sink) {
             let request = RequestView::of_session(session, self.capture.country_header.as_deref());
-            self.capture.record(sink, &request, link);
+            self.capture.record(sink, &request, link, now_unix_ms());
         }
         if let (Some(started), Some(response)) = (ctx.started, session.response_written()) {
             crate::metrics::REQUESTS
