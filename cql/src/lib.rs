@@ -277,7 +277,10 @@ impl CqlStore {
     pub async fn drop_keyspace(config: &CqlConfig) -> Result<(), CqlError> {
         let session = connect(config).await?;
         session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+            .query_unpaged(
+                schema_statement(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace)),
+                (),
+            )
             .await
             .map_err(|e| CqlError::Request(e.to_string()))?;
         Ok(())
@@ -383,4 +386,15 @@ where
         result?;
     }
     Ok(())
+}
+
+/// How long a schema change (CREATE, ALTER, DROP) may take: a node flushes and snapshots
+/// tables for some, which on a busy machine exceeds the 5 s default request timeout.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A schema-change statement with [`SCHEMA_TIMEOUT`].
+pub(crate) fn schema_statement(text: impl Into<String>) -> scylla::statement::Statement {
+    let mut statement = scylla::statement::Statement::new(text);
+    statement.set_request_timeout(Some(SCHEMA_TIMEOUT));
+    statement
 }

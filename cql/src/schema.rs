@@ -179,7 +179,7 @@ pub(crate) async fn migrate(
         ));
         for (i, statement) in statements.iter().enumerate() {
             session
-                .query_unpaged(statement.as_str(), ())
+                .query_unpaged(crate::schema_statement(statement.as_str()), ())
                 .await
                 .map_err(|e| {
                     CqlError::Request(format!(
