@@ -350,22 +350,31 @@ impl Redirector {
                 status,
                 location,
                 targeted,
-            } => {
-                let location = if targeted {
-                    self.capture
-                        .targeted_location(&self.table, key, request)
-                        .unwrap_or(location)
-                } else {
-                    location
-                };
-                Some(PlainRedirect {
-                    link_id,
-                    status,
-                    location,
-                })
-            }
+            } => Some(PlainRedirect {
+                link_id,
+                status,
+                location: self.located(key, location, targeted, || *request),
+            }),
             _ => None,
         }
+    }
+
+    /// The `Location` to send: `location`, or the targeted one when the link has targeting
+    /// rules (`targeted`) and one applies to the request (`request` is only built then).
+    #[inline]
+    fn located<'a>(
+        &self,
+        key: RouteKey,
+        location: HeaderValue,
+        targeted: bool,
+        request: impl FnOnce() -> RequestView<'a>,
+    ) -> HeaderValue {
+        if !targeted {
+            return location;
+        }
+        self.capture
+            .targeted_location(&self.table, key, &request())
+            .unwrap_or(location)
     }
 
     /// Captures the click of a redirect the fast path answered at `now_ms` (when capture is on).
@@ -506,15 +515,9 @@ impl ProxyHttp for Redirector {
                 targeted,
             } => {
                 ctx.clicked = Some(link_id);
-                let location = if targeted {
-                    let request =
-                        RequestView::of_session(session, self.capture.country_header.as_deref());
-                    self.capture
-                        .targeted_location(&self.table, key, &request)
-                        .unwrap_or(location)
-                } else {
-                    location
-                };
+                let location = self.located(key, location, targeted, || {
+                    RequestView::of_session(session, self.capture.country_header.as_deref())
+                });
                 let mut resp = ResponseHeader::build(status.as_u16(), Some(3))?;
                 resp.insert_header(header::LOCATION, location)?;
                 resp.insert_header(
