@@ -10,6 +10,8 @@
 #        instances capture, to measure the harness's bias on that ratio);
 #        FAST_PATH_OFF=1 instead runs the second shortlink with the redirect fast path off
 #        (every request through pingora's ProxyHttp) and reports fast-path on/off;
+#        SECOND_ENV='SHORTLINK_PROXY__X=v' (with SECOND_LABEL) runs the second shortlink with
+#        any other setting, for an A/B of that setting within one run;
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
@@ -44,6 +46,11 @@ if [ "$FAST_PATH_OFF" = 1 ]; then
   CAPTURE_OFF=1
   second_label=fast-path-off
   second_env=SHORTLINK_PROXY__FAST_PATH=false
+fi
+if [ -n "${SECOND_ENV:-}" ]; then
+  CAPTURE_OFF=1
+  second_label=${SECOND_LABEL:-second}
+  second_env=$SECOND_ENV
 fi
 TARGETED=${TARGETED:-0}
 PEERS=${PEERS:-0}

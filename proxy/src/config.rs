@@ -31,6 +31,10 @@ pub struct ProxyConfig {
     /// route table, read and answered straight off the socket); everything else goes
     /// through pingora's proxy either way. Default true; false is for comparisons.
     pub fast_path: bool,
+    /// Let the request threads take over each other's ready connections (tokio's work
+    /// stealing). Default true; false gives each thread its own runtime and connections,
+    /// like nginx's workers (measured in BENCHMARKS.md).
+    pub work_stealing: bool,
     /// Address of an admin listener serving `/metrics` (Prometheus text) for a proxy running
     /// apart from a control plane; in `serve` the control plane's `/metrics` covers both.
     /// Default unset.
@@ -76,6 +80,7 @@ impl Default for ProxyConfig {
             bulk_load_page: 10_000,
             capture_clicks: true,
             fast_path: true,
+            work_stealing: true,
             metrics_listen: None,
             click_queue_capacity: 65_536,
             click_batch_max: 10_000,

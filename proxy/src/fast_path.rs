@@ -8,7 +8,7 @@
 //! Why: on pingora's `ProxyHttp` path a redirect pays for per-request machinery it does not
 //! use (session and context setup, header maps, module phases); measured in BENCHMARKS.md.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -75,8 +75,9 @@ impl FastPathApp {
         }
     }
 
-    /// Answers the request at the start of `buf` into `out`, if it is a plain redirect.
-    fn answer(&self, buf: &[u8], peer: Option<IpAddr>, out: &mut Vec<u8>) -> Step {
+    /// Answers the request at the start of `buf` into `out`, if it is a plain redirect;
+    /// `now_ms` is the Unix time in milliseconds.
+    fn answer(&self, buf: &[u8], peer: Option<IpAddr>, now_ms: i64, out: &mut Vec<u8>) -> Step {
         if buf.is_empty() {
             return Step::Partial;
         }
@@ -137,8 +138,7 @@ impl FastPathApp {
                 request.country = Some(value);
             }
         }
-        // One clock read serves the lookup (expiry), the click and the `Date` header.
-        let now_ms = now_unix_ms();
+        // One time serves the lookup (expiry), the click and the `Date` header.
         let Some(redirect) = self.redirector.plain_redirect(path, &request, now_ms) else {
             return Step::Defer;
         };
@@ -186,8 +186,27 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 thread_local! {
+    /// A monotonic instant and the Unix time (ms) it was read at, renewed every second, so
+    /// a request's Unix time comes from the one monotonic clock read it already makes.
+    static ANCHOR: Cell<Option<(Instant, i64)>> = const { Cell::new(None) };
     /// This thread's `Date` header value and the Unix second it is for.
     static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
+/// The Unix time in milliseconds at `at` (a recent instant): the wall clock is read at most
+/// once a second per thread; between readings the monotonic clock measures the time since.
+fn unix_ms_at(at: Instant) -> i64 {
+    ANCHOR.with(|anchor| {
+        if let Some((base, base_ms)) = anchor.get()
+            && let Some(since) = at.checked_duration_since(base)
+            && since < Duration::from_secs(1)
+        {
+            return base_ms + since.as_millis() as i64;
+        }
+        let now_ms = now_unix_ms();
+        anchor.set(Some((at, now_ms)));
+        now_ms
+    })
 }
 
 /// Appends the HTTP date of Unix second `now` (formatted once per second per thread).
@@ -241,20 +260,23 @@ impl ServerApp for FastPathApp {
         });
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Vec::with_capacity(512);
-        let mut answered: Vec<(u16, Instant)> = Vec::new();
+        let mut answered: Vec<u16> = Vec::new();
+        let mut idle = std::pin::pin!(tokio::time::sleep(KEEPALIVE));
         loop {
             // Answer every complete request already buffered (pipelining keeps order).
+            // `started` is also when the connection was last active, for its idle timer.
             let started = Instant::now();
+            let now_ms = unix_ms_at(started);
             let mut close = false;
             let deferred = loop {
-                match self.answer(&buf, peer, &mut out) {
+                match self.answer(&buf, peer, now_ms, &mut out) {
                     Step::Answered {
                         len,
                         status,
                         close: last,
                     } => {
                         buf.advance(len);
-                        answered.push((status, started));
+                        answered.push(status);
                         if last {
                             close = true;
                             break false;
@@ -269,8 +291,9 @@ impl ServerApp for FastPathApp {
                     return None;
                 }
                 out.clear();
-                for (status, started) in answered.drain(..) {
-                    REQUESTS.observe(status, started.elapsed().as_secs_f64());
+                let seconds = started.elapsed().as_secs_f64();
+                for status in answered.drain(..) {
+                    REQUESTS.observe(status, seconds);
                 }
             }
             if close {
@@ -288,10 +311,24 @@ impl ServerApp for FastPathApp {
             buf.reserve(READ_CHUNK);
             // Like pingora's own keep-alive: an idle connection waits out its timeout (or
             // the end of the graceful-shutdown period); it gets no new request once
-            // shutdown began (checked above, after every answer).
-            match tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None, // closed, failed or idle too long
+            // shutdown began (checked above, after every answer). One timer per connection,
+            // moved on only when it fires: a timeout per read would add and remove a timer
+            // wheel entry for every request.
+            loop {
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut buf) => match read {
+                        Ok(n) if n > 0 => break,
+                        _ => return None, // closed or failed
+                    },
+                    () = &mut idle => {
+                        let deadline = started + KEEPALIVE;
+                        if deadline <= Instant::now() {
+                            return None; // idle too long
+                        }
+                        idle.as_mut().reset(deadline.into());
+                    }
+                }
             }
         }
     }
@@ -304,6 +341,20 @@ impl ServerApp for FastPathApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_follows_the_monotonic_clock_between_wall_clock_readings() {
+        let at = Instant::now();
+        let first = unix_ms_at(at);
+        assert!((first - now_unix_ms()).abs() < 1_000, "{first} is not now");
+        assert_eq!(unix_ms_at(at + Duration::from_millis(500)), first + 500);
+        // A second or more later, the wall clock is read again.
+        let later = unix_ms_at(at + Duration::from_secs(2));
+        assert!(
+            (later - now_unix_ms()).abs() < 1_000,
+            "{later} was not read again"
+        );
+    }
 
     #[test]
     fn connection_tokens_are_matched_in_lists_and_any_case() {

@@ -60,6 +60,7 @@ pub fn new_server(config: &ProxyConfig) -> Server {
     let pid = std::process::id();
     let conf = ServerConf {
         threads: config.threads,
+        work_stealing: config.work_stealing,
         grace_period_seconds: Some(config.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout_seconds),
         pid_file: tmp
