@@ -595,6 +595,29 @@ impl BackgroundService for ClickShipper {
 mod tests {
     use super::*;
 
+    #[test]
+    fn identities_hash_the_documented_layout() {
+        let ip = std::net::IpAddr::from([10, 0, 0, 1]);
+        let layout = |ua: &[u8]| {
+            let mut bytes = Vec::new();
+            bytes.extend(7i64.to_le_bytes());
+            bytes.extend(1_700_000_000i64.to_le_bytes());
+            bytes.extend([10, 0, 0, 1, 0b10]);
+            bytes.extend((ua.len() as u32).to_le_bytes());
+            bytes.extend(ua);
+            for _ in 0..3 {
+                bytes.extend(u32::MAX.to_le_bytes());
+            }
+            xxhash_rust::xxh3::xxh3_128(&bytes)
+        };
+        for len in [0, 100, 600] {
+            let ua = vec![b'a'; len];
+            let fields = [Some(ua.as_slice()), None, None, None];
+            let identity = click_identity(7, 1_700_000_000_500, Some(ip), false, true, fields);
+            assert_eq!(identity, layout(&ua), "user agent of {len} bytes");
+        }
+    }
+
     fn click(ts_ms: i64, ua: &str) -> ClickEvent {
         ClickEvent {
             link_id: 7,
