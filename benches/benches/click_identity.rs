@@ -11,43 +11,33 @@ const BROWSER_UA: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (
 
 fn identity(c: &mut Criterion) {
     let ip = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+    let clicks: [(&str, [Option<&[u8]>; 4]); 2] = [
+        ("bare", [None, None, Some(b"127.0.0.1:18080"), None]),
+        (
+            "browser",
+            [
+                Some(BROWSER_UA),
+                Some(b"https://news.example.com/some/article"),
+                Some(b"sho.rt"),
+                Some(b"DE"),
+            ],
+        ),
+    ];
     let mut group = c.benchmark_group("click_identity");
-    group.bench_function("bare", |b| {
-        b.iter(|| {
-            click_identity(
-                black_box(42),
-                black_box(1_700_000_000_123),
-                ip,
-                false,
-                false,
-                [
-                    None,
-                    None,
-                    Some(black_box(b"127.0.0.1:18080".as_slice())),
-                    None,
-                ],
-            )
-        })
-    });
-    group.bench_function("browser", |b| {
-        b.iter(|| {
-            click_identity(
-                black_box(42),
-                black_box(1_700_000_000_123),
-                ip,
-                false,
-                false,
-                [
-                    Some(black_box(BROWSER_UA)),
-                    Some(black_box(
-                        b"https://news.example.com/some/article".as_slice(),
-                    )),
-                    Some(black_box(b"sho.rt".as_slice())),
-                    Some(b"DE".as_slice()),
-                ],
-            )
-        })
-    });
+    for (name, fields) in clicks {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                click_identity(
+                    black_box(42),
+                    black_box(1_700_000_000_123),
+                    ip,
+                    false,
+                    false,
+                    black_box(fields),
+                )
+            })
+        });
+    }
     group.finish();
 }
 

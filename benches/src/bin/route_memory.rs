@@ -1,8 +1,13 @@
 //! Measures the route table's resident memory per million links.
 //!
-//! `cargo run --release -p shortlink-benches --bin route_memory -- 1000000`
+//! `cargo run --release --workspace --bin route_memory -- 1000000 [url_bytes]`: links (default
+//! 1 M) and, optionally, the URL length (the synthetic URLs are padded to it; default 62).
 
 use shortlink_benches::sample_link;
+
+/// The allocator `shortlink` runs with, so the table costs here what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -19,8 +24,21 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let url_len: Option<usize> = std::env::args().nth(2).and_then(|a| a.parse().ok());
     // Build the links first so only the table's own memory is measured.
-    let links: Vec<_> = (0..n).map(sample_link).collect();
+    let links: Vec<_> = (0..n)
+        .map(|i| {
+            let mut link = sample_link(i);
+            if let Some(len) = url_len
+                && len > link.url.len() + 5
+            {
+                let pad = len - link.url.len() - 5;
+                link.url.push_str("&pad=");
+                link.url.extend(std::iter::repeat_n('x', pad));
+            }
+            link
+        })
+        .collect();
     let url_bytes: usize = links.iter().map(|l| l.url.len()).sum();
     let before = rss_bytes();
     let table = shortlink_proxy::RouteTable::new(std::time::Duration::from_secs(2), 1000);
