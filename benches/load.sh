@@ -16,9 +16,10 @@
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
 #        pingora ProxyHttp) over the same route table, interleaved, with their ratios to nginx;
-#        HALF_PEAK=1 then drives shortlink and nginx open-loop (`rate_load`) at half of
-#        shortlink's median rate for SECS*2 seconds each and reports p50/p99 from when each
-#        request was due;
+#        HALF_PEAK=1 then drives shortlink and nginx (and the second shortlink, if any)
+#        open-loop (`rate_load`) at half of shortlink's median rate for SECS*2 seconds
+#        each, HALF_ROUNDS times (default 1), and reports p50/p99 from when each request
+#        was due;
 #        FLAME=1 records shortlink with `perf` (DWARF call graphs) during round 1's run and
 #        writes benches/flamegraphs/redirect-<links>.svg (installs inferno with cargo);
 #        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
@@ -248,10 +249,14 @@ fi
 if [ "${HALF_PEAK:-0}" = 1 ]; then
   half=$(awk -v r="$sl_rps" 'BEGIN { printf "%d", r / 2 }')
   echo "open loop at half of shortlink's median rate ($half req/s), $CONNS connections, $((SECS * 2)) s:"
-  for target in "shortlink $PROXY_PORT" "nginx $NGINX_PORT"; do
-    set -- $target
-    printf "%-10s " "$1"
-    "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$half" "$((SECS * 2))" "$CONNS"
+  targets=("shortlink $PROXY_PORT" "nginx $NGINX_PORT")
+  [ "$CAPTURE_OFF" = 1 ] && targets+=("$second_label $OFF_PROXY_PORT")
+  for round in $(seq "${HALF_ROUNDS:-1}"); do
+    for target in "${targets[@]}"; do
+      set -- $target
+      printf "%-14s " "$1"
+      "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$half" "$((SECS * 2))" "$CONNS"
+    done
   done
 fi
 [ -z "$UA" ] || echo "user agent sent: $UA"

@@ -3,9 +3,11 @@
 //! Keys are 128-bit xxh3 hashes of (domain, code) with a random per-process seed, so a
 //! lookup hashes the request's bytes once and allocates nothing; with 128 bits an
 //! accidental collision among even billions of codes is far less likely than a memory
-//! error, and the random seed keeps collisions from being constructed. Values are kept
-//! compact (one heap allocation holding the packed route and its URL) because the table must hold ten million
-//! links in about 1.5 GiB.
+//! error, and the random seed keeps collisions from being constructed. The map is keyed
+//! by the hash's first word and each entry is one heap allocation holding the second
+//! word, the packed route and its URL: a 24-byte slot is what keeps ten million links
+//! under 1.5 GiB. Two routes whose first words collide cannot both be
+//! in the map; the one left out is a miss here and is served by the store (read-through).
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,14 +18,14 @@ use http::HeaderValue;
 use shortlink_core::{DeviceClass, Link, LinkId, RedirectStatus, RouteState, Targeting};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
-/// A route's key: the 128-bit hash of its (domain, code), as two words so a table slot
-/// needs only 8-byte alignment.
+/// A route's key: the 128-bit hash of its (domain, code), as two words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteKey(u64, u64);
 
 impl Hash for RouteKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already uniform: one word is a fine table hash; equality checks both.
+        // Already uniform: one word is a fine table hash; equality checks both (the side
+        // maps hold whole keys).
         state.write_u64(self.0);
     }
 }
@@ -53,25 +55,30 @@ impl Hasher for KeyHasher {
 
 type KeyBuildHasher = BuildHasherDefault<KeyHasher>;
 
-/// Byte offsets inside a packed route.
-const AT_LINK_ID: usize = 0;
-const AT_EXPIRES: usize = 8;
-const AT_MAX_CLICKS: usize = 12;
-const AT_STATUS: usize = 16;
-const AT_DISABLED: usize = 17;
-const AT_FLAGS: usize = 18;
-const AT_URL: usize = 19;
+/// Byte offsets inside a packed route. The first word is the key's second half (the map
+/// is keyed by the first).
+const AT_CHECK: usize = 0;
+const AT_LINK_ID: usize = 8;
+const AT_EXPIRES: usize = 16;
+const AT_MAX_CLICKS: usize = 20;
+const AT_STATUS: usize = 24;
+const AT_DISABLED: usize = 25;
+const AT_FLAGS: usize = 26;
+const AT_URL: usize = 27;
 
 /// Flag: the link has a password; the control plane answers it.
 const PROTECTED: u8 = 1;
 /// Flag: the link has targeting rules, kept beside the table in `RouteTable::targeting`.
 const TARGETED: u8 = 2;
 
-/// One route packed into a single heap allocation: link id, expiry (Unix seconds, 0 =
-/// never), click limit (0 = none), status, disabled flag, option flags, then the target
-/// URL. With the
-/// 16-byte key a table slot is 32 bytes, which is what keeps ten million links near
-/// 1.5 GiB.
+/// One route packed into a single heap allocation: the key's second word, link id, expiry
+/// (Unix seconds, 0 = never), click limit (0 = none), status, disabled flag, option flags,
+/// then the target URL.
+///
+/// A table slot is then the key's first word and this boxed slice, 24 bytes (with the
+/// whole key it was 32), and the second word takes allocator size-class slack (a 27-byte
+/// header and an 80-byte URL still fit mimalloc's 112-byte class): that is what keeps ten
+/// million links under 1.5 GiB.
 #[derive(Debug)]
 pub struct RouteEntry(Box<[u8]>);
 
@@ -95,6 +102,18 @@ pub enum Resolution {
     Gone(RouteState),
     /// The table has no such route.
     Miss,
+}
+
+fn u32_from(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn u64_from(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
 fn clamp_u32(value: i64) -> u32 {
@@ -122,9 +141,10 @@ fn status_from_byte(byte: u8) -> RedirectStatus {
 impl RouteEntry {
     /// Packs a stored link, or `None` if its URL is not a valid header value (which
     /// validation at creation prevents; this is the last line against header injection).
-    fn from_link(link: &Link) -> Option<RouteEntry> {
+    fn from_link(link: &Link, check: u64) -> Option<RouteEntry> {
         HeaderValue::from_str(&link.url).ok()?;
         let mut packed = Vec::with_capacity(AT_URL + link.url.len());
+        packed.extend_from_slice(&check.to_le_bytes());
         packed.extend_from_slice(&link.id.to_le_bytes());
         // An expiry at or before the epoch is stored as 1 (long past), not 0 (never).
         let expires = link.expires_at.map_or(0, |t| clamp_u32(t).max(1));
@@ -147,16 +167,24 @@ impl RouteEntry {
         Some(RouteEntry(packed.into_boxed_slice()))
     }
 
+    /// The packed bytes, header and URL.
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key's second word, compared on every lookup.
+    #[inline]
+    fn check(&self) -> u64 {
+        u64_from(self.bytes(), AT_CHECK)
+    }
+
     fn u32_at(&self, at: usize) -> u32 {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&self.0[at..at + 4]);
-        u32::from_le_bytes(word)
+        u32_from(self.bytes(), at)
     }
 
     fn link_id(&self) -> LinkId {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.0[AT_LINK_ID..AT_LINK_ID + 8]);
-        LinkId::from_le_bytes(word)
+        u64_from(self.bytes(), AT_LINK_ID) as LinkId
     }
 
     fn max_clicks(&self) -> u32 {
@@ -167,7 +195,8 @@ impl RouteEntry {
 /// The route table: (domain, code) → route, plus a short negative cache of misses.
 pub struct RouteTable {
     seed: u64,
-    routes: DashMap<RouteKey, RouteEntry, KeyBuildHasher>,
+    /// Keyed by the key's first word; the entry holds the second (see [`RouteEntry`]).
+    routes: DashMap<u64, RouteEntry, KeyBuildHasher>,
     /// Clicks served per capped link (only links with `max_clicks` are here).
     served: DashMap<RouteKey, AtomicU32, KeyBuildHasher>,
     /// Targeting rules of the links that have them (only those are here).
@@ -216,14 +245,19 @@ impl RouteTable {
     /// What to answer for `key` at Unix second `now`. Claims a click on capped links.
     #[inline]
     pub fn resolve(&self, key: RouteKey, now: i64) -> Resolution {
-        let Some(entry) = self.routes.get(&key) else {
+        let Some(entry) = self.routes.get(&key.0) else {
             return Resolution::Miss;
         };
-        let packed = &entry.0;
+        let packed = entry.bytes();
+        if u64_from(packed, AT_CHECK) != key.1 {
+            // Another route shares the first word (among ten million links, the chance
+            // that any two do is about 1 in 370 000): the store answers this one.
+            return Resolution::Miss;
+        }
         if packed[AT_DISABLED] != 0 {
             return Resolution::Gone(RouteState::Disabled);
         }
-        let expires = entry.u32_at(AT_EXPIRES);
+        let expires = u32_from(packed, AT_EXPIRES);
         if expires != 0 && clamp_u32(now) >= expires {
             return Resolution::Gone(RouteState::Expired);
         }
@@ -231,7 +265,7 @@ impl RouteTable {
         if flags & PROTECTED != 0 {
             return Resolution::Protected;
         }
-        let max_clicks = entry.max_clicks();
+        let max_clicks = u32_from(packed, AT_MAX_CLICKS);
         if max_clicks != 0 && !self.claim_click(key, max_clicks) {
             return Resolution::Gone(RouteState::Exhausted);
         }
@@ -298,9 +332,12 @@ impl RouteTable {
 
     /// Inserts or replaces the route of `link`. Returns false if the link cannot be served.
     pub fn upsert(&self, link: &Link) -> bool {
-        let key = self.key(&link.domain, link.code.as_str());
+        self.upsert_at(self.key(&link.domain, link.code.as_str()), link)
+    }
+
+    fn upsert_at(&self, key: RouteKey, link: &Link) -> bool {
         self.misses.remove(&key);
-        let Some(entry) = RouteEntry::from_link(link) else {
+        let Some(entry) = RouteEntry::from_link(link, key.1) else {
             self.remove_key(key);
             return false;
         };
@@ -308,8 +345,8 @@ impl RouteTable {
             let stored = link.clicks.min(u32::MAX as u64) as u32;
             let same_link = self
                 .routes
-                .get(&key)
-                .is_some_and(|old| old.link_id() == link.id);
+                .get(&key.0)
+                .is_some_and(|old| old.check() == key.1 && old.link_id() == link.id);
             // Keep clicks this process counted that the store has not seen yet.
             let counted = if same_link {
                 self.served.get(&key).map(|n| n.load(Ordering::Relaxed))
@@ -329,7 +366,7 @@ impl RouteTable {
                 self.targeting.remove(&key);
             }
         }
-        self.routes.insert(key, entry);
+        self.routes.insert(key.0, entry);
         true
     }
 
@@ -339,14 +376,17 @@ impl RouteTable {
     }
 
     fn remove_key(&self, key: RouteKey) {
-        self.routes.remove(&key);
+        // Only this route: another sharing the first word stays.
+        self.routes
+            .remove_if(&key.0, |_, entry| entry.check() == key.1);
         self.served.remove(&key);
         self.targeting.remove(&key);
     }
 
     /// Keeps only the routes whose keys `keep` accepts (after a full reload).
     pub fn retain(&self, keep: impl Fn(&RouteKey) -> bool) {
-        self.routes.retain(|k, _| keep(k));
+        self.routes
+            .retain(|&first, entry| keep(&RouteKey(first, entry.check())));
         self.served.retain(|k, _| keep(k));
         self.targeting.retain(|k, _| keep(k));
     }
@@ -522,6 +562,63 @@ mod tests {
             }
         ));
         assert_eq!(t.targeted_location(key, DeviceClass::Ios, None), None);
+    }
+
+    #[test]
+    fn a_table_slot_is_24_bytes_and_entries_round_trip() {
+        assert_eq!(std::mem::size_of::<(u64, RouteEntry)>(), 24);
+        let mut full = link(-7, "x", &"u".repeat(300));
+        full.expires_at = Some(1_700_000_000);
+        full.max_clicks = Some(70_000);
+        full.redirect = RedirectStatus::Temporary;
+        let entry = RouteEntry::from_link(&full, 0xDEAD_BEEF_0123_4567).unwrap();
+        assert_eq!(entry.check(), 0xDEAD_BEEF_0123_4567);
+        assert_eq!(entry.link_id(), -7);
+        assert_eq!(entry.u32_at(AT_EXPIRES), 1_700_000_000);
+        assert_eq!(entry.max_clicks(), 70_000);
+        assert_eq!(
+            entry.bytes()[AT_STATUS],
+            status_byte(RedirectStatus::Temporary)
+        );
+        assert_eq!(&entry.bytes()[AT_URL..], full.url.as_bytes());
+        assert_eq!(entry.bytes().len(), AT_URL + 300);
+    }
+
+    #[test]
+    fn routes_sharing_a_first_word_are_told_apart() {
+        let t = table();
+        let (a, b) = (RouteKey(42, 1), RouteKey(42, 2));
+        let mut capped = link(1, "a", "https://a.test/");
+        capped.max_clicks = Some(5);
+        assert!(t.upsert_at(a, &capped));
+        assert!(matches!(
+            t.resolve(a, 1),
+            Resolution::Redirect { link_id: 1, .. }
+        ));
+        assert_eq!(t.resolve(b, 1), Resolution::Miss, "b is not a");
+
+        // b takes the slot (a read-through of b does this); a is then a miss, not b's URL.
+        assert!(t.upsert_at(b, &link(2, "b", "https://b.test/")));
+        assert!(matches!(
+            t.resolve(b, 1),
+            Resolution::Redirect { link_id: 2, .. }
+        ));
+        assert_eq!(t.resolve(a, 1), Resolution::Miss);
+
+        // Removing a leaves b; a full reload that keeps only b keeps it.
+        t.remove_key(a);
+        assert!(matches!(
+            t.resolve(b, 1),
+            Resolution::Redirect { link_id: 2, .. }
+        ));
+        t.retain(|k| *k == b);
+        assert_eq!(t.len(), 1);
+        assert!(matches!(
+            t.resolve(b, 1),
+            Resolution::Redirect { link_id: 2, .. }
+        ));
+        t.retain(|k| *k == a);
+        assert!(t.is_empty());
     }
 
     #[test]
