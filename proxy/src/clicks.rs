@@ -160,11 +160,24 @@ impl ClickSink {
     /// counted. Never waits for I/O.
     #[inline]
     pub fn record(&self, identity: u128, build: impl FnOnce() -> ClickEvent) {
-        // The identity's high bits pick the shard; its low bits are the map's hash.
-        let mut shard = self.shards[((identity >> 64) as usize) % SHARDS]
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        // The identity's high bits pick the shard; its low bits are the map's hash. A
+        // shard that is held is skipped, not waited for: when its holder (the shipper
+        // taking it, or the other proxy thread) is preempted inside, waiting would stall
+        // this redirect for a scheduler slice. The shipper folds identical clicks across
+        // shards again, so any shard will do.
+        let first = ((identity >> 64) as usize) % SHARDS;
+        let mut shard = (0..SHARDS)
+            .find_map(|i| match self.shards[(first + i) % SHARDS].0.try_lock() {
+                Ok(shard) => Some(shard),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            })
+            .unwrap_or_else(|| {
+                self.shards[first]
+                    .0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            });
         let held = shard.events.len();
         match shard.events.entry(identity) {
             std::collections::hash_map::Entry::Occupied(mut slot) => {
@@ -631,6 +644,43 @@ mod tests {
             qr: false,
             count: 1,
         }
+    }
+
+    #[test]
+    fn a_held_shard_is_skipped_not_waited_for() {
+        let sink = ClickSink {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            shard_capacity: 100,
+            stats: Arc::new(ClickStats::default()),
+        };
+        let clicked = click(1_900_000_000_000, "wrk");
+        let identity = visit_identity(&clicked);
+        let home = ((identity >> 64) as usize) % SHARDS;
+        // Hold the click's own shard (as a preempted shipper would) while it is recorded.
+        let held = sink.shards[home].0.lock().unwrap();
+        let (done, recorded) = std::sync::mpsc::channel();
+        let recorder = sink.clone();
+        let event = clicked.clone();
+        std::thread::spawn(move || {
+            recorder.record(identity, || event);
+            done.send(()).unwrap();
+        });
+        recorded
+            .recv_timeout(Duration::from_secs(5))
+            .expect("record waited for a held shard");
+        drop(held);
+        sink.record(identity, || clicked.clone());
+        // Two shards hold the visit now; the shipper's fold makes it one event of two.
+        let taken = sink.take();
+        assert_eq!(taken.len(), 2);
+        let mut c = Coalescer::default();
+        for (identity, click) in taken {
+            c.add(identity, click);
+        }
+        let events = c.take();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].count, 2);
+        assert_eq!(sink.stats.captured.load(Ordering::Relaxed), 2);
     }
 
     #[test]
