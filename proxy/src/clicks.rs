@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,8 +31,17 @@ use tracing::{info, warn};
 const SECRET_HEADER: &str = "x-shortlink-internal-secret";
 /// How often the shards are taken.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
-/// Shards of the capture-side fold.
+/// Shards of the capture-side fold: each recording thread has one of its own.
 const SHARDS: usize = 16;
+
+/// Hands out home shards to recording threads, in turn.
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's home shard: a proxy thread records into shard memory no other
+    /// thread writes, so clicks do not bounce cache lines between cores.
+    static HOME: usize = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
 
 /// Hashes a click identity (already a 128-bit xxh3) by taking its low 64 bits: hashing it
 /// again would only cost time.
@@ -160,12 +169,11 @@ impl ClickSink {
     /// counted. Never waits for I/O.
     #[inline]
     pub fn record(&self, identity: u128, build: impl FnOnce() -> ClickEvent) {
-        // The identity's high bits pick the shard; its low bits are the map's hash. A
-        // shard that is held is skipped, not waited for: when its holder (the shipper
-        // taking it, or the other proxy thread) is preempted inside, waiting would stall
-        // this redirect for a scheduler slice. The shipper folds identical clicks across
-        // shards again, so any shard will do.
-        let first = ((identity >> 64) as usize) % SHARDS;
+        // The thread's home shard first. A shard that is held is skipped, not waited
+        // for: when its holder (the shipper taking it, or another thread sharing it) is
+        // preempted inside, waiting would stall this redirect for a scheduler slice. The
+        // shipper folds identical clicks across shards, so any shard will do.
+        let first = HOME.with(|home| *home);
         let mut shard = (0..SHARDS)
             .find_map(|i| match self.shards[(first + i) % SHARDS].0.try_lock() {
                 Ok(shard) => Some(shard),
@@ -255,16 +263,19 @@ pub struct ShipperConfig {
 }
 
 /// Creates the click path: the sink for the proxy (holding at most about `capacity`
-/// distinct clicks between two takes) and the shipper service.
+/// distinct clicks between two takes, recorded by `threads` threads) and the shipper
+/// service.
 pub fn click_queue(
     capacity: usize,
+    threads: usize,
     config: ShipperConfig,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
 ) -> std::io::Result<(ClickSink, ClickShipper)> {
     let stats = Arc::new(ClickStats::default());
     let sink = ClickSink {
         shards: (0..SHARDS).map(|_| Padded::default()).collect(),
-        shard_capacity: capacity.div_ceil(SHARDS).max(1),
+        // Each thread fills its own shard.
+        shard_capacity: capacity.div_ceil(threads.clamp(1, SHARDS)).max(1),
         stats: stats.clone(),
     };
     let spool = Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
@@ -655,24 +666,31 @@ mod tests {
         };
         let clicked = click(1_900_000_000_000, "wrk");
         let identity = visit_identity(&clicked);
-        let home = ((identity >> 64) as usize) % SHARDS;
-        // Hold the click's own shard (as a preempted shipper would) while it is recorded.
-        let held = sink.shards[home].0.lock().unwrap();
+        let (homed, home) = std::sync::mpsc::channel();
+        let (go, went) = std::sync::mpsc::channel::<()>();
         let (done, recorded) = std::sync::mpsc::channel();
         let recorder = sink.clone();
         let event = clicked.clone();
         std::thread::spawn(move || {
+            homed.send(HOME.with(|home| *home)).unwrap();
+            went.recv().unwrap();
             recorder.record(identity, || event);
             done.send(()).unwrap();
         });
+        // Hold the recording thread's own shard (as a preempted shipper would).
+        let home = home.recv().unwrap();
+        let held = sink.shards[home].0.lock().unwrap();
+        go.send(()).unwrap();
         recorded
             .recv_timeout(Duration::from_secs(5))
             .expect("record waited for a held shard");
         drop(held);
+        assert!(sink.shards[home].0.lock().unwrap().events.is_empty());
         sink.record(identity, || clicked.clone());
-        // Two shards hold the visit now; the shipper's fold makes it one event of two.
+        // The visit is held twice (or folded once, if this thread's shard is the one the
+        // other spilled into); the shipper's fold makes it one event of two.
         let taken = sink.take();
-        assert_eq!(taken.len(), 2);
+        assert_eq!(taken.iter().map(|(_, click)| click.count).sum::<u32>(), 2);
         let mut c = Coalescer::default();
         for (identity, click) in taken {
             c.add(identity, click);

@@ -125,6 +125,7 @@ pub fn add_proxy(
         .ok_or_else(|| ProxyError::Config("proxy.spool_dir is not set".into()))?;
     let (sink, shipper) = clicks::click_queue(
         config.click_queue_capacity,
+        config.threads,
         clicks::ShipperConfig {
             batch_max: config.click_batch_max,
             batch_every: Duration::from_millis(config.click_batch_ms),
