@@ -104,18 +104,6 @@ pub enum Resolution {
     Miss,
 }
 
-fn u32_from(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn u64_from(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
 fn clamp_u32(value: i64) -> u32 {
     value.clamp(0, u32::MAX as i64) as u32
 }
@@ -167,24 +155,26 @@ impl RouteEntry {
         Some(RouteEntry(packed.into_boxed_slice()))
     }
 
-    /// The packed bytes, header and URL.
-    #[inline]
-    fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-
     /// The key's second word, compared on every lookup.
     #[inline]
     fn check(&self) -> u64 {
-        u64_from(self.bytes(), AT_CHECK)
+        self.u64_at(AT_CHECK)
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        u32_from(self.bytes(), at)
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&self.0[at..at + 4]);
+        u32::from_le_bytes(word)
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(word)
     }
 
     fn link_id(&self) -> LinkId {
-        u64_from(self.bytes(), AT_LINK_ID) as LinkId
+        self.u64_at(AT_LINK_ID) as LinkId
     }
 
     fn max_clicks(&self) -> u32 {
@@ -248,16 +238,16 @@ impl RouteTable {
         let Some(entry) = self.routes.get(&key.0) else {
             return Resolution::Miss;
         };
-        let packed = entry.bytes();
-        if u64_from(packed, AT_CHECK) != key.1 {
+        if entry.check() != key.1 {
             // Another route shares the first word (among ten million links, the chance
             // that any two do is about 1 in 370 000): the store answers this one.
             return Resolution::Miss;
         }
+        let packed = &entry.0;
         if packed[AT_DISABLED] != 0 {
             return Resolution::Gone(RouteState::Disabled);
         }
-        let expires = u32_from(packed, AT_EXPIRES);
+        let expires = entry.u32_at(AT_EXPIRES);
         if expires != 0 && clamp_u32(now) >= expires {
             return Resolution::Gone(RouteState::Expired);
         }
@@ -265,7 +255,7 @@ impl RouteTable {
         if flags & PROTECTED != 0 {
             return Resolution::Protected;
         }
-        let max_clicks = u32_from(packed, AT_MAX_CLICKS);
+        let max_clicks = entry.max_clicks();
         if max_clicks != 0 && !self.claim_click(key, max_clicks) {
             return Resolution::Gone(RouteState::Exhausted);
         }
@@ -576,12 +566,9 @@ mod tests {
         assert_eq!(entry.link_id(), -7);
         assert_eq!(entry.u32_at(AT_EXPIRES), 1_700_000_000);
         assert_eq!(entry.max_clicks(), 70_000);
-        assert_eq!(
-            entry.bytes()[AT_STATUS],
-            status_byte(RedirectStatus::Temporary)
-        );
-        assert_eq!(&entry.bytes()[AT_URL..], full.url.as_bytes());
-        assert_eq!(entry.bytes().len(), AT_URL + 300);
+        assert_eq!(entry.0[AT_STATUS], status_byte(RedirectStatus::Temporary));
+        assert_eq!(&entry.0[AT_URL..], full.url.as_bytes());
+        assert_eq!(entry.0.len(), AT_URL + 300);
     }
 
     #[test]
