@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, ToSql, params};
+use rusqlite::{ToSql, params};
 use shortlink_core::time_util::{now_unix, now_unix_ms};
 use shortlink_core::{EnrichedClick, LinkId, LinkStats};
 
@@ -16,12 +16,13 @@ use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
 const PRUNE_ROWS: i64 = 100;
 
-/// Rows per multi-row upsert: one statement per chunk instead of one per row.
-const UPSERT_CHUNK: usize = 128;
+/// Rows per multi-row statement: one statement per chunk instead of one per row.
+const VALUES_CHUNK: usize = 128;
 
-/// Upserts rows of `width` cells (`cells` holds them back to back) with multi-row
-/// `VALUES`, `UPSERT_CHUNK` rows per statement.
-fn upsert_rows(
+/// Runs `{head} (?, …), (?, …) {tail}` over rows of `width` cells (`cells` holds them back
+/// to back), `VALUES_CHUNK` rows per statement: the upserts of rollups and the update of
+/// link counts.
+fn rows_of_values(
     conn: &rusqlite::Connection,
     head: &str,
     tail: &str,
@@ -29,7 +30,7 @@ fn upsert_rows(
     cells: &[&dyn ToSql],
 ) -> rusqlite::Result<()> {
     let row = format!("({})", vec!["?"; width].join(", "));
-    for chunk in cells.chunks(width * UPSERT_CHUNK) {
+    for chunk in cells.chunks(width * VALUES_CHUNK) {
         let rows = vec![row.as_str(); chunk.len() / width].join(", ");
         conn.prepare_cached(&format!("{head} {rows} {tail}"))?
             .execute(chunk)?;
@@ -37,6 +38,40 @@ fn upsert_rows(
     Ok(())
 }
 
+/// Ids per `IN (…)` lookup of the links a batch clicked.
+const LOOKUP_CHUNK: usize = 256;
+
+/// The links among `ids` that exist, looked up `LOOKUP_CHUNK` at a time.
+fn link_infos(
+    conn: &rusqlite::Connection,
+    ids: &[LinkId],
+) -> rusqlite::Result<HashMap<LinkId, LinkInfo>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let mut find = conn.prepare_cached(&format!(
+            "SELECT id, max_clicks, domain, code, owner FROM links WHERE id IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        ))?;
+        let rows = find.query_map(rusqlite::params_from_iter(chunk), |r| {
+            Ok((
+                r.get::<_, LinkId>(0)?,
+                LinkInfo {
+                    max_clicks: r.get(1)?,
+                    domain: r.get(2)?,
+                    code: r.get(3)?,
+                    owner: r.get(4)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, info) = row?;
+            out.insert(id, info);
+        }
+    }
+    Ok(out)
+}
+
+/// What ingestion needs of a clicked link.
 struct LinkInfo {
     owner: i64,
     max_clicks: Option<i64>,
@@ -64,32 +99,13 @@ impl ClickStore for EmbeddedStore {
                 if new == 0 {
                     return Ok(IngestOutcome::Duplicate);
                 }
-                let mut links: HashMap<LinkId, Option<LinkInfo>> = HashMap::new();
-                {
-                    let mut find = conn.prepare_cached(
-                        "SELECT max_clicks, domain, code, owner FROM links WHERE id = ?1",
-                    )?;
-                    for click in &clicks {
-                        if let std::collections::hash_map::Entry::Vacant(slot) =
-                            links.entry(click.link_id)
-                        {
-                            slot.insert(
-                                find.query_row([click.link_id], |r| {
-                                    Ok(LinkInfo {
-                                        max_clicks: r.get(0)?,
-                                        domain: r.get(1)?,
-                                        code: r.get(2)?,
-                                        owner: r.get(3)?,
-                                    })
-                                })
-                                .optional()?,
-                            );
-                        }
-                    }
-                }
+                let mut ids: Vec<LinkId> = clicks.iter().map(|c| c.link_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let links = link_infos(conn, &ids)?;
                 let counted: Vec<&EnrichedClick> = clicks
                     .iter()
-                    .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
+                    .filter(|c| links.contains_key(&c.link_id))
                     .collect();
                 let body = encode_log(&counted);
                 let RollupDelta { hours, days, links: per_link } = RollupDelta::of(&counted);
@@ -101,7 +117,7 @@ impl ClickStore for EmbeddedStore {
                     for ((link, hour), (total, bots)) in &hours {
                         cells.extend([link as &dyn ToSql, hour, total, bots]);
                     }
-                    upsert_rows(
+                    rows_of_values(
                         conn,
                         "INSERT INTO rollup_hour (link_id, hour, total, bots) VALUES",
                         "ON CONFLICT (link_id, hour) DO UPDATE
@@ -113,18 +129,27 @@ impl ClickStore for EmbeddedStore {
                     for ((link, day, dim, key), count) in &days {
                         cells.extend([link as &dyn ToSql, day, dim, key, count]);
                     }
-                    upsert_rows(
+                    rows_of_values(
                         conn,
                         "INSERT INTO rollup_day (link_id, day, dim, key, count) VALUES",
                         "ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
                         5,
                         &cells,
                     )?;
-                    let mut count = conn.prepare_cached("UPDATE links SET clicks = clicks + ?1 WHERE id = ?2")?;
+                    let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(per_link.len() * 2);
+                    for (link, delta) in &per_link {
+                        cells.extend([link as &dyn ToSql, &delta.clicks]);
+                    }
+                    rows_of_values(
+                        conn,
+                        "UPDATE links SET clicks = clicks + v.column2 FROM (VALUES",
+                        ") AS v WHERE links.id = v.column1",
+                        2,
+                        &cells,
+                    )?;
                     let mut events = Vec::with_capacity(per_link.len());
                     for (link, delta) in &per_link {
-                        count.execute(params![delta.clicks, link])?;
-                        let Some(Some(info)) = links.get(link) else { continue };
+                        let Some(info) = links.get(link) else { continue };
                         // A capped link's count is part of its route: every proxy takes the
                         // larger of its own count and the stored one, so the limit holds
                         // across proxies within the sync window.

@@ -72,6 +72,10 @@ impl From<rusqlite::Error> for StoreError {
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Temporary files in memory: above all the sub-journal of the savepoint each write
+    // runs in, which otherwise costs a `pwrite` per page a savepoint first changes (15 % of
+    // the writer's time ingesting clicks for 1 000 hot links, measured with perf).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
