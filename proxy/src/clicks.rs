@@ -3,8 +3,11 @@
 //! In `logging()` the proxy hashes what identifies the visit (link, second, client, method,
 //! captured headers) without copying anything and hands that to [`ClickSink::record`]: a
 //! click identical to one already held in its shard only bumps that one's count; a new one
-//! is built (the only allocation) and held. Shards are small mutex-guarded maps picked by
-//! the identity, so request threads rarely meet and never wait on I/O. The [`ClickShipper`]
+//! has its header values copied into the shard's byte buffer and is held. Request threads
+//! allocate nothing once the buffers have grown: the shipper builds the `ClickEvent`s (and
+//! their strings) from the held bytes when it takes a shard, on its own thread, so no memory
+//! moves between the request threads' heaps and the shipper's. Shards are small mutex-guarded maps, one per
+//! recording thread, so request threads rarely meet and never wait on I/O. The [`ClickShipper`]
 //! background service takes the shards' contents on a timer, folds them further per second,
 //! cuts batches by size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
 //! secret and a random batch id — or, in `serve`, hands them to the control plane's ingestion
@@ -29,8 +32,10 @@ use tracing::{info, warn};
 
 /// Header carrying the internal secret (the control plane's `ingest::SECRET_HEADER`).
 const SECRET_HEADER: &str = "x-shortlink-internal-secret";
-/// How often the shards are taken.
-const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// How often the shards are taken. Each take starts every visit's fold afresh (the next
+/// click of a visit builds its event again), so taking less often builds fewer events;
+/// batches are cut by the second anyway ([`ShipperConfig::batch_every`]).
+const DRAIN_EVERY: Duration = Duration::from_millis(250);
 /// Shards of the capture-side fold: each recording thread has one of its own.
 const SHARDS: usize = 16;
 
@@ -87,7 +92,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Counters of the click path (read by tests and, later, metrics).
 #[derive(Debug, Default)]
 pub struct ClickStats {
-    /// Clicks captured (counted when the shipper takes them, every 100 ms).
+    /// Clicks captured (counted when the shipper takes them, every 250 ms).
     pub captured: AtomicU64,
     /// Clicks dropped because the capture shards or the spool were full.
     pub dropped: AtomicU64,
@@ -99,11 +104,70 @@ pub struct ClickStats {
     pub rejected: AtomicU64,
 }
 
-/// Clicks held by one shard, by identity.
+/// Clicks held by one shard. A repeated visit touches only its small index entry (its
+/// position and count), not the held click, so the index stays in cache.
 #[derive(Default)]
 struct Shard {
-    events: std::collections::HashMap<u128, ClickEvent, IdentityHasher>,
+    /// Identity → (position in `held`, clicks so far).
+    index: std::collections::HashMap<u128, (u32, u32), IdentityHasher>,
+    /// The visits held, in arrival order.
+    held: Vec<Held>,
+    /// The held visits' header values, back to back.
+    bytes: Vec<u8>,
     captured: u64,
+}
+
+/// A visit held in a shard, its header values in the shard's `bytes`.
+struct Held {
+    identity: u128,
+    link_id: shortlink_core::LinkId,
+    ts_ms: i64,
+    ip: Option<std::net::IpAddr>,
+    head: bool,
+    qr: bool,
+    /// User agent, referrer, host, country: (start, length) in `bytes`.
+    fields: [Option<(u32, u32)>; 4],
+}
+
+/// Header bytes a shard keeps room for between takes; a burst of long headers beyond it
+/// is given back.
+const KEPT_BYTES: usize = 1 << 20;
+
+/// A redirect's click as its request thread sees it, header values borrowed from the
+/// request (already cut to the captured length).
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    /// The followed link.
+    pub link_id: shortlink_core::LinkId,
+    /// When, in Unix milliseconds.
+    pub ts_ms: i64,
+    /// The client's address.
+    pub ip: Option<std::net::IpAddr>,
+    /// Whether the method was HEAD.
+    pub head: bool,
+    /// Whether the URL carried the QR marker.
+    pub qr: bool,
+    /// User agent, referrer, host, country.
+    pub fields: [Option<&'a [u8]>; 4],
+}
+
+impl Visit<'_> {
+    /// The visit's [`click_identity`].
+    pub fn identity(&self) -> u128 {
+        click_identity(
+            self.link_id,
+            self.ts_ms,
+            self.ip,
+            self.head,
+            self.qr,
+            self.fields,
+        )
+    }
+}
+
+/// A captured header value as text (invalid UTF-8, e.g. a cut character, replaced).
+pub(crate) fn captured_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The proxy's end of the click path.
@@ -116,6 +180,11 @@ pub struct ClickSink {
 
 /// What makes two clicks the same visit, for folding: link, second, client address,
 /// method, QR marker, and the captured header values (user agent, referrer, host, country).
+///
+/// Each header value present enters as its own 64-bit xxh3, so nothing is copied and the
+/// final 128-bit xxh3 runs over a fixed 72 bytes: link, second, address (IPv4 mapped into
+/// IPv6), the four value hashes, and a byte of flags (address kind, HEAD, QR, which values
+/// are present). Two visits fold only if a value's 64-bit hash collides.
 pub fn click_identity(
     link_id: shortlink_core::LinkId,
     ts_ms: i64,
@@ -124,51 +193,58 @@ pub fn click_identity(
     qr: bool,
     fields: [Option<&[u8]>; 4],
 ) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&link_id.to_le_bytes());
-    h.update(&ts_ms.div_euclid(1000).to_le_bytes());
-    match ip {
-        Some(std::net::IpAddr::V4(v4)) => h.update(&v4.octets()),
-        Some(std::net::IpAddr::V6(v6)) => h.update(&v6.octets()),
-        None => h.update(&[0xff]),
-    }
-    h.update(&[u8::from(head) | u8::from(qr) << 1]);
-    for field in fields {
-        match field {
-            Some(text) => {
-                h.update(&(text.len() as u32).to_le_bytes());
-                h.update(text);
-            }
-            None => h.update(&u32::MAX.to_le_bytes()),
+    let mut buf = [0u8; 72];
+    buf[..8].copy_from_slice(&link_id.to_le_bytes());
+    buf[8..16].copy_from_slice(&ts_ms.div_euclid(1000).to_le_bytes());
+    let (kind, address) = match ip {
+        Some(std::net::IpAddr::V4(v4)) => (1, v4.to_ipv6_mapped().octets()),
+        Some(std::net::IpAddr::V6(v6)) => (2, v6.octets()),
+        None => (0, [0; 16]),
+    };
+    buf[16..32].copy_from_slice(&address);
+    let mut flags = kind | u8::from(head) << 2 | u8::from(qr) << 3;
+    for (i, field) in fields.iter().enumerate() {
+        if let Some(text) = field {
+            flags |= 1 << (4 + i);
+            let at = 32 + 8 * i;
+            buf[at..at + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(text).to_le_bytes());
         }
     }
-    h.digest128()
+    buf[64] = flags;
+    xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
-/// The identity of a built click (the same as its capture computed).
+/// The visit a built click was captured from.
 #[cfg(test)]
-fn visit_identity(click: &ClickEvent) -> u128 {
-    click_identity(
-        click.link_id,
-        click.ts_ms,
-        click.ip,
-        click.head,
-        click.qr,
-        [
+fn visit_of(click: &ClickEvent) -> Visit<'_> {
+    Visit {
+        link_id: click.link_id,
+        ts_ms: click.ts_ms,
+        ip: click.ip,
+        head: click.head,
+        qr: click.qr,
+        fields: [
             click.user_agent.as_deref().map(str::as_bytes),
             click.referrer.as_deref().map(str::as_bytes),
             click.host.as_deref().map(str::as_bytes),
             click.country.as_deref().map(str::as_bytes),
         ],
-    )
+    }
+}
+
+/// The identity of a built click (the same as its capture computed).
+#[cfg(test)]
+fn visit_identity(click: &ClickEvent) -> u128 {
+    visit_of(click).identity()
 }
 
 impl ClickSink {
-    /// Records a click with this [`click_identity`]: counted into an identical held click,
-    /// or built with `build` and held. When its shard is full the click is dropped and
-    /// counted. Never waits for I/O.
+    /// Records a visit: counted into an identical held one, or held (its header values
+    /// copied into the shard's buffer). When its shard is full the click is dropped and
+    /// counted. Never waits for I/O, and allocates only while a shard's buffers grow.
     #[inline]
-    pub fn record(&self, identity: u128, build: impl FnOnce() -> ClickEvent) {
+    pub fn record(&self, visit: &Visit) {
+        let identity = visit.identity();
         // The thread's home shard first. A shard that is held is skipped, not waited
         // for: when its holder (the shipper taking it, or another thread sharing it) is
         // preempted inside, waiting would stall this redirect for a scheduler slice. The
@@ -186,38 +262,82 @@ impl ClickSink {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
             });
-        let held = shard.events.len();
-        match shard.events.entry(identity) {
+        let shard = &mut *shard;
+        let held = shard.held.len();
+        match shard.index.entry(identity) {
             std::collections::hash_map::Entry::Occupied(mut slot) => {
-                let click = slot.get_mut();
-                click.count = click.count.saturating_add(1);
+                let (_, count) = slot.get_mut();
+                *count = count.saturating_add(1);
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 if held >= self.shard_capacity {
-                    drop(shard);
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                slot.insert(build());
+                slot.insert((held as u32, 1));
+                let bytes = &mut shard.bytes;
+                let fields = visit.fields.map(|field| {
+                    field.map(|value| {
+                        let start = bytes.len() as u32;
+                        bytes.extend_from_slice(value);
+                        (start, value.len() as u32)
+                    })
+                });
+                shard.held.push(Held {
+                    identity,
+                    link_id: visit.link_id,
+                    ts_ms: visit.ts_ms,
+                    ip: visit.ip,
+                    head: visit.head,
+                    qr: visit.qr,
+                    fields,
+                });
             }
         }
         shard.captured += 1;
     }
 
-    /// Takes everything the shards hold, with identities.
+    /// Takes everything the shards hold, as events with identities. The events (and their
+    /// strings) are built here, on the taking thread; the shards keep their buffers' room,
+    /// so recording threads do not grow them again after each take.
     fn take(&self) -> Vec<(u128, ClickEvent)> {
         let mut out = Vec::new();
         let mut captured = 0;
         for shard in self.shards.iter() {
-            let (events, count) = {
-                let mut shard = shard.0.lock().unwrap_or_else(|e| e.into_inner());
-                (
-                    std::mem::take(&mut shard.events),
-                    std::mem::take(&mut shard.captured),
-                )
+            let mut shard = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *shard;
+            let mut counts = vec![1u32; shard.held.len()];
+            for (_, (at, count)) in shard.index.drain() {
+                counts[at as usize] = count;
+            }
+            let bytes = &shard.bytes;
+            let text = |field: Option<(u32, u32)>| {
+                field.map(|(start, len)| {
+                    captured_text(&bytes[start as usize..(start + len) as usize])
+                })
             };
-            captured += count;
-            out.extend(events);
+            out.reserve(shard.held.len());
+            for (held, count) in shard.held.drain(..).zip(counts) {
+                let [user_agent, referrer, host, country] = held.fields;
+                out.push((
+                    held.identity,
+                    ClickEvent {
+                        link_id: held.link_id,
+                        ts_ms: held.ts_ms,
+                        ip: held.ip,
+                        user_agent: text(user_agent),
+                        referrer: text(referrer),
+                        host: text(host),
+                        country: text(country),
+                        head: held.head,
+                        qr: held.qr,
+                        count,
+                    },
+                ));
+            }
+            shard.bytes.clear();
+            shard.bytes.shrink_to(KEPT_BYTES);
+            captured += std::mem::take(&mut shard.captured);
         }
         self.stats.captured.fetch_add(captured, Ordering::Relaxed);
         out
@@ -526,9 +646,9 @@ impl ClickShipper {
 /// load test, a bot) become one event with a count. The stats are the same; the work of
 /// shipping, enriching and storing them is not.
 ///
-/// Identity is a 128-bit xxh3 of every field but the milliseconds: comparing the strings
-/// themselves cost more than the rest of the shipper. Two different visits would have to
-/// collide in 128 bits to be folded (and even then every click is still counted).
+/// Identity is [`click_identity`], a hash of every field but the milliseconds: comparing
+/// the strings themselves cost more than the rest of the shipper. Two different visits
+/// would have to collide in it to be folded (and even then every click is still counted).
 #[derive(Default)]
 struct Coalescer {
     events: Vec<ClickEvent>,
@@ -620,25 +740,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identities_hash_the_documented_layout() {
-        let ip = std::net::IpAddr::from([10, 0, 0, 1]);
-        let layout = |ua: &[u8]| {
-            let mut bytes = Vec::new();
-            bytes.extend(7i64.to_le_bytes());
-            bytes.extend(1_700_000_000i64.to_le_bytes());
-            bytes.extend([10, 0, 0, 1, 0b10]);
-            bytes.extend((ua.len() as u32).to_le_bytes());
-            bytes.extend(ua);
-            for _ in 0..3 {
-                bytes.extend(u32::MAX.to_le_bytes());
-            }
-            xxhash_rust::xxh3::xxh3_128(&bytes)
+    fn identities_tell_visits_apart_and_fold_a_second() {
+        let v4 = std::net::IpAddr::from([10, 0, 0, 1]);
+        let ua = vec![b'a'; 600];
+        let base = || {
+            (
+                7i64,
+                1_700_000_000_500i64,
+                Some(v4),
+                false,
+                false,
+                [Some(ua.as_slice()), None, Some(&b"sho.rt"[..]), None],
+            )
         };
-        for len in [0, 100, 600] {
-            let ua = vec![b'a'; len];
-            let fields = [Some(ua.as_slice()), None, None, None];
-            let identity = click_identity(7, 1_700_000_000_500, Some(ip), false, true, fields);
-            assert_eq!(identity, layout(&ua), "user agent of {len} bytes");
+        let id = |(link, ts, ip, head, qr, fields): (i64, i64, _, bool, bool, _)| {
+            click_identity(link, ts, ip, head, qr, fields)
+        };
+        let same = id(base());
+        // The same visit within its second folds.
+        let mut later = base();
+        later.1 = 1_700_000_000_999;
+        assert_eq!(id(later), same);
+        // Any other part is another visit.
+        let mut variants = Vec::new();
+        let mut v = base();
+        v.0 = 8;
+        variants.push(("link", v));
+        let mut v = base();
+        v.1 = 1_700_000_001_000;
+        variants.push(("second", v));
+        let mut v = base();
+        v.2 = Some(std::net::IpAddr::from([10, 0, 0, 2]));
+        variants.push(("address", v));
+        let mut v = base();
+        v.2 = Some(std::net::IpAddr::V6(
+            std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(),
+        ));
+        variants.push(("the same address as IPv6", v));
+        let mut v = base();
+        v.2 = None;
+        variants.push(("no address", v));
+        let mut v = base();
+        v.3 = true;
+        variants.push(("HEAD", v));
+        let mut v = base();
+        v.4 = true;
+        variants.push(("QR", v));
+        for i in 0..4 {
+            let mut v = base();
+            v.5[i] = match v.5[i] {
+                Some(_) => None,
+                None => Some(b""),
+            };
+            variants.push(("a value present or not", v));
+        }
+        let mut v = base();
+        v.5[0] = Some(&ua[..599]);
+        variants.push(("user agent", v));
+        let mut v = base();
+        v.5 = [v.5[2], None, v.5[0], None];
+        variants.push(("values swapped", v));
+        let mut seen = std::collections::HashSet::from([same]);
+        for (what, v) in variants {
+            assert!(seen.insert(id(v)), "{what} did not change the identity");
         }
     }
 
@@ -665,7 +829,6 @@ mod tests {
             stats: Arc::new(ClickStats::default()),
         };
         let clicked = click(1_900_000_000_000, "wrk");
-        let identity = visit_identity(&clicked);
         let (homed, home) = std::sync::mpsc::channel();
         let (go, went) = std::sync::mpsc::channel::<()>();
         let (done, recorded) = std::sync::mpsc::channel();
@@ -674,7 +837,7 @@ mod tests {
         std::thread::spawn(move || {
             homed.send(HOME.with(|home| *home)).unwrap();
             went.recv().unwrap();
-            recorder.record(identity, || event);
+            recorder.record(&visit_of(&event));
             done.send(()).unwrap();
         });
         // Hold the recording thread's own shard (as a preempted shipper would).
@@ -685,8 +848,9 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .expect("record waited for a held shard");
         drop(held);
-        assert!(sink.shards[home].0.lock().unwrap().events.is_empty());
-        sink.record(identity, || clicked.clone());
+        assert!(sink.shards[home].0.lock().unwrap().held.is_empty());
+        assert!(sink.shards[home].0.lock().unwrap().index.is_empty());
+        sink.record(&visit_of(&clicked));
         // The visit is held twice (or folded once, if this thread's shard is the one the
         // other spilled into); the shipper's fold makes it one event of two.
         let taken = sink.take();
@@ -699,6 +863,62 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].count, 2);
         assert_eq!(sink.stats.captured.load(Ordering::Relaxed), 2);
+        // The header values came back whole from the shard's buffer.
+        assert_eq!(
+            ClickEvent {
+                count: 1,
+                ..events[0].clone()
+            },
+            clicked
+        );
+    }
+
+    #[test]
+    fn held_visits_come_back_as_events_and_full_shards_drop() {
+        let sink = ClickSink {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            shard_capacity: 3,
+            stats: Arc::new(ClickStats::default()),
+        };
+        let mut browser = click(1_900_000_000_000, "Mozilla/5.0 (Android 14; Mobile)");
+        browser.referrer = Some("https://news.example/é".into());
+        browser.country = Some("DE".into());
+        browser.qr = true;
+        let mut bare = click(1_900_000_000_100, "curl/8");
+        bare.user_agent = None;
+        bare.ip = None;
+        bare.head = true;
+        let third = click(1_900_000_002_000, "wrk");
+        let fourth = click(1_900_000_003_000, "wrk");
+        for _ in 0..3 {
+            sink.record(&visit_of(&browser));
+        }
+        sink.record(&visit_of(&bare));
+        sink.record(&visit_of(&third));
+        sink.record(&visit_of(&fourth)); // a fourth visit: the shard holds 3
+        sink.record(&visit_of(&browser)); // a held one still counts
+        assert_eq!(sink.stats.dropped.load(Ordering::Relaxed), 1);
+        let taken = sink.take();
+        let events: Vec<ClickEvent> = taken.iter().map(|(_, e)| e.clone()).collect();
+        assert_eq!(
+            events,
+            [
+                ClickEvent {
+                    count: 4,
+                    ..browser.clone()
+                },
+                bare.clone(),
+                third.clone()
+            ]
+        );
+        for (identity, event) in &taken {
+            assert_eq!(*identity, visit_identity(event));
+        }
+        assert_eq!(sink.stats.captured.load(Ordering::Relaxed), 6);
+        // Taken shards are empty and take new visits (the dropped one, now).
+        assert!(sink.take().is_empty());
+        sink.record(&visit_of(&fourth));
+        assert_eq!(sink.take().len(), 1);
     }
 
     #[test]

@@ -17,13 +17,11 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
-use shortlink_core::{
-    ClickEvent, DeviceClass, LinkId, RedirectStatus, RouteState, time_util::now_unix,
-};
+use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, time_util::now_unix};
 use shortlink_store::Store;
 use tracing::warn;
 
-use crate::clicks::ClickSink;
+use crate::clicks::{ClickSink, Visit};
 use crate::domains::{DomainSet, HostMatch};
 use crate::routes::{Resolution, RouteKey, RouteTable};
 use crate::sync::SyncStatus;
@@ -111,15 +109,11 @@ impl<'a> RequestView<'a> {
 }
 
 /// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
-/// identity hashes these bytes; only a new click turns them into text ([`captured_text`]).
+/// identity hashes these bytes; a new click's are copied into its capture shard and turned
+/// into text when the shipper takes it ([`crate::clicks::captured_text`]).
 #[inline]
 fn cut(value: Option<&[u8]>) -> Option<&[u8]> {
     value.map(|v| &v[..v.len().min(MAX_CAPTURED_FIELD)])
-}
-
-/// A captured header value as text (invalid UTF-8, e.g. a cut character, replaced).
-fn captured_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Capture {
@@ -159,25 +153,13 @@ impl Capture {
         let referrer = cut(request.referrer);
         let host = cut(request.host);
         let country = cut(request.country);
-        let identity = crate::clicks::click_identity(
+        sink.record(&Visit {
             link_id,
             ts_ms,
             ip,
             head,
             qr,
-            [user_agent, referrer, host, country],
-        );
-        sink.record(identity, || ClickEvent {
-            link_id,
-            ts_ms,
-            ip,
-            user_agent: user_agent.map(captured_text),
-            referrer: referrer.map(captured_text),
-            host: host.map(captured_text),
-            country: country.map(captured_text),
-            head,
-            qr,
-            count: 1,
+            fields: [user_agent, referrer, host, country],
         });
     }
 }
@@ -602,6 +584,8 @@ impl ProxyHttp for Redirector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::clicks::captured_text;
 
     #[test]
     fn captured_headers_are_cut_and_kept_as_text() {
