@@ -30,6 +30,8 @@ pub const WS_BEARER_PREFIX: &str = "bearer.";
 
 /// WebSocket close code: the key is missing or not valid.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// How long a WebSocket upgrade waits before its `101` (see [`websocket`]).
+const UPGRADE_ANSWER_DELAY: Duration = Duration::from_millis(5);
 /// WebSocket close code: a subscriber limit is reached.
 pub const CLOSE_TOO_MANY: u16 = 4429;
 /// WebSocket close code: the request was malformed (e.g. a bad cursor).
@@ -287,6 +289,12 @@ pub async fn websocket(
     .await;
     let mut protocols = vec![WS_PROTOCOL.to_owned()];
     protocols.extend(bearer_protocol);
+    // Work around pingora 0.9's HTTP/1 upgrade race (cloudflare/pingora#946): when the
+    // proxy reads this `101` before it has forwarded the end of the upgrade request's empty
+    // body, it takes that end for the end of the tunnel and tears the connection down (the
+    // client sees a reset instead of its first frame; `tests/events.rs` caught it about one
+    // run in four). Answering a moment later lets the proxy forward the request's end first.
+    tokio::time::sleep(UPGRADE_ANSWER_DELAY).await;
     let heartbeat = Duration::from_secs(state.config().events_heartbeat_seconds);
     upgrade
         .protocols(protocols)
