@@ -14,7 +14,9 @@
 //!
 //! Requests `GET /ld<i>` for random `i < n` (the load harness's links); prints the achieved
 //! rate, the p50, p90, p99 and p99.9 latencies in milliseconds, any non-3xx count, and
-//! the cores the generator itself used.
+//! the cores the generator itself used. With `RATE_LOAD_SLOW=<file>` it also writes every
+//! request slower than 1 ms to the file, one per line: when it was timed from (ms since
+//! the run's start) and its latency (µs), to see whether slow requests cluster in time.
 
 use std::time::{Duration, Instant};
 
@@ -61,11 +63,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 }
 
 /// One connection: sends a request for each due time it is handed, in order.
+/// Returns each request's latency in µs with when it was timed from (ms since `start`).
 async fn connection(
     addr: String,
     n: usize,
+    start: Instant,
     mut due_times: tokio::sync::mpsc::UnboundedReceiver<Instant>,
-) -> (Vec<u32>, u64) {
+) -> (Vec<(u32, u32)>, u64) {
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     stream.set_nodelay(true).ok();
     let mut buf = Vec::with_capacity(8192);
@@ -86,7 +90,10 @@ async fn connection(
             bad += 1;
         }
         free_since = Instant::now();
-        latencies.push((free_since - timed_from).as_micros().min(u32::MAX as u128) as u32);
+        latencies.push((
+            (free_since - timed_from).as_micros().min(u32::MAX as u128) as u32,
+            timed_from.saturating_duration_since(start).as_millis() as u32,
+        ));
     }
     (latencies, bad)
 }
@@ -173,19 +180,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The connections connect first (when the runtime starts), so the clock starts a
+    // little later and no request is due early.
+    let start = Instant::now() + Duration::from_millis(200);
     let (lanes, tasks): (Vec<_>, Vec<_>) = (0..connections)
         .map(|_| {
             let (lane, due_times) = tokio::sync::mpsc::unbounded_channel();
-            (lane, runtime.spawn(connection(addr.clone(), n, due_times)))
+            (
+                lane,
+                runtime.spawn(connection(addr.clone(), n, start, due_times)),
+            )
         })
         .collect();
-    // Connect first, then start the clock a little later so no request is due early.
-    let start = Instant::now() + Duration::from_millis(200);
     let (due_upto, due_upto_rx) = tokio::sync::mpsc::unbounded_channel();
     runtime.spawn(dispatch(start, interval, due_upto_rx, lanes));
     let pacer = std::thread::spawn(move || pace(start, interval, total, due_upto));
     let cpu_before = cpu_seconds();
-    let (mut latencies, bad) = runtime.block_on(async {
+    let (latencies, bad) = runtime.block_on(async {
         let mut all = Vec::with_capacity(total as usize);
         let mut bad = 0;
         for task in tasks {
@@ -198,6 +209,15 @@ fn main() {
     let elapsed = start.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     pacer.join().expect("pacer");
+    if let Ok(path) = std::env::var("RATE_LOAD_SLOW") {
+        let slow: String = latencies
+            .iter()
+            .filter(|(us, _)| *us > 1000)
+            .map(|(us, at)| format!("{at} {us}\n"))
+            .collect();
+        std::fs::write(&path, slow).expect("write the slow requests");
+    }
+    let mut latencies: Vec<u32> = latencies.into_iter().map(|(us, _)| us).collect();
     latencies.sort_unstable();
     let at = |q: f64| {
         let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
