@@ -5,9 +5,10 @@
 //! click identical to one already held in its shard only bumps that one's count; a new one
 //! has its header values copied into the shard's byte buffer and is held. Request threads
 //! allocate nothing once the buffers have grown: the shipper builds the `ClickEvent`s (and
-//! their strings) from the held bytes when it takes a shard, on its own thread, so no memory
-//! moves between the request threads' heaps and the shipper's. Shards are small mutex-guarded maps, one per
-//! recording thread, so request threads rarely meet and never wait on I/O. The [`ClickShipper`]
+//! their strings) from the held bytes when it takes a shard, on its own thread, so no
+//! memory moves between the request threads' heaps and the shipper's. Shards are small
+//! mutex-guarded maps, one per recording thread, so request threads rarely meet and never
+//! wait on I/O. The [`ClickShipper`]
 //! background service takes the shards' contents on a timer, folds them further per second,
 //! cuts batches by size or age, and posts them to a control plane's `/internal/v1/clicks` with the shared
 //! secret and a random batch id — or, in `serve`, hands them to the control plane's ingestion
@@ -821,13 +822,18 @@ mod tests {
         }
     }
 
+    /// A sink whose shards hold `capacity` visits each.
+    fn sink(capacity: usize) -> ClickSink {
+        ClickSink {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            shard_capacity: capacity,
+            stats: Arc::new(ClickStats::default()),
+        }
+    }
+
     #[test]
     fn a_held_shard_is_skipped_not_waited_for() {
-        let sink = ClickSink {
-            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
-            shard_capacity: 100,
-            stats: Arc::new(ClickStats::default()),
-        };
+        let sink = sink(100);
         let clicked = click(1_900_000_000_000, "wrk");
         let (homed, home) = std::sync::mpsc::channel();
         let (go, went) = std::sync::mpsc::channel::<()>();
@@ -875,11 +881,7 @@ mod tests {
 
     #[test]
     fn held_visits_come_back_as_events_and_full_shards_drop() {
-        let sink = ClickSink {
-            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
-            shard_capacity: 3,
-            stats: Arc::new(ClickStats::default()),
-        };
+        let sink = sink(3);
         let mut browser = click(1_900_000_000_000, "Mozilla/5.0 (Android 14; Mobile)");
         browser.referrer = Some("https://news.example/é".into());
         browser.country = Some("DE".into());
