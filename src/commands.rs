@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use shortlink_core::{ClickBatch, Role, hash_api_key};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{LocalIngest, LocalIngestError};
-use shortlink_store::{EmbeddedConfig, EmbeddedStore, Store};
+use shortlink_store::{EmbeddedConfig, EmbeddedStore, Pacing, Store};
 use tracing::error;
 
 use crate::config::Config;
@@ -46,6 +47,10 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let mut embedded = EmbeddedConfig::new(&config.data_dir);
     embedded.route_feed_retain = config.store.route_feed_retain;
     embedded.click_retention_days = i64::from(config.control.click_retention_days);
+    embedded.ingest_pacing = Pacing::new(
+        Duration::from_micros(config.store.ingest_slice_us),
+        Duration::from_micros(config.store.ingest_rest_us),
+    );
     let store = EmbeddedStore::open(embedded)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(store)

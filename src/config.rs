@@ -24,6 +24,12 @@ pub(crate) struct StoreConfig {
     pub(crate) engine: String,
     /// Embedded: route changes the feed keeps for proxies that fall behind. Default 100 000.
     pub(crate) route_feed_retain: u64,
+    /// Embedded: click ingestion runs as slices of this much work (µs) with rests of
+    /// `ingest_rest_us` between, so a big batch does not queue redirects on the shared
+    /// cores. 0 runs each batch in one go. Default 500.
+    pub(crate) ingest_slice_us: u64,
+    /// Embedded: the rest after each slice of ingestion (µs). Default 500.
+    pub(crate) ingest_rest_us: u64,
     /// The cluster, when `engine = "cql"`.
     pub(crate) cql: CqlConfig,
 }
@@ -33,6 +39,8 @@ impl Default for StoreConfig {
         StoreConfig {
             engine: "embedded".into(),
             route_feed_retain: 100_000,
+            ingest_slice_us: 500,
+            ingest_rest_us: 500,
             cql: CqlConfig::default(),
         }
     }
@@ -143,6 +151,14 @@ impl Config {
                 ));
             }
         }
+        // Slices and rests are sub-millisecond by design; a rest of more than 100 ms
+        // would slow ingestion to a crawl.
+        if self.store.ingest_slice_us > 1_000_000 || self.store.ingest_rest_us > 100_000 {
+            return Err(
+                "store.ingest_slice_us must be at most 1000000 and store.ingest_rest_us at most 100000"
+                    .into(),
+            );
+        }
         if self
             .admin_key
             .as_deref()
@@ -247,5 +263,21 @@ mod tests {
         let mut config = Config::default();
         config.store.engine = "mongo".into();
         assert!(config.validate().unwrap_err().contains("store.engine"));
+        let mut config = Config::default();
+        config.store.ingest_rest_us = 100_001;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("store.ingest_rest_us")
+        );
+        config.store.ingest_rest_us = 100_000;
+        config.store.ingest_slice_us = 1_000_001;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("store.ingest_slice_us")
+        );
     }
 }

@@ -15,7 +15,7 @@ use shortlink_core::{
 use thiserror::Error;
 use tokio::sync::watch;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use embedded::{EmbeddedConfig, EmbeddedStore, Pacing};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

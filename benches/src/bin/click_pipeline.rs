@@ -2,6 +2,7 @@
 //! embedded store, and stats query time for one link at a small and a large click count.
 //!
 //! `cargo run --release -p shortlink-benches --bin click_pipeline -- [large clicks=10000000]`
+//! (env: `IN_FLIGHT=<batches at once, default 8>`, `UNPACED=1` to turn ingestion pacing off)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use shortlink_core::{
     time_util::now_unix,
 };
 use shortlink_store::{
-    AccountStore, ClickStore, EmbeddedConfig, EmbeddedStore, LinkStore, StatsQuery,
+    AccountStore, ClickStore, EmbeddedConfig, EmbeddedStore, LinkStore, Pacing, StatsQuery,
 };
 
 const UAS: &[&str] = &[
@@ -22,6 +23,14 @@ const UAS: &[&str] = &[
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
 ];
 const BATCH: usize = 1000;
+/// Batches ingested at once (`IN_FLIGHT=1` sends them one after another, as a proxy
+/// replaying its spool does).
+static IN_FLIGHT: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+});
 
 fn click(i: usize, link_id: i64, span_ms: i64, now_ms: i64) -> ClickEvent {
     ClickEvent {
@@ -50,24 +59,27 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn ingest(store: &EmbeddedStore, clicks: Vec<EnrichedClick>, tag: &str) -> f64 {
+async fn ingest(store: &Arc<EmbeddedStore>, clicks: Vec<EnrichedClick>, tag: &str) -> f64 {
     let started = Instant::now();
     let total = clicks.len();
     // Several batches in flight, as several proxies (or a busy one) would send them.
-    let store = Arc::new(store);
     let mut chunks = clicks.chunks(BATCH).enumerate();
     loop {
-        let wave: Vec<_> = chunks.by_ref().take(8).collect();
+        let wave: Vec<_> = chunks
+            .by_ref()
+            .take(*IN_FLIGHT)
+            .map(|(n, chunk)| {
+                let store = store.clone();
+                let id = format!("{tag}-{n}");
+                let chunk = chunk.to_vec();
+                tokio::spawn(async move { store.ingest_clicks(&id, chunk).await.unwrap() })
+            })
+            .collect();
         if wave.is_empty() {
             break;
         }
-        let futures = wave.into_iter().map(|(n, chunk)| {
-            let store = store.clone();
-            let id = format!("{tag}-{n}");
-            async move { store.ingest_clicks(&id, chunk.to_vec()).await.unwrap() }
-        });
-        for f in futures.collect::<Vec<_>>() {
-            f.await;
+        for task in wave {
+            task.await.unwrap();
         }
     }
     total as f64 / started.elapsed().as_secs_f64()
@@ -80,7 +92,12 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let mut config = EmbeddedConfig::new(dir.path());
+    // `UNPACED=1`: ingestion never rests (see the store's `Pacing`).
+    if std::env::var("UNPACED").is_ok_and(|v| v == "1") {
+        config.ingest_pacing = Pacing::UNPACED;
+    }
+    let store = EmbeddedStore::open(config).unwrap();
     let owner = store.create_user("bench", Role::User).await.unwrap().id;
     let mut ids = Vec::new();
     for name in ["small", "large"] {

@@ -10,6 +10,7 @@ use shortlink_core::{EnrichedClick, LinkId, LinkStats};
 use super::EmbeddedStore;
 use super::events;
 use super::links::record_change;
+use super::pacing::Pacer;
 use crate::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
 use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 
@@ -18,6 +19,9 @@ const PRUNE_ROWS: i64 = 100;
 
 /// Rows per multi-row statement: one statement per chunk instead of one per row.
 const VALUES_CHUNK: usize = 128;
+
+/// Events appended per statement group between the pacer's steps.
+const EVENTS_CHUNK: usize = 64;
 
 /// Runs `{head} (?, …), (?, …) {tail}` over rows of `width` cells (`cells` holds them back
 /// to back), `VALUES_CHUNK` rows per statement: the upserts of rollups and the update of
@@ -28,12 +32,14 @@ fn rows_of_values(
     tail: &str,
     width: usize,
     cells: &[&dyn ToSql],
+    pacer: &mut Pacer,
 ) -> rusqlite::Result<()> {
     let row = format!("({})", vec!["?"; width].join(", "));
     for chunk in cells.chunks(width * VALUES_CHUNK) {
         let rows = vec![row.as_str(); chunk.len() / width].join(", ");
         conn.prepare_cached(&format!("{head} {rows} {tail}"))?
             .execute(chunk)?;
+        pacer.step();
     }
     Ok(())
 }
@@ -45,6 +51,7 @@ const LOOKUP_CHUNK: usize = 256;
 fn link_infos(
     conn: &rusqlite::Connection,
     ids: &[LinkId],
+    pacer: &mut Pacer,
 ) -> rusqlite::Result<HashMap<LinkId, LinkInfo>> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOOKUP_CHUNK) {
@@ -67,6 +74,7 @@ fn link_infos(
             let (id, info) = row?;
             out.insert(id, info);
         }
+        pacer.step();
     }
     Ok(out)
 }
@@ -88,8 +96,13 @@ impl ClickStore for EmbeddedStore {
     ) -> Result<IngestOutcome, StoreError> {
         let batch_id = batch_id.to_owned();
         let retention_ms = self.click_retention_days.saturating_mul(86_400_000);
+        let pacing = self.ingest_pacing;
+        let outstanding = self.writer.outstanding();
         self.writer
             .write(move |conn| {
+                // A big batch runs as slices with rests between, not as one burst that
+                // would queue the proxy's redirects behind it (see `pacing`).
+                let mut pacer = Pacer::new(pacing, outstanding);
                 let now = now_unix();
                 let new = conn.execute(
                     "INSERT INTO ingested_batches (batch_id, at) VALUES (?1, ?2)
@@ -102,7 +115,7 @@ impl ClickStore for EmbeddedStore {
                 let mut ids: Vec<LinkId> = clicks.iter().map(|c| c.link_id).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let links = link_infos(conn, &ids)?;
+                let links = link_infos(conn, &ids, &mut pacer)?;
                 let counted: Vec<&EnrichedClick> = clicks
                     .iter()
                     .filter(|c| links.contains_key(&c.link_id))
@@ -110,6 +123,7 @@ impl ClickStore for EmbeddedStore {
                 let body = encode_log(&counted);
                 let RollupDelta { hours, days, links: per_link } = RollupDelta::of(&counted);
                 let total: i64 = per_link.values().map(|l| l.clicks).sum();
+                pacer.step();
                 conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
                     .execute(params![now, total, body])?;
                 {
@@ -124,6 +138,7 @@ impl ClickStore for EmbeddedStore {
                          SET total = total + excluded.total, bots = bots + excluded.bots",
                         4,
                         &cells,
+                        &mut pacer,
                     )?;
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(days.len() * 5);
                     for ((link, day, dim, key), count) in &days {
@@ -135,6 +150,7 @@ impl ClickStore for EmbeddedStore {
                         "ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
                         5,
                         &cells,
+                        &mut pacer,
                     )?;
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(per_link.len() * 2);
                     for (link, delta) in &per_link {
@@ -146,6 +162,7 @@ impl ClickStore for EmbeddedStore {
                         ") AS v WHERE links.id = v.column1",
                         2,
                         &cells,
+                        &mut pacer,
                     )?;
                     let mut events = Vec::with_capacity(per_link.len());
                     for (link, delta) in &per_link {
@@ -160,7 +177,12 @@ impl ClickStore for EmbeddedStore {
                         // capture at most), written with the batch: exactly once.
                         events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
                     }
-                    events::append(conn, events, now_unix_ms())?;
+                    let at_ms = now_unix_ms();
+                    let mut events = events.into_iter().peekable();
+                    while events.peek().is_some() {
+                        events::append(conn, events.by_ref().take(EVENTS_CHUNK).collect(), at_ms)?;
+                        pacer.step();
+                    }
                 }
                 if retention_ms > 0 {
                     // Batches arrive roughly in time order, so the log is pruned by arrival.

@@ -9,6 +9,7 @@ mod clicks;
 mod domains;
 mod events;
 mod links;
+mod pacing;
 mod schema;
 mod uploads;
 mod writer;
@@ -22,6 +23,7 @@ use shortlink_core::{KEY_HASH_LEN, Role, User, UserId, time_util::now_unix};
 use tokio::sync::watch;
 
 use crate::{AccountStore, StoreError};
+pub use pacing::Pacing;
 use writer::{Hints, Writer};
 
 /// Read connections kept open between reads; more are opened under load and closed
@@ -39,6 +41,8 @@ pub struct EmbeddedConfig {
     pub max_batch_ops: usize,
     /// Days raw clicks (and applied batch ids) are kept; rollups are kept for ever. 0 keeps all.
     pub click_retention_days: i64,
+    /// How click ingestion shares the cores with the proxy (see [`Pacing`]).
+    pub ingest_pacing: Pacing,
 }
 
 impl EmbeddedConfig {
@@ -49,6 +53,7 @@ impl EmbeddedConfig {
             route_feed_retain: 100_000,
             max_batch_ops: 512,
             click_retention_days: 30,
+            ingest_pacing: Pacing::default(),
         }
     }
 }
@@ -57,6 +62,7 @@ impl EmbeddedConfig {
 pub struct EmbeddedStore {
     path: PathBuf,
     click_retention_days: i64,
+    ingest_pacing: Pacing,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
     hint: watch::Receiver<u64>,
@@ -140,6 +146,7 @@ impl EmbeddedStore {
         Ok(Arc::new(EmbeddedStore {
             path,
             click_retention_days: config.click_retention_days,
+            ingest_pacing: config.ingest_pacing,
             writer,
             readers: Mutex::new(Vec::new()),
             hint,
@@ -304,6 +311,76 @@ mod tests {
         crate::conformance::run_all(store.clone()).await;
         // And again on the same, now non-empty store.
         crate::conformance::run_all(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingestion_resting_between_every_statement_passes_the_conformance_suite() {
+        // A rest after every statement of an ingestion: what pacing does to a big batch
+        // must not change what the batch applies.
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EmbeddedConfig::new(dir.path());
+        config.ingest_pacing = Pacing::new(
+            std::time::Duration::from_nanos(1),
+            std::time::Duration::from_micros(1),
+        );
+        let store = EmbeddedStore::open(config).unwrap();
+        crate::conformance::run_all(store.clone()).await;
+
+        // A batch over more links than one statement group holds: every link counted once,
+        // one `link.clicked` each.
+        use crate::{ClickStore, EventStore, LinkStore};
+        use shortlink_core::{EnrichedClick, EventKind, NewLink, RedirectStatus, ShortCode};
+        let owner = store.create_user("paced", Role::User).await.unwrap().id;
+        let mut clicks = Vec::new();
+        for i in 0..150 {
+            let link = store
+                .create_link(NewLink {
+                    domain: String::new(),
+                    code: ShortCode::from_stored(format!("paced{i}")),
+                    custom_alias: false,
+                    owner,
+                    url: format!("https://paced.test/{i}"),
+                    redirect: RedirectStatus::Permanent,
+                    expires_at: None,
+                    max_clicks: None,
+                    tags: vec![],
+                    password_hash: None,
+                    targeting: None,
+                })
+                .await
+                .unwrap()
+                .link;
+            clicks.push(EnrichedClick {
+                link_id: link.id,
+                ts_ms: now_unix() * 1000,
+                ip: "203.0.113.0".into(),
+                browser: "Chrome".into(),
+                os: "Linux".into(),
+                device: "desktop".into(),
+                bot: false,
+                referrer: "example.com".into(),
+                country: "DE".into(),
+                count: 2,
+            });
+        }
+        let before = store.event_feed_head().await.unwrap();
+        store.ingest_clicks("paced-wide", clicks).await.unwrap();
+        let clicked = store
+            .user_events(owner, before, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::LinkClicked)
+            .count();
+        assert_eq!(clicked, 150);
+        for i in [0, 63, 64, 127, 128, 149] {
+            let link = store
+                .get_link("", &format!("paced{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(link.clicks, 2, "paced{i}");
+        }
     }
 
     #[tokio::test]

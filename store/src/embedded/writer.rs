@@ -1,6 +1,7 @@
 //! The single writer thread: groups queued operations into one transaction.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use rusqlite::Connection;
@@ -29,6 +30,9 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 /// Handle to the writer thread. Dropping it stops the thread after the queue drains.
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Operations sent and not yet run: more than the running one means the writer is
+    /// behind (a paced write then stops resting).
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -43,7 +47,10 @@ impl Writer {
             .name("shortlink-store-writer".into())
             .spawn(move || run(conn, queue, hints, feed_retain, max_batch.max(1)))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer { jobs })
+        Ok(Writer {
+            jobs,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// Queues `op` and waits, without blocking the async thread, until its transaction
@@ -54,6 +61,7 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let outstanding = self.outstanding.clone();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Some(conn) => op(conn),
@@ -61,14 +69,24 @@ impl Writer {
                     "cannot begin a write transaction".into(),
                 )),
             };
+            outstanding.fetch_sub(1, Ordering::Relaxed);
             let ok = result.is_ok();
             let finish: Finish = Box::new(move |committed| {
                 let _ = reply.send(committed.and(result));
             });
             (ok, finish)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Closed);
+        }
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Operations sent and not yet run, the running one included.
+    pub(super) fn outstanding(&self) -> Arc<AtomicUsize> {
+        self.outstanding.clone()
     }
 }
 
