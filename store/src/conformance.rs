@@ -56,7 +56,8 @@ fn code(text: String) -> ShortCode {
     ShortCode::from_stored(text)
 }
 
-fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
+/// A plain permanent link on the default domain.
+pub(crate) fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
     NewLink {
         domain: String::new(),
         code: code(code_text),
@@ -416,7 +417,8 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
     assert!(!seen.contains(&link.id), "the scan skips a deleted link");
 }
 
-fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
+/// An enriched click from a desktop (or a bot) in Germany, referred by example.com.
+pub(crate) fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
     EnrichedClick {
         link_id,
         ts_ms,

@@ -328,39 +328,21 @@ mod tests {
 
         // A batch over more links than one statement group holds: every link counted once,
         // one `link.clicked` each.
+        use crate::conformance::{click, new_link};
         use crate::{ClickStore, EventStore, LinkStore};
-        use shortlink_core::{EnrichedClick, EventKind, NewLink, RedirectStatus, ShortCode};
+        use shortlink_core::{EnrichedClick, EventKind};
         let owner = store.create_user("paced", Role::User).await.unwrap().id;
         let mut clicks = Vec::new();
         for i in 0..150 {
+            let url = format!("https://paced.test/{i}");
             let link = store
-                .create_link(NewLink {
-                    domain: String::new(),
-                    code: ShortCode::from_stored(format!("paced{i}")),
-                    custom_alias: false,
-                    owner,
-                    url: format!("https://paced.test/{i}"),
-                    redirect: RedirectStatus::Permanent,
-                    expires_at: None,
-                    max_clicks: None,
-                    tags: vec![],
-                    password_hash: None,
-                    targeting: None,
-                })
+                .create_link(new_link(owner, format!("paced{i}"), &url))
                 .await
                 .unwrap()
                 .link;
             clicks.push(EnrichedClick {
-                link_id: link.id,
-                ts_ms: now_unix() * 1000,
-                ip: "203.0.113.0".into(),
-                browser: "Chrome".into(),
-                os: "Linux".into(),
-                device: "desktop".into(),
-                bot: false,
-                referrer: "example.com".into(),
-                country: "DE".into(),
                 count: 2,
+                ..click(link.id, now_unix() * 1000, "Chrome", false)
             });
         }
         let before = store.event_feed_head().await.unwrap();
