@@ -153,11 +153,11 @@ impl Config {
         }
         // Slices and rests are sub-millisecond by design; a rest of more than 100 ms
         // would slow ingestion to a crawl.
-        if self.store.ingest_slice_us > 1_000_000 || self.store.ingest_rest_us > 100_000 {
-            return Err(
-                "store.ingest_slice_us must be at most 1000000 and store.ingest_rest_us at most 100000"
-                    .into(),
-            );
+        if self.store.ingest_slice_us > 1_000_000 {
+            return Err("store.ingest_slice_us must be at most 1000000 (1 s)".into());
+        }
+        if self.store.ingest_rest_us > 100_000 {
+            return Err("store.ingest_rest_us must be at most 100000 (100 ms)".into());
         }
         if self
             .admin_key
