@@ -11,7 +11,7 @@
 #        FAST_PATH_OFF=1 instead runs the second shortlink with the redirect fast path off
 #        (every request through pingora's ProxyHttp) and reports fast-path on/off;
 #        SECOND_ENV='SHORTLINK_PROXY__X=v' (with SECOND_LABEL) runs the second shortlink with
-#        any other setting, for an A/B of that setting within one run;
+#        any other settings (space-separated), for an A/B of them within one run;
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
@@ -130,7 +130,8 @@ rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$sl_pid/status")
 if [ "$CAPTURE_OFF" = 1 ]; then
   # CAPTURE_AA=1 leaves capture on in the second instance too: an A/A run that measures
   # the harness's own bias (order in the round, data folder) on the capture ratio.
-  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" "$second_env")
+  # shellcheck disable=SC2086 # SECOND_ENV may hold several space-separated settings
+  off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" $second_env)
   pids+=("$off_pid")
   seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
 fi

@@ -47,10 +47,13 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let mut embedded = EmbeddedConfig::new(&config.data_dir);
     embedded.route_feed_retain = config.store.route_feed_retain;
     embedded.click_retention_days = i64::from(config.control.click_retention_days);
-    embedded.ingest_pacing = Pacing::new(
-        Duration::from_micros(config.store.ingest_slice_us),
-        Duration::from_micros(config.store.ingest_rest_us),
-    );
+    embedded.ingest_pacing = Pacing {
+        idle_class: config.store.ingest_idle_class,
+        ..Pacing::new(
+            Duration::from_micros(config.store.ingest_slice_us),
+            Duration::from_micros(config.store.ingest_rest_us),
+        )
+    };
     let store = EmbeddedStore::open(embedded)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(store)

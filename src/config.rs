@@ -30,6 +30,11 @@ pub(crate) struct StoreConfig {
     pub(crate) ingest_slice_us: u64,
     /// Embedded: the rest after each slice of ingestion (µs). Default 500.
     pub(crate) ingest_rest_us: u64,
+    /// Embedded: ingest clicks in the kernel's idle scheduling class (Linux `SCHED_IDLE`)
+    /// while the writer keeps up, so redirects never queue behind it; back to the normal
+    /// class when behind. Used only where the process may leave that class again (root or
+    /// `CAP_SYS_NICE`). Default true.
+    pub(crate) ingest_idle_class: bool,
     /// The cluster, when `engine = "cql"`.
     pub(crate) cql: CqlConfig,
 }
@@ -41,6 +46,7 @@ impl Default for StoreConfig {
             route_feed_retain: 100_000,
             ingest_slice_us: 500,
             ingest_rest_us: 500,
+            ingest_idle_class: true,
             cql: CqlConfig::default(),
         }
     }

@@ -330,3 +330,72 @@ async fn sigterm_on_the_proxy_loses_no_click() {
     let stats = wait_total(&split.http, &split.control_url, "sigterm", 200).await;
     assert_eq!(stats["total"], 200, "{stats}");
 }
+
+/// The scheduling policy of each of `pid`'s threads named `name` (`/proc/.../stat` field 41).
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads") {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at field 3.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        if let Some(policy) = after.split_whitespace().nth(41 - 3) {
+            policies.push(policy.parse().unwrap());
+        }
+    }
+    policies
+}
+
+#[tokio::test]
+async fn the_click_shipper_runs_in_the_idle_class_unless_turned_off() {
+    // Where the server may leave the idle class again (root, as the test script runs), the
+    // shipper waits in it between takes; elsewhere, and when turned off, it never enters it.
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let permitted = shortlink_sched::idle_class_permitted();
+    let on = TestServer::start().await;
+    let off =
+        TestServer::start_with(Options::default().env("SHORTLINK_PROXY__SHIP_IDLE_CLASS", "false"))
+            .await;
+    let (_, body) = on
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://idle.example/", "alias": "idle-class"}),
+        )
+        .await;
+    assert_eq!(body["code"], "idle-class");
+    on.wait_status("idle-class", 301, Duration::from_secs(1))
+        .await;
+    for _ in 0..20 {
+        on.client
+            .get(format!("{}/idle-class", on.proxy))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Clicks shipped from the idle class are counted like any others.
+    let stats = wait_total(&on.client, &on.control, "idle-class", 21).await;
+    assert_eq!(stats["total"], 21);
+    let expected = if permitted { SCHED_IDLE } else { SCHED_OTHER };
+    // The shipper's thread name, as the kernel keeps it (15 bytes).
+    let shipper = "BG click shippi";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = thread_policies(on.pid(), shipper);
+        assert_eq!(seen.len(), 1, "one shipper thread, saw {seen:?}");
+        if seen[0] == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shipper policy {} after 10 s, expected {expected}",
+            seen[0]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(thread_policies(off.pid(), shipper), vec![SCHED_OTHER]);
+}

@@ -28,6 +28,7 @@ use pingora::lb::{LoadBalancer, selection::RoundRobin};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use shortlink_core::{ClickBatch, ClickEvent};
+use shortlink_sched::Background;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -381,6 +382,17 @@ pub struct ShipperConfig {
     pub secret: Option<String>,
     /// In-process delivery, used instead of HTTP when set.
     pub local: Option<Arc<dyn LocalIngest>>,
+    /// Ship from the idle scheduling class while takes are on time (see
+    /// [`ShipperConfig::LATE`]).
+    pub idle_class: bool,
+}
+
+impl ShipperConfig {
+    /// A take this late (the shipper starved, or behind) moves the shipper to the normal
+    /// scheduling class.
+    pub const LATE: Duration = Duration::from_millis(50);
+    /// Takes on time in a row before the shipper returns to the idle class (2 s).
+    pub const ON_TIME_TAKES: u32 = 8;
 }
 
 /// Creates the click path: the sink for the proxy (holding at most about `capacity`
@@ -682,6 +694,37 @@ impl Coalescer {
     }
 }
 
+/// Whether the shipper keeps up, from how late its takes run.
+#[derive(Debug)]
+struct Punctuality {
+    /// Takes on time in a row.
+    on_time: u32,
+}
+
+impl Default for Punctuality {
+    /// A new shipper counts as keeping up.
+    fn default() -> Self {
+        Punctuality {
+            on_time: ShipperConfig::ON_TIME_TAKES,
+        }
+    }
+}
+
+impl Punctuality {
+    /// Records a take `lateness` after it was due (`None`: the last one, to stop) and
+    /// answers whether the shipper may now run in the idle class: not after a late take,
+    /// until [`ShipperConfig::ON_TIME_TAKES`] takes in a row were on time again.
+    fn take(&mut self, lateness: Option<Duration>) -> bool {
+        match lateness {
+            Some(late) if late < ShipperConfig::LATE => {
+                self.on_time = self.on_time.saturating_add(1);
+            }
+            _ => self.on_time = 0,
+        }
+        self.on_time >= ShipperConfig::ON_TIME_TAKES
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ClickShipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -690,11 +733,22 @@ impl BackgroundService for ClickShipper {
         let mut oldest: Option<Instant> = None;
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The shipper's work can wait a little, redirects cannot: it runs in the idle
+        // scheduling class while its takes are on time (this service has a thread of its
+        // own), in the normal class while they run late, and always to stop.
+        let mut class = Background::new(self.config.idle_class);
+        let mut punctuality = Punctuality::default();
         loop {
-            let stopping = tokio::select! {
-                _ = shutdown.changed() => true,
-                _ = drain.tick() => false,
+            let lateness = tokio::select! {
+                _ = shutdown.changed() => None,
+                due = drain.tick() => Some(due.elapsed()),
             };
+            let stopping = lateness.is_none();
+            if punctuality.take(lateness) {
+                class.idle();
+            } else {
+                class.normal();
+            }
             for (identity, click) in self.sink.take() {
                 oldest.get_or_insert_with(Instant::now);
                 pending.add(identity, click);
@@ -739,6 +793,20 @@ impl BackgroundService for ClickShipper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipper_leaves_the_idle_class_while_its_takes_run_late() {
+        let on_time = Some(Duration::from_millis(1));
+        let late = Some(ShipperConfig::LATE);
+        let mut p = Punctuality::default();
+        assert!(p.take(on_time), "a new shipper keeps up");
+        assert!(!p.take(late), "a late take: normal class");
+        for i in 1..ShipperConfig::ON_TIME_TAKES {
+            assert!(!p.take(on_time), "on time {i} times: not yet idle");
+        }
+        assert!(p.take(on_time), "on time long enough: idle again");
+        assert!(!p.take(None), "stopping: normal class");
+    }
 
     #[test]
     fn identities_tell_visits_apart_and_fold_a_second() {

@@ -46,6 +46,11 @@ pub struct ProxyConfig {
     pub click_batch_max: usize,
     /// Milliseconds after its first click a batch is shipped at the latest. Default 1000.
     pub click_batch_ms: u64,
+    /// Ship clicks from a thread in the kernel's idle scheduling class (Linux `SCHED_IDLE`)
+    /// while its takes of the capture shards are on time, so redirect threads never wait
+    /// for it; back to the normal class while they run late. Used only where the process
+    /// may leave that class again (root or `CAP_SYS_NICE`). Default true.
+    pub ship_idle_class: bool,
     /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
     pub spool_dir: Option<std::path::PathBuf>,
     /// Largest spool in bytes; batches beyond it are dropped and counted. Default 256 MiB.
@@ -85,6 +90,7 @@ impl Default for ProxyConfig {
             click_queue_capacity: 65_536,
             click_batch_max: 10_000,
             click_batch_ms: 1000,
+            ship_idle_class: true,
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
             trusted_proxies: Vec::new(),

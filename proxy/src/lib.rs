@@ -133,6 +133,7 @@ pub fn add_proxy(
             spool_max_bytes: config.spool_max_bytes,
             secret: internal_secret,
             local: local_ingest,
+            idle_class: config.ship_idle_class,
         },
         upstreams.clone(),
     )

@@ -192,6 +192,11 @@ impl TestServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn stdout_text(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }

@@ -7,9 +7,12 @@
 //! sub-millisecond slices with rests between, the same work delays a redirect by a slice
 //! at most.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use shortlink_sched::Background;
 
 /// How a long write shares the cores: after each `slice` of work it rests for `rest`, for
 /// its first `paced_work` of work. A write bigger than that means ingestion is behind
@@ -23,6 +26,11 @@ pub struct Pacing {
     pub rest: Duration,
     /// Work after which a write stops resting.
     pub paced_work: Duration,
+    /// Run the paced work, and the commit after it, in the kernel's idle scheduling class
+    /// (see `shortlink_sched`): a redirect thread that wakes takes the core at once. The
+    /// writer returns to the normal class when another write waits, when the paced work is
+    /// spent (measured in wall time, so a starved writer returns too), and after the commit.
+    pub idle_class: bool,
 }
 
 impl Pacing {
@@ -31,14 +39,17 @@ impl Pacing {
         slice: Duration::ZERO,
         rest: Duration::ZERO,
         paced_work: Duration::ZERO,
+        idle_class: false,
     };
 
-    /// `slice` of work, then a `rest`, for the first 100 ms of a write's work.
+    /// `slice` of work, then a `rest`, for the first 100 ms of a write's work, in the idle
+    /// scheduling class.
     pub fn new(slice: Duration, rest: Duration) -> Pacing {
         Pacing {
             slice,
             rest,
             paced_work: Duration::from_millis(100),
+            idle_class: true,
         }
     }
 }
@@ -64,8 +75,34 @@ pub(super) struct Pacer {
     rests: u32,
 }
 
+thread_local! {
+    /// The writer thread's scheduling class, made by its first paced write.
+    static CLASS: RefCell<Option<Background>> = const { RefCell::new(None) };
+}
+
+/// Puts the calling (writer) thread back in the normal scheduling class, if a paced write
+/// had moved it to the idle class: called when such a write is behind, and after every
+/// commit.
+pub(super) fn normal_class() {
+    CLASS.with_borrow_mut(|class| {
+        if let Some(class) = class.as_mut() {
+            class.normal();
+        }
+    });
+}
+
+/// Whether the calling thread is in the idle class because of a paced write.
+#[cfg(test)]
+pub(super) fn in_idle_class() -> bool {
+    CLASS.with_borrow(|class| class.as_ref().is_some_and(Background::is_idle))
+}
+
 impl Pacer {
     pub(super) fn new(pacing: Pacing, outstanding: Arc<AtomicUsize>) -> Pacer {
+        if pacing.idle_class && !pacing.paced_work.is_zero() {
+            CLASS
+                .with_borrow_mut(|class| class.get_or_insert_with(|| Background::new(true)).idle());
+        }
         Pacer {
             pacing,
             outstanding,
@@ -75,15 +112,17 @@ impl Pacer {
         }
     }
 
-    /// Rests when the work since the last rest reached a slice and no other write waits.
+    /// Rests when the work since the last rest reached a slice and no other write waits;
+    /// leaves the idle class once the paced work is spent or another write waits.
     pub(super) fn step(&mut self) {
-        if self.pacing.slice.is_zero()
-            || self.pacing.rest.is_zero()
-            || self.outstanding.load(Ordering::Relaxed) > 1
-        {
+        let behind = self.outstanding.load(Ordering::Relaxed) > 1;
+        let slice = self.since.elapsed();
+        if behind || self.worked + slice >= self.pacing.paced_work {
+            normal_class();
+        }
+        if self.pacing.slice.is_zero() || self.pacing.rest.is_zero() || behind {
             return;
         }
-        let slice = self.since.elapsed();
         if slice >= self.pacing.slice && self.worked < self.pacing.paced_work {
             self.worked += slice;
             std::thread::sleep(self.pacing.rest);
@@ -181,5 +220,76 @@ mod tests {
             pacer.step();
         }
         assert_eq!(pacer.rests(), rested);
+    }
+
+    /// On a thread of its own: the class changes stay there.
+    fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().unwrap()
+    }
+
+    #[test]
+    fn paced_work_runs_in_the_idle_class_until_behind_spent_or_committed() {
+        // Where this process may not leave the idle class (not root, no CAP_SYS_NICE), a
+        // paced write never enters it: every expectation of "idle" is then "normal".
+        let idle = shortlink_sched::idle_class_permitted();
+        let seen = on_thread(move || {
+            let pacing = Pacing::new(Duration::from_micros(200), Duration::from_micros(50));
+            let mut seen = Vec::new();
+            // Alone at the writer: idle while it works, normal after the commit.
+            let mut pacer = Pacer::new(pacing, alone());
+            seen.push(("paced write began", in_idle_class()));
+            busy(Duration::from_micros(300));
+            pacer.step();
+            seen.push(("a slice in", in_idle_class()));
+            normal_class();
+            seen.push(("committed", in_idle_class()));
+            // Another write waiting: back to normal at the next step.
+            let outstanding = Arc::new(AtomicUsize::new(1));
+            let mut pacer = Pacer::new(pacing, outstanding.clone());
+            seen.push(("next paced write", in_idle_class()));
+            outstanding.store(2, Ordering::Relaxed);
+            pacer.step();
+            seen.push(("another write waits", in_idle_class()));
+            // The paced work spent (wall time): normal, however long it goes on.
+            let mut pacer = Pacer::new(
+                Pacing {
+                    paced_work: Duration::from_micros(500),
+                    ..pacing
+                },
+                alone(),
+            );
+            for _ in 0..3 {
+                busy(Duration::from_micros(300));
+                pacer.step();
+            }
+            seen.push(("paced work spent", in_idle_class()));
+            // Unpaced or with the class off: never idle.
+            let _unpaced = Pacer::new(Pacing::UNPACED, alone());
+            seen.push(("unpaced", in_idle_class()));
+            let _off = Pacer::new(
+                Pacing {
+                    idle_class: false,
+                    ..pacing
+                },
+                alone(),
+            );
+            seen.push(("idle class off", in_idle_class()));
+            seen.push(("thread's class", shortlink_sched::current_thread_is_idle()));
+            seen
+        });
+        assert_eq!(
+            seen,
+            vec![
+                ("paced write began", idle),
+                ("a slice in", idle),
+                ("committed", false),
+                ("next paced write", idle),
+                ("another write waits", false),
+                ("paced work spent", false),
+                ("unpaced", false),
+                ("idle class off", false),
+                ("thread's class", false),
+            ]
+        );
     }
 }

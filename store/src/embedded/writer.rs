@@ -109,6 +109,8 @@ fn run(
             }
         }
         let outcome = run_batch(&conn, batch);
+        // A paced ingestion commits in the idle class; what comes next may be waited for.
+        super::pacing::normal_class();
         since_prune += outcome;
         if since_prune >= 1024 {
             since_prune = 0;
