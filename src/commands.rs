@@ -267,6 +267,19 @@ fn banner(config: &Config, proxy: bool, control: bool) {
     );
 }
 
+/// Says once whether the click pipeline can wait in the idle scheduling class (see
+/// `shortlink_sched`): where it cannot, redirects' p99 under load is higher, and the fix is a
+/// capability, not a setting.
+fn note_scheduling_class(config: &Config) {
+    let wanted = config.store.ingest_idle_class || config.proxy.ship_idle_class;
+    if wanted && !shortlink_sched::idle_class_permitted() {
+        tracing::info!(
+            "click shipping and ingestion run in the normal scheduling class: leaving the idle \
+             class again needs root or CAP_SYS_NICE (e.g. systemd AmbientCapabilities=CAP_SYS_NICE)"
+        );
+    }
+}
+
 /// `shortlink serve`: both planes in one process.
 pub(crate) fn serve(config: Config) -> Result<()> {
     let store = open_store(&config)?;
@@ -296,6 +309,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     control.threads = Some(config.control.threads);
     server.add_service(control);
     banner(&config, true, true);
+    note_scheduling_class(&config);
     shortlink_proxy::run(server);
     Ok(())
 }
@@ -306,6 +320,7 @@ pub(crate) fn proxy(config: Config) -> Result<()> {
     let store = open_store(&config)?;
     let server = proxy_server(&config, store, secret, None)?;
     banner(&config, true, false);
+    note_scheduling_class(&config);
     shortlink_proxy::run(server);
     Ok(())
 }
@@ -323,6 +338,7 @@ pub(crate) fn control(config: Config) -> Result<()> {
         .build()
         .context("cannot start the runtime")?;
     banner(&config, false, true);
+    note_scheduling_class(&config);
     runtime.block_on(async {
         let stop = async {
             use tokio::signal::unix::{SignalKind, signal};
