@@ -38,6 +38,11 @@ const SECRET_HEADER: &str = "x-shortlink-internal-secret";
 /// click of a visit builds its event again), so taking less often builds fewer events;
 /// batches are cut by the second anyway ([`ShipperConfig::batch_every`]).
 const DRAIN_EVERY: Duration = Duration::from_millis(250);
+/// A take this late (the shipper starved, or behind) moves the shipper to the normal
+/// scheduling class.
+const TAKE_LATE: Duration = Duration::from_millis(50);
+/// Takes on time in a row before the shipper returns to the idle class (2 s).
+const ON_TIME_TAKES: u32 = 8;
 /// Shards of the capture-side fold: each recording thread has one of its own.
 const SHARDS: usize = 16;
 
@@ -382,17 +387,9 @@ pub struct ShipperConfig {
     pub secret: Option<String>,
     /// In-process delivery, used instead of HTTP when set.
     pub local: Option<Arc<dyn LocalIngest>>,
-    /// Ship from the idle scheduling class while takes are on time (see
-    /// [`ShipperConfig::LATE`]).
+    /// Ship from the idle scheduling class while takes are on time (a take 50 ms late
+    /// moves the shipper back to the normal class).
     pub idle_class: bool,
-}
-
-impl ShipperConfig {
-    /// A take this late (the shipper starved, or behind) moves the shipper to the normal
-    /// scheduling class.
-    pub const LATE: Duration = Duration::from_millis(50);
-    /// Takes on time in a row before the shipper returns to the idle class (2 s).
-    pub const ON_TIME_TAKES: u32 = 8;
 }
 
 /// Creates the click path: the sink for the proxy (holding at most about `capacity`
@@ -705,7 +702,7 @@ impl Default for Punctuality {
     /// A new shipper counts as keeping up.
     fn default() -> Self {
         Punctuality {
-            on_time: ShipperConfig::ON_TIME_TAKES,
+            on_time: ON_TIME_TAKES,
         }
     }
 }
@@ -713,15 +710,15 @@ impl Default for Punctuality {
 impl Punctuality {
     /// Records a take `lateness` after it was due (`None`: the last one, to stop) and
     /// answers whether the shipper may now run in the idle class: not after a late take,
-    /// until [`ShipperConfig::ON_TIME_TAKES`] takes in a row were on time again.
+    /// until [`ON_TIME_TAKES`] takes in a row were on time again.
     fn take(&mut self, lateness: Option<Duration>) -> bool {
         match lateness {
-            Some(late) if late < ShipperConfig::LATE => {
+            Some(late) if late < TAKE_LATE => {
                 self.on_time = self.on_time.saturating_add(1);
             }
             _ => self.on_time = 0,
         }
-        self.on_time >= ShipperConfig::ON_TIME_TAKES
+        self.on_time >= ON_TIME_TAKES
     }
 }
 
@@ -797,11 +794,11 @@ mod tests {
     #[test]
     fn the_shipper_leaves_the_idle_class_while_its_takes_run_late() {
         let on_time = Some(Duration::from_millis(1));
-        let late = Some(ShipperConfig::LATE);
+        let late = Some(TAKE_LATE);
         let mut p = Punctuality::default();
         assert!(p.take(on_time), "a new shipper keeps up");
         assert!(!p.take(late), "a late take: normal class");
-        for i in 1..ShipperConfig::ON_TIME_TAKES {
+        for i in 1..ON_TIME_TAKES {
             assert!(!p.take(on_time), "on time {i} times: not yet idle");
         }
         assert!(p.take(on_time), "on time long enough: idle again");

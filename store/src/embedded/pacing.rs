@@ -99,7 +99,11 @@ pub(super) fn in_idle_class() -> bool {
 
 impl Pacer {
     pub(super) fn new(pacing: Pacing, outstanding: Arc<AtomicUsize>) -> Pacer {
-        if pacing.idle_class && !pacing.paced_work.is_zero() {
+        // Not when other writes already wait: the writer is behind from the start.
+        if pacing.idle_class
+            && !pacing.paced_work.is_zero()
+            && outstanding.load(Ordering::Relaxed) <= 1
+        {
             CLASS
                 .with_borrow_mut(|class| class.get_or_insert_with(|| Background::new(true)).idle());
         }
@@ -250,6 +254,9 @@ mod tests {
             outstanding.store(2, Ordering::Relaxed);
             pacer.step();
             seen.push(("another write waits", in_idle_class()));
+            // Others already waiting when it begins: never idle.
+            let _behind = Pacer::new(pacing, outstanding.clone());
+            seen.push(("begun behind", in_idle_class()));
             // The paced work spent (wall time): normal, however long it goes on.
             let mut pacer = Pacer::new(
                 Pacing {
@@ -285,6 +292,7 @@ mod tests {
                 ("committed", false),
                 ("next paced write", idle),
                 ("another write waits", false),
+                ("begun behind", false),
                 ("paced work spent", false),
                 ("unpaced", false),
                 ("idle class off", false),
