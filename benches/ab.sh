@@ -3,7 +3,7 @@
 # links, wrk alternates between them; prints each one's median req/s, CPU ms per 1 000
 # redirects (from /proc/<pid>/stat), and the median per-round req/s ratio A/B.
 #
-# Usage: benches/ab.sh BINARY_A BINARY_B        Env: ROUNDS (10), SECS (5)
+# Usage: benches/ab.sh BINARY_A BINARY_B        Env: ROUNDS (10), SECS (5), CONNS (64)
 # Build the two binaries first (e.g. copy target/release/shortlink aside between builds).
 # RATE=N instead drives each open-loop at N req/s with `rate_load` (64 connections) and
 # compares latency: each one's median p50 and p99 (ms) and the median per-round p99 ratio A/B.
@@ -28,7 +28,7 @@ sleep 1
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 run() { # pid port
   local c0=$(cpu $1)
-  local out=$(wrk -t2 -c64 -d${SECS:-5}s -s $root/benches/load/random_code.lua http://127.0.0.1:$2 -- 1000)
+  local out=$(wrk -t2 -c${CONNS:-64} -d${SECS:-5}s -s $root/benches/load/random_code.lua http://127.0.0.1:$2 -- 1000)
   local c1=$(cpu $1)
   local rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   local reqs=$(echo "$out" | awk '/requests in/ {print $1}')

@@ -207,11 +207,6 @@ fn proxy_server(
     internal_secret: String,
     local: Option<Arc<dyn LocalIngest>>,
 ) -> Result<pingora::server::Server> {
-    // pingora retries a busy port forever; find out now and say so instead.
-    drop(
-        std::net::TcpListener::bind(&config.proxy.listen)
-            .with_context(|| format!("cannot listen on {}", config.proxy.listen))?,
-    );
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
     let mut server = shortlink_proxy::new_server(&proxy_config);

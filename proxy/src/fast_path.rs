@@ -1,26 +1,32 @@
-//! The redirect fast path: a pingora [`ServerApp`] that answers a plain redirect (an
-//! HTTP/1.1 GET or HEAD without a body, of a live link already in the route table) straight
-//! off the socket — parse the buffered head, look the code up, write the answer — and hands
-//! every other request, with the bytes already read, to pingora's HTTP proxy, which does
-//! all it did before: read-through on misses, 404/410/429 pages, password pages, forwarding
-//! to the control plane.
+//! The redirect fast path: the proxy's listener ([`RedirectListener`], a pingora service)
+//! accepts connections itself and answers a plain redirect (an HTTP/1.1 GET or HEAD
+//! without a body, of a live link already in the route table) straight off the bare TCP
+//! socket — parse the buffered head, look the code up, write the answer — and hands every
+//! other request, with the bytes already read, to pingora's HTTP proxy, which does all it
+//! did before: read-through on misses, 404/410/429 pages, password pages, forwarding to the
+//! control plane.
 //!
 //! Why: on pingora's `ProxyHttp` path a redirect pays for per-request machinery it does not
-//! use (session and context setup, header maps, module phases); measured in BENCHMARKS.md.
+//! use (session and context setup, header maps, module phases), and pingora's stream type
+//! for layers it does not need (buffering, read and write timing); measured in BENCHMARKS.md.
 
 use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
-use pingora::apps::{HttpServerApp, ServerApp};
-use pingora::protocols::Stream;
+use pingora::apps::HttpServerApp;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, l4};
 use pingora::proxy::HttpProxy;
-use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora::server::{ListenFds, ShutdownWatch};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::REQUESTS;
 use crate::service::{PlainRedirect, Redirector, RequestView, now_unix_ms};
@@ -139,16 +145,17 @@ impl FastPathApp {
             }
         }
         // One time serves the lookup (expiry), the click and the `Date` header.
-        let Some(redirect) = self.redirector.plain_redirect(path, &request, now_ms) else {
-            return Step::Defer;
-        };
-        self.redirector
-            .capture_click(&request, redirect.link_id, now_ms);
-        write_redirect(out, &redirect, close, now_ms.div_euclid(1000));
-        Step::Answered {
-            len,
-            status: redirect.status.as_u16(),
-            close,
+        let answered = self
+            .redirector
+            .plain_redirect(path, &request, now_ms, |redirect| {
+                self.redirector
+                    .capture_click(&request, redirect.link_id, now_ms);
+                write_redirect(out, &redirect, close, now_ms.div_euclid(1000));
+                redirect.status.as_u16()
+            });
+        match answered {
+            Some(status) => Step::Answered { len, status, close },
+            None => Step::Defer,
         }
     }
 
@@ -233,7 +240,7 @@ fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now:
         _ => b"HTTP/1.1 308 Permanent Redirect\r\n",
     });
     out.extend_from_slice(b"Location: ");
-    out.extend_from_slice(redirect.location.as_bytes());
+    out.extend_from_slice(redirect.location);
     out.extend_from_slice(b"\r\nCache-Control: ");
     out.extend_from_slice(redirect.status.cache_control().as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: 0\r\nDate: ");
@@ -245,20 +252,54 @@ fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now:
     out.extend_from_slice(b"\r\n");
 }
 
-#[async_trait]
-impl ServerApp for FastPathApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let peer = stream.get_socket_digest().and_then(|digest| {
-            digest
-                .peer_addr()
-                .and_then(|addr| addr.as_inet())
-                .map(|addr| addr.ip())
-        });
+/// How a connection's fast-path loop ended.
+enum Next {
+    /// The connection is done (closed by either side, failed, idle or shutting down).
+    Close,
+    /// pingora serves the request at the start of the buffer.
+    HandOff,
+}
+
+impl FastPathApp {
+    /// Serves an accepted connection until it closes: the fast path on the bare socket,
+    /// and pingora's proxy, on its own stream type, from the first request it must answer.
+    async fn serve(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+        let ip = Some(peer.ip());
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        if let Next::Close = self.fast_loop(&mut tcp, ip, &mut buf, &shutdown).await {
+            return;
+        }
+        let mut stream = l4::stream::Stream::from(tcp);
+        // What pingora's own listener records: the proxy path reads the client address
+        // (404 limits, clicks, forwarding headers) from it.
+        let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+        let _ = digest.peer_addr.set(Some(peer.into()));
+        stream.set_socket_digest(digest);
+        let mut stream: Stream = Box::new(stream);
+        loop {
+            // Boxed: the proxy's future is large and rare; the connection's task stays small.
+            let Some(kept) = Box::pin(self.hand_off(stream, buf, &shutdown)).await else {
+                return;
+            };
+            stream = kept;
+            buf = BytesMut::with_capacity(READ_CHUNK);
+            if let Next::Close = self.fast_loop(&mut stream, ip, &mut buf, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Answers the connection's plain redirects until it closes or a request needs pingora.
+    async fn fast_loop<S>(
+        &self,
+        stream: &mut S,
+        peer: Option<IpAddr>,
+        buf: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Next
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut out = Vec::with_capacity(512);
         let mut answered: Vec<u16> = Vec::new();
         let mut idle = std::pin::pin!(tokio::time::sleep(KEEPALIVE));
@@ -269,7 +310,7 @@ impl ServerApp for FastPathApp {
             let now_ms = unix_ms_at(started);
             let mut close = false;
             let deferred = loop {
-                match self.answer(&buf, peer, now_ms, &mut out) {
+                match self.answer(buf, peer, now_ms, &mut out) {
                     Step::Answered {
                         len,
                         status,
@@ -288,7 +329,7 @@ impl ServerApp for FastPathApp {
             };
             if !out.is_empty() {
                 if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                    return None;
+                    return Next::Close;
                 }
                 out.clear();
                 let seconds = started.elapsed().as_secs_f64();
@@ -297,16 +338,16 @@ impl ServerApp for FastPathApp {
                 }
             }
             if close {
-                pingora::protocols::Shutdown::shutdown(stream.as_mut()).await;
-                return None;
+                let _ = stream.shutdown().await;
+                return Next::Close;
             }
             if deferred || buf.len() >= MAX_FAST_HEAD {
-                return self.hand_off(stream, buf, shutdown).await;
+                return Next::HandOff;
             }
             // `has_changed` is one atomic load (`borrow` would take the watch's lock on every
             // request); the watch only ever changes from running to shutting down.
             if buf.is_empty() && shutdown.has_changed().unwrap_or(false) {
-                return None; // shutting down: no more requests on this connection
+                return Next::Close; // shutting down: no more requests on this connection
             }
             buf.reserve(READ_CHUNK);
             // Like pingora's own keep-alive: an idle connection waits out its timeout (or
@@ -317,14 +358,14 @@ impl ServerApp for FastPathApp {
             loop {
                 tokio::select! {
                     biased;
-                    read = stream.read_buf(&mut buf) => match read {
+                    read = stream.read_buf(buf) => match read {
                         Ok(n) if n > 0 => break,
-                        _ => return None, // closed or failed
+                        _ => return Next::Close, // closed or failed
                     },
                     () = &mut idle => {
                         let deadline = started + KEEPALIVE;
                         if deadline <= Instant::now() {
-                            return None; // idle too long
+                            return Next::Close; // idle too long
                         }
                         idle.as_mut().reset(deadline.into());
                     }
@@ -332,9 +373,113 @@ impl ServerApp for FastPathApp {
             }
         }
     }
+}
 
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
+/// The proxy's listening service: accepts connections on a socket bound at start-up and
+/// serves each on the bare TCP stream (see [`FastPathApp`]), in the runtime pingora builds
+/// for it (the proxy's threads, its work-stealing setting, its graceful shutdown).
+pub struct RedirectListener {
+    name: String,
+    app: Arc<FastPathApp>,
+    listener: Option<std::net::TcpListener>,
+}
+
+/// Connections waiting to be accepted, as pingora's own listeners allow.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+impl RedirectListener {
+    /// Binds `addr` now, so a taken or invalid address fails start-up with its error.
+    pub fn bind(name: &str, addr: &str, app: FastPathApp) -> io::Result<RedirectListener> {
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match bind_tcp(addr) {
+                Ok(listener) => {
+                    return Ok(RedirectListener {
+                        name: name.to_owned(),
+                        app: Arc::new(app),
+                        listener: Some(listener),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other(format!("{addr} names no address"))))
+    }
+
+    /// The bound address (the port, when the configured one was 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the listener has started"))?
+            .local_addr()
+    }
+}
+
+/// A non-blocking listening socket on `addr` with `SO_REUSEADDR` (a restart need not
+/// wait out the old connections' `TIME_WAIT`).
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[async_trait]
+impl pingora::services::Service for RedirectListener {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "the proxy cannot listen");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break; // shutting down: accept no more connections
+                    }
+                    continue;
+                }
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    // Responses are written whole: no reason to wait for an ACK.
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(self.app.clone().serve(tcp, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors: accept would fail again at once; let some close.
+                    if e.raw_os_error() == Some(24) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        self.app.proxy.http_cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn threads(&self) -> Option<usize> {
+        None // the server's: `proxy.threads`
     }
 }
 

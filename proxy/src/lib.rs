@@ -26,7 +26,7 @@ use thiserror::Error;
 pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
 pub use config::ProxyConfig;
 pub use domains::DomainSet;
-pub use routes::{Resolution, RouteKey, RouteTable};
+pub use routes::{RedirectRef, Resolution, RouteKey, RouteTable};
 pub use service::{CountryLookup, Redirector};
 pub use sync::{RouteSync, SyncStatus};
 
@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// The control upstream list could not be built.
     #[error("invalid control upstreams: {0}")]
     Upstreams(String),
+    /// The proxy's listen address cannot be bound.
+    #[error("cannot listen on {0}")]
+    Listen(String, #[source] std::io::Error),
     /// The click spool folder cannot be used.
     #[error("cannot use the click spool folder {0}")]
     Spool(String, #[source] std::io::Error),
@@ -171,8 +174,8 @@ pub fn add_proxy(
         config.fast_path,
         pingora::proxy::http_proxy(&server.configuration, redirector),
     );
-    let mut proxy = pingora::services::listening::Service::new("shortlink proxy".into(), app);
-    proxy.add_tcp(&config.listen);
+    let proxy = fast_path::RedirectListener::bind("shortlink proxy", &config.listen, app)
+        .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
     let mut sync_service = background_service("route sync", sync);

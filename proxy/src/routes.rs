@@ -104,6 +104,19 @@ pub enum Resolution {
     Miss,
 }
 
+/// A redirect as [`RouteTable::resolve_with`] lends it: the `Location` is the table's.
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectRef<'a> {
+    /// The link that was followed.
+    pub link_id: LinkId,
+    /// Redirect status.
+    pub status: RedirectStatus,
+    /// The `Location` header value's bytes (valid header bytes).
+    pub location: &'a [u8],
+    /// Whether the link has targeting rules (see [`RouteTable::targeted_location`]).
+    pub targeted: bool,
+}
+
 fn clamp_u32(value: i64) -> u32 {
     value.clamp(0, u32::MAX as i64) as u32
 }
@@ -235,40 +248,64 @@ impl RouteTable {
     /// What to answer for `key` at Unix second `now`. Claims a click on capped links.
     #[inline]
     pub fn resolve(&self, key: RouteKey, now: i64) -> Resolution {
+        let redirect = self.resolve_with(key, now, |redirect| {
+            HeaderValue::from_bytes(redirect.location)
+                .ok()
+                .map(|location| Resolution::Redirect {
+                    link_id: redirect.link_id,
+                    status: redirect.status,
+                    location,
+                    targeted: redirect.targeted,
+                })
+        });
+        match redirect {
+            Ok(Some(resolution)) | Err(resolution) => resolution,
+            // Unreachable: checked in `from_link`.
+            Ok(None) => Resolution::Miss,
+        }
+    }
+
+    /// Like [`resolve`](Self::resolve), without copying the `Location`: a redirect is handed
+    /// to `answer` while its entry is read-locked (so `answer` must not write to this
+    /// table); anything else comes back as the `Err` resolution.
+    #[inline]
+    pub fn resolve_with<R>(
+        &self,
+        key: RouteKey,
+        now: i64,
+        answer: impl FnOnce(RedirectRef<'_>) -> R,
+    ) -> Result<R, Resolution> {
         let Some(entry) = self.routes.get(&key.0) else {
-            return Resolution::Miss;
+            return Err(Resolution::Miss);
         };
         if entry.check() != key.1 {
             // Another route shares the first word (among ten million links, the chance
             // that any two do is about 1 in 370 000): the store answers this one.
-            return Resolution::Miss;
+            return Err(Resolution::Miss);
         }
         let packed = &entry.0;
         if packed[AT_DISABLED] != 0 {
-            return Resolution::Gone(RouteState::Disabled);
+            return Err(Resolution::Gone(RouteState::Disabled));
         }
         let expires = entry.u32_at(AT_EXPIRES);
         if expires != 0 && clamp_u32(now) >= expires {
-            return Resolution::Gone(RouteState::Expired);
+            return Err(Resolution::Gone(RouteState::Expired));
         }
         let flags = packed[AT_FLAGS];
         if flags & PROTECTED != 0 {
-            return Resolution::Protected;
+            return Err(Resolution::Protected);
         }
         let max_clicks = entry.max_clicks();
         if max_clicks != 0 && !self.claim_click(key, max_clicks) {
-            return Resolution::Gone(RouteState::Exhausted);
+            return Err(Resolution::Gone(RouteState::Exhausted));
         }
-        match HeaderValue::from_bytes(&packed[AT_URL..]) {
-            Ok(location) => Resolution::Redirect {
-                link_id: entry.link_id(),
-                status: status_from_byte(packed[AT_STATUS]),
-                location,
-                targeted: flags & TARGETED != 0,
-            },
-            // Unreachable: checked in `from_link`.
-            Err(_) => Resolution::Miss,
-        }
+        Ok(answer(RedirectRef {
+            link_id: entry.link_id(),
+            status: status_from_byte(packed[AT_STATUS]),
+            // Valid header bytes: checked in `from_link`.
+            location: &packed[AT_URL..],
+            targeted: flags & TARGETED != 0,
+        }))
     }
 
     /// The targeted `Location` for a request to a link with targeting rules from `device`
@@ -426,6 +463,26 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::new(Duration::from_secs(5), 1000)
+    }
+
+    #[test]
+    fn resolve_with_lends_what_resolve_copies() {
+        let t = table();
+        t.upsert(&link(7, "lend", "https://lend.example/a?b=c"));
+        let key = t.key("", "lend");
+        let lent = t
+            .resolve_with(key, 1, |r| (r.link_id, r.status, r.location.to_vec()))
+            .unwrap();
+        assert_eq!(lent.0, 7);
+        assert_eq!(lent.1, RedirectStatus::Permanent);
+        assert_eq!(lent.2, b"https://lend.example/a?b=c");
+        match t.resolve(key, 1) {
+            Resolution::Redirect { location, .. } => assert_eq!(location.as_bytes(), &lent.2[..]),
+            other => panic!("{other:?}"),
+        }
+        // What is not a redirect comes back as the resolution, and `answer` is not called.
+        let missing = t.resolve_with(t.key("", "none"), 1, |_| unreachable!("no route"));
+        assert_eq!(missing.unwrap_err(), Resolution::Miss);
     }
 
     #[test]

@@ -295,26 +295,29 @@ impl Redirector {
 }
 
 /// A redirect the fast path answers itself.
-pub(crate) struct PlainRedirect {
+pub(crate) struct PlainRedirect<'a> {
     /// The link followed (its click is captured).
     pub link_id: LinkId,
     /// The redirect's status.
     pub status: RedirectStatus,
-    /// The `Location`, targeting applied.
-    pub location: HeaderValue,
+    /// The `Location`, targeting applied: valid header bytes.
+    pub location: &'a [u8],
 }
 
 impl Redirector {
-    /// The redirect for a GET or HEAD of `path` when it names a live link already in the
-    /// route table. `None` leaves the request to pingora: other paths, unknown hosts, table
-    /// misses (read-through), gone and protected links. `now_ms` is the request's time.
+    /// Hands `answer` the redirect for a GET or HEAD of `path` when it names a live link
+    /// already in the route table, with its `Location` read in place (see
+    /// [`RouteTable::resolve_with`]). `None` leaves the request to pingora: other paths,
+    /// unknown hosts, table misses (read-through), gone and protected links. `now_ms` is
+    /// the request's time.
     #[inline]
-    pub(crate) fn plain_redirect(
+    pub(crate) fn plain_redirect<R>(
         &self,
         path: &str,
         request: &RequestView,
         now_ms: i64,
-    ) -> Option<PlainRedirect> {
+        answer: impl FnOnce(PlainRedirect<'_>) -> R,
+    ) -> Option<R> {
         let code = path.strip_prefix('/')?;
         if !is_code_shaped(code) || is_reserved(code) {
             return None;
@@ -326,19 +329,21 @@ impl Redirector {
             HostMatch::Unknown(_) => return None,
         };
         let key = self.table.key(domain, code);
-        match self.table.resolve(key, now_ms.div_euclid(1000)) {
-            Resolution::Redirect {
-                link_id,
-                status,
-                location,
-                targeted,
-            } => Some(PlainRedirect {
-                link_id,
-                status,
-                location: self.located(key, location, targeted, || *request),
-            }),
-            _ => None,
-        }
+        self.table
+            .resolve_with(key, now_ms.div_euclid(1000), |redirect| {
+                let targeted = redirect
+                    .targeted
+                    .then(|| self.capture.targeted_location(&self.table, key, request))
+                    .flatten();
+                answer(PlainRedirect {
+                    link_id: redirect.link_id,
+                    status: redirect.status,
+                    location: targeted
+                        .as_ref()
+                        .map_or(redirect.location, HeaderValue::as_bytes),
+                })
+            })
+            .ok()
     }
 
     /// The `Location` to send: `location`, or the targeted one when the link has targeting

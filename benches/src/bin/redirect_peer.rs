@@ -2,12 +2,15 @@
 //! links (`ld0` … `ld{N-1}`), served by the leanest server of each kind, so a run shows what
 //! the HTTP stack costs apart from shortlink's own work.
 //!
-//! `redirect_peer <axum|pingora-serve|pingora-proxy> <listen addr> <n> [threads]`
+//! `redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app> <listen addr> <n> [threads]`
 //!
 //! - `axum`: axum 0.8 on a multi-thread tokio runtime, `GET /{code}` → 301.
 //! - `pingora-serve`: a pingora `ServeHttp` app (no proxy phases, no modules).
 //! - `pingora-proxy`: a pingora `ProxyHttp` that answers from `request_filter`, as the real
 //!   proxy does, without click capture, metrics or host classification.
+//! - `tokio-raw`: the fast path's loop (httparse, lookup, one write) on bare tokio sockets.
+//! - `pingora-app`: the same loop as a pingora `ServerApp`, on pingora's listener and
+//!   stream type: against `tokio-raw`, what those layers cost.
 //!
 //! Every answer is the proxy's: `301`, `Location`, `Cache-Control`, `Content-Length: 0`.
 //! Env (pingora modes): `PEER_WORK_STEALING=0` for per-thread runtimes, `PEER_LISTENER_TASKS`.
@@ -54,7 +57,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         eprintln!(
-            "usage: redirect_peer <axum|pingora-serve|pingora-proxy> <listen addr> <n> [threads]"
+            "usage: redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app> <listen addr> <n> [threads]"
         );
         std::process::exit(2);
     }
@@ -80,6 +83,8 @@ fn main() {
             server.add_service(service);
             server.run_forever()
         }
+        "tokio-raw" => serve_tokio_raw(table, listen, threads),
+        "pingora-app" => serve_pingora_app(table, listen, threads),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2);
@@ -201,4 +206,97 @@ impl ProxyHttp for ProxyApp {
     ) -> pingora::Result<Box<HttpPeer>> {
         Err(pingora::Error::new(pingora::ErrorType::HTTPStatus(404)))
     }
+}
+
+/// Answers every request buffered in `buf` into `out`; false if one is not a redirect.
+fn answer_all(table: &RouteTable, buf: &mut bytes::BytesMut, out: &mut Vec<u8>) -> bool {
+    use bytes::Buf;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return true,
+            Err(_) => return false,
+        };
+        let Some((location, cache)) = req.path.and_then(|path| lookup(table, path)) else {
+            return false;
+        };
+        out.extend_from_slice(b"HTTP/1.1 301 Moved Permanently\r\nLocation: ");
+        out.extend_from_slice(location.as_bytes());
+        out.extend_from_slice(b"\r\nCache-Control: ");
+        out.extend_from_slice(cache.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        buf.advance(len);
+    }
+}
+
+/// The fast path's loop, minus capture and metrics, over any stream.
+async fn serve_connection<S>(table: &RouteTable, mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(512);
+    loop {
+        buf.reserve(4096);
+        match stream.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        if !answer_all(table, &mut buf, &mut out) {
+            return;
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+fn serve_tokio_raw(table: Arc<RouteTable>, listen: &str, threads: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let table = table.clone();
+            tokio::spawn(async move { serve_connection(&table, stream).await });
+        }
+    });
+}
+
+struct RawApp {
+    table: Arc<RouteTable>,
+}
+
+#[async_trait]
+impl pingora::apps::ServerApp for RawApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        _shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        serve_connection(&self.table, stream).await;
+        None
+    }
+}
+
+fn serve_pingora_app(table: Arc<RouteTable>, listen: &str, threads: usize) {
+    let mut server = pingora_server(threads);
+    let mut service =
+        pingora::services::listening::Service::new("peer".to_owned(), RawApp { table });
+    service.add_tcp(listen);
+    server.add_service(service);
+    server.run_forever()
 }
