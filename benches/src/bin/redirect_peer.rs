@@ -92,6 +92,15 @@ fn main() {
     }
 }
 
+/// A multi-thread tokio runtime with `threads` workers, as the tokio-based peers use.
+fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn serve_axum(table: Arc<RouteTable>, listen: &str, threads: usize) {
     use axum::extract::{Path, State};
     use axum::response::{IntoResponse, Response};
@@ -109,12 +118,7 @@ fn serve_axum(table: Arc<RouteTable>, listen: &str, threads: usize) {
             None => StatusCode::NOT_FOUND.into_response(),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    tokio_runtime(threads).block_on(async {
         let app = axum::Router::new()
             .route("/{code}", axum::routing::get(redirect))
             .with_state(table);
@@ -258,12 +262,7 @@ where
 }
 
 fn serve_tokio_raw(table: Arc<RouteTable>, listen: &str, threads: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    tokio_runtime(threads).block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
         loop {
             let Ok((stream, _)) = listener.accept().await else {
