@@ -405,14 +405,6 @@ impl RedirectListener {
         }
         Err(last.unwrap_or_else(|| io::Error::other(format!("{addr} names no address"))))
     }
-
-    /// The bound address (the port, when the configured one was 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the listener has started"))?
-            .local_addr()
-    }
 }
 
 /// A non-blocking listening socket on `addr` with `SO_REUSEADDR` (a restart need not

@@ -331,10 +331,7 @@ impl Redirector {
         let key = self.table.key(domain, code);
         self.table
             .resolve_with(key, now_ms.div_euclid(1000), |redirect| {
-                let targeted = redirect
-                    .targeted
-                    .then(|| self.capture.targeted_location(&self.table, key, request))
-                    .flatten();
+                let targeted = self.targeted(key, redirect.targeted, || *request);
                 answer(PlainRedirect {
                     link_id: redirect.link_id,
                     status: redirect.status,
@@ -346,8 +343,7 @@ impl Redirector {
             .ok()
     }
 
-    /// The `Location` to send: `location`, or the targeted one when the link has targeting
-    /// rules (`targeted`) and one applies to the request (`request` is only built then).
+    /// The `Location` to send: `location`, or the targeted one (see [`Self::targeted`]).
     #[inline]
     fn located<'a>(
         &self,
@@ -356,12 +352,22 @@ impl Redirector {
         targeted: bool,
         request: impl FnOnce() -> RequestView<'a>,
     ) -> HeaderValue {
+        self.targeted(key, targeted, request).unwrap_or(location)
+    }
+
+    /// The targeted `Location`, when the link has targeting rules (`targeted`) and one
+    /// applies to the request (`request` is only built then).
+    #[inline]
+    fn targeted<'a>(
+        &self,
+        key: RouteKey,
+        targeted: bool,
+        request: impl FnOnce() -> RequestView<'a>,
+    ) -> Option<HeaderValue> {
         if !targeted {
-            return location;
+            return None;
         }
-        self.capture
-            .targeted_location(&self.table, key, &request())
-            .unwrap_or(location)
+        self.capture.targeted_location(&self.table, key, &request())
     }
 
     /// Captures the click of a redirect the fast path answered at `now_ms` (when capture is on).
