@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU per request: shortlink variants, nginx `return 301` and redirect_peer modes under wrk,
 # interleaved round by round; prints each run and the medians of server CPU µs per request
-# (from /proc/<pid>/stat, children included for nginx) and req/s.
+# (from /proc/<pid>/stat, children included for nginx) and req/s; each run also prints the
+# box's CPU per request and its idle CPUs (idle + iowait ticks per second of the run).
 #
 # Usage: VARIANTS='name|ENV=v ...' [PEERS="tokio-raw pingora-app"] benches/cpu_per_request.sh
 #   one shortlink variant per line (name|settings); Env: ROUNDS (4), SECS (5), CONNS (256), N (1000).
@@ -48,11 +49,13 @@ cpu() { # total ticks of a process and its children (nginx workers)
 for round in $(seq $ROUNDS); do
   for k in "${!names[@]}"; do
     c0=$(cpu ${ppids[$k]}); s0=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat)
+    i0=$(awk '/^cpu /{print $5+$6}' /proc/stat)
     out=$(wrk -t2 -c$CONNS -d${SECS}s -s $root/benches/load/random_code.lua http://127.0.0.1:${ports[$k]} -- $N "")
     c1=$(cpu ${ppids[$k]}); s1=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat)
+    i1=$(awk '/^cpu /{print $5+$6}' /proc/stat)
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
     reqs=$(echo "$out" | awk '/requests in/{print $1}')
-    echo "$round ${names[$k]} $rps $(echo "($c1-$c0)*10000/$reqs" | bc -l)" >> $work/series; echo "round $round ${names[$k]} rps=$rps server_us_per_req=$(echo "($c1-$c0)*10000/$reqs" | bc -l | cut -c1-5) box_us_per_req=$(echo "($s1-$s0)*10000/$reqs" | bc -l | cut -c1-5)"
+    echo "$round ${names[$k]} $rps $(echo "($c1-$c0)*10000/$reqs" | bc -l)" >> $work/series; echo "round $round ${names[$k]} rps=$rps server_us_per_req=$(echo "($c1-$c0)*10000/$reqs" | bc -l | cut -c1-5) box_us_per_req=$(echo "($s1-$s0)*10000/$reqs" | bc -l | cut -c1-5) idle_cpus=$(echo "($i1-$i0)/100/$SECS" | bc -l | cut -c1-4)"
   done
 done
 

@@ -178,7 +178,10 @@ async fn conversation(server: &TestServer, code: &str, other: &str) -> (Vec<Answ
 }
 
 async fn start(fast_path: bool) -> (TestServer, String, String) {
-    let options = Options::default().env("SHORTLINK_PROXY__FAST_PATH", &fast_path.to_string());
+    start_with(Options::default().env("SHORTLINK_PROXY__FAST_PATH", &fast_path.to_string())).await
+}
+
+async fn start_with(options: Options) -> (TestServer, String, String) {
     let server = TestServer::start_with(options).await;
     let (status, a) = server
         .create(
@@ -260,4 +263,55 @@ async fn raw_requests_get_the_same_answers_with_and_without_the_fast_path() {
     let stats = wait_total(&fast.client, &fast.proxy, &b, 2).await;
     assert_eq!(stats["total"], 2, "{stats}");
     assert_eq!(stats["bots"], 2, "a HEAD counts as a bot: {stats}");
+}
+
+/// `CONNECTIONS` concurrent keep-alive connections, each sending `REQUESTS` redirects one
+/// after another; returns how many were answered with `a`'s redirect.
+async fn many_connections(server: &TestServer, code: &str) -> u64 {
+    const CONNECTIONS: usize = 32;
+    const REQUESTS: usize = 4;
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| async {
+            let mut c = Connection::open(server).await;
+            let mut redirected = 0;
+            for _ in 0..REQUESTS {
+                c.send(get(&format!("/{code}"), "").as_bytes()).await;
+                let answer = c.answer(false).await;
+                if answer.status == 301
+                    && answer.location.as_deref() == Some("https://example.com/fast/a")
+                {
+                    redirected += 1;
+                }
+            }
+            redirected
+        })
+        .collect();
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .sum()
+}
+
+#[tokio::test]
+async fn connections_are_answered_on_per_thread_runtimes_and_with_work_stealing() {
+    // The default: one runtime per proxy thread, each connection moved to one of them
+    // (32 connections land on both threads but with probability 2^-31).
+    let two_threads = || Options::default().env("SHORTLINK_PROXY__THREADS", "2");
+    let (per_thread, a, b) = start_with(two_threads()).await;
+    let (stealing, a_stealing, b_stealing) =
+        start_with(two_threads().env("SHORTLINK_PROXY__WORK_STEALING", "true")).await;
+
+    let (per_thread_answers, per_thread_redirects) = conversation(&per_thread, &a, &b).await;
+    let (stealing_answers, _) = conversation(&stealing, &a_stealing, &b_stealing).await;
+    assert_eq!(
+        per_thread_answers, stealing_answers,
+        "both runtimes give the same answers"
+    );
+    assert_eq!(many_connections(&per_thread, &a).await, 32 * 4);
+    assert_eq!(many_connections(&stealing, &a_stealing).await, 32 * 4);
+
+    // Every redirect on every thread is a click.
+    let want = per_thread_redirects + 32 * 4;
+    let stats = wait_total(&per_thread.client, &per_thread.proxy, &a, want).await;
+    assert_eq!(stats["total"], want, "{stats}");
 }

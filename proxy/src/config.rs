@@ -32,8 +32,9 @@ pub struct ProxyConfig {
     /// through pingora's proxy either way. Default true; false is for comparisons.
     pub fast_path: bool,
     /// Let the request threads take over each other's ready connections (tokio's work
-    /// stealing). Default true; false gives each thread its own runtime and connections,
-    /// like nginx's workers (measured in BENCHMARKS.md).
+    /// stealing, one reactor for all threads). Default false: each thread has its own
+    /// runtime, reactor and connections, like nginx's workers; with stealing, a CPU idles
+    /// while the thread holding the one reactor is preempted (measured in BENCHMARKS.md).
     pub work_stealing: bool,
     /// Address of an admin listener serving `/metrics` (Prometheus text) for a proxy running
     /// apart from a control plane; in `serve` the control plane's `/metrics` covers both.
@@ -85,7 +86,7 @@ impl Default for ProxyConfig {
             bulk_load_page: 10_000,
             capture_clicks: true,
             fast_path: true,
-            work_stealing: true,
+            work_stealing: false,
             metrics_listen: None,
             click_queue_capacity: 65_536,
             click_batch_max: 10_000,

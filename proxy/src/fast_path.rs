@@ -382,6 +382,10 @@ pub struct RedirectListener {
     name: String,
     app: Arc<FastPathApp>,
     listener: Option<std::net::TcpListener>,
+    /// pingora runs the service on one single-threaded runtime per thread (no work
+    /// stealing): each connection is handed to one of them, and its socket registered with
+    /// that runtime's own reactor.
+    per_thread_runtimes: bool,
 }
 
 /// Connections waiting to be accepted, as pingora's own listeners allow.
@@ -389,7 +393,13 @@ const LISTEN_BACKLOG: i32 = 65_535;
 
 impl RedirectListener {
     /// Binds `addr` now, so a taken or invalid address fails start-up with its error.
-    pub fn bind(name: &str, addr: &str, app: FastPathApp) -> io::Result<RedirectListener> {
+    /// `work_stealing` is the server's setting (false: per-thread runtimes).
+    pub fn bind(
+        name: &str,
+        addr: &str,
+        app: FastPathApp,
+        work_stealing: bool,
+    ) -> io::Result<RedirectListener> {
         let mut last = None;
         for addr in addr.to_socket_addrs()? {
             match bind_tcp(addr) {
@@ -398,6 +408,7 @@ impl RedirectListener {
                         name: name.to_owned(),
                         app: Arc::new(app),
                         listener: Some(listener),
+                        per_thread_runtimes: !work_stealing,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -416,6 +427,30 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Serves `tcp` on one of pingora's per-thread runtimes, picked at random (the
+/// connections spread evenly). The socket moves to that runtime's reactor: left on the
+/// accepting thread's, every readiness event of the connection would cross threads.
+fn hand_to_a_thread(
+    app: Arc<FastPathApp>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: ShutdownWatch,
+) {
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand a connection over");
+            return;
+        }
+    };
+    pingora_runtime::current_handle().spawn(async move {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => app.serve(tcp, peer, shutdown).await,
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
+        }
+    });
 }
 
 #[async_trait]
@@ -451,7 +486,12 @@ impl pingora::services::Service for RedirectListener {
                 Ok((tcp, peer)) => {
                     // Responses are written whole: no reason to wait for an ACK.
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(self.app.clone().serve(tcp, peer, shutdown.clone()));
+                    let app = self.app.clone();
+                    if self.per_thread_runtimes {
+                        hand_to_a_thread(app, tcp, peer, shutdown.clone());
+                    } else {
+                        tokio::spawn(app.serve(tcp, peer, shutdown.clone()));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

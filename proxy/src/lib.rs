@@ -174,8 +174,13 @@ pub fn add_proxy(
         config.fast_path,
         pingora::proxy::http_proxy(&server.configuration, redirector),
     );
-    let proxy = fast_path::RedirectListener::bind("shortlink proxy", &config.listen, app)
-        .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
+    let proxy = fast_path::RedirectListener::bind(
+        "shortlink proxy",
+        &config.listen,
+        app,
+        config.work_stealing,
+    )
+    .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
     let mut sync_service = background_service("route sync", sync);

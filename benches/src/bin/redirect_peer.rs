@@ -2,7 +2,7 @@
 //! links (`ld0` … `ld{N-1}`), served by the leanest server of each kind, so a run shows what
 //! the HTTP stack costs apart from shortlink's own work.
 //!
-//! `redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app> <listen addr> <n> [threads]`
+//! `redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app|tokio-percore> <listen addr> <n> [threads]`
 //!
 //! - `axum`: axum 0.8 on a multi-thread tokio runtime, `GET /{code}` → 301.
 //! - `pingora-serve`: a pingora `ServeHttp` app (no proxy phases, no modules).
@@ -11,6 +11,9 @@
 //! - `tokio-raw`: the fast path's loop (httparse, lookup, one write) on bare tokio sockets.
 //! - `pingora-app`: the same loop as a pingora `ServerApp`, on pingora's listener and
 //!   stream type: against `tokio-raw`, what those layers cost.
+//! - `tokio-percore`: the `tokio-raw` loop on one single-threaded runtime per thread, each
+//!   with its own `SO_REUSEPORT` listener (nginx's model): against `tokio-raw`, what the
+//!   work-stealing scheduler costs.
 //!
 //! Every answer is the proxy's: `301`, `Location`, `Cache-Control`, `Content-Length: 0`.
 //! Env (pingora modes): `PEER_WORK_STEALING=0` for per-thread runtimes, `PEER_LISTENER_TASKS`.
@@ -57,7 +60,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         eprintln!(
-            "usage: redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app> <listen addr> <n> [threads]"
+            "usage: redirect_peer <axum|pingora-serve|pingora-proxy|tokio-raw|pingora-app|tokio-percore> <listen addr> <n> [threads]"
         );
         std::process::exit(2);
     }
@@ -84,6 +87,7 @@ fn main() {
             server.run_forever()
         }
         "tokio-raw" => serve_tokio_raw(table, listen, threads),
+        "tokio-percore" => serve_tokio_percore(table, listen, threads),
         "pingora-app" => serve_pingora_app(table, listen, threads),
         other => {
             eprintln!("unknown mode {other}");
@@ -273,6 +277,42 @@ fn serve_tokio_raw(table: Arc<RouteTable>, listen: &str, threads: usize) {
             tokio::spawn(async move { serve_connection(&table, stream).await });
         }
     });
+}
+
+fn serve_tokio_percore(table: Arc<RouteTable>, listen: &str, threads: usize) {
+    let addr: std::net::SocketAddr = listen.parse().expect("listen must be ip:port");
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let table = table.clone();
+            std::thread::Builder::new()
+                .name(format!("peer-{i}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+                        socket.set_reuseport(true).expect("SO_REUSEPORT");
+                        socket.bind(addr).expect("bind");
+                        let listener = socket.listen(65_535).expect("listen");
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let _ = stream.set_nodelay(true);
+                            let table = table.clone();
+                            tokio::spawn(async move { serve_connection(&table, stream).await });
+                        }
+                    })
+                })
+                .expect("thread")
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
 }
 
 struct RawApp {
