@@ -268,15 +268,20 @@ where
 fn serve_tokio_raw(table: Arc<RouteTable>, listen: &str, threads: usize) {
     tokio_runtime(threads).block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let table = table.clone();
-            tokio::spawn(async move { serve_connection(&table, stream).await });
-        }
+        accept_loop(table, listener).await
     });
+}
+
+/// Serves every connection `listener` accepts with the fast path's loop, on this runtime.
+async fn accept_loop(table: Arc<RouteTable>, listener: tokio::net::TcpListener) -> ! {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let table = table.clone();
+        tokio::spawn(async move { serve_connection(&table, stream).await });
+    }
 }
 
 fn serve_tokio_percore(table: Arc<RouteTable>, listen: &str, threads: usize) {
@@ -297,14 +302,7 @@ fn serve_tokio_percore(table: Arc<RouteTable>, listen: &str, threads: usize) {
                         socket.set_reuseport(true).expect("SO_REUSEPORT");
                         socket.bind(addr).expect("bind");
                         let listener = socket.listen(65_535).expect("listen");
-                        loop {
-                            let Ok((stream, _)) = listener.accept().await else {
-                                continue;
-                            };
-                            let _ = stream.set_nodelay(true);
-                            let table = table.clone();
-                            tokio::spawn(async move { serve_connection(&table, stream).await });
-                        }
+                        accept_loop(table, listener).await
                     })
                 })
                 .expect("thread")
