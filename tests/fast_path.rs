@@ -265,11 +265,14 @@ async fn raw_requests_get_the_same_answers_with_and_without_the_fast_path() {
     assert_eq!(stats["bots"], 2, "a HEAD counts as a bot: {stats}");
 }
 
-/// `CONNECTIONS` concurrent keep-alive connections, each sending `REQUESTS` redirects one
-/// after another; returns how many were answered with `a`'s redirect.
+/// Concurrent keep-alive connections in [`many_connections`].
+const CONNECTIONS: usize = 32;
+/// Redirects each of them asks for, one after another.
+const REQUESTS: usize = 4;
+
+/// `CONNECTIONS` concurrent keep-alive connections, each sending `REQUESTS` requests for
+/// `code` (link `a` of [`start_with`]); returns how many got `a`'s redirect.
 async fn many_connections(server: &TestServer, code: &str) -> u64 {
-    const CONNECTIONS: usize = 32;
-    const REQUESTS: usize = 4;
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|_| async {
             let mut c = Connection::open(server).await;
@@ -295,7 +298,7 @@ async fn many_connections(server: &TestServer, code: &str) -> u64 {
 #[tokio::test]
 async fn connections_are_answered_on_per_thread_runtimes_and_with_work_stealing() {
     // The default: one runtime per proxy thread, each connection moved to one of them
-    // (32 connections land on both threads but with probability 2^-31).
+    // (`CONNECTIONS` = 32 land on both threads but with probability 2^-31).
     let two_threads = || Options::default().env("SHORTLINK_PROXY__THREADS", "2");
     let (per_thread, a, b) = start_with(two_threads()).await;
     let (stealing, a_stealing, b_stealing) =
@@ -307,11 +310,12 @@ async fn connections_are_answered_on_per_thread_runtimes_and_with_work_stealing(
         per_thread_answers, stealing_answers,
         "both runtimes give the same answers"
     );
-    assert_eq!(many_connections(&per_thread, &a).await, 32 * 4);
-    assert_eq!(many_connections(&stealing, &a_stealing).await, 32 * 4);
+    let all = (CONNECTIONS * REQUESTS) as u64;
+    assert_eq!(many_connections(&per_thread, &a).await, all);
+    assert_eq!(many_connections(&stealing, &a_stealing).await, all);
 
     // Every redirect on every thread is a click.
-    let want = per_thread_redirects + 32 * 4;
+    let want = per_thread_redirects + all;
     let stats = wait_total(&per_thread.client, &per_thread.proxy, &a, want).await;
     assert_eq!(stats["total"], want, "{stats}");
 }
