@@ -19,7 +19,7 @@
 #        HALF_PEAK=1 then drives shortlink and nginx (and the second shortlink, if any)
 #        open-loop (`rate_load`) at half of shortlink's median rate for SECS*2 seconds
 #        each, HALF_ROUNDS times (default 1), and reports p50/p99 from when each request
-#        was due;
+#        was due; before each round it prints the box's own CPU stalls (`cpu_gaps`, 3 s);
 #        FLAME=1 records shortlink with `perf` (DWARF call graphs) during round 1's run and
 #        writes benches/flamegraphs/redirect-<links>.svg (installs inferno with cargo);
 #        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
@@ -253,6 +253,10 @@ if [ "${HALF_PEAK:-0}" = 1 ]; then
   targets=("shortlink $PROXY_PORT" "nginx $NGINX_PORT")
   [ "$CAPTURE_OFF" = 1 ] && targets+=("$second_label $OFF_PROXY_PORT")
   for round in $(seq "${HALF_ROUNDS:-1}"); do
+    # The box's own stalls just before the round: a CPU taken away for milliseconds sets a
+    # floor under every server's p99 (see cpu_gaps.rs).
+    printf "%-14s " "box"
+    "$root/target/release/cpu_gaps" 3 | tail -1
     for target in "${targets[@]}"; do
       set -- $target
       printf "%-14s " "$1"
