@@ -19,7 +19,8 @@
 #        HALF_PEAK=1 then drives shortlink and nginx (and the second shortlink, if any)
 #        open-loop (`rate_load`) at half of shortlink's median rate for SECS*2 seconds
 #        each, HALF_ROUNDS times (default 1), and reports p50/p99 from when each request
-#        was due; before each round it prints the box's own CPU stalls (`cpu_gaps`, 3 s);
+#        was due (HALF_SHARE=0.25: at a quarter instead); before each round it prints the
+#        box's own CPU stalls (`cpu_gaps`, 3 s);
 #        FLAME=1 records shortlink with `perf` (DWARF call graphs) during round 1's run and
 #        writes benches/flamegraphs/redirect-<links>.svg (installs inferno with cargo);
 #        UA sets the User-Agent every request sends (default none; with TARGETED=1 a
@@ -248,8 +249,9 @@ if [ "$PEERS" = 1 ]; then
   done
 fi
 if [ "${HALF_PEAK:-0}" = 1 ]; then
-  half=$(awk -v r="$sl_rps" 'BEGIN { printf "%d", r / 2 }')
-  echo "open loop at half of shortlink's median rate ($half req/s), $CONNS connections, $((SECS * 2)) s:"
+  share=${HALF_SHARE:-0.5}
+  half=$(awk -v r="$sl_rps" -v s="$share" 'BEGIN { printf "%d", r * s }')
+  echo "open loop at $share of shortlink's median rate ($half req/s), $CONNS connections, $((SECS * 2)) s:"
   targets=("shortlink $PROXY_PORT" "nginx $NGINX_PORT")
   [ "$CAPTURE_OFF" = 1 ] && targets+=("$second_label $OFF_PROXY_PORT")
   for round in $(seq "${HALF_ROUNDS:-1}"); do
