@@ -55,7 +55,11 @@ for round in $(seq $ROUNDS); do
     i1=$(awk '/^cpu /{print $5+$6}' /proc/stat)
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
     reqs=$(echo "$out" | awk '/requests in/{print $1}')
-    echo "$round ${names[$k]} $rps $(echo "($c1-$c0)*10000/$reqs" | bc -l)" >> $work/series; echo "round $round ${names[$k]} rps=$rps server_us_per_req=$(echo "($c1-$c0)*10000/$reqs" | bc -l | cut -c1-5) box_us_per_req=$(echo "($s1-$s0)*10000/$reqs" | bc -l | cut -c1-5) idle_cpus=$(echo "($i1-$i0)/100/$SECS" | bc -l | cut -c1-4)"
+    server_us=$(echo "($c1-$c0)*10000/$reqs" | bc -l)
+    echo "$round ${names[$k]} $rps $server_us" >> $work/series
+    echo "round $round ${names[$k]} rps=$rps server_us_per_req=$(echo "$server_us" | cut -c1-5)" \
+      "box_us_per_req=$(echo "($s1-$s0)*10000/$reqs" | bc -l | cut -c1-5)" \
+      "idle_cpus=$(echo "($i1-$i0)/100/$SECS" | bc -l | cut -c1-4)"
   done
 done
 

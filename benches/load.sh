@@ -250,8 +250,8 @@ if [ "$PEERS" = 1 ]; then
 fi
 if [ "${HALF_PEAK:-0}" = 1 ]; then
   share=${HALF_SHARE:-0.5}
-  half=$(awk -v r="$sl_rps" -v s="$share" 'BEGIN { printf "%d", r * s }')
-  echo "open loop at $share of shortlink's median rate ($half req/s), $CONNS connections, $((SECS * 2)) s:"
+  rate=$(awk -v r="$sl_rps" -v s="$share" 'BEGIN { printf "%d", r * s }')
+  echo "open loop at $share of shortlink's median rate ($rate req/s), $CONNS connections, $((SECS * 2)) s:"
   targets=("shortlink $PROXY_PORT" "nginx $NGINX_PORT")
   [ "$CAPTURE_OFF" = 1 ] && targets+=("$second_label $OFF_PROXY_PORT")
   for round in $(seq "${HALF_ROUNDS:-1}"); do
@@ -262,7 +262,7 @@ if [ "${HALF_PEAK:-0}" = 1 ]; then
     for target in "${targets[@]}"; do
       set -- $target
       printf "%-14s " "$1"
-      "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$half" "$((SECS * 2))" "$CONNS"
+      "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$rate" "$((SECS * 2))" "$CONNS"
     done
   done
 fi

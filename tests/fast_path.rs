@@ -298,7 +298,7 @@ async fn many_connections(server: &TestServer, code: &str) -> u64 {
 #[tokio::test]
 async fn connections_are_answered_on_per_thread_runtimes_and_with_work_stealing() {
     // The default: one runtime per proxy thread, each connection moved to one of them
-    // (`CONNECTIONS` = 32 land on both threads but with probability 2^-31).
+    // (all `CONNECTIONS` = 32 land on one thread with probability 2^-31 only).
     let two_threads = || Options::default().env("SHORTLINK_PROXY__THREADS", "2");
     let (per_thread, a, b) = start_with(two_threads()).await;
     let (stealing, a_stealing, b_stealing) =

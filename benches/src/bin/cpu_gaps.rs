@@ -21,6 +21,17 @@ struct Gaps {
     lost: Duration,
 }
 
+impl Gaps {
+    /// Adds another thread's gaps to these (the longest is the longer of the two).
+    fn add(&mut self, other: &Gaps) {
+        self.over_500us += other.over_500us;
+        self.over_1ms += other.over_1ms;
+        self.over_5ms += other.over_5ms;
+        self.longest = self.longest.max(other.longest);
+        self.lost += other.lost;
+    }
+}
+
 /// Spins for `length`, reading the monotonic clock, and counts the gaps between reads.
 fn spin(length: Duration) -> Gaps {
     let start = Instant::now();
@@ -70,11 +81,7 @@ fn main() {
     for (i, handle) in handles.into_iter().enumerate() {
         let gaps = handle.join().expect("spinning thread");
         print(&format!("cpu{i}"), &gaps, seconds, 1);
-        total.over_500us += gaps.over_500us;
-        total.over_1ms += gaps.over_1ms;
-        total.over_5ms += gaps.over_5ms;
-        total.longest = total.longest.max(gaps.longest);
-        total.lost += gaps.lost;
+        total.add(&gaps);
     }
     print("all", &total, seconds, threads);
 }
