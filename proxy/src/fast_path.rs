@@ -382,10 +382,10 @@ pub struct RedirectListener {
     name: String,
     app: Arc<FastPathApp>,
     listener: Option<std::net::TcpListener>,
-    /// pingora runs the service on one single-threaded runtime per thread (no work
-    /// stealing): each connection is handed to one of them, and its socket registered with
-    /// that runtime's own reactor.
-    per_thread_runtimes: bool,
+    /// The server's `work_stealing` setting. Without it pingora runs the service on one
+    /// single-threaded runtime per thread: each connection is handed to one of them, and
+    /// its socket registered with that runtime's own reactor.
+    work_stealing: bool,
 }
 
 /// Connections waiting to be accepted, as pingora's own listeners allow.
@@ -408,7 +408,7 @@ impl RedirectListener {
                         name: name.to_owned(),
                         app: Arc::new(app),
                         listener: Some(listener),
-                        per_thread_runtimes: !work_stealing,
+                        work_stealing,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -487,10 +487,10 @@ impl pingora::services::Service for RedirectListener {
                     // Responses are written whole: no reason to wait for an ACK.
                     let _ = tcp.set_nodelay(true);
                     let app = self.app.clone();
-                    if self.per_thread_runtimes {
-                        hand_to_a_thread(app, tcp, peer, shutdown.clone());
-                    } else {
+                    if self.work_stealing {
                         tokio::spawn(app.serve(tcp, peer, shutdown.clone()));
+                    } else {
+                        hand_to_a_thread(app, tcp, peer, shutdown.clone());
                     }
                 }
                 Err(e) => {
