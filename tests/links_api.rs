@@ -525,6 +525,42 @@ async fn users_see_and_change_only_their_own_links() {
     assert_eq!(r.json::<Value>().await.unwrap()["disabled"], false);
 }
 
+/// A refusal sent before the body is read closes the upstream connection; the proxy must
+/// not send the next request into it (a `POST` it cannot retry would become a 502).
+#[tokio::test]
+async fn refused_bodies_do_not_break_the_next_request() {
+    let s = TestServer::start().await;
+    let body = json!({"url": "https://refused.example/"});
+    let r = s
+        .client
+        .post(format!("{}/api/v1/links", s.control))
+        .bearer_auth("sl_wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "the control plane says it closes a connection whose body it left unread"
+    );
+    for round in 0..200 {
+        let (status, _) = s.create("sl_wrong", body.clone()).await;
+        assert_eq!(status, 401, "round {round}: the refusal");
+        let (status, created) = s
+            .create(
+                ADMIN_KEY,
+                json!({"url": format!("https://after-refusal.example/{round}")}),
+            )
+            .await;
+        assert_eq!(
+            status, 201,
+            "round {round}: the request after it: {created}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn authentication_and_roles() {
     let s = TestServer::start().await;

@@ -20,6 +20,7 @@ pub mod qr;
 pub mod state;
 pub mod thumbnails;
 mod ui;
+pub mod unread_body;
 pub mod uploads;
 
 use std::future::Future;
@@ -132,6 +133,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(unread_body::close_if_unread))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

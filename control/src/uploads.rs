@@ -281,18 +281,7 @@ pub async fn upload(
 ) -> Response {
     upload_file(state, caller, headers, multipart)
         .await
-        .unwrap_or_else(closing)
-}
-
-/// An error answered before the request body was read to its end: the connection cannot
-/// carry another request, so say so (a proxy in front would otherwise reuse it and fail
-/// the next request with a 502).
-fn closing(error: ApiError) -> Response {
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn upload_file(
@@ -506,7 +495,7 @@ pub async fn put_content(
 ) -> Response {
     match put_signed(state, id, query, request).await {
         Ok(status) => status.into_response(),
-        Err(e) => closing(e),
+        Err(e) => e.into_response(),
     }
 }
 
