@@ -19,7 +19,8 @@
 #        HALF_PEAK=1 then drives shortlink and nginx (and the second shortlink, if any)
 #        open-loop (`rate_load`) at half of shortlink's median rate for SECS*2 seconds
 #        each, HALF_ROUNDS times (default 1), and reports p50/p99 from when each request
-#        was due (HALF_SHARE=0.25: at a quarter instead); before each round it prints the
+#        was due, then each server's median p99 over the rounds (HALF_SHARE=0.25: at a
+#        quarter of the peak instead); before each round it prints the
 #        box's own CPU stalls (`cpu_gaps`, 3 s);
 #        FLAME=1 records shortlink with `perf` (DWARF call graphs) during round 1's run and
 #        writes benches/flamegraphs/redirect-<links>.svg (installs inferno with cargo);
@@ -262,8 +263,17 @@ if [ "${HALF_PEAK:-0}" = 1 ]; then
     for target in "${targets[@]}"; do
       set -- $target
       printf "%-14s " "$1"
-      "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$rate" "$((SECS * 2))" "$CONNS"
+      "$root/target/release/rate_load" "127.0.0.1:$2" "$N" "$rate" "$((SECS * 2))" "$CONNS" |
+        tee -a "$work/half-$1.runs"
     done
+  done
+  # One run's p99 is mostly the box's stalls in it: the median over the rounds compares.
+  for target in "${targets[@]}"; do
+    set -- $target
+    sed 's/.*p99_ms=\([0-9.]*\).*/\1/' "$work/half-$1.runs" >"$work/half-$1.p99"
+    printf "%-14s median p99 over %d runs %.3f ms, at or under 1 ms in %d\n" "$1" \
+      "$(wc -l <"$work/half-$1.p99")" "$(median <"$work/half-$1.p99")" \
+      "$(awk '$1 <= 1 { n++ } END { print n + 0 }' "$work/half-$1.p99")"
   done
 fi
 [ -z "$UA" ] || echo "user agent sent: $UA"
