@@ -455,6 +455,18 @@ pub fn count_of(list: &Value, key: &str) -> u64 {
 }
 
 pub async fn wait_total(client: &reqwest::Client, base: &str, code: &str, want: u64) -> Value {
+    wait_stat(client, base, code, "total", want).await
+}
+
+/// Polls a link's stats (up to 15 s) until the number `field` (`total`, `humans`, `bots`)
+/// reaches `want`; returns the last stats seen.
+pub async fn wait_stat(
+    client: &reqwest::Client,
+    base: &str,
+    code: &str,
+    field: &str,
+    want: u64,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let body: Value = client
@@ -466,7 +478,7 @@ pub async fn wait_total(client: &reqwest::Client, base: &str, code: &str, want: 
             .json()
             .await
             .unwrap_or(Value::Null);
-        if body["total"].as_u64() == Some(want) || Instant::now() > deadline {
+        if body[field].as_u64() == Some(want) || Instant::now() > deadline {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
