@@ -10,17 +10,10 @@
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -q --workspace --bins
-set -u
-KEY=sl_load_harness_admin_key_0000000000
+# shellcheck source=load/shortlink.sh
+. "$root/benches/load/shortlink.sh"
 W=$root/target/ab; rm -rf $W; mkdir -p $W
-start() { # name bin pport cport extra-env...
-  local name=$1 bin=$2 pp=$3 cp=$4; shift 4
-  env SHORTLINK_DATA_DIR=$W/$name SHORTLINK_PROXY_LISTEN=127.0.0.1:$pp SHORTLINK_CONTROL_LISTEN=127.0.0.1:$cp \
-    SHORTLINK_ADMIN_KEY=$KEY SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
-    SHORTLINK_CONTROL__WRITE_BURST=100000000 SHORTLINK_LOG=warn "$@" $bin serve >$W/$name.out 2>$W/$name.log &
-  echo $!
-}
-A=$(start a $1 18180 18181); B=$(start b $2 18280 18281)
+A=$(bench_shortlink $W/a 18180 18181 "$1"); B=$(bench_shortlink $W/b 18280 18281 "$2")
 sleep 1.5
 $root/target/release/load_seed http://127.0.0.1:18181 $KEY 1000 >/dev/null
 $root/target/release/load_seed http://127.0.0.1:18281 $KEY 1000 >/dev/null

@@ -11,7 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$root" && cargo build --release -q --workspace --bins)
 work=$root/target/cpu_per_request; rm -rf $work; mkdir -p $work
-KEY=sl_load_harness_admin_key_0000000000
+# shellcheck source=load/shortlink.sh
+. "$root/benches/load/shortlink.sh"
 N=${N:-1000}; SECS=${SECS:-5}; ROUNDS=${ROUNDS:-4}; CONNS=${CONNS:-256}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -20,13 +21,10 @@ names=(); ports=(); ppids=(); i=0
 while IFS='|' read -r name envs; do
   [ -z "$name" ] && continue
   pp=$((18100 + 2 * i)); cp=$((18101 + 2 * i)); i=$((i + 1))
-  env SHORTLINK_DATA_DIR="$work/$name" SHORTLINK_PROXY_LISTEN=127.0.0.1:$pp \
-    SHORTLINK_CONTROL_LISTEN=127.0.0.1:$cp SHORTLINK_ADMIN_KEY=$KEY SHORTLINK_PROXY__THREADS=2 \
-    SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
-    SHORTLINK_CONTROL__WRITE_BURST=100000000 SHORTLINK_LOG=warn $envs \
-    ${BIN:-$root/target/release/shortlink} serve >"$work/$name.out" 2>"$work/$name.log" &
-  P=$!; pids+=("$P")
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$pp/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  # shellcheck disable=SC2086 # the variant's settings, space-separated
+  P=$(bench_shortlink "$work/$name" $pp $cp "${BIN:-$root/target/release/shortlink}" \
+    SHORTLINK_PROXY__THREADS=2 $envs); pids+=("$P")
+  bench_ready $pp
   "$root/target/release/load_seed" "http://127.0.0.1:$cp" "$KEY" "$N" >/dev/null
   names+=("$name"); ports+=("$pp"); ppids+=("$P")
 done <<<"$VARIANTS"

@@ -64,9 +64,10 @@ TARGETED_CONTROL_PORT=18086
 CHROME_UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 if [ "$TARGETED" = 1 ]; then UA=${UA-$CHROME_UA}; fi
 UA=${UA:-}
-KEY=sl_load_harness_admin_key_0000000000
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=load/shortlink.sh
+. "$root/benches/load/shortlink.sh"
 work=$root/target/load
 rm -rf "$work"
 mkdir -p "$work/tmp"
@@ -87,17 +88,8 @@ trap cleanup EXIT
 start_shortlink() {
   local name=$1 proxy_port=$2 control_port=$3
   shift 3
-  env SHORTLINK_DATA_DIR="$work/$name" \
-    SHORTLINK_PROXY_LISTEN=127.0.0.1:$proxy_port \
-    SHORTLINK_CONTROL_LISTEN=127.0.0.1:$control_port \
-    SHORTLINK_ADMIN_KEY=$KEY \
-    SHORTLINK_PROXY__THREADS="$THREADS" \
-    SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 \
-    SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
-    SHORTLINK_CONTROL__WRITE_BURST=100000000 \
-    SHORTLINK_LOG=warn \
-    "$@" "$root/target/release/shortlink" serve >"$work/$name.out" 2>"$work/$name.log" &
-  echo $!
+  bench_shortlink "$work/$name" "$proxy_port" "$control_port" "$root/target/release/shortlink" \
+    SHORTLINK_PROXY__THREADS="$THREADS" "$@"
 }
 
 # Waits for an instance (pid, name), seeds it, and checks one link answers 301.
@@ -105,11 +97,7 @@ seed() {
   local pid=$1 name=$2 proxy_port=$3 control_port=$4 variant=${5:-}
   sleep 0.3
   kill -0 "$pid" 2>/dev/null || { echo "shortlink ($name) exited:"; cat "$work/$name.log"; exit 1; }
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$proxy_port/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fs "http://127.0.0.1:$proxy_port/readyz" >/dev/null || { echo "shortlink did not start"; exit 1; }
+  bench_ready "$proxy_port" || exit 1
   "$root/target/release/load_seed" "http://127.0.0.1:$control_port" "$KEY" "$N" $variant
   sleep 1
   local status

@@ -16,7 +16,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$root/target/rate_series
 rm -rf "$work"; mkdir -p "$work"
-KEY=sl_load_harness_admin_key_0000000000
+# shellcheck source=load/shortlink.sh
+. "$root/benches/load/shortlink.sh"
 N=${N:-1000}; RATE=${RATE:-58000}; SECS=${SECS:-6}; ROUNDS=${ROUNDS:-8}
 [ -n "${VARIANTS:-}" ] || { echo "set VARIANTS (see the header)" >&2; exit 2; }
 command -v nginx >/dev/null || { echo "installing nginx"; apt-get install -y -qq nginx-light >/dev/null; }
@@ -33,13 +34,9 @@ while IFS='|' read -r name envs hook; do
   [ -z "$name" ] && continue
   pp=$((18100 + 2 * i)); cp=$((18101 + 2 * i)); i=$((i + 1))
   # shellcheck disable=SC2086 # the variant's settings, space-separated
-  env SHORTLINK_DATA_DIR="$work/$name" SHORTLINK_PROXY_LISTEN=127.0.0.1:$pp \
-    SHORTLINK_CONTROL_LISTEN=127.0.0.1:$cp SHORTLINK_ADMIN_KEY=$KEY SHORTLINK_PROXY__THREADS=2 \
-    SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 \
-    SHORTLINK_CONTROL__WRITE_BURST=100000000 SHORTLINK_LOG=warn $envs \
-    "$root/target/release/shortlink" serve >"$work/$name.out" 2>"$work/$name.log" &
-  P=$!; pids+=("$P")
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$pp/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  P=$(bench_shortlink "$work/$name" $pp $cp "$root/target/release/shortlink" \
+    SHORTLINK_PROXY__THREADS=2 $envs); pids+=("$P")
+  bench_ready $pp
   "$root/target/release/load_seed" "http://127.0.0.1:$cp" "$KEY" "$N" >/dev/null
   sleep 0.5
   "$root/target/release/rate_load" "127.0.0.1:$pp" "$N" 5000 1 64 >/dev/null

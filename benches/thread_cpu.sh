@@ -16,19 +16,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$root/target/thread_cpu
 rm -rf "$work"
 mkdir -p "$work/logs"
-KEY=sl_load_harness_admin_key_0000000000
+# shellcheck source=load/shortlink.sh
+. "$root/benches/load/shortlink.sh"
 PORT=18180
 
 case $SERVER in
   shortlink)
-    env SHORTLINK_DATA_DIR="$work/data" SHORTLINK_PROXY_LISTEN=127.0.0.1:$PORT \
-      SHORTLINK_CONTROL_LISTEN=127.0.0.1:18181 SHORTLINK_ADMIN_KEY=$KEY \
-      SHORTLINK_PROXY__THREADS=2 SHORTLINK_PROXY__GRACE_PERIOD_SECONDS=0 \
-      SHORTLINK_CONTROL__WRITES_PER_MINUTE=100000000 SHORTLINK_CONTROL__WRITE_BURST=100000000 \
-      SHORTLINK_LOG=warn "$root/target/release/shortlink" serve >"$work/out" 2>"$work/log" &
-    pid=$!
+    pid=$(bench_shortlink "$work/data" $PORT 18181 "$root/target/release/shortlink" \
+      SHORTLINK_PROXY__THREADS=2)
     trap 'kill $pid' EXIT
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    bench_ready $PORT
     "$root/target/release/load_seed" http://127.0.0.1:18181 "$KEY" 1000 >/dev/null 2>&1
     threads() { ls "/proc/$pid/task"; }
     ;;
