@@ -8,9 +8,11 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{BackgroundService, background_service};
+use shortlink_control::auth::new_key_record;
 use shortlink_control::ingest::Ingestor;
 use shortlink_control::{Backends, ControlConfig};
-use shortlink_core::{ClickBatch, Role, hash_api_key};
+use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
+use shortlink_core::{ClickBatch, Role, Scope, Scopes};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{LocalIngest, LocalIngestError};
@@ -19,11 +21,23 @@ use tracing::error;
 
 use crate::config::Config;
 
-/// Sets up structured logs on stderr; `RUST_LOG` overrides the configured filter.
+/// Libraries whose debug and trace lines print whole request heads and bodies, keys and
+/// cookies included: capped at `info` whatever the filter asks for.
+const VERBOSE_LIBRARIES: [&str; 4] = ["pingora_proxy", "pingora_core", "hyper", "h2"];
+
+/// Sets up structured logs on stderr; `RUST_LOG` overrides the configured filter. Whatever
+/// either says, the libraries of [`VERBOSE_LIBRARIES`] log at `info` at most, so no
+/// secret reaches a log line.
 pub(crate) fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = VERBOSE_LIBRARIES.iter().fold(filter, |filter, target| {
+        match format!("{target}=info").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        }
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -387,16 +401,214 @@ pub(crate) fn user_create(config: Config, name: &str, role: &str) -> Result<()> 
     Ok(())
 }
 
+/// `shortlink user list`.
+pub(crate) fn user_list(config: Config) -> Result<()> {
+    let store = open_store(&config)?;
+    let users = small_runtime()?.block_on(store.list_users())?;
+    println!(
+        "{:<8} {:<24} {:<6} {:<9} created",
+        "id", "name", "role", "state"
+    );
+    for user in users {
+        println!(
+            "{:<8} {:<24} {:<6} {:<9} {}",
+            user.id,
+            user.name,
+            user.role.as_str(),
+            if user.disabled { "disabled" } else { "active" },
+            to_rfc3339(user.created_at)
+        );
+    }
+    Ok(())
+}
+
+/// `shortlink user disable|enable`.
+pub(crate) fn user_set_disabled(config: Config, name: &str, disabled: bool) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let Some(user) = runtime.block_on(store.user_by_name(name))? else {
+        bail!("no user named '{name}'");
+    };
+    runtime.block_on(store.set_user_disabled(user.id, disabled))?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    runtime.block_on(cli_audit(store.as_ref(), action, name, ""))?;
+    println!(
+        "{} user {name}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}
+
+/// Records a CLI action in the audit log, as done by the bootstrap admin.
+async fn cli_audit(store: &dyn Store, action: &str, target: &str, detail: &str) -> Result<()> {
+    let actor = store
+        .user_by_name(shortlink_control::ADMIN_USER)
+        .await?
+        .map_or(0, |u| u.id);
+    store
+        .append_audit(shortlink_core::NewAuditEntry {
+            actor,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: format!(
+                "from the command line{}{detail}",
+                if detail.is_empty() { "" } else { ": " }
+            ),
+        })
+        .await?;
+    Ok(())
+}
+
+fn parse_scopes(scopes: &[String], role: Role) -> Result<Scopes> {
+    if scopes.is_empty() {
+        return Ok(Scopes::full(role));
+    }
+    let parsed = scopes
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|name| {
+            Scope::parse(name.trim()).with_context(|| {
+                format!("unknown scope '{name}': use read, links, uploads or admin")
+            })
+        })
+        .collect::<Result<Scopes>>()?;
+    if parsed.allows(Scope::Admin) && role != Role::Admin {
+        bail!("only an admin's key may hold the admin scope");
+    }
+    Ok(parsed)
+}
+
 /// `shortlink key create`.
-pub(crate) fn key_create(config: Config, user: &str, label: &str) -> Result<()> {
+pub(crate) fn key_create(
+    config: Config,
+    user: &str,
+    label: &str,
+    scopes: &[String],
+    expires_at: Option<&str>,
+) -> Result<()> {
+    if label == shortlink_control::keys::BOOTSTRAP_LABEL {
+        bail!("the label 'bootstrap' is reserved for the configured admin key");
+    }
+    let expires_at = expires_at
+        .map(|t| parse_rfc3339(t).context("--expires-at must be an RFC 3339 time"))
+        .transpose()?;
     let store = open_store(&config)?;
     let runtime = small_runtime()?;
     let Some(found) = runtime.block_on(store.user_by_name(user))? else {
         bail!("no user named '{user}'; create it with `shortlink user create {user}`");
     };
+    let scopes = parse_scopes(scopes, found.role)?;
     let key = shortlink_control::auth::generate_api_key();
-    runtime.block_on(store.add_api_key(found.id, hash_api_key(&key), label))?;
+    let record = new_key_record(&key, &found, label, scopes, expires_at);
+    runtime.block_on(store.add_api_key(record.clone()))?;
+    runtime.block_on(cli_audit(store.as_ref(), "key.create", &record.id(), user))?;
     println!("{key}");
+    eprintln!("key id {} for {user} (shown only this once)", record.id());
+    Ok(())
+}
+
+/// `shortlink key list`.
+pub(crate) fn key_list(config: Config, user: Option<&str>) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let users = runtime.block_on(store.list_users())?;
+    let filter = match user {
+        Some(name) => Some(
+            users
+                .iter()
+                .find(|u| u.name == name)
+                .with_context(|| format!("no user named '{name}'"))?
+                .id,
+        ),
+        None => None,
+    };
+    let keys = runtime.block_on(store.list_api_keys(filter))?;
+    println!(
+        "{:<16} {:<10} {:<16} {:<22} {:<20} {:<20} label",
+        "id", "prefix", "user", "scopes", "last used", "expires"
+    );
+    for key in keys {
+        let name = users
+            .iter()
+            .find(|u| u.id == key.user_id)
+            .map_or("?", |u| u.name.as_str());
+        let scopes: Vec<&str> = key.scopes.iter().map(Scope::as_str).collect();
+        println!(
+            "{:<16} {:<10} {:<16} {:<22} {:<20} {:<20} {}",
+            key.id(),
+            key.prefix,
+            name,
+            scopes.join(","),
+            key.last_used_at
+                .map(to_rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            key.expires_at
+                .map(to_rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            key.label
+        );
+    }
+    Ok(())
+}
+
+/// `shortlink key revoke`.
+pub(crate) fn key_revoke(config: Config, id: &str) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let Some(key) = runtime.block_on(store.get_api_key(id))? else {
+        bail!("no key with id '{id}' (see `shortlink key list`)");
+    };
+    runtime.block_on(store.delete_api_key(key.key_hash))?;
+    runtime.block_on(cli_audit(store.as_ref(), "key.revoke", id, &key.label))?;
+    println!("revoked key {id}");
+    Ok(())
+}
+
+/// `shortlink key rotate`: a new key like the old one; the old one works for `grace`
+/// more seconds (0: revoked now).
+pub(crate) fn key_rotate(config: Config, id: &str, grace_seconds: u64) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let Some(old) = runtime.block_on(store.get_api_key(id))? else {
+        bail!("no key with id '{id}' (see `shortlink key list`)");
+    };
+    let user = runtime
+        .block_on(store.get_user(old.user_id))?
+        .context("the key's user no longer exists")?;
+    let key = shortlink_control::auth::generate_api_key();
+    let label = if old.label == shortlink_control::keys::BOOTSTRAP_LABEL {
+        "rotated bootstrap".to_owned()
+    } else {
+        old.label.clone()
+    };
+    let record = new_key_record(&key, &user, &label, old.scopes, old.expires_at);
+    runtime.block_on(store.add_api_key(record.clone()))?;
+    if grace_seconds == 0 {
+        runtime.block_on(store.delete_api_key(old.key_hash))?;
+    } else {
+        let until = now_unix().saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
+        if old.expires_at.is_none_or(|at| at > until) {
+            runtime.block_on(store.set_api_key_expiry(old.key_hash, Some(until)))?;
+        }
+    }
+    runtime.block_on(cli_audit(
+        store.as_ref(),
+        "key.rotate",
+        id,
+        &format!(
+            "new key {}, old one valid for {grace_seconds} s",
+            record.id()
+        ),
+    ))?;
+    println!("{key}");
+    eprintln!(
+        "new key id {}; the old key {id} works for {grace_seconds} more seconds",
+        record.id()
+    );
     Ok(())
 }
 

@@ -70,6 +70,18 @@ enum UserAction {
         #[arg(long, default_value = "user")]
         role: String,
     },
+    /// List users.
+    List,
+    /// Disable a user: their keys stop working at once; their links keep redirecting.
+    Disable {
+        /// The user's name.
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +94,33 @@ enum KeyAction {
         /// A note on what the key is for.
         #[arg(long, default_value = "")]
         label: String,
+        /// Scopes (read, links, uploads, admin; repeat or comma-separate). Default:
+        /// every scope the user's role allows.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// When the key stops working, RFC 3339. Default: never.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List keys (id, prefix, user, scopes, last use, expiry; never the key).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a key by its id: refused from then on.
+    Revoke {
+        /// The key's id (from `key list`).
+        id: String,
+    },
+    /// Make a new key like an old one and print it; the old one keeps working for the
+    /// grace period.
+    Rotate {
+        /// The old key's id (from `key list`).
+        id: String,
+        /// Seconds the old key keeps working (0: revoked now).
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
     },
 }
 
@@ -151,9 +190,33 @@ fn main() -> ExitCode {
         Command::User {
             action: UserAction::Create { name, role },
         } => commands::user_create(config, &name, &role),
+        Command::User {
+            action: UserAction::List,
+        } => commands::user_list(config),
+        Command::User {
+            action: UserAction::Disable { name },
+        } => commands::user_set_disabled(config, &name, true),
+        Command::User {
+            action: UserAction::Enable { name },
+        } => commands::user_set_disabled(config, &name, false),
         Command::Key {
-            action: KeyAction::Create { user, label },
-        } => commands::key_create(config, &user, &label),
+            action:
+                KeyAction::Create {
+                    user,
+                    label,
+                    scopes,
+                    expires_at,
+                },
+        } => commands::key_create(config, &user, &label, &scopes, expires_at.as_deref()),
+        Command::Key {
+            action: KeyAction::List { user },
+        } => commands::key_list(config, user.as_deref()),
+        Command::Key {
+            action: KeyAction::Revoke { id },
+        } => commands::key_revoke(config, &id),
+        Command::Key {
+            action: KeyAction::Rotate { id, grace_seconds },
+        } => commands::key_rotate(config, &id, grace_seconds),
         Command::Link {
             action: LinkAction::Import { file, api, key },
         } => commands::link_import(config, api, &key, &file),

@@ -508,3 +508,110 @@ async fn a_proxy_started_after_10k_links_loads_them_all_before_ready() {
     }
     eprintln!("10 000 links: proxy ready after {load:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_control_plane_is_refused_everywhere_at_once() {
+    let cluster = Cluster::new("keys", 2).await;
+    let a = cluster.control(0).await;
+    let b = cluster.control(1).await;
+    let (proxy, _) = cluster.proxy().await;
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/users")
+        .json(&json!({"name": "erin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/keys")
+        .json(&json!({"user": "erin", "label": "ci", "scopes": ["read", "links"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let status_on = |base: String, key: String| {
+        let http = cluster.http.clone();
+        async move {
+            http.get(format!("{base}/api/v1/links"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let planes = [a.url.clone(), b.url.clone(), proxy.url.clone()];
+    for base in &planes {
+        assert_eq!(status_on(base.clone(), key.clone()).await, 200, "{base}");
+    }
+    // Listed on B (scopes and prefix, no key), revoked on B.
+    let keys: Value = cluster
+        .api(&b, Method::GET, "/api/v1/keys?user=erin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["items"][0]["scopes"], json!(["read", "links"]));
+    assert!(!keys.to_string().contains(&key));
+    let r = cluster
+        .api(&b, Method::DELETE, &format!("/api/v1/keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for base in &planes {
+        assert_eq!(
+            status_on(base.clone(), key.clone()).await,
+            401,
+            "refused at once through {base}"
+        );
+    }
+    // A disabled user is refused on both planes too, and enabled again.
+    let second = cluster
+        .api(&a, Method::POST, "/api/v1/keys")
+        .json(&json!({"user": "erin"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for disabled in [true, false] {
+        let r = cluster
+            .api(&a, Method::PATCH, "/api/v1/users/erin")
+            .json(&json!({"disabled": disabled}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let want = if disabled { 401 } else { 200 };
+        for base in &planes {
+            assert_eq!(
+                status_on(base.clone(), second.clone()).await,
+                want,
+                "{base}"
+            );
+        }
+    }
+    let audit: Value = cluster
+        .api(&b, Method::GET, "/api/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions = audit.to_string();
+    for action in ["key.revoke", "user.disable", "user.enable", "key.create"] {
+        assert!(actions.contains(action), "{action}: {actions}");
+    }
+}

@@ -23,6 +23,7 @@ pub fn sample_link(i: usize) -> Link {
         disabled: false,
         password_hash: None,
         targeting: None,
+        moderation: None,
         created_at: 0,
         updated_at: 0,
     }

@@ -1,15 +1,18 @@
-//! Admin endpoints: users and API keys.
+//! Admin endpoints: users, moderation of anyone's links, and the audit log. Every
+//! change made here is recorded in the audit log.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shortlink_core::time_util::to_rfc3339;
-use shortlink_core::{Role, User, UserId, hash_api_key};
+use shortlink_core::{Link, LinkPatch, Role, User, UserId};
+use shortlink_store::ListQuery;
 
-use crate::auth::{Caller, generate_api_key};
+use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::links::{LinkView, link_domain};
 use crate::state::AppState;
 
 /// Longest user name.
@@ -35,6 +38,7 @@ pub struct UserView {
     name: String,
     role: Role,
     created_at: String,
+    disabled: bool,
 }
 
 impl From<User> for UserView {
@@ -44,6 +48,7 @@ impl From<User> for UserView {
             name: user.name,
             role: user.role,
             created_at: to_rfc3339(user.created_at),
+            disabled: user.disabled,
         }
     }
 }
@@ -77,63 +82,367 @@ pub async fn create_user(
     let role = Role::parse(&request.role)
         .ok_or_else(|| ApiError::invalid("invalid_role", "role must be 'admin' or 'user'"))?;
     let user = state.store().create_user(&request.name, role).await?;
+    state
+        .audit(caller.user.id, "user.create", &user.name, role.as_str())
+        .await;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-/// Body of `POST /api/v1/keys`: the user by id or by name.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKeyRequest {
-    user_id: Option<UserId>,
-    user: Option<String>,
-    #[serde(default)]
-    label: String,
-}
-
-/// A new key: the only time its text is shown.
+/// Answer of `GET /api/v1/users`.
 #[derive(Debug, Serialize)]
-pub struct KeyCreated {
-    key: String,
-    user_id: UserId,
-    label: String,
+pub struct UserList {
+    items: Vec<UserView>,
 }
 
-/// `POST /api/v1/keys` (admin): 201 with the new key.
-pub async fn create_key(
+/// `GET /api/v1/users` (admin): every user.
+pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(request): ApiJson<CreateKeyRequest>,
-) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+) -> Result<Json<UserList>, ApiError> {
+    caller.require_admin()?;
+    let users = state.store().list_users().await?;
+    Ok(Json(UserList {
+        items: users.into_iter().map(UserView::from).collect(),
+    }))
+}
+
+/// Body of `PATCH /api/v1/users/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchUserRequest {
+    /// Disable (their keys stop working at once; their links keep redirecting) or
+    /// enable again.
+    disabled: bool,
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
+}
+
+/// `PATCH /api/v1/users/{name}` (admin): `{disabled}`.
+pub async fn patch_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<PatchUserRequest>,
+) -> Result<Json<UserView>, ApiError> {
     caller.require_admin()?;
     state.check_write(&caller.key_hash)?;
-    if request.label.len() > 128 {
-        return Err(ApiError::invalid(
-            "invalid_label",
-            "label must be at most 128 bytes",
+    let user = state
+        .store()
+        .user_by_name(&name)
+        .await?
+        .ok_or_else(user_not_found)?;
+    if user.id == caller.user.id && request.disabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot_disable_self",
+            "an admin cannot disable their own account",
         ));
     }
-    let user = match (request.user_id, request.user.as_deref()) {
-        (Some(id), None) => state.store().get_user(id).await?,
-        (None, Some(name)) => state.store().user_by_name(name).await?,
-        _ => {
-            return Err(ApiError::invalid(
-                "invalid_body",
-                "give exactly one of user_id or user",
-            ));
-        }
+    if !state
+        .store()
+        .set_user_disabled(user.id, request.disabled)
+        .await?
+    {
+        return Err(user_not_found());
     }
-    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))?;
-    let key = generate_api_key();
+    let action = if request.disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    state.audit(caller.user.id, action, &user.name, "").await;
+    Ok(Json(UserView::from(User {
+        disabled: request.disabled,
+        ..user
+    })))
+}
+
+/// Query of `GET /api/v1/admin/links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Text in the URL or the code (case-insensitive).
+    q: Option<String>,
+    /// The owner's user name.
+    owner: Option<String>,
+    /// A custom domain (default: every domain).
+    domain: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A link as moderators see it: with its owner.
+#[derive(Debug, Serialize)]
+pub struct ModeratedLinkView {
+    owner: String,
+    #[serde(flatten)]
+    link: LinkView,
+}
+
+/// Answer of `GET /api/v1/admin/links`.
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    items: Vec<ModeratedLinkView>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/admin/links` (admin): every user's links, newest first, filtered.
+pub async fn search_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    caller.require_admin()?;
+    let config = state.config();
+    let limit = params.limit.unwrap_or(config.default_page_size);
+    if limit == 0 || limit > config.max_page_size {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {}", config.max_page_size),
+        ));
+    }
+    let users = state.store().list_users().await?;
+    let owner = match params.owner.as_deref().filter(|o| !o.is_empty()) {
+        Some(name) => Some(
+            users
+                .iter()
+                .find(|u| u.name == name)
+                .ok_or_else(user_not_found)?
+                .id,
+        ),
+        None => None,
+    };
+    let domain = params
+        .domain
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(|d| link_domain(&state, Some(d)));
+    let query = ListQuery {
+        limit,
+        before_id: params
+            .cursor
+            .as_deref()
+            .map(crate::links::decode_cursor)
+            .transpose()?,
+        tag: None,
+        q: params.q.filter(|q| !q.is_empty()),
+    };
+    let page = state
+        .store()
+        .search_links(owner, domain.as_deref(), &query)
+        .await?;
+    let name_of = |id: UserId| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.name.clone())
+            .unwrap_or_default()
+    };
+    Ok(Json(SearchResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(|link| ModeratedLinkView {
+                owner: name_of(link.owner),
+                link: LinkView::new(&state, link),
+            })
+            .collect(),
+        next_cursor: page.next_before_id.map(crate::links::encode_cursor),
+    }))
+}
+
+/// Query naming a link's domain (default: the default domain).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkParams {
+    domain: Option<String>,
+}
+
+/// Body of `POST /api/v1/admin/links/{code}/disable`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    /// Why, for the owner and the audit log (1 to 500 bytes).
+    reason: String,
+}
+
+/// Longest moderation reason, in bytes.
+const MAX_REASON_BYTES: usize = 500;
+
+async fn any_link(state: &AppState, domain: &str, code: &str) -> Result<Link, ApiError> {
     state
         .store()
-        .add_api_key(user.id, hash_api_key(&key), &request.label)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyCreated {
-            key,
-            user_id: user.id,
-            label: request.label,
-        }),
-    ))
+        .get_link(domain, code)
+        .await?
+        .ok_or_else(ApiError::link_not_found)
+}
+
+async fn moderate(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+    params: LinkParams,
+    reason: Option<String>,
+) -> Result<Json<LinkView>, ApiError> {
+    caller.require_admin()?;
+    state.check_write(&caller.key_hash)?;
+    let domain = link_domain(state, params.domain.as_deref());
+    let link = any_link(state, &domain, code).await?;
+    let patch = LinkPatch {
+        moderation: Some(reason.clone()),
+        ..LinkPatch::default()
+    };
+    let updated = state
+        .store()
+        .update_link(link.owner, &domain, code, patch)
+        .await?
+        .ok_or_else(ApiError::link_not_found)?;
+    let target = format!("{domain}/{code}");
+    match &reason {
+        Some(reason) => state.audit(caller.user.id, "link.disable", &target, reason),
+        None => state.audit(caller.user.id, "link.enable", &target, ""),
+    }
+    .await;
+    let view = LinkView::new(state, updated);
+    state
+        .notify(link.owner, shortlink_core::EventKind::LinkUpdated, &view)
+        .await;
+    Ok(Json(view))
+}
+
+/// `POST /api/v1/admin/links/{code}/disable` (admin): disables anyone's link with a
+/// reason; visitors get the 410 page and the owner cannot turn it back on.
+pub async fn disable_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<LinkParams>,
+    ApiJson(request): ApiJson<DisableRequest>,
+) -> Result<Json<LinkView>, ApiError> {
+    let reason = request.reason.trim().to_owned();
+    if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
+        return Err(ApiError::invalid(
+            "invalid_reason",
+            format!("reason must be 1 to {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    moderate(&state, &caller, &code, params, Some(reason)).await
+}
+
+/// `POST /api/v1/admin/links/{code}/enable` (admin): lifts a moderation.
+pub async fn enable_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<LinkParams>,
+) -> Result<Json<LinkView>, ApiError> {
+    moderate(&state, &caller, &code, params, None).await
+}
+
+/// `DELETE /api/v1/admin/links/{code}` (admin): deletes anyone's link; 204.
+pub async fn delete_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiQuery(params): ApiQuery<LinkParams>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    state.check_write(&caller.key_hash)?;
+    let domain = link_domain(&state, params.domain.as_deref());
+    let link = any_link(&state, &domain, &code).await?;
+    if !state
+        .store()
+        .delete_link(link.owner, &domain, &code)
+        .await?
+    {
+        return Err(ApiError::link_not_found());
+    }
+    state
+        .audit(
+            caller.user.id,
+            "link.delete",
+            &format!("{domain}/{code}"),
+            &link.url,
+        )
+        .await;
+    let data = serde_json::json!({
+        "code": code,
+        "domain": domain,
+        "short_url": state.short_url(&domain, &code),
+    });
+    state
+        .notify(link.owner, shortlink_core::EventKind::LinkDeleted, &data)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Entries older than this id (the previous page's `next_before`).
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// An audit entry as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    id: i64,
+    at: String,
+    actor_id: UserId,
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
+/// Answer of `GET /api/v1/audit`.
+#[derive(Debug, Serialize)]
+pub struct AuditList {
+    items: Vec<AuditView>,
+    next_before: Option<i64>,
+}
+
+/// `GET /api/v1/audit` (admin): the audit log, newest first.
+pub async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Json<AuditList>, ApiError> {
+    caller.require_admin()?;
+    let max = state.config().max_page_size;
+    let limit = params.limit.unwrap_or(50).min(max);
+    if limit == 0 {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    let entries = state.store().list_audit(params.before, limit).await?;
+    let users = state.store().list_users().await?;
+    let next_before = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(AuditList {
+        items: entries
+            .into_iter()
+            .map(|e| AuditView {
+                id: e.id,
+                at: to_rfc3339(e.at),
+                actor_id: e.entry.actor,
+                actor: users
+                    .iter()
+                    .find(|u| u.id == e.entry.actor)
+                    .map(|u| u.name.clone())
+                    .unwrap_or_default(),
+                action: e.entry.action,
+                target: e.entry.target,
+                detail: e.entry.detail,
+            })
+            .collect(),
+        next_before,
+    }))
 }

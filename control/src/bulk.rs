@@ -79,7 +79,10 @@ fn parse_record(bytes: &[u8]) -> Result<Vec<String>, String> {
         .flexible(true)
         .from_reader(bytes);
     match reader.records().next() {
-        Some(Ok(record)) => Ok(record.iter().map(|f| f.trim().to_owned()).collect()),
+        Some(Ok(record)) => Ok(record
+            .iter()
+            .map(|f| unescape_cell(f.trim()).to_owned())
+            .collect()),
         Some(Err(e)) => Err(e.to_string()),
         None => Ok(Vec::new()),
     }
@@ -214,6 +217,7 @@ pub async fn import_links(
     caller: Caller,
     body: Body,
 ) -> Result<Json<ImportReport>, ApiError> {
+    caller.require(shortlink_core::Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let max_rows = state.config().max_import_rows;
     let mut stream = body.into_data_stream();
@@ -314,9 +318,31 @@ pub async fn import_links(
     Ok(Json(report))
 }
 
+/// First characters that make spreadsheets read a cell as a formula (or that they strip
+/// before looking for one).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell as exported: one a spreadsheet would run as a formula gets a leading `'`
+/// (OWASP's advice against CSV injection); the import takes it off again.
+fn escape_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(FORMULA_STARTS) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// A cell as imported: the export's escape taken off.
+fn unescape_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
+}
+
 fn csv_line(fields: &[&str]) -> String {
     let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
-    let _ = writer.write_record(fields);
+    let _ = writer.write_record(fields.iter().map(|f| escape_cell(f).into_owned()));
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
@@ -371,4 +397,26 @@ pub async fn export_links(State(state): State<AppState>, caller: Caller) -> Resp
         HeaderValue::from_static("attachment; filename=\"links.csv\""),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_escaped_on_export_and_restored_on_import() {
+        for cell in ["=1+1", "+1", "-abc", "@SUM(A1)", "\tx", "\rx"] {
+            let line = csv_line(&[cell, "plain"]);
+            assert!(line.starts_with("'") || line.starts_with("\"'"), "{line:?}");
+            let back = parse_record(line.as_bytes()).unwrap();
+            assert_eq!(back[0], cell, "{line:?}");
+            assert_eq!(back[1], "plain");
+        }
+        assert_eq!(csv_line(&["https://a.test/", "x"]), "https://a.test/,x\n");
+        assert_eq!(
+            unescape_cell("'plain"),
+            "'plain",
+            "only the export's escape is taken off"
+        );
+    }
 }

@@ -76,6 +76,23 @@ pub struct ControlConfig {
     /// Seconds a claimed thumbnail job is leased to its worker before another may retry
     /// it (a crash mid-job). Default 60.
     pub thumbnail_lease_seconds: u64,
+    /// Peers (IP addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` name the
+    /// client, e.g. a load balancer in front of the control plane. The shortlink proxy
+    /// needs no entry: it vouches with the internal secret. Default none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Password attempts one client IP may make on one protected link per minute,
+    /// counted before they are checked (429 beyond). Default 5.
+    pub password_attempts_per_client: u32,
+    /// Password attempts all clients together may make on one protected link per
+    /// minute; right ones are given back (429 beyond). Default 60.
+    pub password_attempts_per_link: u32,
+    /// Memory argon2 may hold at once, in bytes: password hashes and checks wait for room
+    /// (7 MiB each for hashes made by this version, 19 MiB for older ones); one always
+    /// fits. Default 64 MiB.
+    pub password_check_memory_bytes: u64,
+    /// Longest grace an old key keeps working after a rotation, in seconds. Default
+    /// 2 592 000 (30 days).
+    pub key_rotation_max_grace_seconds: u64,
 }
 
 impl Default for ControlConfig {
@@ -113,11 +130,23 @@ impl Default for ControlConfig {
             thumbnail_max_pixels: 40_000_000,
             thumbnail_max_input_bytes: 50 * 1024 * 1024,
             thumbnail_lease_seconds: 60,
+            trusted_proxies: Vec::new(),
+            password_attempts_per_client: 5,
+            password_attempts_per_link: 60,
+            password_check_memory_bytes: 64 * 1024 * 1024,
+            key_rotation_max_grace_seconds: 30 * 24 * 3600,
         }
     }
 }
 
 impl ControlConfig {
+    /// The argon2 memory budget in whole MiB (at least one).
+    pub fn password_memory_mib(&self) -> u32 {
+        u32::try_from(self.password_check_memory_bytes / (1024 * 1024))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+
     /// Checks values that parse but make no sense; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -185,6 +214,12 @@ impl ControlConfig {
             || self.thumbnail_lease_seconds == 0
         {
             return Err("control.thumbnail_* settings must be positive".into());
+        }
+        if self.password_attempts_per_client == 0 || self.password_attempts_per_link == 0 {
+            return Err(
+                "control.password_attempts_per_client and control.password_attempts_per_link must be positive"
+                    .into(),
+            );
         }
         if self.click_retention_days == 0 {
             return Err("control.click_retention_days must be at least 1".into());

@@ -60,6 +60,16 @@ impl ApiError {
         }
     }
 
+    /// 429 `busy` with `Retry-After: 1`: a bounded resource (argon2 slots) stayed full.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "busy",
+            message: message.into(),
+            retry_after_seconds: Some(1),
+        }
+    }
+
     /// 500 for a failure that is ours; the detail goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         error!(%detail, "internal error");

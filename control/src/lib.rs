@@ -6,12 +6,14 @@
 pub mod admin;
 pub mod auth;
 pub mod bulk;
+pub mod client;
 pub mod config;
 pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod ingest;
+pub mod keys;
 pub mod links;
 pub mod metrics;
 pub mod notifications;
@@ -29,8 +31,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use shortlink_core::{EventRetention, Role, hash_api_key};
+use axum::routing::{delete, get, patch, post};
+use shortlink_core::{EventRetention, Role, Scopes};
 use shortlink_store::{Store, StoreError};
 use thiserror::Error;
 use tracing::info;
@@ -120,8 +122,25 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/domains/{name}", delete(domains::delete_domain))
         .route("/{code}", get(protected::show).post(protected::submit))
-        .route("/api/v1/users", post(admin::create_user))
-        .route("/api/v1/keys", post(admin::create_key))
+        .route(
+            "/api/v1/users",
+            post(admin::create_user).get(admin::list_users),
+        )
+        .route("/api/v1/users/{name}", patch(admin::patch_user))
+        .route("/api/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/api/v1/keys/{id}", delete(keys::revoke_key))
+        .route("/api/v1/keys/{id}/rotate", post(keys::rotate_key))
+        .route("/api/v1/admin/links", get(admin::search_links))
+        .route("/api/v1/admin/links/{code}", delete(admin::delete_link))
+        .route(
+            "/api/v1/admin/links/{code}/disable",
+            post(admin::disable_link),
+        )
+        .route(
+            "/api/v1/admin/links/{code}/enable",
+            post(admin::enable_link),
+        )
+        .route("/api/v1/audit", get(admin::list_audit))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -148,9 +167,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Name of the bootstrap admin user.
 pub const ADMIN_USER: &str = "admin";
 
-/// Makes sure an admin can sign in: creates the `admin` user if missing, records the
-/// configured admin key's hash, or — on first start without one — generates a key and
-/// returns it so the caller can print it once.
+/// Makes sure an admin can sign in: creates the `admin` user if missing, makes the
+/// configured admin key the bootstrap key (retiring the one it replaces), or — on first
+/// start without one — generates a key and returns it so the caller can print it once.
 pub async fn bootstrap_admin(
     store: &dyn Store,
     configured_key: Option<&str>,
@@ -171,16 +190,19 @@ pub async fn bootstrap_admin(
         },
     };
     if let Some(key) = configured_key {
-        store
-            .add_api_key(admin.id, hash_api_key(key), "bootstrap")
-            .await?;
+        keys::replace_bootstrap_key(store, &admin, key).await?;
         return Ok(None);
     }
     if created {
         let key = auth::generate_api_key();
-        store
-            .add_api_key(admin.id, hash_api_key(&key), "bootstrap")
-            .await?;
+        let record = auth::new_key_record(
+            &key,
+            &admin,
+            keys::BOOTSTRAP_LABEL,
+            Scopes::full(Role::Admin),
+            None,
+        );
+        store.add_api_key(record).await?;
         return Ok(Some(key));
     }
     Ok(None)

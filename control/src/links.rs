@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
-    EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, SeriesPoint, Tag,
-    Targeting, UserId, validate_alias, validate_domain, validate_target,
+    EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, Scope, SeriesPoint,
+    Tag, Targeting, UserId, validate_alias, validate_domain, validate_target,
 };
 use shortlink_store::{ListQuery, StatsQuery, StoreError};
 
@@ -89,6 +89,9 @@ pub struct LinkView {
     clicks: u64,
     tags: Vec<String>,
     disabled: bool,
+    /// Why an admin disabled the link, while they keep it disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moderation: Option<String>,
     password_protected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     targeting: Option<Targeting>,
@@ -98,7 +101,7 @@ pub struct LinkView {
 }
 
 impl LinkView {
-    fn new(state: &AppState, link: Link) -> LinkView {
+    pub(crate) fn new(state: &AppState, link: Link) -> LinkView {
         LinkView {
             short_url: state.short_url(&link.domain, link.code.as_str()),
             state: link.state(now_unix()).as_str(),
@@ -111,6 +114,7 @@ impl LinkView {
             clicks: link.clicks,
             tags: link.tags,
             disabled: link.disabled,
+            moderation: link.moderation,
             password_protected: link.password_hash.is_some(),
             targeting: link.targeting,
             created_at: to_rfc3339(link.created_at),
@@ -202,7 +206,7 @@ async fn create(
     let tags = Tag::validate_all(request.tags.as_deref().unwrap_or_default())?;
     let alias = request.alias.as_deref().map(validate_alias).transpose()?;
     let password_hash = match request.password {
-        Some(password) => Some(hash_password(password).await?),
+        Some(password) => Some(hash_password(state.password_guard(), password).await?),
         None => None,
     };
 
@@ -283,6 +287,7 @@ pub async fn create_link(
     caller: Caller,
     ApiJson(request): ApiJson<CreateLinkRequest>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let (link, existed) = create(&state, &caller, request).await?;
     let view = LinkView::new(&state, link);
@@ -309,6 +314,7 @@ pub async fn shorten(
     caller: Caller,
     ApiJson(request): ApiJson<ShortenRequest>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let request = CreateLinkRequest {
         url: request.original_url,
@@ -355,11 +361,11 @@ pub struct ListResponse {
     next_cursor: Option<String>,
 }
 
-fn encode_cursor(id: i64) -> String {
+pub(crate) fn encode_cursor(id: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("id:{id}"))
 }
 
-fn decode_cursor(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn decode_cursor(text: &str) -> Result<i64, ApiError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .ok()
@@ -418,10 +424,11 @@ pub async fn patch_link(
     ApiQuery(params): ApiQuery<DomainParam>,
     ApiJson(request): ApiJson<PatchLinkRequest>,
 ) -> Result<Json<LinkView>, ApiError> {
+    caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let domain = link_domain(&state, params.domain.as_deref());
     let password_hash = match request.password {
-        Some(Some(password)) => Some(Some(hash_password(password).await?)),
+        Some(Some(password)) => Some(Some(hash_password(state.password_guard(), password).await?)),
         Some(None) => Some(None),
         None => None,
     };
@@ -449,7 +456,20 @@ pub async fn patch_link(
         disabled: request.disabled,
         password_hash,
         targeting,
+        moderation: None,
     };
+    if request.disabled == Some(false)
+        && owned_link(&state, &caller, params.domain.as_deref(), &code)
+            .await?
+            .moderation
+            .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "link_moderated",
+            "an admin disabled this link; only an admin can turn it back on",
+        ));
+    }
     let link = state
         .store()
         .update_link(caller.user.id, &domain, &code, patch)
@@ -469,6 +489,7 @@ pub async fn delete_link(
     Path(code): Path<String>,
     ApiQuery(params): ApiQuery<DomainParam>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let domain = link_domain(&state, params.domain.as_deref());
     if state

@@ -264,9 +264,6 @@ pub async fn websocket(
         .map(str::trim)
         .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX))
         .map(str::to_owned);
-    let bearer_protocol = offered_key
-        .as_ref()
-        .map(|k| format!("{WS_BEARER_PREFIX}{k}"));
     let token = query.access_token.clone().or(offered_key);
     // Refusals are sent as close frames after the handshake: a browser shows a script
     // nothing of a refused handshake, but it does show a close code and reason.
@@ -287,8 +284,9 @@ pub async fn websocket(
         ))
     }
     .await;
-    let mut protocols = vec![WS_PROTOCOL.to_owned()];
-    protocols.extend(bearer_protocol);
+    // Only `shortlink.v1` is ever selected: echoing `bearer.<key>` would put the key in
+    // a response header. A client offering only the bearer protocol gets no protocol.
+    let protocols = [WS_PROTOCOL];
     // Work around pingora 0.9's HTTP/1 upgrade race (cloudflare/pingora#946): when the
     // proxy reads this `101` before it has forwarded the end of the upgrade request's empty
     // body, it takes that end for the end of the tunnel and tears the connection down (the

@@ -1,20 +1,22 @@
 //! Password-protected links: the password page the proxy forwards such codes to, the
-//! signed cookie that lets a visitor back in for a while, and the per-IP-and-link
-//! throttle on wrong passwords.
+//! signed cookie that lets a visitor back in for a while, and the guard that bounds
+//! guessing.
 //!
 //! Passwords are stored as argon2id PHC strings (salted, slow by design); hashing and
-//! checking run on the blocking pool. The cookie is `sl_pw=<link id>.<expiry>.<hmac>`
+//! checking run on the blocking pool, at most [`PasswordGuard`]'s number at once (each
+//! holds argon2's memory). Every attempt is counted before it is checked, per client IP
+//! and link and per link overall, so a parallel burst cannot outrun the limit. The cookie is `sl_pw=<link id>.<expiry>.<hmac>`
 //! scoped to the code's path, signed with the installation secret over the link id, the
 //! expiry and the current password hash, so changing the password logs everyone out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,9 +32,7 @@ use crate::state::AppState;
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 256;
-/// Wrong passwords allowed per client IP and link per window before answering 429.
-pub const WRONG_PASSWORDS_PER_WINDOW: u32 = 5;
-/// The throttle's window.
+/// The guessing limits' window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a correct password's cookie lets the visitor through.
 pub const COOKIE_SECONDS: i64 = 3600;
@@ -40,17 +40,49 @@ const COOKIE: &str = "sl_pw";
 /// Largest password form body read.
 const MAX_FORM_BYTES: usize = 4096;
 
-/// Hashes a new password (argon2id, random salt) off the async workers.
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
+/// Memory of the argon2id hashes made here, in KiB: OWASP's m = 7 MiB, t = 5, p = 1
+/// (as strong as argon2's default 19 MiB, t = 2, with less memory held per check, so more
+/// checks fit the guard's budget). Checks use the parameters stored in each hash.
+pub const HASH_MEMORY_KIB: u32 = 7 * 1024;
+/// Passes of the argon2id hashes made here.
+const HASH_PASSES: u32 = 5;
+
+/// The argon2id instance new hashes are made with.
+fn hasher() -> Argon2<'static> {
+    let params = argon2::Params::new(HASH_MEMORY_KIB, HASH_PASSES, 1, None)
+        .expect("constant parameters are valid");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// The memory, in whole MiB, checking against `hash` (a PHC string) holds.
+fn check_memory_mib(hash: &str) -> u32 {
+    PasswordHash::new(hash)
+        .ok()
+        .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
+        .map_or(1, |params| params.m_cost().div_ceil(1024).max(1))
+}
+
+/// How long an attempt waits for a free argon2 slot before it is answered 429.
+const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(3);
+
+fn check_password_text(password: &str) -> Result<(), ApiError> {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::invalid(
             "invalid_password",
             format!("password must be 1 to {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
+    Ok(())
+}
+
+/// Hashes a new password (argon2id, random salt) off the async workers, within the
+/// guard's bound on concurrent argon2 work.
+pub async fn hash_password(guard: &PasswordGuard, password: String) -> Result<String, ApiError> {
+    check_password_text(&password)?;
+    let _slot = guard.slot(HASH_MEMORY_KIB.div_ceil(1024)).await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
+        hasher()
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
             .map_err(ApiError::internal)
@@ -59,7 +91,9 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(ApiError::internal)?
 }
 
-async fn verify_password(hash: String, password: String) -> bool {
+/// Whether `password` matches the PHC string `hash` (with the parameters the hash
+/// names), on the blocking pool. The caller holds room from [`PasswordGuard::slot_for`].
+pub async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash).is_ok_and(|parsed| {
             Argon2::default()
@@ -75,65 +109,124 @@ fn no_such_endpoint() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// Wrong-password counts per (client IP, link) in fixed windows.
-#[derive(Default)]
-pub struct PasswordThrottle {
-    failures: DashMap<(IpAddr, LinkId), (Instant, u32)>,
+/// Limits of the guard (from `ControlConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordLimits {
+    /// Attempts one client IP may make on one link per window.
+    pub per_client: u32,
+    /// Attempts all clients together may make on one link per window (successes are
+    /// given back).
+    pub per_link: u32,
+    /// The window.
+    pub window: Duration,
+    /// Memory argon2 may hold at once, in MiB: each hash or check takes its own.
+    pub memory_mib: u32,
 }
 
-impl PasswordThrottle {
-    /// Seconds until `key` may try again, if it is over its limit now.
-    fn blocked_for(&self, key: (IpAddr, LinkId)) -> Option<u64> {
-        let entry = self.failures.get(&key)?;
-        let (since, count) = *entry;
-        let elapsed = since.elapsed();
-        (count >= WRONG_PASSWORDS_PER_WINDOW && elapsed < THROTTLE_WINDOW)
-            .then(|| (THROTTLE_WINDOW - elapsed).as_secs().max(1))
+/// A fixed window's start and count.
+type Window = (Instant, u32);
+
+/// Bounds password guessing: attempts are reserved (counted) before they are checked,
+/// per (client IP, link) and per link, and argon2 runs in a bounded number of slots.
+pub struct PasswordGuard {
+    limits: PasswordLimits,
+    per_client: DashMap<(IpAddr, u64), Window>,
+    per_link: DashMap<u64, Window>,
+    /// Keys the windows of (host, code) pairs; random per instance, so no one can aim
+    /// one link's window at another's.
+    targets: std::hash::RandomState,
+    slots: tokio::sync::Semaphore,
+}
+
+/// A reserved attempt; [`PasswordGuard::succeeded`] gives it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    client: (IpAddr, u64),
+}
+
+impl PasswordGuard {
+    /// A guard with `limits`.
+    pub fn new(limits: PasswordLimits) -> PasswordGuard {
+        PasswordGuard {
+            limits,
+            per_client: DashMap::new(),
+            per_link: DashMap::new(),
+            targets: std::hash::RandomState::new(),
+            slots: tokio::sync::Semaphore::new(limits.memory_mib.max(1) as usize),
+        }
     }
 
-    fn record_failure(&self, key: (IpAddr, LinkId)) {
-        if self.failures.len() > 100_000 {
+    /// Counts an attempt by `ip` on `link`, or says in how many seconds one is allowed.
+    /// Both windows are checked and counted under their entries' locks, so concurrent
+    /// attempts cannot all pass the same check.
+    pub fn reserve(&self, ip: IpAddr, link: u64) -> Result<Attempt, u64> {
+        if self.per_client.len() > 100_000 || self.per_link.len() > 100_000 {
             self.prune();
         }
-        let mut entry = self.failures.entry(key).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= THROTTLE_WINDOW {
-            *entry = (Instant::now(), 0);
+        let window = self.limits.window;
+        let mut client = self
+            .per_client
+            .entry((ip, link))
+            .or_insert((Instant::now(), 0));
+        let mut total = self.per_link.entry(link).or_insert((Instant::now(), 0));
+        for entry in [&mut *client, &mut *total] {
+            if entry.0.elapsed() >= window {
+                *entry = (Instant::now(), 0);
+            }
         }
-        entry.1 += 1;
+        let wait = |entry: &Window| (window.saturating_sub(entry.0.elapsed())).as_secs().max(1);
+        if client.1 >= self.limits.per_client {
+            return Err(wait(&client));
+        }
+        if total.1 >= self.limits.per_link {
+            return Err(wait(&total));
+        }
+        client.1 += 1;
+        total.1 += 1;
+        Ok(Attempt { client: (ip, link) })
     }
 
-    fn forget(&self, key: (IpAddr, LinkId)) {
-        self.failures.remove(&key);
+    /// The window key of the link at `code` under `host` (the request's `Host`, as sent):
+    /// attempts are counted before the store is read, so a burst costs no lookups.
+    pub fn target(&self, host: &str, code: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.targets
+            .hash_one((shortlink_core::normalize_host(host), code))
+    }
+
+    /// The attempt was right: the client's window starts over and the link's gets the
+    /// attempt back, so visitors who know the password never use up the limit.
+    pub fn succeeded(&self, attempt: Attempt) {
+        self.per_client.remove(&attempt.client);
+        if let Some(mut total) = self.per_link.get_mut(&attempt.client.1) {
+            total.1 = total.1.saturating_sub(1);
+        }
+    }
+
+    /// Room for a check against `hash`: its argon2 memory out of the budget.
+    pub async fn slot_for(&self, hash: &str) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.slot(check_memory_mib(hash)).await
+    }
+
+    /// Room for argon2 work holding `mib` MiB (the whole budget at most), waiting a
+    /// little for it; 429 when the server stays busy.
+    pub async fn slot(&self, mib: u32) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        let wanted = mib.clamp(1, self.limits.memory_mib.max(1));
+        match tokio::time::timeout(CHECK_QUEUE_WAIT, self.slots.acquire_many(wanted)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::busy(
+                "too many password checks are running; retry in a moment",
+            )),
+        }
     }
 
     /// Drops windows that have ended.
     pub fn prune(&self) {
-        self.failures
-            .retain(|_, (since, _)| since.elapsed() < THROTTLE_WINDOW);
-    }
-}
-
-/// The visitor's IP: the last `X-Forwarded-For` hop when the connection comes from a
-/// loopback or private address (where the proxy runs), else the connection's own.
-fn visitor_ip(parts: &Parts) -> Option<IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let behind_proxy = peer.is_none_or(|ip| match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local(),
-    });
-    let forwarded = parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|hop| hop.trim().parse().ok());
-    if behind_proxy {
-        forwarded.or(peer)
-    } else {
-        peer
+        let window = self.limits.window;
+        self.per_client
+            .retain(|_, (since, _)| since.elapsed() < window);
+        self.per_link
+            .retain(|_, (since, _)| since.elapsed() < window);
     }
 }
 
@@ -298,7 +391,7 @@ async fn follow(
     let click = ClickEvent {
         link_id: link.id,
         ts_ms: now_unix() * 1000,
-        ip: visitor_ip(request),
+        ip: crate::client::client_of(state, request).ip,
         user_agent: text(header::USER_AGENT),
         referrer: text(header::REFERER),
         host: text(header::HOST),
@@ -363,26 +456,25 @@ pub async fn submit(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    if !is_code_shaped(&code) {
+        return Err(no_such_endpoint());
+    }
+    let client = crate::client::client_of(&state, &parts);
+    let ip = client.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let guard = state.password_guard();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let attempt = match guard.reserve(ip, guard.target(host, &code)) {
+        Ok(attempt) => attempt,
+        Err(wait) => return Ok(too_many_attempts(wait)),
+    };
     let link = match protected_link(&state, &parts.headers, &code).await? {
         Ok(link) => link,
         Err(response) => return Ok(response),
     };
-    let ip = visitor_ip(&parts).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let key = (ip, link.id);
-    if let Some(wait) = state.password_throttle().blocked_for(key) {
-        let mut response = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            &format!(
-                "<p>Too many wrong passwords were entered from your address. \
-                 Try again in {wait} seconds.</p>"
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return Ok(response);
-    }
     let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
         .map_err(|_| ApiError::invalid("invalid_form", "the form is too large"))?;
@@ -391,8 +483,16 @@ pub async fn submit(
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
     let hash = link.password_hash.clone().unwrap_or_default();
-    if password.is_empty() || !verify_password(hash, password).await {
-        state.password_throttle().record_failure(key);
+    let right = if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        false
+    } else {
+        let _slot = match guard.slot_for(&hash).await {
+            Ok(slot) => slot,
+            Err(_) => return Ok(too_many_attempts(1)),
+        };
+        verify_password(hash, password).await
+    };
+    if !right {
         return Ok(page(
             StatusCode::UNAUTHORIZED,
             "Password required",
@@ -403,43 +503,103 @@ pub async fn submit(
             ),
         ));
     }
-    state.password_throttle().forget(key);
+    guard.succeeded(attempt);
     let secret = state.store().installation_secret().await?;
+    let secure = if client.https { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE}={}; Path=/{code}; Max-Age={COOKIE_SECONDS}; HttpOnly; SameSite=Lax",
+        "{COOKIE}={}; Path=/{code}; Max-Age={COOKIE_SECONDS}; HttpOnly; SameSite=Lax{secure}",
         cookie_value(&secret, &link)
     );
     follow(&state, &parts, &link, StatusCode::SEE_OTHER, Some(cookie)).await
+}
+
+/// 429 with `Retry-After`: the client (or everyone, on this link) tried too often, or
+/// every argon2 slot stayed busy.
+fn too_many_attempts(wait: u64) -> Response {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!(
+            "<p>Too many wrong passwords were tried for this link. Try again in {wait} seconds.</p>"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn guard(per_client: u32, per_link: u32, memory_mib: u32) -> PasswordGuard {
+        PasswordGuard::new(PasswordLimits {
+            per_client,
+            per_link,
+            window: THROTTLE_WINDOW,
+            memory_mib,
+        })
+    }
+
     #[tokio::test]
     async fn hashes_verify_and_differ() {
-        let a = hash_password("s3cret".into()).await.unwrap();
-        let b = hash_password("s3cret".into()).await.unwrap();
+        let g = guard(5, 5, 64);
+        let a = hash_password(&g, "s3cret".into()).await.unwrap();
+        assert!(a.contains("m=7168,t=5,p=1"), "{a}");
+        assert_eq!(check_memory_mib(&a), 7);
+        // Hashes made with argon2's defaults (older versions) are checked with theirs.
+        let salt = SaltString::generate(&mut OsRng);
+        let old = Argon2::default()
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(check_memory_mib(&old), 19);
+        assert!(verify_password(old, "s3cret".into()).await);
+        let b = hash_password(&g, "s3cret".into()).await.unwrap();
         assert!(a.starts_with("$argon2id$"), "{a}");
         assert_ne!(a, b, "salted");
         assert!(verify_password(a.clone(), "s3cret".into()).await);
         assert!(!verify_password(a, "S3cret".into()).await);
-        assert!(hash_password(String::new()).await.is_err());
-        assert!(hash_password("x".repeat(257)).await.is_err());
+        assert!(hash_password(&g, String::new()).await.is_err());
+        assert!(hash_password(&g, "x".repeat(257)).await.is_err());
     }
 
     #[test]
-    fn throttle_blocks_after_the_limit_and_forgets_on_success() {
-        let t = PasswordThrottle::default();
-        let key = (IpAddr::from([10, 0, 0, 1]), 7);
-        for _ in 0..WRONG_PASSWORDS_PER_WINDOW {
-            assert!(t.blocked_for(key).is_none());
-            t.record_failure(key);
+    fn attempts_are_counted_before_checking_per_client_and_per_link() {
+        let g = guard(5, 8, 64);
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let attempts: Vec<_> = (0..5).map(|_| g.reserve(a, 7).unwrap()).collect();
+        assert!(g.reserve(a, 7).is_err_and(|s| (1..=60).contains(&s)));
+        assert!(g.reserve(a, 8).is_ok(), "another link has its own window");
+        for _ in 0..3 {
+            g.reserve(b, 7).unwrap();
         }
-        assert!(t.blocked_for(key).is_some_and(|s| (1..=60).contains(&s)));
-        assert!(t.blocked_for((IpAddr::from([10, 0, 0, 2]), 7)).is_none());
-        assert!(t.blocked_for((IpAddr::from([10, 0, 0, 1]), 8)).is_none());
-        t.forget(key);
-        assert!(t.blocked_for(key).is_none());
+        assert!(g.reserve(b, 7).is_err(), "the link's overall limit holds");
+        assert!(
+            g.reserve(IpAddr::from([10, 0, 0, 3]), 7).is_err(),
+            "for every client"
+        );
+        g.succeeded(attempts[0]);
+        assert!(g.reserve(a, 7).is_ok(), "a success starts the client over");
+    }
+
+    #[tokio::test]
+    async fn argon2_memory_is_bounded() {
+        let g = guard(5, 5, 20);
+        let held = g.slot(19).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(50), g.slot(7)).await;
+        assert!(
+            waited.is_err(),
+            "no room for a second check while 19 of 20 MiB are held"
+        );
+        assert!(g.slot(1).await.is_ok(), "but for one that fits");
+        drop(held);
+        assert!(g.slot(7).await.is_ok());
+        assert!(
+            g.slot(500).await.is_ok(),
+            "a hash larger than the budget takes all of it"
+        );
     }
 }

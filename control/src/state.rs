@@ -13,7 +13,7 @@ use crate::config::ControlConfig;
 use crate::error::ApiError;
 use crate::hub::{Hub, HubLimits};
 use crate::ingest::Ingestor;
-use crate::protected::PasswordThrottle;
+use crate::protected::{PasswordGuard, PasswordLimits, THROTTLE_WINDOW};
 
 /// The stores and services a control plane works with.
 #[derive(Clone)]
@@ -45,7 +45,9 @@ struct Inner {
     /// The public URL's `host[:port]` and host, lower case: the default domain.
     default_authority: String,
     default_host: String,
-    password_throttle: PasswordThrottle,
+    password_guard: PasswordGuard,
+    /// When each key's last use was last written back (Unix seconds).
+    key_touches: dashmap::DashMap<[u8; KEY_HASH_LEN], i64>,
 }
 
 impl AppState {
@@ -91,6 +93,12 @@ impl AppState {
             total: config.max_subscribers,
             buffer: config.events_buffer,
         });
+        let password_limits = PasswordLimits {
+            per_client: config.password_attempts_per_client,
+            per_link: config.password_attempts_per_link,
+            window: THROTTLE_WINDOW,
+            memory_mib: config.password_memory_mib(),
+        };
         AppState(Arc::new(Inner {
             store,
             objects,
@@ -105,7 +113,8 @@ impl AppState {
             hub,
             default_authority,
             default_host,
-            password_throttle: PasswordThrottle::default(),
+            password_guard: PasswordGuard::new(password_limits),
+            key_touches: dashmap::DashMap::new(),
         }))
     }
 
@@ -175,9 +184,35 @@ impl AppState {
             || shortlink_core::normalize_host(host) == self.0.default_host
     }
 
-    /// The wrong-password throttle of protected links.
-    pub fn password_throttle(&self) -> &PasswordThrottle {
-        &self.0.password_throttle
+    /// The guard on password guessing and argon2 work.
+    pub fn password_guard(&self) -> &PasswordGuard {
+        &self.0.password_guard
+    }
+
+    /// Whether this instance should write back that `key` was used at `now`: true once
+    /// per `every` seconds per key.
+    pub fn should_touch_key(&self, key: &[u8; KEY_HASH_LEN], now: i64, every: i64) -> bool {
+        let mut last = self.0.key_touches.entry(*key).or_insert(i64::MIN);
+        if now.saturating_sub(*last) >= every {
+            *last = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records an admin action in the audit log. A failure is logged, not returned: the
+    /// action has happened.
+    pub async fn audit(&self, actor: UserId, action: &str, target: &str, detail: &str) {
+        let entry = shortlink_core::NewAuditEntry {
+            actor,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+        };
+        if let Err(e) = self.0.store.append_audit(entry).await {
+            warn!(error = %e, action, "cannot record an audit entry");
+        }
     }
 
     /// Counts a write by the key; 429 when the key is over its rate.
@@ -217,6 +252,8 @@ impl AppState {
     pub fn prune_limits(&self) {
         self.0.writes.retain_recent();
         self.0.writes.shrink_to_fit();
-        self.0.password_throttle.prune();
+        self.0.password_guard.prune();
+        let now = shortlink_core::time_util::now_unix();
+        self.0.key_touches.retain(|_, at| now - *at < 3600);
     }
 }

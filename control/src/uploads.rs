@@ -290,6 +290,7 @@ async fn upload_file(
     headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
+    caller.require(shortlink_core::Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
     let max = state.config().max_upload_bytes;
     // A declared length far over the limit is refused before reading anything.
@@ -402,6 +403,7 @@ pub async fn presign(
     caller: Caller,
     ApiJson(request): ApiJson<PresignRequest>,
 ) -> Result<Response, ApiError> {
+    caller.require(shortlink_core::Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
     let max = state.config().max_upload_bytes;
     if request.size > max {
@@ -537,6 +539,7 @@ pub async fn complete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(shortlink_core::Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
     let upload = match state.store().get_upload(&id).await? {
         Some(upload) if upload.owner == caller.user.id => upload,

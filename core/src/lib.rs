@@ -14,7 +14,10 @@ pub mod targeting;
 pub mod time_util;
 pub mod upload;
 
-pub use account::{KEY_HASH_LEN, Role, User, UserId, hash_api_key};
+pub use account::{
+    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, User, UserId, api_key_id,
+    api_key_id_bytes, hash_api_key,
+};
 pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,
     SeriesPoint, is_qr_scan,

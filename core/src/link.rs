@@ -106,6 +106,8 @@ pub struct Link {
     pub password_hash: Option<String>,
     /// Alternative targets per device class and country.
     pub targeting: Option<Targeting>,
+    /// Why an admin disabled the link; while set, the owner cannot turn it back on.
+    pub moderation: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Last change, Unix seconds.
@@ -226,6 +228,7 @@ impl NewLink {
             disabled: false,
             password_hash: self.password_hash,
             targeting: self.targeting,
+            moderation: None,
             created_at: now,
             updated_at: now,
         }
@@ -265,6 +268,9 @@ pub struct LinkPatch {
     pub password_hash: Option<Option<String>>,
     /// New targeting rules (`Some(None)` removes them).
     pub targeting: Option<Option<Targeting>>,
+    /// An admin's moderation: `Some(Some(reason))` disables the link for that reason,
+    /// `Some(None)` lifts it.
+    pub moderation: Option<Option<String>>,
 }
 
 impl LinkPatch {
@@ -293,6 +299,10 @@ impl LinkPatch {
         }
         if let Some(targeting) = &self.targeting {
             link.targeting = targeting.clone();
+        }
+        if let Some(moderation) = &self.moderation {
+            link.disabled = moderation.is_some();
+            link.moderation = moderation.clone();
         }
     }
 }

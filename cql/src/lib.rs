@@ -341,6 +341,27 @@ impl CqlStore {
             .map_err(backend)
     }
 
+    /// Every row of a whole-table read, fetched page by page: for small tables only.
+    async fn scan<R>(&self, cql: &'static str) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        use futures_util::StreamExt;
+        let statement = self.prepare(cql, Kind::Read).await?;
+        let mut rows = self
+            .session
+            .execute_iter(statement, ())
+            .await
+            .map_err(backend)?
+            .rows_stream::<R>()
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            out.push(row.map_err(backend)?);
+        }
+        Ok(out)
+    }
+
     /// Reads at most one row.
     async fn row<R>(
         &self,

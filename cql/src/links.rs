@@ -17,8 +17,8 @@ use shortlink_store::targeting_json;
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
 const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-     expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting \
-     FROM {ks}.links";
+     expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting, \
+     moderation FROM {ks}.links";
 
 /// A `links` row.
 #[derive(DeserializeRow)]
@@ -38,6 +38,7 @@ pub(crate) struct LinkRow {
     updated_at: Option<i64>,
     password_hash: Option<String>,
     targeting: Option<String>,
+    moderation: Option<String>,
 }
 
 impl LinkRow {
@@ -63,6 +64,7 @@ impl LinkRow {
             updated_at: self.updated_at.unwrap_or(0),
             password_hash: self.password_hash,
             targeting: self.targeting.and_then(|t| serde_json::from_str(&t).ok()),
+            moderation: self.moderation,
         }
     }
 }
@@ -100,7 +102,7 @@ impl CqlStore {
     ) -> Result<Option<LinkRow>, StoreError> {
         const CQL: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
              expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
-             targeting FROM {ks}.links WHERE domain = ? AND code = ?";
+             targeting, moderation FROM {ks}.links WHERE domain = ? AND code = ?";
         self.row(CQL, (domain, code)).await
     }
 
@@ -285,6 +287,55 @@ impl LinkStore for CqlStore {
         Ok(Some(row.into_link(clicks)))
     }
 
+    async fn search_links(
+        &self,
+        owner: Option<UserId>,
+        domain: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<LinkPage, StoreError> {
+        if let (Some(owner), None) = (owner, domain) {
+            return self.list_links(owner, query).await;
+        }
+        // Across owners there is no ordered index: the search scans every link the way a
+        // proxy's bulk load does. Admins search by hand, rarely; this keeps the write path
+        // free of a global index.
+        use shortlink_store::RouteFeed;
+        let limit = query.limit.max(1);
+        let needle = query.q.as_ref().map(|q| q.to_lowercase());
+        let mut found: Vec<Link> = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.routes_page(cursor, 1000).await?;
+            found.extend(page.links.into_iter().filter(|link| {
+                owner.is_none_or(|o| link.owner == o)
+                    && domain.is_none_or(|d| link.domain == d)
+                    && query.before_id.is_none_or(|b| link.id < b)
+                    && query.tag.as_ref().is_none_or(|t| link.tags.contains(t))
+                    && needle.as_ref().is_none_or(|n| {
+                        link.url.to_lowercase().contains(n)
+                            || link.code.as_str().to_lowercase().contains(n)
+                    })
+            }));
+            found.sort_by_key(|l| std::cmp::Reverse(l.id));
+            found.truncate(limit + 1);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_before_id = if more {
+            found.last().map(|l| l.id)
+        } else {
+            None
+        };
+        Ok(LinkPage {
+            items: found,
+            next_before_id,
+        })
+    }
+
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError> {
         use futures_util::StreamExt;
         let limit = query.limit.max(1);
@@ -387,8 +438,8 @@ impl LinkStore for CqlStore {
         let applied = self
             .lwt(
                 "UPDATE {ks}.links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
-                 tags = ?, disabled = ?, updated_at = ?, password_hash = ?, targeting = ? \
-                 WHERE domain = ? AND code = ? IF id = ?",
+                 tags = ?, disabled = ?, updated_at = ?, password_hash = ?, targeting = ?, \
+                 moderation = ? WHERE domain = ? AND code = ? IF id = ?",
                 (
                     &link.url,
                     i32::from(link.redirect.as_u16()),
@@ -399,6 +450,7 @@ impl LinkStore for CqlStore {
                     link.updated_at,
                     &link.password_hash,
                     targeting_json(&link.targeting)?,
+                    &link.moderation,
                     domain,
                     code,
                     link.id,

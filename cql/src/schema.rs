@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "link options and domains",
         cql: include_str!("../schema/002_link_options_and_domains.cql"),
     },
+    Migration {
+        version: 3,
+        name: "accounts and moderation",
+        cql: include_str!("../schema/003_accounts_and_moderation.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.
@@ -216,8 +221,10 @@ mod tests {
             all.iter()
                 .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS"))
         );
-        for s in statements(MIGRATIONS[1].cql) {
-            assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
+        for m in &MIGRATIONS[1..] {
+            for s in statements(m.cql) {
+                assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
+            }
         }
     }
 

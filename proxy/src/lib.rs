@@ -101,6 +101,7 @@ pub fn add_proxy(
     local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
     config.validate().map_err(ProxyError::Config)?;
+    let hop_secret = internal_secret.clone();
     let fallback = config
         .unknown_host_redirect
         .as_deref()
@@ -167,7 +168,9 @@ pub fn add_proxy(
         upstreams,
         limiter.clone(),
         status.clone(),
-    );
+    )
+    .vouching_with(hop_secret.as_deref())
+    .map_err(|_| ProxyError::Config("the internal secret is not valid header text".into()))?;
     let app = fast_path::FastPathApp::new(
         redirector.clone(),
         config.country_header.as_deref(),

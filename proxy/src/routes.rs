@@ -456,6 +456,7 @@ mod tests {
             disabled: false,
             password_hash: None,
             targeting: None,
+            moderation: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -203,7 +203,20 @@ pub struct Redirector {
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     not_found: Arc<NotFoundLimiter>,
     sync: Arc<SyncStatus>,
+    /// The internal secret, sent with every forwarded request beside the client's
+    /// address and scheme so the control plane trusts them (see [`HOP_SECRET_HEADER`]).
+    hop_secret: Option<HeaderValue>,
 }
+
+/// Headers the proxy sets on every forwarded request (and strips from what clients send):
+/// the internal secret vouching for the other two, the client's address as the proxy saw
+/// it, and the scheme the client used. The control plane trusts the address and scheme
+/// only when the secret matches, whatever address the request comes from.
+pub const HOP_SECRET_HEADER: &str = "x-shortlink-internal-secret";
+/// See [`HOP_SECRET_HEADER`].
+pub const HOP_CLIENT_IP_HEADER: &str = "x-shortlink-client-ip";
+/// See [`HOP_SECRET_HEADER`].
+pub const HOP_CLIENT_PROTO_HEADER: &str = "x-shortlink-client-proto";
 
 /// Counts 404 answers per client IP.
 pub type NotFoundLimiter = DefaultKeyedRateLimiter<IpAddr>;
@@ -233,7 +246,21 @@ impl Redirector {
             upstreams,
             not_found,
             sync,
+            hop_secret: None,
         }
+    }
+
+    /// Vouches for forwarded requests' client address and scheme with the internal
+    /// secret (`None`: forwards without vouching); fails if the secret is no header text.
+    pub fn vouching_with(
+        mut self,
+        secret: Option<&str>,
+    ) -> Result<Redirector, http::header::InvalidHeaderValue> {
+        self.hop_secret = secret.map(HeaderValue::from_str).transpose()?;
+        if let Some(value) = &mut self.hop_secret {
+            value.set_sensitive(true);
+        }
+        Ok(self)
     }
 
     /// Looks the code up in the store after a table miss.
@@ -408,6 +435,21 @@ async fn respond(
     Ok(true)
 }
 
+/// `path` with the value of every query parameter replaced by `…`, for logs.
+pub fn redact_query(path: &str) -> String {
+    let Some((path, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let names: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .map(|name| if name.len() > 32 { "…" } else { name })
+        .collect();
+    let redacted: Vec<String> = names.iter().map(|name| format!("{name}=…")).collect();
+    format!("{path}?{}", redacted.join("&"))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -567,6 +609,13 @@ impl ProxyHttp for Redirector {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        for name in [
+            HOP_SECRET_HEADER,
+            HOP_CLIENT_IP_HEADER,
+            HOP_CLIENT_PROTO_HEADER,
+        ] {
+            upstream_request.remove_header(name);
+        }
         if let Some(ip) = client_ip(session) {
             let forwarded = match upstream_request.headers.get("x-forwarded-for") {
                 Some(prior) => format!("{}, {ip}", String::from_utf8_lossy(prior.as_bytes())),
@@ -577,7 +626,40 @@ impl ProxyHttp for Redirector {
         if upstream_request.headers.get("x-forwarded-proto").is_none() {
             upstream_request.insert_header("x-forwarded-proto", "http")?;
         }
+        if let Some(secret) = &self.hop_secret {
+            // The client as the click records see it: the socket's peer, or the last
+            // untrusted `X-Forwarded-For` hop behind a configured trusted proxy.
+            let view = RequestView::of_session(session, None);
+            if let Some(ip) = self.capture.client_ip(&view) {
+                upstream_request.insert_header(HOP_CLIENT_IP_HEADER, ip.to_string())?;
+            }
+            let trusted_peer = view
+                .peer
+                .is_some_and(|peer| self.capture.trusted_proxies.contains(&peer));
+            let proto = match upstream_request.headers.get("x-forwarded-proto") {
+                Some(p) if trusted_peer && p.as_bytes().eq_ignore_ascii_case(b"https") => "https",
+                _ => "http",
+            };
+            upstream_request.insert_header(HOP_CLIENT_PROTO_HEADER, proto)?;
+            upstream_request.insert_header(HOP_SECRET_HEADER, secret.clone())?;
+        }
         Ok(())
+    }
+
+    /// What pingora logs of a request that failed: method, path and host, with every
+    /// query value cut out, since a query may carry a key (`?access_token=`).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default();
+        format!(
+            "{} {}, Host: {host}",
+            req.method,
+            redact_query(req.uri.path_and_query().map_or("/", |p| p.as_str()))
+        )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -595,6 +677,25 @@ impl ProxyHttp for Redirector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_paths_keep_no_query_value() {
+        #[track_caller]
+        fn check(path: &str, expected: &str) {
+            assert_eq!(redact_query(path), expected);
+        }
+        check("/api/v1/events", "/api/v1/events");
+        check(
+            "/api/v1/events?access_token=sl_secret&last_event_id=4",
+            "/api/v1/events?access_token=…&last_event_id=…",
+        );
+        check(
+            "/x?sl_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "/x?…=…",
+        );
+        check("/x?qr", "/x?qr=…");
+        check("/x?", "/x?");
+    }
 
     use crate::clicks::captured_text;
 

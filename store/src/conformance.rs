@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shortlink_core::{
-    Domain, EnrichedClick, EventKind, EventRetention, Interval, KeyCount, LinkPatch, LinkStats,
-    NewEvent, NewLink, RedirectStatus, Role, SeriesPoint, ShortCode, Targeting, UserId,
-    hash_api_key,
+    ApiKey, AuditEntry, Domain, EnrichedClick, EventKind, EventRetention, Interval, KeyCount,
+    LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, RedirectStatus, Role, Scope, Scopes,
+    SeriesPoint, ShortCode, Targeting, UserId, hash_api_key,
 };
 
 use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
@@ -103,28 +103,131 @@ async fn accounts(store: &dyn Store, run: &str) {
     );
 
     let key = hash_api_key(&format!("{run}-key"));
-    store.add_api_key(admin.id, key, "first").await.unwrap();
+    let record = api_key(admin.id, key, "first", Scopes::from_iter([Scope::Links]));
+    store.add_api_key(record.clone()).await.unwrap();
     store
-        .add_api_key(admin.id, key, "again")
+        .add_api_key(api_key(admin.id, key, "again", Scopes::NONE))
         .await
         .expect("re-adding a key is a no-op");
     assert_eq!(
-        store.user_by_key_hash(key).await.unwrap(),
-        Some(admin.clone())
+        store.key_by_hash(key).await.unwrap(),
+        Some((record.clone(), admin.clone()))
     );
     assert_eq!(
         store
-            .user_by_key_hash(hash_api_key(&format!("{run}-other")))
+            .key_by_hash(hash_api_key(&format!("{run}-other")))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .add_api_key(UserId::MAX, hash_api_key("x"), "orphan")
+            .add_api_key(api_key(
+                UserId::MAX,
+                hash_api_key("x"),
+                "orphan",
+                Scopes::NONE
+            ))
             .await,
         Err(StoreError::NoSuchUser(UserId::MAX))
     );
+
+    // A key stored without scopes acts with every scope of its user's role.
+    let user = store
+        .create_user(&format!("{run}-keyholder"), Role::User)
+        .await
+        .unwrap();
+    let legacy = hash_api_key(&format!("{run}-legacy"));
+    store
+        .add_api_key(api_key(user.id, legacy, "legacy", Scopes::NONE))
+        .await
+        .unwrap();
+    let (found, _) = store.key_by_hash(legacy).await.unwrap().unwrap();
+    assert_eq!(found.scopes, Scopes::full(Role::User));
+
+    // Listing: one user's keys, or everyone's; by public id.
+    let listed = store.list_api_keys(Some(admin.id)).await.unwrap();
+    assert_eq!(listed, vec![record.clone()]);
+    let all = store.list_api_keys(None).await.unwrap();
+    assert!(all.contains(&record) && all.iter().any(|k| k.key_hash == legacy));
+    assert_eq!(
+        store.get_api_key(&record.id()).await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(store.get_api_key("00000000000000zz").await.unwrap(), None);
+
+    // Expiry, last use, revocation.
+    assert!(store.set_api_key_expiry(key, Some(123)).await.unwrap());
+    store.touch_api_key(key, 456).await.unwrap();
+    let (found, _) = store.key_by_hash(key).await.unwrap().unwrap();
+    assert_eq!(
+        (found.expires_at, found.last_used_at),
+        (Some(123), Some(456))
+    );
+    assert!(store.set_api_key_expiry(key, None).await.unwrap());
+    assert!(store.delete_api_key(key).await.unwrap());
+    assert!(!store.delete_api_key(key).await.unwrap());
+    assert_eq!(store.key_by_hash(key).await.unwrap(), None);
+    store.touch_api_key(key, 789).await.unwrap();
+    assert_eq!(
+        store.key_by_hash(key).await.unwrap(),
+        None,
+        "recording a use does not bring a revoked key back"
+    );
+    assert!(!store.set_api_key_expiry(key, Some(1)).await.unwrap());
+
+    // Users: listed, disabled and enabled again.
+    assert!(!user.disabled);
+    assert!(store.list_users().await.unwrap().contains(&user));
+    assert!(store.set_user_disabled(user.id, true).await.unwrap());
+    let (_, owner) = store.key_by_hash(legacy).await.unwrap().unwrap();
+    assert!(owner.disabled, "a key's user shows as disabled");
+    assert!(store.set_user_disabled(user.id, false).await.unwrap());
+    assert!(!store.get_user(user.id).await.unwrap().unwrap().disabled);
+    assert!(!store.set_user_disabled(UserId::MAX, true).await.unwrap());
+
+    // The audit log: newest first, paged by id.
+    let first = store
+        .append_audit(NewAuditEntry {
+            actor: admin.id,
+            action: "test.first".into(),
+            target: format!("{run}-a"),
+            detail: "one".into(),
+        })
+        .await
+        .unwrap();
+    let second = store
+        .append_audit(NewAuditEntry {
+            actor: admin.id,
+            action: "test.second".into(),
+            target: format!("{run}-b"),
+            detail: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(second.id > first.id);
+    // Other writers may share the store: look for this run's entries among the newest.
+    let newest = store.list_audit(None, 100).await.unwrap();
+    let at = |list: &[AuditEntry], id| list.iter().position(|e| e.id == id);
+    assert!(newest.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(at(&newest, second.id) < at(&newest, first.id));
+    assert!(newest.contains(&first) && newest.contains(&second));
+    let older = store.list_audit(Some(second.id), 100).await.unwrap();
+    assert!(older.contains(&first) && at(&older, second.id).is_none());
+}
+
+/// A key record as `add_api_key` takes it.
+fn api_key(user_id: UserId, key_hash: [u8; 32], label: &str, scopes: Scopes) -> ApiKey {
+    ApiKey {
+        key_hash,
+        user_id,
+        label: label.into(),
+        prefix: "sl_test".into(),
+        scopes,
+        created_at: 1_700_000_000,
+        expires_at: None,
+        last_used_at: None,
+    }
 }
 
 async fn create_dedupe_and_conflicts(store: &dyn Store, run: &str) {
@@ -285,6 +388,7 @@ async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
         disabled: Some(true),
         password_hash: None,
         targeting: None,
+        moderation: None,
     };
     assert_eq!(
         store
@@ -325,6 +429,29 @@ async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
         .unwrap()
         .unwrap();
     assert_eq!((cleared.expires_at, cleared.max_clicks), (None, None));
+
+    // Moderation disables with a reason, kept and read back; lifting it turns it on.
+    let moderate = |reason: Option<&str>| LinkPatch {
+        moderation: Some(reason.map(str::to_owned)),
+        ..LinkPatch::default()
+    };
+    let moderated = store
+        .update_link(owner, "", &code_text, moderate(Some("phishing")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(moderated.disabled);
+    assert_eq!(moderated.moderation.as_deref(), Some("phishing"));
+    assert_eq!(
+        store.get_link("", &code_text).await.unwrap(),
+        Some(moderated)
+    );
+    let lifted = store
+        .update_link(owner, "", &code_text, moderate(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!lifted.disabled && lifted.moderation.is_none());
 
     assert!(!store.delete_link(stranger, "", &code_text).await.unwrap());
     assert!(store.get_link("", &code_text).await.unwrap().is_some());

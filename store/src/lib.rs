@@ -8,9 +8,9 @@ pub mod rollup;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    Domain, EnrichedClick, Event, EventId, EventRetention, Interval, KEY_HASH_LEN, Link, LinkId,
-    LinkPatch, LinkStats, NewEvent, NewLink, Role, Targeting, Thumbnail, ThumbnailState, Upload,
-    User, UserId,
+    ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval,
+    KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, Role,
+    Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -130,6 +130,15 @@ pub trait LinkStore: Send + Sync {
     /// The owner's links, newest first, filtered and paged.
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError>;
 
+    /// Every owner's links (or `owner`'s), newest first, filtered by `domain` and the
+    /// query, and paged: the moderation search of admins.
+    async fn search_links(
+        &self,
+        owner: Option<UserId>,
+        domain: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<LinkPage, StoreError>;
+
     /// Applies `patch` to the owner's link; `None` if the owner has no such link.
     async fn update_link(
         &self,
@@ -191,19 +200,55 @@ pub trait AccountStore: Send + Sync {
     /// The user with this name.
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
 
-    /// Records an API key's hash for a user. Adding a hash that exists already is a no-op.
-    async fn add_api_key(
-        &self,
-        user: UserId,
-        key_hash: [u8; KEY_HASH_LEN],
-        label: &str,
-    ) -> Result<(), StoreError>;
+    /// Every user, by id.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
 
-    /// The user an API key hash belongs to.
-    async fn user_by_key_hash(
+    /// Disables or re-enables a user; false if there is no such user.
+    async fn set_user_disabled(&self, id: UserId, disabled: bool) -> Result<bool, StoreError>;
+
+    /// Records an API key (its hash, never its text). Adding a hash that exists already
+    /// is a no-op; [`StoreError::NoSuchUser`] if the user does not exist.
+    async fn add_api_key(&self, key: ApiKey) -> Result<(), StoreError>;
+
+    /// The key with this hash and the user it belongs to, whatever their state (the
+    /// caller checks expiry and whether the user is disabled).
+    async fn key_by_hash(
         &self,
         key_hash: [u8; KEY_HASH_LEN],
-    ) -> Result<Option<User>, StoreError>;
+    ) -> Result<Option<(ApiKey, User)>, StoreError>;
+
+    /// The user's keys, or every key with `None`, oldest first.
+    async fn list_api_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// The key with this public id ([`shortlink_core::api_key_id`]).
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Deletes a key: it is refused from then on. False if there was no such key.
+    async fn delete_api_key(&self, key_hash: [u8; KEY_HASH_LEN]) -> Result<bool, StoreError>;
+
+    /// Sets when a key stops working (`None`: never); false if there is no such key.
+    async fn set_api_key_expiry(
+        &self,
+        key_hash: [u8; KEY_HASH_LEN],
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that a key authenticated a request at `at` (Unix seconds).
+    async fn touch_api_key(&self, key_hash: [u8; KEY_HASH_LEN], at: i64) -> Result<(), StoreError>;
+}
+
+/// The audit log of admin actions: append-only, read newest first.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an entry; returns it with its id.
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError>;
+
+    /// Entries with an id below `before` (all with `None`), newest first, at most `limit`.
+    async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// What applying a click batch did.
@@ -356,11 +401,26 @@ pub trait DomainStore: Send + Sync {
 
 /// Everything a shortlink node needs from storage.
 pub trait Store:
-    LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore + DomainStore
+    LinkStore
+    + RouteFeed
+    + AccountStore
+    + AuditStore
+    + ClickStore
+    + EventStore
+    + UploadStore
+    + DomainStore
 {
 }
 
-impl<T: LinkStore + RouteFeed + AccountStore + ClickStore + EventStore + UploadStore + DomainStore>
-    Store for T
+impl<
+    T: LinkStore
+        + RouteFeed
+        + AccountStore
+        + AuditStore
+        + ClickStore
+        + EventStore
+        + UploadStore
+        + DomainStore,
+> Store for T
 {
 }

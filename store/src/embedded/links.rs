@@ -15,7 +15,7 @@ use crate::{
 
 const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
      l.expires_at, l.max_clicks, l.clicks, l.tags, l.disabled, l.created_at, l.updated_at, \
-     l.password_hash, l.targeting";
+     l.password_hash, l.targeting, l.moderation";
 
 /// Reads a link from `row`, whose columns start at `at` in `LINK_COLUMNS` order.
 fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
@@ -40,6 +40,7 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
         targeting: row
             .get::<_, Option<String>>(at + 15)?
             .and_then(|t| serde_json::from_str(&t).ok()),
+        moderation: row.get(at + 16)?,
     })
 }
 
@@ -175,10 +176,28 @@ impl LinkStore for EmbeddedStore {
     }
 
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError> {
+        self.search_links(Some(owner), None, query).await
+    }
+
+    async fn search_links(
+        &self,
+        owner: Option<UserId>,
+        domain: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<LinkPage, StoreError> {
         let query = query.clone();
+        let domain = domain.map(str::to_owned);
         self.read(move |conn| {
-            let mut sql = format!("SELECT {LINK_COLUMNS} FROM links l WHERE l.owner = ?1");
-            let mut args: Vec<rusqlite::types::Value> = vec![owner.into()];
+            let mut sql = format!("SELECT {LINK_COLUMNS} FROM links l WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(owner) = owner {
+                args.push(owner.into());
+                sql.push_str(&format!(" AND l.owner = ?{}", args.len()));
+            }
+            if let Some(domain) = domain {
+                args.push(domain.into());
+                sql.push_str(&format!(" AND l.domain = ?{}", args.len()));
+            }
             if let Some(before) = query.before_id {
                 args.push(before.into());
                 sql.push_str(&format!(" AND l.id < ?{}", args.len()));
@@ -239,7 +258,7 @@ impl LinkStore for EmbeddedStore {
                 conn.execute(
                     "UPDATE links SET url = ?1, redirect = ?2, expires_at = ?3, max_clicks = ?4,
                             tags = ?5, disabled = ?6, plain = ?7, updated_at = ?8,
-                            password_hash = ?10, targeting = ?11
+                            password_hash = ?10, targeting = ?11, moderation = ?12
                      WHERE id = ?9",
                     params![
                         link.url,
@@ -252,7 +271,8 @@ impl LinkStore for EmbeddedStore {
                         link.updated_at,
                         link.id,
                         link.password_hash,
-                        targeting_json(&link.targeting)?
+                        targeting_json(&link.targeting)?,
+                        link.moderation
                     ],
                 )?;
                 record_change(conn, &domain, &code)?;

@@ -5,6 +5,7 @@
 //! worker thread and bursts cost one fsync. Reads use a small pool of read-only
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
+mod accounts;
 mod clicks;
 mod domains;
 mod events;
@@ -17,12 +18,10 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use shortlink_core::{KEY_HASH_LEN, Role, User, UserId, time_util::now_unix};
 use tokio::sync::watch;
 
-use crate::{AccountStore, StoreError};
+use crate::StoreError;
 pub use pacing::Pacing;
 use writer::{Hints, Writer};
 
@@ -193,116 +192,11 @@ impl EmbeddedStore {
     }
 }
 
-fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    let role: String = row.get(2)?;
-    Ok(User {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        role: Role::parse(&role).unwrap_or(Role::User),
-        created_at: row.get(3)?,
-    })
-}
-
-#[async_trait]
-impl AccountStore for EmbeddedStore {
-    async fn create_user(&self, name: &str, role: Role) -> Result<User, StoreError> {
-        let name = name.to_owned();
-        self.writer
-            .write(move |conn| {
-                let now = now_unix();
-                let inserted = conn.execute(
-                    "INSERT INTO users (name, role, created_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (name) DO NOTHING",
-                    params![name, role.as_str(), now],
-                )?;
-                if inserted == 0 {
-                    return Err(StoreError::UserExists(name));
-                }
-                Ok(User {
-                    id: conn.last_insert_rowid(),
-                    name,
-                    role,
-                    created_at: now,
-                })
-            })
-            .await
-    }
-
-    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id, name, role, created_at FROM users WHERE id = ?1",
-                    [id],
-                    row_to_user,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let name = name.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id, name, role, created_at FROM users WHERE name = ?1",
-                    [name],
-                    row_to_user,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn add_api_key(
-        &self,
-        user: UserId,
-        key_hash: [u8; KEY_HASH_LEN],
-        label: &str,
-    ) -> Result<(), StoreError> {
-        let label = label.to_owned();
-        self.writer
-            .write(move |conn| {
-                let exists: bool = conn
-                    .query_row("SELECT 1 FROM users WHERE id = ?1", [user], |_| Ok(true))
-                    .optional()?
-                    .unwrap_or(false);
-                if !exists {
-                    return Err(StoreError::NoSuchUser(user));
-                }
-                conn.execute(
-                    "INSERT INTO api_keys (key_hash, user_id, label, created_at)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_hash) DO NOTHING",
-                    params![key_hash.as_slice(), user, label, now_unix()],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn user_by_key_hash(
-        &self,
-        key_hash: [u8; KEY_HASH_LEN],
-    ) -> Result<Option<User>, StoreError> {
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT u.id, u.name, u.role, u.created_at
-                     FROM api_keys k JOIN users u ON u.id = k.user_id
-                     WHERE k.key_hash = ?1",
-                    [key_hash.as_slice()],
-                    row_to_user,
-                )
-                .optional()?)
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AccountStore;
+    use shortlink_core::{Role, time_util::now_unix};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_passes_the_conformance_suite() {

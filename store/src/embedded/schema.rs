@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -144,6 +144,16 @@ CREATE TABLE IF NOT EXISTS domains (
     users      TEXT,
     created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- Version 6: the audit log of admin actions, newest read first.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    actor  INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+) STRICT;
 "#;
 
 /// Columns added to existing tables after their creation: (table, column, definition).
@@ -152,6 +162,14 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 5: password-protected links (argon2 PHC string) and targeting rules (JSON).
     ("links", "password_hash", "TEXT"),
     ("links", "targeting", "TEXT"),
+    // Version 6: disabled users; key prefixes, scopes (a bit set, 0 = every scope of the
+    // user's role), expiry and last use; links disabled by an admin, with the reason.
+    ("users", "disabled", "INTEGER NOT NULL DEFAULT 0"),
+    ("api_keys", "prefix", "TEXT NOT NULL DEFAULT ''"),
+    ("api_keys", "scopes", "INTEGER NOT NULL DEFAULT 0"),
+    ("api_keys", "expires_at", "INTEGER"),
+    ("api_keys", "last_used_at", "INTEGER"),
+    ("links", "moderation", "TEXT"),
 ];
 
 /// Adds every column of [`COLUMNS`] that a database created by an older version lacks.

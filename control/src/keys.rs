@@ -1,0 +1,389 @@
+//! API keys: create, list, revoke, rotate.
+//!
+//! Anyone lists and revokes their own keys (a leaked key can revoke itself); making or
+//! rotating a key needs a key with every scope of its user's role, so a narrowed key
+//! cannot mint others; admins manage everyone's. New keys never hold more scopes than
+//! the key that made them, and a user's key never holds `admin`. Every change is
+//! recorded in the audit log.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
+use shortlink_core::{ApiKey, Role, Scope, Scopes, User, UserId};
+
+use crate::auth::{Caller, generate_api_key, new_key_record};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+/// Label of the key `SHORTLINK_ADMIN_KEY` sets (or the one generated on first start);
+/// reserved, so only the bootstrap replaces keys with it.
+pub const BOOTSTRAP_LABEL: &str = "bootstrap";
+
+/// Longest key label, in bytes.
+const MAX_LABEL_BYTES: usize = 128;
+
+/// Grace an old key keeps after a rotation when none is asked for, in seconds.
+const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 3600;
+
+/// A key as the API shows it: never its text or hash.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    prefix: String,
+    label: String,
+    user_id: UserId,
+    user: String,
+    scopes: Scopes,
+    created_at: String,
+    last_used_at: Option<String>,
+    expires_at: Option<String>,
+}
+
+impl KeyView {
+    fn new(key: &ApiKey, user: &str) -> KeyView {
+        KeyView {
+            id: key.id(),
+            prefix: key.prefix.clone(),
+            label: key.label.clone(),
+            user_id: key.user_id,
+            user: user.to_owned(),
+            scopes: key.scopes,
+            created_at: to_rfc3339(key.created_at),
+            last_used_at: key.last_used_at.map(to_rfc3339),
+            expires_at: key.expires_at.map(to_rfc3339),
+        }
+    }
+}
+
+/// A new key: the only time its text is shown.
+#[derive(Debug, Serialize)]
+pub struct KeyCreated {
+    key: String,
+    #[serde(flatten)]
+    view: KeyView,
+}
+
+/// Body of `POST /api/v1/keys`: the user by id or by name (default: the caller).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    user_id: Option<UserId>,
+    user: Option<String>,
+    #[serde(default)]
+    label: String,
+    /// Default: every scope of the user's role that the calling key holds.
+    scopes: Option<Vec<String>>,
+    /// RFC 3339; default: never.
+    expires_at: Option<String>,
+}
+
+fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
+    let scopes = names
+        .iter()
+        .map(|name| {
+            Scope::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_scope",
+                    format!("unknown scope '{name}': use read, links, uploads or admin"),
+                )
+            })
+        })
+        .collect::<Result<Scopes, _>>()?;
+    if scopes == Scopes::NONE {
+        return Err(ApiError::invalid(
+            "invalid_scope",
+            "a key needs at least one scope",
+        ));
+    }
+    Ok(scopes)
+}
+
+/// Refuses unless the caller may make keys for `user` with `scopes`.
+fn check_grant(caller: &Caller, user: &User, scopes: Scopes) -> Result<(), ApiError> {
+    if user.id != caller.user.id {
+        caller.require_admin()?;
+    } else if !caller.scopes.covers(Scopes::full(caller.user.role)) {
+        return Err(ApiError::forbidden(
+            "making or rotating keys needs a key with every scope of your role",
+        ));
+    }
+    if !caller.scopes.covers(scopes) {
+        return Err(ApiError::forbidden(
+            "a key cannot get scopes the calling key does not hold",
+        ));
+    }
+    if scopes.allows(Scope::Admin) && user.role != Role::Admin {
+        return Err(ApiError::invalid(
+            "invalid_scope",
+            "only an admin's key may hold the admin scope",
+        ));
+    }
+    Ok(())
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such key")
+}
+
+/// `POST /api/v1/keys`: 201 with the new key, shown once.
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+    state.check_write(&caller.key_hash)?;
+    if request.label.len() > MAX_LABEL_BYTES {
+        return Err(ApiError::invalid(
+            "invalid_label",
+            format!("label must be at most {MAX_LABEL_BYTES} bytes"),
+        ));
+    }
+    if request.label == BOOTSTRAP_LABEL {
+        return Err(ApiError::invalid(
+            "invalid_label",
+            "the label 'bootstrap' is reserved for the configured admin key",
+        ));
+    }
+    let user = match (request.user_id, request.user.as_deref()) {
+        (None, None) => Some(caller.user.clone()),
+        (Some(id), None) => state.store().get_user(id).await?,
+        (None, Some(name)) => state.store().user_by_name(name).await?,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "give at most one of user_id or user",
+            ));
+        }
+    };
+    let user = match user {
+        Some(user) => user,
+        None if caller.is_admin() => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "no such user",
+            ));
+        }
+        None => return Err(ApiError::forbidden("this needs an admin API key")),
+    };
+    let scopes = match &request.scopes {
+        Some(names) => parse_scopes(names)?,
+        None => Scopes::from_iter(
+            Scopes::full(user.role)
+                .iter()
+                .filter(|s| caller.scopes.allows(*s)),
+        ),
+    };
+    check_grant(&caller, &user, scopes)?;
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(|text| {
+            parse_rfc3339(text)
+                .filter(|at| *at > now_unix())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_expires_at",
+                        "expires_at must be a future RFC 3339 time",
+                    )
+                })
+        })
+        .transpose()?;
+    let text = generate_api_key();
+    let record = new_key_record(&text, &user, &request.label, scopes, expires_at);
+    state.store().add_api_key(record.clone()).await?;
+    let view = KeyView::new(&record, &user.name);
+    state
+        .audit(
+            caller.user.id,
+            "key.create",
+            &view.id,
+            &format!("user {}, scopes {}", user.name, scope_list(scopes)),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(KeyCreated { key: text, view })))
+}
+
+fn scope_list(scopes: Scopes) -> String {
+    scopes
+        .iter()
+        .map(Scope::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Query of `GET /api/v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    /// Admins: only this user's keys (by name).
+    user: Option<String>,
+}
+
+/// Answer of `GET /api/v1/keys`.
+#[derive(Debug, Serialize)]
+pub struct KeyList {
+    items: Vec<KeyView>,
+}
+
+/// `GET /api/v1/keys`: the caller's keys; every key for admins (`?user=` narrows).
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListKeysQuery>,
+) -> Result<Json<KeyList>, ApiError> {
+    let users = state.store().list_users().await?;
+    let name_of = |id: UserId| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.name.clone())
+            .unwrap_or_default()
+    };
+    let filter = if caller.is_admin() {
+        match query.user.as_deref() {
+            Some(name) => Some(
+                users
+                    .iter()
+                    .find(|u| u.name == name)
+                    .map(|u| u.id)
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
+                    })?,
+            ),
+            None => None,
+        }
+    } else {
+        Some(caller.user.id)
+    };
+    let keys = state.store().list_api_keys(filter).await?;
+    Ok(Json(KeyList {
+        items: keys
+            .iter()
+            .map(|k| KeyView::new(k, &name_of(k.user_id)))
+            .collect(),
+    }))
+}
+
+/// The key `id` if the caller may manage it (own, or any for admins); 404 otherwise.
+async fn manageable(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKey, ApiError> {
+    match state.store().get_api_key(id).await? {
+        Some(key) if key.user_id == caller.user.id || caller.is_admin() => Ok(key),
+        _ => Err(not_found()),
+    }
+}
+
+/// `DELETE /api/v1/keys/{id}`: revokes the key at once; 204.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = manageable(&state, &caller, &id).await?;
+    if !state.store().delete_api_key(key.key_hash).await? {
+        return Err(not_found());
+    }
+    state
+        .audit(caller.user.id, "key.revoke", &id, &key.label)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /api/v1/keys/{id}/rotate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old key keeps working, in seconds (0: revoked at once). Default 3600.
+    grace_seconds: Option<u64>,
+}
+
+/// `POST /api/v1/keys/{id}/rotate`: a new key with the same user, label, scopes and
+/// expiry (201, shown once); the old one stops working after the grace.
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
+    state.check_write(&caller.key_hash)?;
+    // The body is optional: none means the default grace.
+    let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+    };
+    let old = manageable(&state, &caller, &id).await?;
+    let user = state
+        .store()
+        .get_user(old.user_id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_grant(&caller, &user, old.scopes)?;
+    let grace = request
+        .grace_seconds
+        .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+    let max = state.config().key_rotation_max_grace_seconds;
+    if grace > max {
+        return Err(ApiError::invalid(
+            "invalid_grace",
+            format!("grace_seconds must be at most {max}"),
+        ));
+    }
+    let label = if old.label == BOOTSTRAP_LABEL {
+        "rotated bootstrap".to_owned()
+    } else {
+        old.label.clone()
+    };
+    let text = generate_api_key();
+    let record = new_key_record(&text, &user, &label, old.scopes, old.expires_at);
+    state.store().add_api_key(record.clone()).await?;
+    let now = now_unix();
+    let old_until = now.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
+    if grace == 0 {
+        state.store().delete_api_key(old.key_hash).await?;
+    } else if old.expires_at.is_none_or(|at| at > old_until) {
+        state
+            .store()
+            .set_api_key_expiry(old.key_hash, Some(old_until))
+            .await?;
+    }
+    let view = KeyView::new(&record, &user.name);
+    state
+        .audit(
+            caller.user.id,
+            "key.rotate",
+            &id,
+            &format!("new key {}, old one valid for {grace} s", view.id),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(KeyCreated { key: text, view })))
+}
+
+/// Makes `key` the admin's bootstrap key: the configured `SHORTLINK_ADMIN_KEY` replaces
+/// whatever bootstrap key was there before, so changing the variable retires the old one.
+pub async fn replace_bootstrap_key(
+    store: &dyn shortlink_store::Store,
+    admin: &User,
+    key: &str,
+) -> Result<(), shortlink_store::StoreError> {
+    let record = new_key_record(key, admin, BOOTSTRAP_LABEL, Scopes::full(Role::Admin), None);
+    store.add_api_key(record.clone()).await?;
+    for old in store.list_api_keys(Some(admin.id)).await? {
+        if old.label == BOOTSTRAP_LABEL && old.key_hash != record.key_hash {
+            store.delete_api_key(old.key_hash).await?;
+            store
+                .append_audit(shortlink_core::NewAuditEntry {
+                    actor: admin.id,
+                    action: "key.revoke".into(),
+                    target: old.id(),
+                    detail: "replaced by a new SHORTLINK_ADMIN_KEY".into(),
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
