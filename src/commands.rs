@@ -443,6 +443,37 @@ pub(crate) fn user_set_disabled(config: Config, name: &str, disabled: bool) -> R
     Ok(())
 }
 
+/// `shortlink user password NAME`: the password is the first line of standard input.
+pub(crate) fn user_password(config: Config, name: &str) -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    let store = open_store(&config)?;
+    let runtime = small_runtime()?;
+    let Some(user) = runtime.block_on(store.user_by_name(name))? else {
+        bail!("no user named '{name}'");
+    };
+    let hash = runtime
+        .block_on(shortlink_control::protected::hash_password(
+            &shortlink_control::protected::PasswordGuard::new(
+                shortlink_control::protected::PasswordLimits {
+                    per_client: 1,
+                    per_link: 1,
+                    window: Duration::from_secs(60),
+                    memory_mib: config.control.password_memory_mib(),
+                },
+            ),
+            password,
+        ))
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    runtime.block_on(store.set_user_password(user.id, Some(hash)))?;
+    runtime.block_on(cli_audit(store.as_ref(), "user.password", name, ""))?;
+    println!("set the sign-in password of {name}");
+    Ok(())
+}
+
 /// Records a CLI action in the audit log, as done by the bootstrap admin.
 async fn cli_audit(store: &dyn Store, action: &str, target: &str, detail: &str) -> Result<()> {
     let actor = store

@@ -82,6 +82,12 @@ enum UserAction {
         /// The user's name.
         name: String,
     },
+    /// Set a user's sign-in password for the web page, read from the first line of
+    /// standard input (never from the command line, where others could see it).
+    Password {
+        /// The user's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +205,9 @@ fn main() -> ExitCode {
         Command::User {
             action: UserAction::Enable { name },
         } => commands::user_set_disabled(config, &name, false),
+        Command::User {
+            action: UserAction::Password { name },
+        } => commands::user_password(config, &name),
         Command::Key {
             action:
                 KeyAction::Create {

@@ -756,3 +756,143 @@ async fn behind_a_trusted_tls_terminator_cookies_are_secure() {
         assert!(cookie.contains("HttpOnly"));
     }
 }
+
+/// The `sl_session=…` pair of a sign-in answer's `Set-Cookie`, and the whole header.
+fn session_cookie(r: &reqwest::Response) -> (String, String) {
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let pair = set.split(';').next().unwrap().to_owned();
+    (pair, set)
+}
+
+async fn sign_in(s: &TestServer, name: &str, password: &str) -> reqwest::Response {
+    s.client
+        .post(format!("{}/api/v1/auth/login", s.proxy))
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_with_a_password_and_sessions_are_listed_and_ended() {
+    let s = TestServer::start().await;
+    let _ = s.new_user("fay").await;
+    let (status, _) = send(
+        s.api(Method::PATCH, "/api/v1/users/fay", ADMIN_KEY)
+            .json(&json!({"password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Wrong password and unknown name: the same 401.
+    for (name, password) in [("fay", "wrong"), ("nobody", "correct horse battery")] {
+        let r = sign_in(&s, name, password).await;
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().get("set-cookie").is_none());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "invalid_credentials");
+    }
+
+    // Right: an HttpOnly, SameSite=Strict cookie (not Secure over plain HTTP).
+    let r = sign_in(&s, "fay", "correct horse battery").await;
+    assert_eq!(r.status(), 200);
+    let (cookie, set) = session_cookie(&r);
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "{set}");
+    let me: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&me["name"], &me["via"]),
+        (&json!("fay"), &json!("session"))
+    );
+    let with = |method: Method, path: &str| {
+        s.client
+            .request(method, format!("{}{path}", s.proxy))
+            .header("cookie", &cookie)
+    };
+    let (status, _) = send(with(Method::GET, "/api/v1/links")).await;
+    assert_eq!(status, 200);
+    // Writes need X-Requested-With, and a foreign Origin is refused.
+    let (status, _) =
+        send(with(Method::POST, "/api/v1/links").json(&json!({"url": "https://a.example/"}))).await;
+    assert_eq!(status, 403);
+    let (status, _) = send(
+        with(Method::POST, "/api/v1/links")
+            .header("x-requested-with", "shortlink")
+            .header("origin", "https://evil.example")
+            .json(&json!({"url": "https://a.example/"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = send(
+        with(Method::POST, "/api/v1/links")
+            .header("x-requested-with", "shortlink")
+            .json(&json!({"url": "https://a.example/"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Sessions: listed with the current one marked; another one ended from here.
+    let r = sign_in(&s, "fay", "correct horse battery").await;
+    let (other, _) = session_cookie(&r);
+    let (_, sessions) = send(with(Method::GET, "/api/v1/sessions")).await;
+    let items = sessions["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{sessions}");
+    assert_eq!(items.iter().filter(|i| i["current"] == true).count(), 1);
+    let other_id = items.iter().find(|i| i["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = send(
+        with(Method::DELETE, &format!("/api/v1/sessions/{other_id}"))
+            .header("x-requested-with", "shortlink"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let r = s
+        .client
+        .get(format!("{}/api/v1/links", s.proxy))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an ended session is refused");
+
+    // A disabled user's session is refused; enabled again, it works.
+    for (disabled, want) in [(true, 401), (false, 200)] {
+        let (status, _) = send(
+            s.api(Method::PATCH, "/api/v1/users/fay", ADMIN_KEY)
+                .json(&json!({"disabled": disabled})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = send(with(Method::GET, "/api/v1/links")).await;
+        assert_eq!(status, want);
+    }
+
+    // Signing out ends the session and clears the cookie.
+    let r = with(Method::POST, "/api/v1/auth/logout")
+        .header("x-requested-with", "shortlink")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, _) = send(with(Method::GET, "/api/v1/links")).await;
+    assert_eq!(status, 401);
+
+    // Guessing a person's password is bounded like a link's.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(sign_in(&s, "fay", "guess").await.status().as_u16());
+    }
+    assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 2, "{statuses:?}");
+}

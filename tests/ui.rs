@@ -36,6 +36,22 @@ async fn the_web_page_works_in_a_real_browser() {
         .to_owned();
     assert!(csp.contains("connect-src 'self'"), "{csp}");
 
+    // A person with a sign-in password, for the password journey.
+    let r = server
+        .api(reqwest::Method::POST, "/api/v1/users", ADMIN_KEY)
+        .json(&serde_json::json!({"name": "pat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = server
+        .api(reqwest::Method::PATCH, "/api/v1/users/pat", ADMIN_KEY)
+        .json(&serde_json::json!({"password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("photo.png");
     image::RgbImage::from_fn(640, 480, |x, y| {
@@ -53,6 +69,8 @@ async fn the_web_page_works_in_a_real_browser() {
         .arg(&image)
         .arg(&large)
         .arg(&shots)
+        .arg("pat")
+        .arg("correct horse battery")
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
@@ -71,7 +89,7 @@ async fn the_web_page_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr),
         server.log_text()
     );
-    for name in ["signin", "links", "stats", "upload", "phone"] {
+    for name in ["signin", "links", "stats", "upload", "phone", "signed-in"] {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "screenshot {name}.png was not saved"

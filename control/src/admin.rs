@@ -110,9 +110,11 @@ pub async fn list_users(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUserRequest {
-    /// Disable (their keys stop working at once; their links keep redirecting) or
-    /// enable again.
-    disabled: bool,
+    /// Disable (their keys and sessions stop working at once; their links keep
+    /// redirecting) or enable again.
+    disabled: Option<bool>,
+    /// A new sign-in password (1 to 256 bytes), stored as an argon2id hash.
+    password: Option<String>,
 }
 
 fn user_not_found() -> ApiError {
@@ -133,30 +135,36 @@ pub async fn patch_user(
         .user_by_name(&name)
         .await?
         .ok_or_else(user_not_found)?;
-    if user.id == caller.user.id && request.disabled {
+    if request.disabled == Some(true) && user.id == caller.user.id {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "cannot_disable_self",
             "an admin cannot disable their own account",
         ));
     }
-    if !state
-        .store()
-        .set_user_disabled(user.id, request.disabled)
-        .await?
-    {
-        return Err(user_not_found());
+    if let Some(password) = request.password {
+        let hash = crate::protected::hash_password(state.password_guard(), password).await?;
+        if !state.store().set_user_password(user.id, Some(hash)).await? {
+            return Err(user_not_found());
+        }
+        state
+            .audit(caller.user.id, "user.password", &user.name, "")
+            .await;
     }
-    let action = if request.disabled {
-        "user.disable"
-    } else {
-        "user.enable"
-    };
-    state.audit(caller.user.id, action, &user.name, "").await;
-    Ok(Json(UserView::from(User {
-        disabled: request.disabled,
-        ..user
-    })))
+    let mut user = user;
+    if let Some(disabled) = request.disabled {
+        if !state.store().set_user_disabled(user.id, disabled).await? {
+            return Err(user_not_found());
+        }
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        state.audit(caller.user.id, action, &user.name, "").await;
+        user.disabled = disabled;
+    }
+    Ok(Json(UserView::from(user)))
 }
 
 /// Query of `GET /api/v1/admin/links`.

@@ -1,6 +1,13 @@
-//! Authentication: `Authorization: Bearer <api key>` → the calling user and what the key
-//! may do. Keys are looked up by their SHA-256 on every request, so a revoked or expired
-//! key, or a disabled user's, is refused at once on every control plane.
+//! Authentication: `Authorization: Bearer <api key>` (programs) or the `sl_session` cookie
+//! of a signed-in person → the calling user and what they may do. Keys and sessions are
+//! looked up by their SHA-256 on every request, so a revoked or expired one, or a
+//! disabled user's, is refused at once on every control plane.
+//!
+//! A cookie is sent by the browser on its own, so requests authenticated by it must also
+//! prove they come from this site's page: an `Origin`, when sent, must be this host, and
+//! state-changing methods must carry `X-Requested-With` (a header no other site can add
+//! without a CORS preflight this server never grants). The cookie is `SameSite=Strict`
+//! as well.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -60,6 +67,9 @@ pub struct Caller {
     pub key_hash: [u8; KEY_HASH_LEN],
     /// What the key may do.
     pub scopes: Scopes,
+    /// The session's token hash when the caller signed in with a password (then
+    /// `key_hash` is the same value).
+    pub session: Option<[u8; KEY_HASH_LEN]>,
 }
 
 impl Caller {
@@ -93,11 +103,92 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer_key(&parts.headers)?.ok_or_else(|| {
-            ApiError::unauthorized("send your API key as Authorization: Bearer <key>")
-        })?;
-        authenticate(state, key).await
+        if let Some(key) = bearer_key(&parts.headers)? {
+            return authenticate(state, key).await;
+        }
+        if let Some(token) = session_cookie(&parts.headers) {
+            check_same_origin(&parts.method, &parts.headers)?;
+            return authenticate_session(state, token).await;
+        }
+        Err(ApiError::unauthorized(
+            "send your API key as Authorization: Bearer <key>, or sign in",
+        ))
     }
+}
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "sl_session";
+
+/// The session token in the request's cookies, if any.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find(|token| !token.is_empty())
+}
+
+/// Refuses a cookie-authenticated request that another site could have made: a foreign
+/// `Origin`, or a state-changing method without `X-Requested-With`.
+pub fn check_same_origin(
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    let forged = || {
+        ApiError::forbidden(
+            "this request did not come from this site's page (Origin or X-Requested-With)",
+        )
+    };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority)
+            .unwrap_or_default();
+        if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+            return Err(forged());
+        }
+    }
+    let safe = matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe && !headers.contains_key("x-requested-with") {
+        return Err(forged());
+    }
+    Ok(())
+}
+
+/// The caller a session token belongs to; 401 for an unknown, ended or expired session
+/// or a disabled user. A signed-in person has every scope of their role.
+pub async fn authenticate_session(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let token_hash = hash_api_key(token);
+    let (session, user) = state
+        .store()
+        .session_by_hash(token_hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))?;
+    if session.expires_at <= now_unix() {
+        return Err(ApiError::unauthorized(
+            "the session has expired; sign in again",
+        ));
+    }
+    if user.disabled {
+        return Err(ApiError::unauthorized("this account is disabled"));
+    }
+    Ok(Caller {
+        scopes: Scopes::full(user.role),
+        user,
+        key_hash: token_hash,
+        session: Some(token_hash),
+    })
 }
 
 /// The key in an `Authorization: Bearer <key>` header; `None` without the header. The
@@ -158,6 +249,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiErro
         user,
         key_hash,
         scopes,
+        session: None,
     })
 }
 

@@ -93,6 +93,8 @@ pub struct ControlConfig {
     /// Longest grace an old key keeps working after a rotation, in seconds. Default
     /// 2 592 000 (30 days).
     pub key_rotation_max_grace_seconds: u64,
+    /// How long a signed-in session lasts, in seconds. Default 604 800 (7 days).
+    pub session_ttl_seconds: u64,
 }
 
 impl Default for ControlConfig {
@@ -135,6 +137,7 @@ impl Default for ControlConfig {
             password_attempts_per_link: 60,
             password_check_memory_bytes: 64 * 1024 * 1024,
             key_rotation_max_grace_seconds: 30 * 24 * 3600,
+            session_ttl_seconds: 7 * 24 * 3600,
         }
     }
 }
@@ -220,6 +223,9 @@ impl ControlConfig {
                 "control.password_attempts_per_client and control.password_attempts_per_link must be positive"
                     .into(),
             );
+        }
+        if self.session_ttl_seconds == 0 || self.session_ttl_seconds > 365 * 24 * 3600 {
+            return Err("control.session_ttl_seconds must be between 1 and a year".into());
         }
         if self.click_retention_days == 0 {
             return Err("control.click_retention_days must be at least 1".into());

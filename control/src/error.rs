@@ -60,6 +60,16 @@ impl ApiError {
         }
     }
 
+    /// 429 `rate_limited` with `Retry-After` and a message of its own.
+    pub fn too_many(retry_after_seconds: u64, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: message.into(),
+            retry_after_seconds: Some(retry_after_seconds),
+        }
+    }
+
     /// 429 `busy` with `Retry-After: 1`: a bounded resource (argon2 slots) stayed full.
     pub fn busy(message: impl Into<String>) -> ApiError {
         ApiError {

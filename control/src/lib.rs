@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod protected;
 pub mod qr;
+pub mod sessions;
 pub mod state;
 pub mod thumbnails;
 mod ui;
@@ -141,6 +142,11 @@ pub fn app(state: AppState) -> Router {
             post(admin::enable_link),
         )
         .route("/api/v1/audit", get(admin::list_audit))
+        .route("/api/v1/auth/login", post(sessions::login))
+        .route("/api/v1/auth/logout", post(sessions::logout))
+        .route("/api/v1/auth/me", get(sessions::me))
+        .route("/api/v1/sessions", get(sessions::list_sessions))
+        .route("/api/v1/sessions/{id}", delete(sessions::end_session))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

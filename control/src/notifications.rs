@@ -17,7 +17,9 @@ use serde::Deserialize;
 use shortlink_core::EventId;
 use tracing::warn;
 
-use crate::auth::{Caller, authenticate, bearer_key};
+use crate::auth::{
+    Caller, authenticate, authenticate_session, bearer_key, check_same_origin, session_cookie,
+};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::hub::{Delivery, EventStream, SubscribeError};
@@ -107,7 +109,7 @@ fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<Event
         .transpose()
 }
 
-/// The caller, from the Authorization header or `?access_token=`.
+/// The caller, from the Authorization header, `?access_token=`, or the session cookie.
 async fn stream_caller(
     state: &AppState,
     headers: &HeaderMap,
@@ -115,11 +117,18 @@ async fn stream_caller(
 ) -> Result<Caller, ApiError> {
     let key = match bearer_key(headers)? {
         Some(key) => key,
-        None => access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
-            ApiError::unauthorized(
-                "send your API key as Authorization: Bearer <key> or ?access_token=<key>",
-            )
-        })?,
+        None => match access_token.filter(|t| !t.is_empty()) {
+            Some(token) => token,
+            None => {
+                if let Some(token) = session_cookie(headers) {
+                    check_same_origin(&axum::http::Method::GET, headers)?;
+                    return authenticate_session(state, token).await;
+                }
+                return Err(ApiError::unauthorized(
+                    "send your API key as Authorization: Bearer <key> or ?access_token=<key>, or sign in",
+                ));
+            }
+        },
     };
     authenticate(state, key).await
 }

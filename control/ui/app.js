@@ -1,10 +1,20 @@
 // The shortlink web page: plain modern JavaScript, no build step, no third-party code.
-// The API key lives in sessionStorage and is sent only in the Authorization header of
-// requests to this page's own origin (the server's CSP allows no other destination).
+// People sign in with a user name and password: the server sets an HttpOnly session
+// cookie this script never sees, and every request says X-Requested-With so the server
+// knows it came from this page. Alternatively an API key lives in sessionStorage and is
+// sent only in the Authorization header of requests to this page's own origin (the
+// server's CSP allows no other destination).
 
 const $ = (selector) => document.querySelector(selector);
 const KEY_SLOT = 'shortlink.api_key';
+const SESSION_SLOT = 'shortlink.signed_in';
 let apiKey = sessionStorage.getItem(KEY_SLOT);
+let signedIn = sessionStorage.getItem(SESSION_SLOT) === '1';
+
+// What authenticates a request: the key, or the session cookie (sent by the browser).
+function authHeaders() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : { 'X-Requested-With': 'shortlink' };
+}
 let nextCursor = null;
 let openStats = null;
 let lastEventId = null;
@@ -13,6 +23,7 @@ const clicksCells = new Map();
 // Errors in words a person understands; the API's own message is the fallback.
 const MESSAGES = {
   unauthorized: 'That API key was not accepted. Check it and sign in again.',
+  invalid_credentials: 'That user name and password do not match.',
   forbidden: 'Your key is not allowed to do that.',
   url_empty: 'Enter the address to shorten.',
   url_invalid: 'That does not look like a web address. It should start with https://',
@@ -49,7 +60,7 @@ class ApiError extends Error {
 }
 
 async function api(path, options = {}) {
-  const headers = { Authorization: `Bearer ${apiKey}`, ...(options.headers || {}) };
+  const headers = { ...authHeaders(), ...(options.headers || {}) };
   let body = options.body;
   if (body !== undefined && typeof body !== 'string' && !(body instanceof FormData)) {
     body = JSON.stringify(body);
@@ -65,7 +76,9 @@ async function api(path, options = {}) {
   const json = text ? safeJson(text) : null;
   if (!response.ok) {
     const error = json && json.error ? json.error : {};
-    if (response.status === 401 && path !== '/api/v1/links?limit=1') signOut(MESSAGES.unauthorized);
+    if (response.status === 401 && path !== '/api/v1/links?limit=1' && path !== '/api/v1/auth/login') {
+      signOut(signedIn ? 'Your session has ended. Sign in again.' : MESSAGES.unauthorized);
+    }
     throw new ApiError(response.status, error.code, error.message);
   }
   return json;
@@ -102,9 +115,35 @@ async function signIn(event) {
   start();
 }
 
-function signOut(message) {
-  sessionStorage.removeItem(KEY_SLOT);
+async function logIn(event) {
+  event.preventDefault();
+  const error = $('#login-error');
+  error.textContent = '';
   apiKey = null;
+  try {
+    await api('/api/v1/auth/login', {
+      method: 'POST',
+      body: { name: $('#login-name').value.trim(), password: $('#login-password').value },
+    });
+  } catch (e) {
+    error.textContent = e.message;
+    $('#login-password').focus();
+    return;
+  }
+  signedIn = true;
+  sessionStorage.setItem(SESSION_SLOT, '1');
+  $('#login-password').value = '';
+  start();
+}
+
+function signOut(message) {
+  if (signedIn) {
+    fetch('/api/v1/auth/logout', { method: 'POST', headers: authHeaders() }).catch(() => {});
+  }
+  sessionStorage.removeItem(KEY_SLOT);
+  sessionStorage.removeItem(SESSION_SLOT);
+  apiKey = null;
+  signedIn = false;
   $('#app-view').hidden = true;
   $('#signout').hidden = true;
   $('#live').hidden = true;
@@ -206,7 +245,7 @@ async function createLink(event) {
 // The link's QR code (PNG, fetched with the key in a header) and a download link for it.
 async function qrCode(code) {
   const response = await fetch(`/api/v1/links/${encodeURIComponent(code)}/qr?format=png&size=160`,
-    { headers: { Authorization: `Bearer ${apiKey}` } });
+    { headers: authHeaders() });
   if (!response.ok) return null;
   const url = URL.createObjectURL(await response.blob());
   return el('div', { className: 'qr' },
@@ -298,7 +337,7 @@ function setLive(on, how) {
 }
 
 async function followSse() {
-  const headers = { Authorization: `Bearer ${apiKey}`, Accept: 'text/event-stream' };
+  const headers = { ...authHeaders(), Accept: 'text/event-stream' };
   if (lastEventId) headers['Last-Event-ID'] = String(lastEventId);
   const response = await fetch('/api/v1/events', { headers });
   if (response.status === 401) { signOut(MESSAGES.unauthorized); return; }
@@ -392,7 +431,7 @@ async function uploadFile(file) {
   if (!result) {
     const form = new FormData();
     form.append('file', file);
-    result = await send('POST', '/api/v1/uploads', { Authorization: `Bearer ${apiKey}` }, form, progress);
+    result = await send('POST', '/api/v1/uploads', authHeaders(), form, progress);
   }
   const { status: code, body } = result;
   if (code !== 201) {
@@ -432,6 +471,7 @@ async function waitForThumbnail(id) {
 // ---- wiring ----
 
 $('#signin-form').addEventListener('submit', signIn);
+$('#login-form').addEventListener('submit', logIn);
 $('#signout').addEventListener('click', () => signOut());
 $('#create-form').addEventListener('submit', createLink);
 $('#filter-form').addEventListener('submit', (e) => { e.preventDefault(); loadLinks(true); });
@@ -448,4 +488,4 @@ drop.addEventListener('drop', (e) => {
 });
 $('#file').addEventListener('change', (e) => { for (const file of e.target.files) uploadFile(file); e.target.value = ''; });
 
-if (apiKey) start();
+if (apiKey || signedIn) start();

@@ -215,6 +215,28 @@ impl ApiKey {
     }
 }
 
+/// A person's signed-in session (its token is a cookie; only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// SHA-256 of the session token.
+    pub token_hash: [u8; KEY_HASH_LEN],
+    /// Who signed in.
+    pub user_id: UserId,
+    /// When, Unix seconds.
+    pub created_at: i64,
+    /// From this Unix second on the session is refused.
+    pub expires_at: i64,
+    /// The browser's `User-Agent` when it signed in (cut short), to tell sessions apart.
+    pub user_agent: String,
+}
+
+impl Session {
+    /// The session's public id, like a key's ([`api_key_id`]).
+    pub fn id(&self) -> String {
+        api_key_id(&self.token_hash)
+    }
+}
+
 /// An admin action to record in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditEntry {

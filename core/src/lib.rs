@@ -15,8 +15,8 @@ pub mod time_util;
 pub mod upload;
 
 pub use account::{
-    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, User, UserId, api_key_id,
-    api_key_id_bytes, hash_api_key,
+    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, Session, User, UserId,
+    api_key_id, api_key_id_bytes, hash_api_key,
 };
 pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use scylla::DeserializeRow;
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{
-    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scopes, User, UserId, api_key_id,
+    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scopes, Session, User, UserId,
+    api_key_id,
 };
 use shortlink_store::{AccountStore, AuditStore, StoreError};
 
@@ -32,6 +33,28 @@ struct KeyRow {
     created_at: Option<i64>,
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
+}
+
+/// A `sessions` row.
+#[derive(DeserializeRow)]
+struct SessionRow {
+    token_hash: Vec<u8>,
+    user_id: i64,
+    created_at: i64,
+    expires_at: i64,
+    user_agent: Option<String>,
+}
+
+impl SessionRow {
+    fn into_session(self) -> Option<Session> {
+        Some(Session {
+            token_hash: self.token_hash.try_into().ok()?,
+            user_id: self.user_id,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            user_agent: self.user_agent.unwrap_or_default(),
+        })
+    }
 }
 
 const KEY_SELECT: &str = "SELECT key_hash, user_id, label, prefix, scopes, created_at, expires_at, \
@@ -272,6 +295,92 @@ impl AccountStore for CqlStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.lwt(
+            "UPDATE {ks}.users SET password_hash = ? WHERE id = ? IF EXISTS",
+            (password_hash, id),
+        )
+        .await
+    }
+
+    async fn credentials(&self, name: &str) -> Result<Option<(User, Option<String>)>, StoreError> {
+        let Some(user) = self.user_by_name(name).await? else {
+            return Ok(None);
+        };
+        let row: Option<(Option<String>,)> = self
+            .row(
+                "SELECT password_hash FROM {ks}.users WHERE id = ?",
+                (user.id,),
+            )
+            .await?;
+        Ok(Some((user, row.and_then(|(hash,)| hash))))
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        // The row lives as long as the session: Cassandra drops it when it expires.
+        let ttl = i32::try_from((session.expires_at - now_unix()).max(1)).unwrap_or(i32::MAX);
+        self.exec(
+            "INSERT INTO {ks}.sessions (token_hash, user_id, created_at, expires_at, user_agent) \
+             VALUES (?, ?, ?, ?, ?) USING TTL ?",
+            Kind::Write,
+            (
+                session.token_hash.to_vec(),
+                session.user_id,
+                session.created_at,
+                session.expires_at,
+                &session.user_agent,
+                ttl,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(
+        &self,
+        token_hash: [u8; KEY_HASH_LEN],
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        const CQL: &str = "SELECT token_hash, user_id, created_at, expires_at, user_agent \
+             FROM {ks}.sessions WHERE token_hash = ?";
+        let Some(row) = self.row::<SessionRow>(CQL, (token_hash.to_vec(),)).await? else {
+            return Ok(None);
+        };
+        let Some(session) = row.into_session() else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_user(session.user_id)
+            .await?
+            .map(|user| (session, user)))
+    }
+
+    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        let now = now_unix();
+        let mut sessions: Vec<Session> = self
+            .scan::<SessionRow>(
+                "SELECT token_hash, user_id, created_at, expires_at, user_agent FROM {ks}.sessions",
+            )
+            .await?
+            .into_iter()
+            .filter_map(SessionRow::into_session)
+            .filter(|s| s.user_id == user && s.expires_at > now)
+            .collect();
+        sessions.sort_by_key(|s| (s.created_at, s.token_hash));
+        Ok(sessions)
+    }
+
+    async fn delete_session(&self, token_hash: [u8; KEY_HASH_LEN]) -> Result<bool, StoreError> {
+        self.lwt(
+            "DELETE FROM {ks}.sessions WHERE token_hash = ? IF EXISTS",
+            (token_hash.to_vec(),),
+        )
+        .await
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shortlink_core::{
     ApiKey, AuditEntry, Domain, EnrichedClick, EventKind, EventRetention, Interval, KeyCount,
     LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, RedirectStatus, Role, Scope, Scopes,
-    SeriesPoint, ShortCode, Targeting, UserId, hash_api_key,
+    SeriesPoint, Session, ShortCode, Targeting, UserId, hash_api_key,
 };
 
 use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
@@ -185,6 +185,51 @@ async fn accounts(store: &dyn Store, run: &str) {
     assert!(store.set_user_disabled(user.id, false).await.unwrap());
     assert!(!store.get_user(user.id).await.unwrap().unwrap().disabled);
     assert!(!store.set_user_disabled(UserId::MAX, true).await.unwrap());
+
+    // Sign-in passwords and sessions.
+    assert_eq!(
+        store.credentials(&user.name).await.unwrap(),
+        Some((user.clone(), None))
+    );
+    assert!(
+        store
+            .set_user_password(user.id, Some("$argon2id$stand-in".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.credentials(&user.name).await.unwrap(),
+        Some((user.clone(), Some("$argon2id$stand-in".into())))
+    );
+    assert!(!store.set_user_password(UserId::MAX, None).await.unwrap());
+    assert_eq!(
+        store.credentials(&format!("{run}-nobody")).await.unwrap(),
+        None
+    );
+    let now = shortlink_core::time_util::now_unix();
+    let session = |token: &str, expires_at| Session {
+        token_hash: hash_api_key(&format!("{run}-{token}")),
+        user_id: user.id,
+        created_at: now,
+        expires_at,
+        user_agent: "Firefox".into(),
+    };
+    let live = session("live", now + 3600);
+    let old = session("old", now - 1);
+    store.create_session(old.clone()).await.unwrap();
+    store.create_session(live.clone()).await.unwrap();
+    assert_eq!(
+        store.session_by_hash(live.token_hash).await.unwrap(),
+        Some((live.clone(), user.clone()))
+    );
+    assert_eq!(
+        store.list_sessions(user.id).await.unwrap(),
+        vec![live.clone()],
+        "expired sessions are not listed"
+    );
+    assert!(store.delete_session(live.token_hash).await.unwrap());
+    assert!(!store.delete_session(live.token_hash).await.unwrap());
+    assert_eq!(store.session_by_hash(live.token_hash).await.unwrap(), None);
 
     // The audit log: newest first, paged by id.
     let first = store

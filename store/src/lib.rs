@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use shortlink_core::{
     ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval,
     KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, Role,
-    Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
+    Session, Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -235,6 +235,32 @@ pub trait AccountStore: Send + Sync {
 
     /// Records that a key authenticated a request at `at` (Unix seconds).
     async fn touch_api_key(&self, key_hash: [u8; KEY_HASH_LEN], at: i64) -> Result<(), StoreError>;
+
+    /// Sets (or with `None` removes) a user's sign-in password hash (a PHC string);
+    /// false if there is no such user.
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<bool, StoreError>;
+
+    /// The user with this name and their password hash, if they have one.
+    async fn credentials(&self, name: &str) -> Result<Option<(User, Option<String>)>, StoreError>;
+
+    /// Records a signed-in session; expired sessions of the same user may be dropped.
+    async fn create_session(&self, session: Session) -> Result<(), StoreError>;
+
+    /// The session with this token hash and its user, whatever their state.
+    async fn session_by_hash(
+        &self,
+        token_hash: [u8; KEY_HASH_LEN],
+    ) -> Result<Option<(Session, User)>, StoreError>;
+
+    /// The user's sessions that have not expired, oldest first.
+    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+
+    /// Ends a session; false if there was no such session.
+    async fn delete_session(&self, token_hash: [u8; KEY_HASH_LEN]) -> Result<bool, StoreError>;
 }
 
 /// The audit log of admin actions: append-only, read newest first.

@@ -1,10 +1,10 @@
 // Browser test of the web page, run by tests/ui.rs against the real binary:
-//   node tests/browser/ui.mjs BASE_URL ADMIN_KEY IMAGE_PATH SCREENSHOT_DIR
+//   node tests/browser/ui.mjs BASE_URL ADMIN_KEY IMAGE_PATH LARGE_PATH SCREENSHOT_DIR USER PASSWORD
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
-const [base, adminKey, image, large, shots] = process.argv.slice(2);
+const [base, adminKey, image, large, shots, userName, userPassword] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -31,12 +31,12 @@ try {
 
   step = 'a wrong API key is refused in words';
   await page.getByLabel('API key').fill('sl_this_key_does_not_exist_000000');
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Use key' }).click();
   await page.getByText('That API key was not accepted').waitFor({ timeout: 5000 });
 
   step = 'signing in with the admin key shows the app';
   await page.getByLabel('API key').fill(adminKey);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Use key' }).click();
   await page.getByRole('heading', { name: 'Shorten a link' }).waitFor({ timeout: 5000 });
   const stored = await page.evaluate(() => sessionStorage.getItem('shortlink.api_key'));
   if (stored !== adminKey) throw new Error('the key is not in session storage');
@@ -106,7 +106,7 @@ try {
   await second.route('**/api/v1/events', (route) => route.abort());
   await second.goto(`${base}/ui`);
   await second.getByLabel('API key').fill(adminKey);
-  await second.getByRole('button', { name: 'Sign in' }).click();
+  await second.getByRole('button', { name: 'Use key' }).click();
   await second.getByText(/live \(polling\)/).waitFor({ timeout: 10000 });
   const polled = second.locator('tr[data-code="fromui"] td.num');
   const count = Number(await polled.textContent());
@@ -138,6 +138,48 @@ try {
   if (answer.status() !== 303 || target !== 'https://example.com/behind-a-password') {
     throw new Error(`the right password answered ${answer.status()} to ${target}`);
   }
+  step = 'a person signs in with a user name and password and gets an HttpOnly cookie';
+  const person = await browser.newPage();
+  await person.goto(`${base}/ui`);
+  await person.getByLabel('User name').fill(userName);
+  await person.locator('#login-password').fill('not the password');
+  await person.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await person.getByText('That user name and password do not match.').waitFor({ timeout: 5000 });
+  await person.locator('#login-password').fill(userPassword);
+  await person.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await person.getByRole('heading', { name: 'Shorten a link' }).waitFor({ timeout: 5000 });
+  const session = (await person.context().cookies()).find((c) => c.name === 'sl_session');
+  if (!session || !session.httpOnly || session.sameSite !== 'Strict') {
+    throw new Error(`the session cookie is not HttpOnly and SameSite=Strict: ${JSON.stringify(session)}`);
+  }
+  if (await person.evaluate(() => document.cookie.includes('sl_session'))) {
+    throw new Error('the page script can read the session cookie');
+  }
+  if (await person.evaluate(() => sessionStorage.getItem('shortlink.api_key'))) {
+    throw new Error('a key was stored for a password sign-in');
+  }
+
+  step = 'signed in, a person shortens a link (the cookie and X-Requested-With carry it)';
+  await person.getByLabel('Long URL').fill('https://example.com/by-a-person');
+  await person.getByRole('button', { name: 'Shorten' }).click();
+  await person.locator('#created a').first().waitFor({ timeout: 5000 });
+  await person.screenshot({ path: `${shots}/signed-in.png`, fullPage: true });
+  const forged = await person.evaluate(async () => (await fetch('/api/v1/links', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ url: 'https://example.com/forged' }),
+  })).status);
+  if (forged !== 403) throw new Error(`a write without X-Requested-With answered ${forged}`);
+
+  step = 'signing out ends the session on the server';
+  await Promise.all([
+    person.waitForResponse((r) => r.url().endsWith('/api/v1/auth/logout'), { timeout: 5000 }),
+    person.getByRole('button', { name: 'Sign out' }).click(),
+  ]);
+  await person.getByLabel('User name').waitFor({ timeout: 5000 });
+  const after = await person.evaluate(async () => (await fetch('/api/v1/links', {
+    headers: { 'X-Requested-With': 'shortlink' },
+  })).status);
+  if (after !== 401) throw new Error(`after signing out the API answered ${after}`);
   console.log('browser test passed; screenshots in', shots);
 } catch (error) {
   console.error(`FAILED at "${step}": ${error.message}`);

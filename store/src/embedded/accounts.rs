@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{
-    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scopes, User, UserId, api_key_id_bytes,
+    ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scopes, Session, User, UserId,
+    api_key_id_bytes,
 };
 
 use super::EmbeddedStore;
@@ -25,12 +26,26 @@ fn row_to_user(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
     })
 }
 
-fn row_to_key(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
-    let hash: Vec<u8> = row.get(0)?;
-    let mut key_hash = [0u8; KEY_HASH_LEN];
-    if hash.len() == KEY_HASH_LEN {
-        key_hash.copy_from_slice(&hash);
+fn hash_of(bytes: Vec<u8>) -> [u8; KEY_HASH_LEN] {
+    let mut hash = [0u8; KEY_HASH_LEN];
+    if bytes.len() == KEY_HASH_LEN {
+        hash.copy_from_slice(&bytes);
     }
+    hash
+}
+
+fn row_to_session(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        token_hash: hash_of(row.get(0)?),
+        user_id: row.get(1)?,
+        created_at: row.get(2)?,
+        expires_at: row.get(3)?,
+        user_agent: row.get(4)?,
+    })
+}
+
+fn row_to_key(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let key_hash = hash_of(row.get(0)?);
     let role: String = row.get(8)?;
     let bits: i64 = row.get(4)?;
     Ok(ApiKey {
@@ -226,6 +241,106 @@ impl AccountStore for EmbeddedStore {
                 Ok(conn.execute(
                     "UPDATE api_keys SET expires_at = ?2 WHERE key_hash = ?1",
                     params![key_hash.as_slice(), expires_at],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.writer
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![id, password_hash],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn credentials(&self, name: &str) -> Result<Option<(User, Option<String>)>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.name = ?1"
+                    ),
+                    [name],
+                    |r| Ok((row_to_user(r, 0)?, r.get(5)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND expires_at <= ?2",
+                    params![session.user_id, now_unix()],
+                )?;
+                conn.execute(
+                    "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, user_agent)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        session.token_hash.as_slice(),
+                        session.user_id,
+                        session.created_at,
+                        session.expires_at,
+                        session.user_agent
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn session_by_hash(
+        &self,
+        token_hash: [u8; KEY_HASH_LEN],
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT s.token_hash, s.user_id, s.created_at, s.expires_at, s.user_agent,
+                                {USER_COLUMNS}
+                         FROM sessions s JOIN users u ON u.id = s.user_id
+                         WHERE s.token_hash = ?1"
+                    ),
+                    [token_hash.as_slice()],
+                    |r| Ok((row_to_session(r)?, row_to_user(r, 5)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT token_hash, user_id, created_at, expires_at, user_agent FROM sessions
+                 WHERE user_id = ?1 AND expires_at > ?2 ORDER BY created_at, token_hash",
+            )?;
+            let sessions = stmt
+                .query_map(params![user, now_unix()], row_to_session)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(sessions)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: [u8; KEY_HASH_LEN]) -> Result<bool, StoreError> {
+        self.writer
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM sessions WHERE token_hash = ?1",
+                    [token_hash.as_slice()],
                 )? > 0)
             })
             .await

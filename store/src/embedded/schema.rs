@@ -145,6 +145,17 @@ CREATE TABLE IF NOT EXISTS domains (
     created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+-- Version 6: signed-in sessions of people (only the token's hash is stored).
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    user_agent TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
+
 -- Version 6: the audit log of admin actions, newest read first.
 CREATE TABLE IF NOT EXISTS audit_log (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -165,6 +176,7 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 6: disabled users; key prefixes, scopes (a bit set, 0 = every scope of the
     // user's role), expiry and last use; links disabled by an admin, with the reason.
     ("users", "disabled", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "password_hash", "TEXT"),
     ("api_keys", "prefix", "TEXT NOT NULL DEFAULT ''"),
     ("api_keys", "scopes", "INTEGER NOT NULL DEFAULT 0"),
     ("api_keys", "expires_at", "INTEGER"),
