@@ -896,3 +896,64 @@ async fn people_sign_in_with_a_password_and_sessions_are_listed_and_ended() {
     assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 2, "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_event_streams_end_when_their_key_is_revoked() {
+    let s = TestServer::start().await;
+    let gus = s.new_user("gus").await;
+    let (_, sse_key) = make_key(&s, &gus, json!({"label": "sse", "scopes": ["read"]})).await;
+    let (_, ws_key) = make_key(&s, &gus, json!({"label": "ws", "scopes": ["read"]})).await;
+
+    let sse = s
+        .api(
+            Method::GET,
+            "/api/v1/events",
+            sse_key["key"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let url = format!("{}/api/v1/ws", s.proxy.replace("http://", "ws://"));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", ws_key["key"].as_str().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    for key in [&sse_key, &ws_key] {
+        let id = key["id"].as_str().unwrap();
+        let (status, _) = send(s.api(Method::DELETE, &format!("/api/v1/keys/{id}"), &gus)).await;
+        assert_eq!(status, 204);
+    }
+    // Both end within the recheck interval (5 s), with time to spare for a busy machine.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut body = sse.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived its key");
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the WebSocket outlived its key");
+    let frame = closed.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4401, "{frame:?}");
+}

@@ -116,6 +116,34 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whether the key or session `caller` authenticated with is still good: not revoked,
+/// ended or expired, and its user not disabled. Long-lived requests (event streams) ask
+/// again every [`RECHECK_EVERY`] and end when it is not.
+pub async fn still_valid(state: &AppState, caller: &Caller) -> bool {
+    let now = now_unix();
+    let found = match caller.session {
+        Some(token_hash) => state
+            .store()
+            .session_by_hash(token_hash)
+            .await
+            .map(|found| found.map(|(s, u)| (s.expires_at > now, u.disabled))),
+        None => state
+            .store()
+            .key_by_hash(caller.key_hash)
+            .await
+            .map(|found| found.map(|(k, u)| (!k.is_expired(now), u.disabled))),
+    };
+    match found {
+        Ok(Some((unexpired, disabled))) => unexpired && !disabled,
+        Ok(None) => false,
+        // A store that cannot answer right now does not end a stream.
+        Err(_) => true,
+    }
+}
+
+/// How often an open event stream checks that its key or session is still good.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sl_session";
 

@@ -18,7 +18,8 @@ use shortlink_core::EventId;
 use tracing::warn;
 
 use crate::auth::{
-    Caller, authenticate, authenticate_session, bearer_key, check_same_origin, session_cookie,
+    Caller, RECHECK_EVERY, authenticate, authenticate_session, bearer_key, check_same_origin,
+    session_cookie, still_valid,
 };
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -151,12 +152,27 @@ pub async fn sse(
     let stream = EventStream::open(state.store().clone(), subscription, after);
     let config = state.config();
     let retry = SseEvent::default().retry(Duration::from_millis(config.events_retry_ms));
-    let events = futures_util::stream::unfold(stream, |mut stream| async move {
-        let event = match stream.next().await {
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watched = (stream, recheck, state.clone(), caller);
+    let events = futures_util::stream::unfold(watched, |mut watched| async move {
+        let (stream, recheck, state, caller) = &mut watched;
+        let delivery = loop {
+            tokio::select! {
+                delivery = stream.next() => break delivery,
+                _ = recheck.tick() => {
+                    // A revoked key, an ended session or a disabled user ends the stream.
+                    if !still_valid(state, caller).await {
+                        return None;
+                    }
+                }
+            }
+        };
+        let event = match delivery {
             Ok(Some(Delivery::Event(event))) => SseEvent::default()
                 .id(event.id.to_string())
                 .data(&event.json),
-            Ok(Some(Delivery::Resync)) => SseEvent::default().data(resync_message(&stream)),
+            Ok(Some(Delivery::Resync)) => SseEvent::default().data(resync_message(stream)),
             Ok(None) => return None,
             Err(e) => {
                 // The client reconnects with its last id and catches up from the log.
@@ -164,7 +180,7 @@ pub async fn sse(
                 return None;
             }
         };
-        Some((Ok::<_, std::convert::Infallible>(event), stream))
+        Some((Ok::<_, std::convert::Infallible>(event), watched))
     });
     let body = futures_util::stream::once(async move { Ok(retry) }).chain(events);
     let keep_alive = KeepAlive::new()
@@ -276,7 +292,7 @@ pub async fn websocket(
     let token = query.access_token.clone().or(offered_key);
     // Refusals are sent as close frames after the handshake: a browser shows a script
     // nothing of a refused handshake, but it does show a close code and reason.
-    let opened: Result<EventStream, (u16, String)> = async {
+    let opened: Result<(EventStream, Caller), (u16, String)> = async {
         let caller = stream_caller(&state, &headers, token.as_deref())
             .await
             .map_err(|e| (CLOSE_UNAUTHORIZED, e.message().to_owned()))?;
@@ -286,10 +302,9 @@ pub async fn websocket(
             SubscribeError::ShuttingDown => (1001, e.to_string()),
             _ => (CLOSE_TOO_MANY, e.to_string()),
         })?;
-        Ok(EventStream::open(
-            state.store().clone(),
-            subscription,
-            after,
+        Ok((
+            EventStream::open(state.store().clone(), subscription, after),
+            caller,
         ))
     }
     .await;
@@ -309,7 +324,9 @@ pub async fn websocket(
         .max_frame_size(state.config().ws_max_message_bytes)
         .on_upgrade(move |socket| async move {
             match opened {
-                Ok(stream) => run_socket(socket, stream, heartbeat).await,
+                Ok((stream, caller)) => {
+                    run_socket(socket, stream, heartbeat, (&state, &caller)).await
+                }
                 Err((code, reason)) => close(socket, code, &reason).await,
             }
         })
@@ -363,12 +380,25 @@ fn is_too_big(error: &axum::Error) -> bool {
     false
 }
 
-async fn run_socket(mut socket: WebSocket, mut stream: EventStream, heartbeat: Duration) {
+async fn run_socket(
+    mut socket: WebSocket,
+    mut stream: EventStream,
+    heartbeat: Duration,
+    (state, caller): (&AppState, &Caller),
+) {
     let mut ping = tokio::time::interval(heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.tick().await;
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if !still_valid(state, caller).await {
+                    return close(socket, CLOSE_UNAUTHORIZED, "the key was revoked or expired, or the session ended").await;
+                }
+            }
             delivery = stream.next() => {
                 let message = match delivery {
                     Ok(Some(Delivery::Event(event))) => Message::Text(event.json.as_str().into()),
