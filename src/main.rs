@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: under load glibc spent about 5 % of the proxy's
 /// CPU in `free` and chunk consolidation, much of it for click events allocated on the
-/// request threads and freed on the shipper's (see BENCHMARKS.md).
+/// request threads and freed on the shipper's (see benches/HISTORY.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -117,6 +117,15 @@ pub struct PatchUserRequest {
     password: Option<String>,
 }
 
+/// The name of user `id` among `users` (empty if it is not there).
+pub(crate) fn name_of(users: &[User], id: UserId) -> String {
+    users
+        .iter()
+        .find(|u| u.id == id)
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
 fn user_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
 }
@@ -241,13 +250,7 @@ pub async fn search_links(
         .store()
         .search_links(owner, domain.as_deref(), &query)
         .await?;
-    let name_of = |id: UserId| {
-        users
-            .iter()
-            .find(|u| u.id == id)
-            .map(|u| u.name.clone())
-            .unwrap_or_default()
-    };
+    let name_of = |id: UserId| crate::admin::name_of(&users, id);
     Ok(Json(SearchResponse {
         items: page
             .items
@@ -375,14 +378,7 @@ pub async fn delete_link(
             &link.url,
         )
         .await;
-    let data = serde_json::json!({
-        "code": code,
-        "domain": domain,
-        "short_url": state.short_url(&domain, &code),
-    });
-    state
-        .notify(link.owner, shortlink_core::EventKind::LinkDeleted, &data)
-        .await;
+    crate::links::notify_deleted(&state, link.owner, &domain, &code).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,11 +437,7 @@ pub async fn list_audit(
                 id: e.id,
                 at: to_rfc3339(e.at),
                 actor_id: e.entry.actor,
-                actor: users
-                    .iter()
-                    .find(|u| u.id == e.entry.actor)
-                    .map(|u| u.name.clone())
-                    .unwrap_or_default(),
+                actor: name_of(&users, e.entry.actor),
                 action: e.entry.action,
                 target: e.entry.target,
                 detail: e.entry.detail,

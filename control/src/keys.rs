@@ -236,13 +236,7 @@ pub async fn list_keys(
     ApiQuery(query): ApiQuery<ListKeysQuery>,
 ) -> Result<Json<KeyList>, ApiError> {
     let users = state.store().list_users().await?;
-    let name_of = |id: UserId| {
-        users
-            .iter()
-            .find(|u| u.id == id)
-            .map(|u| u.name.clone())
-            .unwrap_or_default()
-    };
+    let name_of = |id: UserId| crate::admin::name_of(&users, id);
     let filter = if caller.is_admin() {
         match query.user.as_deref() {
             Some(name) => Some(

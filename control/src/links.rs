@@ -482,6 +482,16 @@ pub async fn patch_link(
     Ok(Json(view))
 }
 
+/// Tells `owner` their link at (`domain`, `code`) was deleted (`link.deleted`).
+pub(crate) async fn notify_deleted(state: &AppState, owner: UserId, domain: &str, code: &str) {
+    let data = serde_json::json!({
+        "code": code,
+        "domain": domain,
+        "short_url": state.short_url(domain, code),
+    });
+    state.notify(owner, EventKind::LinkDeleted, &data).await;
+}
+
 /// `DELETE /api/v1/links/{code}`: 204.
 pub async fn delete_link(
     State(state): State<AppState>,
@@ -497,14 +507,7 @@ pub async fn delete_link(
         .delete_link(caller.user.id, &domain, &code)
         .await?
     {
-        let data = serde_json::json!({
-            "code": code,
-            "domain": domain,
-            "short_url": state.short_url(&domain, &code),
-        });
-        state
-            .notify(caller.user.id, EventKind::LinkDeleted, &data)
-            .await;
+        notify_deleted(&state, caller.user.id, &domain, &code).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::link_not_found())

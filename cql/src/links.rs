@@ -323,17 +323,7 @@ impl LinkStore for CqlStore {
                 None => break,
             }
         }
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_before_id = if more {
-            found.last().map(|l| l.id)
-        } else {
-            None
-        };
-        Ok(LinkPage {
-            items: found,
-            next_before_id,
-        })
+        Ok(LinkPage::from_overfetch(found, limit))
     }
 
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError> {

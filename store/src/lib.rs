@@ -71,6 +71,24 @@ pub struct LinkPage {
     pub next_before_id: Option<LinkId>,
 }
 
+impl LinkPage {
+    /// The page of `limit` links out of `items`, newest first, fetched one beyond the
+    /// limit: that one's presence says there is a next page.
+    pub fn from_overfetch(mut items: Vec<Link>, limit: usize) -> LinkPage {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_before_id = if more {
+            items.last().map(|l| l.id)
+        } else {
+            None
+        };
+        LinkPage {
+            items,
+            next_before_id,
+        }
+    }
+}
+
 /// One entry of the route change feed: the current state of a (domain, code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteChange {

@@ -220,20 +220,10 @@ impl LinkStore for EmbeddedStore {
             args.push(((limit + 1) as i64).into());
             sql.push_str(&format!(" ORDER BY l.id DESC LIMIT ?{}", args.len()));
             let mut stmt = conn.prepare(&sql)?;
-            let mut items = stmt
+            let items = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| row_to_link(r, 0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
-            let next_before_id = if more {
-                items.last().map(|l| l.id)
-            } else {
-                None
-            };
-            Ok(LinkPage {
-                items,
-                next_before_id,
-            })
+            Ok(LinkPage::from_overfetch(items, limit))
         })
         .await
     }
