@@ -19,7 +19,7 @@ use shortlink_proxy::{LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Pacing, Store};
 use tracing::error;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 
 /// Libraries whose debug and trace lines print whole request heads and bodies, keys and
 /// cookies included: capped at `info` whatever the filter asks for.
@@ -45,7 +45,7 @@ pub(crate) fn init_logging(filter: &str) {
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
-    if config.store.engine == "cql" {
+    if config.store.engine == Engine::Cql {
         let runtime = cql_runtime()?;
         let store = runtime
             .block_on(CqlStore::open(
@@ -91,7 +91,7 @@ fn cql_runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 /// `shortlink migrate`: brings the configured store's schema up to this binary's.
 pub(crate) fn migrate(config: Config) -> Result<()> {
-    if config.store.engine != "cql" {
+    if config.store.engine != Engine::Cql {
         // The embedded store applies its own migrations whenever it opens.
         open_store(&config)?;
         println!(

@@ -15,13 +15,24 @@ use shortlink_cql::CqlConfig;
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::ProxyConfig;
 
+/// The storage engine, as `store.engine` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Engine {
+    /// SQLite in `data_dir`: one machine, no server.
+    #[default]
+    Embedded,
+    /// A ScyllaDB or Cassandra cluster shared by every proxy and control plane.
+    Cql,
+}
+
 /// Where links, clicks, events and upload records live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StoreConfig {
     /// `embedded` (SQLite in `data_dir`, one machine) or `cql` (a ScyllaDB or Cassandra
     /// cluster shared by every proxy and control plane). Default `embedded`.
-    pub(crate) engine: String,
+    pub(crate) engine: Engine,
     /// Embedded: route changes the feed keeps for proxies that fall behind. Default 100 000.
     pub(crate) route_feed_retain: u64,
     /// Embedded: click ingestion runs as slices of this much work (µs) with rests of
@@ -42,7 +53,7 @@ pub(crate) struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            engine: "embedded".into(),
+            engine: Engine::Embedded,
             route_feed_retain: 100_000,
             ingest_slice_us: 500,
             ingest_rest_us: 500,
@@ -148,14 +159,8 @@ impl Config {
 
     /// Checks every table.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        match self.store.engine.as_str() {
-            "embedded" => {}
-            "cql" => self.store.cql.validate()?,
-            other => {
-                return Err(format!(
-                    "store.engine '{other}' is not known; use 'embedded' or 'cql'"
-                ));
-            }
+        if self.store.engine == Engine::Cql {
+            self.store.cql.validate()?;
         }
         // Slices and rests are sub-millisecond by design; a rest of more than 100 ms
         // would slow ingestion to a crawl.
@@ -266,9 +271,15 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().unwrap_err().contains("public_url"));
-        let mut config = Config::default();
-        config.store.engine = "mongo".into();
-        assert!(config.validate().unwrap_err().contains("store.engine"));
+        // An unknown engine is refused while parsing, naming the key and the choices.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[store]\nengine = \"mongo\"\n").unwrap();
+        let error = Config::load(Some(&file)).unwrap_err();
+        assert!(
+            error.contains("store.engine") && error.contains("cql"),
+            "{error}"
+        );
         let mut config = Config::default();
         config.store.ingest_rest_us = 100_001;
         assert!(
