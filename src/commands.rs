@@ -15,7 +15,7 @@ use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{ClickBatch, Role, Scope, Scopes};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_objects::ObjectsConfig;
-use shortlink_proxy::{LocalIngest, LocalIngestError};
+use shortlink_proxy::{Fatal, LocalIngest, LocalIngestError};
 use shortlink_store::{EmbeddedConfig, EmbeddedStore, Pacing, Store};
 use tracing::error;
 
@@ -150,6 +150,8 @@ struct ControlService {
     ingestor: Arc<Ingestor>,
     objects: ObjectsConfig,
     objects_dir: PathBuf,
+    /// Stops the whole server when the control plane cannot run.
+    fatal: Fatal,
 }
 
 #[async_trait]
@@ -165,8 +167,8 @@ impl BackgroundService for ControlService {
             Ok(objects) => objects,
             Err(e) => {
                 error!(error = %e, "cannot open object storage");
-                eprintln!("shortlink: cannot open object storage: {e}");
-                std::process::exit(1);
+                self.fatal.stop(format!("cannot open object storage: {e}"));
+                return;
             }
         };
         let backends = Backends {
@@ -185,8 +187,7 @@ impl BackgroundService for ControlService {
         .await
         {
             error!(error = %e, "control plane stopped");
-            eprintln!("shortlink: {e}");
-            std::process::exit(1);
+            self.fatal.stop(e.to_string());
         }
     }
 }
@@ -302,6 +303,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
     let ingestor = Arc::new(Ingestor::new(store.clone(), &config.control)?);
     let local: Arc<dyn LocalIngest> = Arc::new(InProcessIngest(ingestor.clone()));
     let mut server = proxy_server(&config, store.clone(), secret.clone(), Some(local))?;
+    let fatal = Fatal::default();
     let mut control = background_service(
         "control plane",
         ControlService {
@@ -313,14 +315,14 @@ pub(crate) fn serve(config: Config) -> Result<()> {
             ingestor,
             objects: config.objects.clone(),
             objects_dir: config.data_dir.join("objects"),
+            fatal: fatal.clone(),
         },
     );
     control.threads = Some(config.control.threads);
     server.add_service(control);
     banner(&config, true, true);
     note_scheduling_class(&config);
-    shortlink_proxy::run(server);
-    Ok(())
+    shortlink_proxy::run(server, fatal).map_err(anyhow::Error::msg)
 }
 
 /// `shortlink proxy`: only the data plane.
@@ -330,8 +332,7 @@ pub(crate) fn proxy(config: Config) -> Result<()> {
     let server = proxy_server(&config, store, secret, None)?;
     banner(&config, true, false);
     note_scheduling_class(&config);
-    shortlink_proxy::run(server);
-    Ok(())
+    shortlink_proxy::run(server, Fatal::default()).map_err(anyhow::Error::msg)
 }
 
 /// `shortlink control`: only the control plane.

@@ -364,3 +364,48 @@ fn a_busy_port_fails_fast_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn a_control_plane_that_cannot_start_stops_serve_with_an_error() {
+    // A file where the objects folder must be: the control plane cannot open its object
+    // store, stops the whole server (which shuts down as on SIGTERM), and `serve` exits
+    // with status 1 and the reason, instead of ending the process from inside a service.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocked"), b"not a folder").unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .arg("serve")
+        .env("SHORTLINK_DATA_DIR", dir.path().join("data"))
+        .env("SHORTLINK_OBJECTS__LOCAL_DIR", dir.path().join("blocked"))
+        .env(
+            "SHORTLINK_PROXY_LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env(
+            "SHORTLINK_CONTROL_LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("SHORTLINK_ADMIN_KEY", common::ADMIN_KEY)
+        .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
+        .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running after its control plane failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot open object storage"), "{stderr}");
+    // It went down through the graceful path: the click shipper was stopped, not cut off.
+    assert!(stderr.contains("click shipping exited"), "{stderr}");
+}

@@ -228,7 +228,35 @@ impl BackgroundService for LimiterPruner {
 }
 
 /// Treats SIGINT (Ctrl-C) like SIGTERM, so an interactive stop also flushes clicks.
-struct GracefulOnInterrupt;
+/// Lets a service stop the whole server with an error. The server then shuts down as on
+/// SIGTERM (the click shipper takes and ships what it holds) and [`run`] returns the
+/// error, instead of the service ending the process under everyone's feet.
+#[derive(Clone, Default)]
+pub struct Fatal(Arc<FatalInner>);
+
+#[derive(Default)]
+struct FatalInner {
+    notify: tokio::sync::Notify,
+    reason: std::sync::OnceLock<String>,
+}
+
+impl Fatal {
+    /// Asks the server to stop because of `reason` (the first reason given is kept).
+    pub fn stop(&self, reason: impl Into<String>) {
+        let _ = self.0.reason.set(reason.into());
+        // A stored permit wakes the watcher even if it is not waiting yet.
+        self.0.notify.notify_one();
+    }
+
+    /// Why the server was stopped, if a service stopped it.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.reason.get().map(String::as_str)
+    }
+}
+
+struct GracefulOnInterrupt {
+    fatal: Fatal,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulOnInterrupt {
@@ -243,13 +271,21 @@ impl ShutdownSignalWatch for GracefulOnInterrupt {
         tokio::select! {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = self.fatal.0.notify.notified() => ShutdownSignal::GracefulTerminate,
         }
     }
 }
 
-/// Runs `server` until SIGTERM or SIGINT, then shuts down gracefully and returns.
-pub fn run(server: Server) {
+/// Runs `server` until SIGTERM, SIGINT or a service's [`Fatal::stop`], then shuts down
+/// gracefully and returns; with the reason a service gave, if one stopped it.
+pub fn run(server: Server, fatal: Fatal) -> Result<(), String> {
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulOnInterrupt),
+        shutdown_signal: Box::new(GracefulOnInterrupt {
+            fatal: fatal.clone(),
+        }),
     });
+    match fatal.reason() {
+        Some(reason) => Err(reason.to_owned()),
+        None => Ok(()),
+    }
 }
