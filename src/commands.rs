@@ -11,7 +11,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use shortlink_control::auth::new_key_record;
 use shortlink_control::ingest::Ingestor;
 use shortlink_control::{Backends, ControlConfig};
-use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
+use shortlink_core::time_util::{parse_rfc3339, to_rfc3339};
 use shortlink_core::{ClickBatch, Role, Scope, Scopes};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_objects::ObjectsConfig;
@@ -495,19 +495,18 @@ async fn cli_audit(store: &dyn Store, action: &str, target: &str, detail: &str) 
     Ok(())
 }
 
+/// The scopes `--scope` names (repeated or comma-separated); none: every scope of `role`.
 fn parse_scopes(scopes: &[String], role: Role) -> Result<Scopes> {
     if scopes.is_empty() {
         return Ok(Scopes::full(role));
     }
-    let parsed = scopes
+    let names: Vec<String> = scopes
         .iter()
         .flat_map(|s| s.split(','))
-        .map(|name| {
-            Scope::parse(name.trim()).with_context(|| {
-                format!("unknown scope '{name}': use read, links, uploads or admin")
-            })
-        })
-        .collect::<Result<Scopes>>()?;
+        .map(|name| name.trim().to_owned())
+        .collect();
+    let parsed = shortlink_control::keys::parse_scopes(&names)
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     if parsed.allows(Scope::Admin) && role != Role::Admin {
         bail!("only an admin's key may hold the admin scope");
     }
@@ -611,22 +610,12 @@ pub(crate) fn key_rotate(config: Config, id: &str, grace_seconds: u64) -> Result
     let user = runtime
         .block_on(store.get_user(old.user_id))?
         .context("the key's user no longer exists")?;
-    let key = shortlink_control::auth::generate_api_key();
-    let label = if old.label == shortlink_control::keys::BOOTSTRAP_LABEL {
-        "rotated bootstrap".to_owned()
-    } else {
-        old.label.clone()
-    };
-    let record = new_key_record(&key, &user, &label, old.scopes, old.expires_at);
-    runtime.block_on(store.add_api_key(record.clone()))?;
-    if grace_seconds == 0 {
-        runtime.block_on(store.delete_api_key(old.key_hash))?;
-    } else {
-        let until = now_unix().saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
-        if old.expires_at.is_none_or(|at| at > until) {
-            runtime.block_on(store.set_api_key_expiry(old.key_hash, Some(until)))?;
-        }
-    }
+    let (key, record) = runtime.block_on(shortlink_control::keys::rotate(
+        store.as_ref(),
+        &old,
+        &user,
+        grace_seconds,
+    ))?;
     runtime.block_on(cli_audit(
         store.as_ref(),
         "key.rotate",

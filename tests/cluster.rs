@@ -175,16 +175,22 @@ secret_access_key = "{S3_SECRET}"
             .bearer_auth(ADMIN_KEY)
     }
 
-    /// The click total of `code` in its stats, read through `control`.
-    async fn total_clicks(&self, control: &Node, code: &str) -> u64 {
-        let stats: Value = self
-            .api(control, Method::GET, &format!("/api/v1/links/{code}/stats"))
+    /// GETs `path` from `control` as admin and parses the JSON body.
+    async fn get_json(&self, control: &Node, path: &str) -> Value {
+        self.api(control, Method::GET, path)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The click total of `code` in its stats, read through `control`.
+    async fn total_clicks(&self, control: &Node, code: &str) -> u64 {
+        let stats = self
+            .get_json(control, &format!("/api/v1/links/{code}/stats"))
+            .await;
         stats["total"].as_u64().unwrap()
     }
 
@@ -549,14 +555,7 @@ async fn a_key_revoked_on_one_control_plane_is_refused_everywhere_at_once() {
         assert_eq!(status_on(base.clone(), key.clone()).await, 200, "{base}");
     }
     // Listed on B (scopes and prefix, no key), revoked on B.
-    let keys: Value = cluster
-        .api(&b, Method::GET, "/api/v1/keys?user=erin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = cluster.get_json(&b, "/api/v1/keys?user=erin").await;
     assert_eq!(keys["items"][0]["scopes"], json!(["read", "links"]));
     assert!(!keys.to_string().contains(&key));
     let r = cluster
@@ -602,14 +601,7 @@ async fn a_key_revoked_on_one_control_plane_is_refused_everywhere_at_once() {
             );
         }
     }
-    let audit: Value = cluster
-        .api(&b, Method::GET, "/api/v1/audit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = cluster.get_json(&b, "/api/v1/audit").await;
     let actions = audit.to_string();
     for action in ["key.revoke", "user.disable", "user.enable", "key.create"] {
         assert!(actions.contains(action), "{action}: {actions}");

@@ -212,14 +212,7 @@ pub async fn search_links(
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     caller.require_admin()?;
-    let config = state.config();
-    let limit = params.limit.unwrap_or(config.default_page_size);
-    if limit == 0 || limit > config.max_page_size {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {}", config.max_page_size),
-        ));
-    }
+    let limit = crate::links::page_limit(&state, params.limit)?;
     let users = state.store().list_users().await?;
     let owner = match params.owner.as_deref().filter(|o| !o.is_empty()) {
         Some(name) => Some(

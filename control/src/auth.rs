@@ -63,13 +63,12 @@ pub fn new_key_record(
 pub struct Caller {
     /// The user the key belongs to.
     pub user: User,
-    /// The hash of the key used, which write rate limits are counted by.
+    /// The hash of the key or session token used, which write rate limits are counted by.
     pub key_hash: [u8; KEY_HASH_LEN],
     /// What the key may do.
     pub scopes: Scopes,
-    /// The session's token hash when the caller signed in with a password (then
-    /// `key_hash` is the same value).
-    pub session: Option<[u8; KEY_HASH_LEN]>,
+    /// Whether the caller signed in with a password (`key_hash` is then its session's).
+    pub via_session: bool,
 }
 
 impl Caller {
@@ -103,17 +102,29 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(key) = bearer_key(&parts.headers)? {
-            return authenticate(state, key).await;
-        }
-        if let Some(token) = session_cookie(&parts.headers) {
-            check_same_origin(&parts.method, &parts.headers)?;
-            return authenticate_session(state, token).await;
-        }
-        Err(ApiError::unauthorized(
-            "send your API key as Authorization: Bearer <key>, or sign in",
-        ))
+        caller_of(state, &parts.method, &parts.headers, None).await
     }
+}
+
+/// The caller of a request, from (in this order) its `Authorization` header, a key it
+/// carries as `access_token` (event streams, whose browser clients cannot set headers),
+/// or its session cookie, which also needs the request to come from this site.
+pub async fn caller_of(
+    state: &AppState,
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+    access_token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    if let Some(key) = bearer_key(headers)?.or(access_token.filter(|t| !t.is_empty())) {
+        return authenticate(state, key).await;
+    }
+    if let Some(token) = session_cookie(headers) {
+        check_same_origin(method, headers)?;
+        return authenticate_session(state, token).await;
+    }
+    Err(ApiError::unauthorized(
+        "send your API key as Authorization: Bearer <key>, or sign in",
+    ))
 }
 
 /// Whether the key or session `caller` authenticated with is still good: not revoked,
@@ -121,13 +132,13 @@ impl FromRequestParts<AppState> for Caller {
 /// again every [`RECHECK_EVERY`] and end when it is not.
 pub async fn still_valid(state: &AppState, caller: &Caller) -> bool {
     let now = now_unix();
-    let found = match caller.session {
-        Some(token_hash) => state
+    let found = match caller.via_session {
+        true => state
             .store()
-            .session_by_hash(token_hash)
+            .session_by_hash(caller.key_hash)
             .await
             .map(|found| found.map(|(s, u)| (s.expires_at > now, u.disabled))),
-        None => state
+        false => state
             .store()
             .key_by_hash(caller.key_hash)
             .await
@@ -215,7 +226,7 @@ pub async fn authenticate_session(state: &AppState, token: &str) -> Result<Calle
         scopes: Scopes::full(user.role),
         user,
         key_hash: token_hash,
-        session: Some(token_hash),
+        via_session: true,
     })
 }
 
@@ -277,7 +288,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiErro
         user,
         key_hash,
         scopes,
-        session: None,
+        via_session: false,
     })
 }
 

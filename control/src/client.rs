@@ -15,12 +15,10 @@ use axum::http::request::Parts;
 use crate::ingest::constant_time_eq;
 use crate::state::AppState;
 
-/// Header carrying the internal secret that vouches for the next two.
-pub const HOP_SECRET_HEADER: &str = "x-shortlink-internal-secret";
-/// The client's address as the shortlink proxy saw it.
-pub const HOP_CLIENT_IP_HEADER: &str = "x-shortlink-client-ip";
-/// The scheme the client used at the shortlink proxy (`http` or `https`).
-pub const HOP_CLIENT_PROTO_HEADER: &str = "x-shortlink-client-proto";
+use shortlink_core::hop::{
+    CLIENT_IP_HEADER as HOP_CLIENT_IP_HEADER, CLIENT_PROTO_HEADER as HOP_CLIENT_PROTO_HEADER,
+    SECRET_HEADER as HOP_SECRET_HEADER,
+};
 
 /// A request's client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use crate::metrics;
 use crate::state::AppState;
 
 /// Header carrying the internal secret.
-pub const SECRET_HEADER: &str = crate::client::HOP_SECRET_HEADER;
+pub const SECRET_HEADER: &str = shortlink_core::hop::SECRET_HEADER;
 /// Longest accepted `User-Agent` or `Referer` in a click, in bytes.
 pub const MAX_FIELD_BYTES: usize = 2048;
 /// How far in the future a click's time may be (clock skew between machines), in ms.

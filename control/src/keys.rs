@@ -80,7 +80,8 @@ pub struct CreateKeyRequest {
     expires_at: Option<String>,
 }
 
-fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
+/// Scopes by name (`read`, `links`, `uploads`, `admin`); at least one.
+pub fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
     let scopes = names
         .iter()
         .map(|name| {
@@ -327,24 +328,7 @@ pub async fn rotate_key(
             format!("grace_seconds must be at most {max}"),
         ));
     }
-    let label = if old.label == BOOTSTRAP_LABEL {
-        "rotated bootstrap".to_owned()
-    } else {
-        old.label.clone()
-    };
-    let text = generate_api_key();
-    let record = new_key_record(&text, &user, &label, old.scopes, old.expires_at);
-    state.store().add_api_key(record.clone()).await?;
-    let now = now_unix();
-    let old_until = now.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
-    if grace == 0 {
-        state.store().delete_api_key(old.key_hash).await?;
-    } else if old.expires_at.is_none_or(|at| at > old_until) {
-        state
-            .store()
-            .set_api_key_expiry(old.key_hash, Some(old_until))
-            .await?;
-    }
+    let (text, record) = rotate(state.store().as_ref(), &old, &user, grace).await?;
     let view = KeyView::new(&record, &user.name);
     state
         .audit(
@@ -355,6 +339,35 @@ pub async fn rotate_key(
         )
         .await;
     Ok((StatusCode::CREATED, Json(KeyCreated { key: text, view })))
+}
+
+/// Rotates `old` (a key of `user`): stores a new key with its label, scopes and expiry and
+/// gives the old one `grace_seconds` more (0: deletes it now). Returns the new key's text
+/// (to show once) and record. The API and the command line both rotate through here.
+pub async fn rotate(
+    store: &dyn shortlink_store::Store,
+    old: &ApiKey,
+    user: &User,
+    grace_seconds: u64,
+) -> Result<(String, ApiKey), shortlink_store::StoreError> {
+    // The bootstrap label is the configured admin key's: a rotated one is an ordinary key.
+    let label = if old.label == BOOTSTRAP_LABEL {
+        "rotated bootstrap"
+    } else {
+        old.label.as_str()
+    };
+    let text = generate_api_key();
+    let record = new_key_record(&text, user, label, old.scopes, old.expires_at);
+    store.add_api_key(record.clone()).await?;
+    let old_until = now_unix().saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
+    if grace_seconds == 0 {
+        store.delete_api_key(old.key_hash).await?;
+    } else if old.expires_at.is_none_or(|at| at > old_until) {
+        store
+            .set_api_key_expiry(old.key_hash, Some(old_until))
+            .await?;
+    }
+    Ok((text, record))
 }
 
 /// Makes `key` the admin's bootstrap key: the configured `SHORTLINK_ADMIN_KEY` replaces

@@ -374,20 +374,26 @@ pub(crate) fn decode_cursor(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor is not one this API returned"))
 }
 
-/// `GET /api/v1/links`: the caller's links, newest first.
-pub async fn list_links(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<ListResponse>, ApiError> {
+/// A listing's page size: `limit`, or the configured default; 422 outside 1..=max.
+pub(crate) fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
     let config = state.config();
-    let limit = params.limit.unwrap_or(config.default_page_size);
+    let limit = limit.unwrap_or(config.default_page_size);
     if limit == 0 || limit > config.max_page_size {
         return Err(ApiError::invalid(
             "invalid_limit",
             format!("limit must be between 1 and {}", config.max_page_size),
         ));
     }
+    Ok(limit)
+}
+
+/// `GET /api/v1/links`: the caller's links, newest first.
+pub async fn list_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let limit = crate::links::page_limit(&state, params.limit)?;
     let query = ListQuery {
         limit,
         before_id: params.cursor.as_deref().map(decode_cursor).transpose()?,

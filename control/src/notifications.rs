@@ -17,10 +17,7 @@ use serde::Deserialize;
 use shortlink_core::EventId;
 use tracing::warn;
 
-use crate::auth::{
-    Caller, RECHECK_EVERY, authenticate, authenticate_session, bearer_key, check_same_origin,
-    session_cookie, still_valid,
-};
+use crate::auth::{Caller, RECHECK_EVERY, caller_of, still_valid};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::hub::{Delivery, EventStream, SubscribeError};
@@ -110,28 +107,13 @@ fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<Event
         .transpose()
 }
 
-/// The caller, from the Authorization header, `?access_token=`, or the session cookie.
+/// The caller of an event stream: a header, `?access_token=` or the session cookie.
 async fn stream_caller(
     state: &AppState,
     headers: &HeaderMap,
     access_token: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    let key = match bearer_key(headers)? {
-        Some(key) => key,
-        None => match access_token.filter(|t| !t.is_empty()) {
-            Some(token) => token,
-            None => {
-                if let Some(token) = session_cookie(headers) {
-                    check_same_origin(&axum::http::Method::GET, headers)?;
-                    return authenticate_session(state, token).await;
-                }
-                return Err(ApiError::unauthorized(
-                    "send your API key as Authorization: Bearer <key> or ?access_token=<key>, or sign in",
-                ));
-            }
-        },
-    };
-    authenticate(state, key).await
+    caller_of(state, &axum::http::Method::GET, headers, access_token).await
 }
 
 /// `GET /api/v1/events`: the caller's events as Server-Sent Events. Each event has an

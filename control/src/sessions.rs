@@ -55,11 +55,7 @@ impl Me {
             id: caller.user.id,
             name: caller.user.name.clone(),
             role: caller.user.role,
-            via: if caller.session.is_some() {
-                "session"
-            } else {
-                "key"
-            },
+            via: if caller.via_session { "session" } else { "key" },
             scopes: caller.scopes,
         }
     }
@@ -159,7 +155,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     let caller = Caller {
         scopes: Scopes::full(user.role),
         key_hash: session.token_hash,
-        session: Some(session.token_hash),
+        via_session: true,
         user,
     };
     let mut response = Json(Me::of(&caller)).into_response();
@@ -179,8 +175,8 @@ pub async fn logout(
     request: Request,
 ) -> Result<Response, ApiError> {
     let client = crate::client::client_of(&state, &request.into_parts().0);
-    if let Some(session) = caller.session {
-        state.store().delete_session(session).await?;
+    if caller.via_session {
+        state.store().delete_session(caller.key_hash).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -225,7 +221,7 @@ pub async fn list_sessions(
                 id: s.id(),
                 created_at: to_rfc3339(s.created_at),
                 expires_at: to_rfc3339(s.expires_at),
-                current: caller.session == Some(s.token_hash),
+                current: caller.via_session && caller.key_hash == s.token_hash,
                 user_agent: s.user_agent,
             })
             .collect(),

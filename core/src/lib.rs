@@ -8,6 +8,7 @@ pub mod click;
 pub mod code;
 pub mod domain;
 pub mod event;
+pub mod hop;
 pub mod link;
 pub mod target;
 pub mod targeting;

@@ -32,8 +32,6 @@ use shortlink_sched::Background;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-/// Header carrying the internal secret (the control plane's `ingest::SECRET_HEADER`).
-const SECRET_HEADER: &str = "x-shortlink-internal-secret";
 /// How often the shards are taken. Each take starts every visit's fold afresh (the next
 /// click of a visit builds its event again), so taking less often builds fewer events;
 /// batches are cut by the second anyway ([`ShipperConfig::batch_every`]).
@@ -568,7 +566,7 @@ impl ClickShipper {
         let response = self
             .client
             .post(url)
-            .header(SECRET_HEADER, secret)
+            .header(shortlink_core::hop::SECRET_HEADER, secret)
             .json(batch)
             .timeout(timeout)
             .send()

@@ -17,6 +17,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
+use shortlink_core::hop;
 use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, time_util::now_unix};
 use shortlink_store::Store;
 use tracing::warn;
@@ -204,19 +205,9 @@ pub struct Redirector {
     not_found: Arc<NotFoundLimiter>,
     sync: Arc<SyncStatus>,
     /// The internal secret, sent with every forwarded request beside the client's
-    /// address and scheme so the control plane trusts them (see [`HOP_SECRET_HEADER`]).
+    /// address and scheme so the control plane trusts them (see [`shortlink_core::hop`]).
     hop_secret: Option<HeaderValue>,
 }
-
-/// Headers the proxy sets on every forwarded request (and strips from what clients send):
-/// the internal secret vouching for the other two, the client's address as the proxy saw
-/// it, and the scheme the client used. The control plane trusts the address and scheme
-/// only when the secret matches, whatever address the request comes from.
-pub const HOP_SECRET_HEADER: &str = "x-shortlink-internal-secret";
-/// See [`HOP_SECRET_HEADER`].
-pub const HOP_CLIENT_IP_HEADER: &str = "x-shortlink-client-ip";
-/// See [`HOP_SECRET_HEADER`].
-pub const HOP_CLIENT_PROTO_HEADER: &str = "x-shortlink-client-proto";
 
 /// Counts 404 answers per client IP.
 pub type NotFoundLimiter = DefaultKeyedRateLimiter<IpAddr>;
@@ -610,9 +601,9 @@ impl ProxyHttp for Redirector {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         for name in [
-            HOP_SECRET_HEADER,
-            HOP_CLIENT_IP_HEADER,
-            HOP_CLIENT_PROTO_HEADER,
+            hop::SECRET_HEADER,
+            hop::CLIENT_IP_HEADER,
+            hop::CLIENT_PROTO_HEADER,
         ] {
             upstream_request.remove_header(name);
         }
@@ -631,7 +622,7 @@ impl ProxyHttp for Redirector {
             // untrusted `X-Forwarded-For` hop behind a configured trusted proxy.
             let view = RequestView::of_session(session, None);
             if let Some(ip) = self.capture.client_ip(&view) {
-                upstream_request.insert_header(HOP_CLIENT_IP_HEADER, ip.to_string())?;
+                upstream_request.insert_header(hop::CLIENT_IP_HEADER, ip.to_string())?;
             }
             let trusted_peer = view
                 .peer
@@ -640,8 +631,8 @@ impl ProxyHttp for Redirector {
                 Some(p) if trusted_peer && p.as_bytes().eq_ignore_ascii_case(b"https") => "https",
                 _ => "http",
             };
-            upstream_request.insert_header(HOP_CLIENT_PROTO_HEADER, proto)?;
-            upstream_request.insert_header(HOP_SECRET_HEADER, secret.clone())?;
+            upstream_request.insert_header(hop::CLIENT_PROTO_HEADER, proto)?;
+            upstream_request.insert_header(hop::SECRET_HEADER, secret.clone())?;
         }
         Ok(())
     }
