@@ -14,9 +14,10 @@ use shortlink_control::{Backends, ControlConfig};
 use shortlink_core::time_util::{parse_rfc3339, to_rfc3339};
 use shortlink_core::{ClickBatch, Role, Scope, Scopes};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
+use shortlink_embedded::{EmbeddedConfig, EmbeddedStore, Pacing};
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::{Fatal, LocalIngest, LocalIngestError};
-use shortlink_store::{EmbeddedConfig, EmbeddedStore, Pacing, Store};
+use shortlink_store::Store;
 use tracing::error;
 
 use crate::config::{Config, Engine};
@@ -209,9 +210,9 @@ impl LocalIngest for InProcessIngest {
         match self.0.apply(batch).await {
             Ok(_) => Ok(()),
             Err(e) if e.status().is_client_error() => {
-                Err(LocalIngestError::Rejected(e.code().into()))
+                Err(LocalIngestError::Rejected(e.code().as_str().into()))
             }
-            Err(e) => Err(LocalIngestError::Unavailable(e.code().into())),
+            Err(e) => Err(LocalIngestError::Unavailable(e.code().as_str().into())),
         }
     }
 }

@@ -11,9 +11,34 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use shortlink_control::ControlConfig;
+use shortlink_core::InvalidSetting;
 use shortlink_cql::CqlConfig;
 use shortlink_objects::ObjectsConfig;
 use shortlink_proxy::ProxyConfig;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// `--config` names no file.
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A file or variable does not parse, or a value has the wrong type.
+    #[error(transparent)]
+    Parse(#[from] Box<figment::Error>),
+    /// A file a setting names (`admin_key_file`, …) cannot be read.
+    #[error("cannot read {key} {}", path.display())]
+    Read {
+        /// The setting naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// A value parsed but cannot be used.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
+}
 
 /// The storage engine, as `store.engine` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -118,11 +143,11 @@ const ENV_ALIASES: &[(&str, &str)] = &[
 
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment; validates the result.
-    pub(crate) fn load(file: Option<&Path>) -> Result<Config, String> {
+    pub(crate) fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(format!("config file {} does not exist", file.display()));
+                return Err(ConfigError::Missing(file.to_owned()));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -135,19 +160,25 @@ impl Config {
                     None => lower.replace("__", ".").into(),
                 }
             });
-        let mut config: Config = figment.merge(env).extract().map_err(|e| e.to_string())?;
+        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
         if config.admin_key.is_none()
             && let Some(path) = &config.admin_key_file
         {
-            let key = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read admin_key_file {}: {e}", path.display()))?;
+            let key = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                key: "admin_key_file",
+                path: path.clone(),
+                source,
+            })?;
             config.admin_key = Some(key.trim().to_owned());
         }
         if config.internal_secret.is_none()
             && let Some(path) = &config.internal_secret_file
         {
-            let secret = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read internal_secret_file {}: {e}", path.display()))?;
+            let secret = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                key: "internal_secret_file",
+                path: path.clone(),
+                source,
+            })?;
             config.internal_secret = Some(secret.trim().to_owned());
         }
         if config.proxy.spool_dir.is_none() {
@@ -158,31 +189,41 @@ impl Config {
     }
 
     /// Checks every table.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), InvalidSetting> {
         if self.store.engine == Engine::Cql {
             self.store.cql.validate()?;
         }
         // Slices and rests are sub-millisecond by design; a rest of more than 100 ms
         // would slow ingestion to a crawl.
         if self.store.ingest_slice_us > 1_000_000 {
-            return Err("store.ingest_slice_us must be at most 1000000 (1 s)".into());
+            return Err(InvalidSetting::new(
+                "store.ingest_slice_us",
+                "must be at most 1000000 (1 s)",
+            ));
         }
         if self.store.ingest_rest_us > 100_000 {
-            return Err("store.ingest_rest_us must be at most 100000 (100 ms)".into());
+            return Err(InvalidSetting::new(
+                "store.ingest_rest_us",
+                "must be at most 100000 (100 ms)",
+            ));
         }
         if self
             .admin_key
             .as_deref()
             .is_some_and(|k| k.trim().len() < 16)
         {
-            return Err("admin_key must be at least 16 characters".into());
+            return Err(InvalidSetting::new(
+                "admin_key",
+                "must be at least 16 characters",
+            ));
         }
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
                 _ => {
-                    return Err(format!(
-                        "public_url '{url}' must be an absolute http(s) URL like https://sho.rt"
+                    return Err(InvalidSetting::new(
+                        "public_url",
+                        format!("'{url}' must be an absolute http(s) URL like https://sho.rt"),
                     ));
                 }
             }
@@ -265,36 +306,26 @@ mod tests {
     fn bad_values_are_named() {
         let mut config = Config::default();
         config.proxy.listen = "nope".into();
-        assert!(config.validate().unwrap_err().contains("proxy.listen"));
+        assert_eq!(config.validate().unwrap_err().key, "proxy.listen");
         let config = Config {
             public_url: Some("ftp://x".into()),
             ..Config::default()
         };
-        assert!(config.validate().unwrap_err().contains("public_url"));
+        assert_eq!(config.validate().unwrap_err().key, "public_url");
         // An unknown engine is refused while parsing, naming the key and the choices.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "[store]\nengine = \"mongo\"\n").unwrap();
-        let error = Config::load(Some(&file)).unwrap_err();
+        let error = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(
             error.contains("store.engine") && error.contains("cql"),
             "{error}"
         );
         let mut config = Config::default();
         config.store.ingest_rest_us = 100_001;
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .contains("store.ingest_rest_us")
-        );
+        assert_eq!(config.validate().unwrap_err().key, "store.ingest_rest_us");
         config.store.ingest_rest_us = 100_000;
         config.store.ingest_slice_us = 1_000_001;
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .contains("store.ingest_slice_us")
-        );
+        assert_eq!(config.validate().unwrap_err().key, "store.ingest_slice_us");
     }
 }

@@ -176,8 +176,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(message) => {
-            eprintln!("shortlink: bad configuration: {message}");
+        Err(error) => {
+            // With its causes (a file that cannot be read says why).
+            eprintln!(
+                "shortlink: bad configuration: {:#}",
+                anyhow::Error::new(error)
+            );
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };

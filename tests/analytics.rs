@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, count_of, error_code, status_and_code,
-    wait_stat, wait_total,
+    ADMIN_KEY, INTERNAL_SECRET, Options, Split, TestServer, count_of, status_and_code, wait_stat,
+    wait_total,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -129,8 +129,7 @@ async fn every_redirect_is_counted_in_the_right_buckets() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 422, "{query}");
-        assert_eq!(error_code(&r.json().await.unwrap()), code, "{query}");
+        assert_eq!(status_and_code(r).await, (422, code.to_owned()), "{query}");
     }
 }
 
@@ -185,8 +184,10 @@ async fn ingestion_is_authenticated_validated_and_idempotent() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 413);
-    assert_eq!(error_code(&r.json().await.unwrap()), "batch_too_large");
+    assert_eq!(
+        status_and_code(r).await,
+        (413, "batch_too_large".to_owned())
+    );
     let r = post(
         INTERNAL_SECRET,
         batch("old", 1, now_ms - 40 * 86_400_000),

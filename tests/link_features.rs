@@ -14,17 +14,6 @@ const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) App
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36";
 const DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 
-/// POSTs the password form (the test passwords need no URL encoding).
-async fn post_password(s: &TestServer, code: &str, password: &str) -> reqwest::Response {
-    s.client
-        .post(format!("{}/{code}", s.proxy))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("password={password}"))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_protected_link_needs_its_password_and_counts_the_click_after_it() {
     let s = TestServer::start().await;
@@ -50,13 +39,13 @@ async fn a_protected_link_needs_its_password_and_counts_the_click_after_it() {
     assert!(page.contains("type=\"password\"") && page.contains("action=\"/locked\""));
 
     // A wrong password shows the form again with a message, and sets no cookie.
-    let r = post_password(&s, "locked", "wrong").await;
+    let r = s.post_password("locked", "wrong", &[]).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
     assert!(r.text().await.unwrap().contains("not right"));
 
     // The right one redirects, sets a cookie scoped to the code, and counts one click.
-    let r = post_password(&s, "locked", "hunter2").await;
+    let r = s.post_password("locked", "hunter2", &[]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "https://example.com/secret");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -148,12 +137,12 @@ async fn wrong_passwords_are_throttled_per_ip_and_code() {
         assert_eq!(status, 201);
     }
     for attempt in 1..=5 {
-        let r = post_password(&s, "lockone", "nope").await;
+        let r = s.post_password("lockone", "nope", &[]).await;
         assert_eq!(r.status(), 401, "attempt {attempt}");
     }
     // The sixth wrong attempt, and even the right password, now wait.
     for password in ["nope", "right"] {
-        let r = post_password(&s, "lockone", password).await;
+        let r = s.post_password("lockone", password, &[]).await;
         assert_eq!(r.status(), 429);
         let wait: u64 = r.headers()["retry-after"]
             .to_str()
@@ -164,7 +153,7 @@ async fn wrong_passwords_are_throttled_per_ip_and_code() {
         assert!(r.text().await.unwrap().contains("Too many wrong passwords"));
     }
     // Another code from the same address is not affected.
-    let r = post_password(&s, "locktwo", "right").await;
+    let r = s.post_password("locktwo", "right", &[]).await;
     assert_eq!(r.status(), 303);
     // A client cannot dodge the throttle with its own X-Forwarded-For: the proxy appends
     // the socket's address, and that last hop is the one counted.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_KEY, TestServer, count_of, error_code, wait_total};
+use common::{ADMIN_KEY, TestServer, count_of, status_and_code, wait_total};
 use reqwest::Method;
 use serde_json::json;
 
@@ -130,8 +130,7 @@ async fn qr_codes_decode_to_the_short_url_for_the_owner_only() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 422, "{query}");
-        assert_eq!(error_code(&r.json().await.unwrap()), code);
+        assert_eq!(status_and_code(r).await, (422, code.to_owned()), "{query}");
     }
 }
 
@@ -141,14 +140,8 @@ async fn visit(s: &TestServer, path: &str, password: Option<&str>) -> reqwest::R
     let Some(password) = password else {
         return s.follow_with(path, &[("user-agent", BROWSER)]).await;
     };
-    s.client
-        .post(format!("{}/{path}", s.proxy))
-        .header("user-agent", BROWSER)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("password={password}"))
-        .send()
+    s.post_password(path, password, &[("user-agent", BROWSER)])
         .await
-        .unwrap()
 }
 
 #[tokio::test]

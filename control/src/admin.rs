@@ -10,7 +10,7 @@ use shortlink_core::{Link, LinkPatch, Role, User, UserId};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::links::{LinkView, link_domain};
 use crate::state::AppState;
@@ -63,8 +63,8 @@ pub fn validate_user_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            "invalid_name",
+        Err(ApiError::new(
+            ErrorCode::InvalidName,
             format!("name must be 1 to {MAX_NAME_LEN} letters, digits or '.', '_', '-', '@'"),
         ))
     }
@@ -80,7 +80,7 @@ pub async fn create_user(
     state.check_write(&caller.key_hash)?;
     validate_user_name(&request.name)?;
     let role = Role::parse(&request.role)
-        .ok_or_else(|| ApiError::invalid("invalid_role", "role must be 'admin' or 'user'"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRole, "role must be 'admin' or 'user'"))?;
     let user = state.store().create_user(&request.name, role).await?;
     state
         .audit(caller.user.id, "user.create", &user.name, role.as_str())
@@ -127,7 +127,7 @@ pub(crate) fn name_of(users: &[User], id: UserId) -> String {
 }
 
 fn user_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
+    ApiError::new(ErrorCode::UserNotFound, "no such user")
 }
 
 /// `PATCH /api/v1/users/{name}` (admin): `{disabled}`.
@@ -146,8 +146,7 @@ pub async fn patch_user(
         .ok_or_else(user_not_found)?;
     if request.disabled == Some(true) && user.id == caller.user.id {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cannot_disable_self",
+            ErrorCode::CannotDisableSelf,
             "an admin cannot disable their own account",
         ));
     }
@@ -327,8 +326,8 @@ pub async fn disable_link(
 ) -> Result<Json<LinkView>, ApiError> {
     let reason = request.reason.trim().to_owned();
     if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::invalid(
-            "invalid_reason",
+        return Err(ApiError::new(
+            ErrorCode::InvalidReason,
             format!("reason must be 1 to {MAX_REASON_BYTES} bytes"),
         ));
     }
@@ -413,8 +412,8 @@ pub async fn list_audit(
     let max = state.config().max_page_size;
     let limit = params.limit.unwrap_or(50).min(max);
     if limit == 0 {
-        return Err(ApiError::invalid(
-            "invalid_limit",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {max}"),
         ));
     }

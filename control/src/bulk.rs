@@ -12,14 +12,13 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
-use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::to_rfc3339;
-use shortlink_core::{Link, NewLink, RedirectStatus, Tag, validate_alias, validate_target};
-use shortlink_store::{ListQuery, StoreError};
+use shortlink_core::{Link, NewLink, Tag, validate_alias, validate_target};
+use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::links::{MAX_CODE_ATTEMPTS, parse_expiry};
+use crate::error::{ApiError, ErrorCode};
+use crate::links::{TakenCode, insert_link, parse_expiry};
 use crate::state::AppState;
 
 /// Longest CSV record, in bytes.
@@ -57,7 +56,7 @@ pub struct ImportReport {
 #[derive(Debug, Serialize)]
 struct LineError {
     line: u64,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
@@ -94,15 +93,15 @@ fn columns(header: &[String]) -> Result<Columns, ApiError> {
         .iter()
         .find(|h| !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(h)))
     {
-        return Err(ApiError::invalid(
-            "invalid_csv",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCsv,
             format!("unknown column '{unknown}'; columns are url, alias, tags, expires_at"),
         ));
     }
     Ok(Columns {
         url: find("url").ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_csv",
+            ApiError::new(
+                ErrorCode::InvalidCsv,
                 "the first line must name the columns and include url",
             )
         })?,
@@ -138,56 +137,17 @@ async fn import_row(
     let expires_at = cell(columns.expires_at)
         .map(|e| parse_expiry(e))
         .transpose()?;
-    let mut new = NewLink {
-        domain: String::new(),
-        code: alias
-            .clone()
-            .unwrap_or_else(|| state.codes().generate(&url, caller.user.id, 0)),
-        custom_alias: alias.is_some(),
-        owner: caller.user.id,
-        url,
-        redirect: RedirectStatus::Permanent,
+    let new = NewLink {
         expires_at,
-        max_clicks: None,
         tags,
-        password_hash: None,
-        targeting: None,
+        ..NewLink::new(caller.user.id, url)
     };
-    // Generated codes are deterministic (url, owner, attempt), so a re-run meets the
-    // links it made before at the same codes.
-    for attempt in 0..MAX_CODE_ATTEMPTS {
-        if alias.is_none() {
-            new.code = state.codes().generate(&new.url, caller.user.id, attempt);
-            if is_reserved(new.code.as_str()) {
-                continue;
-            }
-        }
-        match state.store().create_link(new.clone()).await {
-            Ok(created) if created.existed => return Ok(Outcome::Existing),
-            Ok(_) => return Ok(Outcome::Created),
-            Err(StoreError::CodeTaken(code)) => {
-                let same = state
-                    .store()
-                    .get_link("", &code)
-                    .await?
-                    .is_some_and(|l| l.owner == new.owner && l.url == new.url);
-                if same {
-                    return Ok(Outcome::Existing);
-                }
-                if alias.is_some() {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::CONFLICT,
-                        "alias_taken",
-                        format!("the alias '{code}' is already taken"),
-                    ));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::internal(format_args!(
-        "no free code after {MAX_CODE_ATTEMPTS} attempts"
-    )))
+    let created = insert_link(state, new, alias, TakenCode::SameIsExisting).await?;
+    Ok(if created.existed {
+        Outcome::Existing
+    } else {
+        Outcome::Created
+    })
 }
 
 /// Splits `buffer` at the end of each complete CSV record (a newline outside quotes).
@@ -232,8 +192,8 @@ pub async fn import_links(
         match stream.next().await {
             Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
             Some(Err(e)) => {
-                return Err(ApiError::invalid(
-                    "invalid_body",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidBody,
                     format!("the upload was interrupted: {e}"),
                 ));
             }
@@ -248,13 +208,13 @@ pub async fn import_links(
             line += 1;
             let record = record.strip_suffix(b"\r").unwrap_or(&record);
             if record.len() > MAX_RECORD_BYTES {
-                return Err(ApiError::invalid(
-                    "record_too_long",
+                return Err(ApiError::new(
+                    ErrorCode::RecordTooLong,
                     format!("line {line} is longer than {MAX_RECORD_BYTES} bytes"),
                 ));
             }
             let fields = parse_record(record)
-                .map_err(|e| ApiError::invalid("invalid_csv", format!("line {line}: {e}")))?;
+                .map_err(|e| ApiError::new(ErrorCode::InvalidCsv, format!("line {line}: {e}")))?;
             if fields.iter().all(String::is_empty) {
                 continue;
             }
@@ -263,8 +223,8 @@ pub async fn import_links(
                 Some(_) => {
                     report.rows += 1;
                     if report.rows > max_rows {
-                        return Err(ApiError::invalid(
-                            "too_many_rows",
+                        return Err(ApiError::new(
+                            ErrorCode::TooManyRows,
                             format!("an import holds at most {max_rows} rows; split the file"),
                         ));
                     }
@@ -273,8 +233,8 @@ pub async fn import_links(
             }
         }
         if buffer.len() > MAX_RECORD_BYTES {
-            return Err(ApiError::invalid(
-                "record_too_long",
+            return Err(ApiError::new(
+                ErrorCode::RecordTooLong,
                 format!("line {} is longer than {MAX_RECORD_BYTES} bytes", line + 1),
             ));
         }
@@ -309,8 +269,8 @@ pub async fn import_links(
         }
     }
     if columns.is_none() {
-        return Err(ApiError::invalid(
-            "invalid_csv",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCsv,
             "the body is empty; send a header line (url,alias,tags,expires_at) and rows",
         ));
     }

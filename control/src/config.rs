@@ -1,6 +1,7 @@
 //! The control plane's settings (the `[control]` table of the config file).
 
 use serde::{Deserialize, Serialize};
+use shortlink_core::InvalidSetting;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,85 +151,108 @@ impl ControlConfig {
             .max(1)
     }
 
-    /// Checks values that parse but make no sense; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "control.listen '{}' is not an address like 127.0.0.1:8081",
-                self.listen
+            return Err(InvalidSetting::new(
+                "control.listen",
+                format!("'{}' is not an address like 127.0.0.1:8081", self.listen),
             ));
         }
         if self.threads == 0 {
-            return Err("control.threads must be at least 1".into());
+            return Err(InvalidSetting::new("control.threads", "must be at least 1"));
         }
         if self.max_body_bytes < 1024 {
-            return Err("control.max_body_bytes must be at least 1024".into());
+            return Err(InvalidSetting::new(
+                "control.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.max_url_bytes < 32 || self.max_url_bytes > self.max_body_bytes {
-            return Err("control.max_url_bytes must be between 32 and max_body_bytes".into());
+            return Err(InvalidSetting::new(
+                "control.max_url_bytes",
+                "must be between 32 and max_body_bytes",
+            ));
         }
         if self.writes_per_minute == 0 || self.write_burst == 0 {
-            return Err(
-                "control.writes_per_minute and control.write_burst must be positive".into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.writes_per_minute",
+                "and control.write_burst must be positive",
+            ));
         }
         if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
-            return Err("control.default_page_size must be between 1 and max_page_size".into());
+            return Err(InvalidSetting::new(
+                "control.default_page_size",
+                "must be between 1 and max_page_size",
+            ));
         }
         if self.max_batch_clicks == 0 || self.max_batch_bytes < 1024 {
-            return Err(
-                "control.max_batch_clicks and control.max_batch_bytes must be positive".into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.max_batch_clicks",
+                "and control.max_batch_bytes must be positive",
+            ));
         }
         if self.events_retain_per_user == 0 || self.events_retain_hours == 0 {
-            return Err(
-                "control.events_retain_per_user and control.events_retain_hours must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.events_retain_per_user",
+                "and control.events_retain_hours must be positive",
+            ));
         }
         if self.events_poll_ms == 0 || self.events_heartbeat_seconds == 0 || self.events_buffer == 0
         {
-            return Err(
-                "control.events_poll_ms, control.events_heartbeat_seconds and control.events_buffer must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.events_poll_ms",
+                "and control.events_heartbeat_seconds, control.events_buffer must all be positive",
+            ));
         }
         if self.max_subscribers_per_user == 0 || self.max_subscribers == 0 {
-            return Err(
-                "control.max_subscribers_per_user and control.max_subscribers must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.max_subscribers_per_user",
+                "and control.max_subscribers must be positive",
+            ));
         }
         if self.ws_max_message_bytes < 64 {
-            return Err("control.ws_max_message_bytes must be at least 64".into());
+            return Err(InvalidSetting::new(
+                "control.ws_max_message_bytes",
+                "must be at least 64",
+            ));
         }
         if self.max_upload_bytes == 0
             || self.presign_ttl_seconds == 0
             || self.download_ttl_seconds == 0
         {
-            return Err(
-                "control.max_upload_bytes, control.presign_ttl_seconds and control.download_ttl_seconds must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.max_upload_bytes",
+                "and control.presign_ttl_seconds, control.download_ttl_seconds must all be positive",
+            ));
         }
         if self.thumbnail_workers == 0
             || self.thumbnail_max_pixels == 0
             || self.thumbnail_max_input_bytes == 0
             || self.thumbnail_lease_seconds == 0
         {
-            return Err("control.thumbnail_* settings must be positive".into());
+            return Err(InvalidSetting::new(
+                "control.thumbnail_*",
+                "settings must be positive",
+            ));
         }
         if self.password_attempts_per_client == 0 || self.password_attempts_per_link == 0 {
-            return Err(
-                "control.password_attempts_per_client and control.password_attempts_per_link must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "control.password_attempts_per_client",
+                "and control.password_attempts_per_link must be positive",
+            ));
         }
         if self.session_ttl_seconds == 0 || self.session_ttl_seconds > 365 * 24 * 3600 {
-            return Err("control.session_ttl_seconds must be between 1 and a year".into());
+            return Err(InvalidSetting::new(
+                "control.session_ttl_seconds",
+                "must be between 1 and a year",
+            ));
         }
         if self.click_retention_days == 0 {
-            return Err("control.click_retention_days must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "control.click_retention_days",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use shortlink_core::time_util::{now_unix, to_rfc3339};
 use shortlink_core::{Domain, UserId, validate_domain};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -55,8 +55,7 @@ async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> 
 
 fn domain_not_found(name: &str) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "domain_not_found",
+        ErrorCode::DomainNotFound,
         format!("domain '{name}' is not registered"),
     )
 }
@@ -70,10 +69,10 @@ pub async fn create_domain(
     caller.require_admin()?;
     state.check_write(&caller.key_hash)?;
     let name = validate_domain(&request.name)
-        .map_err(|e| ApiError::invalid("invalid_domain", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidDomain, e.to_string()))?;
     if state.is_default_host(&name) {
-        return Err(ApiError::invalid(
-            "invalid_domain",
+        return Err(ApiError::new(
+            ErrorCode::InvalidDomain,
             format!("'{name}' is the default domain; it needs no registration"),
         ));
     }
@@ -81,15 +80,18 @@ pub async fn create_domain(
         None => None,
         Some(names) => {
             if names.len() > MAX_DOMAIN_USERS {
-                return Err(ApiError::invalid(
-                    "invalid_users",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidUsers,
                     format!("a domain may name at most {MAX_DOMAIN_USERS} users"),
                 ));
             }
             let mut ids: Vec<UserId> = Vec::with_capacity(names.len());
             for name in &names {
                 let user = state.store().user_by_name(name).await?.ok_or_else(|| {
-                    ApiError::invalid("unknown_user", format!("there is no user named '{name}'"))
+                    ApiError::new(
+                        ErrorCode::UnknownUser,
+                        format!("there is no user named '{name}'"),
+                    )
                 })?;
                 if !ids.contains(&user.id) {
                     ids.push(user.id);
@@ -150,8 +152,8 @@ pub(crate) async fn resolve_domain(
         return Ok(String::new());
     };
     let unknown = || {
-        ApiError::invalid(
-            "unknown_domain",
+        ApiError::new(
+            ErrorCode::UnknownDomain,
             format!("domain '{requested}' is not registered"),
         )
     };

@@ -349,7 +349,7 @@ impl EventStream {
 mod tests {
     use super::*;
     use shortlink_core::{EventKind, NewEvent, Role};
-    use shortlink_store::{EmbeddedConfig, EmbeddedStore};
+    use shortlink_embedded::{EmbeddedConfig, EmbeddedStore};
 
     fn limits() -> HubLimits {
         HubLimits {

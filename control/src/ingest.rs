@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Serialize;
 use shortlink_core::ClickBatch;
@@ -15,7 +14,7 @@ use shortlink_store::{IngestOutcome, Store};
 
 use crate::config::ControlConfig;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 use crate::metrics;
 use crate::state::AppState;
@@ -36,8 +35,7 @@ impl FromRequestParts<AppState> for Internal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(secret) = state.internal_secret() else {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ingestion_disabled",
+                ErrorCode::IngestionDisabled,
                 "no internal secret is configured, so click ingestion is off",
             ));
         };
@@ -153,16 +151,15 @@ impl Ingestor {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(ApiError::invalid(
-                "invalid_batch_id",
+            return Err(ApiError::new(
+                ErrorCode::InvalidBatchId,
                 "batch_id must be 1 to 64 letters, digits, '-' or '_'",
             ));
         }
         let max = self.max_batch_clicks;
         if batch.clicks.len() > max {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
+                ErrorCode::BatchTooLarge,
                 format!("a batch may hold at most {max} clicks"),
             ));
         }
@@ -170,14 +167,14 @@ impl Ingestor {
         let oldest = now_ms - i64::from(self.retention_days) * 86_400_000;
         for click in &batch.clicks {
             if click.count == 0 {
-                return Err(ApiError::invalid(
-                    "invalid_count",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidCount,
                     "a click's count (n) must be at least 1",
                 ));
             }
             if click.ts_ms < oldest || click.ts_ms > now_ms + FUTURE_SKEW_MS {
-                return Err(ApiError::invalid(
-                    "invalid_timestamp",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidTimestamp,
                     format!(
                         "click time {} ms is outside the accepted window",
                         click.ts_ms
@@ -190,8 +187,8 @@ impl Ingestor {
                 || long(&click.host)
                 || long(&click.country)
             {
-                return Err(ApiError::invalid(
-                    "field_too_long",
+                return Err(ApiError::new(
+                    ErrorCode::FieldTooLong,
                     format!("click fields may be at most {MAX_FIELD_BYTES} bytes"),
                 ));
             }

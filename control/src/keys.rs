@@ -14,7 +14,7 @@ use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{ApiKey, Role, Scope, Scopes, User, UserId};
 
 use crate::auth::{Caller, generate_api_key, new_key_record};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
@@ -86,16 +86,16 @@ pub fn parse_scopes(names: &[String]) -> Result<Scopes, ApiError> {
         .iter()
         .map(|name| {
             Scope::parse(name).ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_scope",
+                ApiError::new(
+                    ErrorCode::InvalidScope,
                     format!("unknown scope '{name}': use read, links, uploads or admin"),
                 )
             })
         })
         .collect::<Result<Scopes, _>>()?;
     if scopes == Scopes::NONE {
-        return Err(ApiError::invalid(
-            "invalid_scope",
+        return Err(ApiError::new(
+            ErrorCode::InvalidScope,
             "a key needs at least one scope",
         ));
     }
@@ -117,8 +117,8 @@ fn check_grant(caller: &Caller, user: &User, scopes: Scopes) -> Result<(), ApiEr
         ));
     }
     if scopes.allows(Scope::Admin) && user.role != Role::Admin {
-        return Err(ApiError::invalid(
-            "invalid_scope",
+        return Err(ApiError::new(
+            ErrorCode::InvalidScope,
             "only an admin's key may hold the admin scope",
         ));
     }
@@ -126,7 +126,7 @@ fn check_grant(caller: &Caller, user: &User, scopes: Scopes) -> Result<(), ApiEr
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "key_not_found", "no such key")
+    ApiError::new(ErrorCode::KeyNotFound, "no such key")
 }
 
 /// `POST /api/v1/keys`: 201 with the new key, shown once.
@@ -137,14 +137,14 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     state.check_write(&caller.key_hash)?;
     if request.label.len() > MAX_LABEL_BYTES {
-        return Err(ApiError::invalid(
-            "invalid_label",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLabel,
             format!("label must be at most {MAX_LABEL_BYTES} bytes"),
         ));
     }
     if request.label == BOOTSTRAP_LABEL {
-        return Err(ApiError::invalid(
-            "invalid_label",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLabel,
             "the label 'bootstrap' is reserved for the configured admin key",
         ));
     }
@@ -153,8 +153,8 @@ pub async fn create_key(
         (Some(id), None) => state.store().get_user(id).await?,
         (None, Some(name)) => state.store().user_by_name(name).await?,
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_body",
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
                 "give at most one of user_id or user",
             ));
         }
@@ -162,11 +162,7 @@ pub async fn create_key(
     let user = match user {
         Some(user) => user,
         None if caller.is_admin() => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                "no such user",
-            ));
+            return Err(ApiError::new(ErrorCode::UserNotFound, "no such user"));
         }
         None => return Err(ApiError::forbidden("this needs an admin API key")),
     };
@@ -186,8 +182,8 @@ pub async fn create_key(
             parse_rfc3339(text)
                 .filter(|at| *at > now_unix())
                 .ok_or_else(|| {
-                    ApiError::invalid(
-                        "invalid_expires_at",
+                    ApiError::new(
+                        ErrorCode::InvalidExpiresAt,
                         "expires_at must be a future RFC 3339 time",
                     )
                 })
@@ -245,9 +241,7 @@ pub async fn list_keys(
                     .iter()
                     .find(|u| u.name == name)
                     .map(|u| u.id)
-                    .ok_or_else(|| {
-                        ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
-                    })?,
+                    .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "no such user"))?,
             ),
             None => None,
         }
@@ -309,7 +303,7 @@ pub async fn rotate_key(
         RotateRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?
     };
     let old = manageable(&state, &caller, &id).await?;
     let user = state
@@ -323,8 +317,8 @@ pub async fn rotate_key(
         .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
     let max = state.config().key_rotation_max_grace_seconds;
     if grace > max {
-        return Err(ApiError::invalid(
-            "invalid_grace",
+        return Err(ApiError::new(
+            ErrorCode::InvalidGrace,
             format!("grace_seconds must be at most {max}"),
         ));
     }

@@ -33,13 +33,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
-use shortlink_core::{EventRetention, Role, Scopes};
+use shortlink_core::{EventRetention, InvalidSetting, Role, Scopes};
 use shortlink_store::{Store, StoreError};
 use thiserror::Error;
 use tracing::info;
 
 pub use config::ControlConfig;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use state::{AppState, Backends};
 
 /// Why the control plane stopped with an error.
@@ -47,7 +47,7 @@ pub use state::{AppState, Backends};
 pub enum ControlError {
     /// A setting is invalid.
     #[error("invalid control config: {0}")]
-    Config(String),
+    Config(#[from] InvalidSetting),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -147,13 +147,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/auth/me", get(sessions::me))
         .route("/api/v1/sessions", get(sessions::list_sessions))
         .route("/api/v1/sessions/{id}", delete(sessions::end_session))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not support that method",
             )
         })
@@ -189,7 +186,7 @@ pub async fn bootstrap_admin(
                 store
                     .user_by_name(ADMIN_USER)
                     .await?
-                    .ok_or_else(|| StoreError::Backend("admin user vanished".into()))?,
+                    .ok_or_else(|| StoreError::corrupt("admin user vanished"))?,
                 false,
             ),
             Err(e) => return Err(e),
@@ -221,11 +218,13 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Binds the control plane's listen address. Binding before anything else starts means
 /// a proxy in the same process never sees the control plane refuse connections.
 pub fn bind(config: &ControlConfig) -> Result<std::net::TcpListener, ControlError> {
-    config.validate().map_err(ControlError::Config)?;
-    let addr: std::net::SocketAddr = config
-        .listen
-        .parse()
-        .map_err(|_| ControlError::Config(format!("bad listen address {}", config.listen)))?;
+    config.validate()?;
+    let addr: std::net::SocketAddr = config.listen.parse().map_err(|_| {
+        InvalidSetting::new(
+            "control.listen",
+            format!("'{}' is not an address", config.listen),
+        )
+    })?;
     let bind_error = |source| ControlError::Bind {
         addr: config.listen.clone(),
         source,

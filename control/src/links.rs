@@ -10,13 +10,13 @@ use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
     EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, Scope, SeriesPoint,
-    Tag, Targeting, UserId, validate_alias, validate_domain, validate_target,
+    ShortCode, Tag, Targeting, UserId, validate_alias, validate_domain, validate_target,
 };
-use shortlink_store::{ListQuery, StatsQuery, StoreError};
+use shortlink_store::{Created, ListQuery, StatsQuery, StoreError};
 
 use crate::auth::Caller;
 use crate::domains::resolve_domain;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::protected::hash_password;
 use crate::state::AppState;
@@ -125,8 +125,8 @@ impl LinkView {
 
 pub(crate) fn parse_expiry(text: &str) -> Result<i64, ApiError> {
     parse_rfc3339(text).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_expires_at",
+        ApiError::new(
+            ErrorCode::InvalidExpiresAt,
             format!("expires_at '{text}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"),
         )
     })
@@ -134,8 +134,8 @@ pub(crate) fn parse_expiry(text: &str) -> Result<i64, ApiError> {
 
 fn check_max_clicks(value: u64) -> Result<u64, ApiError> {
     if value == 0 || value > MAX_CLICKS_LIMIT {
-        return Err(ApiError::invalid(
-            "invalid_max_clicks",
+        return Err(ApiError::new(
+            ErrorCode::InvalidMaxClicks,
             format!("max_clicks must be between 1 and {MAX_CLICKS_LIMIT}"),
         ));
     }
@@ -144,7 +144,7 @@ fn check_max_clicks(value: u64) -> Result<u64, ApiError> {
 
 fn parse_redirect(value: u16) -> Result<RedirectStatus, ApiError> {
     RedirectStatus::try_from(value)
-        .map_err(|message| ApiError::invalid("invalid_redirect", message))
+        .map_err(|message| ApiError::new(ErrorCode::InvalidRedirect, message))
 }
 
 fn validate_targeting(
@@ -153,7 +153,7 @@ fn validate_targeting(
 ) -> Result<Option<Targeting>, ApiError> {
     targeting
         .validate(state.rules())
-        .map_err(|e| ApiError::invalid("invalid_targeting", e.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTargeting, e.to_string()))
 }
 
 /// The caller's link at (`domain`, `code`), or 404 (also for another user's link).
@@ -210,33 +210,73 @@ async fn create(
         None => None,
     };
 
-    let mut new = NewLink {
+    let new = NewLink {
         domain,
-        code: alias
-            .clone()
-            .unwrap_or_else(|| state.codes().generate(&url, caller.user.id, 0)),
-        custom_alias: alias.is_some(),
-        owner: caller.user.id,
-        url,
         redirect,
         expires_at,
         max_clicks,
         tags,
         password_hash,
         targeting,
+        ..NewLink::new(caller.user.id, url)
     };
-    if alias.is_some() {
-        let created = state.store().create_link(new).await?;
-        return Ok((created.link, created.existed));
-    }
-    for attempt in 0..MAX_CODE_ATTEMPTS {
-        new.code = state.codes().generate(&new.url, caller.user.id, attempt);
-        if is_reserved(new.code.as_str()) {
-            continue;
+    let created = insert_link(state, new, alias, TakenCode::Refused).await?;
+    Ok((created.link, created.existed))
+}
+
+/// What a taken code means to [`insert_link`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakenCode {
+    /// Another link: an alias is refused (409 `alias_taken`), a generated code moves on
+    /// to the next attempt.
+    Refused,
+    /// The same owner's link to the same URL there is this link (a CSV import run again
+    /// meets the links it made before, at the same generated codes).
+    SameIsExisting,
+}
+
+/// The one way links are created (the API, the CSV import, uploads' short links): stores
+/// `new` (its code ignored) at `alias`, or at the first free generated code.
+pub(crate) async fn insert_link(
+    state: &AppState,
+    mut new: NewLink,
+    alias: Option<ShortCode>,
+    taken: TakenCode,
+) -> Result<Created, ApiError> {
+    new.custom_alias = alias.is_some();
+    let attempts = if alias.is_some() {
+        1
+    } else {
+        MAX_CODE_ATTEMPTS
+    };
+    for attempt in 0..attempts {
+        match &alias {
+            Some(alias) => new.code = alias.clone(),
+            None => {
+                // Deterministic in (url, owner, attempt).
+                new.code = state.codes().generate(&new.url, new.owner, attempt);
+                if is_reserved(new.code.as_str()) {
+                    continue;
+                }
+            }
         }
         match state.store().create_link(new.clone()).await {
-            Ok(created) => return Ok((created.link, created.existed)),
-            Err(StoreError::CodeTaken(_)) => continue,
+            Ok(created) => return Ok(created),
+            Err(StoreError::CodeTaken(code)) => {
+                if taken == TakenCode::SameIsExisting
+                    && let Some(link) = state.store().get_link(&new.domain, &code).await?
+                    && link.owner == new.owner
+                    && link.url == new.url
+                {
+                    return Ok(Created {
+                        link,
+                        existed: true,
+                    });
+                }
+                if alias.is_some() {
+                    return Err(StoreError::CodeTaken(code).into());
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -252,33 +292,13 @@ pub(crate) async fn create_internal_link(
     owner: UserId,
     url: String,
 ) -> Result<Link, ApiError> {
-    let mut new = NewLink {
-        domain: String::new(),
-        code: state.codes().generate(&url, owner, 0),
-        custom_alias: false,
-        owner,
-        url,
+    let new = NewLink {
         redirect: RedirectStatus::Found,
-        expires_at: None,
-        max_clicks: None,
-        tags: Vec::new(),
-        password_hash: None,
-        targeting: None,
+        ..NewLink::new(owner, url)
     };
-    for attempt in 0..MAX_CODE_ATTEMPTS {
-        new.code = state.codes().generate(&new.url, owner, attempt);
-        if is_reserved(new.code.as_str()) {
-            continue;
-        }
-        match state.store().create_link(new.clone()).await {
-            Ok(created) => return Ok(created.link),
-            Err(StoreError::CodeTaken(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::internal(format!(
-        "no free code after {MAX_CODE_ATTEMPTS} attempts"
-    )))
+    Ok(insert_link(state, new, None, TakenCode::Refused)
+        .await?
+        .link)
 }
 
 /// `POST /api/v1/links`: 201 with the new link, or 200 with an existing plain one.
@@ -371,7 +391,12 @@ pub(crate) fn decode_cursor(text: &str) -> Result<i64, ApiError> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|s| s.strip_prefix("id:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor is not one this API returned"))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "cursor is not one this API returned",
+            )
+        })
 }
 
 /// A listing's page size: `limit`, or the configured default; 422 outside 1..=max.
@@ -379,8 +404,8 @@ pub(crate) fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize
     let config = state.config();
     let limit = limit.unwrap_or(config.default_page_size);
     if limit == 0 || limit > config.max_page_size {
-        return Err(ApiError::invalid(
-            "invalid_limit",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {}", config.max_page_size),
         ));
     }
@@ -471,8 +496,7 @@ pub async fn patch_link(
             .is_some()
     {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "link_moderated",
+            ErrorCode::LinkModerated,
             "an admin disabled this link; only an admin can turn it back on",
         ));
     }
@@ -555,8 +579,8 @@ pub struct StatsView {
 
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     parse_rfc3339(text).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_range",
+        ApiError::new(
+            ErrorCode::InvalidRange,
             format!("{name} '{text}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"),
         )
     })
@@ -587,11 +611,14 @@ pub async fn link_stats(
         None => to - default_span,
     };
     if from >= to {
-        return Err(ApiError::invalid("invalid_range", "from must be before to"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRange,
+            "from must be before to",
+        ));
     }
     if (to - from) / interval.seconds() > MAX_BUCKETS {
-        return Err(ApiError::invalid(
-            "range_too_large",
+        return Err(ApiError::new(
+            ErrorCode::RangeTooLarge,
             format!(
                 "a query may span at most {MAX_BUCKETS} buckets; use interval=day or a shorter range"
             ),

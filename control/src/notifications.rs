@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ use shortlink_core::EventId;
 use tracing::warn;
 
 use crate::auth::{Caller, RECHECK_EVERY, caller_of, still_valid};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::hub::{Delivery, EventStream, SubscribeError};
 use crate::state::AppState;
@@ -65,14 +65,9 @@ pub struct PollQuery {
 
 fn subscribe_error(e: SubscribeError) -> ApiError {
     match e {
-        SubscribeError::ShuttingDown => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            e.to_string(),
-        ),
+        SubscribeError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
         SubscribeError::UserLimit(_) | SubscribeError::InstanceLimit(_) => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_subscribers",
+            ErrorCode::TooManySubscribers,
             format!("{e}; close another stream first"),
         ),
     }
@@ -84,8 +79,8 @@ fn parse_cursor(text: &str, name: &str) -> Result<EventId, ApiError> {
         .ok()
         .filter(|id| *id >= 0)
         .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_cursor",
+            ApiError::new(
+                ErrorCode::InvalidCursor,
                 format!("{name} must be an event id (a non-negative integer)"),
             )
         })
@@ -95,9 +90,9 @@ fn parse_cursor(text: &str, name: &str) -> Result<EventId, ApiError> {
 /// reconnects), else `?last_event_id=`.
 fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<EventId>, ApiError> {
     if let Some(value) = headers.get("last-event-id") {
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::invalid("invalid_cursor", "Last-Event-ID is not valid text"))?;
+        let text = value.to_str().map_err(|_| {
+            ApiError::new(ErrorCode::InvalidCursor, "Last-Event-ID is not valid text")
+        })?;
         return parse_cursor(text, "Last-Event-ID").map(Some);
     }
     query
@@ -194,23 +189,23 @@ pub async fn poll(
     let caller = stream_caller(&state, &headers, query.access_token.as_deref()).await?;
     let after = query.after.unwrap_or(0);
     if after < 0 {
-        return Err(ApiError::invalid(
-            "invalid_cursor",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCursor,
             "after must be a non-negative event id",
         ));
     }
     let limit = query.limit.unwrap_or(DEFAULT_POLL_LIMIT);
     if limit == 0 || limit > MAX_POLL_LIMIT {
-        return Err(ApiError::invalid(
-            "invalid_limit",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {MAX_POLL_LIMIT}"),
         ));
     }
     let max_wait = state.config().poll_max_wait_seconds;
     let wait = query.wait.unwrap_or(0);
     if wait > max_wait {
-        return Err(ApiError::invalid(
-            "invalid_wait",
+        return Err(ApiError::new(
+            ErrorCode::InvalidWait,
             format!("wait must be at most {max_wait} seconds"),
         ));
     }
@@ -340,9 +335,10 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     .await;
 }
 
-fn error_message(code: &str, message: &str) -> Message {
+/// An error frame on the WebSocket: the API's error envelope with `"type": "error"`.
+fn error_message(code: ErrorCode, message: &str) -> Message {
     Message::Text(
-        serde_json::json!({"type": "error", "error": {"code": code, "message": message}})
+        serde_json::json!({"type": "error", "error": {"code": code.as_str(), "message": message}})
             .to_string()
             .into(),
     )
@@ -400,7 +396,7 @@ async fn run_socket(
                     Ok(ClientMessage { resume_after }) if resume_after >= 0 => stream.resume_after(resume_after),
                     _ => {
                         let reply = error_message(
-                            "invalid_message",
+                            ErrorCode::InvalidMessage,
                             r#"send {"resume_after": <event id>} (a non-negative integer)"#,
                         );
                         if socket.send(reply).await.is_err() {
@@ -409,7 +405,7 @@ async fn run_socket(
                     }
                 },
                 Some(Ok(Message::Binary(_))) => {
-                    let reply = error_message("invalid_message", "binary messages are not accepted; send JSON text");
+                    let reply = error_message(ErrorCode::InvalidMessage, "binary messages are not accepted; send JSON text");
                     if socket.send(reply).await.is_err() {
                         return;
                     }

@@ -27,7 +27,7 @@ use shortlink_core::code::is_code_shaped;
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{ClickBatch, ClickEvent, DeviceClass, Link, LinkId, RouteState};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// Longest accepted password, in bytes.
@@ -67,8 +67,8 @@ const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(3);
 
 fn check_password_text(password: &str) -> Result<(), ApiError> {
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::invalid(
-            "invalid_password",
+        return Err(ApiError::new(
+            ErrorCode::InvalidPassword,
             format!("password must be 1 to {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
@@ -106,7 +106,7 @@ pub async fn verify_password(hash: String, password: String) -> bool {
 }
 
 fn no_such_endpoint() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
 /// Limits of the guard (from `ControlConfig`).
@@ -477,7 +477,11 @@ pub async fn submit(
     };
     let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
-        .map_err(|_| ApiError::invalid("invalid_form", "the form is too large"))?;
+        .map_err(|_| {
+            // 422, not `invalid_form`'s 400: the status this refusal has always had.
+            ApiError::new(ErrorCode::InvalidForm, "the form is too large")
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+        })?;
     let password = url::form_urlencoded::parse(&body)
         .find(|(name, _)| name == "password")
         .map(|(_, value)| value.into_owned())

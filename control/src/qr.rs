@@ -9,7 +9,7 @@ use qrcode::QrCode;
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
@@ -40,8 +40,8 @@ pub async fn link_qr(
 ) -> Result<Response, ApiError> {
     let size = query.size.unwrap_or(256);
     if !SIZE_RANGE.contains(&size) {
-        return Err(ApiError::invalid(
-            "invalid_size",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSize,
             format!(
                 "size must be between {} and {} pixels",
                 SIZE_RANGE.start(),
@@ -56,7 +56,7 @@ pub async fn link_qr(
         short_url.push_str(shortlink_core::QR_MARKER);
     }
     let qr = QrCode::new(short_url.as_bytes())
-        .map_err(|e| ApiError::invalid("qr_failed", format!("cannot encode the URL: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::QrFailed, format!("cannot encode the URL: {e}")))?;
     let (content_type, body): (&'static str, Vec<u8>) =
         match query.format.as_deref().unwrap_or("svg") {
             "svg" => {
@@ -80,8 +80,8 @@ pub async fn link_qr(
                 ("image/png", png)
             }
             other => {
-                return Err(ApiError::invalid(
-                    "invalid_format",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidFormat,
                     format!("format must be svg or png (got {other})"),
                 ));
             }

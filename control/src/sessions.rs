@@ -20,7 +20,7 @@ use shortlink_core::time_util::{now_unix, to_rfc3339};
 use shortlink_core::{Role, Scope, Scopes, Session, UserId, hash_api_key};
 
 use crate::auth::{Caller, SESSION_COOKIE};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::protected::{MAX_PASSWORD_BYTES, hash_password, verify_password};
 use crate::state::AppState;
 
@@ -83,8 +83,7 @@ fn cookie(https: bool, token: &str, max_age: i64) -> HeaderValue {
 
 fn refused() -> ApiError {
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
+        ErrorCode::InvalidCredentials,
         "that user name and password do not match",
     )
 }
@@ -96,9 +95,9 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     let client = crate::client::client_of(&state, &parts);
     let body = axum::body::to_bytes(body, MAX_LOGIN_BYTES)
         .await
-        .map_err(|_| ApiError::invalid("invalid_body", "the sign-in body is too large"))?;
+        .map_err(|_| ApiError::new(ErrorCode::InvalidBody, "the sign-in body is too large"))?;
     let request: LoginRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?;
     if request.password.is_empty() || request.password.len() > MAX_PASSWORD_BYTES {
         return Err(refused());
     }
@@ -234,13 +233,7 @@ pub async fn end_session(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            "no such session",
-        )
-    };
+    let not_found = || ApiError::new(ErrorCode::SessionNotFound, "no such session");
     let session = state
         .store()
         .list_sessions(caller.user.id)

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tower::ServiceExt;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
@@ -38,9 +38,7 @@ const SNIFF_BYTES: usize = 8192;
 impl From<ObjectError> for ApiError {
     fn from(e: ObjectError) -> Self {
         match e {
-            ObjectError::NotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file")
-            }
+            ObjectError::NotFound(_) => ApiError::new(ErrorCode::NotFound, "no such file"),
             other => ApiError::internal(other),
         }
     }
@@ -62,8 +60,7 @@ pub(crate) fn thumbnail_key(id: &str, size: u32) -> String {
 fn too_large(max: u64) -> ApiError {
     crate::metrics::UPLOADS_TOO_LARGE.inc();
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "upload_too_large",
+        ErrorCode::UploadTooLarge,
         format!("uploads may be at most {max} bytes"),
     )
 }
@@ -151,8 +148,7 @@ where
     let mut hasher = Sha256::new();
     let read_error = |e: E| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "upload_interrupted",
+            ErrorCode::UploadInterrupted,
             format!("the upload could not be read to the end: {e}"),
         )
     };
@@ -248,8 +244,7 @@ async fn record(
             .await?;
         if !done {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_completed",
+                ErrorCode::AlreadyCompleted,
                 "this upload is complete already",
             ));
         }
@@ -302,16 +297,15 @@ async fn upload_file(
     {
         return Err(too_large(max));
     }
-    let bad_form =
-        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_form", message);
+    let bad_form = |message: String| ApiError::new(ErrorCode::InvalidForm, message);
     loop {
         let Some(field) = multipart
             .next_field()
             .await
             .map_err(|e| bad_form(format!("not a readable multipart form: {e}")))?
         else {
-            return Err(ApiError::invalid(
-                "missing_file",
+            return Err(ApiError::new(
+                ErrorCode::MissingFile,
                 "send the file as a multipart form field named 'file'",
             ));
         };
@@ -360,11 +354,7 @@ pub async fn get_upload(
         Some(upload) if upload.owner == caller.user.id => {
             Ok(Json(UploadView::new(&state, &upload)))
         }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such upload",
-        )),
+        _ => Err(ApiError::new(ErrorCode::NotFound, "no such upload")),
     }
 }
 
@@ -410,8 +400,8 @@ pub async fn presign(
         return Err(too_large(max));
     }
     if request.size == 0 {
-        return Err(ApiError::invalid(
-            "invalid_size",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSize,
             "size must be at least 1 byte",
         ));
     }
@@ -483,7 +473,7 @@ pub struct SignedQuery {
 }
 
 fn forbidden_signature(message: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", message)
+    ApiError::new(ErrorCode::InvalidSignature, message)
 }
 
 /// `PUT /api/v1/uploads/{id}/content?expires&signature`: the bytes of a presigned upload
@@ -524,8 +514,8 @@ async fn put_signed(
     let stored = store_stream(&state, &upload.object_key, body, upload.size).await?;
     if stored.size != upload.size {
         let _ = state.objects().delete(&upload.object_key).await;
-        return Err(ApiError::invalid(
-            "size_mismatch",
+        return Err(ApiError::new(
+            ErrorCode::SizeMismatch,
             format!("expected {} bytes, got {}", upload.size, stored.size),
         ));
     }
@@ -544,11 +534,7 @@ pub async fn complete(
     let upload = match state.store().get_upload(&id).await? {
         Some(upload) if upload.owner == caller.user.id => upload,
         _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such upload",
-            ));
+            return Err(ApiError::new(ErrorCode::NotFound, "no such upload"));
         }
     };
     if upload.state == UploadState::Complete {
@@ -556,15 +542,14 @@ pub async fn complete(
     }
     let Some(meta) = state.objects().head(&upload.object_key).await? else {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "upload_missing",
+            ErrorCode::UploadMissing,
             "no bytes were uploaded to the presigned URL (yet)",
         ));
     };
     if meta.size != upload.size {
         let _ = state.objects().delete(&upload.object_key).await;
-        return Err(ApiError::invalid(
-            "size_mismatch",
+        return Err(ApiError::new(
+            ErrorCode::SizeMismatch,
             format!(
                 "expected {} bytes, the stored object has {}",
                 upload.size, meta.size
@@ -673,11 +658,7 @@ async fn serve_object(
 async fn complete_upload_by_id(state: &AppState, id: &str) -> Result<Upload, ApiError> {
     match state.store().get_upload(id).await? {
         Some(upload) if upload.state == UploadState::Complete => Ok(upload),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such file",
-        )),
+        _ => Err(ApiError::new(ErrorCode::NotFound, "no such file")),
     }
 }
 
@@ -701,16 +682,11 @@ pub async fn serve_thumbnail(
 ) -> Result<Response, ApiError> {
     let upload = complete_upload_by_id(&state, &id).await?;
     if !THUMBNAIL_SIZES.contains(&size) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such thumbnail size",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such thumbnail size"));
     }
     let Some(thumb) = upload.thumbnails.iter().find(|t| t.size == size) else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no such thumbnail (yet)",
         ));
     };

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod event;
 pub mod hop;
 pub mod link;
+pub mod setting;
 pub mod target;
 pub mod targeting;
 pub mod time_util;
@@ -27,6 +28,7 @@ pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias
 pub use domain::{Domain, DomainError, normalize_host, validate_domain};
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
+pub use setting::InvalidSetting;
 pub use target::{TargetError, TargetRules, validate_target};
 pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingError};
 pub use upload::{

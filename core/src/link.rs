@@ -211,6 +211,24 @@ pub struct NewLink {
 }
 
 impl NewLink {
+    /// A plain link of `owner`'s to `url` on the default domain: a 301 with nothing else
+    /// set, its code left empty for the creation path to choose (alias or generated).
+    pub fn new(owner: UserId, url: String) -> NewLink {
+        NewLink {
+            domain: String::new(),
+            code: ShortCode::from_stored(String::new()),
+            custom_alias: false,
+            owner,
+            url,
+            redirect: RedirectStatus::default(),
+            expires_at: None,
+            max_clicks: None,
+            tags: Vec::new(),
+            password_hash: None,
+            targeting: None,
+        }
+    }
+
     /// The link as stored under `id`, created (and last changed) at `now`, with no clicks.
     pub fn into_link(self, id: LinkId, now: i64) -> Link {
         Link {

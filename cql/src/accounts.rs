@@ -81,7 +81,7 @@ impl UserRow {
         Ok(User {
             id: self.id,
             role: Role::parse(&self.role).ok_or_else(|| {
-                StoreError::Backend(format!("stored role '{}' is unknown", self.role))
+                StoreError::corrupt(format!("stored role '{}' is unknown", self.role))
             })?,
             name: self.name,
             created_at: self.created_at,
@@ -112,7 +112,7 @@ impl CqlStore {
             .row("SELECT value FROM {ks}.meta WHERE key = ?", (key,))
             .await?;
         row.map(|(v,)| v)
-            .ok_or_else(|| StoreError::Backend(format!("meta value '{key}' is missing")))
+            .ok_or_else(|| StoreError::corrupt(format!("meta value '{key}' is missing")))
     }
 
     /// When a user was created (Unix seconds), if the user exists.

@@ -130,7 +130,7 @@ impl CqlStore {
                 );
                 Ok(Some(IngestOutcome::Duplicate))
             }
-            _ => Err(StoreError::Backend(format!(
+            _ => Err(StoreError::corrupt(format!(
                 "batch {batch_id} is being applied by another node; retry later"
             ))),
         }

@@ -50,15 +50,6 @@ impl DomainStore for CqlStore {
         Ok(row.map(Domain::from))
     }
 
-    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
-        let rows: Vec<DomainRow> = self
-            .rows("SELECT name, users, created_at FROM {ks}.domains", ())
-            .await?;
-        let mut domains: Vec<Domain> = rows.into_iter().map(Domain::from).collect();
-        domains.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(domains)
-    }
-
     async fn delete_domain(&self, name: &str) -> Result<bool, StoreError> {
         let existed = self.get_domain(name).await?.is_some();
         self.exec(
@@ -68,5 +59,17 @@ impl DomainStore for CqlStore {
         )
         .await?;
         Ok(existed)
+    }
+}
+
+impl CqlStore {
+    /// Every registered domain, by name.
+    pub(crate) async fn domains(&self) -> Result<Vec<Domain>, StoreError> {
+        let rows: Vec<DomainRow> = self
+            .rows("SELECT name, users, created_at FROM {ks}.domains", ())
+            .await?;
+        let mut domains: Vec<Domain> = rows.into_iter().map(Domain::from).collect();
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(domains)
     }
 }

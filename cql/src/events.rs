@@ -30,7 +30,7 @@ impl EventRow {
             kind: self
                 .kind
                 .parse::<EventKind>()
-                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                .map_err(StoreError::backend)?,
             at_ms: self.at_ms,
             data: self.data,
         })

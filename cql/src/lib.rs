@@ -33,6 +33,7 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use serde::{Deserialize, Serialize};
+use shortlink_core::InvalidSetting;
 use shortlink_store::StoreError;
 use thiserror::Error;
 
@@ -95,9 +96,12 @@ impl Default for CqlConfig {
 
 impl CqlConfig {
     /// Checks the values a typo would break.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.nodes.is_empty() {
-            return Err("store.cql.nodes must name at least one node".into());
+            return Err(InvalidSetting::new(
+                "store.cql.nodes",
+                "must name at least one node",
+            ));
         }
         if self.keyspace.is_empty()
             || self.keyspace.len() > 48
@@ -106,26 +110,32 @@ impl CqlConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!(
-                "store.cql.keyspace '{}' must be 1-48 letters, digits or underscores",
-                self.keyspace
+            return Err(InvalidSetting::new(
+                "store.cql.keyspace",
+                format!(
+                    "'{}' must be 1-48 letters, digits or underscores",
+                    self.keyspace
+                ),
             ));
         }
         parse_consistency(&self.consistency)?;
         if !matches!(self.retry.as_str(), "default" | "none") {
-            return Err(format!(
-                "store.cql.retry '{}' must be 'default' or 'none'",
-                self.retry
+            return Err(InvalidSetting::new(
+                "store.cql.retry",
+                format!("'{}' must be 'default' or 'none'", self.retry),
             ));
         }
         if self.route_feed_ttl_seconds < 60 {
-            return Err("store.cql.route_feed_ttl_seconds must be at least 60".into());
+            return Err(InvalidSetting::new(
+                "store.cql.route_feed_ttl_seconds",
+                "must be at least 60",
+            ));
         }
         Ok(())
     }
 }
 
-fn parse_consistency(text: &str) -> Result<Consistency, String> {
+fn parse_consistency(text: &str) -> Result<Consistency, InvalidSetting> {
     Ok(match text.to_ascii_lowercase().as_str() {
         "local_quorum" => Consistency::LocalQuorum,
         "quorum" => Consistency::Quorum,
@@ -133,8 +143,9 @@ fn parse_consistency(text: &str) -> Result<Consistency, String> {
         "one" => Consistency::One,
         "all" => Consistency::All,
         other => {
-            return Err(format!(
-                "store.cql.consistency '{other}' must be one of local_quorum, quorum, local_one, one, all"
+            return Err(InvalidSetting::new(
+                "store.cql.consistency",
+                format!("'{other}' must be one of local_quorum, quorum, local_one, one, all"),
             ));
         }
     })
@@ -145,7 +156,7 @@ fn parse_consistency(text: &str) -> Result<Consistency, String> {
 pub enum CqlError {
     /// The configuration is invalid.
     #[error("{0}")]
-    Config(String),
+    Config(#[from] InvalidSetting),
     /// No node accepted a connection.
     #[error("cannot connect to the CQL cluster at {nodes}: {reason}")]
     Connect {
@@ -203,13 +214,13 @@ fn ttl_secs(secs: u64) -> i32 {
     i32::try_from(secs.clamp(60, 630_720_000)).unwrap_or(630_720_000)
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
+fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(error)
 }
 
 async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
-    config.validate().map_err(CqlError::Config)?;
-    let consistency = parse_consistency(&config.consistency).map_err(CqlError::Config)?;
+    config.validate()?;
+    let consistency = parse_consistency(&config.consistency)?;
     let mut profile = ExecutionProfile::builder()
         .consistency(consistency)
         .serial_consistency(Some(SerialConsistency::LocalSerial))

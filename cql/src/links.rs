@@ -5,9 +5,9 @@ use scylla::DeserializeRow;
 use scylla::response::{PagingState, PagingStateResponse};
 use sha2::{Digest, Sha256};
 use shortlink_core::time_util::now_unix;
-use shortlink_core::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
+use shortlink_core::{Domain, Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
 use shortlink_store::{
-    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
+    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RoutePage, RouteSource,
     StoreError,
 };
 use tokio::sync::watch;
@@ -159,8 +159,8 @@ impl CqlStore {
             )
             .await?;
         }
-        Err(StoreError::Backend(
-            "could not settle the deduplication slot (concurrent writers)".into(),
+        Err(StoreError::corrupt(
+            "could not settle the deduplication slot (concurrent writers)",
         ))
     }
 
@@ -279,14 +279,6 @@ impl LinkStore for CqlStore {
         })
     }
 
-    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError> {
-        let Some(row) = self.link_row(domain, code).await? else {
-            return Ok(None);
-        };
-        let clicks = self.link_clicks(row.id).await?;
-        Ok(Some(row.into_link(clicks)))
-    }
-
     async fn search_links(
         &self,
         owner: Option<UserId>,
@@ -299,7 +291,7 @@ impl LinkStore for CqlStore {
         // Across owners there is no ordered index: the search scans every link the way a
         // proxy's bulk load does. Admins search by hand, rarely; this keeps the write path
         // free of a global index.
-        use shortlink_store::RouteFeed;
+        use shortlink_store::RouteSource;
         let limit = query.limit.max(1);
         let needle = query.q.as_ref().map(|q| q.to_lowercase());
         let mut found: Vec<Link> = Vec::new();
@@ -520,7 +512,7 @@ impl LinkStore for CqlStore {
         self.meta("code_salt")
             .await?
             .parse()
-            .map_err(|_| StoreError::Backend("stored code salt is not a number".into()))
+            .map_err(|_| StoreError::corrupt("stored code salt is not a number"))
     }
 
     async fn installation_secret(&self) -> Result<[u8; 32], StoreError> {
@@ -531,12 +523,24 @@ impl LinkStore for CqlStore {
             .collect();
         bytes
             .try_into()
-            .map_err(|_| StoreError::Backend("stored signing key is malformed".into()))
+            .map_err(|_| StoreError::corrupt("stored signing key is malformed"))
     }
 }
 
 #[async_trait]
-impl RouteFeed for CqlStore {
+impl RouteSource for CqlStore {
+    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError> {
+        let Some(row) = self.link_row(domain, code).await? else {
+            return Ok(None);
+        };
+        let clicks = self.link_clicks(row.id).await?;
+        Ok(Some(row.into_link(clicks)))
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+        self.domains().await
+    }
+
     async fn feed_head(&self) -> Result<u64, StoreError> {
         Ok(self.horizon().max(0) as u64)
     }

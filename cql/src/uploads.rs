@@ -30,7 +30,7 @@ struct UploadRow {
 
 impl UploadRow {
     fn into_upload(self) -> Result<Upload, StoreError> {
-        let bad = |what: &str| StoreError::Backend(format!("stored upload has a bad {what}"));
+        let bad = |what: &str| StoreError::corrupt(format!("stored upload has a bad {what}"));
         Ok(Upload {
             id: self.id,
             owner: self.owner,
@@ -110,7 +110,7 @@ impl UploadStore for CqlStore {
             )
             .await?;
         if !inserted {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::corrupt(format!(
                 "upload id {} exists already",
                 upload.id
             )));

@@ -1,6 +1,7 @@
 //! The proxy's settings (the `[proxy]` table of the config file).
 
 use serde::{Deserialize, Serialize};
+use shortlink_core::InvalidSetting;
 
 /// Settings of the redirect proxy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,46 +105,54 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Checks values that parse but make no sense; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "proxy.listen '{}' is not an address like 0.0.0.0:8080",
-                self.listen
+            return Err(InvalidSetting::new(
+                "proxy.listen",
+                format!("'{}' is not an address like 0.0.0.0:8080", self.listen),
             ));
         }
         if self.threads == 0 {
-            return Err("proxy.threads must be at least 1".into());
+            return Err(InvalidSetting::new("proxy.threads", "must be at least 1"));
         }
         for upstream in &self.control_upstreams {
             if upstream.parse::<std::net::SocketAddr>().is_err() {
-                return Err(format!(
-                    "proxy.control_upstreams entry '{upstream}' is not an address like 127.0.0.1:8081"
+                return Err(InvalidSetting::new(
+                    "proxy.control_upstreams",
+                    format!("entry '{upstream}' is not an address like 127.0.0.1:8081"),
                 ));
             }
         }
         if self.not_found_per_ip_per_minute == 0 {
-            return Err("proxy.not_found_per_ip_per_minute must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "proxy.not_found_per_ip_per_minute",
+                "must be at least 1",
+            ));
         }
         if self.sync_poll_ms == 0 || self.sync_poll_ms > 60_000 {
-            return Err("proxy.sync_poll_ms must be between 1 and 60000".into());
+            return Err(InvalidSetting::new(
+                "proxy.sync_poll_ms",
+                "must be between 1 and 60000",
+            ));
         }
         if self.bulk_load_page == 0
             || self.click_queue_capacity == 0
             || self.click_batch_max == 0
             || self.click_batch_ms == 0
         {
-            return Err(
-                "proxy.bulk_load_page, click_queue_capacity, click_batch_max and click_batch_ms must be positive"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "proxy.bulk_load_page",
+                "and proxy.click_queue_capacity, proxy.click_batch_max, proxy.click_batch_ms must all be positive",
+            ));
         }
         if let Some(url) = &self.unknown_host_redirect {
             let ok = (url.starts_with("https://") || url.starts_with("http://"))
                 && http::HeaderValue::from_str(url).is_ok();
             if !ok {
-                return Err(format!(
-                    "proxy.unknown_host_redirect '{url}' must be an absolute http(s) URL"
+                return Err(InvalidSetting::new(
+                    "proxy.unknown_host_redirect",
+                    format!("'{url}' must be an absolute http(s) URL"),
                 ));
             }
         }

@@ -8,7 +8,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 /// Longest host name looked at (DNS limit); longer hosts are unknown.
-const MAX_HOST: usize = 253;
+/// The longest host name (RFC 1035).
+pub(crate) const MAX_HOST: usize = 253;
 
 /// What a request's host is.
 #[derive(Debug, PartialEq, Eq)]

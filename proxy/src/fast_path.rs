@@ -28,8 +28,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::domains::MAX_HOST;
 use crate::metrics::REQUESTS;
-use crate::service::{PlainRedirect, Redirector, RequestView, now_unix_ms};
+use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
 
 /// Idle time before a kept-alive connection is closed (pingora's default).
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -101,10 +102,8 @@ impl FastPathApp {
         if req.version != Some(1) {
             return Step::Defer;
         }
-        let head = match req.method {
-            Some("GET") => false,
-            Some("HEAD") => true,
-            _ => return Step::Defer,
+        let Some(method) = req.method else {
+            return Step::Defer;
         };
         let Some(target) = req.path else {
             return Step::Defer;
@@ -115,7 +114,7 @@ impl FastPathApp {
         };
         let mut request = RequestView {
             peer,
-            head,
+            head: method == "HEAD",
             query,
             ..RequestView::default()
         };
@@ -145,17 +144,25 @@ impl FastPathApp {
             }
         }
         // One time serves the lookup (expiry), the click and the `Date` header.
-        let answered = self
-            .redirector
-            .plain_redirect(path, &request, now_ms, |redirect| {
+        let mut host_buf = [0u8; MAX_HOST];
+        let decision = self.redirector.decide(
+            method,
+            path,
+            || request,
+            &mut host_buf,
+            now_ms,
+            |redirect| {
                 self.redirector
                     .capture_click(&request, redirect.link_id, now_ms);
                 write_redirect(out, &redirect, close, now_ms.div_euclid(1000));
                 redirect.status.as_u16()
-            });
-        match answered {
-            Some(status) => Step::Answered { len, status, close },
-            None => Step::Defer,
+            },
+        );
+        match decision {
+            Decision::Redirect(status) => Step::Answered { len, status, close },
+            // pingora answers the rest: other requests, unknown hosts, table misses
+            // (read-through), gone and protected links.
+            _ => Step::Defer,
         }
     }
 
@@ -518,6 +525,361 @@ impl pingora::services::Service for RedirectListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::num::NonZeroU32;
+
+    use http::HeaderValue;
+    use pingora::lb::LoadBalancer;
+    use pingora::server::configuration::ServerConf;
+    use shortlink_core::{Domain, Link, RedirectStatus, ShortCode};
+    use shortlink_store::{ChangeBatch, RoutePage, RouteSource, StoreError};
+
+    use crate::domains::DomainSet;
+    use crate::routes::RouteTable;
+    use crate::service::{Capture, not_found_limiter};
+    use crate::sync::SyncStatus;
+
+    /// A route source with nothing in it: `answer` decides from the table alone.
+    struct Empty;
+
+    #[async_trait]
+    impl RouteSource for Empty {
+        async fn get_link(&self, _: &str, _: &str) -> Result<Option<Link>, StoreError> {
+            Ok(None)
+        }
+        async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+            Ok(vec![])
+        }
+        async fn feed_head(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn routes_page(&self, _: Option<Vec<u8>>, _: usize) -> Result<RoutePage, StoreError> {
+            Ok(RoutePage {
+                links: vec![],
+                next: None,
+            })
+        }
+        async fn route_changes(&self, after: u64, _: usize) -> Result<ChangeBatch, StoreError> {
+            Ok(ChangeBatch {
+                changes: vec![],
+                reset: false,
+                next: after,
+            })
+        }
+        fn change_hint(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            None
+        }
+    }
+
+    fn link(id: i64, domain: &str, code: &str, url: &str) -> Link {
+        Link {
+            id,
+            domain: domain.into(),
+            code: ShortCode::from_stored(code.into()),
+            custom_alias: true,
+            owner: 1,
+            url: url.into(),
+            redirect: RedirectStatus::Permanent,
+            expires_at: None,
+            max_clicks: None,
+            clicks: 0,
+            tags: vec![],
+            disabled: false,
+            password_hash: None,
+            targeting: None,
+            moderation: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// The fast path over a table holding `/abc` (301), `/tmp` (302), `/off` (disabled),
+    /// `/pw` (protected) on the default host `short.test` and `/abc` on the custom domain
+    /// `go.example`; unknown hosts fall back to `https://fallback.test/`.
+    fn app(enabled: bool) -> FastPathApp {
+        let table = Arc::new(RouteTable::new(Duration::from_secs(5), 100));
+        table.upsert(&link(1, "", "abc", "https://a.test/x?y=1"));
+        let mut found = link(2, "", "tmp", "https://b.test/");
+        found.redirect = RedirectStatus::Found;
+        table.upsert(&found);
+        let mut off = link(3, "", "off", "https://c.test/");
+        off.disabled = true;
+        table.upsert(&off);
+        let mut protected = link(4, "", "pw", "https://d.test/");
+        protected.password_hash = Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into());
+        table.upsert(&protected);
+        table.upsert(&link(5, "go.example", "abc", "https://custom.test/"));
+        let domains = Arc::new(DomainSet::new(
+            "short.test",
+            Some(HeaderValue::from_static("https://fallback.test/")),
+        ));
+        domains.replace(["go.example".to_owned()]);
+        let capture = Capture {
+            sink: None,
+            trusted_proxies: vec![],
+            country_header: None,
+            country_lookup: None,
+        };
+        let upstreams = LoadBalancer::try_from_iter(["127.0.0.1:9"]).unwrap();
+        let redirector = Redirector::new(
+            table,
+            domains,
+            Arc::new(Empty),
+            capture,
+            Arc::new(upstreams),
+            not_found_limiter(NonZeroU32::new(10).unwrap()),
+            Arc::new(SyncStatus::default()),
+        );
+        let proxy =
+            pingora::proxy::http_proxy(&Arc::new(ServerConf::default()), redirector.clone());
+        FastPathApp::new(redirector, None, enabled, proxy)
+    }
+
+    /// What `answer` does with `request`: the step and the bytes written.
+    fn step(app: &FastPathApp, request: &[u8]) -> (Step, String) {
+        let mut out = Vec::new();
+        let step = app.answer(request, None, 1_700_000_000_000, &mut out);
+        (step, String::from_utf8(out).unwrap())
+    }
+
+    /// What a case expects: the whole request answered with this status (and
+    /// `Connection: close` with `close`), or another step.
+    #[derive(Debug)]
+    enum Expect {
+        Whole(u16),
+        WholeThenClose(u16),
+        Partial,
+        Defer,
+    }
+
+    #[test]
+    fn answer_decides_over_request_bytes() {
+        let app = app(true);
+        let many = |n: usize| {
+            let mut r = String::from("GET /abc HTTP/1.1\r\nHost: short.test\r\n");
+            for i in 0..n {
+                r.push_str(&format!("X-{i}: v\r\n"));
+            }
+            r + "\r\n"
+        };
+        let below = many(MAX_HEADERS - 1);
+        let above = many(MAX_HEADERS);
+        let cases: &[(&str, &[u8], Expect)] = &[
+            ("nothing buffered", b"", Expect::Partial),
+            ("a partial request line", b"GET /ab", Expect::Partial),
+            (
+                "a partial head",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\n",
+                Expect::Partial,
+            ),
+            (
+                "a plain GET",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "HEAD",
+                b"HEAD /abc HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "a 302 link",
+                b"GET /tmp HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Whole(302),
+            ),
+            (
+                "a query (QR scans)",
+                b"GET /abc?qr HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "Content-Length: 0 is no body",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\nContent-Length: 0\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "Connection: close",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\nConnection: keep-alive, Close\r\n\r\n",
+                Expect::WholeThenClose(301),
+            ),
+            (
+                "the host in any case, with a port and a trailing dot",
+                b"GET /abc HTTP/1.1\r\nHost: SHORT.Test.:8080\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "a custom domain's link",
+                b"GET /abc HTTP/1.1\r\nHost: Go.Example\r\n\r\n",
+                Expect::Whole(301),
+            ),
+            (
+                "headers up to the limit",
+                below.as_bytes(),
+                Expect::Whole(301),
+            ),
+            // pingora answers the rest.
+            ("more headers than parsed", above.as_bytes(), Expect::Defer),
+            (
+                "HTTP/1.0",
+                b"GET /abc HTTP/1.0\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "POST",
+                b"POST /abc HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a body",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\nContent-Length: 3\r\n\r\nabc",
+                Expect::Defer,
+            ),
+            (
+                "a chunked body",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "two Host headers",
+                b"GET /abc HTTP/1.1\r\nHost: short.test\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "an unknown host (fallback)",
+                b"GET /abc HTTP/1.1\r\nHost: other.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "an unknown code (read-through)",
+                b"GET /nope HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a reserved path",
+                b"GET /api HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a path no code has",
+                b"GET /a/b HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a disabled link",
+                b"GET /off HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a protected link",
+                b"GET /pw HTTP/1.1\r\nHost: short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a malformed request line",
+                b"GET  /abc\r\n\r\n",
+                Expect::Defer,
+            ),
+        ];
+        for (what, request, expected) in cases {
+            let (got, out) = step(&app, request);
+            let expected = match expected {
+                Expect::Whole(status) => Step::Answered {
+                    len: request.len(),
+                    status: *status,
+                    close: false,
+                },
+                Expect::WholeThenClose(status) => Step::Answered {
+                    len: request.len(),
+                    status: *status,
+                    close: true,
+                },
+                Expect::Partial => Step::Partial,
+                Expect::Defer => Step::Defer,
+            };
+            assert_eq!(got, expected, "{what}");
+            match got {
+                Step::Answered { status, close, .. } => {
+                    assert!(
+                        out.starts_with(&format!("HTTP/1.1 {status} ")),
+                        "{what}: {out}"
+                    );
+                    assert!(out.ends_with("\r\n\r\n"), "{what}: {out}");
+                    assert!(out.contains("\r\nContent-Length: 0\r\n"), "{what}: {out}");
+                    assert_eq!(out.contains("Connection: close"), close, "{what}: {out}");
+                }
+                _ => assert!(out.is_empty(), "{what} wrote {out}"),
+            }
+        }
+    }
+
+    #[test]
+    fn answer_writes_the_redirect_pingora_would() {
+        let app = app(true);
+        let (_, out) = step(&app, b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\n");
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: https://a.test/x?y=1\r\n\
+                 Cache-Control: {}\r\nContent-Length: 0\r\n\
+                 Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n\r\n",
+                RedirectStatus::Permanent.cache_control()
+            )
+        );
+        let (_, out) = step(&app, b"HEAD /abc HTTP/1.1\r\nHost: go.example\r\n\r\n");
+        assert!(
+            out.contains("\r\nLocation: https://custom.test/\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_one_at_a_time_in_order() {
+        let app = app(true);
+        let pipeline: &[u8] = b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\n\
+              HEAD /tmp HTTP/1.1\r\nHost: short.test\r\n\r\n\
+              GET /nope HTTP/1.1\r\nHost: short.test\r\n\r\n\
+              GET /abc HTTP/1.1\r\n";
+        let mut rest = pipeline;
+        let mut statuses = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match app.answer(rest, None, 1_700_000_000_000, &mut out) {
+                Step::Answered { len, status, .. } => {
+                    statuses.push(status);
+                    rest = &rest[len..];
+                }
+                other => {
+                    // The unknown code stops the fast path; pingora gets it and the rest.
+                    assert_eq!(other, Step::Defer);
+                    break;
+                }
+            }
+        }
+        assert_eq!(statuses, [301, 302]);
+        assert!(rest.starts_with(b"GET /nope "));
+        let text = String::from_utf8(out).unwrap();
+        let first = text.find("HTTP/1.1 301").unwrap();
+        let second = text.find("HTTP/1.1 302").unwrap();
+        assert!(first < second, "answers keep the requests' order");
+        // A partial request after the answered ones waits for more bytes.
+        let tail = b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\nGET /abc HTTP/1.1\r\n";
+        let Step::Answered { len, .. } = app.answer(tail, None, 0, &mut Vec::new()) else {
+            panic!("the first request is whole");
+        };
+        assert_eq!(
+            app.answer(&tail[len..], None, 0, &mut Vec::new()),
+            Step::Partial
+        );
+    }
+
+    #[test]
+    fn a_disabled_fast_path_defers_everything() {
+        let app = app(false);
+        let (got, out) = step(&app, b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\n");
+        assert_eq!(got, Step::Defer);
+        assert!(out.is_empty());
+        assert_eq!(step(&app, b"").0, Step::Partial);
+    }
 
     #[test]
     fn unix_time_follows_the_monotonic_clock_between_wall_clock_readings() {

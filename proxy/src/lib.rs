@@ -20,7 +20,8 @@ use pingora::lb::{LoadBalancer, health_check::TcpHealthCheck, selection::RoundRo
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
-use shortlink_store::Store;
+use shortlink_core::InvalidSetting;
+use shortlink_store::RouteSource;
 use thiserror::Error;
 
 pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
@@ -35,7 +36,7 @@ pub use sync::{RouteSync, SyncStatus};
 pub enum ProxyError {
     /// A setting is invalid.
     #[error("invalid proxy config: {0}")]
-    Config(String),
+    Config(#[from] InvalidSetting),
     /// The control upstream list could not be built.
     #[error("invalid control upstreams: {0}")]
     Upstreams(String),
@@ -96,18 +97,18 @@ pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
     edge: Edge,
-    store: Arc<dyn Store>,
+    store: Arc<dyn RouteSource>,
     internal_secret: Option<String>,
     local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
-    config.validate().map_err(ProxyError::Config)?;
+    config.validate()?;
     let hop_secret = internal_secret.clone();
     let fallback = config
         .unknown_host_redirect
         .as_deref()
         .map(http::HeaderValue::from_str)
         .transpose()
-        .map_err(|_| ProxyError::Config("unknown_host_redirect is not a valid URL".into()))?;
+        .map_err(|_| InvalidSetting::new("proxy.unknown_host_redirect", "is not a valid URL"))?;
     let domains = Arc::new(DomainSet::new(&edge.default_host, fallback));
     let table = Arc::new(RouteTable::new(
         Duration::from_millis(config.negative_cache_ms),
@@ -126,7 +127,7 @@ pub fn add_proxy(
     let spool_dir = config
         .spool_dir
         .clone()
-        .ok_or_else(|| ProxyError::Config("proxy.spool_dir is not set".into()))?;
+        .ok_or_else(|| InvalidSetting::new("proxy.spool_dir", "is not set"))?;
     let (sink, shipper) = clicks::click_queue(
         config.click_queue_capacity,
         config.threads,
@@ -151,8 +152,9 @@ pub fn add_proxy(
         Duration::from_millis(config.sync_poll_ms),
         config.bulk_load_page,
     );
-    let per_minute = NonZeroU32::new(config.not_found_per_ip_per_minute)
-        .ok_or_else(|| ProxyError::Config("not_found_per_ip_per_minute must be positive".into()))?;
+    let per_minute = NonZeroU32::new(config.not_found_per_ip_per_minute).ok_or_else(|| {
+        InvalidSetting::new("proxy.not_found_per_ip_per_minute", "must be positive")
+    })?;
     let limiter = service::not_found_limiter(per_minute);
     let capture = service::Capture {
         sink: config.capture_clicks.then_some(sink),
@@ -170,7 +172,7 @@ pub fn add_proxy(
         status.clone(),
     )
     .vouching_with(hop_secret.as_deref())
-    .map_err(|_| ProxyError::Config("the internal secret is not valid header text".into()))?;
+    .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
     let app = fast_path::FastPathApp::new(
         redirector.clone(),
         config.country_header.as_deref(),

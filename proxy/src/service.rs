@@ -18,12 +18,12 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
 use shortlink_core::hop;
-use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, time_util::now_unix};
-use shortlink_store::Store;
+use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState};
+use shortlink_store::RouteSource;
 use tracing::warn;
 
 use crate::clicks::{ClickSink, Visit};
-use crate::domains::{DomainSet, HostMatch};
+use crate::domains::{DomainSet, HostMatch, MAX_HOST};
 use crate::routes::{Resolution, RouteKey, RouteTable};
 use crate::sync::SyncStatus;
 
@@ -111,7 +111,7 @@ impl<'a> RequestView<'a> {
 
 /// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
 /// identity hashes these bytes; a new click's are copied into its capture shard and turned
-/// into text when the shipper takes it ([`crate::clicks::captured_text`]).
+/// into text when the shipper takes it (`captured_text` in `clicks::capture`).
 #[inline]
 fn cut(value: Option<&[u8]>) -> Option<&[u8]> {
     value.map(|v| &v[..v.len().min(MAX_CAPTURED_FIELD)])
@@ -199,7 +199,7 @@ impl Capture {
 pub struct Redirector {
     table: Arc<RouteTable>,
     domains: Arc<DomainSet>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn RouteSource>,
     capture: Arc<Capture>,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     not_found: Arc<NotFoundLimiter>,
@@ -223,7 +223,7 @@ impl Redirector {
     pub fn new(
         table: Arc<RouteTable>,
         domains: Arc<DomainSet>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn RouteSource>,
         capture: Capture,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
         not_found: Arc<NotFoundLimiter>,
@@ -254,18 +254,16 @@ impl Redirector {
         Ok(self)
     }
 
-    /// Looks the code up in the store after a table miss.
-    async fn read_through(&self, key: RouteKey, domain: &str, code: &str, now: i64) -> Lookup {
+    /// Looks the code up in the store after a table miss and puts what it finds into the
+    /// table (or remembers the miss for a while).
+    async fn read_through(&self, key: RouteKey, domain: &str, code: &str) -> Lookup {
         if self.table.recently_missed(key) {
             return Lookup::NotFound;
         }
         match self.store.get_link(domain, code).await {
             Ok(Some(link)) => {
                 self.table.upsert(&link);
-                match self.table.resolve(key, now) {
-                    Resolution::Miss => Lookup::NotFound,
-                    found => Lookup::Found(found),
-                }
+                Lookup::Filled
             }
             Ok(None) => {
                 self.table.remember_miss(key);
@@ -280,6 +278,27 @@ impl Redirector {
 }
 
 impl Redirector {
+    /// 410 for a link that exists but does not redirect now, saying why.
+    async fn gone(&self, session: &mut Session, state: RouteState) -> Result<bool> {
+        let reason = HeaderValue::from_static(match state {
+            RouteState::Expired => "expired",
+            RouteState::Disabled => "disabled",
+            RouteState::Exhausted => "max-clicks-reached",
+            RouteState::Live => "live",
+        });
+        respond(
+            session,
+            410,
+            &[
+                (header::CONTENT_TYPE, HTML.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+                (header::HeaderName::from_static("x-shortlink-state"), reason),
+            ],
+            GONE_PAGE,
+        )
+        .await
+    }
+
     /// 404 for an unknown code, or 429 once the client IP has had too many 404s.
     async fn not_found(&self, session: &mut Session) -> Result<bool> {
         if let Some(ip) = client_ip(session)
@@ -312,7 +331,7 @@ impl Redirector {
     }
 }
 
-/// A redirect the fast path answers itself.
+/// A redirect as [`Redirector::decide`] hands it to its caller's `answer`.
 pub(crate) struct PlainRedirect<'a> {
     /// The link followed (its click is captured).
     pub link_id: LinkId,
@@ -322,34 +341,67 @@ pub(crate) struct PlainRedirect<'a> {
     pub location: &'a [u8],
 }
 
+/// The redirect decision for one request, taken by [`Redirector::decide`] for both paths
+/// (the fast path and `request_filter`): everything up to and including the route table.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decision<'a, R> {
+    /// Not a short link: another method, or a path no code can have. The control plane
+    /// answers.
+    Pass,
+    /// A host this service does not serve, with a fallback configured: redirect there.
+    UnknownHost(&'a HeaderValue),
+    /// A live link in the table: what the caller's `answer` made of its redirect.
+    Redirect(R),
+    /// A password-protected link: the control plane answers (password page, cookie).
+    Protected,
+    /// The link exists but does not redirect now.
+    Gone(RouteState),
+    /// The table has no such route: the store may (read-through).
+    Miss {
+        /// The route's key in the table.
+        key: RouteKey,
+        /// The link's domain (`""` for the default).
+        domain: &'a str,
+        /// The code.
+        code: &'a str,
+    },
+}
+
 impl Redirector {
-    /// Hands `answer` the redirect for a GET or HEAD of `path` when it names a live link
-    /// already in the route table, with its `Location` read in place (see
-    /// [`RouteTable::resolve_with`]). `None` leaves the request to pingora: other paths,
-    /// unknown hosts, table misses (read-through), gone and protected links. `now_ms` is
-    /// the request's time.
+    /// Decides a `method` request of `path` (without the query) at `now_ms` from the route
+    /// table alone: the code's shape, the host (`request` gives the request's parts; its
+    /// `Host` is read only when custom domains or a fallback exist), the table entry. A
+    /// live link's redirect, its targeted `Location` applied, is handed to `answer` in
+    /// place (see [`RouteTable::resolve_with`]); `answer` must not write to the table.
     #[inline]
-    pub(crate) fn plain_redirect<R>(
-        &self,
-        path: &str,
-        request: &RequestView,
+    pub(crate) fn decide<'a, 'r, R>(
+        &'a self,
+        method: &str,
+        path: &'a str,
+        request: impl Fn() -> RequestView<'r>,
+        host_buf: &'a mut [u8; MAX_HOST],
         now_ms: i64,
         answer: impl FnOnce(PlainRedirect<'_>) -> R,
-    ) -> Option<R> {
-        let code = path.strip_prefix('/')?;
-        if !is_code_shaped(code) || is_reserved(code) {
-            return None;
+    ) -> Decision<'a, R> {
+        if method != "GET" && method != "HEAD" {
+            return Decision::Pass;
         }
-        let mut host_buf = [0u8; 253];
-        let domain = match self.domains.classify(|| request.host, &mut host_buf) {
+        let Some(code) = path.strip_prefix('/') else {
+            return Decision::Pass;
+        };
+        if !is_code_shaped(code) || is_reserved(code) {
+            return Decision::Pass;
+        }
+        let domain = match self.domains.classify(|| request().host, host_buf) {
             HostMatch::Default => "",
             HostMatch::Custom(domain) => domain,
-            HostMatch::Unknown(_) => return None,
+            HostMatch::Unknown(fallback) => return Decision::UnknownHost(fallback),
         };
         let key = self.table.key(domain, code);
-        self.table
+        let resolved = self
+            .table
             .resolve_with(key, now_ms.div_euclid(1000), |redirect| {
-                let targeted = self.targeted(key, redirect.targeted, || *request);
+                let targeted = self.targeted(key, redirect.targeted, &request);
                 answer(PlainRedirect {
                     link_id: redirect.link_id,
                     status: redirect.status,
@@ -357,20 +409,16 @@ impl Redirector {
                         .as_ref()
                         .map_or(redirect.location, HeaderValue::as_bytes),
                 })
-            })
-            .ok()
-    }
-
-    /// The `Location` to send: `location`, or the targeted one (see [`Self::targeted`]).
-    #[inline]
-    fn located<'a>(
-        &self,
-        key: RouteKey,
-        location: HeaderValue,
-        targeted: bool,
-        request: impl FnOnce() -> RequestView<'a>,
-    ) -> HeaderValue {
-        self.targeted(key, targeted, request).unwrap_or(location)
+            });
+        match resolved {
+            Ok(answered) => Decision::Redirect(answered),
+            Err(Resolution::Protected) => Decision::Protected,
+            Err(Resolution::Gone(state)) => Decision::Gone(state),
+            // `Redirect` is never an error.
+            Err(Resolution::Miss | Resolution::Redirect { .. }) => {
+                Decision::Miss { key, domain, code }
+            }
+        }
     }
 
     /// The targeted `Location`, when the link has targeting rules (`targeted`) and one
@@ -397,10 +445,21 @@ impl Redirector {
     }
 }
 
+/// What a read-through found.
 enum Lookup {
-    Found(Resolution),
+    /// The link is in the table now.
+    Filled,
+    /// No such link.
     NotFound,
+    /// The store did not answer.
     Unavailable,
+}
+
+/// A redirect `request_filter` writes: its own copy of the `Location`.
+struct OwnedRedirect {
+    link_id: LinkId,
+    status: RedirectStatus,
+    location: HeaderValue,
 }
 
 /// Writes a complete small response. HEAD gets the same headers and no body.
@@ -480,101 +539,80 @@ impl ProxyHttp for Redirector {
             ];
             return respond(session, status, &headers, body).await;
         }
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return Ok(false);
-        }
-        let Some(code) = path.strip_prefix('/') else {
-            return Ok(false);
-        };
-        if !is_code_shaped(code) || is_reserved(code) {
-            return Ok(false);
-        }
-        let mut host_buf = [0u8; 253];
-        let host = || {
-            req.headers
-                .get(header::HOST)
-                .map(HeaderValue::as_bytes)
-                .or_else(|| req.uri.host().map(str::as_bytes))
-        };
-        let domain = match self.domains.classify(host, &mut host_buf) {
-            HostMatch::Default => "",
-            HostMatch::Custom(domain) => domain,
-            HostMatch::Unknown(fallback) => {
-                let headers = [
-                    (header::LOCATION, fallback.clone()),
-                    (header::CACHE_CONTROL, NO_STORE.clone()),
-                ];
-                return respond(session, 302, &headers, b"").await;
-            }
-        };
-        let key = self.table.key(domain, code);
-        let now = now_unix();
-        let resolution = match self.table.resolve(key, now) {
-            Resolution::Miss => {
-                let code = code.to_owned();
-                let domain = domain.to_owned();
-                match self.read_through(key, &domain, &code, now).await {
-                    Lookup::Found(found) => found,
-                    Lookup::NotFound => return self.not_found(session).await,
-                    Lookup::Unavailable => {
-                        return respond(
-                            session,
-                            503,
-                            &[
-                                (header::CONTENT_TYPE, HTML.clone()),
-                                (header::CACHE_CONTROL, NO_STORE.clone()),
-                                (header::RETRY_AFTER, HeaderValue::from_static("5")),
-                            ],
-                            UNAVAILABLE_PAGE,
-                        )
-                        .await;
+        let country_header = self.capture.country_header.as_deref();
+        let now_ms = now_unix_ms();
+        // At most twice: after a table miss, the read-through fills the table and the same
+        // decision is taken again.
+        let mut read_through = true;
+        loop {
+            let mut host_buf = [0u8; MAX_HOST];
+            let req = session.req_header();
+            let decision = self.decide(
+                req.method.as_str(),
+                req.uri.path(),
+                || RequestView::of_session(session, country_header),
+                &mut host_buf,
+                now_ms,
+                |redirect| {
+                    HeaderValue::from_bytes(redirect.location)
+                        .ok()
+                        .map(|location| OwnedRedirect {
+                            link_id: redirect.link_id,
+                            status: redirect.status,
+                            location,
+                        })
+                },
+            );
+            return match decision {
+                // A stored `Location` is valid header text (checked when the route is
+                // built): the control plane answers if it is not.
+                Decision::Pass | Decision::Protected | Decision::Redirect(None) => Ok(false),
+                Decision::UnknownHost(fallback) => {
+                    let headers = [
+                        (header::LOCATION, fallback.clone()),
+                        (header::CACHE_CONTROL, NO_STORE.clone()),
+                    ];
+                    respond(session, 302, &headers, b"").await
+                }
+                Decision::Redirect(Some(redirect)) => {
+                    ctx.clicked = Some(redirect.link_id);
+                    let status = redirect.status;
+                    let mut resp = ResponseHeader::build(status.as_u16(), Some(3))?;
+                    resp.insert_header(header::LOCATION, redirect.location)?;
+                    resp.insert_header(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static(status.cache_control()),
+                    )?;
+                    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
+                    session.write_response_header(Box::new(resp), true).await?;
+                    Ok(true)
+                }
+                Decision::Gone(state) => self.gone(session, state).await,
+                Decision::Miss { .. } if !read_through => self.not_found(session).await,
+                Decision::Miss { key, domain, code } => {
+                    let (domain, code) = (domain.to_owned(), code.to_owned());
+                    match self.read_through(key, &domain, &code).await {
+                        Lookup::Filled => {
+                            read_through = false;
+                            continue;
+                        }
+                        Lookup::NotFound => self.not_found(session).await,
+                        Lookup::Unavailable => {
+                            respond(
+                                session,
+                                503,
+                                &[
+                                    (header::CONTENT_TYPE, HTML.clone()),
+                                    (header::CACHE_CONTROL, NO_STORE.clone()),
+                                    (header::RETRY_AFTER, HeaderValue::from_static("5")),
+                                ],
+                                UNAVAILABLE_PAGE,
+                            )
+                            .await
+                        }
                     }
                 }
-            }
-            found => found,
-        };
-        match resolution {
-            Resolution::Redirect {
-                link_id,
-                status,
-                location,
-                targeted,
-            } => {
-                ctx.clicked = Some(link_id);
-                let location = self.located(key, location, targeted, || {
-                    RequestView::of_session(session, self.capture.country_header.as_deref())
-                });
-                let mut resp = ResponseHeader::build(status.as_u16(), Some(3))?;
-                resp.insert_header(header::LOCATION, location)?;
-                resp.insert_header(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static(status.cache_control()),
-                )?;
-                resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))?;
-                session.write_response_header(Box::new(resp), true).await?;
-                Ok(true)
-            }
-            Resolution::Gone(state) => {
-                let reason = HeaderValue::from_static(match state {
-                    RouteState::Expired => "expired",
-                    RouteState::Disabled => "disabled",
-                    RouteState::Exhausted => "max-clicks-reached",
-                    RouteState::Live => "live",
-                });
-                respond(
-                    session,
-                    410,
-                    &[
-                        (header::CONTENT_TYPE, HTML.clone()),
-                        (header::CACHE_CONTROL, NO_STORE.clone()),
-                        (header::HeaderName::from_static("x-shortlink-state"), reason),
-                    ],
-                    GONE_PAGE,
-                )
-                .await
-            }
-            // The control plane shows the password page and counts the click.
-            Resolution::Protected | Resolution::Miss => Ok(false),
+            };
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use shortlink_store::{Store, StoreError};
+use shortlink_store::{RouteSource, StoreError};
 use tracing::{info, warn};
 
 use crate::domains::DomainSet;
@@ -44,7 +44,7 @@ impl SyncStatus {
 
 /// The background service that loads and follows routes.
 pub struct RouteSync {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RouteSource>,
     table: Arc<RouteTable>,
     domains: Arc<DomainSet>,
     status: Arc<SyncStatus>,
@@ -56,7 +56,7 @@ impl RouteSync {
     /// A sync for `table` and `domains` from `store`, polling every `poll`, loading `page`
     /// links at a time.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RouteSource>,
         table: Arc<RouteTable>,
         domains: Arc<DomainSet>,
         status: Arc<SyncStatus>,

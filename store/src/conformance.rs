@@ -57,7 +57,7 @@ fn code(text: String) -> ShortCode {
 }
 
 /// A plain permanent link on the default domain.
-pub(crate) fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
+pub fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
     NewLink {
         domain: String::new(),
         code: code(code_text),
@@ -590,7 +590,7 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
 }
 
 /// An enriched click from a desktop (or a bot) in Germany, referred by example.com.
-pub(crate) fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
+pub fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClick {
     EnrichedClick {
         link_id,
         ts_ms,

@@ -1,10 +1,12 @@
-//! Storage for shortlink: the traits every backend implements, the embedded SQLite
-//! backend, and one conformance suite that every backend must pass.
+//! Storage for shortlink: the traits every backend implements (the embedded SQLite one
+//! in `shortlink-embedded`, the CQL one in `shortlink-cql`), the rollup arithmetic they
+//! share, and one conformance suite that every backend must pass.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-pub mod embedded;
 pub mod rollup;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use shortlink_core::{
@@ -14,8 +16,6 @@ use shortlink_core::{
 };
 use thiserror::Error;
 use tokio::sync::watch;
-
-pub use embedded::{EmbeddedConfig, EmbeddedStore, Pacing};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -32,13 +32,80 @@ pub enum StoreError {
     /// The referenced user does not exist.
     #[error("user {0} does not exist")]
     NoSuchUser(UserId),
-    /// The backend failed (I/O, corruption, a bug); the message is for logs, not users.
+    /// The backend failed (I/O, corruption, a bug); for logs, not users.
     #[error("storage backend failed: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
     /// The store was shut down.
     #[error("store is shut down")]
     Closed,
 }
+
+impl StoreError {
+    /// A backend failure caused by `source` (a driver's, SQLite's or the system's error),
+    /// kept whole: [`std::error::Error::source`] gives it back.
+    pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend(BackendError {
+            context: None,
+            source: Some(Arc::new(source)),
+        })
+    }
+
+    /// A backend failure caused by `source` while doing `context`.
+    pub fn backend_in(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Backend(BackendError {
+            context: Some(context.into()),
+            source: Some(Arc::new(source)),
+        })
+    }
+
+    /// A backend failure with no error underneath: stored data the backend cannot read,
+    /// a state it cannot be in.
+    pub fn corrupt(what: impl Into<String>) -> StoreError {
+        StoreError::Backend(BackendError {
+            context: Some(what.into()),
+            source: None,
+        })
+    }
+}
+
+/// Why a backend failed: what it was doing and the error underneath, both kept. Its text
+/// shows both (logs print errors by their text); `source()` gives the error itself.
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    context: Option<String>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.context, &self.source) {
+            (Some(context), Some(source)) => write!(f, "{context}: {source}"),
+            (Some(context), None) => f.write_str(context),
+            (None, Some(source)) => write!(f, "{source}"),
+            (None, None) => f.write_str("unknown failure"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Equal when they read the same (the underlying errors are not comparable).
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for BackendError {}
 
 /// What `create_link` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,16 +201,13 @@ pub struct EventPage {
     pub next: EventId,
 }
 
-/// Links: create, read, list, change, delete.
+/// Links: create, list, change, delete (one is read by [`RouteSource::get_link`]).
 #[async_trait]
 pub trait LinkStore: Send + Sync {
     /// Creates a link. If `link.is_plain()` and the owner already has a plain link to the
     /// same URL on the same domain, returns that one with `existed = true`.
     /// Fails with [`StoreError::CodeTaken`] when the code is used on that domain.
     async fn create_link(&self, link: NewLink) -> Result<Created, StoreError>;
-
-    /// The link at (domain, code), whoever owns it.
-    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError>;
 
     /// The owner's links, newest first, filtered and paged.
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError>;
@@ -182,10 +246,17 @@ pub trait LinkStore: Send + Sync {
     async fn installation_secret(&self) -> Result<[u8; 32], StoreError>;
 }
 
-/// The route change feed that keeps proxies' route tables in sync. Reads may lag writes
-/// by the backend's settle time; a change's `link` is the link's state when read.
+/// What a proxy reads: one link by its route, the registered domains, and the route
+/// change feed that keeps its route table in sync. Feed reads may lag writes by the
+/// backend's settle time; a change's `link` is the link's state when read.
 #[async_trait]
-pub trait RouteFeed: Send + Sync {
+pub trait RouteSource: Send + Sync {
+    /// The link at (domain, code), whoever owns it.
+    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError>;
+
+    /// Every registered domain, by name.
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError>;
+
     /// The newest feed position; a reader that bulk-loads takes this first, then follows
     /// the feed from here.
     async fn feed_head(&self) -> Result<u64, StoreError>;
@@ -423,10 +494,11 @@ pub fn targeting_json(targeting: &Option<Targeting>) -> Result<Option<String>, S
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|e| StoreError::Backend(e.to_string()))
+        .map_err(StoreError::backend)
 }
 
-/// Custom domains. A handful per installation: proxies read them whole.
+/// Custom domains. A handful per installation: proxies read them whole
+/// ([`RouteSource::list_domains`]).
 #[async_trait]
 pub trait DomainStore: Send + Sync {
     /// Registers a domain; [`StoreError::DomainExists`] if it is registered already.
@@ -434,9 +506,6 @@ pub trait DomainStore: Send + Sync {
 
     /// The registered domain with this (normalized) name.
     async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError>;
-
-    /// Every registered domain, by name.
-    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError>;
 
     /// Unregisters a domain (its links stay stored, unreachable until it is registered
     /// again); false if it was not registered.
@@ -446,7 +515,7 @@ pub trait DomainStore: Send + Sync {
 /// Everything a shortlink node needs from storage.
 pub trait Store:
     LinkStore
-    + RouteFeed
+    + RouteSource
     + AccountStore
     + AuditStore
     + ClickStore
@@ -458,7 +527,7 @@ pub trait Store:
 
 impl<
     T: LinkStore
-        + RouteFeed
+        + RouteSource
         + AccountStore
         + AuditStore
         + ClickStore

@@ -299,6 +299,25 @@ impl TestServer {
         request.send().await.expect("proxy request")
     }
 
+    /// POSTs a link's password form (`password` already URL-encoded) to `/{path}` on the
+    /// proxy, with extra request headers.
+    pub async fn post_password(
+        &self,
+        path: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/{path}", self.proxy))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("password={password}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("proxy request")
+    }
+
     /// Polls `/{code}` until its status is `want` or `within` passes; returns the last
     /// response and how long it took.
     pub async fn wait_status(

@@ -12,9 +12,8 @@ use shortlink_core::{
     ClickEvent, EnrichedClick, Interval, NewLink, RedirectStatus, Role, ShortCode,
     time_util::now_unix,
 };
-use shortlink_store::{
-    AccountStore, ClickStore, EmbeddedConfig, EmbeddedStore, LinkStore, Pacing, StatsQuery,
-};
+use shortlink_embedded::{EmbeddedConfig, EmbeddedStore, Pacing};
+use shortlink_store::{AccountStore, ClickStore, LinkStore, StatsQuery};
 
 const UAS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",

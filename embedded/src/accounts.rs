@@ -9,7 +9,7 @@ use shortlink_core::{
 };
 
 use super::EmbeddedStore;
-use crate::{AccountStore, AuditStore, StoreError};
+use shortlink_store::{AccountStore, AuditStore, StoreError};
 
 const USER_COLUMNS: &str = "u.id, u.name, u.role, u.created_at, u.disabled";
 const KEY_COLUMNS: &str = "k.key_hash, k.user_id, k.label, k.prefix, k.scopes, k.created_at, \
@@ -73,7 +73,7 @@ impl AccountStore for EmbeddedStore {
                     params![name, role.as_str(), now],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::UserExists(name));
+                    return Err(StoreError::UserExists(name).into());
                 }
                 Ok(User {
                     id: conn.last_insert_rowid(),
@@ -146,7 +146,7 @@ impl AccountStore for EmbeddedStore {
                     .optional()?
                     .unwrap_or(false);
                 if !exists {
-                    return Err(StoreError::NoSuchUser(key.user_id));
+                    return Err(StoreError::NoSuchUser(key.user_id).into());
                 }
                 conn.execute(
                     "INSERT INTO api_keys

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use shortlink_core::Domain;
 
 use super::EmbeddedStore;
-use crate::{DomainStore, StoreError};
+use shortlink_store::{DomainStore, StoreError};
 
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let users: Option<String> = row.get(1)?;
@@ -24,7 +24,7 @@ impl DomainStore for EmbeddedStore {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(StoreError::backend)?;
         self.writer
             .write(move |conn| {
                 let inserted = conn.execute(
@@ -33,7 +33,7 @@ impl DomainStore for EmbeddedStore {
                     params![domain.name, users, domain.created_at],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::DomainExists(domain.name));
+                    return Err(StoreError::DomainExists(domain.name).into());
                 }
                 Ok(())
             })
@@ -54,7 +54,19 @@ impl DomainStore for EmbeddedStore {
         .await
     }
 
-    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+    async fn delete_domain(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                Ok(conn.execute("DELETE FROM domains WHERE name = ?1", params![name])? > 0)
+            })
+            .await
+    }
+}
+
+impl EmbeddedStore {
+    /// Every registered domain, by name.
+    pub(crate) async fn domains(&self) -> Result<Vec<Domain>, StoreError> {
         self.read(|conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT name, users, created_at FROM domains ORDER BY name")?;
@@ -64,14 +76,5 @@ impl DomainStore for EmbeddedStore {
             Ok(domains)
         })
         .await
-    }
-
-    async fn delete_domain(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.writer
-            .write(move |conn| {
-                Ok(conn.execute("DELETE FROM domains WHERE name = ?1", params![name])? > 0)
-            })
-            .await
     }
 }

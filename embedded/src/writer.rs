@@ -10,7 +10,9 @@ use tracing::{error, warn};
 
 use super::events::events_head;
 use super::links::feed_head;
-use crate::StoreError;
+use shortlink_store::StoreError;
+
+use crate::DbError;
 
 /// Watches the writer ticks after a commit moved a feed, for readers in the process.
 pub(super) struct Hints {
@@ -46,7 +48,7 @@ impl Writer {
         thread::Builder::new()
             .name("shortlink-store-writer".into())
             .spawn(move || run(conn, queue, hints, feed_retain, max_batch.max(1)))
-            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| StoreError::backend_in("cannot start writer thread", e))?;
         Ok(Writer {
             jobs,
             outstanding: Arc::new(AtomicUsize::new(0)),
@@ -58,16 +60,14 @@ impl Writer {
     pub(super) async fn write<R, F>(&self, op: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let outstanding = self.outstanding.clone();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
-                Some(conn) => op(conn),
-                None => Err(StoreError::Backend(
-                    "cannot begin a write transaction".into(),
-                )),
+                Some(conn) => op(conn).map_err(StoreError::from),
+                None => Err(StoreError::corrupt("cannot begin a write transaction")),
             };
             outstanding.fetch_sub(1, Ordering::Relaxed);
             let ok = result.is_ok();
@@ -167,7 +167,7 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> usize {
     let committed = conn.execute_batch("COMMIT").map_err(|e| {
         error!(error = %e, "commit failed");
         let _ = conn.execute_batch("ROLLBACK");
-        StoreError::Backend(e.to_string())
+        StoreError::backend_in("commit failed", e)
     });
     for finish in finishers {
         finish(committed.clone());

@@ -6,7 +6,7 @@ use shortlink_core::{Event, EventId, EventKind, EventRetention, NewEvent, UserId
 use tokio::sync::watch;
 
 use super::EmbeddedStore;
-use crate::{EventPage, EventStore, StoreError};
+use shortlink_store::{EventPage, EventStore, StoreError};
 
 /// The newest event id, 0 when the log is empty.
 pub(super) fn events_head(conn: &Connection) -> rusqlite::Result<EventId> {

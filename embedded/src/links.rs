@@ -3,13 +3,14 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use shortlink_core::{
-    Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId, time_util::now_unix,
+    Domain, Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId,
+    time_util::now_unix,
 };
 use tokio::sync::watch;
 
 use super::EmbeddedStore;
-use crate::{
-    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RouteFeed, RoutePage,
+use shortlink_store::{
+    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RoutePage, RouteSource,
     StoreError, targeting_json,
 };
 
@@ -122,7 +123,7 @@ impl LinkStore for EmbeddedStore {
                 }
                 let now = now_unix();
                 let tags = serde_json::to_string(&new.tags)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    .map_err(StoreError::backend)?;
                 let targeting = targeting_json(&new.targeting)?;
                 let inserted = conn.execute(
                     "INSERT INTO links (domain, code, custom_alias, owner, url, redirect, expires_at,
@@ -147,7 +148,7 @@ impl LinkStore for EmbeddedStore {
                     ],
                 )?;
                 if inserted == 0 {
-                    return Err(StoreError::CodeTaken(new.code.into_string()));
+                    return Err(StoreError::CodeTaken(new.code.into_string()).into());
                 }
                 let id = conn.last_insert_rowid();
                 record_change(conn, &new.domain, new.code.as_str())?;
@@ -157,22 +158,6 @@ impl LinkStore for EmbeddedStore {
                 })
             })
             .await
-    }
-
-    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError> {
-        let (domain, code) = (domain.to_owned(), code.to_owned());
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {LINK_COLUMNS} FROM links l WHERE l.domain = ?1 AND l.code = ?2"
-                    ),
-                    params![domain, code],
-                    |r| row_to_link(r, 0),
-                )
-                .optional()?)
-        })
-        .await
     }
 
     async fn list_links(&self, owner: UserId, query: &ListQuery) -> Result<LinkPage, StoreError> {
@@ -243,8 +228,7 @@ impl LinkStore for EmbeddedStore {
                 };
                 patch.apply_to(&mut link);
                 link.updated_at = now_unix();
-                let tags = serde_json::to_string(&link.tags)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let tags = serde_json::to_string(&link.tags).map_err(StoreError::backend)?;
                 conn.execute(
                     "UPDATE links SET url = ?1, redirect = ?2, expires_at = ?3, max_clicks = ?4,
                             tags = ?5, disabled = ?6, plain = ?7, updated_at = ?8,
@@ -299,7 +283,7 @@ impl LinkStore for EmbeddedStore {
                     r.get(0)
                 })?;
             text.parse()
-                .map_err(|_| StoreError::Backend("stored code salt is not a number".into()))
+                .map_err(|_| StoreError::corrupt("stored code salt is not a number").into())
         })
         .await
     }
@@ -317,14 +301,34 @@ impl LinkStore for EmbeddedStore {
                 .collect();
             bytes
                 .try_into()
-                .map_err(|_| StoreError::Backend("stored signing key is malformed".into()))
+                .map_err(|_| StoreError::corrupt("stored signing key is malformed").into())
         })
         .await
     }
 }
 
 #[async_trait]
-impl RouteFeed for EmbeddedStore {
+impl RouteSource for EmbeddedStore {
+    async fn get_link(&self, domain: &str, code: &str) -> Result<Option<Link>, StoreError> {
+        let (domain, code) = (domain.to_owned(), code.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {LINK_COLUMNS} FROM links l WHERE l.domain = ?1 AND l.code = ?2"
+                    ),
+                    params![domain, code],
+                    |r| row_to_link(r, 0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
+        self.domains().await
+    }
+
     async fn feed_head(&self) -> Result<u64, StoreError> {
         self.read(|conn| Ok(feed_head(conn)?)).await
     }
@@ -340,7 +344,7 @@ impl RouteFeed for EmbeddedStore {
             Some(bytes) => LinkId::from_be_bytes(
                 bytes
                     .try_into()
-                    .map_err(|_| StoreError::Backend("malformed route page cursor".into()))?,
+                    .map_err(|_| StoreError::corrupt("malformed route page cursor"))?,
             ),
         };
         self.read(move |conn| {

@@ -11,8 +11,8 @@ use super::EmbeddedStore;
 use super::events;
 use super::links::record_change;
 use super::pacing::Pacer;
-use crate::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
-use crate::{ClickStore, IngestOutcome, StatsQuery, StoreError};
+use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
+use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
 
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
 const PRUNE_ROWS: i64 = 100;

@@ -7,7 +7,8 @@ use shortlink_core::{NewEvent, Thumbnail, ThumbnailState, Upload, UploadState};
 
 use super::EmbeddedStore;
 use super::events;
-use crate::{StoreError, ThumbnailJob, UploadStore};
+use crate::DbError;
+use shortlink_store::{StoreError, ThumbnailJob, UploadStore};
 
 const COLUMNS: &str = "id, owner, filename, content_type, size, sha256, object_key, code, state,
     thumbnail_state, thumbnails, created_at, expires_at";
@@ -41,9 +42,8 @@ fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     })
 }
 
-fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(), StoreError> {
-    let thumbnails = serde_json::to_string(&upload.thumbnails)
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(), DbError> {
+    let thumbnails = serde_json::to_string(&upload.thumbnails).map_err(StoreError::backend)?;
     let verb = if replace {
         "INSERT OR REPLACE"
     } else {
@@ -77,7 +77,7 @@ fn after_write(
     id: &str,
     queue_thumbnails: bool,
     event: Option<NewEvent>,
-) -> Result<(), StoreError> {
+) -> Result<(), DbError> {
     if queue_thumbnails {
         conn.execute(
             "INSERT OR IGNORE INTO thumbnail_jobs (upload_id, attempts, not_before) VALUES (?1, 0, ?2)",
@@ -187,8 +187,7 @@ impl UploadStore for EmbeddedStore {
         let upload_id = upload_id.to_owned();
         self.writer
             .write(move |conn| {
-                let thumbnails = serde_json::to_string(&thumbnails)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let thumbnails = serde_json::to_string(&thumbnails).map_err(StoreError::backend)?;
                 conn.execute(
                     "UPDATE uploads SET thumbnail_state = ?2, thumbnails = ?3 WHERE id = ?1",
                     params![upload_id, state.as_str(), thumbnails],

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::watch;
 
-use crate::StoreError;
 pub use pacing::Pacing;
+use shortlink_store::StoreError;
 use writer::{Hints, Writer};
 
 /// Read connections kept open between reads; more are opened under load and closed
@@ -68,9 +68,35 @@ pub struct EmbeddedStore {
     event_hint: watch::Receiver<i64>,
 }
 
-impl From<rusqlite::Error> for StoreError {
+/// How a database call fails: SQLite's error, or an outcome of the store's own
+/// (`CodeTaken`, …). Database calls return it so `?` takes both; [`EmbeddedStore`]'s
+/// methods hand callers the [`StoreError`] it becomes.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    /// SQLite failed.
+    Sql(rusqlite::Error),
+    /// The store's own outcome.
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        DbError::Sql(e)
+    }
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        DbError::Store(e)
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sql(e) => StoreError::backend(e),
+            DbError::Store(e) => e,
+        }
     }
 }
 
@@ -87,11 +113,15 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
 impl EmbeddedStore {
     /// Opens (creating if needed) the database in `config.data_dir`.
     pub fn open(config: EmbeddedConfig) -> Result<Arc<EmbeddedStore>, StoreError> {
+        Self::open_db(config).map_err(StoreError::from)
+    }
+
+    fn open_db(config: EmbeddedConfig) -> Result<Arc<EmbeddedStore>, DbError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot create data folder {}: {e}",
-                config.data_dir.display()
-            ))
+            StoreError::backend_in(
+                format!("cannot create data folder {}", config.data_dir.display()),
+                e,
+            )
         })?;
         let path = config.data_dir.join("shortlink.db");
         let conn = Connection::open(&path)?;
@@ -102,10 +132,11 @@ impl EmbeddedStore {
         configure(&conn)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > schema::SCHEMA_VERSION {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::corrupt(format!(
                 "database schema version {version} is newer than this binary's ({}); upgrade shortlink",
                 schema::SCHEMA_VERSION
-            )));
+            ))
+            .into());
         }
         conn.execute_batch(schema::SCHEMA)?;
         schema::add_missing_columns(&conn)?;
@@ -162,15 +193,15 @@ impl EmbeddedStore {
     async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     {
         let conn = self.take_reader()?;
         let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = f(&conn);
+            let result = f(&conn).map_err(StoreError::from);
             (conn, result)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
+        .map_err(|e| StoreError::backend_in("read task failed", e))?;
         if let Ok(mut pool) = self.readers.lock()
             && pool.len() < MAX_IDLE_READERS
         {
@@ -179,7 +210,7 @@ impl EmbeddedStore {
         result
     }
 
-    fn take_reader(&self) -> Result<Connection, StoreError> {
+    fn take_reader(&self) -> Result<Connection, DbError> {
         if let Some(conn) = self.readers.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(conn);
         }
@@ -195,16 +226,16 @@ impl EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AccountStore;
     use shortlink_core::{Role, time_util::now_unix};
+    use shortlink_store::AccountStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
-        crate::conformance::run_all(store.clone()).await;
+        shortlink_store::conformance::run_all(store.clone()).await;
         // And again on the same, now non-empty store.
-        crate::conformance::run_all(store).await;
+        shortlink_store::conformance::run_all(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,13 +249,13 @@ mod tests {
             std::time::Duration::from_micros(1),
         );
         let store = EmbeddedStore::open(config).unwrap();
-        crate::conformance::run_all(store.clone()).await;
+        shortlink_store::conformance::run_all(store.clone()).await;
 
         // A batch over more links than one statement group holds: every link counted once,
         // one `link.clicked` each.
-        use crate::conformance::{click, new_link};
-        use crate::{ClickStore, EventStore, LinkStore};
         use shortlink_core::{EnrichedClick, EventKind};
+        use shortlink_store::conformance::{click, new_link};
+        use shortlink_store::{ClickStore, EventStore, LinkStore, RouteSource};
         let owner = store.create_user("paced", Role::User).await.unwrap().id;
         let mut clicks = Vec::new();
         for i in 0..150 {
@@ -261,8 +292,8 @@ mod tests {
 
     #[tokio::test]
     async fn data_survives_reopen_and_hint_ticks() {
-        use crate::{LinkStore, RouteFeed};
         use shortlink_core::{NewLink, RedirectStatus, ShortCode};
+        use shortlink_store::{LinkStore, RouteSource};
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let mut hint = store.change_hint().unwrap();
@@ -306,7 +337,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
-            Err(StoreError::Backend(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            Err(e @ StoreError::Backend(_)) => assert!(e.to_string().contains("newer"), "{e}"),
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("a newer schema must be refused"),
         }
