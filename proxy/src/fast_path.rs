@@ -531,7 +531,7 @@ mod tests {
     use http::HeaderValue;
     use pingora::lb::LoadBalancer;
     use pingora::server::configuration::ServerConf;
-    use shortlink_core::{Domain, Link, RedirectStatus, ShortCode};
+    use shortlink_core::{Domain, Link, NewLink, RedirectStatus, ShortCode};
     use shortlink_store::{ChangeBatch, RoutePage, RouteSource, StoreError};
 
     use crate::domains::DomainSet;
@@ -572,25 +572,13 @@ mod tests {
     }
 
     fn link(id: i64, domain: &str, code: &str, url: &str) -> Link {
-        Link {
-            id,
+        NewLink {
             domain: domain.into(),
             code: ShortCode::from_stored(code.into()),
             custom_alias: true,
-            owner: 1,
-            url: url.into(),
-            redirect: RedirectStatus::Permanent,
-            expires_at: None,
-            max_clicks: None,
-            clicks: 0,
-            tags: vec![],
-            disabled: false,
-            password_hash: None,
-            targeting: None,
-            moderation: None,
-            created_at: 0,
-            updated_at: 0,
+            ..NewLink::new(1, url.into())
         }
+        .into_link(id, 0)
     }
 
     /// The fast path over a table holding `/abc` (301), `/tmp` (302), `/off` (disabled),

@@ -438,28 +438,14 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shortlink_core::ShortCode;
+    use shortlink_core::{NewLink, ShortCode};
 
     fn link(id: LinkId, code: &str, url: &str) -> Link {
-        Link {
-            id,
-            domain: String::new(),
+        NewLink {
             code: ShortCode::from_stored(code.into()),
-            custom_alias: false,
-            owner: 1,
-            url: url.into(),
-            redirect: RedirectStatus::Permanent,
-            expires_at: None,
-            max_clicks: None,
-            clicks: 0,
-            tags: vec![],
-            disabled: false,
-            password_hash: None,
-            targeting: None,
-            moderation: None,
-            created_at: 0,
-            updated_at: 0,
+            ..NewLink::new(1, url.into())
         }
+        .into_link(id, 0)
     }
 
     fn table() -> RouteTable {
