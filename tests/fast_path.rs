@@ -319,3 +319,42 @@ async fn connections_are_answered_on_per_thread_runtimes_and_with_work_stealing(
     let stats = wait_total(&per_thread.client, &per_thread.proxy, &a, want).await;
     assert_eq!(stats["total"], want, "{stats}");
 }
+
+/// RFC 9112 §3.2: a request with no `Host` (HTTP/1.1), two, or one no host can have is
+/// answered 400 and the connection closed, by the fast path and by pingora alike.
+#[tokio::test]
+async fn host_forms_are_judged_alike_with_and_without_the_fast_path() {
+    let cases: &[(&str, &str, u16)] = &[
+        ("a name", "Host: localhost\r\n", 301),
+        ("any case, a port", "Host: LOCALHOST:8080\r\n", 301),
+        ("an IPv4 address", "Host: 127.0.0.1\r\n", 301),
+        ("an IPv6 literal", "Host: [::1]:80\r\n", 301),
+        ("no Host", "", 400),
+        ("an empty Host", "Host: \r\n", 400),
+        ("user info", "Host: evil@127.0.0.1\r\n", 400),
+        ("a space", "Host: a b\r\n", 400),
+        ("a port out of range", "Host: x:99999999\r\n", 400),
+        ("an empty port", "Host: x:\r\n", 400),
+        ("an open bracket", "Host: [::1\r\n", 400),
+        ("two Hosts", "Host: localhost\r\nHost: localhost\r\n", 400),
+    ];
+    for fast_path in [true, false] {
+        let (server, code, _) = start(fast_path).await;
+        for (what, host, want) in cases {
+            let mut c = Connection::open(&server).await;
+            c.send(format!("GET /{code} HTTP/1.1\r\n{host}User-Agent: t\r\n\r\n").as_bytes())
+                .await;
+            let answer = c.answer(false).await;
+            assert_eq!(answer.status, *want, "{what}, fast path {fast_path}");
+            if *want == 400 {
+                assert!(answer.close, "{what}: the 400 says Connection: close");
+                assert!(c.closed().await, "{what}: the connection ends");
+            }
+        }
+        // HTTP/1.0 may omit Host.
+        let mut c = Connection::open(&server).await;
+        c.send(format!("GET /{code} HTTP/1.0\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(c.answer(false).await.status, 301, "HTTP/1.0 without Host");
+    }
+}

@@ -45,6 +45,55 @@ pub fn normalize_host(host: &str) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Whether `value` is a usable `Host` header value (RFC 9110 §7.2, `uri-host [":" port]`):
+/// a registered name or IPv4 address, or a bracketed IPv6 literal, then optionally `:` and a
+/// port of one to five digits up to 65535. Not: an empty value, user info (`@`), spaces or
+/// other characters no host holds, an empty or out-of-range port.
+pub fn is_valid_host_header(value: &[u8]) -> bool {
+    // The longest name, brackets and a port.
+    if value.is_empty() || value.len() > MAX_DOMAIN_LEN + 8 {
+        return false;
+    }
+    let (name, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&rest[..end]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (None, Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
+            None => (Some(value), None),
+        }
+    };
+    // `reg-name`: unreserved, sub-delims and percent-encoded octets.
+    let name_ok = name.is_none_or(|name| {
+        !name.is_empty()
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+    });
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some()
+    });
+    name_ok && port_ok
+}
+
 /// Validates a domain to register: converted to its ASCII (punycode) form, lower case,
 /// at least two labels of letters, digits and hyphens, no port, path or IP address.
 pub fn validate_domain(name: &str) -> Result<String, DomainError> {
@@ -76,6 +125,45 @@ pub fn validate_domain(name: &str) -> Result<String, DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_header_values_are_checked_by_their_grammar() {
+        for good in [
+            "localhost",
+            "LOCALHOST:8080",
+            "links.example.com.",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:65535",
+            "xn--bcher-kva.de",
+            "under_score",
+        ] {
+            assert!(is_valid_host_header(good.as_bytes()), "{good}");
+        }
+        let long = "a".repeat(300);
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "evil@127.0.0.1",
+            "x:99999999",
+            "x:65536",
+            "x:",
+            ":80",
+            "a:b:c",
+            "[::1",
+            "[::1]x",
+            "[not-v6]",
+            "a/b",
+            "a\tb",
+            long.as_str(),
+        ] {
+            assert!(!is_valid_host_header(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!is_valid_host_header(b"a\x00b"));
+        assert!(!is_valid_host_header("bücher.de".as_bytes()));
+    }
 
     #[test]
     fn hosts_normalize() {

@@ -28,6 +28,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use shortlink_core::is_valid_host_header;
+
 use crate::domains::MAX_HOST;
 use crate::metrics::REQUESTS;
 use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
@@ -142,6 +144,10 @@ impl FastPathApp {
             {
                 request.country = Some(value);
             }
+        }
+        // HTTP/1.1 needs one valid `Host`: `request_filter` answers 400 otherwise.
+        if !request.host.is_some_and(is_valid_host_header) {
+            return Step::Defer;
         }
         // One time serves the lookup (expiry), the click and the `Date` header.
         let mut host_buf = [0u8; MAX_HOST];
@@ -765,6 +771,23 @@ mod tests {
             (
                 "a malformed request line",
                 b"GET  /abc\r\n\r\n",
+                Expect::Defer,
+            ),
+            // pingora answers 400 for these (`request_filter`).
+            ("no Host", b"GET /abc HTTP/1.1\r\n\r\n", Expect::Defer),
+            (
+                "an empty Host",
+                b"GET /abc HTTP/1.1\r\nHost: \r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "user info in Host",
+                b"GET /abc HTTP/1.1\r\nHost: evil@short.test\r\n\r\n",
+                Expect::Defer,
+            ),
+            (
+                "a port out of range",
+                b"GET /abc HTTP/1.1\r\nHost: short.test:99999999\r\n\r\n",
                 Expect::Defer,
             ),
         ];

@@ -18,7 +18,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use shortlink_core::code::{is_code_shaped, is_reserved};
 use shortlink_core::hop;
-use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState};
+use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, is_valid_host_header};
 use shortlink_store::RouteSource;
 use tracing::warn;
 
@@ -31,6 +31,8 @@ const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta cha
 const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
 const TOO_MANY_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Too many requests</title></head><body><h1>Too many requests</h1><p>Too many unknown links were requested from your address. Try again in a minute.</p></body></html>\n";
 const UNAVAILABLE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Temporarily unavailable</title></head><body><h1>Temporarily unavailable</h1><p>This link cannot be looked up right now. Try again shortly.</p></body></html>\n";
+
+const BAD_HOST_BODY: &[u8] = b"Bad request: a request needs one valid Host header.\n";
 
 static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 static PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -500,6 +502,17 @@ pub fn redact_query(path: &str) -> String {
     format!("{path}?{}", redacted.join("&"))
 }
 
+/// Whether the request's `Host` is one the proxy answers: exactly one, valid, and present
+/// on HTTP/1.1 (HTTP/1.0 may omit it). The fast path defers what fails this to pingora.
+fn host_is_acceptable(req: &RequestHeader) -> bool {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => is_valid_host_header(host.as_bytes()),
+        (None, None) => req.version < http::Version::HTTP_11,
+        _ => false,
+    }
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -517,6 +530,15 @@ impl ProxyHttp for Redirector {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Some(std::time::Instant::now());
+        if !host_is_acceptable(session.req_header()) {
+            // RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is a 400.
+            session.set_keepalive(None);
+            let headers = [
+                (header::CONTENT_TYPE, PLAIN.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+            ];
+            return respond(session, 400, &headers, BAD_HOST_BODY).await;
+        }
         let req = session.req_header();
         let path = req.uri.path();
         if path.starts_with("/internal/") || path == "/metrics" {
