@@ -32,6 +32,16 @@ pub struct ControlConfig {
     pub max_batch_bytes: usize,
     /// Days a click may be old when ingested (and days raw clicks are kept). Default 30.
     pub click_retention_days: u32,
+    /// Milliseconds a client has to send a whole request head, from when the connection
+    /// is ready for it (also how long an idle kept-alive connection waits). Default 60 000.
+    pub request_head_timeout_ms: u64,
+    /// The slowest a request body may arrive, in bytes a second, once
+    /// `body_grace_seconds` have passed: an upload trickling in slower is cut off.
+    /// Default 1 024.
+    pub min_body_bytes_per_second: u64,
+    /// Seconds a request body may take before `min_body_bytes_per_second` applies.
+    /// Default 15.
+    pub body_grace_seconds: u64,
     /// MaxMind-format country database (`.mmdb`) for click countries. Default unset: the
     /// country comes from the proxy's trusted country header, else `unknown`.
     pub geoip_database: Option<std::path::PathBuf>,
@@ -113,6 +123,9 @@ impl Default for ControlConfig {
             max_batch_clicks: 10_000,
             max_batch_bytes: 8 * 1024 * 1024,
             click_retention_days: 30,
+            request_head_timeout_ms: 60_000,
+            min_body_bytes_per_second: 1024,
+            body_grace_seconds: 15,
             geoip_database: None,
             keep_full_ip: false,
             events_retain_per_user: 1_000,
@@ -246,6 +259,18 @@ impl ControlConfig {
             return Err(InvalidSetting::new(
                 "control.session_ttl_seconds",
                 "must be between 1 and a year",
+            ));
+        }
+        if self.request_head_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "control.request_head_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.min_body_bytes_per_second == 0 {
+            return Err(InvalidSetting::new(
+                "control.min_body_bytes_per_second",
+                "must be at least 1",
             ));
         }
         if self.click_retention_days == 0 {

@@ -20,6 +20,7 @@ pub mod notifications;
 pub mod protected;
 pub mod qr;
 pub mod sessions;
+pub mod slow_body;
 pub mod state;
 pub mod thumbnails;
 mod ui;
@@ -71,6 +72,10 @@ const IMPORT_MAX_BYTES: usize = 512 * 1024 * 1024;
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     let max_batch = state.config().max_batch_bytes;
+    let body_rate = slow_body::BodyRate {
+        min_bytes_per_second: state.config().min_body_bytes_per_second,
+        grace: std::time::Duration::from_secs(state.config().body_grace_seconds),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ui", get(ui::index))
@@ -155,6 +160,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            body_rate,
+            slow_body::enforce,
+        ))
         .layer(axum::middleware::from_fn(unread_body::close_if_unread))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
@@ -165,6 +174,78 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
     }
+}
+
+/// Accepts connections and serves `router` on each until `shutdown` resolves, then waits
+/// for the connections open to finish their requests. Like `axum::serve`, plus a deadline
+/// for each request head (which also ends idle kept-alive connections): a client that
+/// sends its head slowly, or not at all, does not hold a connection for ever.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    head_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    // Shutdown: each connection is told to finish its request in flight and close; the
+    // loop then waits until every connection task has dropped its `done` sender.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors: accept would fail again at once; let some close.
+                    if e.raw_os_error() == Some(24) {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        // What `into_make_service_with_connect_info` gives each request: the peer address.
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "control-plane connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(done);
+    let _ = all_done.recv().await;
+    Ok(())
 }
 
 /// Name of the bootstrap admin user.
@@ -291,13 +372,8 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    let result = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ControlError::Serve);
+    let head_timeout = std::time::Duration::from_millis(state.config().request_head_timeout_ms);
+    let result = serve_connections(listener, app(state), head_timeout, shutdown).await;
     pruner.abort();
     follower.abort();
     for worker in thumbnailers {

@@ -67,6 +67,15 @@ pub struct ProxyConfig {
     /// Where to redirect (302) requests whose `Host` is neither the public URL's host nor
     /// a registered custom domain. Default unset: such requests get the default domain.
     pub unknown_host_redirect: Option<String>,
+    /// Milliseconds a client has to send a whole request head, from its first byte: bytes
+    /// trickling in do not renew it (nginx's `client_header_timeout`). Also the longest
+    /// wait for one read of a request pingora answers. Default 60 000.
+    pub request_head_timeout_ms: u64,
+    /// Seconds an idle kept-alive connection waits for its next request. Default 60.
+    pub keepalive_timeout_seconds: u64,
+    /// Milliseconds one write of answers to a client may take; a client that stops
+    /// reading is cut off after it. Default 60 000.
+    pub write_timeout_ms: u64,
     /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
@@ -98,6 +107,9 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             country_header: None,
             unknown_host_redirect: None,
+            request_head_timeout_ms: 60_000,
+            keepalive_timeout_seconds: 60,
+            write_timeout_ms: 60_000,
             grace_period_seconds: 2,
             shutdown_timeout_seconds: 3,
         }
@@ -105,6 +117,15 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The deadlines client connections live by.
+    pub fn connection_limits(&self) -> crate::fast_path::ConnectionLimits {
+        crate::fast_path::ConnectionLimits {
+            head: std::time::Duration::from_millis(self.request_head_timeout_ms),
+            keepalive: std::time::Duration::from_secs(self.keepalive_timeout_seconds),
+            write: std::time::Duration::from_millis(self.write_timeout_ms),
+        }
+    }
+
     /// Checks values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -144,6 +165,24 @@ impl ProxyConfig {
             return Err(InvalidSetting::new(
                 "proxy.bulk_load_page",
                 "and proxy.click_queue_capacity, proxy.click_batch_max, proxy.click_batch_ms must all be positive",
+            ));
+        }
+        if self.request_head_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.request_head_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.keepalive_timeout_seconds == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.keepalive_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.write_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.write_timeout_ms",
+                "must be at least 1",
             ));
         }
         if let Some(url) = &self.unknown_host_redirect {

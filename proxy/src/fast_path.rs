@@ -15,6 +15,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -34,14 +35,33 @@ use crate::domains::MAX_HOST;
 use crate::metrics::REQUESTS;
 use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
 
-/// Idle time before a kept-alive connection is closed (pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// A request head still incomplete at this size goes to pingora (which allows more).
-const MAX_FAST_HEAD: usize = 8 * 1024;
+/// The longest request head read: a head still incomplete at this size is answered 431
+/// (nginx allows 32 KiB by default).
+const MAX_HEAD: usize = 64 * 1024;
+/// Answers held for one write: a client that pipelines without reading gets them in
+/// pieces of about this size, each written before more of its requests are answered.
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+/// How long a closing connection keeps reading (and dropping) what the client still
+/// sends, so its unread input does not make the kernel reset the answer in flight.
+const LINGER: Duration = Duration::from_secs(2);
+/// Bytes a closing connection reads at most while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
 /// Headers the fast path parses; a request with more goes to pingora.
 const MAX_HEADERS: usize = 32;
 /// Read buffer reserved per read.
 const READ_CHUNK: usize = 4 * 1024;
+
+/// The deadlines a client connection lives by.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time to send a whole request head, from its first byte; bytes trickling in do not
+    /// renew it.
+    pub head: Duration,
+    /// Time an idle kept-alive connection waits for its next request.
+    pub keepalive: Duration,
+    /// Time a write to the client may take.
+    pub write: Duration,
+}
 
 /// The proxy's listener app: the fast path in front of pingora's HTTP proxy.
 pub struct FastPathApp {
@@ -50,6 +70,7 @@ pub struct FastPathApp {
     country_header: Option<String>,
     /// Off: every request goes to pingora (for comparisons).
     enabled: bool,
+    limits: ConnectionLimits,
     proxy: Arc<HttpProxy<Redirector>>,
 }
 
@@ -74,12 +95,14 @@ impl FastPathApp {
         redirector: Redirector,
         country_header: Option<&str>,
         enabled: bool,
+        limits: ConnectionLimits,
         proxy: HttpProxy<Redirector>,
     ) -> FastPathApp {
         FastPathApp {
             redirector,
             country_header: country_header.map(str::to_ascii_lowercase),
             enabled,
+            limits,
             proxy: Arc::new(proxy),
         }
     }
@@ -184,8 +207,12 @@ impl FastPathApp {
         session.set_keepalive(if *shutdown.borrow() {
             None
         } else {
-            Some(KEEPALIVE.as_secs())
+            Some(self.limits.keepalive.as_secs().max(1))
         });
+        // pingora's deadlines are per read and per write: a body trickling in is cut off
+        // by the control plane's minimum body rate.
+        session.set_read_timeout(Some(self.limits.head));
+        session.set_write_timeout(Some(self.limits.write));
         if !buf.is_empty() {
             session.set_pipelined_prefix(buf);
         }
@@ -267,21 +294,101 @@ fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now:
 
 /// How a connection's fast-path loop ended.
 enum Next {
-    /// The connection is done (closed by either side, failed, idle or shutting down).
+    /// The connection is done (closed by either side, failed, timed out or shutting down).
     Close,
-    /// pingora serves the request at the start of the buffer.
-    HandOff,
+    /// pingora serves the request at the start of the buffer; `rest` is what was read
+    /// after it (requests pipelined behind it), for the fast path once pingora is done.
+    HandOff { rest: BytesMut },
 }
+
+/// The length of the complete request at the start of `buf`, body included, when its
+/// head says (no body, or `Content-Length`); `None` when it does not (chunked, malformed).
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head)) = req.parse(buf) else {
+        return None;
+    };
+    let mut body: Option<usize> = None;
+    for header in req.headers.iter() {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        }
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(header.value)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            if body.replace(len).is_some_and(|before| before != len) {
+                return None;
+            }
+        }
+    }
+    head.checked_add(body.unwrap_or(0))
+}
+
+/// Writes `out` whole within `limit`. The timer is armed only if the socket cannot take
+/// it at once (the common case costs no timer).
+async fn write_within<S>(stream: &mut S, out: &[u8], limit: Duration) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut write = std::pin::pin!(async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    });
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(result) => result.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))),
+    }
+}
+
+/// Closes a connection politely: sends `last` (if any), ends the sending side, then reads
+/// and drops what the client still sends, for at most [`LINGER`] and [`LINGER_BYTES`], so
+/// that unread input does not turn the close into a reset that destroys the answer.
+async fn linger_close<S>(stream: &mut S, last: &[u8], limits: &ConnectionLimits)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !last.is_empty() && !write_within(stream, last, limits.write).await {
+        return;
+    }
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(n) if n > 0 => read += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The answer to a head that grew past [`MAX_HEAD`].
+const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The answer to a head not received within its deadline.
+const HEAD_TOO_SLOW: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 impl FastPathApp {
     /// Serves an accepted connection until it closes: the fast path on the bare socket,
-    /// and pingora's proxy, on its own stream type, from the first request it must answer.
+    /// and pingora's proxy, on its own stream type, for each request it must answer.
     async fn serve(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
         let ip = Some(peer.ip());
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        if let Next::Close = self.fast_loop(&mut tcp, ip, &mut buf, &shutdown).await {
+        let first = self
+            .fast_loop(&mut tcp, ip, &mut buf, true, &shutdown)
+            .await;
+        let Next::HandOff { mut rest } = first else {
             return;
-        }
+        };
         let mut stream = l4::stream::Stream::from(tcp);
         // What pingora's own listener records: the proxy path reads the client address
         // (404 limits, clicks, forwarding headers) from it.
@@ -295,34 +402,59 @@ impl FastPathApp {
                 return;
             };
             stream = kept;
-            buf = BytesMut::with_capacity(READ_CHUNK);
-            if let Next::Close = self.fast_loop(&mut stream, ip, &mut buf, &shutdown).await {
-                return;
+            // The requests pipelined behind the one pingora answered.
+            buf = rest;
+            if buf.capacity() < READ_CHUNK {
+                buf.reserve(READ_CHUNK);
+            }
+            match self
+                .fast_loop(&mut stream, ip, &mut buf, false, &shutdown)
+                .await
+            {
+                Next::Close => return,
+                Next::HandOff { rest: more } => rest = more,
             }
         }
     }
 
     /// Answers the connection's plain redirects until it closes or a request needs pingora.
+    /// `fresh`: the connection was just accepted, so its first request is due within the
+    /// head deadline (as nginx's `client_header_timeout`), not the keep-alive one.
     async fn fast_loop<S>(
         &self,
         stream: &mut S,
         peer: Option<IpAddr>,
         buf: &mut BytesMut,
+        fresh: bool,
         shutdown: &ShutdownWatch,
     ) -> Next
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let limits = &self.limits;
         let mut out = Vec::with_capacity(512);
         let mut answered: Vec<u16> = Vec::new();
-        let mut idle = std::pin::pin!(tokio::time::sleep(KEEPALIVE));
+        // When the first byte of the (incomplete) request at the start of `buf` was read.
+        let mut head_since: Option<Instant> = (fresh || !buf.is_empty()).then(Instant::now);
+        let first_wait = if head_since.is_some() {
+            limits.head.min(limits.keepalive)
+        } else {
+            limits.keepalive
+        };
+        let mut timer = std::pin::pin!(tokio::time::sleep(first_wait));
         loop {
-            // Answer every complete request already buffered (pipelining keeps order).
-            // `started` is also when the connection was last active, for its idle timer.
+            // Answer every complete request already buffered (pipelining keeps order), up
+            // to `MAX_PENDING_OUTPUT` of answers at a time. `started` is also when the
+            // connection was last active, for its idle deadline.
             let started = Instant::now();
             let now_ms = unix_ms_at(started);
             let mut close = false;
+            let mut full = false;
             let deferred = loop {
+                if out.len() >= MAX_PENDING_OUTPUT {
+                    full = true;
+                    break false;
+                }
                 match self.answer(buf, peer, now_ms, &mut out) {
                     Step::Answered {
                         len,
@@ -331,6 +463,7 @@ impl FastPathApp {
                     } => {
                         buf.advance(len);
                         answered.push(status);
+                        head_since = None;
                         if last {
                             close = true;
                             break false;
@@ -341,8 +474,8 @@ impl FastPathApp {
                 }
             };
             if !out.is_empty() {
-                if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                    return Next::Close;
+                if !write_within(stream, &out, limits.write).await {
+                    return Next::Close; // failed, or the client stopped reading
                 }
                 out.clear();
                 let seconds = started.elapsed().as_secs_f64();
@@ -351,23 +484,45 @@ impl FastPathApp {
                 }
             }
             if close {
-                let _ = stream.shutdown().await;
+                linger_close(stream, b"", limits).await;
                 return Next::Close;
             }
-            if deferred || buf.len() >= MAX_FAST_HEAD {
-                return Next::HandOff;
+            if full {
+                continue; // the rest of what is buffered, now that the client took these
+            }
+            if deferred {
+                // pingora gets exactly that request when its length is known; what follows
+                // comes back here. Otherwise it gets everything read so far.
+                let rest = match request_len(buf) {
+                    Some(len) if len < buf.len() => buf.split_off(len),
+                    _ => BytesMut::new(),
+                };
+                return Next::HandOff { rest };
+            }
+            if buf.len() >= MAX_HEAD {
+                linger_close(stream, HEAD_TOO_LARGE, limits).await;
+                return Next::Close;
             }
             // `has_changed` is one atomic load (`borrow` would take the watch's lock on every
             // request); the watch only ever changes from running to shutting down.
             if buf.is_empty() && shutdown.has_changed().unwrap_or(false) {
                 return Next::Close; // shutting down: no more requests on this connection
             }
+            if !buf.is_empty() && head_since.is_none() {
+                // A request began arriving: its head has until `head` from now, however
+                // its bytes trickle in. Only this (rare) moment moves the timer early.
+                head_since = Some(started);
+                let deadline = started + limits.head;
+                if deadline < timer.deadline().into_std() {
+                    timer.as_mut().reset(deadline.into());
+                }
+            }
             buf.reserve(READ_CHUNK);
-            // Like pingora's own keep-alive: an idle connection waits out its timeout (or
-            // the end of the graceful-shutdown period); it gets no new request once
-            // shutdown began (checked above, after every answer). One timer per connection,
-            // moved on only when it fires: a timeout per read would add and remove a timer
-            // wheel entry for every request.
+            // One timer per connection, moved on only when it fires (a timeout per read
+            // would add and remove a timer-wheel entry for every request). When it fires,
+            // the deadline that applies now is checked: the head's while a request is
+            // arriving, else the idle keep-alive's (which, like pingora's, also ends the
+            // wait of an idle connection at shutdown, after the grace period).
             loop {
                 tokio::select! {
                     biased;
@@ -375,12 +530,19 @@ impl FastPathApp {
                         Ok(n) if n > 0 => break,
                         _ => return Next::Close, // closed or failed
                     },
-                    () = &mut idle => {
-                        let deadline = started + KEEPALIVE;
-                        if deadline <= Instant::now() {
-                            return Next::Close; // idle too long
+                    () = &mut timer => {
+                        let now = Instant::now();
+                        let deadline = match head_since {
+                            Some(since) => since + limits.head,
+                            None => started + limits.keepalive,
+                        };
+                        if deadline <= now {
+                            if head_since.is_some() {
+                                linger_close(stream, HEAD_TOO_SLOW, limits).await;
+                            }
+                            return Next::Close;
                         }
-                        idle.as_mut().reset(deadline.into());
+                        timer.as_mut().reset(deadline.into());
                     }
                 }
             }
@@ -626,7 +788,12 @@ mod tests {
         );
         let proxy =
             pingora::proxy::http_proxy(&Arc::new(ServerConf::default()), redirector.clone());
-        FastPathApp::new(redirector, None, enabled, proxy)
+        let limits = ConnectionLimits {
+            head: Duration::from_secs(60),
+            keepalive: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+        };
+        FastPathApp::new(redirector, None, enabled, limits, proxy)
     }
 
     /// What `answer` does with `request`: the step and the bytes written.

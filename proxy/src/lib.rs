@@ -177,6 +177,7 @@ pub fn add_proxy(
         redirector.clone(),
         config.country_header.as_deref(),
         config.fast_path,
+        config.connection_limits(),
         pingora::proxy::http_proxy(&server.configuration, redirector),
     );
     let proxy = fast_path::RedirectListener::bind(

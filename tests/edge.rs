@@ -1,0 +1,220 @@
+//! The edge against slow, hostile and pipelining clients, on the real binary over raw
+//! sockets: head deadlines on both ports, the minimum body rate, write deadlines, capped
+//! and complete pipelines, oversized heads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::Connection;
+use common::{ADMIN_KEY, Options, TestServer};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// A server whose deadlines are short enough to cross in a test.
+async fn start(fast_path: bool) -> (TestServer, String) {
+    let server = TestServer::start_with(
+        Options::default()
+            .env("SHORTLINK_PROXY__FAST_PATH", &fast_path.to_string())
+            .env("SHORTLINK_PROXY__REQUEST_HEAD_TIMEOUT_MS", "1000")
+            .env("SHORTLINK_PROXY__WRITE_TIMEOUT_MS", "1000")
+            .env("SHORTLINK_CONTROL__REQUEST_HEAD_TIMEOUT_MS", "1000")
+            .env("SHORTLINK_CONTROL__BODY_GRACE_SECONDS", "1")
+            .env("SHORTLINK_CONTROL__MIN_BODY_BYTES_PER_SECOND", "1024"),
+    )
+    .await;
+    let (status, link) = server
+        .create(ADMIN_KEY, json!({"url": "https://edge.example/a"}))
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let code = link["code"].as_str().unwrap().to_owned();
+    server.wait_status(&code, 301, Duration::from_secs(5)).await;
+    (server, code)
+}
+
+/// Sends `bytes` one at a time, `every` apart, until the server ends the connection or
+/// `for_at_most` passes; returns how long the server kept it open.
+async fn trickle(
+    c: &mut Connection,
+    bytes: &[u8],
+    every: Duration,
+    for_at_most: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < for_at_most {
+        let byte = [bytes[sent % bytes.len()]];
+        if c.stream().write_all(&byte).await.is_err() {
+            return started.elapsed();
+        }
+        sent += 1;
+        // The pacing is the attack itself: a byte, then a wait for the server to end it.
+        if c.ends_within(every).await {
+            return started.elapsed();
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_request_head_trickling_in_is_cut_off_on_both_ports() {
+    let (server, _) = start(true).await;
+    for base in [server.proxy.clone(), server.control.clone()] {
+        let mut c = Connection::open_at(&base).await;
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            .await;
+        // A byte every 200 ms never completes the head; the 1 s deadline is not renewed.
+        let open = trickle(
+            &mut c,
+            b"abc",
+            Duration::from_millis(200),
+            Duration::from_secs(6),
+        )
+        .await;
+        assert!(
+            (Duration::from_millis(800)..Duration::from_secs(4)).contains(&open),
+            "{base}: a trickled head was kept open for {open:?}, not about the 1 s deadline"
+        );
+        // A connection that sends nothing at all is ended too.
+        let mut idle = Connection::open_at(&base).await;
+        assert!(
+            idle.ends_within(Duration::from_secs(4)).await,
+            "{base}: a silent connection is closed"
+        );
+    }
+    // The proxy still answers.
+    assert_eq!(server.follow("healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_upload_trickling_in_is_cut_off_through_the_proxy_and_directly() {
+    let (server, _) = start(true).await;
+    for base in [server.proxy.clone(), server.control.clone()] {
+        let mut c = Connection::open_at(&base).await;
+        c.send(
+            format!(
+                "POST /api/v1/links HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 900000000\r\n\r\n{{\"url\": \""
+            )
+            .as_bytes(),
+        )
+        .await;
+        // 5 bytes a second against a floor of 1 024 after a 1 s grace.
+        let open = trickle(
+            &mut c,
+            b"x",
+            Duration::from_millis(200),
+            Duration::from_secs(8),
+        )
+        .await;
+        assert!(
+            (Duration::from_millis(800)..Duration::from_secs(5)).contains(&open),
+            "{base}: a trickled body was kept open for {open:?}, not about the 1 s grace"
+        );
+    }
+    let (status, _) = server
+        .create(ADMIN_KEY, json!({"url": "https://edge.example/after"}))
+        .await;
+    assert_eq!(status, 201, "the API still answers");
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_and_never_reads_is_cut_off() {
+    let (server, code) = start(true).await;
+    let mut c = Connection::open(&server).await;
+    let one = format!("GET /{code} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // About 16 MB of requests asking for about 60 MB of answers, none of them read.
+    let pipeline = one.repeat(16_000_000 / one.len());
+    let writer = tokio::spawn(async move {
+        let _ = c.stream().write_all(pipeline.as_bytes()).await;
+        c
+    });
+    // The proxy stops reading while its answers wait, then gives up after its 1 s write
+    // deadline: the writer's blocked write then fails (or completes) well before 20 s.
+    let mut c = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the proxy cut the non-reading client off")
+        .unwrap();
+    assert!(
+        c.ends_within(Duration::from_secs(10)).await,
+        "the connection ends"
+    );
+    assert_eq!(
+        server.follow(&code).await.status(),
+        301,
+        "others are served"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_behind_one_pingora_answers_are_answered_in_order() {
+    for fast_path in [true, false] {
+        let (server, code) = start(fast_path).await;
+        let mut c = Connection::open(&server).await;
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let body = r#"{"url": "https://edge.example/piped"}"#;
+        let post = format!(
+            "POST /api/v1/links HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let pipeline = [
+            get(&format!("/{code}")),
+            get("/nosuchcode7"),
+            get(&format!("/{code}")),
+            get("/healthz"),
+            post,
+            format!("HEAD /{code} HTTP/1.0\r\n\r\n"),
+        ]
+        .concat();
+        c.send(pipeline.as_bytes()).await;
+        let statuses = [
+            c.answer(false).await,
+            c.answer(false).await,
+            c.answer(false).await,
+            c.answer(false).await,
+            c.answer(false).await,
+        ]
+        .map(|a| (a.status, a.close));
+        assert_eq!(
+            statuses,
+            [
+                (301, false),
+                (404, false),
+                (301, false),
+                (200, false),
+                (201, false)
+            ],
+            "fast path {fast_path}"
+        );
+        // HTTP/1.0 without keep-alive: the last answer, then the end.
+        let last = c.answer(true).await;
+        assert_eq!(last.status, 301, "fast path {fast_path}");
+        assert!(c.closed().await, "fast path {fast_path}");
+    }
+}
+
+#[tokio::test]
+async fn a_close_with_input_still_unread_delivers_the_answer_and_a_huge_head_gets_431() {
+    let (server, code) = start(true).await;
+    // `Connection: close`, then 256 KiB the proxy will never read: the answer must arrive
+    // whole (a close with unread input would otherwise reset it).
+    let mut c = Connection::open(&server).await;
+    let mut request =
+        format!("GET /{code} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .into_bytes();
+    request.extend(std::iter::repeat_n(b'z', 256 * 1024));
+    let _ = c.stream().write_all(&request).await;
+    let answer = c.answer(false).await;
+    assert_eq!((answer.status, answer.close), (301, true));
+
+    let mut c = Connection::open(&server).await;
+    let huge = format!(
+        "GET /{code} HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n",
+        "b".repeat(70 * 1024)
+    );
+    let _ = c.stream().write_all(huge.as_bytes()).await;
+    let answer = c.answer(false).await;
+    assert_eq!((answer.status, answer.close), (431, true));
+    assert!(c.closed().await);
+}
