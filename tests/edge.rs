@@ -218,3 +218,43 @@ async fn a_close_with_input_still_unread_delivers_the_answer_and_a_huge_head_get
     assert_eq!((answer.status, answer.close), (431, true));
     assert!(c.closed().await);
 }
+
+#[tokio::test]
+async fn a_control_plane_that_stops_answering_is_given_up_on() {
+    // An upstream that accepts connections and never answers (its TCP health check passes).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let server = TestServer::start_with(
+        Options::default()
+            .env(
+                "SHORTLINK_PROXY__CONTROL_UPSTREAMS",
+                &format!("[\"{addr}\"]"),
+            )
+            .env("SHORTLINK_PROXY__UPSTREAM_TIMEOUT_SECONDS", "1"),
+    )
+    .await;
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        server
+            .client
+            .get(format!("{}/api/v1/links", server.proxy))
+            .send(),
+    )
+    .await
+    .expect("the proxy answers without waiting for ever")
+    .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.abort();
+}

@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use shortlink_core::EventId;
 use tracing::warn;
@@ -30,8 +30,8 @@ pub const WS_BEARER_PREFIX: &str = "bearer.";
 
 /// WebSocket close code: the key is missing or not valid.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
-/// How long a WebSocket upgrade waits before its `101` (see [`websocket`]).
-const UPGRADE_ANSWER_DELAY: Duration = Duration::from_millis(5);
+/// How long either side's closing handshake may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// WebSocket close code: a subscriber limit is reached.
 pub const CLOSE_TOO_MANY: u16 = 4429;
 /// WebSocket close code: the request was malformed (e.g. a bad cursor).
@@ -288,12 +288,6 @@ pub async fn websocket(
     // Only `shortlink.v1` is ever selected: echoing `bearer.<key>` would put the key in
     // a response header. A client offering only the bearer protocol gets no protocol.
     let protocols = [WS_PROTOCOL];
-    // Work around pingora 0.9's HTTP/1 upgrade race (cloudflare/pingora#946): when the
-    // proxy reads this `101` before it has forwarded the end of the upgrade request's empty
-    // body, it takes that end for the end of the tunnel and tears the connection down (the
-    // client sees a reset instead of its first frame; `tests/events.rs` caught it about one
-    // run in four). Answering a moment later lets the proxy forward the request's end first.
-    tokio::time::sleep(UPGRADE_ANSWER_DELAY).await;
     let heartbeat = Duration::from_secs(state.config().events_heartbeat_seconds);
     upgrade
         .protocols(protocols)
@@ -325,7 +319,7 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     // Complete the closing handshake: wait (briefly) for the client's close frame before
     // dropping the connection, so the close frame is not overtaken by a TCP reset (seen
     // through the proxy as "connection reset without closing handshake").
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(message)) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
                 break;
@@ -412,7 +406,13 @@ async fn run_socket(
                 }
                 // Pings are answered by the library; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(Message::Close(_))) => {
+                    // The library queued the reply to the client's close frame: send it,
+                    // completing the closing handshake (without it the client sees 1006).
+                    let _ = tokio::time::timeout(CLOSE_WAIT, SinkExt::close(&mut socket)).await;
+                    return;
+                }
+                None => return,
                 Some(Err(e)) => {
                     if is_too_big(&e) {
                         return close(socket, 1009, "message too big").await;

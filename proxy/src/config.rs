@@ -76,6 +76,10 @@ pub struct ProxyConfig {
     /// Milliseconds one write of answers to a client may take; a client that stops
     /// reading is cut off after it. Default 60 000.
     pub write_timeout_ms: u64,
+    /// Seconds the proxy waits for a control plane to read or write (each read and write
+    /// of a forwarded request, its answer, and event streams: their heartbeats come more
+    /// often). Default 60 (nginx's `proxy_read_timeout`).
+    pub upstream_timeout_seconds: u64,
     /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
@@ -110,6 +114,7 @@ impl Default for ProxyConfig {
             request_head_timeout_ms: 60_000,
             keepalive_timeout_seconds: 60,
             write_timeout_ms: 60_000,
+            upstream_timeout_seconds: 60,
             grace_period_seconds: 2,
             shutdown_timeout_seconds: 3,
         }
@@ -176,6 +181,12 @@ impl ProxyConfig {
         if self.keepalive_timeout_seconds == 0 {
             return Err(InvalidSetting::new(
                 "proxy.keepalive_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.upstream_timeout_seconds == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.upstream_timeout_seconds",
                 "must be at least 1",
             ));
         }

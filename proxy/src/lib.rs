@@ -171,6 +171,7 @@ pub fn add_proxy(
         limiter.clone(),
         status.clone(),
     )
+    .with_upstream_timeout(Duration::from_secs(config.upstream_timeout_seconds))
     .vouching_with(hop_secret.as_deref())
     .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
     let app = fast_path::FastPathApp::new(

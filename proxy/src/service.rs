@@ -209,6 +209,8 @@ pub struct Redirector {
     /// The internal secret, sent with every forwarded request beside the client's
     /// address and scheme so the control plane trusts them (see [`shortlink_core::hop`]).
     hop_secret: Option<HeaderValue>,
+    /// The longest wait for one read from or write to a control plane.
+    upstream_timeout: Duration,
 }
 
 /// Counts 404 answers per client IP.
@@ -240,7 +242,14 @@ impl Redirector {
             not_found,
             sync,
             hop_secret: None,
+            upstream_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Waits at most `timeout` for each read from and write to a control plane.
+    pub fn with_upstream_timeout(mut self, timeout: Duration) -> Redirector {
+        self.upstream_timeout = timeout;
+        self
     }
 
     /// Vouches for forwarded requests' client address and scheme with the internal
@@ -651,6 +660,8 @@ impl ProxyHttp for Redirector {
         };
         let mut peer = HttpPeer::new(backend, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(2));
+        peer.options.read_timeout = Some(self.upstream_timeout);
+        peer.options.write_timeout = Some(self.upstream_timeout);
         Ok(Box::new(peer))
     }
 
