@@ -309,7 +309,7 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         "control plane",
         ControlService {
             listener: std::sync::Mutex::new(Some(listener)),
-            config: config.control.clone(),
+            config: config.control_config(),
             public_url: config.public_url(),
             internal_secret: Some(secret),
             store,
@@ -373,7 +373,7 @@ pub(crate) fn control(config: Config) -> Result<()> {
         };
         shortlink_control::serve(
             listener,
-            config.control.clone(),
+            config.control_config(),
             &config.public_url(),
             Some(secret),
             backends,

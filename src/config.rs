@@ -255,6 +255,20 @@ impl Config {
     }
 
     /// Control upstreams for the proxy: as configured, or the control plane's own address.
+    /// The control plane's settings, with the service's own listen hosts added (links to
+    /// them would loop). A listen address on all interfaces names no host.
+    pub(crate) fn control_config(&self) -> shortlink_control::ControlConfig {
+        let mut control = self.control.clone();
+        for listen in [&self.proxy.listen, &self.control.listen] {
+            if let Ok(addr) = listen.parse::<std::net::SocketAddr>()
+                && !addr.ip().is_unspecified()
+            {
+                control.own_hosts.push(addr.ip().to_string());
+            }
+        }
+        control
+    }
+
     pub(crate) fn control_upstreams(&self) -> Vec<String> {
         if !self.proxy.control_upstreams.is_empty() {
             return self.proxy.control_upstreams.clone();

@@ -258,3 +258,92 @@ async fn a_control_plane_that_stops_answering_is_given_up_on() {
     );
     holder.abort();
 }
+
+#[tokio::test]
+async fn links_that_would_loop_back_are_refused() {
+    let server = TestServer::start_with(Options::default().env(
+        "SHORTLINK_CONTROL__LOOP_ALLOWED_HOSTS",
+        "[\"dev.localhost\"]",
+    ))
+    .await;
+    let proxy_port = server.proxy.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        format!("http://localhost:{proxy_port}/x"),
+        format!("http://LOCALHOST.:{proxy_port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{proxy_port}/x"),
+        format!("http://[::1]:{proxy_port}/x"),
+        // 127.0.0.2 (the public URL here is 127.0.0.1, refused as `url_host_blocked`).
+        "http://2130706434/x".to_owned(),
+        "http://0.0.0.0/x".to_owned(),
+        "http://app.localhost/x".to_owned(),
+    ] {
+        let (status, body) = server.create(ADMIN_KEY, json!({"url": url})).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("url_loops")),
+            "{url}: {body}"
+        );
+    }
+    // A host an admin allows.
+    let (status, body) = server
+        .create(ADMIN_KEY, json!({"url": "http://dev.localhost/x"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // A registered custom domain: links to it are refused, in targeting rules too.
+    let register = |name: &str| {
+        server
+            .api(reqwest::Method::POST, "/api/v1/domains", ADMIN_KEY)
+            .json(&json!({"name": name}))
+            .send()
+    };
+    assert_eq!(register("go.example").await.unwrap().status(), 201);
+    let (status, body) = server
+        .create(ADMIN_KEY, json!({"url": "https://GO.example/abc"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("url_loops")),
+        "{body}"
+    );
+    let (status, body) = server
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://fine.example/", "targeting": {"ios": "https://go.example/app"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("url_loops")),
+        "{body}"
+    );
+
+    // A domain links already point at cannot be registered: they would loop.
+    let (status, body) = server
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://later.example/page", "alias": "tolater"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let r = register("later.example").await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "domain_targeted", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/tolater"),
+        "{body}"
+    );
+    // Another link's text mentioning the name is not a link to it.
+    let (status, _) = server
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://elsewhere.example/?q=spare.example"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(register("spare.example").await.unwrap().status(), 201);
+}

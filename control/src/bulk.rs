@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
 use shortlink_core::time_util::to_rfc3339;
-use shortlink_core::{Link, NewLink, Tag, validate_alias, validate_target};
+use shortlink_core::{Link, NewLink, Tag, validate_alias};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::links::{TakenCode, insert_link, parse_expiry};
+use crate::links::{TakenCode, checked_target, insert_link, parse_expiry};
 use crate::state::AppState;
 
 /// Longest CSV record, in bytes.
@@ -119,10 +119,7 @@ async fn import_row(
     fields: Vec<String>,
 ) -> Result<Outcome, ApiError> {
     let cell = |i: Option<usize>| i.and_then(|i| fields.get(i)).filter(|v| !v.is_empty());
-    let url = validate_target(
-        cell(Some(columns.url)).map_or("", String::as_str),
-        state.rules(),
-    )?;
+    let url = checked_target(state, cell(Some(columns.url)).map_or("", String::as_str)).await?;
     let alias = cell(columns.alias).map(|a| validate_alias(a)).transpose()?;
     let tags: Vec<String> = cell(columns.tags)
         .map(|t| {

@@ -18,6 +18,14 @@ pub struct ControlConfig {
     /// Hosts (and their subdomains) links may not point at. The public URL's host is
     /// always added. Default empty.
     pub blocked_hosts: Vec<String>,
+    /// Hosts links may point at although they lead back to this service (a loopback
+    /// address, its own host or a registered custom domain), e.g. a second service on
+    /// the same machine. Default none: such links are refused (`url_loops`).
+    pub loop_allowed_hosts: Vec<String>,
+    /// This service's own hosts besides the public URL's: the binary fills it with the
+    /// proxy's and control plane's listen hosts. Not read from the config file.
+    #[serde(skip)]
+    pub own_hosts: Vec<String>,
     /// Writes (create, change, delete) one API key may make per minute. Default 600.
     pub writes_per_minute: u32,
     /// Writes one API key may make in a burst above the steady rate. Default 100.
@@ -116,6 +124,8 @@ impl Default for ControlConfig {
             max_body_bytes: 64 * 1024,
             max_url_bytes: shortlink_core::target::DEFAULT_MAX_URL_BYTES,
             blocked_hosts: Vec::new(),
+            loop_allowed_hosts: Vec::new(),
+            own_hosts: Vec::new(),
             writes_per_minute: 600,
             write_burst: 100,
             default_page_size: 20,

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shortlink_core::time_util::{now_unix, to_rfc3339};
 use shortlink_core::{Domain, UserId, validate_domain};
+use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
@@ -51,6 +52,58 @@ async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> 
         users,
         created_at: to_rfc3339(domain.created_at),
     })
+}
+
+/// Links a domain's registration check reads per page.
+const TARGETED_PAGE: usize = 500;
+
+/// Refuses to register `name` while links point at it (their target or a targeting URL):
+/// once registered, each of them would redirect to itself. A link created after the
+/// registration is refused instead (`url_loops`).
+async fn refuse_if_targeted(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let points_here = |url: &str| {
+        url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.') == name))
+            .unwrap_or(false)
+    };
+    let mut query = ListQuery {
+        limit: TARGETED_PAGE,
+        before_id: None,
+        tag: None,
+        q: Some(name.to_owned()),
+    };
+    let mut codes = Vec::new();
+    loop {
+        let page = state.store().search_links(None, None, &query).await?;
+        for link in &page.items {
+            let targeted = link
+                .targeting
+                .as_ref()
+                .is_some_and(|t| t.urls().any(points_here));
+            if points_here(&link.url) || targeted {
+                codes.push(format!("/{}", link.code.as_str()));
+            }
+        }
+        match page.next_before_id {
+            Some(before) => query.before_id = Some(before),
+            None => break,
+        }
+    }
+    if codes.is_empty() {
+        return Ok(());
+    }
+    let count = codes.len();
+    codes.truncate(5);
+    Err(ApiError::new(
+        ErrorCode::DomainTargeted,
+        format!(
+            "{count} link(s) point at '{name}' ({}{}); registering it would make them loop: \
+             change them first, or allow the host in control.loop_allowed_hosts",
+            codes.join(", "),
+            if count > codes.len() { ", …" } else { "" }
+        ),
+    ))
 }
 
 fn domain_not_found(name: &str) -> ApiError {
@@ -100,6 +153,9 @@ pub async fn create_domain(
             Some(ids)
         }
     };
+    if !state.rules().loop_allowed(&name) {
+        refuse_if_targeted(&state, &name).await?;
+    }
     let domain = Domain {
         name,
         users,

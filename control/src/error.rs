@@ -131,6 +131,8 @@ error_codes! {
         "The target URL holds user:password@ credentials.";
     UrlHostBlocked => "url_host_blocked", UNPROCESSABLE_ENTITY,
         "The target URL's host is on the blocklist.";
+    UrlLoops => "url_loops", UNPROCESSABLE_ENTITY,
+        "The target URL leads back to this service (a loopback address, its own host or one of its custom domains), so the link would loop.";
 
     // Links.
     AliasInvalid => "alias_invalid", UNPROCESSABLE_ENTITY,
@@ -209,6 +211,8 @@ error_codes! {
         "The domain is not registered.";
     DomainExists => "domain_exists", CONFLICT,
         "The domain is registered already.";
+    DomainTargeted => "domain_targeted", CONFLICT,
+        "Links point at the domain being registered; registering it would make them loop.";
 
     // Sign-in and sessions.
     InvalidCredentials => "invalid_credentials", UNAUTHORIZED,
@@ -393,6 +397,7 @@ impl From<TargetError> for ApiError {
             TargetError::NoHost => ErrorCode::UrlNoHost,
             TargetError::Credentials => ErrorCode::UrlHasCredentials,
             TargetError::BlockedHost(_) => ErrorCode::UrlHostBlocked,
+            TargetError::Loop(_) => ErrorCode::UrlLoops,
         };
         ApiError::new(code, e.to_string())
     }
@@ -500,6 +505,7 @@ mod tests {
             ErrorCode::UrlNoHost => "url_no_host",
             ErrorCode::UrlHasCredentials => "url_has_credentials",
             ErrorCode::UrlHostBlocked => "url_host_blocked",
+            ErrorCode::UrlLoops => "url_loops",
             ErrorCode::AliasInvalid => "alias_invalid",
             ErrorCode::AliasReserved => "alias_reserved",
             ErrorCode::AliasTaken => "alias_taken",
@@ -534,6 +540,7 @@ mod tests {
             ErrorCode::UnknownUser => "unknown_user",
             ErrorCode::DomainNotFound => "domain_not_found",
             ErrorCode::DomainExists => "domain_exists",
+            ErrorCode::DomainTargeted => "domain_targeted",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -603,6 +610,7 @@ mod tests {
             TargetError::NoHost,
             TargetError::Credentials,
             TargetError::BlockedHost("a.test".into()),
+            TargetError::Loop("localhost".into()),
         ];
         for e in errors {
             let wire = e.code();

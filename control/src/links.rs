@@ -10,7 +10,8 @@ use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
     EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, Scope, SeriesPoint,
-    ShortCode, Tag, Targeting, UserId, validate_alias, validate_domain, validate_target,
+    ShortCode, Tag, TargetError, Targeting, UserId, validate_alias, validate_domain,
+    validate_target,
 };
 use shortlink_store::{Created, ListQuery, StatsQuery, StoreError};
 
@@ -147,13 +148,47 @@ fn parse_redirect(value: u16) -> Result<RedirectStatus, ApiError> {
         .map_err(|message| ApiError::new(ErrorCode::InvalidRedirect, message))
 }
 
-fn validate_targeting(
+/// Targeting rules validated, none of their URLs on a registered custom domain.
+async fn checked_targeting(
     state: &AppState,
     targeting: Targeting,
 ) -> Result<Option<Targeting>, ApiError> {
-    targeting
+    let targeting = targeting
         .validate(state.rules())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTargeting, e.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTargeting, e.to_string()))?;
+    if let Some(targeting) = &targeting {
+        for url in targeting.urls() {
+            refuse_domain_loop(state, url).await?;
+        }
+    }
+    Ok(targeting)
+}
+
+/// A target URL validated ([`validate_target`]: also refused when it leads back to this
+/// service by a loopback or own host) and not on a registered custom domain, which would
+/// loop too.
+pub(crate) async fn checked_target(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    let url = validate_target(raw, state.rules())?;
+    refuse_domain_loop(state, &url).await?;
+    Ok(url)
+}
+
+/// Refuses a (valid) target URL whose host is a registered custom domain, unless an admin
+/// allows the host (`control.loop_allowed_hosts`).
+async fn refuse_domain_loop(state: &AppState, url: &str) -> Result<(), ApiError> {
+    let Some(host) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.').to_owned()))
+    else {
+        return Ok(());
+    };
+    if state.rules().loop_allowed(&host) {
+        return Ok(());
+    }
+    if state.store().get_domain(&host).await?.is_some() {
+        return Err(TargetError::Loop(host).into());
+    }
+    Ok(())
 }
 
 /// The caller's link at (`domain`, `code`), or 404 (also for another user's link).
@@ -185,13 +220,12 @@ async fn create(
     caller: &Caller,
     request: CreateLinkRequest,
 ) -> Result<(Link, bool), ApiError> {
-    let url = validate_target(&request.url, state.rules())?;
+    let url = checked_target(state, &request.url).await?;
     let domain = resolve_domain(state, caller.user.id, request.domain.as_deref()).await?;
-    let targeting = request
-        .targeting
-        .map(|t| validate_targeting(state, t))
-        .transpose()?
-        .flatten();
+    let targeting = match request.targeting {
+        Some(t) => checked_targeting(state, t).await?,
+        None => None,
+    };
     let expires_at = request
         .expires_at
         .as_deref()
@@ -463,17 +497,16 @@ pub async fn patch_link(
         Some(None) => Some(None),
         None => None,
     };
-    let targeting = request
-        .targeting
-        .map(|t| t.map(|t| validate_targeting(&state, t)).transpose())
-        .transpose()?
-        .map(Option::flatten);
+    let targeting = match request.targeting {
+        Some(Some(t)) => Some(checked_targeting(&state, t).await?),
+        Some(None) => Some(None),
+        None => None,
+    };
     let patch = LinkPatch {
-        url: request
-            .url
-            .as_deref()
-            .map(|u| validate_target(u, state.rules()))
-            .transpose()?,
+        url: match request.url.as_deref() {
+            Some(u) => Some(checked_target(&state, u).await?),
+            None => None,
+        },
         expires_at: request
             .expires_at
             .map(|e| e.as_deref().map(parse_expiry).transpose())

@@ -82,7 +82,10 @@ impl AppState {
         {
             blocked.push(host);
         }
-        let rules = TargetRules::new(config.max_url_bytes, blocked);
+        let rules = TargetRules::new(config.max_url_bytes, blocked).with_loop_hosts(
+            config.own_hosts.iter().cloned(),
+            config.loop_allowed_hosts.iter().cloned(),
+        );
         let per_minute = std::num::NonZeroU32::new(config.writes_per_minute.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(config.write_burst.max(1))

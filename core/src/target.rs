@@ -39,6 +39,10 @@ pub enum TargetError {
     /// The host is on the blocklist.
     #[error("links to host '{0}' are not allowed")]
     BlockedHost(String),
+    /// The host is this service (a loopback name or address, one of its own hosts or
+    /// custom domains): the redirect would loop.
+    #[error("url host '{0}' leads back to this service, so the link would loop")]
+    Loop(String),
 }
 
 impl TargetError {
@@ -54,6 +58,7 @@ impl TargetError {
             TargetError::NoHost => "url_no_host",
             TargetError::Credentials => "url_has_credentials",
             TargetError::BlockedHost(_) => "url_host_blocked",
+            TargetError::Loop(_) => "url_loops",
         }
     }
 }
@@ -65,6 +70,10 @@ pub struct TargetRules {
     pub max_url_bytes: usize,
     /// Hosts (and their subdomains) that links may not point at, in ASCII (punycode) form.
     blocked_hosts: Vec<String>,
+    /// This service's own host names (the listen addresses' hosts): a link to one loops.
+    own_hosts: Vec<String>,
+    /// Hosts an admin allows although they would count as this service.
+    allowed_hosts: Vec<String>,
 }
 
 impl Default for TargetRules {
@@ -72,6 +81,8 @@ impl Default for TargetRules {
         TargetRules {
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
             blocked_hosts: Vec::new(),
+            own_hosts: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -87,7 +98,28 @@ impl TargetRules {
         TargetRules {
             max_url_bytes,
             blocked_hosts,
+            own_hosts: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
+    }
+
+    /// Adds this service's own host names (e.g. its listen addresses' hosts), which links
+    /// may not point at, and the hosts an admin allows although they would loop.
+    pub fn with_loop_hosts(
+        mut self,
+        own: impl IntoIterator<Item = String>,
+        allowed: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let normalize = |h: String| normalize_host(h.trim().trim_end_matches('.'));
+        self.own_hosts = own.into_iter().filter_map(normalize).collect();
+        self.allowed_hosts = allowed.into_iter().filter_map(normalize).collect();
+        self
+    }
+
+    /// Whether an admin allows links to `host` (ASCII, lowercase) though it loops.
+    pub fn loop_allowed(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        self.allowed_hosts.iter().any(|allowed| allowed == host)
     }
 
     /// Whether `host` (ASCII, lowercase) is blocked, itself or as a subdomain of a blocked host.
@@ -146,6 +178,9 @@ pub fn validate_target(raw: &str, rules: &TargetRules) -> Result<String, TargetE
     if rules.is_blocked(&host) {
         return Err(TargetError::BlockedHost(host));
     }
+    if reaches_this_service(&url, rules) && !rules.loop_allowed(&host) {
+        return Err(TargetError::Loop(host));
+    }
     let normalized = String::from(url);
     if normalized.len() > rules.max_url_bytes {
         return Err(TargetError::TooLong {
@@ -155,9 +190,68 @@ pub fn validate_target(raw: &str, rules: &TargetRules) -> Result<String, TargetE
     Ok(normalized)
 }
 
+/// Whether `url`'s host is this machine or this service whatever port it names: a
+/// loopback or unspecified address in any form (the URL parser has already turned
+/// `2130706433`, `0x7f.1` and the like into dotted IPv4; IPv4-mapped IPv6 counts as its
+/// IPv4), `localhost` and its subdomains (RFC 6761), or one of the service's own hosts.
+fn reaches_this_service(url: &Url, rules: &TargetRules) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost") || rules.own_hosts.contains(&name)
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_that_lead_back_to_this_service_are_refused() {
+        let rules = TargetRules::new(8192, Vec::new())
+            .with_loop_hosts(["short.example".to_owned()], ["dev.localhost".to_owned()]);
+        for looping in [
+            "http://localhost:8080/x",
+            "http://LOCALHOST./x",
+            "http://app.localhost/x",
+            "http://127.0.0.1/x",
+            "http://127.1.2.3:9/x",
+            "http://2130706433/x",
+            "http://0x7f.1/x",
+            "http://0.0.0.0/x",
+            "http://[::1]:8080/x",
+            "http://[::]/x",
+            "http://[::ffff:127.0.0.1]:8080/x",
+            "https://short.example/abc",
+            "https://SHORT.example./abc",
+        ] {
+            assert!(
+                matches!(validate_target(looping, &rules), Err(TargetError::Loop(_))),
+                "{looping}: {:?}",
+                validate_target(looping, &rules)
+            );
+        }
+        for fine in [
+            "https://example.com/",
+            "http://10.0.0.1/x",
+            "http://[2001:db8::1]/x",
+            "https://sub.short.example/x",
+            "http://dev.localhost/x",
+        ] {
+            assert!(validate_target(fine, &rules).is_ok(), "{fine}");
+        }
+        assert_eq!(TargetError::Loop("x".into()).code(), "url_loops");
+    }
 
     #[track_caller]
     fn check(input: &str, expected: Result<&str, TargetError>) {
@@ -185,7 +279,10 @@ mod tests {
             "https://münchen.de/straße",
             Ok("https://xn--mnchen-3ya.de/stra%C3%9Fe"),
         );
-        check("https://[::1]:8443/x", Ok("https://[::1]:8443/x"));
+        check(
+            "https://[2001:DB8::1]:8443/x",
+            Ok("https://[2001:db8::1]:8443/x"),
+        );
     }
 
     #[test]

@@ -87,6 +87,15 @@ pub enum TargetingError {
 }
 
 impl Targeting {
+    /// Every target URL the rules name.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        [&self.ios, &self.android, &self.desktop]
+            .into_iter()
+            .flatten()
+            .chain(self.countries.values())
+            .map(String::as_str)
+    }
+
     /// Whether no rule is set.
     pub fn is_empty(&self) -> bool {
         self.ios.is_none()
