@@ -347,3 +347,49 @@ async fn links_that_would_loop_back_are_refused() {
     assert_eq!(status, 201);
     assert_eq!(register("spare.example").await.unwrap().status(), 201);
 }
+
+/// At the open-file limit the listener sheds the oldest connections waiting for a request
+/// instead of starving new clients behind them.
+#[tokio::test]
+async fn redirects_are_answered_with_more_slow_connections_than_file_descriptors() {
+    // This test process holds 1 100 sockets of its own.
+    rlimit::increase_nofile_limit(4096).unwrap();
+    let server = TestServer::start_with(Options {
+        fd_limit: Some(1024),
+        ..Options::default()
+    })
+    .await;
+    let (status, link) = server
+        .create(ADMIN_KEY, json!({"url": "https://edge.example/crowded"}))
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let code = link["code"].as_str().unwrap().to_owned();
+    // 1 100 connections, each sending the start of a head and then nothing (the 60 s head
+    // deadline is far off): more than the proxy has descriptors for.
+    let addr = server.proxy.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..1100 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Redirects keep being answered: each new client gets its 301 within a few seconds.
+    for attempt in 0..5 {
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut c = Connection::open(&server).await;
+            c.send(format!("GET /{code} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+                .await;
+            c.answer(false).await.status
+        })
+        .await;
+        assert_eq!(answered, Ok(301), "attempt {attempt}");
+    }
+    assert!(
+        server.log_text().contains("shedding waiting connections"),
+        "the proxy shed connections at its limit"
+    );
+    drop(slow);
+}

@@ -11,10 +11,12 @@
 //! for layers it does not need (buffering, read and write timing); measured in BENCHMARKS.md.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -371,6 +373,61 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
+/// Waiting connections shed at once when accepting runs out of file descriptors.
+const SHED_AT_ONCE: usize = 64;
+
+/// What the listener knows of a connection it accepted, to shed it when accepting runs
+/// out of file descriptors.
+#[derive(Default)]
+struct Conn {
+    /// True while the connection waits for a request (idle, or its head incomplete).
+    waiting: AtomicBool,
+    /// Told when the listener sheds the connection.
+    shed: tokio::sync::Notify,
+}
+
+/// The listener's accepted connections, oldest first; only its accept loop touches it.
+#[derive(Default)]
+struct Accepted {
+    conns: VecDeque<Weak<Conn>>,
+    pushes: usize,
+}
+
+impl Accepted {
+    /// Registers a new connection (and forgets ended ones).
+    fn push(&mut self, conn: &Arc<Conn>) {
+        self.conns.push_back(Arc::downgrade(conn));
+        while self.conns.front().is_some_and(|c| c.strong_count() == 0) {
+            self.conns.pop_front();
+        }
+        self.pushes = self.pushes.wrapping_add(1);
+        if self.pushes.is_multiple_of(4096) {
+            self.conns.retain(|c| c.strong_count() > 0);
+        }
+    }
+
+    /// Tells up to `n` of the oldest connections that wait for a request to close;
+    /// returns how many were told. Connections in the middle of a request are left alone.
+    fn shed(&mut self, n: usize) -> usize {
+        let mut told = 0;
+        self.conns.retain(|weak| {
+            if told >= n {
+                return true;
+            }
+            let Some(conn) = weak.upgrade() else {
+                return false;
+            };
+            if conn.waiting.load(Ordering::Relaxed) {
+                conn.shed.notify_one();
+                told += 1;
+                return false;
+            }
+            true
+        });
+        told
+    }
+}
+
 /// The answer to a head that grew past [`MAX_HEAD`].
 const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 /// The answer to a head not received within its deadline.
@@ -380,11 +437,17 @@ const HEAD_TOO_SLOW: &[u8] =
 impl FastPathApp {
     /// Serves an accepted connection until it closes: the fast path on the bare socket,
     /// and pingora's proxy, on its own stream type, for each request it must answer.
-    async fn serve(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+    async fn serve(
+        self: Arc<Self>,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        conn: Arc<Conn>,
+        shutdown: ShutdownWatch,
+    ) {
         let ip = Some(peer.ip());
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let first = self
-            .fast_loop(&mut tcp, ip, &mut buf, true, &shutdown)
+            .fast_loop(&mut tcp, ip, &mut buf, true, &conn, &shutdown)
             .await;
         let Next::HandOff { mut rest } = first else {
             return;
@@ -408,7 +471,7 @@ impl FastPathApp {
                 buf.reserve(READ_CHUNK);
             }
             match self
-                .fast_loop(&mut stream, ip, &mut buf, false, &shutdown)
+                .fast_loop(&mut stream, ip, &mut buf, false, &conn, &shutdown)
                 .await
             {
                 Next::Close => return,
@@ -426,6 +489,7 @@ impl FastPathApp {
         peer: Option<IpAddr>,
         buf: &mut BytesMut,
         fresh: bool,
+        conn: &Conn,
         shutdown: &ShutdownWatch,
     ) -> Next
     where
@@ -442,6 +506,8 @@ impl FastPathApp {
             limits.keepalive
         };
         let mut timer = std::pin::pin!(tokio::time::sleep(first_wait));
+        // Registered with the listener once (at its first wait), not at every wait.
+        let mut shed = std::pin::pin!(conn.shed.notified());
         loop {
             // Answer every complete request already buffered (pipelining keeps order), up
             // to `MAX_PENDING_OUTPUT` of answers at a time. `started` is also when the
@@ -523,6 +589,8 @@ impl FastPathApp {
             // the deadline that applies now is checked: the head's while a request is
             // arriving, else the idle keep-alive's (which, like pingora's, also ends the
             // wait of an idle connection at shutdown, after the grace period).
+            // While it waits, the listener may shed it (out of file descriptors).
+            conn.waiting.store(true, Ordering::Relaxed);
             loop {
                 tokio::select! {
                     biased;
@@ -530,6 +598,7 @@ impl FastPathApp {
                         Ok(n) if n > 0 => break,
                         _ => return Next::Close, // closed or failed
                     },
+                    () = &mut shed => return Next::Close,
                     () = &mut timer => {
                         let now = Instant::now();
                         let deadline = match head_since {
@@ -546,6 +615,7 @@ impl FastPathApp {
                     }
                 }
             }
+            conn.waiting.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -611,6 +681,7 @@ fn hand_to_a_thread(
     app: Arc<FastPathApp>,
     tcp: TcpStream,
     peer: SocketAddr,
+    conn: Arc<Conn>,
     shutdown: ShutdownWatch,
 ) {
     let tcp = match tcp.into_std() {
@@ -622,7 +693,7 @@ fn hand_to_a_thread(
     };
     pingora_runtime::current_handle().spawn(async move {
         match TcpStream::from_std(tcp) {
-            Ok(tcp) => app.serve(tcp, peer, shutdown).await,
+            Ok(tcp) => app.serve(tcp, peer, conn, shutdown).await,
             Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
         }
     });
@@ -646,6 +717,7 @@ impl pingora::services::Service for RedirectListener {
                 return;
             }
         };
+        let mut open = Accepted::default();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -662,19 +734,24 @@ impl pingora::services::Service for RedirectListener {
                     // Responses are written whole: no reason to wait for an ACK.
                     let _ = tcp.set_nodelay(true);
                     let app = self.app.clone();
+                    let conn = Arc::new(Conn::default());
+                    open.push(&conn);
                     if self.work_stealing {
-                        tokio::spawn(app.serve(tcp, peer, shutdown.clone()));
+                        tokio::spawn(app.serve(tcp, peer, conn, shutdown.clone()));
                     } else {
-                        hand_to_a_thread(app, tcp, peer, shutdown.clone());
+                        hand_to_a_thread(app, tcp, peer, conn, shutdown.clone());
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    // Out of descriptors: accept would fail again at once; let some close.
-                    if e.raw_os_error() == Some(24) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                // Out of file descriptors (the process's or the system's): new clients must
+                // not starve behind connections that only hold one. The oldest connections
+                // waiting for a request are told to close; accepting resumes once they have.
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                    let shed = open.shed(SHED_AT_ONCE);
+                    tracing::warn!(error = %e, shed, "out of file descriptors: shedding waiting connections");
+                    let pause = if shed > 0 { 10 } else { 100 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
             }
         }
         drop(listener);

@@ -59,6 +59,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     pub admin_key: Option<String>,
     pub data: Option<PathBuf>,
+    /// Run under this open-file limit (soft and hard), set by the shell that starts it.
+    pub fd_limit: Option<u32>,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             ],
             admin_key: Some(ADMIN_KEY.into()),
             data: None,
+            fd_limit: None,
         }
     }
 }
@@ -112,7 +115,16 @@ impl TestServer {
         let control_port = free_port();
         let log = data.with_extension(format!("{proxy_port}.log"));
         let out = data.with_extension(format!("{proxy_port}.out"));
-        let mut command = Command::new(binary());
+        let mut command = match options.fd_limit {
+            None => Command::new(binary()),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
         command
             .arg("serve")
             .env_clear()
