@@ -32,14 +32,10 @@ async fn start(fast_path: bool) -> (TestServer, String) {
     (server, code)
 }
 
-/// Sends `bytes` one at a time, `every` apart, until the server ends the connection or
+/// Sends `bytes` one at a time, 200 ms apart, until the server ends the connection or
 /// `for_at_most` passes; returns how long the server kept it open.
-async fn trickle(
-    c: &mut Connection,
-    bytes: &[u8],
-    every: Duration,
-    for_at_most: Duration,
-) -> Duration {
+async fn trickle(c: &mut Connection, bytes: &[u8], for_at_most: Duration) -> Duration {
+    let every = Duration::from_millis(200);
     let started = Instant::now();
     let mut sent = 0;
     while started.elapsed() < for_at_most {
@@ -64,13 +60,7 @@ async fn a_request_head_trickling_in_is_cut_off_on_both_ports() {
         c.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await;
         // A byte every 200 ms never completes the head; the 1 s deadline is not renewed.
-        let open = trickle(
-            &mut c,
-            b"abc",
-            Duration::from_millis(200),
-            Duration::from_secs(6),
-        )
-        .await;
+        let open = trickle(&mut c, b"abc", Duration::from_secs(6)).await;
         assert!(
             (Duration::from_millis(800)..Duration::from_secs(4)).contains(&open),
             "{base}: a trickled head was kept open for {open:?}, not about the 1 s deadline"
@@ -100,13 +90,7 @@ async fn an_upload_trickling_in_is_cut_off_through_the_proxy_and_directly() {
         )
         .await;
         // 5 bytes a second against a floor of 1 024 after a 1 s grace.
-        let open = trickle(
-            &mut c,
-            b"x",
-            Duration::from_millis(200),
-            Duration::from_secs(8),
-        )
-        .await;
+        let open = trickle(&mut c, b"x", Duration::from_secs(8)).await;
         assert!(
             (Duration::from_millis(800)..Duration::from_secs(5)).contains(&open),
             "{base}: a trickled body was kept open for {open:?}, not about the 1 s grace"
