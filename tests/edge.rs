@@ -337,7 +337,11 @@ async fn links_that_would_loop_back_are_refused() {
 #[tokio::test]
 async fn redirects_are_answered_with_more_slow_connections_than_file_descriptors() {
     // This test process holds 1 100 sockets of its own.
-    rlimit::increase_nofile_limit(4096).unwrap();
+    let limit = rlimit::increase_nofile_limit(4096).unwrap();
+    assert!(
+        limit >= 1300,
+        "the test needs 1 300 open files; the hard limit allows {limit}"
+    );
     let server = TestServer::start_with(Options {
         fd_limit: Some(1024),
         ..Options::default()
