@@ -307,6 +307,24 @@ mod tests {
     }
 
     #[test]
+    fn the_listen_hosts_are_the_control_planes_own_hosts() {
+        let mut config = Config::default();
+        config.proxy.listen = "10.1.2.3:8080".into();
+        config.control.listen = "127.0.0.1:8081".into();
+        assert_eq!(
+            config.control_config().own_hosts,
+            ["10.1.2.3", "127.0.0.1"],
+            "a specific address is its own host"
+        );
+        config.proxy.listen = "0.0.0.0:8080".into();
+        assert_eq!(
+            config.control_config().own_hosts,
+            ["127.0.0.1"],
+            "all interfaces name no host"
+        );
+    }
+
+    #[test]
     fn public_url_is_derived_from_the_proxy_listen_address() {
         let mut config = Config::default();
         assert_eq!(config.public_url(), "http://localhost:8080");

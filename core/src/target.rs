@@ -195,14 +195,16 @@ pub fn validate_target(raw: &str, rules: &TargetRules) -> Result<String, TargetE
 /// `2130706433`, `0x7f.1` and the like into dotted IPv4; IPv4-mapped IPv6 counts as its
 /// IPv4), `localhost` and its subdomains (RFC 6761), or one of the service's own hosts.
 fn reaches_this_service(url: &Url, rules: &TargetRules) -> bool {
+    let own = |ip: std::net::IpAddr| rules.own_hosts.contains(&ip.to_string());
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified() || own(ip.into()),
         Some(url::Host::Ipv6(ip)) => {
             ip.is_loopback()
                 || ip.is_unspecified()
+                || own(ip.into())
                 || ip
                     .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified() || own(v4.into()))
         }
         Some(url::Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -218,8 +220,14 @@ mod tests {
 
     #[test]
     fn targets_that_lead_back_to_this_service_are_refused() {
-        let rules = TargetRules::new(8192, Vec::new())
-            .with_loop_hosts(["short.example".to_owned()], ["dev.localhost".to_owned()]);
+        let rules = TargetRules::new(8192, Vec::new()).with_loop_hosts(
+            [
+                "short.example".to_owned(),
+                "10.1.2.3".to_owned(),
+                "2001:db8::7".to_owned(),
+            ],
+            ["dev.localhost".to_owned()],
+        );
         for looping in [
             "http://localhost:8080/x",
             "http://LOCALHOST./x",
@@ -234,6 +242,9 @@ mod tests {
             "http://[::ffff:127.0.0.1]:8080/x",
             "https://short.example/abc",
             "https://SHORT.example./abc",
+            "http://10.1.2.3:9/x",
+            "http://[::ffff:10.1.2.3]/x",
+            "http://[2001:db8::7]:8080/x",
         ] {
             assert!(
                 matches!(validate_target(looping, &rules), Err(TargetError::Loop(_))),
