@@ -61,12 +61,7 @@ const TARGETED_PAGE: usize = 500;
 /// once registered, each of them would redirect to itself. A link created after the
 /// registration is refused instead (`url_loops`).
 async fn refuse_if_targeted(state: &AppState, name: &str) -> Result<(), ApiError> {
-    let points_here = |url: &str| {
-        url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.') == name))
-            .unwrap_or(false)
-    };
+    let points_here = |url: &str| shortlink_core::target_host(url).is_some_and(|h| h == name);
     let mut query = ListQuery {
         limit: TARGETED_PAGE,
         before_id: None,

@@ -176,10 +176,7 @@ pub(crate) async fn checked_target(state: &AppState, raw: &str) -> Result<String
 /// Refuses a (valid) target URL whose host is a registered custom domain, unless an admin
 /// allows the host (`control.loop_allowed_hosts`).
 async fn refuse_domain_loop(state: &AppState, url: &str) -> Result<(), ApiError> {
-    let Some(host) = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.').to_owned()))
-    else {
+    let Some(host) = shortlink_core::target_host(url) else {
         return Ok(());
     };
     if state.rules().loop_allowed(&host) {

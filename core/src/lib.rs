@@ -29,7 +29,7 @@ pub use domain::{Domain, DomainError, is_valid_host_header, normalize_host, vali
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use setting::InvalidSetting;
-pub use target::{TargetError, TargetRules, validate_target};
+pub use target::{TargetError, TargetRules, target_host, validate_target};
 pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingError};
 pub use upload::{
     THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,

@@ -190,6 +190,14 @@ pub fn validate_target(raw: &str, rules: &TargetRules) -> Result<String, TargetE
     Ok(normalized)
 }
 
+/// The host of a (validated) target URL, lower case, without a trailing dot: what the
+/// loop checks compare against registered domains.
+pub fn target_host(url: &str) -> Option<String> {
+    let url = Url::parse(url).ok()?;
+    let host = url.host_str()?.trim_end_matches('.');
+    Some(host.to_ascii_lowercase())
+}
+
 /// Whether `url`'s host is this machine or this service whatever port it names: a
 /// loopback or unspecified address in any form (the URL parser has already turned
 /// `2130706433`, `0x7f.1` and the like into dotted IPv4; IPv4-mapped IPv6 counts as its

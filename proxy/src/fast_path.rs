@@ -467,9 +467,6 @@ impl FastPathApp {
             stream = kept;
             // The requests pipelined behind the one pingora answered.
             buf = rest;
-            if buf.capacity() < READ_CHUNK {
-                buf.reserve(READ_CHUNK);
-            }
             match self
                 .fast_loop(&mut stream, ip, &mut buf, false, &conn, &shutdown)
                 .await
