@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
 use shortlink_control::auth::new_key_record;
 use shortlink_control::ingest::Ingestor;
 use shortlink_control::{Backends, ControlConfig};
@@ -16,6 +16,7 @@ use shortlink_core::{ClickBatch, Role, Scope, Scopes};
 use shortlink_cql::{CqlStore, MigrationProgress, Retention};
 use shortlink_embedded::{EmbeddedConfig, EmbeddedStore, Pacing};
 use shortlink_objects::ObjectsConfig;
+use shortlink_proxy::listen::Listening;
 use shortlink_proxy::{Fatal, LocalIngest, LocalIngestError};
 use shortlink_store::Store;
 use tracing::error;
@@ -141,9 +142,11 @@ fn bootstrap(config: &Config, store: &Arc<dyn Store>) -> Result<()> {
     Ok(())
 }
 
-/// The control plane as a pingora background service, sharing the server's lifecycle.
+/// The control plane as a pingora service, sharing the server's lifecycle and, on an
+/// upgrade, handing its listening socket over like the proxy.
 struct ControlService {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    listening: Listening,
+    threads: usize,
     config: ControlConfig,
     public_url: String,
     internal_secret: Option<String>,
@@ -156,13 +159,27 @@ struct ControlService {
 }
 
 #[async_trait]
-impl BackgroundService for ControlService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Service for ControlService {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
-            return;
+        let config = &self.config;
+        let bind = |_: &str| shortlink_control::bind(config).map_err(std::io::Error::other);
+        let listener = match self.listening.open(fds.as_ref(), bind) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let addr = self.listening.addr();
+                error!(error = %e, addr, "the control plane cannot listen");
+                self.fatal
+                    .stop(format!("the control plane cannot listen on {addr}: {e}"));
+                return;
+            }
         };
         let objects = match shortlink_objects::open(&self.objects, &self.objects_dir).await {
             Ok(objects) => objects,
@@ -191,6 +208,18 @@ impl BackgroundService for ControlService {
             self.fatal.stop(e.to_string());
         }
     }
+
+    fn name(&self) -> &str {
+        "control plane"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(self.threads)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(vec![self.listening.addr().to_owned()])
+    }
 }
 
 /// The internal secret for planes running apart: they must share a configured one.
@@ -217,15 +246,29 @@ impl LocalIngest for InProcessIngest {
     }
 }
 
+/// The pingora server with the proxy in it. With `upgrade`, it has first taken the running
+/// process's listening sockets.
 fn proxy_server(
     config: &Config,
     store: Arc<dyn Store>,
     internal_secret: String,
     local: Option<Arc<dyn LocalIngest>>,
+    upgrade: bool,
+    fatal: &Fatal,
 ) -> Result<pingora::server::Server> {
     let mut proxy_config = config.proxy.clone();
     proxy_config.control_upstreams = config.control_upstreams();
-    let mut server = shortlink_proxy::new_server(&proxy_config);
+    if upgrade {
+        println!(
+            "shortlink: waiting for the running process's sockets on {} (send it SIGQUIT)",
+            proxy_config
+                .upgrade_socket
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        );
+    }
+    let mut server = shortlink_proxy::new_server(&proxy_config, upgrade);
     // Targeting reads countries from the same GeoIP database as analytics.
     let country_lookup = match &config.control.geoip_database {
         Some(path) => {
@@ -250,6 +293,7 @@ fn proxy_server(
     let edge = shortlink_proxy::Edge {
         default_host: shortlink_core::normalize_host(authority),
         country_lookup,
+        fatal: fatal.clone(),
     };
     shortlink_proxy::add_proxy(
         &mut server,
@@ -291,11 +335,18 @@ fn note_scheduling_class(config: &Config) {
     }
 }
 
-/// `shortlink serve`: both planes in one process.
-pub(crate) fn serve(config: Config) -> Result<()> {
+/// `shortlink serve`: both planes in one process; with `upgrade`, taking over the
+/// listening sockets of the running one.
+pub(crate) fn serve(config: Config, upgrade: bool) -> Result<()> {
     let store = open_store(&config)?;
     bootstrap(&config, &store)?;
-    let listener = shortlink_control::bind(&config.control)?;
+    let listen = &config.control.listen;
+    let listening = if upgrade {
+        config.control.validate()?;
+        Listening::inherited(listen)
+    } else {
+        Listening::bound(listen, shortlink_control::bind(&config.control)?)
+    };
     // Both planes live in this process, so a secret made now is shared by both.
     let secret = config
         .internal_secret
@@ -303,37 +354,43 @@ pub(crate) fn serve(config: Config) -> Result<()> {
         .unwrap_or_else(shortlink_control::auth::generate_api_key);
     let ingestor = Arc::new(Ingestor::new(store.clone(), &config.control)?);
     let local: Arc<dyn LocalIngest> = Arc::new(InProcessIngest(ingestor.clone()));
-    let mut server = proxy_server(&config, store.clone(), secret.clone(), Some(local))?;
     let fatal = Fatal::default();
-    let mut control = background_service(
-        "control plane",
-        ControlService {
-            listener: std::sync::Mutex::new(Some(listener)),
-            config: config.control_config(),
-            public_url: config.public_url(),
-            internal_secret: Some(secret),
-            store,
-            ingestor,
-            objects: config.objects.clone(),
-            objects_dir: config.data_dir.join("objects"),
-            fatal: fatal.clone(),
-        },
-    );
-    control.threads = Some(config.control.threads);
+    let mut server = proxy_server(
+        &config,
+        store.clone(),
+        secret.clone(),
+        Some(local),
+        upgrade,
+        &fatal,
+    )?;
+    let control = ControlService {
+        listening,
+        threads: config.control.threads,
+        config: config.control_config(),
+        public_url: config.public_url(),
+        internal_secret: Some(secret),
+        store,
+        ingestor,
+        objects: config.objects.clone(),
+        objects_dir: config.data_dir.join("objects"),
+        fatal: fatal.clone(),
+    };
     server.add_service(control);
     banner(&config, true, true);
     note_scheduling_class(&config);
     shortlink_proxy::run(server, fatal).map_err(anyhow::Error::msg)
 }
 
-/// `shortlink proxy`: only the data plane.
-pub(crate) fn proxy(config: Config) -> Result<()> {
+/// `shortlink proxy`: only the data plane; with `upgrade`, taking over the listening
+/// sockets of the running one.
+pub(crate) fn proxy(config: Config, upgrade: bool) -> Result<()> {
     let secret = required_secret(&config)?;
     let store = open_store(&config)?;
-    let server = proxy_server(&config, store, secret, None)?;
+    let fatal = Fatal::default();
+    let server = proxy_server(&config, store, secret, None, upgrade, &fatal)?;
     banner(&config, true, false);
     note_scheduling_class(&config);
-    shortlink_proxy::run(server, Fatal::default()).map_err(anyhow::Error::msg)
+    shortlink_proxy::run(server, fatal).map_err(anyhow::Error::msg)
 }
 
 /// `shortlink control`: only the control plane.

@@ -184,6 +184,9 @@ impl Config {
         if config.proxy.spool_dir.is_none() {
             config.proxy.spool_dir = Some(config.data_dir.join("spool"));
         }
+        if config.proxy.upgrade_socket.is_none() {
+            config.proxy.upgrade_socket = Some(config.data_dir.join("upgrade.sock"));
+        }
         config.validate()?;
         Ok(config)
     }

@@ -35,9 +35,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy and the control plane in one process on the embedded store.
-    Serve,
+    Serve {
+        /// Take over the listening sockets of the running process, which hands them over
+        /// when sent SIGQUIT (within about 5 s of this start), then drains and exits.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Run only the redirect proxy.
-    Proxy,
+    Proxy {
+        /// Take over the listening sockets of the running proxy (see `serve --upgrade`).
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Run only the control plane.
     Control,
     /// Create or upgrade the store's schema (a CQL cluster's keyspace); run once per
@@ -193,8 +202,8 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
     let result = match cli.command {
-        Command::Serve => commands::serve(config),
-        Command::Proxy => commands::proxy(config),
+        Command::Serve { upgrade } => commands::serve(config, upgrade),
+        Command::Proxy { upgrade } => commands::proxy(config, upgrade),
         Command::Control => commands::control(config),
         Command::Migrate => commands::migrate(config),
         Command::User {

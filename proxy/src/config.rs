@@ -55,6 +55,10 @@ pub struct ProxyConfig {
     pub ship_idle_class: bool,
     /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Unix socket over which a running process hands its listening sockets to the one
+    /// started with `--upgrade` (on SIGQUIT). Both must name the same path. Default
+    /// `<data_dir>/upgrade.sock`.
+    pub upgrade_socket: Option<std::path::PathBuf>,
     /// Largest spool in bytes; batches beyond it are dropped and counted. Default 256 MiB.
     pub spool_max_bytes: u64,
     /// Peers (IP addresses) whose `X-Forwarded-For` names the real client. Default none:
@@ -80,7 +84,10 @@ pub struct ProxyConfig {
     /// of a forwarded request, its answer, and event streams: their heartbeats come more
     /// often). Default 60 (nginx's `proxy_read_timeout`).
     pub upstream_timeout_seconds: u64,
-    /// Seconds the process keeps running after SIGTERM so in-flight work finishes. Default 2.
+    /// Seconds the process keeps running after SIGTERM, or after handing its sockets to
+    /// the process it upgrades to: each open connection is answered `Connection: close`
+    /// at its next request, those still idle halfway through are closed, and the last
+    /// clicks are taken after the last redirect. Default 2.
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
     pub shutdown_timeout_seconds: u64,
@@ -107,6 +114,7 @@ impl Default for ProxyConfig {
             click_batch_ms: 1000,
             ship_idle_class: true,
             spool_dir: None,
+            upgrade_socket: None,
             spool_max_bytes: 256 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             country_header: None,
@@ -195,6 +203,15 @@ impl ProxyConfig {
                 "proxy.write_timeout_ms",
                 "must be at least 1",
             ));
+        }
+        if let Some(path) = &self.upgrade_socket {
+            // `sun_path` holds 108 bytes, the terminating NUL included.
+            if path.as_os_str().len() > 107 {
+                return Err(InvalidSetting::new(
+                    "proxy.upgrade_socket",
+                    "is longer than a Unix socket path may be (107 bytes)",
+                ));
+            }
         }
         if let Some(url) = &self.unknown_host_redirect {
             let ok = (url.starts_with("https://") || url.starts_with("http://"))

@@ -12,8 +12,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -27,13 +26,14 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, l4};
 use pingora::proxy::HttpProxy;
 use pingora::server::{ListenFds, ShutdownWatch};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use shortlink_core::is_valid_host_header;
 
+use crate::Fatal;
 use crate::domains::MAX_HOST;
+use crate::listen::{Listening, bind_tcp};
 use crate::metrics::REQUESTS;
 use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
 
@@ -110,8 +110,16 @@ impl FastPathApp {
     }
 
     /// Answers the request at the start of `buf` into `out`, if it is a plain redirect;
-    /// `now_ms` is the Unix time in milliseconds.
-    fn answer(&self, buf: &[u8], peer: Option<IpAddr>, now_ms: i64, out: &mut Vec<u8>) -> Step {
+    /// `now_ms` is the Unix time in milliseconds. `closing`: the answer ends the connection
+    /// (`Connection: close`) whatever the request asks, as when shutting down.
+    fn answer(
+        &self,
+        buf: &[u8],
+        peer: Option<IpAddr>,
+        now_ms: i64,
+        closing: bool,
+        out: &mut Vec<u8>,
+    ) -> Step {
         if buf.is_empty() {
             return Step::Partial;
         }
@@ -145,7 +153,7 @@ impl FastPathApp {
             query,
             ..RequestView::default()
         };
-        let mut close = false;
+        let mut close = closing;
         for header in req.headers.iter() {
             let (name, value) = (header.name, header.value);
             if name.eq_ignore_ascii_case("host") {
@@ -394,6 +402,12 @@ struct Accepted {
 }
 
 impl Accepted {
+    /// How many accepted connections are still open (and forgets ended ones).
+    fn count(&mut self) -> usize {
+        self.conns.retain(|c| c.strong_count() > 0);
+        self.conns.len()
+    }
+
     /// Registers a new connection (and forgets ended ones).
     fn push(&mut self, conn: &Arc<Conn>) {
         self.conns.push_back(Arc::downgrade(conn));
@@ -511,6 +525,11 @@ impl FastPathApp {
             // connection was last active, for its idle deadline.
             let started = Instant::now();
             let now_ms = unix_ms_at(started);
+            // Shutting down: each answer says `Connection: close` and ends the connection,
+            // so the client's next request opens a new one (to the process that takes over
+            // after an upgrade). `has_changed` is one atomic load (`borrow` would take the
+            // watch's lock); the watch only ever changes from running to shutting down.
+            let closing = shutdown.has_changed().unwrap_or(false);
             let mut close = false;
             let mut full = false;
             let deferred = loop {
@@ -518,7 +537,7 @@ impl FastPathApp {
                     full = true;
                     break false;
                 }
-                match self.answer(buf, peer, now_ms, &mut out) {
+                match self.answer(buf, peer, now_ms, closing, &mut out) {
                     Step::Answered {
                         len,
                         status,
@@ -566,9 +585,7 @@ impl FastPathApp {
                 linger_close(stream, HEAD_TOO_LARGE, limits).await;
                 return Next::Close;
             }
-            // `has_changed` is one atomic load (`borrow` would take the watch's lock on every
-            // request); the watch only ever changes from running to shutting down.
-            if buf.is_empty() && shutdown.has_changed().unwrap_or(false) {
+            if buf.is_empty() && closing {
                 return Next::Close; // shutting down: no more requests on this connection
             }
             if !buf.is_empty() && head_since.is_none() {
@@ -617,58 +634,78 @@ impl FastPathApp {
     }
 }
 
-/// The proxy's listening service: accepts connections on a socket bound at start-up and
-/// serves each on the bare TCP stream (see [`FastPathApp`]), in the runtime pingora builds
-/// for it (the proxy's threads, its work-stealing setting, its graceful shutdown).
+/// The proxy's listening service: accepts connections on its socket (bound at start-up,
+/// or handed over by the process it upgrades) and serves each on the bare TCP stream (see
+/// [`FastPathApp`]), in the runtime pingora builds for it (the proxy's threads, its
+/// work-stealing setting, its graceful shutdown).
 pub struct RedirectListener {
     name: String,
     app: Arc<FastPathApp>,
-    listener: Option<std::net::TcpListener>,
+    listening: Listening,
     /// The server's `work_stealing` setting. Without it pingora runs the service on one
     /// single-threaded runtime per thread: each connection is handed to one of them, and
     /// its socket registered with that runtime's own reactor.
     work_stealing: bool,
+    /// At shutdown, how long open connections are given to end (see [`drain`]).
+    drain: Duration,
+    /// Dropped once the connections have ended (or `drain` ran out), so the click shipper
+    /// takes the last clicks after the last redirect.
+    drained: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the server when the socket cannot be opened.
+    fatal: Fatal,
 }
 
-/// Connections waiting to be accepted, as pingora's own listeners allow.
-const LISTEN_BACKLOG: i32 = 65_535;
-
 impl RedirectListener {
-    /// Binds `addr` now, so a taken or invalid address fails start-up with its error.
-    /// `work_stealing` is the server's setting (false: per-thread runtimes).
-    pub fn bind(
+    /// A listener on `listening`; `work_stealing` is the server's setting (false:
+    /// per-thread runtimes). At shutdown it gives connections `drain` to end, then drops
+    /// `drained`.
+    pub fn new(
         name: &str,
-        addr: &str,
+        listening: Listening,
         app: FastPathApp,
         work_stealing: bool,
-    ) -> io::Result<RedirectListener> {
-        let mut last = None;
-        for addr in addr.to_socket_addrs()? {
-            match bind_tcp(addr) {
-                Ok(listener) => {
-                    return Ok(RedirectListener {
-                        name: name.to_owned(),
-                        app: Arc::new(app),
-                        listener: Some(listener),
-                        work_stealing,
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
+        drain: Duration,
+        drained: tokio::sync::oneshot::Sender<()>,
+        fatal: Fatal,
+    ) -> RedirectListener {
+        RedirectListener {
+            name: name.to_owned(),
+            app: Arc::new(app),
+            listening,
+            work_stealing,
+            drain,
+            drained: Some(drained),
+            fatal,
         }
-        Err(last.unwrap_or_else(|| io::Error::other(format!("{addr} names no address"))))
     }
 }
 
-/// A non-blocking listening socket on `addr` with `SO_REUSEADDR` (a restart need not
-/// wait out the old connections' `TIME_WAIT`).
-fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+/// After accepting stopped: waits up to `grace` for the open connections to end. Each is
+/// answered `Connection: close` at its next request; halfway through, those still waiting
+/// for one are told to close.
+async fn drain(open: &mut Accepted, grace: Duration) {
+    const POLL: Duration = Duration::from_millis(20);
+    let began = Instant::now();
+    let mut idle_told = false;
+    loop {
+        let left = open.count();
+        if left == 0 {
+            return;
+        }
+        let waited = began.elapsed();
+        if waited >= grace {
+            tracing::warn!(
+                open = left,
+                "connections still open at the end of the shutdown grace"
+            );
+            return;
+        }
+        if !idle_told && waited >= grace / 2 {
+            open.shed(usize::MAX);
+            idle_told = true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Serves `tcp` on one of pingora's per-thread runtimes, picked at random (the
@@ -700,17 +737,23 @@ fn hand_to_a_thread(
 impl pingora::services::Service for RedirectListener {
     async fn start_service(
         &mut self,
-        _fds: Option<ListenFds>,
+        fds: Option<ListenFds>,
         mut shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
-        let Some(listener) = self.listener.take() else {
-            return;
-        };
-        let listener = match TcpListener::from_std(listener) {
+        // Dropped on every way out: the shipper must not wait for a listener that is gone.
+        let drained = self.drained.take();
+        let listener = match self
+            .listening
+            .open(fds.as_ref(), bind_tcp)
+            .and_then(TcpListener::from_std)
+        {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::error!(error = %e, "the proxy cannot listen");
+                let addr = self.listening.addr();
+                tracing::error!(error = %e, addr, "the proxy cannot listen");
+                self.fatal
+                    .stop(format!("the proxy cannot listen on {addr}: {e}"));
                 return;
             }
         };
@@ -751,8 +794,15 @@ impl pingora::services::Service for RedirectListener {
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
             }
         }
+        // New connections now wait for (or, after an upgrade, go to) another process.
         drop(listener);
+        drain(&mut open, self.drain).await;
+        drop(drained);
         self.app.proxy.http_cleanup().await;
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(vec![self.listening.addr().to_owned()])
     }
 
     fn name(&self) -> &str {
@@ -873,7 +923,7 @@ mod tests {
     /// What `answer` does with `request`: the step and the bytes written.
     fn step(app: &FastPathApp, request: &[u8]) -> (Step, String) {
         let mut out = Vec::new();
-        let step = app.answer(request, None, 1_700_000_000_000, &mut out);
+        let step = app.answer(request, None, 1_700_000_000_000, false, &mut out);
         (step, String::from_utf8(out).unwrap())
     }
 
@@ -1095,7 +1145,7 @@ mod tests {
         let mut statuses = Vec::new();
         let mut out = Vec::new();
         loop {
-            match app.answer(rest, None, 1_700_000_000_000, &mut out) {
+            match app.answer(rest, None, 1_700_000_000_000, false, &mut out) {
                 Step::Answered { len, status, .. } => {
                     statuses.push(status);
                     rest = &rest[len..];
@@ -1115,11 +1165,11 @@ mod tests {
         assert!(first < second, "answers keep the requests' order");
         // A partial request after the answered ones waits for more bytes.
         let tail = b"GET /abc HTTP/1.1\r\nHost: short.test\r\n\r\nGET /abc HTTP/1.1\r\n";
-        let Step::Answered { len, .. } = app.answer(tail, None, 0, &mut Vec::new()) else {
+        let Step::Answered { len, .. } = app.answer(tail, None, 0, false, &mut Vec::new()) else {
             panic!("the first request is whole");
         };
         assert_eq!(
-            app.answer(&tail[len..], None, 0, &mut Vec::new()),
+            app.answer(&tail[len..], None, 0, false, &mut Vec::new()),
             Step::Partial
         );
     }

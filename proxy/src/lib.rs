@@ -6,6 +6,7 @@ pub mod clicks;
 pub mod config;
 pub mod domains;
 pub mod fast_path;
+pub mod listen;
 pub mod metrics;
 pub mod routes;
 pub mod service;
@@ -58,10 +59,16 @@ pub struct ProxyHandles {
     pub clicks: Arc<ClickStats>,
 }
 
-/// A pingora server configured from `config` (threads, graceful-shutdown timings).
-pub fn new_server(config: &ProxyConfig) -> Server {
+/// A pingora server configured from `config` (threads, graceful-shutdown timings, the
+/// upgrade socket). With `upgrade`, it first takes the listening sockets of the running
+/// process, which hands them over on SIGQUIT (this waits about 5 s for it, then fails).
+pub fn new_server(config: &ProxyConfig, upgrade: bool) -> Server {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
+    let upgrade_sock = config
+        .upgrade_socket
+        .clone()
+        .unwrap_or_else(|| tmp.join(format!("shortlink-{pid}-upgrade.sock")));
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
@@ -71,13 +78,14 @@ pub fn new_server(config: &ProxyConfig) -> Server {
             .join(format!("shortlink-{pid}.pid"))
             .display()
             .to_string(),
-        upgrade_sock: tmp
-            .join(format!("shortlink-{pid}-upgrade.sock"))
-            .display()
-            .to_string(),
+        upgrade_sock: upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let options = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(options), conf);
     server.bootstrap();
     server
 }
@@ -88,6 +96,8 @@ pub struct Edge {
     pub default_host: String,
     /// The GeoIP lookup targeting rules use, when a database is configured.
     pub country_lookup: Option<CountryLookup>,
+    /// Stops the server when a service cannot run (the listener cannot listen).
+    pub fatal: Fatal,
 }
 
 /// Adds the proxy and its background services (route sync, click shipping, upstream health
@@ -128,6 +138,10 @@ pub fn add_proxy(
         .spool_dir
         .clone()
         .ok_or_else(|| InvalidSetting::new("proxy.spool_dir", "is not set"))?;
+    // At shutdown the listener gives connections most of the grace period to end; the
+    // shipper's last take waits for that, then ships before the runtimes stop.
+    let drain = Duration::from_secs(config.grace_period_seconds).saturating_sub(DRAIN_MARGIN);
+    let (drained_tx, drained) = tokio::sync::oneshot::channel();
     let (sink, shipper) = clicks::click_queue(
         config.click_queue_capacity,
         config.threads,
@@ -143,6 +157,7 @@ pub fn add_proxy(
         upstreams.clone(),
     )
     .map_err(|e| ProxyError::Spool(spool_dir.display().to_string(), e))?;
+    let shipper = shipper.after_drain(drained, drain + DRAIN_MARGIN / 5);
     let click_stats = sink.stats().clone();
     let sync = RouteSync::new(
         store.clone(),
@@ -181,13 +196,23 @@ pub fn add_proxy(
         config.connection_limits(),
         pingora::proxy::http_proxy(&server.configuration, redirector),
     );
-    let proxy = fast_path::RedirectListener::bind(
+    let upgrading = server.options.as_ref().is_some_and(|o| o.upgrade);
+    let listening = if upgrading {
+        listen::Listening::inherited(&config.listen)
+    } else {
+        let socket = listen::bind_tcp(&config.listen)
+            .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
+        listen::Listening::bound(&config.listen, socket)
+    };
+    let proxy = fast_path::RedirectListener::new(
         "shortlink proxy",
-        &config.listen,
+        listening,
         app,
         config.work_stealing,
-    )
-    .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
+        drain,
+        drained_tx,
+        edge.fatal,
+    );
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
     let mut sync_service = background_service("route sync", sync);
@@ -213,6 +238,10 @@ pub fn add_proxy(
     })
 }
 
+/// The part of the shutdown grace period kept for the click shipper's last delivery after
+/// the listener's connections have ended.
+const DRAIN_MARGIN: Duration = Duration::from_millis(750);
+
 /// Forgets idle per-IP 404 counters so the limiter's memory stays bounded.
 struct LimiterPruner(Arc<service::NotFoundLimiter>);
 
@@ -231,7 +260,6 @@ impl BackgroundService for LimiterPruner {
     }
 }
 
-/// Treats SIGINT (Ctrl-C) like SIGTERM, so an interactive stop also flushes clicks.
 /// Lets a service stop the whole server with an error. The server then shuts down as on
 /// SIGTERM (the click shipper takes and ships what it holds) and [`run`] returns the
 /// error, instead of the service ending the process under everyone's feet.
@@ -258,33 +286,39 @@ impl Fatal {
     }
 }
 
-struct GracefulOnInterrupt {
+/// The signals the server stops on: SIGTERM, and SIGINT (Ctrl-C) like it, so an
+/// interactive stop also flushes clicks; SIGQUIT hands the listening sockets to the process
+/// started with `--upgrade`, then stops the same way; a service's [`Fatal::stop`].
+struct Signals {
     fatal: Fatal,
 }
 
 #[async_trait]
-impl ShutdownSignalWatch for GracefulOnInterrupt {
+impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
         ) else {
             return ShutdownSignal::FastShutdown;
         };
         tokio::select! {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
             _ = self.fatal.0.notify.notified() => ShutdownSignal::GracefulTerminate,
         }
     }
 }
 
-/// Runs `server` until SIGTERM, SIGINT or a service's [`Fatal::stop`], then shuts down
-/// gracefully and returns; with the reason a service gave, if one stopped it.
+/// Runs `server` until SIGTERM, SIGINT, SIGQUIT (an upgrade) or a service's
+/// [`Fatal::stop`], then shuts down gracefully and returns; with the reason a service
+/// gave, if one stopped it.
 pub fn run(server: Server, fatal: Fatal) -> Result<(), String> {
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulOnInterrupt {
+        shutdown_signal: Box::new(Signals {
             fatal: fatal.clone(),
         }),
     });

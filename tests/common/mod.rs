@@ -52,6 +52,41 @@ pub struct TestServer {
     pub client: reqwest::Client,
     log: PathBuf,
     out: PathBuf,
+    /// How the process was started, to start its successor (`upgrade`).
+    launch: Launch,
+}
+
+/// The environment and limits a server process is started with.
+#[derive(Clone)]
+struct Launch {
+    env: Vec<(String, String)>,
+    fd_limit: Option<u32>,
+}
+
+impl Launch {
+    /// Starts `shortlink serve` with `extra` arguments, its output into `out` and `log`.
+    fn spawn(&self, extra: &[&str], out: &Path, log: &Path) -> Child {
+        let mut command = match self.fd_limit {
+            None => Command::new(binary()),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
+        command
+            .arg("serve")
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(out).expect("stdout file"))
+            .stderr(std::fs::File::create(log).expect("log file"));
+        command.spawn().expect("start the shortlink binary")
+    }
 }
 
 /// Options for starting a server.
@@ -115,41 +150,31 @@ impl TestServer {
         let control_port = free_port();
         let log = data.with_extension(format!("{proxy_port}.log"));
         let out = data.with_extension(format!("{proxy_port}.out"));
-        let mut command = match options.fd_limit {
-            None => Command::new(binary()),
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(binary());
-                sh
-            }
-        };
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SHORTLINK_DATA_DIR", &data)
-            .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-            .env(
+        let mut env: Vec<(String, String)> = [
+            ("SHORTLINK_DATA_DIR", data.display().to_string()),
+            ("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}")),
+            (
                 "SHORTLINK_CONTROL_LISTEN",
                 format!("127.0.0.1:{control_port}"),
-            )
-            .env("SHORTLINK_PROXY__THREADS", "2")
-            .env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1")
-            .env("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1")
-            .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
-            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&log).expect("log file"));
+            ),
+            ("SHORTLINK_PROXY__THREADS", "2".into()),
+            ("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "1".into()),
+            ("SHORTLINK_PROXY__SHUTDOWN_TIMEOUT_SECONDS", "1".into()),
+            ("SHORTLINK_PROXY__CLICK_BATCH_MS", "50".into()),
+            ("SHORTLINK_LOG", "info,pingora_load_balancing=error".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         if let Some(key) = &options.admin_key {
-            command.env("SHORTLINK_ADMIN_KEY", key);
+            env.push(("SHORTLINK_ADMIN_KEY".into(), key.clone()));
         }
-        for (k, v) in &options.env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("start the shortlink binary");
+        env.extend(options.env.iter().cloned());
+        let launch = Launch {
+            env,
+            fd_limit: options.fd_limit,
+        };
+        let child = launch.spawn(&[], &out, &log);
         let mut server = TestServer {
             child: Some(child),
             proxy: format!("http://127.0.0.1:{proxy_port}"),
@@ -163,9 +188,42 @@ impl TestServer {
                 .unwrap(),
             log,
             out,
+            launch,
         };
         server.wait_ready().await;
         server
+    }
+
+    /// Upgrades the running process as an operator would: starts `serve --upgrade` with
+    /// the same settings, sends the running one SIGQUIT (it hands its listening sockets
+    /// over, drains and exits), and waits for it to exit and for the new one to be ready,
+    /// which is this server from then on. Returns the old process's exit status and log.
+    pub async fn upgrade(&mut self) -> (ExitStatus, String) {
+        let log = PathBuf::from(format!("{}.up", self.log.display()));
+        let out = PathBuf::from(format!("{}.up", self.out.display()));
+        let successor = self.launch.spawn(&["--upgrade"], &out, &log);
+        let mut old = self.child.replace(successor).expect("running");
+        let status = Command::new("kill")
+            .args(["-QUIT", &old.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = old.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = old.kill();
+                panic!("the old process did not exit within 30 s of SIGQUIT");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let old_log = self.log_text();
+        self.log = log;
+        self.out = out;
+        self.wait_ready().await;
+        (status, old_log)
     }
 
     /// Waits until the proxy (routes loaded) and the control plane both answer `/readyz`.
@@ -217,12 +275,22 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Sends the process `signal` (`TERM`, `QUIT`, …).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Waits (up to 20 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -230,7 +298,7 @@ impl TestServer {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("shortlink did not exit within 20 s of SIGTERM");
+                panic!("shortlink did not exit within 20 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -101,10 +101,23 @@ impl ClickShipper {
             config,
             client,
             upstreams,
+            drained: None,
         };
         ClickShipper {
             shipping: std::sync::Mutex::new(Some(shipping)),
         }
+    }
+
+    /// At shutdown, keeps shipping until `drained` resolves (the listener's connections
+    /// have ended) or `limit` passes, and only then makes the last take: no redirect is
+    /// answered after it.
+    pub fn after_drain(self, drained: tokio::sync::oneshot::Receiver<()>, limit: Duration) -> Self {
+        if let Ok(mut shipping) = self.shipping.lock()
+            && let Some(shipping) = shipping.as_mut()
+        {
+            shipping.drained = Some((drained, limit));
+        }
+        self
     }
 }
 
@@ -120,6 +133,8 @@ struct Shipping {
     config: ShipperConfig,
     client: reqwest::Client,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// What the last take waits for at shutdown (see [`ClickShipper::after_drain`]).
+    drained: Option<(tokio::sync::oneshot::Receiver<()>, Duration)>,
 }
 
 fn new_batch_id() -> String {
@@ -311,8 +326,8 @@ impl BackgroundService for ClickShipper {
 }
 
 impl Shipping {
-    /// Ships until shutdown, then delivers or spools what it holds.
-    async fn run(mut self, mut shutdown: ShutdownWatch) {
+    /// Ships until shutdown (and the listener's drain), then delivers or spools what it holds.
+    async fn run(mut self, shutdown: ShutdownWatch) {
         let mut pending = Coalescer::default();
         let mut oldest: Option<Instant> = None;
         let mut drain = tokio::time::interval(DRAIN_EVERY);
@@ -322,9 +337,17 @@ impl Shipping {
         // own), in the normal class while they run late, and always to stop.
         let mut class = Background::new(self.config.idle_class);
         let mut punctuality = Punctuality::default();
+        let drained = self.drained.take();
+        let mut stop = std::pin::pin!(async move {
+            let mut shutdown = shutdown;
+            let _ = shutdown.changed().await;
+            if let Some((drained, limit)) = drained {
+                let _ = tokio::time::timeout(limit, drained).await;
+            }
+        });
         loop {
             let lateness = tokio::select! {
-                _ = shutdown.changed() => None,
+                () = &mut stop => None,
                 due = drain.tick() => Some(due.elapsed()),
             };
             let stopping = lateness.is_none();
