@@ -34,16 +34,25 @@ pub(crate) fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let filter = VERBOSE_LIBRARIES.iter().fold(filter, |filter, target| {
-        match format!("{target}=info").parse() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(cap_verbose_libraries(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `filter` with [`VERBOSE_LIBRARIES`] at `info`, or at the filter's own most verbose
+/// level where that is quieter (a `warn` filter keeps them at `warn`).
+fn cap_verbose_libraries(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    let cap = filter
+        .max_level_hint()
+        .map_or(LevelFilter::INFO, |most| most.min(LevelFilter::INFO));
+    VERBOSE_LIBRARIES.iter().fold(filter, |filter, target| {
+        match format!("{target}={cap}").parse() {
             Ok(directive) => filter.add_directive(directive),
             Err(_) => filter,
         }
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    })
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
@@ -808,4 +817,22 @@ pub(crate) fn link_import(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_libraries_log_at_info_at_most_and_never_louder_than_the_filter() {
+        let capped = |base: &str| {
+            cap_verbose_libraries(tracing_subscriber::EnvFilter::new(base)).to_string()
+        };
+        let trace = capped("trace");
+        assert!(trace.contains("pingora_core=info"), "{trace}");
+        assert!(trace.contains("hyper=info"), "{trace}");
+        let warn = capped("warn");
+        assert!(warn.contains("pingora_core=warn"), "{warn}");
+        assert!(!warn.contains("=info"), "{warn}");
+    }
 }

@@ -356,6 +356,12 @@ mod tests {
             error.contains("store.engine") && error.contains("cql"),
             "{error}"
         );
+        // A Unix socket path holds 107 bytes.
+        let mut config = Config::default();
+        config.proxy.upgrade_socket = Some(PathBuf::from(format!("/{}", "d".repeat(106))));
+        config.validate().unwrap();
+        config.proxy.upgrade_socket = Some(PathBuf::from(format!("/{}", "d".repeat(107))));
+        assert_eq!(config.validate().unwrap_err().key, "proxy.upgrade_socket");
         let mut config = Config::default();
         config.store.ingest_rest_us = 100_001;
         assert_eq!(config.validate().unwrap_err().key, "store.ingest_rest_us");
