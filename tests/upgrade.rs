@@ -5,103 +5,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::load::{Tally, redirect_client, wait_past};
 use common::raw::Connection;
 use common::{ADMIN_KEY, Options, TestServer, wait_total};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// What the clients saw.
-#[derive(Default)]
-struct Tally {
-    redirects: AtomicU64,
-    created: AtomicU64,
-    /// Every failed request, with what went wrong.
-    failures: Mutex<Vec<String>>,
-}
-
-impl Tally {
-    fn fail(&self, what: String) {
-        self.failures.lock().unwrap().push(what);
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap().clone()
-    }
-}
-
-/// One kept-alive client asking for `code` as fast as it is answered, until `stop`; it
-/// opens a new connection whenever an answer says `Connection: close`.
-async fn redirect_client(addr: String, code: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let request =
-        format!("GET /{code} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: upgrade-test\r\n\r\n");
-    while !stop.load(Ordering::Relaxed) {
-        let mut stream = match TcpStream::connect(&addr).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tally.fail(format!("connect: {e}"));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let mut buf = Vec::with_capacity(1024);
-        while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = stream.write_all(request.as_bytes()).await {
-                tally.fail(format!("write: {e}"));
-                break;
-            }
-            match read_head(&mut stream, &mut buf).await {
-                Ok((status, close)) => {
-                    if status == 301 {
-                        tally.redirects.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        tally.fail(format!("status {status}"));
-                    }
-                    if close {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tally.fail(format!("read: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Reads one bodiless response head: its status and whether it closes the connection.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
-    buf.clear();
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::other("no answer within 10 s"))??;
-        if n == 0 {
-            return Err(std::io::Error::other(format!(
-                "closed after {} bytes of an answer",
-                buf.len()
-            )));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let close = head.contains("\r\nconnection: close\r\n");
-    Ok((status, close))
-}
 
 /// Creates links through the proxy (forwarded to the control plane) until `stop`.
 async fn api_client(base: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
@@ -124,15 +36,6 @@ async fn api_client(base: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
             Err(e) => tally.fail(format!("create: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until `count` passes `past` (or 20 s, failing).
-async fn wait_past(count: &AtomicU64, past: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count.load(Ordering::Relaxed) <= past {
-        assert!(Instant::now() < deadline, "{what}: stuck at {past}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -53,6 +53,11 @@ pub struct ProxyConfig {
     /// for it; back to the normal class while they run late. Used only where the process
     /// may leave that class again (root or `CAP_SYS_NICE`). Default true.
     pub ship_idle_class: bool,
+    /// Append every take of clicks (every 100 ms) to a journal in the spool folder before
+    /// batching it, so a crash of the process loses at most the clicks of one take
+    /// interval and a power loss at most a second's. Default true; false is for
+    /// comparisons.
+    pub click_journal: bool,
     /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
     pub spool_dir: Option<std::path::PathBuf>,
     /// Unix socket over which a running process hands its listening sockets to the one
@@ -113,6 +118,7 @@ impl Default for ProxyConfig {
             click_batch_max: 10_000,
             click_batch_ms: 1000,
             ship_idle_class: true,
+            click_journal: true,
             spool_dir: None,
             upgrade_socket: None,
             spool_max_bytes: 256 * 1024 * 1024,

@@ -139,10 +139,10 @@ pub fn add_proxy(
         .clone()
         .ok_or_else(|| InvalidSetting::new("proxy.spool_dir", "is not set"))?;
     // At shutdown the listener gives connections most of the grace period to end; the
-    // shipper's last take waits for that, then ships before the runtimes stop.
+    // taker's last take waits for that, then the shipper ships before the runtimes stop.
     let drain = Duration::from_secs(config.grace_period_seconds).saturating_sub(DRAIN_MARGIN);
     let (drained_tx, drained) = tokio::sync::oneshot::channel();
-    let (sink, shipper) = clicks::click_queue(
+    let (sink, taker, shipper) = clicks::click_queue(
         config.click_queue_capacity,
         config.threads,
         clicks::ShipperConfig {
@@ -153,11 +153,12 @@ pub fn add_proxy(
             secret: internal_secret,
             local: local_ingest,
             idle_class: config.ship_idle_class,
+            journal: config.click_journal,
         },
         upstreams.clone(),
     )
     .map_err(|e| ProxyError::Spool(spool_dir.display().to_string(), e))?;
-    let shipper = shipper.after_drain(drained, drain + DRAIN_MARGIN / 5);
+    let taker = taker.after_drain(drained, drain + DRAIN_MARGIN / 5);
     let click_stats = sink.stats().clone();
     let sync = RouteSync::new(
         store.clone(),
@@ -217,11 +218,15 @@ pub fn add_proxy(
 
     let mut sync_service = background_service("route sync", sync);
     sync_service.threads = Some(1);
+    // Each on a thread of its own: the taker never waits for a delivery.
+    let mut take_service = background_service("click taking", taker);
+    take_service.threads = Some(1);
     let mut ship_service = background_service("click shipping", shipper);
     ship_service.threads = Some(1);
     server.add_service(proxy);
     server.add_service(health);
     server.add_service(sync_service);
+    server.add_service(take_service);
     server.add_service(ship_service);
     server.add_service(limiter_pruner);
     metrics::StateCollector::register(click_stats.clone(), table.clone(), status.clone());

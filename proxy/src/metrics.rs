@@ -215,7 +215,7 @@ pub(crate) struct StateCollector {
 }
 
 /// (name, help) of every metric the collector reports; counters end in `_total`.
-const STATE: [(&str, &str); 9] = [
+const STATE: [(&str, &str); 11] = [
     (
         "shortlink_clicks_captured_total",
         "Clicks put on the proxy's queue.",
@@ -235,6 +235,14 @@ const STATE: [(&str, &str); 9] = [
     (
         "shortlink_clicks_rejected_total",
         "Clicks a control plane refused as invalid.",
+    ),
+    (
+        "shortlink_clicks_recovered_total",
+        "Clicks an earlier process left in the click journal, spooled again at start.",
+    ),
+    (
+        "shortlink_click_files_quarantined_total",
+        "Damaged click journal or spool files moved aside to quarantine/ in the spool folder.",
     ),
     (
         "shortlink_route_table_links",
@@ -287,6 +295,8 @@ impl Collector for StateCollector {
             c.spooled.load(Ordering::Relaxed),
             c.dropped.load(Ordering::Relaxed),
             c.rejected.load(Ordering::Relaxed),
+            c.recovered.load(Ordering::Relaxed),
+            c.quarantined.load(Ordering::Relaxed),
         ];
         let gauges = [
             self.table.len() as i64,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod load;
 pub mod raw;
 
 use std::net::TcpListener;
@@ -277,6 +278,13 @@ impl TestServer {
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
         self.wait_exit()
+    }
+
+    /// Kills the process (SIGKILL: no shutdown at all) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
     }
 
     /// Sends the process `signal` (`TERM`, `QUIT`, …).

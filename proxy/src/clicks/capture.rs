@@ -317,7 +317,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::clicks::shipper::Coalescer;
+    use crate::clicks::taker::Coalescer;
 
     #[test]
     fn identities_tell_visits_apart_and_fold_a_second() {

@@ -15,11 +15,14 @@
 //! in the same process. When no control plane takes a batch, it goes to a bounded
 //! on-disk spool; while the spool holds anything, new batches queue behind it and the
 //! oldest is retried with exponential backoff, so batches arrive in order. On shutdown the
-//! queue is drained and whatever cannot be delivered at once is spooled.
+//! queue is drained and whatever cannot be delivered at once is spooled. Every take is
+//! journaled first (`journal.rs`), so a crash loses one take interval at most.
 
 mod capture;
+mod journal;
 mod shipper;
 mod spool;
+mod taker;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -31,11 +34,12 @@ use pingora::lb::{LoadBalancer, selection::RoundRobin};
 pub(crate) use capture::captured_text;
 pub use capture::{ClickSink, Visit, click_identity};
 pub use shipper::{ClickShipper, LocalIngest, LocalIngestError, ShipperConfig};
+pub use taker::ClickTaker;
 
 /// Counters of the click path (read by tests and, later, metrics).
 #[derive(Debug, Default)]
 pub struct ClickStats {
-    /// Clicks captured (counted when the shipper takes them, every 250 ms).
+    /// Clicks captured (counted when the shipper takes them, every 100 ms).
     pub captured: AtomicU64,
     /// Clicks dropped because the capture shards or the spool were full.
     pub dropped: AtomicU64,
@@ -45,27 +49,77 @@ pub struct ClickStats {
     pub spooled: AtomicU64,
     /// Clicks a control plane refused as invalid (not retried).
     pub rejected: AtomicU64,
+    /// Clicks an earlier process left in the journal, spooled again at start.
+    pub recovered: AtomicU64,
+    /// Damaged journal or spool files moved to `quarantine/` in the spool folder.
+    pub quarantined: AtomicU64,
 }
 
 /// Creates the click path: the sink for the proxy (holding at most about `capacity`
-/// distinct clicks between two takes, recorded by `threads` threads) and the shipper
-/// service.
+/// distinct clicks between two takes, recorded by `threads` threads), the taker service
+/// and the shipper service. What an earlier process left in the journal is spooled first.
 pub fn click_queue(
     capacity: usize,
     threads: usize,
     config: ShipperConfig,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
-) -> std::io::Result<(ClickSink, ClickShipper)> {
+) -> std::io::Result<(ClickSink, ClickTaker, ClickShipper)> {
     let stats = Arc::new(ClickStats::default());
     let sink = ClickSink::new(capacity, threads, stats.clone());
-    let spool = spool::Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
+    let mut spool = spool::Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
+    let journal = if config.journal {
+        Some(recover(&config.spool_dir, &mut spool, &stats)?)
+    } else {
+        None
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(1))
         .build()
         .map_err(std::io::Error::other)?;
+    let (cuts, cut) = tokio::sync::mpsc::unbounded_channel();
+    let cutting = taker::Cutting {
+        batch_max: config.batch_max,
+        batch_every: config.batch_every,
+    };
     Ok((
         sink.clone(),
-        ClickShipper::new(sink, spool, stats, config, client, upstreams),
+        ClickTaker::new(sink, journal, cutting, cuts),
+        ClickShipper::new(cut, spool, stats, config, client, upstreams),
     ))
+}
+
+/// Opens the journal in `<dir>/journal`; the batches an earlier process left in it go to
+/// the spool under their ids (a batch delivered already is applied once however often it
+/// arrives), and their files are removed.
+fn recover(
+    dir: &std::path::Path,
+    spool: &mut spool::Spool,
+    stats: &ClickStats,
+) -> std::io::Result<journal::Journal> {
+    use std::sync::atomic::Ordering;
+    let (journal, recovered) = journal::Journal::open(dir.join("journal"))?;
+    for kept in &recovered.quarantined {
+        stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(kept = %kept.display(), "a click journal file ends in a damaged record (a torn write?); its intact records are recovered and a copy is kept aside");
+    }
+    let mut clicks = 0u64;
+    for (batch, path) in &recovered.batches {
+        let n: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
+        if batch.clicks.is_empty() || spool.push(batch) {
+            clicks += n;
+        } else {
+            stats.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+        std::fs::remove_file(path)?;
+    }
+    if !recovered.batches.is_empty() {
+        stats.recovered.fetch_add(clicks, Ordering::Relaxed);
+        tracing::info!(
+            batches = recovered.batches.len(),
+            clicks,
+            "clicks an earlier process left in the journal are spooled for delivery"
+        );
+    }
+    Ok(journal)
 }

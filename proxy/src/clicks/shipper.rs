@@ -1,32 +1,32 @@
-//! The shipper: takes the capture shards on a timer, folds and batches the clicks, and
-//! delivers the batches (over HTTP or in process), spooling what cannot be delivered.
+//! The shipper: delivers the batches the taker cuts (over HTTP or in process), spooling
+//! what cannot be delivered, and removes each batch's journal file once it is delivered
+//! or spooled. It delivers in the idle scheduling class while it keeps up (nothing is
+//! lost while it is held up: the batches are in the journal) and waits for the next batch
+//! in the normal class, so it wakes on time and sees when it falls behind.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::lb::{LoadBalancer, selection::RoundRobin};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use shortlink_core::{ClickBatch, ClickEvent};
+use shortlink_core::ClickBatch;
 use shortlink_sched::Background;
-use tracing::{info, warn};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 use super::ClickStats;
-use super::capture::{ClickSink, IdentityHasher};
-use super::spool::Spool;
+use super::spool::{Oldest, Spool};
+use super::taker::{Cut, TAKE_EVERY};
 
-/// How often the shards are taken. Each take starts every visit's fold afresh (the next
-/// click of a visit builds its event again), so taking less often builds fewer events;
-/// batches are cut by the second anyway ([`ShipperConfig::batch_every`]).
-const DRAIN_EVERY: Duration = Duration::from_millis(250);
-/// A take this late (the shipper starved, or behind) moves the shipper to the normal
-/// scheduling class.
-const TAKE_LATE: Duration = Duration::from_millis(50);
-/// Takes on time in a row before the shipper returns to the idle class (2 s).
-const ON_TIME_TAKES: u32 = 8;
+/// A batch handled this long after it was cut (the shipper starved, or behind) moves the
+/// shipper to the normal scheduling class.
+const LATE: Duration = Duration::from_millis(50);
+/// Batches handled on time in a row before the shipper returns to the idle class.
+const ON_TIME: u32 = 8;
 /// First and largest wait between spool replay attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -62,9 +62,11 @@ pub struct ShipperConfig {
     pub secret: Option<String>,
     /// In-process delivery, used instead of HTTP when set.
     pub local: Option<Arc<dyn LocalIngest>>,
-    /// Ship from the idle scheduling class while takes are on time (a take 50 ms late
-    /// moves the shipper back to the normal class).
+    /// Deliver from the idle scheduling class while batches are handled on time (one
+    /// handled 50 ms after it was cut moves the shipper back to the normal class).
     pub idle_class: bool,
+    /// Journal every take (see `journal.rs`) so a crash loses one take interval at most.
+    pub journal: bool,
 }
 
 /// How a delivery attempt ended.
@@ -77,15 +79,15 @@ enum Delivery {
     Unavailable(String),
 }
 
-/// The background service that batches, ships, spools and replays clicks. Its state
+/// The background service that delivers, spools and replays click batches. Its state
 /// lives in [`Shipping`], which the service's one run takes and owns.
 pub struct ClickShipper {
-    shipping: std::sync::Mutex<Option<Shipping>>,
+    shipping: Mutex<Option<Shipping>>,
 }
 
 impl ClickShipper {
     pub(super) fn new(
-        sink: ClickSink,
+        cuts: mpsc::UnboundedReceiver<Cut>,
         spool: Spool,
         stats: Arc<ClickStats>,
         config: ShipperConfig,
@@ -93,38 +95,26 @@ impl ClickShipper {
         upstreams: Arc<LoadBalancer<RoundRobin>>,
     ) -> ClickShipper {
         let shipping = Shipping {
-            sink,
-            spool,
+            cuts,
+            spool: Arc::new(Mutex::new(spool)),
             backoff: BACKOFF_MIN,
             next_try: Instant::now(),
             stats,
             config,
             client,
             upstreams,
-            drained: None,
         };
         ClickShipper {
-            shipping: std::sync::Mutex::new(Some(shipping)),
+            shipping: Mutex::new(Some(shipping)),
         }
-    }
-
-    /// At shutdown, keeps shipping until `drained` resolves (the listener's connections
-    /// have ended) or `limit` passes, and only then makes the last take: no redirect is
-    /// answered after it.
-    pub fn after_drain(self, drained: tokio::sync::oneshot::Receiver<()>, limit: Duration) -> Self {
-        if let Ok(mut shipping) = self.shipping.lock()
-            && let Some(shipping) = shipping.as_mut()
-        {
-            shipping.drained = Some((drained, limit));
-        }
-        self
     }
 }
 
 /// The shipper at work: what it delivers through and the spool's retry state.
 struct Shipping {
-    sink: ClickSink,
-    spool: Spool,
+    cuts: mpsc::UnboundedReceiver<Cut>,
+    /// Its I/O runs on the blocking pool ([`Shipping::on_spool`]).
+    spool: Arc<Mutex<Spool>>,
     /// The wait after the next failed replay.
     backoff: Duration,
     /// No replay before this.
@@ -133,15 +123,30 @@ struct Shipping {
     config: ShipperConfig,
     client: reqwest::Client,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
-    /// What the last take waits for at shutdown (see [`ClickShipper::after_drain`]).
-    drained: Option<(tokio::sync::oneshot::Receiver<()>, Duration)>,
-}
-
-fn new_batch_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 impl Shipping {
+    /// Runs `f` on the spool on tokio's blocking pool: file I/O never holds up an async
+    /// thread.
+    async fn on_spool<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> R + Send + 'static,
+    ) -> R {
+        let spool = self.spool.clone();
+        let work = move || f(&mut spool.lock().unwrap_or_else(PoisonError::into_inner));
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn spool_is_empty(&self) -> bool {
+        self.spool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     async fn send(&self, batch: &ClickBatch, timeout: Duration) -> Delivery {
         if let Some(local) = &self.config.local {
             return match local.ingest(batch).await {
@@ -188,18 +193,20 @@ impl Shipping {
         counter.fetch_add(clicks, Ordering::Relaxed);
     }
 
-    /// Sends a fresh batch, or spools it when the spool is not empty (order) or sending fails.
-    async fn deliver(&mut self, clicks: Vec<ClickEvent>, timeout: Duration) {
-        let batch = ClickBatch {
-            batch_id: new_batch_id(),
-            clicks,
-        };
-        if self.spool.is_empty() {
+    /// Sends a batch, or spools it when the spool is not empty (order) or sending fails;
+    /// then removes its journal file.
+    async fn deliver(&mut self, batch: ClickBatch, journal: Option<PathBuf>, timeout: Duration) {
+        let mut settled = false;
+        if self.spool_is_empty() {
             match self.send(&batch, timeout).await {
-                Delivery::Accepted => return self.count(&self.stats.shipped, &batch),
+                Delivery::Accepted => {
+                    self.count(&self.stats.shipped, &batch);
+                    settled = true;
+                }
                 Delivery::Rejected(why) => {
                     warn!(%why, clicks = batch.clicks.len(), "control plane refused a click batch");
-                    return self.count(&self.stats.rejected, &batch);
+                    self.count(&self.stats.rejected, &batch);
+                    settled = true;
                 }
                 Delivery::Unavailable(why) => {
                     warn!(%why, "cannot ship clicks; spooling them");
@@ -207,7 +214,21 @@ impl Shipping {
                 }
             }
         }
-        if self.spool.push(&batch) {
+        let (batch, spooled) = self
+            .on_spool(move |spool| {
+                let spooled = settled || spool.push(&batch);
+                if let Some(path) = journal
+                    && let Err(error) = std::fs::remove_file(&path)
+                {
+                    warn!(%error, path = %path.display(), "cannot remove a click journal file");
+                }
+                (batch, spooled)
+            })
+            .await;
+        if settled {
+            return;
+        }
+        if spooled {
             self.count(&self.stats.spooled, &batch);
         } else {
             self.count(&self.stats.dropped, &batch);
@@ -216,22 +237,33 @@ impl Shipping {
 
     /// Replays spooled batches, oldest first, while the control plane takes them.
     async fn replay(&mut self) {
-        while !self.spool.is_empty() && Instant::now() >= self.next_try {
-            let Some(batch) = self.spool.oldest() else {
-                warn!("dropping an unreadable spooled batch");
-                self.spool.pop();
-                continue;
+        while !self.spool_is_empty() && Instant::now() >= self.next_try {
+            let batch = match self.on_spool(Spool::oldest).await {
+                Oldest::Empty => return,
+                Oldest::Batch(batch) => batch,
+                Oldest::Damaged { why, kept } => {
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    match kept {
+                        Ok(kept) => {
+                            error!(%why, kept = %kept.display(), "a spooled click batch cannot be read; kept aside")
+                        }
+                        Err(e) => {
+                            error!(%why, error = %e, "a spooled click batch cannot be read, nor kept aside")
+                        }
+                    }
+                    continue;
+                }
             };
             match self.send(&batch, Duration::from_secs(5)).await {
                 Delivery::Accepted => {
                     self.count(&self.stats.shipped, &batch);
-                    self.spool.pop();
+                    self.on_spool(Spool::pop).await;
                     self.backoff = BACKOFF_MIN;
                 }
                 Delivery::Rejected(why) => {
                     warn!(%why, "control plane refused a spooled click batch; dropping it");
                     self.count(&self.stats.rejected, &batch);
-                    self.spool.pop();
+                    self.on_spool(Spool::pop).await;
                 }
                 Delivery::Unavailable(_) => {
                     self.next_try = Instant::now() + self.backoff;
@@ -243,74 +275,41 @@ impl Shipping {
     }
 }
 
-/// The clicks of the batch being formed, with identical ones folded: clicks that differ
-/// only in their milliseconds within one second (the same visitor hammering a link, a
-/// load test, a bot) become one event with a count. The stats are the same; the work of
-/// shipping, enriching and storing them is not.
-///
-/// Identity is [`click_identity`], a hash of every field but the milliseconds: comparing
-/// the strings themselves cost more than the rest of the shipper. Two different visits
-/// would have to collide in it to be folded (and even then every click is still counted).
-#[derive(Default)]
-pub(super) struct Coalescer {
-    events: Vec<ClickEvent>,
-    /// Identity of an event → its index in `events`.
-    index: std::collections::HashMap<u128, usize, IdentityHasher>,
-}
-
-impl Coalescer {
-    pub(super) fn add(&mut self, identity: u128, click: ClickEvent) {
-        let count = click.count.max(1);
-        match self.index.entry(identity) {
-            std::collections::hash_map::Entry::Occupied(slot) => {
-                let held = &mut self.events[*slot.get()];
-                held.count = held.count.saturating_add(count);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(self.events.len());
-                self.events.push(click);
-            }
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    pub(super) fn take(&mut self) -> Vec<ClickEvent> {
-        self.index.clear();
-        std::mem::take(&mut self.events)
+/// Enters the class deferrable work runs in: idle while the shipper keeps up.
+fn deferrable(class: &mut Background, punctual: bool) {
+    if punctual {
+        class.idle();
+    } else {
+        class.normal();
     }
 }
 
-/// Whether the shipper keeps up, from how late its takes run.
+/// Whether the shipper keeps up, from how late it handles batches.
 #[derive(Debug)]
 struct Punctuality {
-    /// Takes on time in a row.
+    /// Batches handled on time in a row.
     on_time: u32,
 }
 
 impl Default for Punctuality {
     /// A new shipper counts as keeping up.
     fn default() -> Self {
-        Punctuality {
-            on_time: ON_TIME_TAKES,
-        }
+        Punctuality { on_time: ON_TIME }
     }
 }
 
 impl Punctuality {
-    /// Records a take `lateness` after it was due (`None`: the last one, to stop) and
-    /// answers whether the shipper may now run in the idle class: not after a late take,
-    /// until [`ON_TIME_TAKES`] takes in a row were on time again.
+    /// Records a batch handled `lateness` after it was cut (`None`: stopping) and answers
+    /// whether the shipper may now run in the idle class: not after a late one, until
+    /// [`ON_TIME`] in a row were on time again.
     fn take(&mut self, lateness: Option<Duration>) -> bool {
         match lateness {
-            Some(late) if late < TAKE_LATE => {
+            Some(late) if late < LATE => {
                 self.on_time = self.on_time.saturating_add(1);
             }
             _ => self.on_time = 0,
         }
-        self.on_time >= ON_TIME_TAKES
+        self.on_time >= ON_TIME
     }
 }
 
@@ -326,62 +325,36 @@ impl BackgroundService for ClickShipper {
 }
 
 impl Shipping {
-    /// Ships until shutdown (and the listener's drain), then delivers or spools what it holds.
+    /// Delivers batches until the taker has cut its last (at shutdown), replaying the
+    /// spool while not shutting down.
     async fn run(mut self, shutdown: ShutdownWatch) {
-        let mut pending = Coalescer::default();
-        let mut oldest: Option<Instant> = None;
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The shipper's work can wait a little, redirects cannot: it runs in the idle
-        // scheduling class while its takes are on time (this service has a thread of its
-        // own), in the normal class while they run late, and always to stop.
+        let mut replays = tokio::time::interval(TAKE_EVERY);
+        replays.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut class = Background::new(self.config.idle_class);
         let mut punctuality = Punctuality::default();
-        let drained = self.drained.take();
-        let mut stop = std::pin::pin!(async move {
-            let mut shutdown = shutdown;
-            let _ = shutdown.changed().await;
-            if let Some((drained, limit)) = drained {
-                let _ = tokio::time::timeout(limit, drained).await;
-            }
-        });
+        let mut punctual = true;
         loop {
-            let lateness = tokio::select! {
-                () = &mut stop => None,
-                due = drain.tick() => Some(due.elapsed()),
-            };
-            let stopping = lateness.is_none();
-            if punctuality.take(lateness) {
-                class.idle();
-            } else {
-                class.normal();
-            }
-            for (identity, click) in self.sink.take() {
-                oldest.get_or_insert_with(Instant::now);
-                pending.add(identity, click);
-                // The limit is on events (what a batch carries and ingestion accepts):
-                // folded clicks make batches of many clicks, formed by time.
-                if pending.events.len() >= self.config.batch_max {
-                    let batch = pending.take();
-                    self.deliver(batch, Duration::from_secs(5)).await;
-                    oldest = None;
+            tokio::select! {
+                cut = self.cuts.recv() => {
+                    let Some(cut) = cut else { break };
+                    let stopping = *shutdown.borrow();
+                    punctual = punctuality.take((!stopping).then(|| cut.at.elapsed()));
+                    deferrable(&mut class, punctual);
+                    // Shutting down: one short attempt, then the spool.
+                    let timeout = if stopping { Duration::from_millis(500) } else { Duration::from_secs(5) };
+                    self.deliver(cut.batch, cut.journal, timeout).await;
+                    class.normal();
+                }
+                _ = replays.tick() => {
+                    if !*shutdown.borrow() && !self.spool_is_empty() {
+                        deferrable(&mut class, punctual);
+                        self.replay().await;
+                        class.normal();
+                    }
                 }
             }
-            if stopping {
-                break;
-            }
-            if oldest.is_some_and(|t| t.elapsed() >= self.config.batch_every) {
-                let batch = pending.take();
-                self.deliver(batch, Duration::from_secs(5)).await;
-                oldest = None;
-            }
-            self.replay().await;
         }
-        // Shutting down: one short attempt, then the spool. Nothing in memory is lost.
-        if !pending.is_empty() {
-            let batch = pending.take();
-            self.deliver(batch, Duration::from_millis(500)).await;
-        }
+        class.normal();
         let s = &self.stats;
         info!(
             captured = s.captured.load(Ordering::Relaxed),
@@ -399,13 +372,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shipper_leaves_the_idle_class_while_its_takes_run_late() {
+    fn the_shipper_leaves_the_idle_class_while_it_runs_late() {
         let on_time = Some(Duration::from_millis(1));
-        let late = Some(TAKE_LATE);
+        let late = Some(LATE);
         let mut p = Punctuality::default();
         assert!(p.take(on_time), "a new shipper keeps up");
         assert!(!p.take(late), "a late take: normal class");
-        for i in 1..ON_TIME_TAKES {
+        for i in 1..ON_TIME {
             assert!(!p.take(on_time), "on time {i} times: not yet idle");
         }
         assert!(p.take(on_time), "on time long enough: idle again");

@@ -1,10 +1,28 @@
-//! The on-disk spool of batches no control plane took yet: bounded, oldest first.
+//! The on-disk spool of batches no control plane took yet: bounded, oldest first. A
+//! batch is written to a temporary file, synced, renamed into place and the folder synced,
+//! so a spooled batch survives a power loss whole or not at all. A file that cannot be
+//! read back is moved to `quarantine/` and reported, never dropped unseen.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 
 use shortlink_core::ClickBatch;
 use tracing::{info, warn};
+
+/// The spool's oldest entry.
+pub(super) enum Oldest {
+    /// Nothing is spooled.
+    Empty,
+    /// The oldest batch.
+    Batch(ClickBatch),
+    /// The oldest file could not be read back (`why`); it was moved aside to `kept` (or
+    /// moving it failed) and left the spool.
+    Damaged {
+        why: String,
+        kept: std::io::Result<PathBuf>,
+    },
+}
 
 /// The on-disk spool: one JSON file per batch, named by a sequence number.
 pub(super) struct Spool {
@@ -68,8 +86,15 @@ impl Spool {
         }
         let path = self.dir.join(format!("{:020}.batch.json", self.next_seq));
         let tmp = path.with_extension("tmp");
-        // Write then rename, so a crash never leaves a half-written batch under a real name.
-        let written = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path));
+        // Written and synced, then renamed, then the folder synced: a crash or a power loss
+        // never leaves a half-written batch under a real name, nor loses a spooled one.
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&body)?;
+            file.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        })();
         if let Err(error) = written {
             warn!(%error, "cannot write to the click spool; dropping a batch");
             return false;
@@ -80,10 +105,24 @@ impl Spool {
         true
     }
 
-    pub(super) fn oldest(&self) -> Option<ClickBatch> {
-        let (path, _) = self.files.front()?;
-        let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// The oldest batch. One that cannot be read back is moved to `quarantine/` (and
+    /// leaves the spool), and where it went is returned instead.
+    pub(super) fn oldest(&mut self) -> Oldest {
+        let Some((path, _)) = self.files.front() else {
+            return Oldest::Empty;
+        };
+        let read = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()));
+        match read {
+            Ok(batch) => Oldest::Batch(batch),
+            Err(why) => {
+                let path = path.clone();
+                let kept = super::journal::quarantine(&self.dir, &path);
+                self.pop();
+                Oldest::Damaged { why, kept }
+            }
+        }
     }
 
     pub(super) fn pop(&mut self) {
@@ -91,5 +130,43 @@ impl Spool {
             let _ = std::fs::remove_file(path);
             self.bytes -= size;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: &str) -> ClickBatch {
+        ClickBatch {
+            batch_id: id.into(),
+            clicks: vec![],
+        }
+    }
+
+    #[test]
+    fn a_damaged_batch_is_kept_aside_and_the_next_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().to_owned();
+        let mut spool = Spool::open(folder.clone(), 1 << 20).unwrap();
+        assert!(spool.push(&batch("a")) && spool.push(&batch("b")));
+        let first = spool.files.front().unwrap().0.clone();
+        std::fs::write(&first, b"{\"batch_id\": \"a\", \"cli").unwrap();
+        // Reopened, as after a crash: both files are found; the damaged one is kept aside.
+        let mut spool = Spool::open(folder.clone(), 1 << 20).unwrap();
+        match spool.oldest() {
+            Oldest::Damaged { kept, .. } => {
+                let kept = kept.unwrap();
+                assert!(kept.starts_with(folder.join("quarantine")));
+                assert_eq!(std::fs::read(kept).unwrap(), b"{\"batch_id\": \"a\", \"cli");
+            }
+            _ => panic!("the damaged batch is reported"),
+        }
+        match spool.oldest() {
+            Oldest::Batch(b) => assert_eq!(b.batch_id, "b"),
+            _ => panic!("the next batch is read"),
+        }
+        spool.pop();
+        assert!(matches!(spool.oldest(), Oldest::Empty));
     }
 }
