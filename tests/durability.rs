@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::load::{Tally, redirect_client, wait_past};
 use common::{ADMIN_KEY, Options, TestServer};
-use serde_json::json;
 
 /// The interval between the shipper's takes: what a crash may lose.
 const TAKE_INTERVAL: Duration = Duration::from_millis(100);
@@ -18,16 +17,11 @@ const TAKE_INTERVAL: Duration = Duration::from_millis(100);
 /// A server with one link, and the redirect `start` itself answered (one click).
 async fn start() -> (TestServer, String) {
     // Batches of a second, the default: the journal holds up to a second of clicks.
-    let server =
-        TestServer::start_with(Options::default().env("SHORTLINK_PROXY__CLICK_BATCH_MS", "1000"))
-            .await;
-    let (status, link) = server
-        .create(ADMIN_KEY, json!({"url": "https://durable.example/target"}))
-        .await;
-    assert_eq!(status, 201, "{link}");
-    let code = link["code"].as_str().unwrap().to_owned();
-    server.wait_status(&code, 301, Duration::from_secs(5)).await;
-    (server, code)
+    TestServer::start_with_link(
+        Options::default().env("SHORTLINK_PROXY__CLICK_BATCH_MS", "1000"),
+        "https://durable.example/target",
+    )
+    .await
 }
 
 /// Eight clients on `code` until `stop`.

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A server whose deadlines are short enough to cross in a test.
 async fn start(fast_path: bool) -> (TestServer, String) {
-    let server = TestServer::start_with(
+    TestServer::start_with_link(
         Options::default()
             .env("SHORTLINK_PROXY__FAST_PATH", &fast_path.to_string())
             .env("SHORTLINK_PROXY__REQUEST_HEAD_TIMEOUT_MS", "1000")
@@ -21,15 +21,9 @@ async fn start(fast_path: bool) -> (TestServer, String) {
             .env("SHORTLINK_CONTROL__REQUEST_HEAD_TIMEOUT_MS", "1000")
             .env("SHORTLINK_CONTROL__BODY_GRACE_SECONDS", "1")
             .env("SHORTLINK_CONTROL__MIN_BODY_BYTES_PER_SECOND", "1024"),
+        "https://edge.example/a",
     )
-    .await;
-    let (status, link) = server
-        .create(ADMIN_KEY, json!({"url": "https://edge.example/a"}))
-        .await;
-    assert_eq!(status, 201, "{link}");
-    let code = link["code"].as_str().unwrap().to_owned();
-    server.wait_status(&code, 301, Duration::from_secs(5)).await;
-    (server, code)
+    .await
 }
 
 /// Sends `bytes` one at a time, 200 ms apart, until the server ends the connection or

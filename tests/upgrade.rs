@@ -40,17 +40,11 @@ async fn api_client(base: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
 }
 
 async fn start() -> (TestServer, String) {
-    let server = TestServer::start_with(
+    TestServer::start_with_link(
         Options::default().env("SHORTLINK_PROXY__GRACE_PERIOD_SECONDS", "3"),
+        "https://upgrade.example/target",
     )
-    .await;
-    let (status, link) = server
-        .create(ADMIN_KEY, json!({"url": "https://upgrade.example/target"}))
-        .await;
-    assert_eq!(status, 201, "{link}");
-    let code = link["code"].as_str().unwrap().to_owned();
-    server.wait_status(&code, 301, Duration::from_secs(5)).await;
-    (server, code)
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -585,9 +585,10 @@ impl FastPathApp {
                 linger_close(stream, HEAD_TOO_LARGE, limits).await;
                 return Next::Close;
             }
-            if buf.is_empty() && closing {
-                return Next::Close; // shutting down: no more requests on this connection
-            }
+            // Shutting down, a connection waiting for a request still waits: its client
+            // may have sent one already (it was accepted before the listener closed), and
+            // the answer will close it. Those still waiting halfway through the drain are
+            // told to close (`drain`).
             if !buf.is_empty() && head_since.is_none() {
                 // A request began arriving: its head has until `head` from now, however
                 // its bytes trickle in. Only this (rare) moment moves the timer early.

@@ -195,6 +195,17 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with `options` and one link to `url`, already answered 301 (that
+    /// one redirect counts one click); returns the link's code.
+    pub async fn start_with_link(options: Options, url: &str) -> (TestServer, String) {
+        let server = TestServer::start_with(options).await;
+        let (status, link) = server.create(ADMIN_KEY, json!({ "url": url })).await;
+        assert_eq!(status, 201, "{link}");
+        let code = link["code"].as_str().unwrap().to_owned();
+        server.wait_status(&code, 301, Duration::from_secs(5)).await;
+        (server, code)
+    }
+
     /// Upgrades the running process as an operator would: starts `serve --upgrade` with
     /// the same settings, sends the running one SIGQUIT (it hands its listening sockets
     /// over, drains and exits), and waits for it to exit and for the new one to be ready,

@@ -12,6 +12,7 @@
 //! A record is `len: u32 LE`, `xxh3(payload): u64 LE`, and the payload, the JSON clicks of
 //! one take. A record that does not check out ends its file (a write torn by a power loss);
 //! the file is then copied to `<spool_dir>/quarantine/` and reported, not dropped unseen.
+//! Each process has a journal of its own (see `claim.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -51,9 +52,10 @@ pub(super) struct BatchFile {
 }
 
 impl Journal {
-    /// Opens (creating) the journal folder `dir` and reads the batches it holds. The
-    /// caller puts them somewhere durable, then removes their files.
-    pub(super) fn open(dir: PathBuf) -> io::Result<(Journal, Recovered)> {
+    /// Opens (creating) the journal folder `dir` and reads the batches it holds (a damaged
+    /// file is copied to `<root>/quarantine/`). The caller puts them somewhere durable,
+    /// then removes their files.
+    pub(super) fn open(dir: PathBuf, root: &Path) -> io::Result<(Journal, Recovered)> {
         std::fs::create_dir_all(&dir)?;
         let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
@@ -75,9 +77,7 @@ impl Journal {
             let bytes = std::fs::read(&path)?;
             let (clicks, damaged) = parse(&bytes);
             if damaged {
-                recovered
-                    .quarantined
-                    .push(quarantine(dir.parent().unwrap_or(&dir), &path)?);
+                recovered.quarantined.push(quarantine(root, &path)?);
             }
             recovered
                 .batches
@@ -206,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("journal");
         {
-            let (mut journal, recovered) = Journal::open(folder.clone()).unwrap();
+            let (mut journal, recovered) = Journal::open(folder.clone(), dir.path()).unwrap();
             assert!(recovered.batches.is_empty());
             let mut a = journal.create("a").unwrap();
             a.append(&[click(1, 10), click(2, 20)]).unwrap();
@@ -215,7 +215,7 @@ mod tests {
             b.append(&[click(4, 40)]).unwrap();
             // Dropped without a sync: a process crash keeps what was written.
         }
-        let (mut journal, recovered) = Journal::open(folder.clone()).unwrap();
+        let (mut journal, recovered) = Journal::open(folder.clone(), dir.path()).unwrap();
         assert!(recovered.quarantined.is_empty());
         let ids: Vec<_> = recovered
             .batches
@@ -237,7 +237,7 @@ mod tests {
     fn a_torn_record_ends_its_file_and_the_file_is_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("journal");
-        let (mut journal, _) = Journal::open(folder.clone()).unwrap();
+        let (mut journal, _) = Journal::open(folder.clone(), dir.path()).unwrap();
         let mut a = journal.create("a").unwrap();
         a.append(&[click(1, 10)]).unwrap();
         a.append(&[click(2, 20)]).unwrap();
@@ -247,7 +247,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 3).unwrap();
-        let (_, recovered) = Journal::open(folder).unwrap();
+        let (_, recovered) = Journal::open(folder, dir.path()).unwrap();
         assert_eq!(recovered.batches.len(), 1);
         assert_eq!(
             recovered.batches[0].0.clicks,
@@ -263,7 +263,7 @@ mod tests {
     fn a_flipped_byte_is_caught_by_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("journal");
-        let (mut journal, _) = Journal::open(folder.clone()).unwrap();
+        let (mut journal, _) = Journal::open(folder.clone(), dir.path()).unwrap();
         let mut a = journal.create("a").unwrap();
         a.append(&[click(1, 10)]).unwrap();
         let path = a.path().to_owned();
@@ -272,7 +272,7 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x20;
         std::fs::write(&path, bytes).unwrap();
-        let (_, recovered) = Journal::open(folder).unwrap();
+        let (_, recovered) = Journal::open(folder, dir.path()).unwrap();
         assert!(recovered.batches[0].0.clicks.is_empty());
         assert_eq!(recovered.quarantined.len(), 1);
     }

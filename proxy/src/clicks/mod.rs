@@ -19,6 +19,7 @@
 //! journaled first (`journal.rs`), so a crash loses one take interval at most.
 
 mod capture;
+mod claim;
 mod journal;
 mod shipper;
 mod spool;
@@ -66,9 +67,13 @@ pub fn click_queue(
 ) -> std::io::Result<(ClickSink, ClickTaker, ClickShipper)> {
     let stats = Arc::new(ClickStats::default());
     let sink = ClickSink::new(capacity, threads, stats.clone());
-    let mut spool = spool::Spool::open(config.spool_dir.clone(), config.spool_max_bytes)?;
+    let root = config.spool_dir.clone();
+    std::fs::create_dir_all(&root)?;
+    let owned = claim::own(&root)?;
+    let mut spool = spool::Spool::open(owned.dir.clone(), root.clone(), config.spool_max_bytes)?;
+    adopt(&root, &owned.dir, &mut spool, &stats)?;
     let journal = if config.journal {
-        Some(recover(&config.spool_dir, &mut spool, &stats)?)
+        Some(journal::Journal::open(owned.dir.join("journal"), &root)?.0)
     } else {
         None
     };
@@ -85,41 +90,52 @@ pub fn click_queue(
     Ok((
         sink.clone(),
         ClickTaker::new(sink, journal, cutting, cuts),
-        ClickShipper::new(cut, spool, stats, config, client, upstreams),
+        ClickShipper::new(cut, spool, owned, stats, config, client, upstreams),
     ))
 }
 
-/// Opens the journal in `<dir>/journal`; the batches an earlier process left in it go to
-/// the spool under their ids (a batch delivered already is applied once however often it
-/// arrives), and their files are removed.
-fn recover(
-    dir: &std::path::Path,
+/// Takes over what processes that are gone left under `root`: their spooled batches, and
+/// the batches in their journals, spooled under the ids they were journaled with (one
+/// delivered already is applied once however often it arrives); then their folders are
+/// removed. Batches spooled directly in `root` (an older layout) are taken over too.
+fn adopt(
+    root: &std::path::Path,
+    own: &std::path::Path,
     spool: &mut spool::Spool,
     stats: &ClickStats,
-) -> std::io::Result<journal::Journal> {
+) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
-    let (journal, recovered) = journal::Journal::open(dir.join("journal"))?;
-    for kept in &recovered.quarantined {
-        stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(kept = %kept.display(), "a click journal file ends in a damaged record (a torn write?); its intact records are recovered and a copy is kept aside");
-    }
-    let mut clicks = 0u64;
-    for (batch, path) in &recovered.batches {
-        let n: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
-        if batch.clicks.is_empty() || spool.push(batch) {
-            clicks += n;
-        } else {
-            stats.dropped.fetch_add(n, Ordering::Relaxed);
+    let mut spooled = spool.adopt(root)?;
+    let (mut batches, mut clicks) = (0usize, 0u64);
+    for orphan in claim::orphans(root, own)? {
+        spooled += spool.adopt(&orphan.dir)?;
+        let (_, recovered) = journal::Journal::open(orphan.dir.join("journal"), root)?;
+        for kept in &recovered.quarantined {
+            stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(kept = %kept.display(), "a click journal file ends in a damaged record (a torn write?); its intact records are recovered and a copy is kept aside");
         }
-        std::fs::remove_file(path)?;
+        for (batch, _) in &recovered.batches {
+            let n: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
+            if batch.clicks.is_empty() {
+                continue;
+            }
+            if spool.push(batch) {
+                batches += 1;
+                clicks += n;
+            } else {
+                stats.dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        std::fs::remove_dir_all(&orphan.dir)?;
     }
-    if !recovered.batches.is_empty() {
-        stats.recovered.fetch_add(clicks, Ordering::Relaxed);
+    stats.recovered.fetch_add(clicks, Ordering::Relaxed);
+    if batches > 0 || spooled > 0 {
         tracing::info!(
-            batches = recovered.batches.len(),
-            clicks,
-            "clicks an earlier process left in the journal are spooled for delivery"
+            journaled_batches = batches,
+            journaled_clicks = clicks,
+            spooled_batches = spooled,
+            "took over the clicks of processes that are gone; they are spooled for delivery"
         );
     }
-    Ok(journal)
+    Ok(())
 }

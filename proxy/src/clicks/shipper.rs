@@ -1,8 +1,7 @@
 //! The shipper: delivers the batches the taker cuts (over HTTP or in process), spooling
 //! what cannot be delivered, and removes each batch's journal file once it is delivered
-//! or spooled. It delivers in the idle scheduling class while it keeps up (nothing is
-//! lost while it is held up: the batches are in the journal) and waits for the next batch
-//! in the normal class, so it wakes on time and sees when it falls behind.
+//! or spooled. It runs in the idle scheduling class while it keeps up: nothing is lost
+//! while it is held up, since the batches are in the journal.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::ClickStats;
+use super::claim::Owned;
 use super::spool::{Oldest, Spool};
 use super::taker::{Cut, TAKE_EVERY};
 
@@ -89,6 +89,7 @@ impl ClickShipper {
     pub(super) fn new(
         cuts: mpsc::UnboundedReceiver<Cut>,
         spool: Spool,
+        owned: Owned,
         stats: Arc<ClickStats>,
         config: ShipperConfig,
         client: reqwest::Client,
@@ -97,6 +98,7 @@ impl ClickShipper {
         let shipping = Shipping {
             cuts,
             spool: Arc::new(Mutex::new(spool)),
+            _owned: owned,
             backoff: BACKOFF_MIN,
             next_try: Instant::now(),
             stats,
@@ -113,6 +115,8 @@ impl ClickShipper {
 /// The shipper at work: what it delivers through and the spool's retry state.
 struct Shipping {
     cuts: mpsc::UnboundedReceiver<Cut>,
+    /// This process's spool and journal folder, locked until the last batch is dealt with.
+    _owned: Owned,
     /// Its I/O runs on the blocking pool ([`Shipping::on_spool`]).
     spool: Arc<Mutex<Spool>>,
     /// The wait after the next failed replay.
@@ -343,13 +347,11 @@ impl Shipping {
                     // Shutting down: one short attempt, then the spool.
                     let timeout = if stopping { Duration::from_millis(500) } else { Duration::from_secs(5) };
                     self.deliver(cut.batch, cut.journal, timeout).await;
-                    class.normal();
                 }
                 _ = replays.tick() => {
                     if !*shutdown.borrow() && !self.spool_is_empty() {
                         deferrable(&mut class, punctual);
                         self.replay().await;
-                        class.normal();
                     }
                 }
             }

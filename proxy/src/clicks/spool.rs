@@ -10,6 +10,25 @@ use std::path::PathBuf;
 use shortlink_core::ClickBatch;
 use tracing::{info, warn};
 
+/// The batch files in `dir` (sequence, path, size), oldest first.
+fn batch_files(dir: &std::path::Path) -> std::io::Result<Vec<(u64, PathBuf, u64)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".batch.json"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            files.push((seq, path, entry.metadata()?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// The spool's oldest entry.
 pub(super) enum Oldest {
     /// Nothing is spooled.
@@ -27,6 +46,8 @@ pub(super) enum Oldest {
 /// The on-disk spool: one JSON file per batch, named by a sequence number.
 pub(super) struct Spool {
     dir: PathBuf,
+    /// Holds `quarantine/`.
+    root: PathBuf,
     files: VecDeque<(PathBuf, u64)>,
     bytes: u64,
     max_bytes: u64,
@@ -34,22 +55,10 @@ pub(super) struct Spool {
 }
 
 impl Spool {
-    pub(super) fn open(dir: PathBuf, max_bytes: u64) -> std::io::Result<Spool> {
+    /// Opens the spool in `dir` (a damaged batch is moved to `<root>/quarantine/`).
+    pub(super) fn open(dir: PathBuf, root: PathBuf, max_bytes: u64) -> std::io::Result<Spool> {
         std::fs::create_dir_all(&dir)?;
-        let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let seq = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".batch.json"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(seq) = seq {
-                files.push((seq, path, entry.metadata()?.len()));
-            }
-        }
-        files.sort();
+        let files = batch_files(&dir)?;
         let next_seq = files.last().map_or(0, |f| f.0 + 1);
         let bytes = files.iter().map(|f| f.2).sum();
         if !files.is_empty() {
@@ -60,6 +69,7 @@ impl Spool {
         }
         Ok(Spool {
             dir,
+            root,
             files: files.into_iter().map(|(_, p, n)| (p, n)).collect(),
             bytes,
             max_bytes,
@@ -118,11 +128,25 @@ impl Spool {
             Ok(batch) => Oldest::Batch(batch),
             Err(why) => {
                 let path = path.clone();
-                let kept = super::journal::quarantine(&self.dir, &path);
+                let kept = super::journal::quarantine(&self.root, &path);
                 self.pop();
                 Oldest::Damaged { why, kept }
             }
         }
+    }
+
+    /// Moves the batches spooled in `from` (another process's spool, or an older
+    /// layout's) behind this spool's, oldest first; returns how many.
+    pub(super) fn adopt(&mut self, from: &std::path::Path) -> std::io::Result<usize> {
+        let files = batch_files(from)?;
+        for (_, path, size) in &files {
+            let to = self.dir.join(format!("{:020}.batch.json", self.next_seq));
+            std::fs::rename(path, &to)?;
+            self.next_seq += 1;
+            self.bytes += size;
+            self.files.push_back((to, *size));
+        }
+        Ok(files.len())
     }
 
     pub(super) fn pop(&mut self) {
@@ -148,12 +172,12 @@ mod tests {
     fn a_damaged_batch_is_kept_aside_and_the_next_one_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().to_owned();
-        let mut spool = Spool::open(folder.clone(), 1 << 20).unwrap();
+        let mut spool = Spool::open(folder.clone(), folder.clone(), 1 << 20).unwrap();
         assert!(spool.push(&batch("a")) && spool.push(&batch("b")));
         let first = spool.files.front().unwrap().0.clone();
         std::fs::write(&first, b"{\"batch_id\": \"a\", \"cli").unwrap();
         // Reopened, as after a crash: both files are found; the damaged one is kept aside.
-        let mut spool = Spool::open(folder.clone(), 1 << 20).unwrap();
+        let mut spool = Spool::open(folder.clone(), folder.clone(), 1 << 20).unwrap();
         match spool.oldest() {
             Oldest::Damaged { kept, .. } => {
                 let kept = kept.unwrap();
