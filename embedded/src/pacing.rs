@@ -160,12 +160,14 @@ mod tests {
 
     #[test]
     fn rests_after_each_slice_of_work_and_never_when_unpaced() {
-        let pacing = Pacing::new(Duration::from_micros(200), Duration::from_micros(50));
+        // Slices long enough that the test thread being preempted between two lines (the
+        // suite runs tests side by side) does not make one.
+        let pacing = Pacing::new(Duration::from_millis(20), Duration::from_micros(50));
         let mut pacer = Pacer::new(pacing, alone());
         pacer.step();
         assert_eq!(pacer.rests(), 0, "no rest before a slice of work");
         for _ in 0..3 {
-            busy(Duration::from_micros(300));
+            busy(Duration::from_millis(30));
             pacer.step();
         }
         assert_eq!(pacer.rests(), 3, "one rest per slice of work");
