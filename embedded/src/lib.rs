@@ -25,6 +25,8 @@ pub use pacing::Pacing;
 use shortlink_store::StoreError;
 use writer::{Hints, Writer};
 
+/// The writer connection's page cache, in KiB (256 MiB at most, allocated as used).
+const WRITER_CACHE_KIB: i64 = 256 * 1024;
 /// Read connections kept open between reads; more are opened under load and closed
 /// after (opening one parses the schema, so keep enough for bursts).
 const MAX_IDLE_READERS: usize = 32;
@@ -130,6 +132,10 @@ impl EmbeddedStore {
         // last transactions but never corrupts the database.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         configure(&conn)?;
+        // The writer's page cache, in KiB (negative: a size, not pages), grown as used. At
+        // SQLite's default 2 MiB, ingesting into a click log of millions of rows read
+        // its index pages back from the OS with `pread` for half of the writer's time.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > schema::SCHEMA_VERSION {
             return Err(StoreError::corrupt(format!(
