@@ -74,6 +74,13 @@ pub struct ClickBatch {
     pub clicks: Vec<ClickEvent>,
 }
 
+impl ClickBatch {
+    /// How many clicks the batch stands for (folded events count several).
+    pub fn total(&self) -> u64 {
+        self.clicks.iter().map(|c| u64::from(c.count.max(1))).sum()
+    }
+}
+
 /// Device classes a click is sorted into.
 pub const DEVICE_CLASSES: &[&str] = &["desktop", "mobile", "tablet", "bot", "other"];
 

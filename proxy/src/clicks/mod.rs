@@ -94,6 +94,23 @@ pub fn click_queue(
     ))
 }
 
+/// Runs `f` on `shared` on tokio's blocking pool: file I/O never holds up an async thread.
+async fn blocking<T: Send + 'static, R: Send + 'static>(
+    shared: &Arc<std::sync::Mutex<T>>,
+    f: impl FnOnce(&mut T) -> R + Send + 'static,
+) -> R {
+    let shared = shared.clone();
+    let work = move || {
+        f(&mut shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Takes over what processes that are gone left under `root`: their spooled batches, and
 /// the batches in their journals, spooled under the ids they were journaled with (one
 /// delivered already is applied once however often it arrives); then their folders are
@@ -115,7 +132,7 @@ fn adopt(
             tracing::error!(kept = %kept.display(), "a click journal file ends in a damaged record (a torn write?); its intact records are recovered and a copy is kept aside");
         }
         for (batch, _) in &recovered.batches {
-            let n: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
+            let n = batch.total();
             if batch.clicks.is_empty() {
                 continue;
             }

@@ -130,18 +130,12 @@ struct Shipping {
 }
 
 impl Shipping {
-    /// Runs `f` on the spool on tokio's blocking pool: file I/O never holds up an async
-    /// thread.
+    /// Runs `f` on the spool on tokio's blocking pool.
     async fn on_spool<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Spool) -> R + Send + 'static,
     ) -> R {
-        let spool = self.spool.clone();
-        let work = move || f(&mut spool.lock().unwrap_or_else(PoisonError::into_inner));
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        super::blocking(&self.spool, f).await
     }
 
     fn spool_is_empty(&self) -> bool {
@@ -193,8 +187,7 @@ impl Shipping {
     }
 
     fn count(&self, counter: &AtomicU64, batch: &ClickBatch) {
-        let clicks: u64 = batch.clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
-        counter.fetch_add(clicks, Ordering::Relaxed);
+        counter.fetch_add(batch.total(), Ordering::Relaxed);
     }
 
     /// Sends a batch, or spools it when the spool is not empty (order) or sending fails;

@@ -5,7 +5,7 @@
 //! control plane.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -165,20 +165,6 @@ impl Taking {
         // Dropping the sender tells the shipper this was the last batch.
     }
 
-    /// Runs `f` on the journal files on tokio's blocking pool: file I/O never holds up
-    /// an async thread.
-    async fn on_files<R: Send + 'static>(
-        files: &Arc<Mutex<Files>>,
-        f: impl FnOnce(&mut Files) -> R + Send + 'static,
-    ) -> R {
-        let files = files.clone();
-        let work = move || f(&mut files.lock().unwrap_or_else(PoisonError::into_inner));
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
     /// Journals the clicks of a take (bound for `batch_id`) and hands them back. A journal
     /// that cannot be written is reported; the clicks go on to their batch all the same.
     async fn journal(&self, batch_id: &str, clicks: Vec<ClickEvent>) -> Vec<ClickEvent> {
@@ -186,7 +172,7 @@ impl Taking {
             return clicks;
         };
         let batch_id = batch_id.to_owned();
-        Self::on_files(files, move |files| {
+        super::blocking(files, move |files| {
             let appended = match &mut files.current {
                 Some(file) => file.append(&clicks),
                 None => files.journal.create(&batch_id).and_then(|mut file| {
@@ -208,7 +194,7 @@ impl Taking {
     async fn cut(&self, pending: &mut Coalescer, batch_id: &mut String) {
         let journal = match &self.journal {
             Some(files) => {
-                Self::on_files(files, |files| {
+                super::blocking(files, |files| {
                     let mut file = files.current.take()?;
                     if let Err(error) = file.sync() {
                         warn!(%error, "cannot sync the click journal");
