@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::load::{Tally, redirect_client};
 use common::{ADMIN_KEY, BUCKET, INTERNAL_SECRET, S3_KEY, S3_SECRET, S3Server, binary, free_port};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the issue promises: a change on one control plane reaches every proxy within 1 s.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -32,6 +35,8 @@ struct Cluster {
     s3: S3Server,
     controls: Vec<u16>,
     http: reqwest::Client,
+    /// `proxy.click_lease_seconds` of every proxy.
+    lease_seconds: u64,
 }
 
 /// A `shortlink` process of the cluster.
@@ -43,7 +48,13 @@ struct Node {
 
 impl Cluster {
     async fn new(name: &str, controls: usize) -> Cluster {
+        Cluster::with_leases(name, controls, 10).await
+    }
+
+    /// A cluster whose proxies lease capped links' clicks for `lease_seconds`.
+    async fn with_leases(name: &str, controls: usize, lease_seconds: u64) -> Cluster {
         let cluster = Cluster {
+            lease_seconds,
             dir: tempfile::tempdir().unwrap(),
             keyspace: format!("sl_{name}_{:08x}", rand::random::<u32>()),
             s3: S3Server::start().await,
@@ -104,6 +115,7 @@ control_upstreams = [{upstreams}]
 sync_poll_ms = 100
 bulk_load_page = 1000
 click_batch_ms = 100
+click_lease_seconds = {lease_seconds}
 health_check_seconds = 1
 grace_period_seconds = 1
 shutdown_timeout_seconds = 1
@@ -130,6 +142,7 @@ secret_access_key = "{S3_SECRET}"
             upstreams = upstreams.join(", "),
             metrics = free_port(),
             s3 = self.s3.port,
+            lease_seconds = self.lease_seconds,
         );
         let path = data.with_extension("toml");
         std::fs::write(&path, text).unwrap();
@@ -183,6 +196,24 @@ secret_access_key = "{S3_SECRET}"
             .unwrap()
             .json()
             .await
+            .unwrap()
+    }
+
+    /// The value of the unlabelled metric `name` on the metrics port `port`.
+    async fn metric(&self, port: u16, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .parse()
             .unwrap()
     }
 
@@ -605,5 +636,193 @@ async fn a_key_revoked_on_one_control_plane_is_refused_everywhere_at_once() {
     let actions = audit.to_string();
     for action in ["key.revoke", "user.disable", "user.enable", "key.create"] {
         assert!(actions.contains(action), "{action}: {actions}");
+    }
+}
+
+/// Kept-alive clients (`per_proxy` on each proxy) asking for `code` as fast as they are
+/// answered, until `stop`; what they saw.
+fn hammer(
+    proxies: &[&Node],
+    code: &str,
+    per_proxy: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<(Arc<Tally>, Vec<tokio::task::JoinHandle<()>>)> {
+    proxies
+        .iter()
+        .map(|proxy| {
+            let tally = Arc::new(Tally::default());
+            let addr = proxy.url.trim_start_matches("http://").to_owned();
+            let clients = (0..per_proxy)
+                .map(|_| {
+                    tokio::spawn(redirect_client(
+                        addr.clone(),
+                        code.to_owned(),
+                        stop.clone(),
+                        tally.clone(),
+                    ))
+                })
+                .collect();
+            (tally, clients)
+        })
+        .collect()
+}
+
+/// Creates a link capped at `max_clicks` through `control` and waits until each proxy
+/// has answered it once (a click each).
+async fn capped_link(
+    cluster: &Cluster,
+    control: &Node,
+    proxies: &[&Node],
+    max_clicks: u64,
+) -> String {
+    let r = cluster
+        .api(control, Method::POST, "/api/v1/links")
+        .json(&json!({"url": "https://capped.example/", "max_clicks": max_clicks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let code = r.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for proxy in proxies {
+        cluster
+            .wait_redirect(proxy, &code, 301, None, PROPAGATION)
+            .await;
+    }
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_at_full_speed_serve_a_50_click_link_exactly_50_times() {
+    let cluster = Cluster::new("cap", 1).await;
+    let control = cluster.control(0).await;
+    let (p1, _) = cluster.proxy().await;
+    let (p2, _) = cluster.proxy().await;
+    let code = capped_link(&cluster, &control, &[&p1, &p2], 50).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(&[&p1, &p2], &code, 4, &stop);
+    let served = || {
+        load.iter()
+            .map(|(t, _)| t.redirects.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let gone = || {
+        load.iter()
+            .map(|(t, _)| t.gone.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    // Until the 48 left are served (or 20 s), then on for the lease's idle return and
+    // the exhaustion pause to pass twice: any click held back would show up by then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served() < 48 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let full_at = Instant::now();
+    let gone_then = gone();
+    while full_at.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let gone_end = gone();
+    let mut per_proxy = Vec::new();
+    for (tally, clients) in load {
+        for client in clients {
+            client.await.unwrap();
+        }
+        assert!(
+            tally.failures().is_empty(),
+            "{:?}",
+            &tally.failures()[..5.min(tally.failures().len())]
+        );
+        per_proxy.push(tally.redirects.load(Ordering::Relaxed));
+    }
+    let total: u64 = per_proxy.iter().sum::<u64>() + 2;
+    eprintln!(
+        "redirects per proxy {per_proxy:?} (+1 each before the load), 410s: {} at the 50th, {} at the end",
+        gone_then, gone_end
+    );
+    assert_eq!(
+        total, 50,
+        "exactly max_clicks redirects across both proxies"
+    );
+    assert!(
+        gone_end > 1_000,
+        "the load went on past the limit: {gone_end} 410s"
+    );
+    // The control plane counts the same 50.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.total_clicks(&control, &code).await < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.total_clicks(&control, &code).await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_proxys_lease_returns_to_the_link() {
+    let cluster = Cluster::with_leases("capkill", 1, 2).await;
+    let control = cluster.control(0).await;
+    let (mut p1, p1_metrics) = cluster.proxy().await;
+    let (p2, _) = cluster.proxy().await;
+    // p1 answers first and leases a quarter of the 50 (13); p2 then leases from the 37 left.
+    let code = capped_link(&cluster, &control, &[&p1, &p2], 50).await;
+    for _ in 0..4 {
+        cluster
+            .wait_redirect(&p1, &code, 301, None, Duration::ZERO)
+            .await;
+    }
+    // Killed holding 8 of its 13 unanswered, once it has reported the 5 it answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster
+        .metric(p1_metrics, "shortlink_click_lease_unreported")
+        .await
+        != 0.0
+    {
+        assert!(Instant::now() < deadline, "p1 never reported its clicks");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(mut child) = p1.child.take() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let killed_at = Instant::now();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(&[&p2], &code, 2, &stop);
+    let tally = &load[0].0;
+    // Without the reclaim p2 would stop at 36 more; with it, the 8 come back once p1's
+    // lease has expired (2 s) and the grace for clock skew (5 s) has passed: 50 in all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally.redirects.load(Ordering::Relaxed) < 36 + 8 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back_after = killed_at.elapsed();
+    // Then on for a while: nothing more may come.
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served = tally.redirects.load(Ordering::Relaxed);
+    eprintln!("after the kill p2 served {served}; the last of them {back_after:?} after it");
+    assert!(
+        tally.failures().is_empty(),
+        "{:?}",
+        tally.failures().first()
+    );
+    assert_eq!(
+        served, 44,
+        "after the kill p2 served the 36 left and the killed proxy's 8 unused"
+    );
+    assert!(
+        back_after >= Duration::from_secs(2),
+        "not before the lease expired"
+    );
+    for (_, clients) in load {
+        for client in clients {
+            client.await.unwrap();
+        }
     }
 }

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accounts and moderation",
         cql: include_str!("../schema/003_accounts_and_moderation.cql"),
     },
+    Migration {
+        version: 4,
+        name: "click budgets",
+        cql: include_str!("../schema/004_click_budgets.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

@@ -6,6 +6,7 @@
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
 mod accounts;
+mod budget;
 mod clicks;
 mod domains;
 mod events;

@@ -45,7 +45,7 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
     })
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(super) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -165,6 +165,21 @@ CREATE TABLE IF NOT EXISTS audit_log (
     target TEXT NOT NULL,
     detail TEXT NOT NULL
 ) STRICT;
+
+-- Version 7: click budgets of capped links, leased to proxies (see shortlink_store::budget).
+CREATE TABLE IF NOT EXISTS click_budgets (
+    link_id INTEGER PRIMARY KEY,
+    issued  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS click_leases (
+    link_id    INTEGER NOT NULL,
+    holder     TEXT NOT NULL,
+    granted    INTEGER NOT NULL,
+    used       INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (link_id, holder)
+) STRICT, WITHOUT ROWID;
 "#;
 
 /// Columns added to existing tables after their creation: (table, column, definition).

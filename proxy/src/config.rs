@@ -58,6 +58,10 @@ pub struct ProxyConfig {
     /// interval and a power loss at most a second's. Default true; false is for
     /// comparisons.
     pub click_journal: bool,
+    /// How long a lease of a capped link's clicks lasts unless renewed (renewed every
+    /// half of it while in use). A killed proxy's unused clicks return to the link this
+    /// long (plus 5 s for clock skew) after its last renewal. Default 10, 1 to 3600.
+    pub click_lease_seconds: u64,
     /// Folder of click batches waiting for a control plane. Default `<data_dir>/spool`.
     pub spool_dir: Option<std::path::PathBuf>,
     /// Unix socket over which a running process hands its listening sockets to the one
@@ -119,6 +123,7 @@ impl Default for ProxyConfig {
             click_batch_ms: 1000,
             ship_idle_class: true,
             click_journal: true,
+            click_lease_seconds: 10,
             spool_dir: None,
             upgrade_socket: None,
             spool_max_bytes: 256 * 1024 * 1024,
@@ -168,6 +173,12 @@ impl ProxyConfig {
             return Err(InvalidSetting::new(
                 "proxy.not_found_per_ip_per_minute",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=3600).contains(&self.click_lease_seconds) {
+            return Err(InvalidSetting::new(
+                "proxy.click_lease_seconds",
+                "must be between 1 and 3600",
             ));
         }
         if self.sync_poll_ms == 0 || self.sync_poll_ms > 60_000 {

@@ -651,7 +651,7 @@ pub struct RedirectListener {
     drain: Duration,
     /// Dropped once the connections have ended (or `drain` ran out), so the click shipper
     /// takes the last clicks after the last redirect.
-    drained: Option<tokio::sync::oneshot::Sender<()>>,
+    drained: Option<tokio::sync::watch::Sender<()>>,
     /// Stops the server when the socket cannot be opened.
     fatal: Fatal,
 }
@@ -666,7 +666,7 @@ impl RedirectListener {
         app: FastPathApp,
         work_stealing: bool,
         drain: Duration,
-        drained: tokio::sync::oneshot::Sender<()>,
+        drained: tokio::sync::watch::Sender<()>,
         fatal: Fatal,
     ) -> RedirectListener {
         RedirectListener {

@@ -2,6 +2,7 @@
 //! in-memory route table, kept in sync with the store, forwarding every other path to the
 //! control plane.
 
+pub mod budget;
 pub mod clicks;
 pub mod config;
 pub mod domains;
@@ -22,7 +23,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use shortlink_core::InvalidSetting;
-use shortlink_store::RouteSource;
+use shortlink_store::{ClickBudget, RouteSource};
 use thiserror::Error;
 
 pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
@@ -100,14 +101,16 @@ pub struct Edge {
     pub fatal: Fatal,
 }
 
-/// Adds the proxy and its background services (route sync, click shipping, upstream health
-/// checks) to `server`. `internal_secret` authenticates shipped click batches;
-/// `local_ingest`, when set, takes them in-process instead.
+/// Adds the proxy and its background services (route sync, click shipping, capped links'
+/// click leases, upstream health checks) to `server`. Routes come from `store`, click
+/// leases from `budget_store` (the same store). `internal_secret` authenticates shipped
+/// click batches; `local_ingest`, when set, takes them in-process instead.
 pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
     edge: Edge,
     store: Arc<dyn RouteSource>,
+    budget_store: Arc<dyn ClickBudget>,
     internal_secret: Option<String>,
     local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
@@ -141,7 +144,7 @@ pub fn add_proxy(
     // At shutdown the listener gives connections most of the grace period to end; the
     // taker's last take waits for that, then the shipper ships before the runtimes stop.
     let drain = Duration::from_secs(config.grace_period_seconds).saturating_sub(DRAIN_MARGIN);
-    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    let (drained_tx, drained) = tokio::sync::watch::channel(());
     let (sink, taker, shipper) = clicks::click_queue(
         config.click_queue_capacity,
         config.threads,
@@ -158,7 +161,13 @@ pub fn add_proxy(
         upstreams.clone(),
     )
     .map_err(|e| ProxyError::Spool(spool_dir.display().to_string(), e))?;
-    let taker = taker.after_drain(drained, drain + DRAIN_MARGIN / 5);
+    let taker = taker.after_drain(drained.clone(), drain + DRAIN_MARGIN / 5);
+    let budgets = Arc::new(budget::Budgets::new(
+        budget_store,
+        table.clone(),
+        Duration::from_secs(config.click_lease_seconds),
+        Some((drained, drain + DRAIN_MARGIN / 5)),
+    ));
     let click_stats = sink.stats().clone();
     let sync = RouteSync::new(
         store.clone(),
@@ -188,6 +197,7 @@ pub fn add_proxy(
         status.clone(),
     )
     .with_upstream_timeout(Duration::from_secs(config.upstream_timeout_seconds))
+    .with_budgets(budgets.clone())
     .vouching_with(hop_secret.as_deref())
     .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
     let app = fast_path::FastPathApp::new(
@@ -223,11 +233,14 @@ pub fn add_proxy(
     take_service.threads = Some(1);
     let mut ship_service = background_service("click shipping", shipper);
     ship_service.threads = Some(1);
+    let mut budget_service = background_service("click leases", ArcService(budgets));
+    budget_service.threads = Some(1);
     server.add_service(proxy);
     server.add_service(health);
     server.add_service(sync_service);
     server.add_service(take_service);
     server.add_service(ship_service);
+    server.add_service(budget_service);
     server.add_service(limiter_pruner);
     metrics::StateCollector::register(click_stats.clone(), table.clone(), status.clone());
     if let Some(addr) = &config.metrics_listen {
@@ -246,6 +259,16 @@ pub fn add_proxy(
 /// The part of the shutdown grace period kept for the click shipper's last delivery after
 /// the listener's connections have ended.
 const DRAIN_MARGIN: Duration = Duration::from_millis(750);
+
+/// A background service shared with the request path.
+struct ArcService<S>(Arc<S>);
+
+#[async_trait]
+impl<S: BackgroundService + Send + Sync> BackgroundService for ArcService<S> {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.start(shutdown).await;
+    }
+}
 
 /// Forgets idle per-IP 404 counters so the limiter's memory stays bounded.
 struct LimiterPruner(Arc<service::NotFoundLimiter>);

@@ -215,7 +215,7 @@ pub(crate) struct StateCollector {
 }
 
 /// (name, help) of every metric the collector reports; counters end in `_total`.
-const STATE: [(&str, &str); 11] = [
+const STATE: [(&str, &str); 12] = [
     (
         "shortlink_clicks_captured_total",
         "Clicks put on the proxy's queue.",
@@ -255,6 +255,10 @@ const STATE: [(&str, &str); 11] = [
     (
         "shortlink_route_table_loaded",
         "1 once the proxy's first bulk load of routes finished.",
+    ),
+    (
+        "shortlink_click_lease_unreported",
+        "Redirects of capped links answered from this proxy's leases that the store has not been told of yet (a crash now could let them be answered again).",
     ),
     (
         "shortlink_route_sync_last_success_timestamp_seconds",
@@ -302,6 +306,11 @@ impl Collector for StateCollector {
             self.table.len() as i64,
             self.sync.position.load(Ordering::Relaxed) as i64,
             i64::from(self.sync.loaded.load(Ordering::Relaxed)),
+            self.table
+                .leases()
+                .iter()
+                .map(|lease| lease.unreported() as i64)
+                .sum(),
         ];
         let mut out = Vec::new();
         for ((name, help), value) in STATE.iter().zip(counters) {

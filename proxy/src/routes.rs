@@ -10,13 +10,15 @@
 //! in the map; the one left out is a miss here and is served by the store (read-through).
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::HeaderValue;
 use shortlink_core::{DeviceClass, Link, LinkId, RedirectStatus, RouteState, Targeting};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+use crate::budget::{Lease, Take};
 
 /// A route's key: the 128-bit hash of its (domain, code), as two words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,9 @@ pub enum Resolution {
     Protected,
     /// The link exists but does not redirect now (expired, disabled, used up).
     Gone(RouteState),
+    /// A capped link whose lease holds no clicks: the store's budget may
+    /// ([`crate::budget::Budgets::refill`]).
+    Unleased,
     /// The table has no such route.
     Miss,
 }
@@ -200,8 +205,8 @@ pub struct RouteTable {
     seed: u64,
     /// Keyed by the key's first word; the entry holds the second (see [`RouteEntry`]).
     routes: DashMap<u64, RouteEntry, KeyBuildHasher>,
-    /// Clicks served per capped link (only links with `max_clicks` are here).
-    served: DashMap<RouteKey, AtomicU32, KeyBuildHasher>,
+    /// The click leases of capped links (only links with `max_clicks` are here).
+    leases: DashMap<RouteKey, Arc<Lease>, KeyBuildHasher>,
     /// Targeting rules of the links that have them (only those are here).
     targeting: DashMap<RouteKey, Targeting, KeyBuildHasher>,
     misses: DashMap<RouteKey, Instant, KeyBuildHasher>,
@@ -215,7 +220,7 @@ impl RouteTable {
         RouteTable {
             seed: rand::random(),
             routes: DashMap::with_hasher(KeyBuildHasher::default()),
-            served: DashMap::with_hasher(KeyBuildHasher::default()),
+            leases: DashMap::with_hasher(KeyBuildHasher::default()),
             targeting: DashMap::with_hasher(KeyBuildHasher::default()),
             misses: DashMap::with_hasher(KeyBuildHasher::default()),
             miss_ttl,
@@ -245,7 +250,8 @@ impl RouteTable {
         RouteKey(hash as u64, (hash >> 64) as u64)
     }
 
-    /// What to answer for `key` at Unix second `now`. Claims a click on capped links.
+    /// What to answer for `key` at Unix second `now`. Takes a click of a capped link's
+    /// lease.
     #[inline]
     pub fn resolve(&self, key: RouteKey, now: i64) -> Resolution {
         let redirect = self.resolve_with(key, now, |redirect| {
@@ -295,9 +301,18 @@ impl RouteTable {
         if flags & PROTECTED != 0 {
             return Err(Resolution::Protected);
         }
-        let max_clicks = entry.max_clicks();
-        if max_clicks != 0 && !self.claim_click(key, max_clicks) {
-            return Err(Resolution::Gone(RouteState::Exhausted));
+        if entry.max_clicks() != 0 {
+            match self
+                .leases
+                .get(&key)
+                .map(|lease| lease.take(clamp_u32(now)))
+            {
+                Some(Take::Taken) => {}
+                Some(Take::Empty) => return Err(Resolution::Unleased),
+                Some(Take::Exhausted) | None => {
+                    return Err(Resolution::Gone(RouteState::Exhausted));
+                }
+            }
         }
         Ok(answer(RedirectRef {
             link_id: entry.link_id(),
@@ -321,17 +336,14 @@ impl RouteTable {
         HeaderValue::from_str(url).ok()
     }
 
-    /// Counts one click against a capped link unless the cap is reached; atomic, so
-    /// concurrent requests cannot overshoot.
-    fn claim_click(&self, key: RouteKey, max_clicks: u32) -> bool {
-        let Some(served) = self.served.get(&key) else {
-            return false;
-        };
-        served
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max_clicks).then_some(n + 1)
-            })
-            .is_ok()
+    /// The click lease of the capped link at `key`.
+    pub fn lease(&self, key: RouteKey) -> Option<Arc<Lease>> {
+        self.leases.get(&key).map(|lease| lease.clone())
+    }
+
+    /// Every capped link's click lease.
+    pub fn leases(&self) -> Vec<Arc<Lease>> {
+        self.leases.iter().map(|lease| lease.clone()).collect()
     }
 
     /// Whether `key` missed recently enough that the store need not be asked again.
@@ -368,22 +380,24 @@ impl RouteTable {
             self.remove_key(key);
             return false;
         };
-        if entry.max_clicks() != 0 {
-            let stored = link.clicks.min(u32::MAX as u64) as u32;
-            let same_link = self
-                .routes
-                .get(&key.0)
-                .is_some_and(|old| old.check() == key.1 && old.link_id() == link.id);
-            // Keep clicks this process counted that the store has not seen yet.
-            let counted = if same_link {
-                self.served.get(&key).map(|n| n.load(Ordering::Relaxed))
-            } else {
-                None
-            };
-            let served = counted.map_or(stored, |c| c.max(stored));
-            self.served.insert(key, AtomicU32::new(served));
-        } else {
-            self.served.remove(&key);
+        match link.max_clicks {
+            // The same link's lease carries on (under its limit as it is now); another
+            // link gets a new one.
+            Some(max_clicks) => {
+                let current = self.leases.get(&key).is_some_and(|lease| {
+                    lease.is_for(link.id) && {
+                        lease.set_limit(max_clicks);
+                        true
+                    }
+                });
+                if !current {
+                    let lease = Lease::new(link.id, max_clicks, link.clicks);
+                    self.leases.insert(key, Arc::new(lease));
+                }
+            }
+            None => {
+                self.leases.remove(&key);
+            }
         }
         match &link.targeting {
             Some(targeting) => {
@@ -406,7 +420,7 @@ impl RouteTable {
         // Only this route: another sharing the first word stays.
         self.routes
             .remove_if(&key.0, |_, entry| entry.check() == key.1);
-        self.served.remove(&key);
+        self.leases.remove(&key);
         self.targeting.remove(&key);
     }
 
@@ -414,7 +428,7 @@ impl RouteTable {
     pub fn retain(&self, keep: impl Fn(&RouteKey) -> bool) {
         self.routes
             .retain(|&first, entry| keep(&RouteKey(first, entry.check())));
-        self.served.retain(|k, _| keep(k));
+        self.leases.retain(|k, _| keep(k));
         self.targeting.retain(|k, _| keep(k));
     }
 
@@ -531,13 +545,19 @@ mod tests {
     }
 
     #[test]
-    fn max_clicks_is_exact_under_concurrency() {
+    fn capped_links_answer_only_from_their_lease() {
         let t = std::sync::Arc::new(table());
         let mut capped = link(4, "cap", "https://d.test/");
         capped.max_clicks = Some(1000);
         capped.clicks = 10;
         t.upsert(&capped);
         let key = t.key("", "cap");
+        assert_eq!(
+            t.resolve(key, 1),
+            Resolution::Unleased,
+            "nothing leased yet"
+        );
+        t.lease(key).unwrap().add(990);
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let t = t.clone();
@@ -549,11 +569,19 @@ mod tests {
             })
             .collect();
         let served: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(served, 990);
-        assert_eq!(t.resolve(key, 1), Resolution::Gone(RouteState::Exhausted));
-        // A reload with an older stored count keeps the higher in-memory count.
+        assert_eq!(
+            served, 990,
+            "exactly the leased clicks, however many threads"
+        );
+        assert_eq!(t.resolve(key, 1), Resolution::Unleased);
+        // A reload of the same link keeps its lease; a new limit drops what it holds.
+        t.lease(key).unwrap().add(1);
         t.upsert(&capped);
-        assert_eq!(t.resolve(key, 1), Resolution::Gone(RouteState::Exhausted));
+        capped.max_clicks = Some(2000);
+        assert!(matches!(t.resolve(key, 1), Resolution::Redirect { .. }));
+        t.lease(key).unwrap().add(1);
+        t.upsert(&capped);
+        assert_eq!(t.resolve(key, 1), Resolution::Unleased);
     }
 
     #[test]
@@ -622,6 +650,7 @@ mod tests {
         let mut capped = link(1, "a", "https://a.test/");
         capped.max_clicks = Some(5);
         assert!(t.upsert_at(a, &capped));
+        t.lease(a).unwrap().add(5);
         assert!(matches!(
             t.resolve(a, 1),
             Resolution::Redirect { link_id: 1, .. }

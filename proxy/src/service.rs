@@ -22,6 +22,7 @@ use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, is_valid_h
 use shortlink_store::RouteSource;
 use tracing::warn;
 
+use crate::budget::{Budgets, Refill};
 use crate::clicks::{ClickSink, Visit};
 use crate::domains::{DomainSet, HostMatch, MAX_HOST};
 use crate::routes::{Resolution, RouteKey, RouteTable};
@@ -36,6 +37,8 @@ const BAD_HOST_BODY: &[u8] = b"Bad request: a request needs one valid Host heade
 
 static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 static PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+/// Lease refills one request waits for before it gives up (503).
+const MAX_REFILLS: u32 = 4;
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Per-request state.
@@ -211,6 +214,8 @@ pub struct Redirector {
     hop_secret: Option<HeaderValue>,
     /// The longest wait for one read from or write to a control plane.
     upstream_timeout: Duration,
+    /// Capped links' click leases.
+    budgets: Option<Arc<Budgets>>,
 }
 
 /// Counts 404 answers per client IP.
@@ -243,7 +248,14 @@ impl Redirector {
             sync,
             hop_secret: None,
             upstream_timeout: Duration::from_secs(60),
+            budgets: None,
         }
+    }
+
+    /// Fills capped links' leases from `budgets` (without, an empty lease answers 410).
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Redirector {
+        self.budgets = Some(budgets);
+        self
     }
 
     /// Waits at most `timeout` for each read from and write to a control plane.
@@ -289,6 +301,31 @@ impl Redirector {
 }
 
 impl Redirector {
+    /// 503 when the store did not answer.
+    async fn unavailable(&self, session: &mut Session) -> Result<bool> {
+        respond(
+            session,
+            503,
+            &[
+                (header::CONTENT_TYPE, HTML.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+                (header::RETRY_AFTER, HeaderValue::from_static("5")),
+            ],
+            UNAVAILABLE_PAGE,
+        )
+        .await
+    }
+
+    /// Fills the lease of the capped link at `key` from the store's budget.
+    async fn refill(&self, key: RouteKey) -> Refill {
+        match (&self.budgets, self.table.lease(key)) {
+            (Some(budgets), Some(lease)) => budgets.refill(&lease).await,
+            // No budgets (a table alone, in tests) or the route went meanwhile.
+            (None, _) => Refill::Exhausted,
+            (_, None) => Refill::Refilled,
+        }
+    }
+
     /// 410 for a link that exists but does not redirect now, saying why.
     async fn gone(&self, session: &mut Session, state: RouteState) -> Result<bool> {
         let reason = HeaderValue::from_static(match state {
@@ -367,6 +404,8 @@ pub(crate) enum Decision<'a, R> {
     Protected,
     /// The link exists but does not redirect now.
     Gone(RouteState),
+    /// A capped link whose lease holds no clicks: the store's budget may.
+    Unleased(RouteKey),
     /// The table has no such route: the store may (read-through).
     Miss {
         /// The route's key in the table.
@@ -425,6 +464,7 @@ impl Redirector {
             Ok(answered) => Decision::Redirect(answered),
             Err(Resolution::Protected) => Decision::Protected,
             Err(Resolution::Gone(state)) => Decision::Gone(state),
+            Err(Resolution::Unleased) => Decision::Unleased(key),
             // `Redirect` is never an error.
             Err(Resolution::Miss | Resolution::Redirect { .. }) => {
                 Decision::Miss { key, domain, code }
@@ -572,9 +612,11 @@ impl ProxyHttp for Redirector {
         }
         let country_header = self.capture.country_header.as_deref();
         let now_ms = now_unix_ms();
-        // At most twice: after a table miss, the read-through fills the table and the same
-        // decision is taken again.
+        // After a table miss, the read-through fills the table and the same decision is
+        // taken again (once); after a capped link's lease is filled, too (a few times:
+        // concurrent requests may take the clicks first).
         let mut read_through = true;
+        let mut refills = 0;
         loop {
             let mut host_buf = [0u8; MAX_HOST];
             let req = session.req_header();
@@ -619,6 +661,15 @@ impl ProxyHttp for Redirector {
                     Ok(true)
                 }
                 Decision::Gone(state) => self.gone(session, state).await,
+                Decision::Unleased(_) if refills == MAX_REFILLS => self.unavailable(session).await,
+                Decision::Unleased(key) => match self.refill(key).await {
+                    Refill::Refilled => {
+                        refills += 1;
+                        continue;
+                    }
+                    Refill::Exhausted => self.gone(session, RouteState::Exhausted).await,
+                    Refill::Unavailable => self.unavailable(session).await,
+                },
                 Decision::Miss { .. } if !read_through => self.not_found(session).await,
                 Decision::Miss { key, domain, code } => {
                     let (domain, code) = (domain.to_owned(), code.to_owned());
@@ -628,19 +679,7 @@ impl ProxyHttp for Redirector {
                             continue;
                         }
                         Lookup::NotFound => self.not_found(session).await,
-                        Lookup::Unavailable => {
-                            respond(
-                                session,
-                                503,
-                                &[
-                                    (header::CONTENT_TYPE, HTML.clone()),
-                                    (header::CACHE_CONTROL, NO_STORE.clone()),
-                                    (header::RETRY_AFTER, HeaderValue::from_static("5")),
-                                ],
-                                UNAVAILABLE_PAGE,
-                            )
-                            .await
-                        }
+                        Lookup::Unavailable => self.unavailable(session).await,
                     }
                 }
             };

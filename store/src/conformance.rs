@@ -13,7 +13,8 @@ use shortlink_core::{
     SeriesPoint, Session, ShortCode, Targeting, UserId, hash_api_key,
 };
 
-use crate::{IngestOutcome, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
+use crate::budget::RECLAIM_GRACE_MS;
+use crate::{IngestOutcome, LeaseRequest, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
 
 /// Runs every check against `store`; panics with a message naming the failed check.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -28,6 +29,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
     link_options_and_domains(&*store, &run).await;
+    click_budgets(store.clone()).await;
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.
@@ -1185,4 +1187,82 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
             .is_some(),
         "links outlive their domain's registration"
     );
+}
+
+/// Proxies racing for a capped link's budget get exactly its limit between them; a
+/// release returns what was not used; an expired lease is reclaimed, and its holder
+/// learns that it lost it.
+async fn click_budgets(store: Arc<dyn Store>) {
+    // Budgets are keyed by link id alone: random ones keep runs apart.
+    let link_id = i64::from(rand::random::<u32>()) + (1 << 40);
+    let now_ms = 1_000_000_000;
+    let request =
+        move |link_id: i64, holder: &str, used: u64, want: u64, held: bool| LeaseRequest {
+            link_id,
+            max_clicks: 50,
+            counted: 0,
+            holder: holder.to_owned(),
+            used,
+            want,
+            held,
+            now_ms,
+            ttl_ms: 10_000,
+        };
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let request = request(link_id, &format!("h{i}"), 0, 1_000, false);
+            tokio::spawn(async move { store.lease_clicks(request).await })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task").expect("lease").granted;
+    }
+    assert_eq!(total, 50, "racing leases");
+    let none = store
+        .lease_clicks(request(link_id, "c", 0, 10, false))
+        .await
+        .unwrap();
+    assert_eq!((none.granted, none.remaining), (0, 0));
+
+    // One by one on another link: "a" takes 13, uses 1 and stops; the rest returns.
+    let link_id = link_id + 1;
+    let a = store
+        .lease_clicks(request(link_id, "a", 0, 1_000, false))
+        .await
+        .unwrap();
+    assert_eq!((a.granted, a.remaining), (13, 37));
+    assert!(store.release_clicks(link_id, "a", 1).await.unwrap());
+    assert!(!store.release_clicks(link_id, "a", 1).await.unwrap());
+    let b = store
+        .lease_clicks(request(link_id, "b", 0, 1_000, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.granted, b.remaining),
+        (13, 36),
+        "12 returned by the release"
+    );
+
+    // "b" reports 2 used, then goes silent past its expiry and the grace: "c" reclaims
+    // the 11 it did not use, and "b" is told its lease is gone.
+    let report = store
+        .lease_clicks(request(link_id, "b", 2, 0, true))
+        .await
+        .unwrap();
+    assert_eq!((report.granted, report.lost), (0, false));
+    let mut late = request(link_id, "c", 0, 0, false);
+    late.now_ms = now_ms + 10_000 + RECLAIM_GRACE_MS + 1;
+    let reclaimed = store.lease_clicks(late).await.unwrap();
+    assert_eq!(
+        reclaimed.remaining,
+        36 + 11,
+        "reclaimed from the expired lease"
+    );
+    let lost = store
+        .lease_clicks(request(link_id, "b", 5, 1, true))
+        .await
+        .unwrap();
+    assert!(lost.lost, "the reclaimed holder is told");
 }

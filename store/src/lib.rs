@@ -2,6 +2,7 @@
 //! in `shortlink-embedded`, the CQL one in `shortlink-cql`), the rollup arithmetic they
 //! share, and one conformance suite that every backend must pass.
 
+pub mod budget;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod rollup;
@@ -16,6 +17,8 @@ use shortlink_core::{
 };
 use thiserror::Error;
 use tokio::sync::watch;
+
+pub use budget::{ClickBudget, LeaseGrant, LeaseRequest};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -522,6 +525,7 @@ pub trait Store:
     + EventStore
     + UploadStore
     + DomainStore
+    + ClickBudget
 {
 }
 
@@ -533,7 +537,8 @@ impl<
         + ClickStore
         + EventStore
         + UploadStore
-        + DomainStore,
+        + DomainStore
+        + ClickBudget,
 > Store for T
 {
 }

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 #[derive(Default)]
 pub struct Tally {
     pub redirects: AtomicU64,
+    /// 410 answers (a capped link used up).
+    pub gone: AtomicU64,
     pub created: AtomicU64,
     /// Every failed request, with what went wrong.
     failures: Mutex<Vec<String>>,
@@ -52,6 +54,8 @@ pub async fn redirect_client(addr: String, code: String, stop: Arc<AtomicBool>, 
                 Ok((status, close)) => {
                     if status == 301 {
                         tally.redirects.fetch_add(1, Ordering::Relaxed);
+                    } else if status == 410 {
+                        tally.gone.fetch_add(1, Ordering::Relaxed);
                     } else {
                         tally.fail(format!("status {status}"));
                     }
@@ -68,24 +72,31 @@ pub async fn redirect_client(addr: String, code: String, stop: Arc<AtomicBool>, 
     }
 }
 
-/// Reads one bodiless response head: its status and whether it closes the connection.
+/// Reads what comes next from `stream` onto `buf` (10 s at most).
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 10 s"))??;
+    if n == 0 {
+        return Err(std::io::Error::other(format!(
+            "closed after {} bytes of an answer",
+            buf.len()
+        )));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Reads one response (its body by `Content-Length`, skipped): its status and whether it
+/// closes the connection.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
     buf.clear();
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::other("no answer within 10 s"))??;
-        if n == 0 {
-            return Err(std::io::Error::other(format!(
-                "closed after {} bytes of an answer",
-                buf.len()
-            )));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let status = head
@@ -94,6 +105,14 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let close = head.contains("\r\nconnection: close\r\n");
+    let body: usize = head
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < end + body {
+        read_more(stream, buf).await?;
+    }
     Ok((status, close))
 }
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use shortlink_core::{ClickBatch, ClickEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use super::capture::{ClickSink, IdentityHasher};
@@ -54,7 +54,7 @@ struct Taking {
     cutting: Cutting,
     cuts: mpsc::UnboundedSender<Cut>,
     /// What the last take waits for at shutdown (see [`ClickTaker::after_drain`]).
-    drained: Option<(oneshot::Receiver<()>, Duration)>,
+    drained: Option<(watch::Receiver<()>, Duration)>,
 }
 
 struct Files {
@@ -89,7 +89,7 @@ impl ClickTaker {
     /// At shutdown, keeps taking until `drained` resolves (the listener's connections
     /// have ended) or `limit` passes, and only then makes the last take: no redirect is
     /// answered after it.
-    pub fn after_drain(self, drained: oneshot::Receiver<()>, limit: Duration) -> Self {
+    pub fn after_drain(self, drained: watch::Receiver<()>, limit: Duration) -> Self {
         if let Ok(mut taking) = self.taking.lock()
             && let Some(taking) = taking.as_mut()
         {
@@ -123,8 +123,9 @@ impl Taking {
         let mut stop = std::pin::pin!(async move {
             let mut shutdown = shutdown;
             let _ = shutdown.changed().await;
-            if let Some((drained, limit)) = drained {
-                let _ = tokio::time::timeout(limit, drained).await;
+            if let Some((mut drained, limit)) = drained {
+                // The listener drops its sender once drained.
+                let _ = tokio::time::timeout(limit, drained.changed()).await;
             }
         });
         loop {
