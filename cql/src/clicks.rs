@@ -43,7 +43,6 @@ fn counter_batch(statement: &PreparedStatement, n: usize) -> Batch {
 
 struct LinkInfo {
     owner: i64,
-    capped: bool,
     domain: String,
     code: String,
 }
@@ -94,7 +93,6 @@ impl CqlStore {
             .filter(|link| link.id == id)
             .map(|link| LinkInfo {
                 owner: link.owner,
-                capped: link.max_clicks.is_some(),
                 domain,
                 code,
             }))
@@ -237,10 +235,6 @@ impl ClickStore for CqlStore {
             let Some(Some(info)) = links.get(link) else {
                 continue;
             };
-            // A capped link's count is part of its route (proxies enforce the limit).
-            if info.capped {
-                self.record_change(&info.domain, &info.code).await?;
-            }
             events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
         }
         self.append(events).await?;

@@ -107,7 +107,7 @@ impl CqlStore {
     }
 
     /// Appends a route change for (domain, code).
-    pub(crate) async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
+    async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
         let seq = ids::next_id();
         self.exec(
             "INSERT INTO {ks}.route_changes (bucket, seq, domain, code) VALUES (?, ?, ?, ?) USING TTL ?",
@@ -181,7 +181,7 @@ impl CqlStore {
     }
 
     /// Full links for rows of one page, with their click counts (read only for capped
-    /// links: the proxy needs counts only to enforce `max_clicks`).
+    /// links: a proxy starts a capped link's click budget from its count).
     async fn with_capped_clicks(&self, rows: Vec<LinkRow>) -> Result<Vec<Link>, StoreError> {
         let capped: Vec<i64> = rows
             .iter()

@@ -9,7 +9,6 @@ use shortlink_core::{EnrichedClick, LinkId, LinkStats};
 
 use super::EmbeddedStore;
 use super::events;
-use super::links::record_change;
 use super::pacing::Pacer;
 use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
 use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
@@ -56,17 +55,16 @@ fn link_infos(
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOOKUP_CHUNK) {
         let mut find = conn.prepare_cached(&format!(
-            "SELECT id, max_clicks, domain, code, owner FROM links WHERE id IN ({})",
+            "SELECT id, domain, code, owner FROM links WHERE id IN ({})",
             vec!["?"; chunk.len()].join(", ")
         ))?;
         let rows = find.query_map(rusqlite::params_from_iter(chunk), |r| {
             Ok((
                 r.get::<_, LinkId>(0)?,
                 LinkInfo {
-                    max_clicks: r.get(1)?,
-                    domain: r.get(2)?,
-                    code: r.get(3)?,
-                    owner: r.get(4)?,
+                    domain: r.get(1)?,
+                    code: r.get(2)?,
+                    owner: r.get(3)?,
                 },
             ))
         })?;
@@ -82,7 +80,6 @@ fn link_infos(
 /// What ingestion needs of a clicked link.
 struct LinkInfo {
     owner: i64,
-    max_clicks: Option<i64>,
     domain: String,
     code: String,
 }
@@ -167,12 +164,6 @@ impl ClickStore for EmbeddedStore {
                     let mut events = Vec::with_capacity(per_link.len());
                     for (link, delta) in &per_link {
                         let Some(info) = links.get(link) else { continue };
-                        // A capped link's count is part of its route: every proxy takes the
-                        // larger of its own count and the stored one, so the limit holds
-                        // across proxies within the sync window.
-                        if info.max_clicks.is_some() {
-                            record_change(conn, &info.domain, &info.code)?;
-                        }
                         // One `link.clicked` per link per batch (a batch spans a second of
                         // capture at most), written with the batch: exactly once.
                         events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
