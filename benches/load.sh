@@ -12,6 +12,9 @@
 #        (every request through pingora's ProxyHttp) and reports fast-path on/off;
 #        SECOND_ENV='SHORTLINK_PROXY__X=v' (with SECOND_LABEL) runs the second shortlink with
 #        any other settings (space-separated), for an A/B of them within one run;
+#        SECOND_SEED=capped seeds the second shortlink's links with a click limit (every
+#        redirect answered from a click lease), e.g. SECOND_ENV=SHORTLINK_PROXY__CAPTURE_CLICKS=true
+#        SECOND_LABEL=capped SECOND_SEED=capped for capped/uncapped;
 #        TARGETED=1 also runs a second shortlink whose links carry targeting rules
 #        (iOS, Android, two countries), interleaved, and reports targeted/untargeted;
 #        PEERS=1 also runs the peers of `redirect_peer` (axum, pingora ServeHttp, minimal
@@ -123,7 +126,7 @@ if [ "$CAPTURE_OFF" = 1 ]; then
   # shellcheck disable=SC2086 # SECOND_ENV may hold several space-separated settings
   off_pid=$(start_shortlink data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" $second_env)
   pids+=("$off_pid")
-  seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT"
+  seed "$off_pid" data-off "$OFF_PROXY_PORT" "$OFF_CONTROL_PORT" "${SECOND_SEED:-}"
 fi
 if [ "$TARGETED" = 1 ]; then
   targeted_pid=$(start_shortlink data-targeted "$TARGETED_PROXY_PORT" "$TARGETED_CONTROL_PORT")

@@ -6,7 +6,7 @@ use scylla::DeserializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::{CqlValue, Row};
 use shortlink_core::LinkId;
-use shortlink_store::budget::{LeaseRow, plan, plan_release};
+use shortlink_store::budget::{LeaseRow, is_report, plan, plan_release};
 use shortlink_store::{ClickBudget, LeaseGrant, LeaseRequest, StoreError};
 
 use crate::{CqlStore, Kind, backend};
@@ -132,6 +132,30 @@ fn too_contended(link_id: LinkId, last: Option<StoreError>) -> StoreError {
 impl ClickBudget for CqlStore {
     async fn lease_clicks(&self, request: LeaseRequest) -> Result<LeaseGrant, StoreError> {
         let link_id = request.link_id;
+        if is_report(&request) {
+            // One row, one LWT: serialized with the version-guarded batches on the
+            // partition, and not applied to a row that was reclaimed.
+            let reported = self
+                .lwt(
+                    "UPDATE {ks}.click_budget SET used = ?, expires_at = ? \
+                     WHERE link_id = ? AND holder = ? IF granted >= ?",
+                    (
+                        i64::try_from(request.used).unwrap_or(i64::MAX),
+                        request.now_ms.saturating_add(request.ttl_ms),
+                        link_id,
+                        &request.holder,
+                        i64::try_from(request.used).unwrap_or(i64::MAX),
+                    ),
+                )
+                .await?;
+            if reported {
+                return Ok(LeaseGrant {
+                    granted: 0,
+                    remaining: 0,
+                    lost: false,
+                });
+            }
+        }
         let mut last = None;
         for round in 0..MAX_ROUNDS {
             if round > 0 {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use shortlink_core::LinkId;
-use shortlink_store::budget::{LeaseRow, plan, plan_release};
+use shortlink_store::budget::{LeaseRow, is_report, plan, plan_release};
 use shortlink_store::{ClickBudget, LeaseGrant, LeaseRequest, StoreError};
 
 use super::EmbeddedStore;
@@ -35,6 +35,26 @@ impl ClickBudget for EmbeddedStore {
         self.writer
             .write(move |conn| {
                 let link_id = request.link_id;
+                if is_report(&request) {
+                    let reported = conn
+                        .prepare_cached(
+                            "UPDATE click_leases SET used = MAX(used, MIN(?1, granted)),
+                             expires_at = ?2 WHERE link_id = ?3 AND holder = ?4",
+                        )?
+                        .execute(params![
+                            to_i64(request.used),
+                            request.now_ms.saturating_add(request.ttl_ms),
+                            link_id,
+                            request.holder
+                        ])?;
+                    if reported == 1 {
+                        return Ok(LeaseGrant {
+                            granted: 0,
+                            remaining: 0,
+                            lost: false,
+                        });
+                    }
+                }
                 let before = issued(conn, link_id)?;
                 let rows = conn
                     .prepare_cached(

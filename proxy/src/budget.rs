@@ -36,6 +36,8 @@ const TICK: Duration = Duration::from_millis(100);
 const REPORT_EVERY: Duration = TICK;
 /// How long a lease goes on answering while its reports fail.
 const UNREPORTED_MAX: Duration = Duration::from_secs(1);
+/// Store requests of one tick in flight at once.
+const CONCURRENT: usize = 64;
 /// How long a link may go without redirects before its clicks are handed back.
 const IDLE: Duration = Duration::from_secs(2);
 /// How long after the store had nothing left a link answers 410 without asking again.
@@ -363,11 +365,15 @@ impl Budgets {
         }
     }
 
-    /// Looks after every lease once.
+    /// Looks after every lease once, [`CONCURRENT`] at a time (the embedded store then
+    /// groups their writes into one transaction; CQL runs them side by side).
     pub async fn tick(&self) {
-        for lease in self.table.leases() {
-            self.look_after(&lease).await;
-        }
+        use futures_util::StreamExt;
+        futures_util::stream::iter(self.table.leases())
+            .for_each_concurrent(CONCURRENT, |lease| async move {
+                self.look_after(&lease).await;
+            })
+            .await;
     }
 
     /// Hands back every lease (at shutdown, after the last redirect).

@@ -135,11 +135,19 @@ pub fn plan_release(issued: u64, row: Option<(u64, u64)>, used: u64) -> Option<u
     Some(issued.saturating_sub(granted - used))
 }
 
+/// Whether `request` only reports and renews a lease it holds: backends may then write
+/// the holder's row alone (`used` and `expires_at`, if the row still exists) instead of
+/// planning the whole budget; only a request for clicks reclaims others' leases.
+pub fn is_report(request: &LeaseRequest) -> bool {
+    request.want == 0 && request.held
+}
+
 /// Click budgets of capped links, shared by every proxy on this store.
 #[async_trait]
 pub trait ClickBudget: Send + Sync {
     /// Reports the clicks the holder used, extends its lease and grants up to `want`
-    /// more (see [`plan`]), reclaiming expired leases of other holders on the way.
+    /// more (see [`plan`]), reclaiming expired leases of other holders on the way (see
+    /// [`is_report`] for what a report alone may skip).
     async fn lease_clicks(&self, request: LeaseRequest) -> Result<LeaseGrant, StoreError>;
 
     /// Ends `holder`'s lease on `link_id` having used `used` of it: the rest returns to

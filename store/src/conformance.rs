@@ -1261,8 +1261,8 @@ async fn click_budgets(store: Arc<dyn Store>) {
         "reclaimed from the expired lease"
     );
     let lost = store
-        .lease_clicks(request(link_id, "b", 5, 1, true))
+        .lease_clicks(request(link_id, "b", 5, 0, true))
         .await
         .unwrap();
-    assert!(lost.lost, "the reclaimed holder is told");
+    assert!(lost.lost, "the reclaimed holder's report is told");
 }

@@ -1,8 +1,9 @@
 //! Creates N links with aliases `ld0` … `ld{N-1}` through the API, 64 requests at a time,
 //! so the load harness knows every code without reading the store. With `targeted` each
-//! link also gets targeting rules (iOS, Android and two countries).
+//! link also gets targeting rules (iOS, Android and two countries); with `capped` a click
+//! limit far beyond any run (so every redirect is answered from a click lease).
 //!
-//! `load_seed <api base> <api key> <n> [targeted]`
+//! `load_seed <api base> <api key> <n> [targeted|capped]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,11 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if !(4..=5).contains(&args.len()) || args.get(4).is_some_and(|a| a != "targeted") {
-        eprintln!("usage: load_seed <api base> <api key> <n> [targeted]");
+    let variant = args.get(4).map(String::as_str);
+    if !(4..=5).contains(&args.len()) || variant.is_some_and(|a| a != "targeted" && a != "capped") {
+        eprintln!("usage: load_seed <api base> <api key> <n> [targeted|capped]");
         std::process::exit(2);
     }
-    let targeted = args.len() == 5;
+    let targeted = variant == Some("targeted");
+    let capped = variant == Some("capped");
     let base = args[1].trim_end_matches('/').to_owned();
     let key = args[2].clone();
     let n: usize = args[3].parse().expect("n must be a number");
@@ -34,6 +37,9 @@ async fn main() {
                         "url": format!("https://www.example.com/articles/{i:08}/a-typical-slug?ref=x"),
                         "alias": format!("ld{i}"),
                     });
+                    if capped {
+                        body["max_clicks"] = serde_json::json!(4_000_000_000u64);
+                    }
                     if targeted {
                         body["targeting"] = serde_json::json!({
                             "ios": format!("https://apps.apple.com/app/id{i:08}"),
