@@ -176,14 +176,18 @@ impl ClickStore for EmbeddedStore {
                     }
                 }
                 if retention_ms > 0 {
-                    // Batches arrive roughly in time order, so the log is pruned by arrival.
+                    // Batches arrive roughly in time order, so the log is pruned by arrival:
+                    // the oldest rows by id, those of them past the cutoff. (Filtering the
+                    // whole log by `at`, which has no index, read every row of it per
+                    // batch: ingestion slowed as the log grew.)
                     let cutoff = now - retention_ms / 1000;
-                    conn.execute(
+                    conn.prepare_cached(
                         "DELETE FROM click_log WHERE id IN
-                         (SELECT id FROM click_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                        params![cutoff, PRUNE_ROWS],
-                    )?;
-                    conn.execute("DELETE FROM ingested_batches WHERE at < ?1", params![cutoff])?;
+                         (SELECT id FROM click_log ORDER BY id LIMIT ?2) AND at < ?1",
+                    )?
+                    .execute(params![cutoff, PRUNE_ROWS])?;
+                    conn.prepare_cached("DELETE FROM ingested_batches WHERE at < ?1")?
+                        .execute(params![cutoff])?;
                 }
                 Ok(IngestOutcome::Applied)
             })

@@ -246,6 +246,51 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raw_clicks_and_batch_ids_past_the_retention_are_pruned() {
+        use shortlink_store::conformance::{click, new_link};
+        use shortlink_store::{ClickStore, IngestOutcome, LinkStore};
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EmbeddedConfig::new(dir.path());
+        config.click_retention_days = 1;
+        let store = EmbeddedStore::open(config).unwrap();
+        let owner = store.create_user("pruned", Role::User).await.unwrap().id;
+        let link = store
+            .create_link(new_link(owner, "pruned".into(), "https://prune.test/"))
+            .await
+            .unwrap()
+            .link;
+        let batch = || vec![click(link.id, now_unix() * 1000, "Chrome", false)];
+        for id in ["old", "kept"] {
+            store.ingest_clicks(id, batch()).await.unwrap();
+        }
+        // "old" arrived two days ago.
+        let conn = Connection::open(dir.path().join("shortlink.db")).unwrap();
+        let two_days_ago = now_unix() - 2 * 86_400;
+        conn.execute(
+            "UPDATE click_log SET at = ?1 WHERE id = (SELECT MIN(id) FROM click_log)",
+            params![two_days_ago],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE ingested_batches SET at = ?1 WHERE batch_id = 'old'",
+            params![two_days_ago],
+        )
+        .unwrap();
+        store.ingest_clicks("next", batch()).await.unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM click_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2, "the old batch's clicks are gone, the others kept");
+        // Its id is forgotten (a redelivery that late counts again); the kept one's is not.
+        let outcome = |id: &'static str| {
+            let store = store.clone();
+            async move { store.ingest_clicks(id, batch()).await.unwrap() }
+        };
+        assert_eq!(outcome("kept").await, IngestOutcome::Duplicate);
+        assert_eq!(outcome("old").await, IngestOutcome::Applied);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ingestion_resting_between_every_statement_passes_the_conformance_suite() {
         // A rest after every statement of an ingestion: what pacing does to a big batch
         // must not change what the batch applies.

@@ -94,6 +94,9 @@ CREATE TABLE IF NOT EXISTS ingested_batches (
     at       INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+-- Version 7: pruning finds expired batch ids without reading them all.
+CREATE INDEX IF NOT EXISTS ingested_batches_by_at ON ingested_batches (at);
+
 -- Version 3: notifications. One log for every user; ids grow in commit order (the
 -- single writer), so an id is a cursor both for one user's events and for the whole feed
 -- that control planes tail. Pruned by age and by count per user.

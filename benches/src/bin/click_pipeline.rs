@@ -155,8 +155,10 @@ async fn main() {
         rates.push(ingest(&store, part, &format!("large{done}")).await);
         done += n;
     }
+    let last_rate = rates[rates.len() - 1];
     rates.sort_by(f64::total_cmp);
     let ingest_rate = rates[rates.len() / 2];
+    let slowest = rates[0];
 
     let mut report = Vec::new();
     for (name, id) in [("10k", ids[0]), ("large", ids[1])] {
@@ -188,7 +190,8 @@ async fn main() {
     }
     println!("enrichment: {enrich_rate:.0} clicks/s on one core");
     println!(
-        "ingestion into the embedded store: median {ingest_rate:.0} clicks/s over {} runs of up to 1M",
+        "ingestion into the embedded store: median {ingest_rate:.0} clicks/s over {} runs of up to 1M \
+         (slowest {slowest:.0}, last {last_rate:.0})",
         rates.len()
     );
     for line in report {
