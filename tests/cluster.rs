@@ -515,21 +515,7 @@ async fn a_proxy_started_after_10k_links_loads_them_all_before_ready() {
     let (proxy, metrics) = cluster.proxy().await;
     let load = started.elapsed();
     // Ready means loaded: the table holds every link before any is requested.
-    let text = cluster
-        .http
-        .get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let routes: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("shortlink_route_table_links "))
-        .unwrap_or_else(|| panic!("no route table gauge in:\n{text}"))
-        .parse()
-        .unwrap();
+    let routes = cluster.metric(metrics, "shortlink_route_table_links").await;
     assert!(routes >= 10_000.0, "{routes} routes loaded at ready");
     for i in [0, 4_999, 9_999] {
         let location = format!("https://load.example/{i}");

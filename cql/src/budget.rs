@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 use scylla::DeserializeRow;
 use scylla::statement::batch::{Batch, BatchType};
-use scylla::value::{CqlValue, Row};
+use scylla::value::CqlValue;
 use shortlink_core::LinkId;
 use shortlink_store::budget::{LeaseRow, is_report, plan, plan_release};
 use shortlink_store::{ClickBudget, LeaseGrant, LeaseRequest, StoreError};
 
-use crate::{CqlStore, Kind, backend};
+use crate::{CqlStore, Kind, applied, backend};
 
 /// Compare-and-set rounds before giving up (each lost round means another proxy changed
 /// the budget in between); lost rounds back off for a random while, growing.
@@ -93,18 +93,7 @@ impl CqlStore {
             batch.append_statement(self.prepare(cql, Kind::Lwt).await?);
             values.push(bound.into_iter().map(Some).collect());
         }
-        let result = self.session.batch(&batch, values).await.map_err(backend)?;
-        let rows = result.into_rows_result().map_err(backend)?;
-        let first = rows
-            .rows::<Row>()
-            .map_err(backend)?
-            .next()
-            .transpose()
-            .map_err(backend)?;
-        Ok(matches!(
-            first.and_then(|r| r.columns.into_iter().next().flatten()),
-            Some(CqlValue::Boolean(true))
-        ))
+        applied(self.session.batch(&batch, values).await.map_err(backend)?)
     }
 }
 

@@ -388,24 +388,29 @@ impl CqlStore {
 
     /// Runs a lightweight transaction; true when it applied.
     async fn lwt(&self, cql: &'static str, values: impl SerializeRow) -> Result<bool, StoreError> {
-        let result = self.exec(cql, Kind::Lwt, values).await?;
-        let rows = result.into_rows_result().map_err(backend)?;
-        let first = rows
-            .rows::<Row>()
-            .map_err(backend)?
-            .next()
-            .transpose()
-            .map_err(backend)?;
-        Ok(matches!(
-            first.and_then(|r| r.columns.into_iter().next().flatten()),
-            Some(CqlValue::Boolean(true))
-        ))
+        applied(self.exec(cql, Kind::Lwt, values).await?)
     }
 
     /// The position readers of the feeds may read up to now.
     fn horizon(&self) -> i64 {
         ids::horizon(self.settle_us)
     }
+}
+
+/// Whether a lightweight transaction (or conditional batch) applied: its `[applied]`
+/// column.
+fn applied(result: QueryResult) -> Result<bool, StoreError> {
+    let rows = result.into_rows_result().map_err(backend)?;
+    let first = rows
+        .rows::<Row>()
+        .map_err(backend)?
+        .next()
+        .transpose()
+        .map_err(backend)?;
+    Ok(matches!(
+        first.and_then(|r| r.columns.into_iter().next().flatten()),
+        Some(CqlValue::Boolean(true))
+    ))
 }
 
 /// Runs `tasks` with at most `limit` in flight; the first error wins.
