@@ -3,7 +3,8 @@
 //! Sources, later ones winning: built-in defaults, the TOML file given with `--config`,
 //! then environment variables (`SHORTLINK_DATA_DIR`, `SHORTLINK_PROXY_LISTEN`,
 //! `SHORTLINK_CONTROL_LISTEN`, `SHORTLINK_PUBLIC_URL`, `SHORTLINK_ADMIN_KEY`,
-//! `SHORTLINK_ADMIN_KEY_FILE`, `SHORTLINK_LOG`, and any key as `SHORTLINK_<TABLE>__<KEY>`).
+//! `SHORTLINK_ADMIN_KEY_FILE`, `SHORTLINK_LOG`, and any key as `SHORTLINK_<TABLE>__<KEY>`;
+//! list settings there take comma-separated values, see [`shortlink_core::list_setting`]).
 
 use std::path::{Path, PathBuf};
 
@@ -307,6 +308,40 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no config files found in {}", dir.display());
+    }
+
+    #[test]
+    // figment's `Jail` fixes the closure's error type (figment's own, large).
+    #[allow(clippy::result_large_err)]
+    fn list_settings_take_comma_separated_environment_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SHORTLINK_STORE__CQL__NODES",
+                "10.0.0.1:9042, 10.0.0.2:9042",
+            );
+            jail.set_env("SHORTLINK_PROXY__TRUSTED_PROXIES", "10.0.0.9");
+            jail.set_env("SHORTLINK_CONTROL__BLOCKED_HOSTS", "");
+            // TOML syntax keeps working.
+            jail.set_env(
+                "SHORTLINK_PROXY__CONTROL_UPSTREAMS",
+                r#"["127.0.0.1:1","127.0.0.1:2"]"#,
+            );
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.store.cql.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+            assert_eq!(
+                config.proxy.trusted_proxies,
+                ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+            );
+            assert!(config.control.blocked_hosts.is_empty());
+            assert_eq!(
+                config.proxy.control_upstreams,
+                ["127.0.0.1:1", "127.0.0.1:2"]
+            );
+            jail.set_env("SHORTLINK_PROXY__TRUSTED_PROXIES", "10.0.0.9,not-an-ip");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("not-an-ip"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -17,10 +17,12 @@ pub struct ControlConfig {
     pub max_url_bytes: usize,
     /// Hosts (and their subdomains) links may not point at. The public URL's host is
     /// always added. Default empty.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub blocked_hosts: Vec<String>,
     /// Hosts links may point at although they lead back to this service (a loopback
     /// address, its own host or a registered custom domain), e.g. a second service on
     /// the same machine. Default none: such links are refused (`url_loops`).
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub loop_allowed_hosts: Vec<String>,
     /// This service's own hosts besides the public URL's: the binary fills it with the
     /// proxy's and control plane's listen hosts. Not read from the config file.
@@ -98,6 +100,7 @@ pub struct ControlConfig {
     /// Peers (IP addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` name the
     /// client, e.g. a load balancer in front of the control plane. The shortlink proxy
     /// needs no entry: it vouches with the internal secret. Default none.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Password attempts one client IP may make on one protected link per minute,
     /// counted before they are checked (429 beyond). Default 5.

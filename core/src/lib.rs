@@ -28,7 +28,7 @@ pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias
 pub use domain::{Domain, DomainError, is_valid_host_header, normalize_host, validate_domain};
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
-pub use setting::InvalidSetting;
+pub use setting::{InvalidSetting, list_setting};
 pub use target::{TargetError, TargetRules, target_host, validate_target};
 pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingError};
 pub use upload::{

@@ -45,6 +45,7 @@ pub use schema::{MIGRATIONS, Migration, MigrationProgress};
 #[serde(default, deny_unknown_fields)]
 pub struct CqlConfig {
     /// Contact points, `host:port`. Default `["127.0.0.1:9042"]`.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub nodes: Vec<String>,
     /// Keyspace holding shortlink's tables. Default `shortlink`.
     pub keyspace: String,

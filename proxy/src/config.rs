@@ -13,6 +13,7 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// Control-plane addresses (`host:port`) that non-redirect paths are forwarded to.
     /// Default: the control plane's own listen address in `serve`.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub control_upstreams: Vec<String>,
     /// Seconds between health checks of the control upstreams. Default 2.
     pub health_check_seconds: u64,
@@ -72,6 +73,7 @@ pub struct ProxyConfig {
     pub spool_max_bytes: u64,
     /// Peers (IP addresses) whose `X-Forwarded-For` names the real client. Default none:
     /// the socket's address is the client.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Request header with the client's country code set by the edge in front (e.g.
     /// `cf-ipcountry`); only configure it if that edge overwrites client-sent values.
