@@ -112,18 +112,23 @@ pub(crate) fn migrate(config: Config) -> Result<()> {
         return Ok(());
     }
     let cql = &config.store.cql;
+    // Statement by statement on a terminal (one line, rewritten); a log gets whole lines.
+    let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let version = cql_runtime()?
         .block_on(CqlStore::migrate(cql, &mut |step| match step {
             MigrationProgress::Keyspace(name) => println!("keyspace {name}: ready"),
             MigrationProgress::UpToDate(v) => println!("schema is at version {v}: up to date"),
             MigrationProgress::Start(v, name, n) => {
-                println!("applying migration {v} ({name}): {n} statements")
+                let plural = if n == 1 { "" } else { "s" };
+                println!("applying migration {v} ({name}): {n} statement{plural}")
             }
-            MigrationProgress::Statement(i) => {
+            MigrationProgress::Statement(i) if live => {
                 print!("\r  statement {i} done");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             }
-            MigrationProgress::Applied(v) => println!("\nmigration {v} applied"),
+            MigrationProgress::Statement(_) => {}
+            MigrationProgress::Applied(v) if live => println!("\nmigration {v} applied"),
+            MigrationProgress::Applied(v) => println!("migration {v} applied"),
         }))
         .context("migration failed")?;
     println!("keyspace {} is at schema version {version}", cql.keyspace);

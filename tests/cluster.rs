@@ -79,6 +79,8 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("migration 1 applied"), "{stdout}");
+        // Not a terminal: whole lines, no progress rewritten in place.
+        assert!(!stdout.contains('\r'), "{stdout:?}");
         cluster
     }
 
