@@ -11,7 +11,7 @@
 //! proxy asks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,8 +21,6 @@ use shortlink_core::LinkId;
 use shortlink_store::{ClickBudget, LeaseRequest};
 use tokio::sync::{Mutex, watch};
 use tracing::warn;
-
-use crate::routes::RouteTable;
 
 /// Fewest clicks asked for at a time.
 const MIN_WANT: u64 = 16;
@@ -71,6 +69,8 @@ pub struct Lease {
     reported: AtomicU64,
     /// Until this Unix second the store had nothing left.
     exhausted_until: AtomicU32,
+    /// Whether the lease holds a row in the store (and is among [`Budgets`]'s active ones).
+    holding: AtomicBool,
     held: Mutex<Held>,
 }
 
@@ -99,6 +99,7 @@ impl Lease {
             tokens: AtomicU32::new(0),
             voided: AtomicU64::new(0),
             exhausted_until: AtomicU32::new(0),
+            holding: AtomicBool::new(false),
             granted: AtomicU64::new(0),
             reported: AtomicU64::new(0),
             held: Mutex::new(Held {
@@ -195,11 +196,13 @@ pub enum Refill {
 /// This proxy's leases of capped links' click budgets.
 pub struct Budgets {
     store: Arc<dyn ClickBudget>,
-    table: Arc<RouteTable>,
     /// This process's name for its leases.
     holder: String,
     ttl: Duration,
     drained: Option<(watch::Receiver<()>, Duration)>,
+    /// The leases holding a row in the store: the only ones the lease task looks after
+    /// (a table of millions of capped links costs nothing while they are not clicked).
+    active: std::sync::Mutex<Vec<Arc<Lease>>>,
 }
 
 fn unix_ms() -> i64 {
@@ -209,26 +212,39 @@ fn unix_ms() -> i64 {
 }
 
 impl Budgets {
-    /// Leases of `table`'s capped links from `store`, each lasting `ttl` unless renewed.
+    /// Leases of capped links' clicks from `store`, each lasting `ttl` unless renewed.
     /// At shutdown, leases are returned once `drained` resolves (the listener's last
     /// redirect answered), or after `limit`.
     pub fn new(
         store: Arc<dyn ClickBudget>,
-        table: Arc<RouteTable>,
         ttl: Duration,
         drained: Option<(watch::Receiver<()>, Duration)>,
     ) -> Budgets {
         Budgets {
             store,
-            table,
             holder: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             ttl,
             drained,
+            active: std::sync::Mutex::new(Vec::new()),
         }
     }
 
+    /// The leases holding a row in the store, now.
+    fn active(&self) -> Vec<Arc<Lease>> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Marks `lease` as holding no row in the store.
+    fn let_go(lease: &Lease, held: &mut Held) {
+        held.deadline = None;
+        lease.holding.store(false, Ordering::Relaxed);
+    }
+
     /// Asks the store for `want` clicks (0: only report and renew) for `lease`.
-    async fn ask(&self, lease: &Lease, held: &mut Held, want: u64) -> Result<u64, ()> {
+    async fn ask(&self, lease: &Arc<Lease>, held: &mut Held, want: u64) -> Result<u64, ()> {
         let used = lease.used();
         let sent = Instant::now();
         let request = LeaseRequest {
@@ -260,6 +276,12 @@ impl Budgets {
         }
         held.reported_at = Instant::now();
         held.deadline = Some(sent + self.ttl);
+        if !lease.holding.swap(true, Ordering::Relaxed) {
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(lease.clone());
+        }
         if want > 0 {
             held.used_at_ask = lease.used();
             held.last_grant = grant.granted;
@@ -281,7 +303,7 @@ impl Budgets {
 
     /// Fills `lease` after a request found it empty; requests arriving meanwhile wait for
     /// the same answer.
-    pub async fn refill(&self, lease: &Lease) -> Refill {
+    pub async fn refill(&self, lease: &Arc<Lease>) -> Refill {
         let mut held = lease.held.lock().await;
         let now = u32::try_from(unix_ms() / 1000).unwrap_or(u32::MAX);
         match lease.take(now) {
@@ -303,7 +325,7 @@ impl Budgets {
 
     /// Looks after one lease: voids it past its deadline, tops it up before it runs out,
     /// reports and renews it, and hands it back when the link has gone idle.
-    async fn look_after(&self, lease: &Lease) {
+    async fn look_after(&self, lease: &Arc<Lease>) {
         // A lease being filled for a request is looked after next time.
         let Ok(mut held) = lease.held.try_lock() else {
             return;
@@ -314,7 +336,7 @@ impl Budgets {
         let now = Instant::now();
         if now >= deadline {
             lease.forget(&mut held);
-            held.deadline = None;
+            Self::let_go(lease, &mut held);
             return;
         }
         let used = lease.used();
@@ -357,7 +379,7 @@ impl Budgets {
             .await
         {
             Ok(_) => {
-                held.deadline = None;
+                Self::let_go(lease, held);
                 lease.forget(held);
             }
             // The store keeps the lease until it expires, then reclaims it.
@@ -365,20 +387,24 @@ impl Budgets {
         }
     }
 
-    /// Looks after every lease once, [`CONCURRENT`] at a time (the embedded store then
-    /// groups their writes into one transaction; CQL runs them side by side).
+    /// Looks after every active lease once, [`CONCURRENT`] at a time (the embedded store
+    /// then groups their writes into one transaction; CQL runs them side by side).
     pub async fn tick(&self) {
         use futures_util::StreamExt;
-        futures_util::stream::iter(self.table.leases())
+        futures_util::stream::iter(self.active())
             .for_each_concurrent(CONCURRENT, |lease| async move {
                 self.look_after(&lease).await;
             })
             .await;
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|lease| lease.holding.load(Ordering::Relaxed));
     }
 
     /// Hands back every lease (at shutdown, after the last redirect).
     pub async fn release_all(&self) {
-        for lease in self.table.leases() {
+        for lease in self.active() {
             let mut held = lease.held.lock().await;
             if held.deadline.is_some() {
                 self.release(&lease, &mut held).await;

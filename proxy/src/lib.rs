@@ -164,7 +164,6 @@ pub fn add_proxy(
     let taker = taker.after_drain(drained.clone(), drain + DRAIN_MARGIN / 5);
     let budgets = Arc::new(budget::Budgets::new(
         budget_store,
-        table.clone(),
         Duration::from_secs(config.click_lease_seconds),
         Some((drained, drain + DRAIN_MARGIN / 5)),
     ));
