@@ -61,6 +61,16 @@ if ! [ -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
+# Schemathesis (from PyPI, into a virtual environment in target/testinfra, cached), which
+# tests/openapi.rs runs against the real binary over the served OpenAPI document.
+schemathesis="$PWD/target/testinfra/schemathesis/bin/schemathesis"
+if ! [ -x "$schemathesis" ] || ! "$schemathesis" --version 2>/dev/null | grep -q 4.32.5; then
+  log "installing Schemathesis 4.32.5 from PyPI into target/testinfra/schemathesis"
+  python3 -m venv target/testinfra/schemathesis
+  target/testinfra/schemathesis/bin/pip install -q schemathesis==4.32.5
+fi
+export SCHEMATHESIS_BIN="$schemathesis"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -13,17 +13,22 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::links::{LinkView, link_domain};
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Longest user name.
 const MAX_NAME_LEN: usize = 64;
 
 /// Body of `POST /api/v1/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// The unique user name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     name: String,
+    /// `admin` or `user` (default `user`).
     #[serde(default = "default_role")]
+    #[schema(default = "user", pattern = "^(admin|user)$")]
     role: String,
 }
 
@@ -32,12 +37,19 @@ fn default_role() -> String {
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    /// The user's numeric id.
+    #[schema(value_type = i64)]
     id: UserId,
+    /// The unique user name.
     name: String,
+    /// `admin` or `user`.
     role: Role,
+    /// When the user was made (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Whether the user is disabled (their keys and sessions are refused).
     disabled: bool,
 }
 
@@ -70,7 +82,23 @@ pub fn validate_user_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+api_errors!(CreateUserErrors: AUTH, JSON_BODY; InvalidName, InvalidRole, UserExists);
+
 /// `POST /api/v1/users` (admin): 201 with the user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "accounts",
+    request_body = CreateUserRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The new user.", body = UserView,
+         links(
+            ("patchUser" = (operation_id = "patch_user", parameters(("name" = "$response.body#/name")))),
+         )),
+        CreateUserErrors,
+    ),
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,12 +117,22 @@ pub async fn create_user(
 }
 
 /// Answer of `GET /api/v1/users`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserList {
+    /// Every user.
     items: Vec<UserView>,
 }
 
+api_errors!(ListUsersErrors: AUTH; );
+
 /// `GET /api/v1/users` (admin): every user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "accounts",
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "Every user.", body = UserList), ListUsersErrors),
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -107,13 +145,14 @@ pub async fn list_users(
 }
 
 /// Body of `PATCH /api/v1/users/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUserRequest {
     /// Disable (their keys and sessions stop working at once; their links keep
     /// redirecting) or enable again.
     disabled: Option<bool>,
     /// A new sign-in password (1 to 256 bytes), stored as an argon2id hash.
+    #[schema(min_length = 1)]
     password: Option<String>,
 }
 
@@ -130,7 +169,18 @@ fn user_not_found() -> ApiError {
     ApiError::new(ErrorCode::UserNotFound, "no such user")
 }
 
+api_errors!(PatchUserErrors: AUTH, JSON_BODY; UserNotFound, CannotDisableSelf, InvalidPassword, Busy);
+
 /// `PATCH /api/v1/users/{name}` (admin): `{disabled}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{name}",
+    tag = "accounts",
+    params(("name" = String, Path, description = "The user's name.")),
+    request_body = PatchUserRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The user as changed.", body = UserView), PatchUserErrors),
+)]
 pub async fn patch_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,8 +226,9 @@ pub async fn patch_user(
 }
 
 /// Query of `GET /api/v1/admin/links`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Text in the URL or the code (case-insensitive).
     q: Option<String>,
@@ -185,26 +236,44 @@ pub struct SearchParams {
     owner: Option<String>,
     /// A custom domain (default: every domain).
     domain: Option<String>,
+    /// Links per page (default 20, at most the configured maximum, 100 by default).
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// The `next_cursor` of the page before (empty: the first page).
+    #[param(pattern = "^[0-9]{0,18}$")]
     cursor: Option<String>,
 }
 
 /// A link as moderators see it: with its owner.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModeratedLinkView {
+    /// The owner's user name.
     owner: String,
+    /// The link.
     #[serde(flatten)]
     link: LinkView,
 }
 
 /// Answer of `GET /api/v1/admin/links`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
+    /// The links, newest first.
     items: Vec<ModeratedLinkView>,
+    /// The cursor of the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 
+api_errors!(SearchLinksErrors: AUTH, QUERY; InvalidLimit, InvalidCursor, UserNotFound);
+
 /// `GET /api/v1/admin/links` (admin): every user's links, newest first, filtered.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/links",
+    tag = "admin",
+    params(SearchParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "A page of every user's links.", body = SearchResponse), SearchLinksErrors),
+)]
 pub async fn search_links(
     State(state): State<AppState>,
     caller: Caller,
@@ -234,7 +303,8 @@ pub async fn search_links(
             .cursor
             .as_deref()
             .map(crate::links::decode_cursor)
-            .transpose()?,
+            .transpose()?
+            .flatten(),
         tag: None,
         q: params.q.filter(|q| !q.is_empty()),
     };
@@ -257,17 +327,21 @@ pub async fn search_links(
 }
 
 /// Query naming a link's domain (default: the default domain).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LinkParams {
+    /// The link's custom domain (absent: the default domain).
     domain: Option<String>,
 }
 
 /// Body of `POST /api/v1/admin/links/{code}/disable`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
-    /// Why, for the owner and the audit log (1 to 500 bytes).
+    /// Why, for the owner and the audit log (1 to 500 bytes, surrounding whitespace
+    /// trimmed).
+    #[schema(min_length = 1, pattern = "\\S")]
     reason: String,
 }
 
@@ -315,8 +389,25 @@ async fn moderate(
     Ok(Json(view))
 }
 
+api_errors!(DisableLinkErrors: AUTH, QUERY, JSON_BODY; InvalidReason, NotFound);
+
 /// `POST /api/v1/admin/links/{code}/disable` (admin): disables anyone's link with a
 /// reason; visitors get the 410 page and the owner cannot turn it back on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/links/{code}/disable",
+    tag = "admin",
+    params(("code" = String, Path, description = "The link's short code."), LinkParams),
+    request_body = DisableRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The link, disabled by an admin.", body = LinkView,
+         links(
+            ("enableLink" = (operation_id = "enable_link", parameters(("code" = "$response.body#/code")))),
+         )),
+        DisableLinkErrors,
+    ),
+)]
 pub async fn disable_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -334,7 +425,17 @@ pub async fn disable_link(
     moderate(&state, &caller, &code, params, Some(reason)).await
 }
 
+api_errors!(EnableLinkErrors: AUTH, QUERY; NotFound);
+
 /// `POST /api/v1/admin/links/{code}/enable` (admin): lifts a moderation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/links/{code}/enable",
+    tag = "admin",
+    params(("code" = String, Path, description = "The link's short code."), LinkParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The link, no longer moderated.", body = LinkView), EnableLinkErrors),
+)]
 pub async fn enable_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -344,7 +445,18 @@ pub async fn enable_link(
     moderate(&state, &caller, &code, params, None).await
 }
 
+api_errors!(AdminDeleteLinkErrors: AUTH, QUERY; NotFound);
+
 /// `DELETE /api/v1/admin/links/{code}` (admin): deletes anyone's link; 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/links/{code}",
+    operation_id = "admin_delete_link",
+    tag = "admin",
+    params(("code" = String, Path, description = "The link's short code."), LinkParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 204, description = "The link is gone."), AdminDeleteLinkErrors),
+)]
 pub async fn delete_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -374,35 +486,62 @@ pub async fn delete_link(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Audit entries per page when `limit` is not given.
+const AUDIT_PAGE: usize = 50;
+
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Entries older than this id (the previous page's `next_before`).
     before: Option<i64>,
+    /// Entries per page (default 50, at most the configured maximum, 100 by default).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
 /// An audit entry as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
+    /// The entry's id (later entries have larger ids).
     id: i64,
+    /// When the action happened (RFC 3339).
+    #[schema(format = DateTime)]
     at: String,
+    /// The id of the user who acted.
+    #[schema(value_type = i64)]
     actor_id: UserId,
+    /// The name of the user who acted (empty if the user is gone).
     actor: String,
+    /// What was done, e.g. `user.create`, `key.revoke`, `link.disable`.
     action: String,
+    /// What it was done to: a user name, a key id, or `domain/code` of a link.
     target: String,
+    /// More about the action (may be empty).
     detail: String,
 }
 
 /// Answer of `GET /api/v1/audit`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditList {
+    /// The entries, newest first.
     items: Vec<AuditView>,
+    /// The `before` of the next page; `null` when this page was not full.
     next_before: Option<i64>,
 }
 
+api_errors!(ListAuditErrors: AUTH, QUERY; InvalidLimit);
+
 /// `GET /api/v1/audit` (admin): the audit log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    params(AuditParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "A page of the audit log.", body = AuditList), ListAuditErrors),
+)]
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,8 +549,8 @@ pub async fn list_audit(
 ) -> Result<Json<AuditList>, ApiError> {
     caller.require_admin()?;
     let max = state.config().max_page_size;
-    let limit = params.limit.unwrap_or(50).min(max);
-    if limit == 0 {
+    let limit = params.limit.unwrap_or(AUDIT_PAGE.min(max));
+    if limit == 0 || limit > max {
         return Err(ApiError::new(
             ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {max}"),

@@ -19,6 +19,7 @@ use shortlink_store::ListQuery;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::links::{TakenCode, checked_target, insert_link, parse_expiry};
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Longest CSV record, in bytes.
@@ -39,7 +40,7 @@ const KNOWN: [&str; 7] = [
 ];
 
 /// What an import did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     /// Data rows read.
     rows: u64,
@@ -53,10 +54,16 @@ pub struct ImportReport {
     errors: Vec<LineError>,
 }
 
-#[derive(Debug, Serialize)]
+/// Why one row was refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LineError {
+    /// The row's line: records counted from 1, the header and blank lines included.
     line: u64,
+    /// The error code creating the link answered with, as the links API would (e.g.
+    /// `url_invalid`, `alias_taken`, `invalid_expires_at`).
+    #[schema(value_type = String)]
     code: ErrorCode,
+    /// What went wrong, for people.
     message: String,
 }
 
@@ -168,7 +175,27 @@ fn take_records(buffer: &mut Vec<u8>, in_quotes: &mut bool, scanned: &mut usize)
     records
 }
 
+api_errors!(ImportLinksErrors: AUTH, BODY; InvalidCsv, RecordTooLong, TooManyRows);
+
 /// `POST /api/v1/links/import`: a CSV body, read as it arrives.
+#[utoipa::path(
+    post,
+    path = "/api/v1/links/import",
+    tag = "links",
+    request_body(
+        content = String,
+        content_type = "text/csv",
+        description = "A header line naming the columns (`url` required; `alias`, `tags` separated \
+            by `;`, `expires_at` in RFC 3339; an export's `short_url`, `clicks` and `created_at` \
+            are ignored), then one link per line. Rows matching a link the caller already has \
+            count as existing, so an import can be run again.",
+    ),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "What the import did; refused rows are listed by line.", body = ImportReport),
+        ImportLinksErrors,
+    ),
+)]
 pub async fn import_links(
     State(state): State<AppState>,
     caller: Caller,
@@ -319,7 +346,23 @@ fn export_line(state: &AppState, link: &Link) -> String {
     ])
 }
 
+api_errors!(ExportLinksErrors: AUTH; );
+
 /// `GET /api/v1/links/export`: every link of the caller as CSV, newest first, streamed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/export",
+    tag = "links",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The caller's links as CSV: a header line \
+            (`url,alias,tags,expires_at,short_url,clicks,created_at`), then one link per line. \
+            Cells a spreadsheet would run as a formula start with `'`.",
+         body = String, content_type = "text/csv",
+         headers(("Content-Disposition" = String, description = "`attachment; filename=\"links.csv\"`."))),
+        ExportLinksErrors,
+    ),
+)]
 pub async fn export_links(State(state): State<AppState>, caller: Caller) -> Response {
     let header_line = csv_line(&KNOWN);
     let owner = caller.user.id;

@@ -11,6 +11,7 @@ use shortlink_store::ListQuery;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Most users one domain may name.
@@ -18,20 +19,39 @@ const MAX_DOMAIN_USERS: usize = 1000;
 
 /// Body of `POST /api/v1/domains`: the host name and, optionally, the names of the users
 /// who may create links on it (absent or `null`: every user).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomainRequest {
+    /// The host name links will live on (not the default domain): two labels or more,
+    /// the last not numeric; internationalized names are taken too and stored in ASCII.
+    #[schema(
+        max_length = 253,
+        pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
     name: String,
+    /// Names of the users who may create links on it (at most 1000); absent or `null`:
+    /// every user.
+    #[schema(max_items = 1000)]
     users: Option<Vec<String>>,
 }
 
 /// A domain as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DomainView {
+    /// The host name (normalized: lowercase, ASCII).
     name: String,
     /// User names allowed to use it, or `null` for everyone.
     users: Option<Vec<String>>,
+    /// When the domain was registered (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// Answer of `GET /api/v1/domains`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DomainList {
+    /// The domains.
+    items: Vec<DomainView>,
 }
 
 async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> {
@@ -108,7 +128,23 @@ fn domain_not_found(name: &str) -> ApiError {
     )
 }
 
+api_errors!(CreateDomainErrors: AUTH, JSON_BODY; InvalidDomain, InvalidUsers, UnknownUser, DomainTargeted, DomainExists);
+
 /// `POST /api/v1/domains` (admin): 201 with the domain; 409 if registered already.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains",
+    tag = "domains",
+    request_body = CreateDomainRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The registered domain.", body = DomainView,
+         links(
+            ("deleteDomain" = (operation_id = "delete_domain", parameters(("name" = "$response.body#/name")))),
+         )),
+        CreateDomainErrors,
+    ),
+)]
 pub async fn create_domain(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,11 +196,20 @@ pub async fn create_domain(
     Ok((StatusCode::CREATED, Json(view(&state, domain).await?)))
 }
 
+api_errors!(ListDomainsErrors: AUTH; );
+
 /// `GET /api/v1/domains`: every domain for an admin; the ones the caller may use otherwise.
+#[utoipa::path(
+    get,
+    path = "/api/v1/domains",
+    tag = "domains",
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The domains the caller may see.", body = DomainList), ListDomainsErrors),
+)]
 pub async fn list_domains(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DomainList>, ApiError> {
     let admin = caller.require_admin().is_ok();
     let mut items = Vec::new();
     for domain in state.store().list_domains().await? {
@@ -172,11 +217,21 @@ pub async fn list_domains(
             items.push(view(&state, domain).await?);
         }
     }
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(DomainList { items }))
 }
+
+api_errors!(DeleteDomainErrors: AUTH; DomainNotFound);
 
 /// `DELETE /api/v1/domains/{name}` (admin): 204. The domain's links stay stored and
 /// answer again if it is registered anew.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/domains/{name}",
+    tag = "domains",
+    params(("name" = String, Path, description = "The domain's host name.")),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 204, description = "The domain is no longer registered."), DeleteDomainErrors),
+)]
 pub async fn delete_domain(
     State(state): State<AppState>,
     caller: Caller,

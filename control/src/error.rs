@@ -227,6 +227,8 @@ error_codes! {
         "The user or the instance has as many event streams as allowed.";
     InvalidWait => "invalid_wait", UNPROCESSABLE_ENTITY,
         "A long poll's wait is too long.";
+    UpgradeRequired => "upgrade_required", UPGRADE_REQUIRED,
+        "The endpoint takes a WebSocket handshake only (Connection: upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key).";
     InvalidMessage => "invalid_message", BAD_REQUEST,
         "WebSocket only (nominal status): a message is not JSON like {\"resume_after\": 42}.";
 
@@ -536,6 +538,7 @@ mod tests {
             ErrorCode::InvalidGrace => "invalid_grace",
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::InvalidDomain => "invalid_domain",
+            ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::InvalidUsers => "invalid_users",
             ErrorCode::UnknownUser => "unknown_user",
             ErrorCode::DomainNotFound => "domain_not_found",

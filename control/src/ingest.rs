@@ -17,6 +17,7 @@ use crate::config::ControlConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 use crate::metrics;
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Header carrying the internal secret.
@@ -60,12 +61,61 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Answer to an ingested batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
+    /// The batch's id, as sent.
     batch_id: String,
     /// False when the batch id was applied before (nothing counted twice).
     applied: bool,
+    /// Clicks the batch stands for (folded events count `n` each).
     clicks: usize,
+}
+
+// For the OpenAPI document only: the schema of `ClickBatch`, which the handler reads.
+/// A batch of clicks, as proxies ship them.
+#[derive(utoipa::ToSchema)]
+pub struct ClickBatchBody {
+    /// Unique per batch: a batch sent again is applied once.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub batch_id: String,
+    /// The clicks (at most the configured `max_batch_clicks`, 10 000 by default).
+    pub clicks: Vec<ClickEventBody>,
+}
+
+// For the OpenAPI document only: the wire format of `shortlink_core::ClickEvent`.
+/// One click of a batch (one-letter names keep batches small).
+#[derive(utoipa::ToSchema)]
+pub struct ClickEventBody {
+    /// The followed link's id.
+    #[schema(rename = "l")]
+    pub link_id: i64,
+    /// When, in Unix milliseconds: within the click retention (30 days by default) and
+    /// at most 5 minutes ahead.
+    #[schema(rename = "t")]
+    pub ts_ms: i64,
+    /// The client's IP address (v4 or v6).
+    pub ip: Option<String>,
+    /// The `User-Agent` (at most 2048 bytes).
+    #[schema(rename = "ua", max_length = 2048)]
+    pub user_agent: Option<String>,
+    /// The `Referer` (at most 2048 bytes).
+    #[schema(rename = "r", max_length = 2048)]
+    pub referrer: Option<String>,
+    /// The `Host` the request was made to (at most 2048 bytes).
+    #[schema(rename = "hs", max_length = 2048)]
+    pub host: Option<String>,
+    /// A country code from a trusted header (at most 2048 bytes).
+    #[schema(rename = "c", max_length = 2048)]
+    pub country: Option<String>,
+    /// True for a HEAD request (counted as a bot); default false.
+    #[schema(rename = "h", required = false)]
+    pub head: bool,
+    /// True for a scan of the link's QR code; default false.
+    #[schema(rename = "q", required = false)]
+    pub qr: bool,
+    /// How many identical clicks this stands for; default 1.
+    #[schema(rename = "n", required = false, minimum = 1)]
+    pub count: u32,
 }
 
 /// Validates, enriches and stores click batches: the HTTP endpoint's work, also callable
@@ -207,7 +257,23 @@ fn counted(validation: Result<(), ApiError>) -> Result<(), ApiError> {
     validation
 }
 
+api_errors!(IngestClicksErrors: JSON_BODY; IngestionDisabled, Unauthorized, Internal, InvalidBatchId, BatchTooLarge, InvalidCount, InvalidTimestamp, FieldTooLong);
+
 /// `POST /internal/v1/clicks`.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/clicks",
+    tag = "operations",
+    request_body(
+        content = ClickBatchBody,
+        description = "A batch of clicks from a proxy (at most the configured `max_batch_bytes`, 8 MiB by default).",
+    ),
+    security(("internal" = [])),
+    responses(
+        (status = 200, description = "The batch is counted (or was before: `applied` is false).", body = IngestResponse),
+        IngestClicksErrors,
+    ),
+)]
 pub async fn ingest_clicks(
     State(state): State<AppState>,
     _internal: Internal,

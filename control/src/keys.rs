@@ -16,6 +16,7 @@ use shortlink_core::{ApiKey, Role, Scope, Scopes, User, UserId};
 use crate::auth::{Caller, generate_api_key, new_key_record};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Label of the key `SHORTLINK_ADMIN_KEY` sets (or the one generated on first start);
@@ -29,16 +30,32 @@ const MAX_LABEL_BYTES: usize = 128;
 const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 3600;
 
 /// A key as the API shows it: never its text or hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
+    /// The key's public id (16 hex digits), for revoking and rotating it.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     id: String,
+    /// The key's first characters (`sl_` and six more), to recognise it by; empty for
+    /// keys made before prefixes were kept.
     prefix: String,
+    /// A note on what the key is for.
     label: String,
+    /// The id of the user the key acts as.
+    #[schema(value_type = i64)]
     user_id: UserId,
+    /// The name of the user the key acts as.
     user: String,
+    /// What the key may do: each `read`, `links`, `uploads` or `admin`.
+    #[schema(value_type = Vec<shortlink_core::Scope>)]
     scopes: Scopes,
+    /// When the key was made (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// When the key was last used (RFC 3339; recorded at most once a minute).
+    #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    /// When the key stops working (RFC 3339); `null`: never.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -59,24 +76,33 @@ impl KeyView {
 }
 
 /// A new key: the only time its text is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyCreated {
+    /// The key itself (`sl_...`), for `Authorization: Bearer <key>`; shown only now.
     key: String,
+    /// The key as listings show it.
     #[serde(flatten)]
     view: KeyView,
 }
 
 /// Body of `POST /api/v1/keys`: the user by id or by name (default: the caller).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// Admins: the id of the user the key is for (not with `user`).
+    #[schema(value_type = Option<i64>)]
     user_id: Option<UserId>,
+    /// Admins: the name of the user the key is for (not with `user_id`).
     user: Option<String>,
+    /// A note on what the key is for (at most 128 bytes; `bootstrap` is reserved).
     #[serde(default)]
     label: String,
-    /// Default: every scope of the user's role that the calling key holds.
+    /// Each `read`, `links`, `uploads` or `admin`, at least one. Default: every scope of
+    /// the user's role that the calling key holds.
+    #[schema(value_type = Option<Vec<shortlink_core::Scope>>, min_items = 1)]
     scopes: Option<Vec<String>>,
-    /// RFC 3339; default: never.
+    /// When the key stops working: a future RFC 3339 time; default: never.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -129,7 +155,24 @@ fn not_found() -> ApiError {
     ApiError::new(ErrorCode::KeyNotFound, "no such key")
 }
 
+api_errors!(CreateKeyErrors: AUTH, JSON_BODY; InvalidLabel, UserNotFound, InvalidScope, InvalidExpiresAt);
+
 /// `POST /api/v1/keys`: 201 with the new key, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys",
+    tag = "accounts",
+    request_body = CreateKeyRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The new key, its text shown only now.", body = KeyCreated,
+         links(
+            ("revokeKey" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))),
+            ("rotateKey" = (operation_id = "rotate_key", parameters(("id" = "$response.body#/id")))),
+         )),
+        CreateKeyErrors,
+    ),
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,20 +256,32 @@ fn scope_list(scopes: Scopes) -> String {
 }
 
 /// Query of `GET /api/v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListKeysQuery {
     /// Admins: only this user's keys (by name).
     user: Option<String>,
 }
 
 /// Answer of `GET /api/v1/keys`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList {
+    /// The keys.
     items: Vec<KeyView>,
 }
 
+api_errors!(ListKeysErrors: AUTH, QUERY; UserNotFound);
+
 /// `GET /api/v1/keys`: the caller's keys; every key for admins (`?user=` narrows).
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    tag = "accounts",
+    params(ListKeysQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The keys.", body = KeyList), ListKeysErrors),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,7 +320,17 @@ async fn manageable(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKe
     }
 }
 
+api_errors!(RevokeKeyErrors: AUTH; KeyNotFound);
+
 /// `DELETE /api/v1/keys/{id}`: revokes the key at once; 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{id}",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The key's id (16 hex digits).")),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 204, description = "The key is revoked."), RevokeKeyErrors),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -282,15 +347,39 @@ pub async fn revoke_key(
 }
 
 /// Body of `POST /api/v1/keys/{id}/rotate`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
-    /// How long the old key keeps working, in seconds (0: revoked at once). Default 3600.
+    /// How long the old key keeps working, in seconds (0: revoked at once). Default 3600;
+    /// at most the configured maximum (30 days by default).
+    #[schema(maximum = 2592000)]
     grace_seconds: Option<u64>,
 }
 
+api_errors!(RotateKeyErrors: AUTH, BODY; InvalidJson, KeyNotFound, InvalidGrace, InvalidScope);
+
 /// `POST /api/v1/keys/{id}/rotate`: a new key with the same user, label, scopes and
 /// expiry (201, shown once); the old one stops working after the grace.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys/{id}/rotate",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The id of the key to rotate (16 hex digits).")),
+    request_body(
+        content = Option<RotateRequest>,
+        description = "Optional: an empty body means the default grace.",
+        content_type = "application/json",
+    ),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The new key, its text shown only now.", body = KeyCreated,
+         links(
+            ("revokeKey" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))),
+            ("rotateKey" = (operation_id = "rotate_key", parameters(("id" = "$response.body#/id")))),
+         )),
+        RotateKeyErrors,
+    ),
+)]
 pub async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -298,12 +387,21 @@ pub async fn rotate_key(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     state.check_write(&caller.key_hash)?;
-    // The body is optional: none means the default grace.
+    // The body is optional: none (or `null`) means the default grace.
     let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?
+        let invalid = |e: String| ApiError::new(ErrorCode::InvalidBody, e);
+        match serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.to_string()))?
+        {
+            serde_json::Value::Null => RotateRequest::default(),
+            mut value @ serde_json::Value::Object(_) => {
+                crate::extract::integral_floats_to_integers(&mut value);
+                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?
+            }
+            _ => return Err(invalid("the body must be a JSON object".into())),
+        }
     };
     let old = manageable(&state, &caller, &id).await?;
     let user = state

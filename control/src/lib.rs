@@ -17,6 +17,7 @@ pub mod keys;
 pub mod links;
 pub mod metrics;
 pub mod notifications;
+pub mod openapi;
 pub mod protected;
 pub mod qr;
 pub mod sessions;
@@ -33,11 +34,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::get;
 use shortlink_core::{EventRetention, InvalidSetting, Role, Scopes};
 use shortlink_store::{Store, StoreError};
 use thiserror::Error;
 use tracing::info;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use config::ControlConfig;
 pub use error::{ApiError, ErrorCode};
@@ -68,7 +72,64 @@ pub enum ControlError {
 /// Largest CSV import body (about a million rows of typical links).
 const IMPORT_MAX_BYTES: usize = 512 * 1024 * 1024;
 
-/// The router with every endpoint.
+/// The documented routes: each handler registered here is described by its own
+/// `#[utoipa::path]`, so the document lists exactly what is served.
+fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(links::shorten))
+        .routes(routes!(links::create_link, links::list_links))
+        .routes(routes!(
+            links::get_link,
+            links::patch_link,
+            links::delete_link
+        ))
+        .routes(routes!(bulk::import_links).layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES)))
+        .routes(routes!(bulk::export_links))
+        .routes(routes!(links::link_stats))
+        .routes(routes!(qr::link_qr))
+        .routes(routes!(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)))
+        .routes(routes!(notifications::sse))
+        .routes(routes!(notifications::websocket))
+        .routes(routes!(notifications::poll))
+        .routes(routes!(uploads::upload).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(uploads::presign))
+        .routes(routes!(uploads::get_upload))
+        .routes(routes!(uploads::put_content).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(uploads::complete))
+        .routes(routes!(uploads::serve_file))
+        .routes(routes!(uploads::serve_thumbnail))
+        .routes(routes!(domains::create_domain, domains::list_domains))
+        .routes(routes!(domains::delete_domain))
+        .routes(routes!(protected::show, protected::submit))
+        .routes(routes!(admin::create_user, admin::list_users))
+        .routes(routes!(admin::patch_user))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
+        .routes(routes!(admin::search_links))
+        .routes(routes!(admin::delete_link))
+        .routes(routes!(admin::disable_link))
+        .routes(routes!(admin::enable_link))
+        .routes(routes!(admin::list_audit))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(sessions::me))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::end_session))
+}
+
+/// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.
+pub fn api_document(config: &ControlConfig) -> utoipa::openapi::OpenApi {
+    let mut document = documented(config.max_batch_bytes).into_openapi();
+    openapi::fit_to(&mut document, config);
+    document
+}
+
+/// The router with every endpoint: the documented API, the document itself and its
+/// reference page, and the web page.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     let max_batch = state.config().max_batch_bytes;
@@ -76,99 +137,64 @@ pub fn app(state: AppState) -> Router {
         min_bytes_per_second: state.config().min_body_bytes_per_second,
         grace: std::time::Duration::from_secs(state.config().body_grace_seconds),
     };
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/ui", get(ui::index))
-        .route("/ui/", get(ui::index))
-        .route("/ui/app.js", get(ui::script))
-        .route("/ui/app.css", get(ui::style))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/shorten", post(links::shorten))
-        .route(
-            "/api/v1/links",
-            post(links::create_link).get(links::list_links),
+    let (api, mut document) = documented(max_batch).split_for_parts();
+    openapi::fit_to(&mut document, state.config());
+    let document = bytes::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    document,
+                )
+            }
+        }),
+    )
+    .merge(ui::docs())
+    .route("/ui", get(ui::index))
+    .route("/ui/", get(ui::index))
+    .route("/ui/app.js", get(ui::script))
+    .route("/ui/app.css", get(ui::style))
+    .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this endpoint does not support that method",
         )
-        .route(
-            "/api/v1/links/{code}",
-            get(links::get_link)
-                .patch(links::patch_link)
-                .delete(links::delete_link),
-        )
-        .route(
-            "/api/v1/links/import",
-            post(bulk::import_links).layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES)),
-        )
-        .route("/api/v1/links/export", get(bulk::export_links))
-        .route("/api/v1/links/{code}/stats", get(links::link_stats))
-        .route("/api/v1/links/{code}/qr", get(qr::link_qr))
-        .route(
-            "/internal/v1/clicks",
-            post(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)),
-        )
-        .route("/api/v1/events", get(notifications::sse))
-        .route("/api/v1/ws", get(notifications::websocket))
-        .route("/api/v1/notifications", get(notifications::poll))
-        .route(
-            "/api/v1/uploads",
-            post(uploads::upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/api/v1/uploads/presign", post(uploads::presign))
-        .route("/api/v1/uploads/{id}", get(uploads::get_upload))
-        .route(
-            "/api/v1/uploads/{id}/content",
-            axum::routing::put(uploads::put_content).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/api/v1/uploads/{id}/complete", post(uploads::complete))
-        .route("/f/{id}", get(uploads::serve_file))
-        .route("/f/{id}/thumb/{size}", get(uploads::serve_thumbnail))
-        .route(
-            "/api/v1/domains",
-            post(domains::create_domain).get(domains::list_domains),
-        )
-        .route("/api/v1/domains/{name}", delete(domains::delete_domain))
-        .route("/{code}", get(protected::show).post(protected::submit))
-        .route(
-            "/api/v1/users",
-            post(admin::create_user).get(admin::list_users),
-        )
-        .route("/api/v1/users/{name}", patch(admin::patch_user))
-        .route("/api/v1/keys", post(keys::create_key).get(keys::list_keys))
-        .route("/api/v1/keys/{id}", delete(keys::revoke_key))
-        .route("/api/v1/keys/{id}/rotate", post(keys::rotate_key))
-        .route("/api/v1/admin/links", get(admin::search_links))
-        .route("/api/v1/admin/links/{code}", delete(admin::delete_link))
-        .route(
-            "/api/v1/admin/links/{code}/disable",
-            post(admin::disable_link),
-        )
-        .route(
-            "/api/v1/admin/links/{code}/enable",
-            post(admin::enable_link),
-        )
-        .route("/api/v1/audit", get(admin::list_audit))
-        .route("/api/v1/auth/login", post(sessions::login))
-        .route("/api/v1/auth/logout", post(sessions::logout))
-        .route("/api/v1/auth/me", get(sessions::me))
-        .route("/api/v1/sessions", get(sessions::list_sessions))
-        .route("/api/v1/sessions/{id}", delete(sessions::end_session))
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "this endpoint does not support that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            body_rate,
-            slow_body::enforce,
-        ))
-        .layer(axum::middleware::from_fn(unread_body::close_if_unread))
-        .layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
+    })
+    .layer(DefaultBodyLimit::max(max_body))
+    .layer(axum::middleware::from_fn_with_state(
+        body_rate,
+        slow_body::enforce,
+    ))
+    .layer(axum::middleware::from_fn(unread_body::close_if_unread))
+    .layer(axum::middleware::from_fn(metrics::track))
+    .with_state(state)
 }
 
+/// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up.", body = String, content_type = "text/plain")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store answers.", body = String, content_type = "text/plain"),
+        (status = 503, description = "The store does not answer.", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store().feed_head().await {
         Ok(_) => (StatusCode::OK, "ready"),

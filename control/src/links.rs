@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
@@ -19,26 +18,49 @@ use crate::auth::Caller;
 use crate::domains::resolve_domain;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::api_errors;
 use crate::protected::hash_password;
 use crate::state::AppState;
 
-/// Generated-code attempts before giving up (each collision moves to the next attempt).
-pub(crate) const MAX_CODE_ATTEMPTS: u32 = 16;
+/// Generated-code attempts before giving up (each collision moves to the next attempt):
+/// the first half deterministic in (url, owner, attempt), the rest random, since the
+/// deterministic ones are all taken once an owner has that many links to one URL.
+pub(crate) const MAX_CODE_ATTEMPTS: u32 = 32;
+/// Deterministic attempts: what makes a CSV import run again meet the links it made.
+const DETERMINISTIC_ATTEMPTS: u32 = 16;
 /// Largest accepted `max_clicks` (the route table counts in 32 bits).
 const MAX_CLICKS_LIMIT: u64 = u32::MAX as u64;
 
 /// Body of `POST /api/v1/links`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLinkRequest {
+    /// The target: an absolute http or https URL.
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     url: String,
+    /// A custom code instead of a generated one (not one of the service's own path
+    /// segments, such as `api` or `docs`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{3,64}$")]
     alias: Option<String>,
+    /// A registered custom domain the link lives on (absent: the default domain).
     domain: Option<String>,
+    /// When the link stops redirecting (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// Redirects the link answers in total, then it is exhausted.
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     max_clicks: Option<u64>,
+    /// Visitors must enter this password first.
     password: Option<String>,
+    /// The redirect status: 301 (default), 302, 307 or 308.
+    #[schema(schema_with = crate::openapi::redirect_status_or_null)]
     redirect: Option<u16>,
+    /// Labels to filter links by.
     tags: Option<Vec<String>>,
+    /// Alternative targets per device class and country.
     targeting: Option<Targeting>,
 }
 
@@ -53,51 +75,91 @@ where
 
 /// Body of `PATCH /api/v1/links/{code}`; `null` clears `expires_at`, `max_clicks`,
 /// `password` and `targeting`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchLinkRequest {
+    /// A new target URL.
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     url: Option<String>,
+    /// A new expiry (RFC 3339), or `null` for none.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Option<String>>,
+    /// A new click limit, or `null` for none.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     max_clicks: Option<Option<u64>>,
+    /// A new redirect status: 301, 302, 307 or 308.
+    #[schema(schema_with = crate::openapi::redirect_status_or_null)]
     redirect: Option<u16>,
+    /// The new tags (replacing the old).
     tags: Option<Vec<String>>,
+    /// Turns the link off (or on again).
     disabled: Option<bool>,
+    /// A new password, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     password: Option<Option<String>>,
+    /// New targeting rules, or `null` to remove them.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Targeting>)]
     targeting: Option<Option<Targeting>>,
 }
 
 /// `?domain=` on the per-link endpoints: the link's custom domain (absent: the default).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DomainParam {
+    /// The link's custom domain (absent: the default domain).
     domain: Option<String>,
 }
 
 /// A link as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
+    /// The short code.
     code: String,
+    /// The full short URL.
+    #[schema(format = "uri")]
     short_url: String,
+    /// The target URL.
     url: String,
+    /// The custom domain, if the link is on one.
     domain: Option<String>,
+    /// The redirect status.
+    #[schema(schema_with = crate::openapi::redirect_status)]
     redirect: u16,
+    /// When the link stops redirecting (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The click limit.
     max_clicks: Option<u64>,
+    /// Clicks counted so far.
     clicks: u64,
+    /// Labels.
     tags: Vec<String>,
+    /// Whether the owner or an admin turned the link off.
     disabled: bool,
     /// Why an admin disabled the link, while they keep it disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     moderation: Option<String>,
+    /// Whether visitors must enter a password.
     password_protected: bool,
+    /// Alternative targets per device class and country.
     #[serde(skip_serializing_if = "Option::is_none")]
     targeting: Option<Targeting>,
+    /// What a visitor gets now.
+    #[schema(value_type = String, pattern = "^(live|disabled|expired|exhausted)$")]
     state: &'static str,
+    /// When the link was made (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// When the link last changed (RFC 3339).
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -284,7 +346,12 @@ pub(crate) async fn insert_link(
         match &alias {
             Some(alias) => new.code = alias.clone(),
             None => {
-                // Deterministic in (url, owner, attempt).
+                // Deterministic in (url, owner, attempt), then random.
+                let attempt = if attempt < DETERMINISTIC_ATTEMPTS {
+                    attempt
+                } else {
+                    rand::random_range(DETERMINISTIC_ATTEMPTS..u32::MAX)
+                };
                 new.code = state.codes().generate(&new.url, new.owner, attempt);
                 if is_reserved(new.code.as_str()) {
                     continue;
@@ -332,7 +399,29 @@ pub(crate) async fn create_internal_link(
         .link)
 }
 
+api_errors!(CreateLinkErrors: AUTH, JSON_BODY, TARGET, LINK_FIELDS; AliasTaken, Busy);
+
 /// `POST /api/v1/links`: 201 with the new link, or 200 with an existing plain one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/links",
+    tag = "links",
+    request_body = CreateLinkRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The new link.", body = LinkView,
+         links(
+            ("getLink" = (operation_id = "get_link", parameters(("code" = "$response.body#/code")))),
+            ("patchLink" = (operation_id = "patch_link", parameters(("code" = "$response.body#/code")))),
+            ("deleteLink" = (operation_id = "delete_link", parameters(("code" = "$response.body#/code")))),
+            ("linkStats" = (operation_id = "link_stats", parameters(("code" = "$response.body#/code")))),
+            ("linkQr" = (operation_id = "link_qr", parameters(("code" = "$response.body#/code")))),
+            ("visitorPage" = (operation_id = "show", parameters(("code" = "$response.body#/code")))),
+         )),
+        (status = 200, description = "The caller's existing plain link to the same URL (no alias or options asked for).", body = LinkView),
+        CreateLinkErrors,
+    ),
+)]
 pub async fn create_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -354,12 +443,41 @@ pub async fn create_link(
 }
 
 /// Body of the classic `POST /shorten`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ShortenRequest {
+    /// The target URL.
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     original_url: String,
 }
 
+/// Answer of the classic `POST /shorten`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShortenResponse {
+    /// The full short URL.
+    #[schema(format = "uri")]
+    short_url: String,
+    /// The short code.
+    code: String,
+}
+
+api_errors!(ShortenErrors: AUTH, JSON_BODY, TARGET; );
+
 /// `POST /shorten`: `{"original_url"}` → `{"short_url", "code"}`.
+#[utoipa::path(
+    post,
+    path = "/shorten",
+    tag = "links",
+    request_body = ShortenRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The new link.", body = ShortenResponse),
+        (status = 200, description = "The caller's existing link to the same URL.", body = ShortenResponse),
+        ShortenErrors,
+    ),
+)]
 pub async fn shorten(
     State(state): State<AppState>,
     caller: Caller,
@@ -388,44 +506,58 @@ pub async fn shorten(
             .await;
         StatusCode::CREATED
     };
-    let body = serde_json::json!({
-        "short_url": state.short_url(&link.domain, link.code.as_str()),
-        "code": link.code.as_str(),
-    });
+    let body = ShortenResponse {
+        short_url: state.short_url(&link.domain, link.code.as_str()),
+        code: link.code.into_string(),
+    };
     Ok((status, Json(body)).into_response())
 }
 
 /// Query of `GET /api/v1/links`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Links per page (default 20, at most the configured maximum, 100 by default).
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// The `next_cursor` of the page before (empty: the first page).
+    #[param(pattern = "^[0-9]{0,18}$")]
     cursor: Option<String>,
+    /// Only links with this tag.
     tag: Option<String>,
+    /// Only links whose code or URL contains this text.
     q: Option<String>,
 }
 
 /// A page of links.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse {
+    /// The links, newest first.
     items: Vec<LinkView>,
+    /// The cursor of the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 
+/// A page cursor: the decimal position the next page starts before. Any position is a
+/// valid cursor (a page starting there), so a client may keep one across restarts.
 pub(crate) fn encode_cursor(id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("id:{id}"))
+    id.to_string()
 }
 
-pub(crate) fn decode_cursor(text: &str) -> Result<i64, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
+/// The position a `cursor` names; an empty cursor means the first page.
+pub(crate) fn decode_cursor(text: &str) -> Result<Option<i64>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<i64>()
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|s| s.strip_prefix("id:").and_then(|n| n.parse().ok()))
+        .filter(|id| *id >= 0 && text.bytes().all(|b| b.is_ascii_digit()))
+        .map(Some)
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidCursor,
-                "cursor is not one this API returned",
+                "cursor is not one this API returned (a decimal number)",
             )
         })
 }
@@ -443,7 +575,17 @@ pub(crate) fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize
     Ok(limit)
 }
 
+api_errors!(ListLinksErrors: AUTH, QUERY; InvalidLimit, InvalidCursor);
+
 /// `GET /api/v1/links`: the caller's links, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links",
+    tag = "links",
+    params(ListParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "A page of the caller's links.", body = ListResponse), ListLinksErrors),
+)]
 pub async fn list_links(
     State(state): State<AppState>,
     caller: Caller,
@@ -452,7 +594,12 @@ pub async fn list_links(
     let limit = crate::links::page_limit(&state, params.limit)?;
     let query = ListQuery {
         limit,
-        before_id: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        before_id: params
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .flatten(),
         tag: params.tag.filter(|t| !t.is_empty()),
         q: params.q.filter(|q| !q.is_empty()),
     };
@@ -467,7 +614,17 @@ pub async fn list_links(
     }))
 }
 
+api_errors!(GetLinkErrors: AUTH, QUERY; NotFound);
+
 /// `GET /api/v1/links/{code}`: one of the caller's links.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The link's short code."), DomainParam),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The link.", body = LinkView), GetLinkErrors),
+)]
 pub async fn get_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -478,7 +635,18 @@ pub async fn get_link(
     Ok(Json(LinkView::new(&state, link)))
 }
 
-/// `PATCH /api/v1/links/{code}`.
+api_errors!(PatchLinkErrors: AUTH, QUERY, JSON_BODY, TARGET, LINK_FIELDS; NotFound, LinkModerated, Busy);
+
+/// `PATCH /api/v1/links/{code}`: changes the fields the body names.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The link's short code."), DomainParam),
+    request_body = PatchLinkRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The changed link.", body = LinkView), PatchLinkErrors),
+)]
 pub async fn patch_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -552,7 +720,17 @@ pub(crate) async fn notify_deleted(state: &AppState, owner: UserId, domain: &str
     state.notify(owner, EventKind::LinkDeleted, &data).await;
 }
 
+api_errors!(DeleteLinkErrors: AUTH, QUERY; NotFound);
+
 /// `DELETE /api/v1/links/{code}`: 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The link's short code."), DomainParam),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 204, description = "The link is gone."), DeleteLinkErrors),
+)]
 pub async fn delete_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -575,14 +753,23 @@ pub async fn delete_link(
 }
 
 /// Query of `GET /api/v1/links/{code}/stats`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
+    /// Start of the range (RFC 3339; default: 7 days before `to` hourly, 30 daily).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// End of the range (RFC 3339; default: the end of the current hour).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Bucket size of the series (default `hour`).
     interval: Option<Interval>,
+    /// The link's custom domain (absent: the default domain).
     domain: Option<String>,
 }
+
+api_errors!(LinkStatsErrors: AUTH, QUERY; NotFound, InvalidRange, RangeTooLarge);
 
 /// Most buckets one stats query may span.
 const MAX_BUCKETS: i64 = 10_000;
@@ -590,20 +777,35 @@ const MAX_BUCKETS: i64 = 10_000;
 const TOP_N: usize = 10;
 
 /// A link's statistics as the API shows them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
+    /// The link's short code.
     code: String,
+    /// Start of the range (RFC 3339).
+    #[schema(format = DateTime)]
     from: String,
+    /// End of the range (RFC 3339).
+    #[schema(format = DateTime)]
     to: String,
+    /// Bucket size of the series.
     interval: Interval,
+    /// Clicks in the range.
     total: u64,
+    /// Clicks not made by bots.
     humans: u64,
+    /// Clicks made by bots.
     bots: u64,
+    /// Non-empty buckets, oldest first.
     series: Vec<SeriesPoint>,
+    /// Top referrer hosts.
     referrers: Vec<KeyCount>,
+    /// Top countries.
     countries: Vec<KeyCount>,
+    /// Top browsers.
     browsers: Vec<KeyCount>,
+    /// Top operating systems.
     os: Vec<KeyCount>,
+    /// Top device classes.
     devices: Vec<KeyCount>,
 }
 
@@ -619,6 +821,14 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
 /// `GET /api/v1/links/{code}/stats`: counts from the rollups. `to` defaults to now, `from`
 /// to 7 days (hourly) or 30 days (daily) before `to`. Series buckets are aligned to UTC
 /// hours or days; the top-N lists cover the whole UTC days the range touches.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}/stats",
+    tag = "links",
+    params(("code" = String, Path, description = "The link's short code."), StatsParams),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The link's statistics.", body = StatsView), LinkStatsErrors),
+)]
 pub async fn link_stats(
     State(state): State<AppState>,
     caller: Caller,

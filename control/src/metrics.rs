@@ -155,6 +155,17 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the process's metrics in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics in the Prometheus text exposition format \
+            (`text/plain; version=0.0.4`).", body = String, content_type = "text/plain"),
+        (status = 500, description = "The metrics could not be encoded: the reason, as text.",
+         body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn metrics() -> Response {
     // Register the lazily made metrics so a scrape before any traffic lists them at 0.
     for metric in [

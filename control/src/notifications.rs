@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shortlink_core::EventId;
 use tracing::warn;
 
@@ -21,6 +21,7 @@ use crate::auth::{Caller, RECHECK_EVERY, caller_of, still_valid};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::hub::{Delivery, EventStream, SubscribeError};
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// The WebSocket subprotocol the server speaks; clients may offer it beside their key.
@@ -43,24 +44,78 @@ const MAX_POLL_LIMIT: usize = 1_000;
 const DEFAULT_POLL_LIMIT: usize = 100;
 
 /// Query of the streaming endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// The API key, for clients that cannot send headers.
     access_token: Option<String>,
     /// Resume after this event id (as the `Last-Event-ID` header does).
+    #[param(pattern = "^[0-9]{1,18}$")]
     last_event_id: Option<String>,
 }
 
 /// Query of the polling endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PollQuery {
+    /// The API key, for clients that cannot send headers.
     access_token: Option<String>,
     /// Events after this id; default 0 (everything retained).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<EventId>,
     /// Most events returned; default 100, at most 1 000.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// Seconds to wait for an event when there is none yet (long polling); default 0.
+    /// Seconds to wait for an event when there is none yet (long polling); default 0, at
+    /// most the configured `poll_max_wait_seconds` (30 by default, the maximum shown).
+    #[param(maximum = 30)]
     wait: Option<u64>,
+}
+
+// For the OpenAPI document only: the stream's framing.
+/// One Server-Sent Event of the stream, as a client's parser reads it.
+#[derive(utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// The event id (decimal): resume after it with `Last-Event-ID`.
+    pub id: Option<String>,
+    /// The event type: always the default, `message`.
+    pub event: Option<String>,
+    /// The event as JSON (`{"id","type","at","data"}`), or a `resync` message.
+    pub data: Option<String>,
+    /// The reconnection delay in milliseconds (the stream's first field).
+    pub retry: Option<u64>,
+}
+
+// For the OpenAPI document only: events are written as JSON text by
+// `shortlink_core::Event::to_json`.
+/// One event, as every transport sends it.
+#[derive(utoipa::ToSchema)]
+pub struct NotificationEvent {
+    /// Its position in the caller's log: resume after it.
+    pub id: i64,
+    /// What happened: `link.created`, `link.updated`, `link.deleted`, `link.clicked`,
+    /// `upload.completed` or `upload.thumbnails_ready`.
+    #[schema(rename = "type")]
+    pub kind: String,
+    /// When it happened (RFC 3339).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The payload: a link (as the links API shows it) for `link.created` and
+    /// `link.updated`; `{code, domain, short_url}` for `link.deleted`; the counts of one
+    /// ingested batch for `link.clicked`; an upload for the `upload.*` events.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+// For the OpenAPI document only: the handler writes the JSON text itself.
+/// A page of the caller's events.
+#[derive(utoipa::ToSchema)]
+pub struct NotificationsPage {
+    /// The caller's events after `after`, oldest first.
+    pub items: Vec<NotificationEvent>,
+    /// The id of the last event returned (or `after` when there is none): the next
+    /// request's `after`.
+    pub next: i64,
 }
 
 fn subscribe_error(e: SubscribeError) -> ApiError {
@@ -89,17 +144,23 @@ fn parse_cursor(text: &str, name: &str) -> Result<EventId, ApiError> {
 /// The resume point: the `Last-Event-ID` header (what `EventSource` sends when it
 /// reconnects), else `?last_event_id=`.
 fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<EventId>, ApiError> {
-    if let Some(value) = headers.get("last-event-id") {
+    // The query is checked even when the header wins: a bad value is never ignored.
+    let from_query = query
+        .last_event_id
+        .as_deref()
+        .map(|t| parse_cursor(t, "last_event_id"))
+        .transpose()?;
+    // An empty header is no resume point (as for `EventSource`, which sends none).
+    if let Some(value) = headers
+        .get("last-event-id")
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+    {
         let text = value.to_str().map_err(|_| {
             ApiError::new(ErrorCode::InvalidCursor, "Last-Event-ID is not valid text")
         })?;
         return parse_cursor(text, "Last-Event-ID").map(Some);
     }
-    query
-        .last_event_id
-        .as_deref()
-        .map(|t| parse_cursor(t, "last_event_id"))
-        .transpose()
+    Ok(from_query)
 }
 
 /// The caller of an event stream: a header, `?access_token=` or the session cookie.
@@ -111,10 +172,32 @@ async fn stream_caller(
     caller_of(state, &axum::http::Method::GET, headers, access_token).await
 }
 
+api_errors!(EventStreamErrors: AUTH, QUERY; InvalidCursor, ShuttingDown, TooManySubscribers);
+
 /// `GET /api/v1/events`: the caller's events as Server-Sent Events. Each event has an
 /// `id:`; reconnecting with `Last-Event-ID` (or `?last_event_id=`) replays what was
 /// missed. Comments (`: heartbeat`) keep idle connections open; a `resync` message means
 /// the stream fell behind and continues from the log.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{0,18}$", description = "Resume after this event id \
+            (what `EventSource` sends when it reconnects); takes precedence over `last_event_id`."),
+    ),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: a `retry:` field first, then one \
+            event per message, its `id:` the event id and its `data:` the event as JSON \
+            (`{\"id\",\"type\",\"at\",\"data\"}`), or `{\"type\":\"resync\",\"after\",\"message\"}` when the \
+            stream fell behind. The stream ends when the key or session stops being valid.",
+         body = StreamEvent, content_type = "text/event-stream",
+         headers(("X-Accel-Buffering" = String, description = "`no`, so proxies do not buffer the stream."))),
+        EventStreamErrors,
+    ),
+)]
 pub async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,9 +261,23 @@ fn resync_message(stream: &EventStream) -> String {
     )
 }
 
+api_errors!(PollErrors: AUTH, QUERY; InvalidCursor, InvalidLimit, InvalidWait, ShuttingDown, TooManySubscribers);
+
 /// `GET /api/v1/notifications?after=&limit=&wait=`: `{items, next}`; pass `next` as
 /// `after` to continue. With `wait`, an empty answer is held back until an event arrives
 /// or `wait` seconds pass.
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    tag = "events",
+    params(PollQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The events after `after` (none when `wait` passed without one).",
+         body = NotificationsPage),
+        PollErrors,
+    ),
+)]
 pub async fn poll(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -240,12 +337,15 @@ pub async fn poll(
 }
 
 /// A message a WebSocket client may send.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ClientMessage {
     /// Replay from the log after this id, then continue live.
+    #[schema(value_type = i64, minimum = 0)]
     resume_after: EventId,
 }
+
+api_errors!(WebSocketErrors: QUERY; UpgradeRequired, InvalidCursor);
 
 /// `GET /api/v1/ws`: the caller's events over a WebSocket, one text message each. The
 /// key comes as a header, `?access_token=`, or a `bearer.<key>` subprotocol (offer
@@ -253,12 +353,58 @@ struct ClientMessage {
 /// `{"resume_after": id}` at any time. Failures after the handshake close the socket
 /// with 4401 (bad key), 4429 (subscriber limit), 4400 (bad request), 1009 (message too
 /// big) or 1001 (server shutting down).
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{0,18}$", description = "Resume after this event id; \
+            takes precedence over `last_event_id`."),
+        ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`shortlink.v1`, and \
+            optionally `bearer.<key>` to carry the API key."),
+    ),
+    // No `security`: the key (`Authorization: Bearer`, `?access_token=`, a `bearer.<key>`
+    // subprotocol or the session cookie) is checked after the handshake, and a refusal is
+    // a close frame, never a 401 (see the 101 response).
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open. The key is checked now \
+            (`Authorization: Bearer`, `?access_token=`, a `bearer.<key>` subprotocol or the session \
+            cookie). The server sends each \
+            event as a text message (`{\"id\",\"type\",\"at\",\"data\"}`, or a `resync` message), pings \
+            every heartbeat, and answers a client message that is not `{\"resume_after\": id}` with \
+            `{\"type\":\"error\",\"error\":{\"code\":\"invalid_message\",\"message\"}}`. A missing or \
+            invalid key, a bad resume point or a subscriber limit is not refused here: the socket \
+            opens and closes at once with 4401, 4400 or 4429 (1001 while shutting down).",
+         headers(
+            ("Upgrade" = String, description = "`websocket`."),
+            ("Connection" = String, description = "`upgrade`."),
+            ("Sec-WebSocket-Accept" = String, description = "The handshake's answer to `Sec-WebSocket-Key`."),
+            ("Sec-WebSocket-Protocol" = String, description = "`shortlink.v1` when the client offered it (never the bearer protocol)."),
+         )),
+        WebSocketErrors,
+    ),
+)]
 pub async fn websocket(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            // A bad resume point is the request's own fault, whatever its handshake.
+            if let Err(e) = resume_point(&headers, &query) {
+                return e.into_response();
+            }
+            return ApiError::new(
+                ErrorCode::UpgradeRequired,
+                format!("this endpoint takes a WebSocket handshake: {rejection}"),
+            )
+            .into_response();
+        }
+    };
     let offered_key = upgrade
         .requested_protocols()
         .filter_map(|p| p.to_str().ok())
@@ -329,13 +475,38 @@ async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     .await;
 }
 
+// The fields are in the order `serde_json::json!` wrote them before (sorted by name).
+/// An error frame on the WebSocket: the API's error envelope with `"type": "error"`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ErrorFrame {
+    /// The error, as in the API's error envelope.
+    error: ErrorFrameError,
+    /// Always `error`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^error$")]
+    kind: &'static str,
+}
+
+/// The error of a WebSocket error frame.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ErrorFrameError {
+    /// Stable, machine-readable error code (`invalid_message`).
+    #[schema(value_type = String)]
+    code: &'static str,
+    /// What went wrong, for people.
+    message: String,
+}
+
 /// An error frame on the WebSocket: the API's error envelope with `"type": "error"`.
 fn error_message(code: ErrorCode, message: &str) -> Message {
-    Message::Text(
-        serde_json::json!({"type": "error", "error": {"code": code.as_str(), "message": message}})
-            .to_string()
-            .into(),
-    )
+    let frame = ErrorFrame {
+        error: ErrorFrameError {
+            code: code.as_str(),
+            message: message.to_owned(),
+        },
+        kind: "error",
+    };
+    Message::Text(serde_json::to_string(&frame).unwrap_or_default().into())
 }
 
 /// True when a receive error is tungstenite refusing an oversized message.

@@ -9,6 +9,7 @@
 //! scoped to the code's path, signed with the installation secret over the link id, the
 //! expiry and the current password hash, so changing the password logs everyone out.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use sha2::Sha256;
 use shortlink_core::code::is_code_shaped;
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{ClickBatch, ClickEvent, DeviceClass, Link, LinkId, RouteState};
+use utoipa::openapi::RefOr;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -424,8 +426,68 @@ async fn follow(
     response.body(Body::empty()).map_err(ApiError::internal)
 }
 
+// For the OpenAPI document only: the handler parses the body itself, whatever its
+// `Content-Type`.
+/// The password form of a protected link.
+#[derive(utoipa::ToSchema)]
+pub struct PasswordForm {
+    /// The link's password.
+    pub password: String,
+}
+
+/// The API's error responses for `codes`, with an HTML page beside the error envelope
+/// under 404: a code-shaped path without a protected link gets the page `Link not found`,
+/// a path that is no code at all the envelope. (A response type of `api_errors!` cannot
+/// say both: its 404 would replace the page's.)
+fn page_errors(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    let mut responses = crate::openapi::error_responses(&[codes]);
+    crate::openapi::also_answered_as(
+        &mut responses,
+        "404",
+        "text/html",
+        "A path that is a code, but of no protected link on the request's domain, gets the \
+         HTML page `Link not found` (`text/html`) instead.",
+    );
+    responses
+}
+
+/// The errors of `GET /{code}`: `not_found` (JSON, or the HTML page) and `internal`.
+pub(crate) struct ShowErrors;
+
+impl utoipa::IntoResponses for ShowErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        page_errors(&[ErrorCode::NotFound, ErrorCode::Internal])
+    }
+}
+
 /// `GET /{code}` for a protected link: the password page, or the redirect when the
 /// visitor has a valid cookie for it.
+#[utoipa::path(
+    get,
+    path = "/{code}",
+    tag = "links",
+    params(
+        ("code" = String, Path, description = "A password-protected link's short code."),
+        ("qr" = Option<String>, Query, description = "Present (with any value) when the visit came \
+            from a scan of the link's QR code: the form keeps it, so the click counts as a scan."),
+    ),
+    responses(
+        (status = 200, description = "The password page.", body = String, content_type = "text/html",
+         headers(
+            ("Cache-Control" = String, description = "`no-store`."),
+            ("Content-Security-Policy" = String, description = "No scripts; inline styles only."),
+         )),
+        (status = 302, description = "The visitor's cookie for this link is valid: the click is counted \
+            and the visitor goes to the link's target (or its targeted one).",
+         headers(
+            ("Location" = String, description = "The target URL."),
+            ("Cache-Control" = String, description = "`no-store`."),
+         )),
+        (status = 410, description = "The link expired, was turned off, or reached its click limit: an HTML page.",
+         body = String, content_type = "text/html"),
+        ShowErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -447,9 +509,57 @@ pub async fn show(
     ))
 }
 
+/// The errors of `POST /{code}`: `not_found` (JSON, or the HTML page), `invalid_form`
+/// and `internal`.
+pub(crate) struct SubmitErrors;
+
+impl utoipa::IntoResponses for SubmitErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        page_errors(&[
+            ErrorCode::NotFound,
+            ErrorCode::InvalidForm,
+            ErrorCode::Internal,
+        ])
+    }
+}
+
 /// `POST /{code}` with `password=…` (a form): a correct password sets the cookie,
 /// counts the click and redirects (303); a wrong one shows the form again (401); too
 /// many wrong ones from one IP for one link answer 429 with `Retry-After`.
+#[utoipa::path(
+    post,
+    path = "/{code}",
+    tag = "links",
+    params(
+        ("code" = String, Path, description = "A password-protected link's short code."),
+        ("qr" = Option<String>, Query, description = "Present (with any value) when the visit came \
+            from a scan of the link's QR code, so the click counts as a scan."),
+    ),
+    request_body(
+        content = PasswordForm,
+        content_type = "application/x-www-form-urlencoded",
+        description = "The password form (at most 4096 bytes).",
+    ),
+    responses(
+        (status = 303, description = "The password is right: the cookie is set, the click is counted and \
+            the visitor goes to the link's target (or its targeted one).",
+         headers(
+            ("Location" = String, description = "The target URL."),
+            ("Set-Cookie" = String, description = "`sl_pw`, which lets the visitor through for an hour \
+                (scoped to the code's path)."),
+            ("Cache-Control" = String, description = "`no-store`."),
+         )),
+        (status = 401, description = "The password is wrong (or missing): the password page again, with a message.",
+         body = String, content_type = "text/html"),
+        (status = 410, description = "The link expired, was turned off, or reached its click limit: an HTML page.",
+         body = String, content_type = "text/html"),
+        (status = 429, description = "Too many attempts from this client (or from everyone) on this link, or \
+            every password check slot stayed busy: an HTML page.",
+         body = String, content_type = "text/html",
+         headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        SubmitErrors,
+    ),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     Path(code): Path<String>,

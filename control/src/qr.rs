@@ -11,18 +11,23 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiQuery;
+use crate::openapi::api_errors;
 use crate::state::AppState;
+use crate::uploads::BinaryBody;
 
 /// Smallest and largest image edge, in pixels.
 const SIZE_RANGE: std::ops::RangeInclusive<u32> = 64..=2048;
 
 /// Query of the QR endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QrQuery {
     /// `svg` (default) or `png`.
+    #[param(pattern = "^(svg|png)$")]
     format: Option<String>,
     /// Edge length in pixels, 64..=2048; default 256.
+    #[param(minimum = 64, maximum = 2048)]
     size: Option<u32>,
     /// The link's custom domain; absent for the default domain.
     domain: Option<String>,
@@ -31,7 +36,22 @@ pub struct QrQuery {
     marker: Option<bool>,
 }
 
+api_errors!(LinkQrErrors: AUTH, QUERY; NotFound, InvalidSize, InvalidFormat, QrFailed);
+
 /// `GET /api/v1/links/{code}/qr?format=svg|png&size=`: owner-only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}/qr",
+    tag = "links",
+    params(("code" = String, Path, description = "The link's short code."), QrQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The short URL as a QR code, about `size` pixels square: SVG or PNG as `format` asks.",
+         content((String = "image/svg+xml"), (BinaryBody = "image/png")),
+         headers(("Cache-Control" = String, description = "`private, max-age=86400`."))),
+        LinkQrErrors,
+    ),
+)]
 pub async fn link_qr(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,6 +21,7 @@ use shortlink_core::{Role, Scope, Scopes, Session, UserId, hash_api_key};
 
 use crate::auth::{Caller, SESSION_COOKIE};
 use crate::error::{ApiError, ErrorCode};
+use crate::openapi::api_errors;
 use crate::protected::{MAX_PASSWORD_BYTES, hash_password, verify_password};
 use crate::state::AppState;
 
@@ -31,21 +32,31 @@ const MAX_AGENT_CHARS: usize = 200;
 const MAX_LOGIN_BYTES: usize = 4096;
 
 /// Body of `POST /api/v1/auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// The user name.
     name: String,
+    /// The user's password (1 to 256 bytes).
+    #[schema(format = Password)]
     password: String,
 }
 
 /// Who is signed in, as `POST /api/v1/auth/login` and `GET /api/v1/auth/me` show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
+    /// The user's numeric id.
+    #[schema(value_type = i64)]
     id: UserId,
+    /// The user name.
     name: String,
+    /// `admin` or `user`.
     role: Role,
     /// `session` (a person signed in with a password) or `key`.
+    #[schema(value_type = String, pattern = "^(session|key)$")]
     via: &'static str,
+    /// What the caller may do: each `read`, `links`, `uploads` or `admin`.
+    #[schema(value_type = Vec<shortlink_core::Scope>)]
     scopes: Scopes,
 }
 
@@ -88,8 +99,24 @@ fn refused() -> ApiError {
     )
 }
 
+api_errors!(LoginErrors: ; InvalidBody, InvalidCredentials, Unauthorized, RateLimited, Busy, Internal);
+
 /// `POST /api/v1/auth/login` with `{name, password}`: 200 with who signed in and the
 /// session cookie; 401 `invalid_credentials`; 429 when attempts run over the limit.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in.", body = Me,
+         headers(
+            ("set-cookie" = String, description = "The session cookie `sl_session` (HttpOnly, SameSite=Strict)."),
+            ("cache-control" = String, description = "`no-store`."),
+         )),
+        LoginErrors,
+    ),
+)]
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let client = crate::client::client_of(&state, &parts);
@@ -167,7 +194,20 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     Ok(response)
 }
 
+api_errors!(LogoutErrors: AUTH; );
+
 /// `POST /api/v1/auth/logout`: ends the caller's session and clears the cookie; 204.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "accounts",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Signed out (with an API key: nothing to end).",
+         headers(("set-cookie" = String, description = "Clears the session cookie."))),
+        LogoutErrors,
+    ),
+)]
 pub async fn logout(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,29 +224,55 @@ pub async fn logout(
     Ok(response)
 }
 
+api_errors!(MeErrors: AUTH; );
+
 /// `GET /api/v1/auth/me`: who the key or session belongs to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "accounts",
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "Who the key or session belongs to.", body = Me), MeErrors),
+)]
 pub async fn me(caller: Caller) -> Json<Me> {
     Json(Me::of(&caller))
 }
 
 /// A session as its owner sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
+    /// The session's public id (16 hex digits), for ending it.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     id: String,
+    /// When the user signed in (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// When the session ends by itself (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: String,
+    /// The `User-Agent` that signed in (at most 200 characters).
     user_agent: String,
     /// Whether this request came with it.
     current: bool,
 }
 
 /// Answer of `GET /api/v1/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionList {
+    /// The caller's sessions.
     items: Vec<SessionView>,
 }
 
+api_errors!(ListSessionsErrors: AUTH; );
+
 /// `GET /api/v1/sessions`: the caller's signed-in sessions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions",
+    tag = "accounts",
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The caller's sessions.", body = SessionList), ListSessionsErrors),
+)]
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -227,7 +293,17 @@ pub async fn list_sessions(
     }))
 }
 
+api_errors!(EndSessionErrors: AUTH; SessionNotFound);
+
 /// `DELETE /api/v1/sessions/{id}`: ends one of the caller's sessions; 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{id}",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The session's id (16 hex digits).")),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 204, description = "The session has ended."), EndSessionErrors),
+)]
 pub async fn end_session(
     State(state): State<AppState>,
     caller: Caller,

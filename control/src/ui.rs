@@ -21,6 +21,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Assets change with the binary: revalidate rather than cache blindly.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    guard(headers);
+    response
+}
+
+/// The page's content security policy, no type sniffing, no referrer.
+fn guard(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -33,7 +39,21 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    response
+}
+
+/// The API reference page at `/docs` (Swagger UI, its assets embedded in the binary),
+/// under the same content security policy as the web page.
+pub(crate) fn docs<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    axum::Router::from(
+        utoipa_swagger_ui::SwaggerUi::new("/docs")
+            .config(utoipa_swagger_ui::Config::from("/api/v1/openapi.json")),
+    )
+    .layer(axum::middleware::map_response(
+        |mut response: Response| async move {
+            guard(response.headers_mut());
+            response
+        },
+    ))
 }
 
 /// `GET /ui`: the page.

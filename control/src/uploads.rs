@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::api_errors;
 use crate::state::AppState;
 
 /// Bytes looked at to sniff the content type.
@@ -65,32 +66,74 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
+// For the OpenAPI document only: the handlers stream bodies themselves.
+/// Raw bytes, of any content type.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BinaryBody(pub Vec<u8>);
+
+// For the OpenAPI document only: the handler streams the form itself.
+/// The multipart form of an upload.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    /// The file. Its name is kept (made safe); its content type is sniffed from the bytes,
+    /// never taken from the client. The form has no other field.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
 /// An upload as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadView {
+    /// The upload's id.
     id: String,
+    /// The file name (made safe).
     filename: String,
+    /// Where the file is served (`/f/{id}`), to anyone with the URL.
+    #[schema(format = "uri")]
     url: String,
+    /// The upload's short link; `null` until the upload is complete.
+    #[schema(format = "uri")]
     short_url: Option<String>,
+    /// Size in bytes.
     size: u64,
+    /// The content type, sniffed from the bytes (a presigned upload shows the declared one
+    /// until it is complete).
     content_type: String,
+    /// SHA-256 of the bytes, in hex; empty until the upload is complete.
     sha256: String,
+    /// `pending` (a presigned upload waiting for its bytes and `complete`) or `complete`.
+    #[schema(value_type = String, pattern = "^(pending|complete)$")]
     state: UploadState,
+    /// The thumbnails made for an image.
     thumbnails: ThumbnailsView,
+    /// When the upload was made (RFC 3339).
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An upload's thumbnails.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ThumbnailsView {
+    /// `none` (not an image), `pending` (being made), `ready` or `failed`.
+    #[schema(value_type = String, pattern = "^(none|pending|ready|failed)$")]
     state: ThumbnailState,
+    /// The thumbnails made so far.
     items: Vec<ThumbnailView>,
 }
 
-#[derive(Debug, Serialize)]
+/// One thumbnail (a PNG).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ThumbnailView {
+    /// The square box it fits in, in pixels: 150, 300 or 800.
     size: u32,
+    /// Width in pixels.
     width: u32,
+    /// Height in pixels.
     height: u32,
+    /// Where it is served (`/f/{id}/thumb/{size}`).
+    #[schema(format = "uri")]
     url: String,
 }
 
@@ -267,13 +310,44 @@ async fn record(
     Ok(upload)
 }
 
+api_errors!(UploadErrors: AUTH; InvalidForm, MissingFile, UploadInterrupted, UploadTooLarge);
+
 /// `POST /api/v1/uploads`: multipart with a `file` field → 201 with the upload.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads",
+    tag = "uploads",
+    request_body(
+        content = UploadForm,
+        content_type = "multipart/form-data",
+        description = "A multipart form whose field `file` holds the file (at most the configured \
+            `max_upload_bytes`, 1 GiB by default).",
+    ),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The stored upload, with its short link.", body = UploadView,
+         links(
+            ("getUpload" = (operation_id = "get_upload", parameters(("id" = "$response.body#/id")))),
+         )),
+        UploadErrors,
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Multipart,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
+    let multipart = match multipart {
+        Ok(multipart) => multipart,
+        Err(rejection) => {
+            return ApiError::new(
+                ErrorCode::InvalidForm,
+                format!("send a multipart/form-data form with a field 'file': {rejection}"),
+            )
+            .into_response();
+        }
+    };
     upload_file(state, caller, headers, multipart)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -298,53 +372,77 @@ async fn upload_file(
         return Err(too_large(max));
     }
     let bad_form = |message: String| ApiError::new(ErrorCode::InvalidForm, message);
-    loop {
-        let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| bad_form(format!("not a readable multipart form: {e}")))?
-        else {
-            return Err(ApiError::new(
-                ErrorCode::MissingFile,
-                "send the file as a multipart form field named 'file'",
-            ));
-        };
-        if field.name() != Some("file") {
-            continue;
+    let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad_form(format!("not a readable multipart form: {e}")))?
+    else {
+        return Err(ApiError::new(
+            ErrorCode::MissingFile,
+            "send the file as a multipart form field named 'file'",
+        ));
+    };
+    if field.name() != Some("file") {
+        return Err(bad_form(format!(
+            "the form has a field '{}': send only the field 'file'",
+            field.name().unwrap_or_default()
+        )));
+    }
+    let filename = sanitize_filename(field.file_name().unwrap_or("file"));
+    let id = new_upload_id();
+    let key = object_key(&id);
+    let stored = store_stream(&state, &key, field, max).await?;
+    // The form ends with the file: anything after it is refused too, the object with it.
+    let rest = match multipart.next_field().await {
+        Ok(None) => None,
+        Ok(Some(field)) => Some(format!(
+            "the form has a field '{}' after 'file': send only the field 'file'",
+            field.name().unwrap_or_default()
+        )),
+        Err(e) => Some(format!("not a readable multipart form: {e}")),
+    };
+    if let Some(message) = rest {
+        let _ = state.objects().delete(&key).await;
+        return Err(bad_form(message));
+    }
+    let upload = Upload {
+        id,
+        owner: caller.user.id,
+        filename,
+        content_type: stored.content_type,
+        size: stored.size,
+        sha256: stored.sha256,
+        object_key: key.clone(),
+        code: None,
+        state: UploadState::Complete,
+        thumbnail_state: ThumbnailState::None,
+        thumbnails: Vec::new(),
+        created_at: now_unix(),
+        expires_at: None,
+    };
+    match record(&state, caller.user.id, upload, false).await {
+        Ok(upload) => {
+            Ok((StatusCode::CREATED, Json(UploadView::new(&state, &upload))).into_response())
         }
-        let filename = sanitize_filename(field.file_name().unwrap_or("file"));
-        let id = new_upload_id();
-        let key = object_key(&id);
-        let stored = store_stream(&state, &key, field, max).await?;
-        let upload = Upload {
-            id,
-            owner: caller.user.id,
-            filename,
-            content_type: stored.content_type,
-            size: stored.size,
-            sha256: stored.sha256,
-            object_key: key.clone(),
-            code: None,
-            state: UploadState::Complete,
-            thumbnail_state: ThumbnailState::None,
-            thumbnails: Vec::new(),
-            created_at: now_unix(),
-            expires_at: None,
-        };
-        return match record(&state, caller.user.id, upload, false).await {
-            Ok(upload) => {
-                Ok((StatusCode::CREATED, Json(UploadView::new(&state, &upload))).into_response())
-            }
-            Err(e) => {
-                // Nothing half-recorded: the object goes too.
-                let _ = state.objects().delete(&key).await;
-                Err(e)
-            }
-        };
+        Err(e) => {
+            // Nothing half-recorded: the object goes too.
+            let _ = state.objects().delete(&key).await;
+            Err(e)
+        }
     }
 }
 
+api_errors!(GetUploadErrors: AUTH; NotFound);
+
 /// `GET /api/v1/uploads/{id}`: the owner's upload (others get 404).
+#[utoipa::path(
+    get,
+    path = "/api/v1/uploads/{id}",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id.")),
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The upload.", body = UploadView), GetUploadErrors),
+)]
 pub async fn get_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -359,21 +457,37 @@ pub async fn get_upload(
 }
 
 /// Body of `POST /api/v1/uploads/presign`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresignRequest {
+    /// The file's name (made safe).
     filename: String,
+    /// The content type the `PUT` will declare (a `type/subtype` without parameters, at
+    /// most 127 bytes; anything else, or none, means `application/octet-stream`). The
+    /// recorded type is sniffed from the bytes on completion.
     content_type: Option<String>,
+    /// The exact size of the file in bytes: at most the configured `max_upload_bytes`
+    /// (1 GiB by default, the maximum shown).
+    #[schema(minimum = 1, maximum = 1073741824_u64)]
     size: u64,
 }
 
 /// Answer of `POST /api/v1/uploads/presign`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PresignView {
+    /// The upload's id: complete it with `POST /api/v1/uploads/{id}/complete`.
     id: String,
+    /// Where to send the bytes: the object store's presigned URL, or this server's
+    /// `PUT /api/v1/uploads/{id}/content?expires=&signature=`.
+    #[schema(format = "uri")]
     upload_url: String,
+    /// The method to send them with: always `PUT`.
+    #[schema(value_type = String, pattern = "^PUT$")]
     method: &'static str,
+    /// Headers the `PUT` must carry (name → value).
     headers: std::collections::BTreeMap<String, String>,
+    /// When `upload_url` stops working (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: String,
 }
 
@@ -385,9 +499,26 @@ fn signature(secret: &[u8; 32], id: &str, size: u64, expires: i64) -> HmacSha256
     mac
 }
 
+api_errors!(PresignErrors: AUTH, JSON_BODY; InvalidSize, UploadTooLarge);
+
 /// `POST /api/v1/uploads/presign` → `{id, upload_url, method, headers, expires_at}`. For
 /// S3 the URL is the store's own presigned `PUT`; for the local disk it is this control
 /// plane's `PUT /api/v1/uploads/{id}/content`, signed with an HMAC and an expiry.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads/presign",
+    tag = "uploads",
+    request_body = PresignRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "The pending upload and where to send its bytes.", body = PresignView,
+         links(
+            ("completeUpload" = (operation_id = "complete_upload", parameters(("id" = "$response.body#/id")))),
+            ("getUpload" = (operation_id = "get_upload", parameters(("id" = "$response.body#/id")))),
+         )),
+        PresignErrors,
+    ),
+)]
 pub async fn presign(
     State(state): State<AppState>,
     caller: Caller,
@@ -466,9 +597,12 @@ pub async fn presign(
 }
 
 /// Query of the local backend's signed `PUT`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SignedQuery {
+    /// When the URL stops working (Unix seconds), as `presign` wrote it.
     expires: i64,
+    /// The URL's HMAC-SHA256 signature in hex, as `presign` wrote it.
     signature: String,
 }
 
@@ -476,9 +610,26 @@ fn forbidden_signature(message: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidSignature, message)
 }
 
+api_errors!(PutContentErrors: QUERY; InvalidSignature, UploadInterrupted, UploadTooLarge, SizeMismatch, Internal);
+
 /// `PUT /api/v1/uploads/{id}/content?expires&signature`: the bytes of a presigned upload
 /// on the local backend. The signature is the authorization; exactly the declared size
 /// is accepted.
+#[utoipa::path(
+    put,
+    path = "/api/v1/uploads/{id}/content",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id."), SignedQuery),
+    request_body(
+        content = BinaryBody,
+        content_type = "application/octet-stream",
+        description = "The file's bytes: exactly the size given to presign.",
+    ),
+    responses(
+        (status = 200, description = "The bytes are stored; complete the upload next."),
+        PutContentErrors,
+    ),
+)]
 pub async fn put_content(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -522,8 +673,26 @@ async fn put_signed(
     Ok(StatusCode::OK)
 }
 
+api_errors!(CompleteUploadErrors: AUTH; NotFound, UploadMissing, SizeMismatch, AlreadyCompleted);
+
 /// `POST /api/v1/uploads/{id}/complete`: after the presigned `PUT`, checks the object and
 /// its size, hashes and sniffs it, and records it like a streamed upload.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads/{id}/complete",
+    operation_id = "complete_upload",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id, from presign.")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The completed upload, with its short link (also when it was complete already).",
+         body = UploadView,
+         links(
+            ("getUpload" = (operation_id = "get_upload", parameters(("id" = "$response.body#/id")))),
+         )),
+        CompleteUploadErrors,
+    ),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,
@@ -662,8 +831,38 @@ async fn complete_upload_by_id(state: &AppState, id: &str) -> Result<Upload, Api
     }
 }
 
+api_errors!(ServeFileErrors: ; NotFound, Internal);
+
 /// `GET /f/{id}`: the file, to anyone with its link (range requests work on the local
 /// disk; S3 answers with a redirect to a short-lived presigned URL).
+#[utoipa::path(
+    get,
+    path = "/f/{id}",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "The upload's id."),
+        ("Range" = Option<String>, Header, description = "A single byte range such as `bytes=0-1023` (local disk only)."),
+    ),
+    responses(
+        (status = 200, description = "The file, with its sniffed content type. Types a browser could run \
+            (HTML, SVG, ...) are served as attachments.",
+         body = BinaryBody, content_type = "*/*",
+         headers(
+            ("Content-Disposition" = String, description = "`inline` or `attachment`, with the file name."),
+            ("Content-Security-Policy" = String, description = "`default-src 'none'; sandbox`."),
+            ("X-Content-Type-Options" = String, description = "`nosniff`."),
+         )),
+        (status = 206, description = "The requested byte range of the file.", body = BinaryBody, content_type = "*/*",
+         headers(("Content-Range" = String, description = "The range sent, as `bytes start-end/size`."))),
+        (status = 304, description = "Not modified since the request's `If-Modified-Since` or `If-None-Match`."),
+        (status = 307, description = "With the S3 backend: a redirect to a short-lived presigned URL of the file.",
+         headers(("Location" = String, description = "The presigned URL."))),
+        (status = 412, description = "The request's `If-Unmodified-Since` or `If-Match` does not hold."),
+        (status = 416, description = "The `Range` cannot be satisfied (or asks for several ranges).",
+         headers(("Content-Range" = String, description = "`bytes */size`."))),
+        ServeFileErrors,
+    ),
+)]
 pub async fn serve_file(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -675,6 +874,34 @@ pub async fn serve_file(
 }
 
 /// `GET /f/{id}/thumb/{size}`: a thumbnail (PNG) once made.
+#[utoipa::path(
+    get,
+    path = "/f/{id}/thumb/{size}",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "The upload's id."),
+        ("size" = u32, Path, description = "The thumbnail's box: 150, 300 or 800 (others are 404)."),
+        ("Range" = Option<String>, Header, description = "A single byte range such as `bytes=0-1023` (local disk only)."),
+    ),
+    responses(
+        (status = 200, description = "The thumbnail.", body = BinaryBody, content_type = "image/png",
+         headers(
+            ("Content-Disposition" = String, description = "`inline`, with the upload's file name."),
+            ("Content-Security-Policy" = String, description = "`default-src 'none'; sandbox`."),
+            ("X-Content-Type-Options" = String, description = "`nosniff`."),
+         )),
+        (status = 206, description = "The requested byte range of the thumbnail.", body = BinaryBody, content_type = "image/png",
+         headers(("Content-Range" = String, description = "The range sent, as `bytes start-end/size`."))),
+        (status = 304, description = "Not modified since the request's `If-Modified-Since` or `If-None-Match`."),
+        (status = 307, description = "With the S3 backend: a redirect to a short-lived presigned URL of the thumbnail.",
+         headers(("Location" = String, description = "The presigned URL."))),
+        (status = 400, description = "`size` is not a number (axum's plain-text answer).", body = String, content_type = "text/plain"),
+        (status = 412, description = "The request's `If-Unmodified-Since` or `If-Match` does not hold."),
+        (status = 416, description = "The `Range` cannot be satisfied (or asks for several ranges).",
+         headers(("Content-Range" = String, description = "`bytes */size`."))),
+        ServeFileErrors,
+    ),
+)]
 pub async fn serve_thumbnail(
     State(state): State<AppState>,
     Path((id, size)): Path<(String, u32)>,

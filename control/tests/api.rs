@@ -157,6 +157,58 @@ async fn plain_links_deduplicate_per_owner() {
     );
 }
 
+/// Generated codes are deterministic in (url, owner, attempt) for the first attempts
+/// only: an owner with more links to one URL than those attempts still gets new ones.
+#[tokio::test]
+async fn many_links_to_one_url_all_get_codes() {
+    let s = Api::start().await;
+    let mut codes = std::collections::HashSet::new();
+    for i in 0..40 {
+        let (status, link) = s
+            .create(
+                ADMIN_KEY,
+                json!({"url": "https://same.example/", "tags": [format!("t{i}")]}),
+            )
+            .await;
+        assert_eq!(status, 201, "link {i}: {link}");
+        assert!(codes.insert(link["code"].as_str().unwrap().to_owned()));
+    }
+}
+
+/// A body is a JSON object: an array of the fields' values is refused (serde would read
+/// a struct from it), nested objects too; an integer field takes `24.0`, which JSON
+/// Schema counts as an integer.
+#[tokio::test]
+async fn bodies_are_objects_and_integral_numbers_are_integers() {
+    let s = Api::start().await;
+    for body in [
+        json!(["https://array.example/"]),
+        json!(null),
+        json!("https://array.example/"),
+        json!({"url": "https://array.example/", "targeting": [null, null]}),
+    ] {
+        let (status, answer) = s.create(ADMIN_KEY, body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_body");
+    }
+    let (status, link) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://float.example/", "max_clicks": 24.0, "redirect": 302.0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(link["max_clicks"], 24);
+    assert_eq!(link["redirect"], 302);
+    let (status, answer) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://float.example/", "max_clicks": 2.5}),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+}
+
 #[tokio::test]
 async fn list_pages_with_cursor_and_filters() {
     let s = Api::start().await;

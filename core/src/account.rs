@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub type UserId = i64;
 
 /// What a user may do: admins manage users and keys, users manage their own links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May create users and API keys, and everything a user may do.
@@ -61,7 +61,19 @@ pub fn hash_api_key(key: &str) -> [u8; KEY_HASH_LEN] {
 
 /// What an API key (or a session) may do. Every route names the scope it needs; a
 /// key's scopes are fixed when it is made and never grow (rotation keeps them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Read what the user owns: links, stats, events, uploads, own keys.

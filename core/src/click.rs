@@ -111,7 +111,7 @@ pub struct EnrichedClick {
 }
 
 /// Time-series bucket size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     /// One bucket per hour.
@@ -131,7 +131,7 @@ impl Interval {
 }
 
 /// One `{key, count}` entry of a top-N list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyCount {
     /// The value (a host, a country code, a browser…).
     pub key: String,
@@ -140,7 +140,7 @@ pub struct KeyCount {
 }
 
 /// One time-series bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SeriesPoint {
     /// Bucket start, Unix seconds.
     pub ts: i64,

@@ -29,6 +29,14 @@ pub enum RedirectStatus {
 }
 
 impl RedirectStatus {
+    /// Every status a link may use.
+    pub const ALL: [RedirectStatus; 4] = [
+        RedirectStatus::Permanent,
+        RedirectStatus::Found,
+        RedirectStatus::Temporary,
+        RedirectStatus::PermanentKeepMethod,
+    ];
+
     /// The numeric status.
     pub fn as_u16(self) -> u16 {
         match self {

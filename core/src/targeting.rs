@@ -13,22 +13,62 @@ pub const MAX_TARGETED_COUNTRIES: usize = 64;
 
 /// A link's alternative targets. A request goes to the first that applies: its device
 /// class's target (iOS, Android, desktop), then its country's, then the link's own URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Targeting {
     /// Target for iPhone, iPad and iPod user agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     pub ios: Option<String>,
     /// Target for Android user agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     pub android: Option<String>,
     /// Target for everything that is neither iOS, Android nor another mobile device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        format = "uri",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
+    )]
     pub desktop: Option<String>,
     /// Targets by ISO 3166-1 alpha-2 country code (upper case), as the analytics country
     /// source (GeoIP database or trusted header) reports it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub countries: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for Targeting {
+    /// Reads the rules from an object only (a derived `Deserialize` also reads a struct
+    /// from an array of its fields), refusing unknown fields.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            ios: Option<String>,
+            #[serde(default)]
+            android: Option<String>,
+            #[serde(default)]
+            desktop: Option<String>,
+            #[serde(default)]
+            countries: BTreeMap<String, String>,
+        }
+        let object = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let fields: Fields = serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(serde::de::Error::custom)?;
+        Ok(Targeting {
+            ios: fields.ios,
+            android: fields.android,
+            desktop: fields.desktop,
+            countries: fields.countries,
+        })
+    }
 }
 
 /// The device classes targeting distinguishes.
