@@ -6,34 +6,43 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
 
-/// A JSON object body: bad JSON answered as 400, wrong shapes as 422, too large as 413.
-///
-/// Every body of the API is an object: an array or a scalar is refused (serde would
-/// otherwise read a struct from an array of its fields). A number with a zero fraction
-/// (`24.0`) is an integer, as JSON Schema counts it, so an integer field takes it.
+/// A JSON object body: bad JSON answered as 400, wrong shapes as 422, too large as 413;
+/// read with [`from_object`].
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// Reads `value` as `T`, the one way the API reads JSON a client sent (bodies, WebSocket
+/// messages). It must be an object: serde would otherwise read a struct from an array of
+/// its fields. A number with a zero fraction (`24.0`) is an integer, as JSON Schema counts
+/// it, so an integer field takes it. The error is a message for the client.
+pub(crate) fn from_object<T: DeserializeOwned>(mut value: Value) -> Result<T, String> {
+    if !value.is_object() {
+        return Err("the body must be a JSON object".to_owned());
+    }
+    integral_floats_to_integers(&mut value);
+    T::deserialize(value).map_err(|e| format!("invalid body: {e}"))
+}
+
+/// [`from_object`] of JSON text; the error says whether the text was JSON at all.
+pub(crate) fn parse_object<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
+    let value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
+    from_object(value).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e))
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(mut value) = axum::Json::<Value>::from_request(request, state).await?;
-        if !value.is_object() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidBody,
-                "the body must be a JSON object",
-            ));
-        }
-        integral_floats_to_integers(&mut value);
-        T::deserialize(value)
+        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
+        from_object(value)
             .map(ApiJson)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("invalid body: {e}")))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e))
     }
 }
 
 /// Rewrites every number with a zero fraction that fits 64 bits as an integer.
-pub(crate) fn integral_floats_to_integers(value: &mut Value) {
+fn integral_floats_to_integers(value: &mut Value) {
     match value {
         Value::Number(n) if n.is_f64() => {
             let f = n.as_f64().unwrap_or(f64::NAN);

@@ -388,20 +388,9 @@ pub async fn rotate_key(
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     state.check_write(&caller.key_hash)?;
     // The body is optional: none (or `null`) means the default grace.
-    let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        let invalid = |e: String| ApiError::new(ErrorCode::InvalidBody, e);
-        match serde_json::from_slice::<serde_json::Value>(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.to_string()))?
-        {
-            serde_json::Value::Null => RotateRequest::default(),
-            mut value @ serde_json::Value::Object(_) => {
-                crate::extract::integral_floats_to_integers(&mut value);
-                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?
-            }
-            _ => return Err(invalid("the body must be a JSON object".into())),
-        }
+    let request: RotateRequest = match body.trim_ascii() {
+        b"" | b"null" => RotateRequest::default(),
+        _ => crate::extract::parse_object(&body)?,
     };
     let old = manageable(&state, &caller, &id).await?;
     let user = state

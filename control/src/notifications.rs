@@ -557,7 +557,7 @@ async fn run_socket(
                 }
             }
             received = socket.recv() => match received {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMessage>(&text) {
+                Some(Ok(Message::Text(text))) => match crate::extract::parse_object::<ClientMessage>(text.as_bytes()) {
                     Ok(ClientMessage { resume_after }) if resume_after >= 0 => stream.resume_after(resume_after),
                     _ => {
                         let reply = error_message(

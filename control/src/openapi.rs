@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, Response, ResponseBuilder};
@@ -266,11 +265,17 @@ impl utoipa::Modify for Finish {
 
 /// Writes this server's configured limits into `api`, where the annotations show the
 /// defaults: page sizes, a long poll's wait, a presigned upload's size, a key rotation's
-/// grace. Also drops `null`
-/// from parameters' types (an optional parameter is absent, never null; utoipa writes an
-/// `Option` as nullable).
+/// grace. Also drops `null` from parameters' types (an optional parameter is absent,
+/// never null; utoipa writes an `Option` as nullable).
 pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
     use utoipa::openapi::schema::SchemaType;
+    let set_maximum = |schema: &mut RefOr<Schema>, maximum: u64| {
+        if let RefOr::T(Schema::Object(object)) = schema {
+            object.maximum = Some(utoipa::Number::UInt(
+                usize::try_from(maximum).unwrap_or(usize::MAX),
+            ));
+        }
+    };
     for item in api.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -280,34 +285,20 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
             &mut item.patch,
         ];
         for operation in operations.into_iter().filter_map(Option::as_mut) {
-            for parameter in operation.parameters.iter_mut().flatten() {
-                if let RefOr::T(parameter) = parameter
-                    && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
-                    && let SchemaType::Array(types) = &object.schema_type
-                    && let Some(single) = types.iter().find(|t| **t != Type::Null).cloned()
-                {
-                    object.schema_type = SchemaType::Type(single);
-                }
-            }
-        }
-    }
-    let set_maximum = |schema: &mut RefOr<Schema>, maximum: u64| {
-        if let RefOr::T(Schema::Object(object)) = schema {
-            object.maximum = Some(utoipa::Number::UInt(
-                usize::try_from(maximum).unwrap_or(usize::MAX),
-            ));
-        }
-    };
-    for item in api.paths.paths.values_mut() {
-        for operation in [&mut item.get, &mut item.post]
-            .into_iter()
-            .filter_map(Option::as_mut)
-        {
             let id = operation.operation_id.clone().unwrap_or_default();
             for parameter in operation.parameters.iter_mut().flatten() {
                 let RefOr::T(parameter) = parameter else {
                     continue;
                 };
+                let Some(schema) = parameter.schema.as_mut() else {
+                    continue;
+                };
+                if let RefOr::T(Schema::Object(object)) = schema
+                    && let SchemaType::Array(types) = &object.schema_type
+                    && let Some(single) = types.iter().find(|t| **t != Type::Null).cloned()
+                {
+                    object.schema_type = SchemaType::Type(single);
+                }
                 let maximum = match (id.as_str(), parameter.name.as_str()) {
                     ("list_links" | "search_links" | "list_audit", "limit") => {
                         config.max_page_size as u64
@@ -315,9 +306,7 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
                     ("poll", "wait") => config.poll_max_wait_seconds,
                     _ => continue,
                 };
-                if let Some(schema) = parameter.schema.as_mut() {
-                    set_maximum(schema, maximum);
-                }
+                set_maximum(schema, maximum);
             }
         }
     }
@@ -337,31 +326,6 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
             }
         }
     }
-}
-
-/// Every operation of `api`, with its path and method.
-pub fn operations(api: &OpenApi) -> Vec<(String, String, &Operation)> {
-    let mut all = Vec::new();
-    for (path, item) in &api.paths.paths {
-        for (method, operation) in item_operations(item) {
-            all.push((path.clone(), method.to_owned(), operation));
-        }
-    }
-    all
-}
-
-fn item_operations(item: &PathItem) -> Vec<(&'static str, &Operation)> {
-    [
-        ("get", &item.get),
-        ("put", &item.put),
-        ("post", &item.post),
-        ("delete", &item.delete),
-        ("patch", &item.patch),
-        ("head", &item.head),
-    ]
-    .into_iter()
-    .filter_map(|(m, op)| op.as_ref().map(|op| (m, op)))
-    .collect()
 }
 
 #[cfg(test)]

@@ -123,8 +123,9 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
     let body = axum::body::to_bytes(body, MAX_LOGIN_BYTES)
         .await
         .map_err(|_| ApiError::new(ErrorCode::InvalidBody, "the sign-in body is too large"))?;
-    let request: LoginRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?;
+    let request: LoginRequest = crate::extract::parse_object(&body)
+        // The sign-in answers every unreadable body alike (documented: 422 only).
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.message().to_owned()))?;
     if request.password.is_empty() || request.password.len() > MAX_PASSWORD_BYTES {
         return Err(refused());
     }
