@@ -620,3 +620,81 @@ async fn on_s3_streamed_multipart_presigned_and_thumbnails() {
         .collect();
     assert_eq!(after, before, "no object from the refused upload");
 }
+
+/// An upload form is the field `file` and nothing else: no file, another field before
+/// it or after it, or a body that is no form at all are refused with the envelope, and
+/// a refused upload leaves nothing stored.
+#[tokio::test]
+async fn upload_forms_with_anything_but_one_file_are_refused() {
+    let s = TestServer::start().await;
+    let file = || Part::bytes(b"hello".to_vec()).file_name("a.txt");
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "no file",
+            s.api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+                .multipart(Form::new().text("note", "x")),
+            400,
+            "invalid_form",
+        ),
+        (
+            "empty form",
+            s.api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+                .multipart(Form::new()),
+            400,
+            "invalid_form",
+        ),
+        (
+            "a field after the file",
+            s.api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+                .multipart(Form::new().part("file", file()).text("note", "x")),
+            400,
+            "invalid_form",
+        ),
+        (
+            "not a form",
+            s.api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+                .header("content-type", "application/json")
+                .body("{}"),
+            400,
+            "invalid_form",
+        ),
+    ];
+    for (case, request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{case}: {body}");
+    }
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| match e.path() {
+                        p if p.is_dir() => files(&p),
+                        _ => 1,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    let objects = s.data.join("objects");
+    assert_eq!(
+        files(&objects),
+        0,
+        "nothing stored in {}",
+        objects.display()
+    );
+    // The same server stores a proper form: the count above could have seen one.
+    let response = s
+        .api(Method::POST, "/api/v1/uploads", ADMIN_KEY)
+        .multipart(Form::new().part("file", file()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(
+        files(&objects) >= 1,
+        "the upload is under {}",
+        objects.display()
+    );
+}
