@@ -25,17 +25,20 @@ pub enum EventKind {
     UploadCompleted,
     /// An upload's thumbnails exist.
     UploadThumbnailsReady,
+    /// A webhook endpoint was disabled after failing for the whole retry window.
+    WebhookDisabled,
 }
 
 impl EventKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::LinkCreated,
         EventKind::LinkUpdated,
         EventKind::LinkDeleted,
         EventKind::LinkClicked,
         EventKind::UploadCompleted,
         EventKind::UploadThumbnailsReady,
+        EventKind::WebhookDisabled,
     ];
 
     /// The wire name, e.g. `link.created`.
@@ -47,6 +50,7 @@ impl EventKind {
             EventKind::LinkClicked => "link.clicked",
             EventKind::UploadCompleted => "upload.completed",
             EventKind::UploadThumbnailsReady => "upload.thumbnails_ready",
+            EventKind::WebhookDisabled => "webhook.disabled",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod target;
 pub mod targeting;
 pub mod time_util;
 pub mod upload;
+pub mod webhook;
 
 pub use account::{
     ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, Session, User, UserId,
@@ -34,4 +35,8 @@ pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingErr
 pub use upload::{
     THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,
     is_thumbnailable, sanitize_filename, sniff_content_type,
+};
+pub use webhook::{
+    DISABLED_FAILING, DeliveryOutcome, DeliveryRecord, DeliveryState, Webhook, delivery_id_ms,
+    message_id, next_delivery_id,
 };

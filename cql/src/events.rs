@@ -153,10 +153,12 @@ impl EventStore for CqlStore {
                     (user,),
                 )
                 .await?;
+            // Events an enabled webhook endpoint has yet to be delivered are kept.
+            let floor = self.webhook_floor(user).await?.unwrap_or(i64::MAX);
             let first_dropped = ids
                 .iter()
                 .enumerate()
-                .find(|(i, (id,))| *i >= keep || *id < cutoff);
+                .find(|(i, (id,))| (*i >= keep && *id <= floor) || *id < cutoff);
             let Some((at, (bound,))) = first_dropped else {
                 continue;
             };

@@ -19,6 +19,7 @@ mod ids;
 mod links;
 mod schema;
 mod uploads;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "click budgets",
         cql: include_str!("../schema/004_click_budgets.cql"),
     },
+    Migration {
+        version: 5,
+        name: "webhooks",
+        cql: include_str!("../schema/005_webhooks.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

@@ -135,7 +135,9 @@ impl EventStore for EmbeddedStore {
                     removed += conn.execute(
                         "DELETE FROM events WHERE user_id = ?1 AND id <
                          (SELECT id FROM events WHERE user_id = ?1 ORDER BY id DESC
-                          LIMIT 1 OFFSET ?2)",
+                          LIMIT 1 OFFSET ?2)
+                         AND id <= COALESCE((SELECT MIN(cursor) FROM webhooks
+                          WHERE user_id = ?1 AND enabled = 1), 9223372036854775807)",
                         params![user, retention.per_user.saturating_sub(1) as i64],
                     )? as u64;
                 }

@@ -14,6 +14,7 @@ mod links;
 mod pacing;
 mod schema;
 mod uploads;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};

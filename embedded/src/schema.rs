@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -182,6 +182,50 @@ CREATE TABLE IF NOT EXISTS click_leases (
     used       INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (link_id, holder)
+) STRICT, WITHOUT ROWID;
+
+-- Version 8: webhook endpoints with their delivery state (the cursor in the owner's
+-- events) and the lease of the control plane delivering to them; `events` is the kinds'
+-- names, comma-separated ('' for every kind).
+CREATE TABLE IF NOT EXISTS webhooks (
+    id               TEXT PRIMARY KEY,
+    user_id          INTEGER NOT NULL,
+    url              TEXT NOT NULL,
+    events           TEXT NOT NULL,
+    enabled          INTEGER NOT NULL,
+    disabled_reason  TEXT,
+    secret           TEXT NOT NULL,
+    previous_secret  TEXT,
+    previous_until   INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    cursor           INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    next_at_ms       INTEGER NOT NULL DEFAULT 0,
+    failing_since_ms INTEGER,
+    lease_holder     TEXT NOT NULL DEFAULT '',
+    lease_until_ms   INTEGER NOT NULL DEFAULT 0
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS webhooks_by_user ON webhooks (user_id);
+
+-- Version 8: the delivery log, one row per attempt.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook_id  TEXT NOT NULL,
+    id          INTEGER NOT NULL,
+    user_id     INTEGER NOT NULL,
+    event_id    INTEGER NOT NULL,
+    event_type  TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    status      INTEGER,
+    latency_ms  INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    next_try_ms INTEGER,
+    manual      INTEGER NOT NULL,
+    PRIMARY KEY (webhook_id, id)
 ) STRICT, WITHOUT ROWID;
 "#;
 

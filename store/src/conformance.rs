@@ -30,6 +30,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_creates(store.clone(), &run).await;
     link_options_and_domains(&*store, &run).await;
     click_budgets(store.clone()).await;
+    webhooks(store.clone(), &run).await;
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.
@@ -1265,4 +1266,251 @@ async fn click_budgets(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(lost.lost, "the reclaimed holder's report is told");
+}
+
+fn webhook(user: UserId, run: &str, name: &str, cursor: i64) -> shortlink_core::Webhook {
+    shortlink_core::Webhook {
+        id: format!("wh_{run}{name}"),
+        user_id: user,
+        url: format!("https://hooks.example.com/{name}"),
+        events: vec![EventKind::LinkCreated],
+        enabled: true,
+        disabled_reason: None,
+        secret: "whsec_c2VjcmV0".into(),
+        previous_secret: None,
+        previous_until: None,
+        created_at: shortlink_core::time_util::now_unix(),
+        updated_at: shortlink_core::time_util::now_unix(),
+        delivery: shortlink_core::DeliveryState {
+            cursor,
+            ..Default::default()
+        },
+    }
+}
+
+/// Endpoints are owner-scoped; one holder leases an endpoint at a time, and only the
+/// holder saves progress; disabling appends the owner's event; the delivery log pages
+/// newest first; events an enabled endpoint still needs survive the per-user prune.
+async fn webhooks(store: Arc<dyn Store>, run: &str) {
+    use shortlink_core::{DeliveryOutcome, DeliveryRecord, DeliveryState, next_delivery_id};
+    let owner = user(&*store, run, "hooks").await;
+    let other = user(&*store, run, "nohooks").await;
+    let head = store.event_feed_head().await.unwrap();
+    let hook = webhook(owner, run, "a", head);
+    store.create_webhook(hook.clone()).await.unwrap();
+    assert_eq!(
+        store.get_webhook(owner, &hook.id).await.unwrap(),
+        Some(hook.clone())
+    );
+    assert_eq!(
+        store.get_webhook(other, &hook.id).await.unwrap(),
+        None,
+        "owner-scoped"
+    );
+    assert_eq!(
+        store.list_webhooks(Some(owner)).await.unwrap(),
+        vec![hook.clone()]
+    );
+    assert!(store.list_webhooks(None).await.unwrap().contains(&hook));
+
+    // Settings change; a fresh start clears failures but keeps the cursor.
+    let mut changed = hook.clone();
+    changed.url = "https://hooks.example.com/b".into();
+    changed.events = vec![];
+    assert!(store.update_webhook(&changed, false).await.unwrap());
+    let mut ghost = changed.clone();
+    ghost.id = format!("wh_{run}ghost");
+    assert!(!store.update_webhook(&ghost, false).await.unwrap());
+    assert!(
+        store.get_webhook(owner, &ghost.id).await.unwrap().is_none(),
+        "not brought back"
+    );
+
+    // Leases: 40 holders race, one wins; only it saves; after release another may lease.
+    let now = 1_000_000;
+    let racers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let id = hook.id.clone();
+            tokio::spawn(async move {
+                store
+                    .lease_webhook(owner, &id, &format!("holder-{i}"), now, now + 10_000)
+                    .await
+                    .unwrap()
+                    .map(|_| i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        winners.extend(racer.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "one lease holder: {winners:?}");
+    let holder = format!("holder-{}", winners[0]);
+    let progress = DeliveryState {
+        cursor: head + 7,
+        attempt: 2,
+        next_at_ms: 123,
+        failing_since_ms: Some(99),
+    };
+    assert!(
+        !store
+            .save_webhook_progress(owner, &hook.id, "intruder", progress, now + 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_webhook_progress(owner, &hook.id, &holder, progress, 0)
+            .await
+            .unwrap()
+    );
+    let leased = store
+        .lease_webhook(owner, &hook.id, "next", now + 1, now + 10_000)
+        .await
+        .unwrap()
+        .expect("released: another holder leases it");
+    assert_eq!(leased.delivery, progress);
+    assert_eq!(leased.url, changed.url);
+    // An expired lease is taken over.
+    assert!(
+        store
+            .lease_webhook(owner, &hook.id, "later", now + 20_000, now + 30_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.update_webhook(&changed, true).await.unwrap());
+    let fresh = store.get_webhook(owner, &hook.id).await.unwrap().unwrap();
+    assert_eq!(
+        fresh.delivery,
+        DeliveryState {
+            cursor: head + 7,
+            ..Default::default()
+        }
+    );
+
+    // The delivery log: newest first, paged by id.
+    let records: Vec<DeliveryRecord> = (0..5)
+        .map(|i| DeliveryRecord {
+            id: next_delivery_id(),
+            webhook_id: hook.id.clone(),
+            user_id: owner,
+            event_id: 10 + i,
+            event_type: "link.created".into(),
+            message_id: format!("msg_{}", 10 + i),
+            attempt: 1,
+            at_ms: 1_900_000_000_000,
+            status: if i == 0 { None } else { Some(200) },
+            latency_ms: 3,
+            outcome: if i == 0 {
+                DeliveryOutcome::Failed
+            } else {
+                DeliveryOutcome::Delivered
+            },
+            error: (i == 0).then(|| "cannot connect".into()),
+            next_try_ms: (i == 0).then_some(1_900_000_001_000),
+            manual: false,
+        })
+        .collect();
+    store.record_deliveries(records.clone()).await.unwrap();
+    let page = store
+        .list_deliveries(owner, &hook.id, None, 3)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = page.iter().map(|r| r.event_id).collect();
+    assert_eq!(ids, [14, 13, 12]);
+    let rest = store
+        .list_deliveries(owner, &hook.id, Some(page[2].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+        [11, 10]
+    );
+    assert_eq!(rest[1], records[0], "stored whole");
+    assert!(
+        store
+            .list_deliveries(other, &hook.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Events after an enabled endpoint's cursor survive the per-user count prune.
+    let created = store
+        .append_events(
+            (0..6)
+                .map(|i| NewEvent {
+                    user_id: owner,
+                    kind: EventKind::LinkCreated,
+                    data: format!(r#"{{"i":{i}}}"#),
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut behind = changed.clone();
+    behind.id = format!("wh_{run}behind");
+    behind.delivery.cursor = created[1].id;
+    store.create_webhook(behind.clone()).await.unwrap();
+    let retention = EventRetention {
+        per_user: 2,
+        max_age_secs: 86_400,
+    };
+    store.prune_events(retention).await.unwrap();
+    let left = eventually("events after the cursor", || {
+        let store = store.clone();
+        async move {
+            let events = store.user_events(owner, 0, 100).await.unwrap();
+            (events.len() >= 4).then_some(events)
+        }
+    })
+    .await;
+    let left_ids: Vec<i64> = left.iter().map(|e| e.id).collect();
+    for kept in &created[2..] {
+        assert!(
+            left_ids.contains(&kept.id),
+            "event {} pruned: {left_ids:?}",
+            kept.id
+        );
+    }
+
+    // Disabling appends the owner's event; deleting removes the endpoint and its log.
+    let told = NewEvent {
+        user_id: owner,
+        kind: EventKind::WebhookDisabled,
+        data: format!(r#"{{"id":"{}"}}"#, hook.id),
+    };
+    assert!(
+        store
+            .disable_webhook(owner, &hook.id, "failing", told)
+            .await
+            .unwrap()
+    );
+    let disabled = store.get_webhook(owner, &hook.id).await.unwrap().unwrap();
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("failing"));
+    eventually("the webhook.disabled event", || {
+        let store = store.clone();
+        async move {
+            let events = store.user_events(owner, 0, 100).await.unwrap();
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::WebhookDisabled)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(store.delete_webhook(owner, &hook.id).await.unwrap());
+    assert!(!store.delete_webhook(owner, &hook.id).await.unwrap());
+    assert!(store.get_webhook(owner, &hook.id).await.unwrap().is_none());
+    assert!(
+        store
+            .list_deliveries(owner, &hook.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete_webhook(owner, &behind.id).await.unwrap();
 }

@@ -6,6 +6,7 @@ pub mod budget;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod rollup;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 pub use budget::{ClickBudget, LeaseGrant, LeaseRequest};
+pub use webhooks::WebhookStore;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -433,8 +435,9 @@ pub trait EventStore: Send + Sync {
     /// The newest event id (0 when there is none).
     async fn event_feed_head(&self) -> Result<EventId, StoreError>;
 
-    /// Drops events older than the retention's age and beyond its count per user;
-    /// returns how many were dropped.
+    /// Drops events older than the retention's age and beyond its count per user, but
+    /// not, for the count, events an enabled webhook endpoint of the user has yet to be
+    /// delivered; returns how many were dropped.
     async fn prune_events(&self, retention: EventRetention) -> Result<u64, StoreError>;
 
     /// A watch that ticks when events are appended in this process; `None` where the
@@ -526,6 +529,7 @@ pub trait Store:
     + UploadStore
     + DomainStore
     + ClickBudget
+    + WebhookStore
 {
 }
 
@@ -538,7 +542,8 @@ impl<
         + EventStore
         + UploadStore
         + DomainStore
-        + ClickBudget,
+        + ClickBudget
+        + WebhookStore,
 > Store for T
 {
 }
