@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::load::{Tally, redirect_client};
+use common::receiver::{Mode, Receiver};
 use common::{ADMIN_KEY, BUCKET, INTERNAL_SECRET, S3_KEY, S3_SECRET, S3Server, binary, free_port};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -128,6 +129,11 @@ listen = "127.0.0.1:{control_port}"
 events_poll_ms = 100
 writes_per_minute = 1000000
 write_burst = 100000
+
+[control.webhooks]
+allowed_networks = ["127.0.0.0/8"]
+timeout_ms = 2000
+lease_seconds = 5
 
 [objects]
 backend = "s3"
@@ -813,4 +819,59 @@ async fn a_killed_proxys_lease_returns_to_the_link() {
             client.await.unwrap();
         }
     }
+}
+
+/// Two control planes on one keyspace both follow the event feed and both see the
+/// endpoint: its lease lets only one deliver, so each event arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_deliver_each_webhook_event_once() {
+    let cluster = Cluster::new("hooks", 2).await;
+    let a = cluster.control(0).await;
+    let b = cluster.control(1).await;
+    let receiver = Receiver::start(Mode::Status(200)).await;
+    let r = cluster
+        .api(&a, Method::POST, "/api/v1/webhooks")
+        .json(&json!({"url": receiver.url, "events": ["link.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    const LINKS: usize = 40;
+    for i in 0..LINKS {
+        let plane = if i % 2 == 0 { &a } else { &b };
+        let r = cluster
+            .api(plane, Method::POST, "/api/v1/links")
+            .json(&json!({"url": format!("https://example.com/{i}"), "alias": format!("hook-{i:02}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let got = receiver
+        .wait_until("every event", Duration::from_secs(60), |got| {
+            got.len() >= LINKS
+        })
+        .await;
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            standardwebhooks::Webhook::new(&secret)
+                .unwrap()
+                .verify(r.body.as_bytes(), &r.headers)
+                .unwrap();
+            r.json()["id"].as_i64().unwrap()
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), LINKS, "each event once: {ids:?}");
+    assert_eq!(ids, sorted, "in the order of the event log");
+    // Nothing more arrives: no second delivery from the other plane, also after a lease
+    // would have expired.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(receiver.received().len(), LINKS, "no duplicates");
+    let _ = (a, b);
 }

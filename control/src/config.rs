@@ -117,6 +117,112 @@ pub struct ControlConfig {
     pub key_rotation_max_grace_seconds: u64,
     /// How long a signed-in session lasts, in seconds. Default 604 800 (7 days).
     pub session_ttl_seconds: u64,
+    /// Webhook delivery (the `[control.webhooks]` table).
+    pub webhooks: WebhookConfig,
+}
+
+/// Settings of webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Networks (CIDR, e.g. `10.1.0.0/16`) webhook endpoints may be in although they are
+    /// loopback, private, link-local or metadata addresses, which are refused otherwise.
+    /// Default none.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
+    pub allowed_networks: Vec<String>,
+    /// Endpoints one user may register. Default 20.
+    pub max_per_user: usize,
+    /// How long one delivery attempt may take, connecting included, in milliseconds.
+    /// Default 10 000.
+    pub timeout_ms: u64,
+    /// How long an event is retried, from its first failed attempt, before it is given
+    /// up and the endpoint disabled, in seconds. At most the event retention. Default
+    /// 86 400 (a day).
+    pub retry_window_seconds: u64,
+    /// Wait before the first retry, in milliseconds; each further retry waits twice as
+    /// long (with ±20 % jitter). Default 5 000.
+    pub first_retry_ms: u64,
+    /// Longest wait between retries, in seconds. Default 3 600.
+    pub max_retry_interval_seconds: u64,
+    /// How long an instance holds an endpoint's delivery lease before renewing it, in
+    /// seconds; at least twice the timeout. Default 60.
+    pub lease_seconds: u64,
+    /// Endpoints this instance delivers to at once (one request in flight each).
+    /// Default 256.
+    pub max_active: usize,
+    /// Delivery attempts kept per endpoint in its log. Default 1 000.
+    pub log_retain_per_webhook: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allowed_networks: Vec::new(),
+            max_per_user: 20,
+            timeout_ms: 10_000,
+            retry_window_seconds: 86_400,
+            first_retry_ms: 5_000,
+            max_retry_interval_seconds: 3_600,
+            lease_seconds: 60,
+            max_active: 256,
+            log_retain_per_webhook: 1_000,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// The allowed networks, parsed.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, InvalidSetting> {
+        self.allowed_networks
+            .iter()
+            .map(|n| {
+                n.trim()
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| n.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        InvalidSetting::new(
+                            "control.webhooks.allowed_networks",
+                            format!("'{n}' is not a network like 10.0.0.0/8 or an address"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn validate(&self, events_retain_hours: u32) -> Result<(), InvalidSetting> {
+        self.networks()?;
+        if self.max_per_user == 0 || self.max_active == 0 || self.log_retain_per_webhook == 0 {
+            return Err(InvalidSetting::new(
+                "control.webhooks.max_per_user",
+                "and control.webhooks.max_active, control.webhooks.log_retain_per_webhook \
+                 must be positive",
+            ));
+        }
+        if self.timeout_ms == 0 || self.first_retry_ms == 0 || self.max_retry_interval_seconds == 0
+        {
+            return Err(InvalidSetting::new(
+                "control.webhooks.timeout_ms",
+                "and control.webhooks.first_retry_ms, \
+                 control.webhooks.max_retry_interval_seconds must be positive",
+            ));
+        }
+        if self.retry_window_seconds == 0
+            || self.retry_window_seconds > u64::from(events_retain_hours) * 3600
+        {
+            return Err(InvalidSetting::new(
+                "control.webhooks.retry_window_seconds",
+                "must be positive and at most control.events_retain_hours (events are \
+                 retried from the event log)",
+            ));
+        }
+        if self.lease_seconds.saturating_mul(1000) < self.timeout_ms.saturating_mul(2) {
+            return Err(InvalidSetting::new(
+                "control.webhooks.lease_seconds",
+                "must be at least twice control.webhooks.timeout_ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ControlConfig {
@@ -165,6 +271,7 @@ impl Default for ControlConfig {
             password_check_memory_bytes: 64 * 1024 * 1024,
             key_rotation_max_grace_seconds: 30 * 24 * 3600,
             session_ttl_seconds: 7 * 24 * 3600,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -292,6 +399,6 @@ impl ControlConfig {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        self.webhooks.validate(self.events_retain_hours)
     }
 }

@@ -232,6 +232,18 @@ error_codes! {
     InvalidMessage => "invalid_message", BAD_REQUEST,
         "WebSocket only (nominal status): a message is not JSON like {\"resume_after\": 42}.";
 
+    // Webhooks.
+    WebhookUrlInvalid => "webhook_url_invalid", UNPROCESSABLE_ENTITY,
+        "The webhook URL is not an absolute http or https URL without credentials, or is longer than 2048 bytes.";
+    WebhookTargetForbidden => "webhook_target_forbidden", UNPROCESSABLE_ENTITY,
+        "The webhook URL's host is, or resolves to, a loopback, private, link-local or metadata address (allowed only in control.webhooks.allowed_networks), or does not resolve.";
+    TooManyWebhooks => "too_many_webhooks", CONFLICT,
+        "The user has as many webhooks as allowed.";
+    WebhookNotFound => "webhook_not_found", NOT_FOUND,
+        "No such webhook.";
+    EventNotFound => "event_not_found", NOT_FOUND,
+        "No such event in the user's log (events are kept for a limited time).";
+
     // Click ingestion from proxies.
     IngestionDisabled => "ingestion_disabled", SERVICE_UNAVAILABLE,
         "No internal secret is configured, so click ingestion is off.";
@@ -550,6 +562,11 @@ mod tests {
             ErrorCode::TooManySubscribers => "too_many_subscribers",
             ErrorCode::InvalidWait => "invalid_wait",
             ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::WebhookUrlInvalid => "webhook_url_invalid",
+            ErrorCode::WebhookTargetForbidden => "webhook_target_forbidden",
+            ErrorCode::TooManyWebhooks => "too_many_webhooks",
+            ErrorCode::WebhookNotFound => "webhook_not_found",
+            ErrorCode::EventNotFound => "event_not_found",
             ErrorCode::IngestionDisabled => "ingestion_disabled",
             ErrorCode::InvalidBatchId => "invalid_batch_id",
             ErrorCode::BatchTooLarge => "batch_too_large",

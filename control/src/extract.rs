@@ -30,6 +30,20 @@ pub(crate) fn parse_object<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiErr
     from_object(value).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e))
 }
 
+/// An optional JSON object body: none at all (or `null`) is `T::default()`; anything
+/// else must be JSON that [`parse_object`] takes.
+pub(crate) fn parse_optional_object<T: DeserializeOwned + Default>(
+    text: &[u8],
+) -> Result<T, ApiError> {
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    match serde_json::from_slice::<Value>(text) {
+        Ok(Value::Null) => Ok(T::default()),
+        _ => parse_object(text),
+    }
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 

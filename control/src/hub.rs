@@ -67,6 +67,9 @@ struct Channel {
     subscribers: usize,
 }
 
+/// Something told of every published batch of events.
+type Observer = Box<dyn Fn(&[Event]) + Send + Sync>;
+
 /// Fans events out to subscribers. Share it behind an `Arc`.
 pub struct Hub {
     channels: Mutex<HashMap<UserId, Channel>>,
@@ -75,6 +78,8 @@ pub struct Hub {
     closed: watch::Sender<bool>,
     /// The id of the last event published (the follower's place in the feed).
     published: AtomicI64,
+    /// Called with every published batch (webhook delivery).
+    observers: Mutex<Vec<Observer>>,
 }
 
 impl Hub {
@@ -86,7 +91,17 @@ impl Hub {
             limits,
             closed: watch::channel(false).0,
             published: AtomicI64::new(0),
+            observers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Calls `observer` with every batch of events published from now on; it must not
+    /// wait.
+    pub fn on_publish(&self, observer: impl Fn(&[Event]) + Send + Sync + 'static) {
+        self.observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(observer));
     }
 
     /// Subscribes to `user`'s live events, within the limits.
@@ -133,6 +148,14 @@ impl Hub {
             self.published.fetch_max(last.id, Ordering::AcqRel);
         }
         crate::metrics::EVENTS_PUBLISHED.inc_by(events.len() as u64);
+        for observer in self
+            .observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            observer(events);
+        }
         for event in events {
             if let Some(channel) = channels.get(&event.user_id) {
                 // An error only means nobody is listening right now.

@@ -388,10 +388,7 @@ pub async fn rotate_key(
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     state.check_write(&caller.key_hash)?;
     // The body is optional: none (or `null`) means the default grace.
-    let request: RotateRequest = match body.trim_ascii() {
-        b"" | b"null" => RotateRequest::default(),
-        _ => crate::extract::parse_object(&body)?,
-    };
+    let request: RotateRequest = crate::extract::parse_optional_object(&body)?;
     let old = manageable(&state, &caller, &id).await?;
     let user = state
         .store()

@@ -27,6 +27,7 @@ pub mod thumbnails;
 mod ui;
 pub mod unread_body;
 pub mod uploads;
+pub mod webhooks;
 
 use std::future::Future;
 
@@ -67,6 +68,9 @@ pub enum ControlError {
     /// The store failed during start-up.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The webhook HTTP client could not be built.
+    #[error("cannot build the webhook HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// Largest CSV import body (about a million rows of typical links).
@@ -119,6 +123,16 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::me))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::end_session))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::patch_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(webhooks::list_deliveries))
 }
 
 /// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.
@@ -368,7 +382,11 @@ pub async fn serve(
     };
     let poll = std::time::Duration::from_millis(config.events_poll_ms);
     let workers = config.thumbnail_workers;
-    let state = AppState::new(backends, config, public_url, salt, internal_secret);
+    let delivery_log = (
+        config.webhooks.log_retain_per_webhook,
+        i64::from(config.events_retain_hours) * 3600,
+    );
+    let state = AppState::new(backends, config, public_url, salt, internal_secret)?;
     // The hub starts at the head read now, before any request is served: an event a
     // request writes is then always after it, never skipped.
     let head = state.store().event_feed_head().await?;
@@ -377,6 +395,7 @@ pub async fn serve(
         poll,
         Some(head),
     ));
+    let dispatcher = tokio::spawn(state.webhooks().clone().run());
     let thumbnailers: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(thumbnails::run_thumbnail_worker(state.clone())))
         .collect();
@@ -388,20 +407,33 @@ pub async fn serve(
             if let Err(e) = pruning.store().prune_events(retention).await {
                 tracing::warn!(error = %e, "pruning events failed");
             }
+            let (per_webhook, max_age) = delivery_log;
+            if let Err(e) = pruning.store().prune_deliveries(per_webhook, max_age).await {
+                tracing::warn!(error = %e, "pruning webhook delivery logs failed");
+            }
         }
     });
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "control plane listening");
     // Event streams never end by themselves: closing the hub ends them, so the graceful
     // shutdown does not wait for clients to hang up.
     let hub = state.hub().clone();
+    let webhooks = state.webhooks().clone();
     let shutdown = async move {
         shutdown.await;
         hub.close();
+        webhooks.close();
     };
     let head_timeout = std::time::Duration::from_millis(state.config().request_head_timeout_ms);
     let result = serve_connections(listener, app(state), head_timeout, shutdown).await;
     pruner.abort();
     follower.abort();
+    // Deliveries in flight finish their attempt and save their progress.
+    if tokio::time::timeout(std::time::Duration::from_secs(15), dispatcher)
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook deliveries did not stop within 15 s");
+    }
     for worker in thumbnailers {
         worker.abort();
     }

@@ -135,6 +135,72 @@ pub static THUMBNAIL_JOBS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Webhook delivery attempts by outcome: `delivered`, `failed`, `given_up`.
+pub static WEBHOOK_DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_webhook_deliveries_total",
+        "Webhook delivery attempts, by outcome (delivered, failed, given_up).",
+        &["outcome"],
+    )
+});
+
+/// Webhook endpoints disabled after failing for the whole retry window.
+pub static WEBHOOK_DISABLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_webhook_endpoints_disabled_total",
+        "Webhook endpoints disabled after failing for the whole retry window.",
+    )
+});
+
+/// Events read for delivery and not yet delivered, over the endpoints this instance is
+/// delivering to.
+pub static WEBHOOK_OUTBOX_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(
+        IntGauge::new(
+            "shortlink_webhook_outbox_depth",
+            "Events read for delivery and not delivered yet, over the webhook endpoints this instance delivers to.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Age of the oldest event waiting at the head of an endpoint this instance delivers to.
+pub static WEBHOOK_BACKLOG_SECONDS: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    registered(
+        prometheus::Gauge::new(
+            "shortlink_webhook_backlog_seconds",
+            "Age of the oldest undelivered event at the head of a webhook endpoint this instance delivers to.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+fn seconds_histogram(name: &str, help: &str) -> prometheus::Histogram {
+    registered(
+        prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+            0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 300.0, 3600.0,
+        ]))
+        .expect("valid metric"),
+    )
+}
+
+/// Time of one webhook delivery attempt, request to response head.
+pub static WEBHOOK_DELIVERY_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    seconds_histogram(
+        "shortlink_webhook_delivery_seconds",
+        "Time of one webhook delivery attempt, until the receiver's response.",
+    )
+});
+
+/// Time from an event to its delivery.
+pub static WEBHOOK_EVENT_LAG_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    seconds_histogram(
+        "shortlink_webhook_event_lag_seconds",
+        "Time from an event being written to its successful webhook delivery.",
+    )
+});
+
 /// Middleware: counts and times every request by its route template.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request
@@ -189,6 +255,14 @@ pub async fn metrics() -> Response {
     for outcome in ["ready", "failed", "retry"] {
         let _ = THUMBNAIL_JOBS.with_label_values(&[outcome]);
     }
+    for outcome in shortlink_core::DeliveryOutcome::ALL {
+        let _ = WEBHOOK_DELIVERIES.with_label_values(&[outcome.as_str()]);
+    }
+    LazyLock::force(&WEBHOOK_DISABLED);
+    LazyLock::force(&WEBHOOK_OUTBOX_DEPTH);
+    LazyLock::force(&WEBHOOK_BACKLOG_SECONDS);
+    LazyLock::force(&WEBHOOK_DELIVERY_SECONDS);
+    LazyLock::force(&WEBHOOK_EVENT_LAG_SECONDS);
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     if let Err(e) = encoder.encode(&prometheus::gather(), &mut body) {

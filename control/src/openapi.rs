@@ -167,6 +167,7 @@ fn envelope(codes: &[ErrorCode]) -> Schema {
         (name = "links", description = "Short links and their statistics."),
         (name = "uploads", description = "Files, their thumbnails and short links."),
         (name = "events", description = "Real-time notifications: SSE, WebSocket, long polling."),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks): endpoints, test sends, the delivery log and redelivery."),
         (name = "domains", description = "Custom domains (admins)."),
         (name = "accounts", description = "Users, API keys, sign-in and sessions."),
         (name = "admin", description = "Moderation and the audit log (admins)."),
@@ -300,7 +301,7 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
                     object.schema_type = SchemaType::Type(single);
                 }
                 let maximum = match (id.as_str(), parameter.name.as_str()) {
-                    ("list_links" | "search_links" | "list_audit", "limit") => {
+                    ("list_links" | "search_links" | "list_audit" | "list_deliveries", "limit") => {
                         config.max_page_size as u64
                     }
                     ("poll", "wait") => config.poll_max_wait_seconds,

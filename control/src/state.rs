@@ -9,11 +9,15 @@ use shortlink_objects::ObjectStore;
 use shortlink_store::Store;
 use tracing::warn;
 
+use crate::ControlError;
 use crate::config::ControlConfig;
 use crate::error::ApiError;
 use crate::hub::{Hub, HubLimits};
 use crate::ingest::Ingestor;
 use crate::protected::{PasswordGuard, PasswordLimits, THROTTLE_WINDOW};
+use crate::webhooks::dispatch::Dispatcher;
+use crate::webhooks::guard::TargetGuard;
+use crate::webhooks::send::Sender;
 
 /// The stores and services a control plane works with.
 #[derive(Clone)]
@@ -48,6 +52,7 @@ struct Inner {
     password_guard: PasswordGuard,
     /// When each key's last use was last written back (Unix seconds).
     key_touches: dashmap::DashMap<[u8; KEY_HASH_LEN], i64>,
+    webhooks: Arc<Dispatcher>,
 }
 
 impl AppState {
@@ -59,7 +64,7 @@ impl AppState {
         public_url: &str,
         salt: u64,
         internal_secret: Option<String>,
-    ) -> AppState {
+    ) -> Result<AppState, ControlError> {
         let Backends {
             store,
             objects,
@@ -102,7 +107,12 @@ impl AppState {
             window: THROTTLE_WINDOW,
             memory_mib: config.password_memory_mib(),
         };
-        AppState(Arc::new(Inner {
+        let guard = TargetGuard::new(config.webhooks.networks()?);
+        let timeout = std::time::Duration::from_millis(config.webhooks.timeout_ms);
+        let sender = Sender::new(guard, timeout).map_err(ControlError::HttpClient)?;
+        let webhooks = Dispatcher::new(store.clone(), Arc::new(sender), config.webhooks.clone());
+        hub.on_publish(crate::webhooks::dispatch::observer(&webhooks));
+        Ok(AppState(Arc::new(Inner {
             store,
             objects,
             thumbnails: tokio::sync::Notify::new(),
@@ -118,7 +128,13 @@ impl AppState {
             default_host,
             password_guard: PasswordGuard::new(password_limits),
             key_touches: dashmap::DashMap::new(),
-        }))
+            webhooks,
+        })))
+    }
+
+    /// Webhook delivery.
+    pub fn webhooks(&self) -> &Arc<Dispatcher> {
+        &self.0.webhooks
     }
 
     /// The store.

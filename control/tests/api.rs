@@ -41,7 +41,7 @@ impl Api {
             objects: Arc::new(LocalDir::open(dir.path().join("objects")).unwrap()),
             ingestor: Arc::new(Ingestor::new(store, &config).unwrap()),
         };
-        let state = AppState::new(backends, config, "http://short.test", salt, None);
+        let state = AppState::new(backends, config, "http://short.test", salt, None).unwrap();
         Api {
             app: app(state),
             _dir: dir,

@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod raw;
+pub mod receiver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
