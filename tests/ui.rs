@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{ADMIN_KEY, TestServer};
+use common::receiver::{Mode, Receiver};
+use common::{ADMIN_KEY, Options, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_page_works_in_a_real_browser() {
@@ -21,7 +22,13 @@ async fn the_web_page_works_in_a_real_browser() {
         Path::new(&chromium).exists(),
         "chromium is not installed at {chromium}: run scripts/test.sh as root, or apt-get install chromium"
     );
-    let server = TestServer::start().await;
+    // The webhook panel sends its test message to a receiver on loopback.
+    let server = TestServer::start_with(Options::default().env(
+        "SHORTLINK_CONTROL__WEBHOOKS__ALLOWED_NETWORKS",
+        "127.0.0.0/8",
+    ))
+    .await;
+    let receiver = Receiver::start(Mode::Status(204)).await;
     // The page is served through the proxy (it forwards /ui to the control plane).
     let page = server
         .client
@@ -72,6 +79,7 @@ async fn the_web_page_works_in_a_real_browser() {
         .arg("pat")
         .arg("correct horse battery")
         .env("CHROMIUM", &chromium)
+        .env("WEBHOOK_URL", &receiver.url)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -89,7 +97,22 @@ async fn the_web_page_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr),
         server.log_text()
     );
-    for name in ["signin", "links", "stats", "upload", "phone", "signed-in"] {
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .any(|r| r.json()["type"] == "webhook.test"),
+        "the web page's test message reached the receiver"
+    );
+    for name in [
+        "signin",
+        "links",
+        "stats",
+        "upload",
+        "phone",
+        "signed-in",
+        "webhooks",
+    ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "screenshot {name}.png was not saved"

@@ -149,6 +149,7 @@ function signOut(message) {
   $('#live').hidden = true;
   $('#signin-view').hidden = false;
   $('#signin-error').textContent = message || '';
+  $('#webhook-secret').replaceChildren();
 }
 
 // The newest event id: live updates start after it, so counts loaded now are not
@@ -169,6 +170,7 @@ async function start() {
   $('#url').focus();
   try { lastEventId = await eventHead(); } catch { lastEventId = null; }
   await loadLinks(true);
+  loadWebhooks();
   follow();
 }
 
@@ -228,18 +230,23 @@ async function createLink(event) {
   $('#created').replaceChildren();
   try {
     const link = await api('/api/v1/links', { method: 'POST', body: request });
-    const copy = el('button', { type: 'button', textContent: 'Copy' });
-    copy.addEventListener('click', async () => {
-      try { await navigator.clipboard.writeText(link.short_url); copy.textContent = 'Copied'; }
-      catch { copy.textContent = 'Select and copy the link'; }
-    });
-    $('#created').append('Short link: ', el('a', { href: link.short_url, textContent: link.short_url }), ' ', copy);
+    $('#created').append('Short link: ', el('a', { href: link.short_url, textContent: link.short_url }), ' ',
+      copyButton(link.short_url, 'Select and copy the link'));
     qrCode(link.code).then((qr) => { if (qr) $('#created').append(qr); });
     event.target.reset();
     loadLinks(true);
   } catch (e) {
     $('#create-error').textContent = e.message;
   }
+}
+
+function copyButton(text, fallback) {
+  const copy = el('button', { type: 'button', textContent: 'Copy' });
+  copy.addEventListener('click', async () => {
+    try { await navigator.clipboard.writeText(text); copy.textContent = 'Copied'; }
+    catch { copy.textContent = fallback; }
+  });
+  return copy;
 }
 
 // The link's QR code (PNG, fetched with the key in a header) and a download link for it.
@@ -322,6 +329,9 @@ function handle(event) {
     text = `thumbnails ready for ${data.filename}`;
   } else if (event.type === 'upload.completed') {
     text = `uploaded ${data.filename}`;
+  } else if (event.type === 'webhook.disabled') {
+    text = `webhook disabled ${data.url || data.id || ''}`.trim();
+    loadWebhooks();
   }
   // Oldest first in a fixed-height box scrolled to the end: a new line moves nothing else.
   const list = $('#events');
@@ -468,6 +478,112 @@ async function waitForThumbnail(id) {
   }
 }
 
+// ---- webhooks ----
+
+let openDeliveries = null;
+const OUTCOMES = { delivered: 'delivered', failed: 'failed', given_up: 'given up' };
+
+async function loadWebhooks() {
+  try {
+    const page = await api('/api/v1/webhooks');
+    $('#webhooks').replaceChildren(...(page.items.length ? page.items.map(webhookItem)
+      : [el('li', { className: 'hint', textContent: 'No webhooks yet.' })]));
+  } catch (e) {
+    $('#webhook-error').textContent = e.message;
+  }
+}
+
+async function addWebhook(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const request = { url: form.get('url').trim() };
+  const events = form.getAll('events');
+  if (events.length) request.events = events;
+  $('#webhook-error').textContent = '';
+  $('#webhook-secret').replaceChildren();
+  try {
+    const hook = await api('/api/v1/webhooks', { method: 'POST', body: request });
+    const copy = copyButton(hook.secret, 'Select and copy the secret');
+    copy.setAttribute('aria-label', 'Copy the secret');
+    $('#webhook-secret').append('Signing secret: ', el('code', { textContent: hook.secret }), ' ', copy,
+      el('span', { className: 'hint', textContent: ' Copy this secret now: it is not shown again.' }));
+    event.target.reset();
+    await loadWebhooks();
+  } catch (e) {
+    $('#webhook-error').textContent = e.message;
+  }
+}
+
+function webhookItem(hook) {
+  const path = `/api/v1/webhooks/${encodeURIComponent(hook.id)}`;
+  const result = $('#webhook-result');
+  // A button whose accessible name says which endpoint it acts on; errors show in words.
+  const button = (text, label, action) => {
+    const b = el('button', { type: 'button', textContent: text });
+    b.setAttribute('aria-label', `${label} ${hook.url}`);
+    b.addEventListener('click', async () => {
+      b.disabled = true;
+      $('#webhook-error').textContent = '';
+      try { await action(); } catch (e) { $('#webhook-error').textContent = e.message; }
+      b.disabled = false;
+    });
+    return b;
+  };
+  const remove = button('Delete', 'Delete webhook', async () => {
+    await api(path, { method: 'DELETE' });
+    result.textContent = `Deleted the webhook to ${hook.url}.`;
+    if (openDeliveries === hook.id) { openDeliveries = null; $('#deliveries').hidden = true; }
+    await loadWebhooks();
+  });
+  remove.className = 'danger';
+  const state = hook.enabled ? 'enabled'
+    : hook.disabled_reason === 'failing' ? 'disabled: deliveries kept failing'
+      : hook.disabled_reason ? `disabled: ${hook.disabled_reason}` : 'disabled';
+  const item = el('li', {},
+    el('span', { className: 'url', textContent: hook.url }),
+    el('span', { textContent: hook.events.length ? hook.events.join(', ') : 'all events' }),
+    el('span', { className: hook.enabled ? 'state' : 'state off', textContent: state }),
+    el('span', { className: 'actions' },
+      button('Send test', 'Send test to', async () => {
+        result.textContent = `Sending a test to ${hook.url}…`;
+        try {
+          const d = await api(`${path}/test`, { method: 'POST' });
+          result.textContent = d.outcome === 'delivered' ? `Test delivered: HTTP ${d.status} in ${d.latency_ms} ms`
+            : `Test failed: ${d.error || (d.status ? `HTTP ${d.status}` : 'no answer')}`;
+        } catch (e) {
+          result.textContent = `Test failed: ${e.message}`;
+        }
+        if (openDeliveries === hook.id) await showDeliveries(hook);
+      }),
+      button('Deliveries', 'Deliveries of', () => showDeliveries(hook)),
+      button(hook.enabled ? 'Disable' : 'Enable', hook.enabled ? 'Disable' : 'Enable', async () => {
+        await api(path, { method: 'PATCH', body: { enabled: !hook.enabled } });
+        result.textContent = `${hook.enabled ? 'Disabled' : 'Enabled'} the webhook to ${hook.url}.`;
+        await loadWebhooks();
+      }),
+      remove));
+  item.dataset.webhook = hook.id;
+  return item;
+}
+
+// The endpoint's recent deliveries, newest first.
+async function showDeliveries(hook) {
+  const page = await api(`/api/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries?limit=20`);
+  openDeliveries = hook.id;
+  const rows = page.items.map((d) => el('tr', {},
+    el('td', { textContent: new Date(d.at).toLocaleString() }),
+    el('td', { textContent: d.manual ? `${d.type} (manual)` : d.type }),
+    el('td', { className: 'num', textContent: String(d.attempt) }),
+    el('td', { className: 'num', textContent: d.status == null ? '—' : String(d.status) }),
+    el('td', { textContent: [OUTCOMES[d.outcome] || d.outcome, d.error,
+      d.next_try && `retry at ${new Date(d.next_try).toLocaleTimeString()}`].filter(Boolean).join(' · ') }),
+    el('td', { className: 'num', textContent: d.latency_ms == null ? '—' : `${d.latency_ms} ms` })));
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 6, textContent: 'No deliveries yet.' })));
+  $('#deliveries-title').textContent = `Recent deliveries to ${hook.url}`;
+  $('#deliveries tbody').replaceChildren(...rows);
+  $('#deliveries').hidden = false;
+}
+
 // ---- wiring ----
 
 $('#signin-form').addEventListener('submit', signIn);
@@ -476,6 +592,7 @@ $('#signout').addEventListener('click', () => signOut());
 $('#create-form').addEventListener('submit', createLink);
 $('#filter-form').addEventListener('submit', (e) => { e.preventDefault(); loadLinks(true); });
 $('#more').addEventListener('click', () => loadLinks(false));
+$('#webhook-form').addEventListener('submit', addWebhook);
 const drop = $('#drop');
 drop.addEventListener('click', () => $('#file').click());
 drop.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('#file').click(); } });

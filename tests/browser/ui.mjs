@@ -1,5 +1,6 @@
 // Browser test of the web page, run by tests/ui.rs against the real binary:
 //   node tests/browser/ui.mjs BASE_URL ADMIN_KEY IMAGE_PATH LARGE_PATH SCREENSHOT_DIR USER PASSWORD
+// with WEBHOOK_URL set to a loopback receiver that answers 204.
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -138,6 +139,36 @@ try {
   if (answer.status() !== 303 || target !== 'https://example.com/behind-a-password') {
     throw new Error(`the right password answered ${answer.status()} to ${target}`);
   }
+
+  step = 'a webhook for link.created only is added and its secret is shown once';
+  const hookUrl = process.env.WEBHOOK_URL;
+  if (!hookUrl) throw new Error('WEBHOOK_URL is not set: tests/ui.rs must start the webhook receiver and pass its URL');
+  const hooks = page.getByRole('region', { name: 'Webhooks', exact: true });
+  await hooks.getByLabel('Webhook URL').fill(hookUrl);
+  await hooks.getByLabel('link.created', { exact: true }).check();
+  await hooks.getByRole('button', { name: 'Add webhook' }).click();
+  await hooks.getByText('Copy this secret now: it is not shown again').waitFor({ timeout: 5000 });
+  const secret = await hooks.locator('#webhook-secret code').textContent();
+  if (!secret.startsWith('whsec_')) throw new Error(`the secret shown is "${secret}"`);
+  const hook = hooks.locator('#webhooks li', { hasText: hookUrl });
+  await hook.getByText('link.created', { exact: true }).waitFor({ timeout: 5000 });
+  await hook.getByText('enabled', { exact: true }).waitFor({ timeout: 5000 });
+
+  step = 'sending a test to the webhook reports it delivered with HTTP 204';
+  await hook.getByRole('button', { name: `Send test to ${hookUrl}`, exact: true }).click();
+  await hooks.getByText(/^Test delivered: HTTP 204 in \d+ ms$/).waitFor({ timeout: 10000 });
+
+  step = "the webhook's deliveries list the delivered test";
+  await hook.getByRole('button', { name: `Deliveries of ${hookUrl}`, exact: true }).click();
+  await hooks.locator('#deliveries').getByRole('cell', { name: 'delivered', exact: true }).first()
+    .waitFor({ timeout: 5000 });
+  await page.screenshot({ path: `${shots}/webhooks.png`, fullPage: true });
+
+  step = 'a disabled webhook is shown disabled';
+  await hook.getByRole('button', { name: `Disable ${hookUrl}`, exact: true }).click();
+  await hook.getByText('disabled', { exact: true }).waitFor({ timeout: 5000 });
+  await hook.getByRole('button', { name: `Enable ${hookUrl}`, exact: true }).waitFor({ timeout: 5000 });
+
   step = 'a person signs in with a user name and password and gets an HttpOnly cookie';
   const person = await browser.newPage();
   await person.goto(`${base}/ui`);
