@@ -107,6 +107,15 @@ impl DeliveryRow {
     }
 }
 
+/// A settings version after the endpoint's current one: now, or one past it.
+async fn disabled_at(store: &CqlStore, user: UserId, id: &str) -> Result<i64, StoreError> {
+    let current = store
+        .get_webhook(user, id)
+        .await?
+        .map_or(0, |h| h.updated_at);
+    Ok(shortlink_core::time_util::now_unix().max(current + 1))
+}
+
 fn clamp_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -131,31 +140,39 @@ impl CqlStore {
 #[async_trait]
 impl WebhookStore for CqlStore {
     async fn create_webhook(&self, hook: Webhook) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO {ks}.webhooks (user_id, id, url, events, enabled, disabled_reason, \
+        // A lightweight transaction like every later change of the row, so their
+        // timestamps order them.
+        let created = self
+            .lwt(
+                "INSERT INTO {ks}.webhooks (user_id, id, url, events, enabled, disabled_reason, \
              secret, previous_secret, previous_until, created_at, updated_at, cursor, attempt, \
              next_at_ms, failing_since_ms, lease_holder, lease_until_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0)",
-            Kind::Write,
-            (
-                hook.user_id,
-                &hook.id,
-                &hook.url,
-                kinds_text(&hook),
-                hook.enabled,
-                &hook.disabled_reason,
-                &hook.secret,
-                &hook.previous_secret,
-                hook.previous_until,
-                hook.created_at,
-                hook.updated_at,
-                hook.delivery.cursor,
-                clamp_i32(hook.delivery.attempt),
-                hook.delivery.next_at_ms,
-                hook.delivery.failing_since_ms,
-            ),
-        )
-        .await?;
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0) IF NOT EXISTS",
+                (
+                    hook.user_id,
+                    &hook.id,
+                    &hook.url,
+                    kinds_text(&hook),
+                    hook.enabled,
+                    &hook.disabled_reason,
+                    &hook.secret,
+                    &hook.previous_secret,
+                    hook.previous_until,
+                    hook.created_at,
+                    hook.updated_at,
+                    hook.delivery.cursor,
+                    clamp_i32(hook.delivery.attempt),
+                    hook.delivery.next_at_ms,
+                    hook.delivery.failing_since_ms,
+                ),
+            )
+            .await?;
+        if !created {
+            return Err(StoreError::corrupt(format!(
+                "webhook id {} exists",
+                hook.id
+            )));
+        }
         Ok(())
     }
 
@@ -250,7 +267,26 @@ impl WebhookStore for CqlStore {
         if !leased {
             return Ok(None);
         }
-        self.get_webhook(user, id).await
+        // Read at serial consistency: a replica that has not applied the last progress
+        // saved would hand back an old cursor.
+        const CQL: &str = "SELECT user_id, id, url, events, enabled, disabled_reason, secret, \
+             previous_secret, previous_until, created_at, updated_at, cursor, attempt, \
+             next_at_ms, failing_since_ms FROM {ks}.webhooks WHERE user_id = ? AND id = ?";
+        let mut statement = self.prepare(CQL, Kind::Read).await?;
+        statement.set_consistency(scylla::frame::types::Consistency::LocalSerial);
+        let result = self
+            .session
+            .execute_unpaged(&statement, (user, id))
+            .await
+            .map_err(StoreError::backend)?;
+        let rows = result.into_rows_result().map_err(StoreError::backend)?;
+        let row = rows
+            .rows::<WebhookRow>()
+            .map_err(StoreError::backend)?
+            .next()
+            .transpose()
+            .map_err(StoreError::backend)?;
+        row.map(WebhookRow::into_webhook).transpose()
     }
 
     async fn save_webhook_progress(
@@ -258,6 +294,7 @@ impl WebhookStore for CqlStore {
         user: UserId,
         id: &str,
         holder: &str,
+        updated_at: i64,
         state: DeliveryState,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -265,7 +302,7 @@ impl WebhookStore for CqlStore {
         self.lwt(
             "UPDATE {ks}.webhooks SET cursor = ?, attempt = ?, next_at_ms = ?, \
              failing_since_ms = ?, lease_until_ms = ?, lease_holder = ? \
-             WHERE user_id = ? AND id = ? IF lease_holder = ?",
+             WHERE user_id = ? AND id = ? IF lease_holder = ? AND updated_at = ?",
             (
                 state.cursor,
                 clamp_i32(state.attempt),
@@ -276,6 +313,7 @@ impl WebhookStore for CqlStore {
                 user,
                 id,
                 holder,
+                updated_at,
             ),
         )
         .await
@@ -292,7 +330,7 @@ impl WebhookStore for CqlStore {
             .lwt(
                 "UPDATE {ks}.webhooks SET enabled = false, disabled_reason = ?, updated_at = ? \
                  WHERE user_id = ? AND id = ? IF EXISTS",
-                (reason, shortlink_core::time_util::now_unix(), user, id),
+                (reason, disabled_at(self, user, id).await?, user, id),
             )
             .await?;
         if disabled {

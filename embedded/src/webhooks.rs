@@ -210,6 +210,7 @@ impl WebhookStore for EmbeddedStore {
         user: UserId,
         id: &str,
         holder: &str,
+        updated_at: i64,
         state: DeliveryState,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -221,7 +222,8 @@ impl WebhookStore for EmbeddedStore {
                         "UPDATE webhooks SET cursor = ?4, attempt = ?5, next_at_ms = ?6,
                          failing_since_ms = ?7, lease_until_ms = ?8,
                          lease_holder = CASE WHEN ?8 = 0 THEN '' ELSE lease_holder END
-                         WHERE id = ?1 AND user_id = ?2 AND lease_holder = ?3",
+                         WHERE id = ?1 AND user_id = ?2 AND lease_holder = ?3
+                         AND updated_at = ?9",
                     )?
                     .execute(params![
                         id,
@@ -232,6 +234,7 @@ impl WebhookStore for EmbeddedStore {
                         state.next_at_ms,
                         state.failing_since_ms,
                         until_ms,
+                        updated_at,
                     ])?;
                 Ok(saved == 1)
             })
@@ -249,8 +252,8 @@ impl WebhookStore for EmbeddedStore {
         self.writer
             .write(move |conn| {
                 let changed = conn.execute(
-                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, updated_at = ?4
-                     WHERE id = ?1 AND user_id = ?2",
+                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?3,
+                     updated_at = MAX(updated_at + 1, ?4) WHERE id = ?1 AND user_id = ?2",
                     params![id, user, reason, shortlink_core::time_util::now_unix()],
                 )?;
                 if changed == 0 {

@@ -1353,15 +1353,23 @@ async fn webhooks(store: Arc<dyn Store>, run: &str) {
         next_at_ms: 123,
         failing_since_ms: Some(99),
     };
+    let version = changed.updated_at;
     assert!(
         !store
-            .save_webhook_progress(owner, &hook.id, "intruder", progress, now + 10_000)
+            .save_webhook_progress(owner, &hook.id, "intruder", version, progress, now + 10_000)
             .await
             .unwrap()
     );
     assert!(
+        !store
+            .save_webhook_progress(owner, &hook.id, &holder, version - 1, progress, 0)
+            .await
+            .unwrap(),
+        "settings changed since the run read them"
+    );
+    assert!(
         store
-            .save_webhook_progress(owner, &hook.id, &holder, progress, 0)
+            .save_webhook_progress(owner, &hook.id, &holder, version, progress, 0)
             .await
             .unwrap()
     );
@@ -1437,45 +1445,6 @@ async fn webhooks(store: Arc<dyn Store>, run: &str) {
             .is_empty()
     );
 
-    // Events after an enabled endpoint's cursor survive the per-user count prune.
-    let created = store
-        .append_events(
-            (0..6)
-                .map(|i| NewEvent {
-                    user_id: owner,
-                    kind: EventKind::LinkCreated,
-                    data: format!(r#"{{"i":{i}}}"#),
-                })
-                .collect(),
-        )
-        .await
-        .unwrap();
-    let mut behind = changed.clone();
-    behind.id = format!("wh_{run}behind");
-    behind.delivery.cursor = created[1].id;
-    store.create_webhook(behind.clone()).await.unwrap();
-    let retention = EventRetention {
-        per_user: 2,
-        max_age_secs: 86_400,
-    };
-    store.prune_events(retention).await.unwrap();
-    let left = eventually("events after the cursor", || {
-        let store = store.clone();
-        async move {
-            let events = store.user_events(owner, 0, 100).await.unwrap();
-            (events.len() >= 4).then_some(events)
-        }
-    })
-    .await;
-    let left_ids: Vec<i64> = left.iter().map(|e| e.id).collect();
-    for kept in &created[2..] {
-        assert!(
-            left_ids.contains(&kept.id),
-            "event {} pruned: {left_ids:?}",
-            kept.id
-        );
-    }
-
     // Disabling appends the owner's event; deleting removes the endpoint and its log.
     let told = NewEvent {
         user_id: owner,
@@ -1512,5 +1481,45 @@ async fn webhooks(store: Arc<dyn Store>, run: &str) {
             .unwrap()
             .is_empty()
     );
+
+    // Events after an enabled endpoint's cursor survive the per-user count prune; those
+    // up to it do not.
+    let created = store
+        .append_events(
+            (0..6)
+                .map(|i| NewEvent {
+                    user_id: owner,
+                    kind: EventKind::LinkCreated,
+                    data: format!(r#"{{"i":{i}}}"#),
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut behind = webhook(owner, run, "behind", created[1].id);
+    behind.events = vec![];
+    store.create_webhook(behind.clone()).await.unwrap();
+    let retention = EventRetention {
+        per_user: 2,
+        max_age_secs: 86_400,
+    };
+    eventually("the prune, up to the endpoint's cursor", || {
+        let store = store.clone();
+        let created = created.clone();
+        async move {
+            store.prune_events(retention).await.unwrap();
+            let left: Vec<i64> = store
+                .user_events(owner, 0, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            let kept = created[2..].iter().all(|e| left.contains(&e.id));
+            let dropped = created[..2].iter().all(|e| !left.contains(&e.id));
+            (kept && dropped).then_some(())
+        }
+    })
+    .await;
     store.delete_webhook(owner, &behind.id).await.unwrap();
 }

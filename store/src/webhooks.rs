@@ -28,7 +28,8 @@ pub trait WebhookStore: Send + Sync {
     /// stays). False if there is no such endpoint.
     async fn update_webhook(&self, hook: &Webhook, fresh_start: bool) -> Result<bool, StoreError>;
 
-    /// Deletes the endpoint and its delivery log; false if there was no such endpoint.
+    /// Deletes the endpoint and its delivery log (backends whose log rows expire may leave
+    /// them to expire, unreachable); false if there was no such endpoint.
     async fn delete_webhook(&self, user: UserId, id: &str) -> Result<bool, StoreError>;
 
     /// Leases the endpoint to `holder` until `until_ms` when nobody holds it at `now_ms`
@@ -43,18 +44,20 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<Option<Webhook>, StoreError>;
 
     /// Saves delivery progress and moves the lease's end to `until_ms` (0 releases it),
-    /// while `holder` holds the lease; false (nothing written) when it does not.
+    /// while `holder` holds the lease and the settings are still those of `updated_at`;
+    /// false (nothing written) otherwise: the run must stop and read them again.
     async fn save_webhook_progress(
         &self,
         user: UserId,
         id: &str,
         holder: &str,
+        updated_at: i64,
         state: DeliveryState,
         until_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Turns the endpoint off for `reason` and appends `event` (telling its owner); false
-    /// if there is no such endpoint.
+    /// Turns the endpoint off for `reason` (a settings change: `updated_at` moves on) and
+    /// appends `event` (telling its owner); false if there is no such endpoint.
     async fn disable_webhook(
         &self,
         user: UserId,

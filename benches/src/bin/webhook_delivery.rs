@@ -134,8 +134,8 @@ async fn main() {
         .map(|i| {
             let (http, control, key) = (http.clone(), control.clone(), keys[i % users].clone());
             async move {
-                if rate > 0 {
-                    let due = started + Duration::from_micros(i as u64 * 1_000_000 / rate);
+                if let Some(at_us) = (i as u64 * 1_000_000).checked_div(rate) {
+                    let due = started + Duration::from_micros(at_us);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let r = http

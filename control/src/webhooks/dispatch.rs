@@ -281,9 +281,10 @@ impl Dispatcher {
                 not_before_ms: 0,
             });
             slot.events = hook.events;
-            if hook.delivery.next_at_ms > 0 {
-                slot.dirty = true;
-                slot.not_before_ms = slot.not_before_ms.max(hook.delivery.next_at_ms);
+            if !slot.running {
+                // The stored schedule wins (another instance, or a fresh start, moved it).
+                slot.not_before_ms = hook.delivery.next_at_ms;
+                slot.dirty |= hook.delivery.next_at_ms > 0;
             }
         }
         let mut by_user: HashMap<UserId, Vec<String>> = HashMap::new();
@@ -434,12 +435,14 @@ impl Dispatcher {
                         .record_deliveries(std::mem::take(&mut log))
                         .await?;
                     let until = if *closed.borrow() { 0 } else { now + lease_ms };
-                    if !self.save(&hook, state, until).await? || until == 0 {
-                        return Ok(if until == 0 {
-                            RunEnd::Idle
-                        } else {
-                            RunEnd::Busy(now + lease_ms)
-                        });
+                    if until == 0 {
+                        self.save(&hook, state, 0).await?;
+                        return Ok(RunEnd::Idle);
+                    }
+                    if !self.save(&hook, state, until).await? {
+                        // Settings changed (or the lease is gone): start again from what
+                        // is stored, with them.
+                        return Ok(RunEnd::RetryAt(now));
                     }
                     lease_until = until;
                     last_save = tokio::time::Instant::now();
@@ -500,8 +503,11 @@ impl Dispatcher {
                         cursor: event.id,
                         ..DeliveryState::default()
                     };
-                    self.save(&hook, given_up, 0).await?;
-                    self.disable(&hook, since, &attempt).await?;
+                    // The lease is kept while the endpoint is disabled, so no other
+                    // instance tries the next event in between.
+                    if self.save(&hook, given_up, now + lease_ms).await? {
+                        self.disable(&hook, since, &attempt).await?;
+                    }
                     return Ok(RunEnd::Gone);
                 }
                 let next = now + self.backoff_ms(attempt_no);
@@ -534,10 +540,17 @@ impl Dispatcher {
     ) -> Result<bool, StoreError> {
         let saved = self
             .store
-            .save_webhook_progress(hook.user_id, &hook.id, &self.holder, state, until)
+            .save_webhook_progress(
+                hook.user_id,
+                &hook.id,
+                &self.holder,
+                hook.updated_at,
+                state,
+                until,
+            )
             .await?;
         if !saved {
-            warn!(webhook = %hook.id, "lost the webhook delivery lease to another instance");
+            info!(webhook = %hook.id, "webhook settings changed or its lease was lost: reading it again");
         }
         Ok(saved)
     }
@@ -548,9 +561,9 @@ impl Dispatcher {
         since_ms: i64,
         last: &Attempt,
     ) -> Result<(), StoreError> {
+        // Not the URL: it may hold a token, and this event goes to every stream.
         let data = serde_json::json!({
             "id": hook.id,
-            "url": hook.url,
             "reason": DISABLED_FAILING,
             "failing_since": ms_to_rfc3339(since_ms),
             "last_error": last.error,

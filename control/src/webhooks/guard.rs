@@ -29,8 +29,11 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("shared (carrier-grade NAT) or metadata")
     } else if a == 0 || ip.is_broadcast() || a >= 224 {
         Some("unspecified, broadcast, multicast or reserved")
-    } else if (a == 192 && b == 0 && c == 0) || (a == 198 && (b & 0xfe) == 18) {
-        Some("protocol assignment or benchmarking")
+    } else if (a == 192 && b == 0 && (c == 0 || c == 2))
+        || (a == 198 && ((b & 0xfe) == 18 || (b == 51 && c == 100)))
+        || (a == 203 && b == 0 && c == 113)
+    {
+        Some("protocol assignment, benchmarking or documentation")
     } else {
         None
     }
@@ -59,7 +62,14 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         // Teredo hides its IPv4 address; NAT64 and IPv4-compatible ones embed one last.
         0x2001 if segments[1] == 0 => Some("Teredo"),
         0x0064 if segments[1] == 0xff9b => special_v4(embedded_v4(segments)),
-        0 if segments[..6].iter().all(|s| *s == 0) => special_v4(embedded_v4(segments)),
+        // IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d) addresses.
+        0 if segments[..6].iter().all(|s| *s == 0)
+            || (segments[..4].iter().all(|s| *s == 0)
+                && segments[4] == 0xffff
+                && segments[5] == 0) =>
+        {
+            special_v4(embedded_v4(segments))
+        }
         _ => None,
     }
 }
@@ -180,6 +190,8 @@ mod tests {
             "2002:7f00:1::",
             "::127.0.0.1",
             "2001:0:4136:e378::1",
+            "::ffff:0:127.0.0.1",
+            "192.0.2.1",
         ] {
             assert!(refused(ip), "{ip} should be refused");
         }

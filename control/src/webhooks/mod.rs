@@ -336,6 +336,12 @@ fn kinds(events: Option<Vec<EventType>>) -> Result<Vec<EventKind>, ApiError> {
     Ok(kinds)
 }
 
+/// `updated_at` of a settings change: now, but always past the last one, because a
+/// delivery run in progress notices a change by it.
+fn next_version(hook: &Webhook) -> i64 {
+    now_unix().max(hook.updated_at + 1)
+}
+
 fn random_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut rng = rand::rng();
@@ -488,19 +494,22 @@ pub async fn patch_webhook(
     caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
     let mut hook = owned(&state, &caller, &id).await?;
+    // A new URL or turning it on starts a fresh retry schedule.
+    let mut fresh_start = false;
     if let Some(url) = &request.url {
-        hook.url = checked_url(&state, url).await?;
+        let url = checked_url(&state, url).await?;
+        fresh_start = url != hook.url;
+        hook.url = url;
     }
     if request.events.is_some() {
         hook.events = kinds(request.events)?;
     }
-    let mut fresh_start = false;
     if let Some(enabled) = request.enabled {
-        fresh_start = enabled && !hook.enabled;
+        fresh_start |= enabled && !hook.enabled;
         hook.enabled = enabled;
         hook.disabled_reason = None;
     }
-    hook.updated_at = now_unix();
+    hook.updated_at = next_version(&hook);
     if !state.store().update_webhook(&hook, fresh_start).await? {
         return Err(not_found(&id));
     }
@@ -577,7 +586,7 @@ pub async fn rotate_secret(
     hook.previous_secret = (grace > 0).then(|| hook.secret.clone());
     hook.previous_until = (grace > 0).then(|| now + grace as i64);
     hook.secret = new_secret();
-    hook.updated_at = now;
+    hook.updated_at = next_version(&hook);
     if !state.store().update_webhook(&hook, false).await? {
         return Err(not_found(&id));
     }
