@@ -62,6 +62,35 @@ pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Creates the user `name` through the API at `base` as the admin and returns a new key
+/// of theirs.
+pub async fn user_with_key(
+    http: &reqwest::Client,
+    base: &str,
+    admin_key: &str,
+    name: &str,
+) -> String {
+    let r = http
+        .post(format!("{base}/api/v1/users"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({"name": name}))
+        .send()
+        .await
+        .expect("create user");
+    assert_eq!(r.status(), 201, "create user {name}");
+    let body: serde_json::Value = http
+        .post(format!("{base}/api/v1/keys"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({"user": name}))
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("a key");
+    body["key"].as_str().expect("a key").to_owned()
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -53,3 +53,17 @@ mod tests {
         assert_eq!(parse_rfc3339("tomorrow"), None);
     }
 }
+
+/// `candidate`, or one past the last value `last` handed out if that is larger; records
+/// the result in `last`. Ids made this way strictly increase within a process.
+pub fn next_monotonic(last: &std::sync::atomic::AtomicI64, candidate: i64) -> i64 {
+    use std::sync::atomic::Ordering;
+    let mut prev = last.load(Ordering::Relaxed);
+    loop {
+        let id = candidate.max(prev + 1);
+        match last.compare_exchange_weak(prev, id, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return id,
+            Err(actual) => prev = actual,
+        }
+    }
+}

@@ -128,21 +128,13 @@ pub struct DeliveryRecord {
 /// every id this process made before (records of one endpoint sort by time).
 pub fn next_delivery_id() -> i64 {
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicI64, Ordering};
-    static LAST: AtomicI64 = AtomicI64::new(0);
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
         & 15;
     let candidate = crate::time_util::now_unix_ms().saturating_mul(16_000) | random as i64;
-    let mut prev = LAST.load(Ordering::Relaxed);
-    loop {
-        let id = candidate.max(prev + 1);
-        match LAST.compare_exchange_weak(prev, id, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return id,
-            Err(actual) => prev = actual,
-        }
-    }
+    crate::time_util::next_monotonic(&LAST, candidate)
 }
 
 /// Unix milliseconds at which delivery record `id` was made.

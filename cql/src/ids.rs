@@ -6,7 +6,7 @@
 //! doubles as a position in the change and event feeds. Within one process ids strictly
 //! increase. 53 bits of microseconds last until the year 2305.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
 /// 2020-01-01T00:00:00Z in Unix microseconds.
 const EPOCH_US: i64 = 1_577_836_800_000_000;
@@ -32,14 +32,7 @@ pub(crate) fn id_at_us(us: i64) -> i64 {
 /// A new id, larger than every id this process made before.
 pub(crate) fn next_id() -> i64 {
     let candidate = id_at_us(now_us()) | i64::from(rand::random::<u16>() & 0x3ff);
-    let mut prev = LAST.load(Ordering::Relaxed);
-    loop {
-        let id = candidate.max(prev + 1);
-        match LAST.compare_exchange_weak(prev, id, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return id,
-            Err(actual) => prev = actual,
-        }
-    }
+    shortlink_core::time_util::next_monotonic(&LAST, candidate)
 }
 
 /// The largest id made `settle_us` or more before now: feed readers stop here, so a write

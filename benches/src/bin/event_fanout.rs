@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shortlink_benches::{ReleaseServer, arg, status_kib};
+use shortlink_benches::{ReleaseServer, arg, status_kib, user_with_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -132,26 +132,7 @@ async fn main() {
 
     let mut keys = Vec::new();
     for u in 0..users {
-        let name = format!("fan{u}");
-        let r = http
-            .post(format!("{base}/api/v1/users"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&serde_json::json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "create user");
-        let body: serde_json::Value = http
-            .post(format!("{base}/api/v1/keys"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&serde_json::json!({"user": name}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        keys.push(body["key"].as_str().unwrap().to_owned());
+        keys.push(user_with_key(&http, &base, ADMIN_KEY, &format!("fan{u}")).await);
     }
 
     // Open the connections, 200 at a time (the listen backlog is finite).

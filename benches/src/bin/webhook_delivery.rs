@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures_util::StreamExt;
-use shortlink_benches::{ReleaseServer, arg};
+use shortlink_benches::{ReleaseServer, arg, user_with_key};
 
 const ADMIN_KEY: &str = "sl_webhook_bench_admin_key_00000000";
 
@@ -95,26 +95,7 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut keys = Vec::new();
     for u in 0..users {
-        let name = format!("hooks{u}");
-        let r = http
-            .post(format!("{}/api/v1/users", server.control))
-            .bearer_auth(ADMIN_KEY)
-            .json(&serde_json::json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let key: serde_json::Value = http
-            .post(format!("{}/api/v1/keys", server.control))
-            .bearer_auth(ADMIN_KEY)
-            .json(&serde_json::json!({"user": name}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = key["key"].as_str().unwrap().to_owned();
+        let key = user_with_key(&http, &server.control, ADMIN_KEY, &format!("hooks{u}")).await;
         for _ in 0..endpoints {
             let r = http
                 .post(format!("{}/api/v1/webhooks", server.control))

@@ -69,7 +69,8 @@ impl Message {
     }
 }
 
-/// The delivery record of `attempt` number `attempt_no` at `message` to `hook`.
+/// The delivery record of `attempt` number `attempt_no` at `message` to `hook`, counted
+/// in the deliveries metric: every attempt makes one.
 pub fn record(
     hook: &Webhook,
     message: &Message,
@@ -79,6 +80,9 @@ pub fn record(
     next_try_ms: Option<i64>,
     manual: bool,
 ) -> DeliveryRecord {
+    metrics::WEBHOOK_DELIVERIES
+        .with_label_values(&[outcome.as_str()])
+        .inc();
     let id = next_delivery_id();
     DeliveryRecord {
         id,
@@ -459,9 +463,6 @@ impl Dispatcher {
                 metrics::WEBHOOK_DELIVERY_SECONDS.observe(f64::from(attempt.latency_ms) / 1000.0);
                 let attempt_no = state.attempt + 1;
                 if attempt.delivered() {
-                    metrics::WEBHOOK_DELIVERIES
-                        .with_label_values(&[DeliveryOutcome::Delivered.as_str()])
-                        .inc();
                     metrics::WEBHOOK_EVENT_LAG_SECONDS
                         .observe((now_unix_ms() - event.at_ms).max(0) as f64 / 1000.0);
                     log.push(record(
@@ -486,9 +487,6 @@ impl Dispatcher {
                     i64::try_from(self.config.retry_window_seconds.saturating_mul(1000))
                         .unwrap_or(i64::MAX / 4);
                 if now - since >= window_ms {
-                    metrics::WEBHOOK_DELIVERIES
-                        .with_label_values(&[DeliveryOutcome::GivenUp.as_str()])
-                        .inc();
                     log.push(record(
                         &hook,
                         &msg,
@@ -511,9 +509,6 @@ impl Dispatcher {
                     return Ok(RunEnd::Gone);
                 }
                 let next = now + self.backoff_ms(attempt_no);
-                metrics::WEBHOOK_DELIVERIES
-                    .with_label_values(&[DeliveryOutcome::Failed.as_str()])
-                    .inc();
                 log.push(record(
                     &hook,
                     &msg,

@@ -613,9 +613,6 @@ async fn send_now(
     } else {
         DeliveryOutcome::Failed
     };
-    crate::metrics::WEBHOOK_DELIVERIES
-        .with_label_values(&[outcome.as_str()])
-        .inc();
     let entry = record(hook, &message, 1, &attempt, outcome, None, true);
     state.store().record_deliveries(vec![entry.clone()]).await?;
     Ok(DeliveryView::from(entry))
