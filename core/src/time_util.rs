@@ -41,19 +41,6 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        let t = parse_rfc3339("2030-01-02T03:04:05Z").unwrap();
-        assert_eq!(to_rfc3339(t), "2030-01-02T03:04:05Z");
-        assert_eq!(parse_rfc3339("2030-01-02T04:04:05+01:00"), Some(t));
-        assert_eq!(parse_rfc3339("tomorrow"), None);
-    }
-}
-
 /// `candidate`, or one past the last value `last` handed out if that is larger; records
 /// the result in `last`. Ids made this way strictly increase within a process.
 pub fn next_monotonic(last: &std::sync::atomic::AtomicI64, candidate: i64) -> i64 {
@@ -65,5 +52,18 @@ pub fn next_monotonic(last: &std::sync::atomic::AtomicI64, candidate: i64) -> i6
             Ok(_) => return id,
             Err(actual) => prev = actual,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let t = parse_rfc3339("2030-01-02T03:04:05Z").unwrap();
+        assert_eq!(to_rfc3339(t), "2030-01-02T03:04:05Z");
+        assert_eq!(parse_rfc3339("2030-01-02T04:04:05+01:00"), Some(t));
+        assert_eq!(parse_rfc3339("tomorrow"), None);
     }
 }
