@@ -9,23 +9,33 @@ use crate::account::UserId;
 /// client can resume after the last id it saw.
 pub type EventId = i64;
 
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happened. Its wire name (`as_str`) is also its serde form, e.g. in the event
+/// types a webhook asks for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum EventKind {
     /// A link was created.
+    #[serde(rename = "link.created")]
     LinkCreated,
     /// A link was changed.
+    #[serde(rename = "link.updated")]
     LinkUpdated,
     /// A link was deleted.
+    #[serde(rename = "link.deleted")]
     LinkDeleted,
     /// A link was clicked; one event per link per ingested batch (a second of traffic at
     /// most), carrying the count.
+    #[serde(rename = "link.clicked")]
     LinkClicked,
     /// An upload was stored.
+    #[serde(rename = "upload.completed")]
     UploadCompleted,
     /// An upload's thumbnails exist.
+    #[serde(rename = "upload.thumbnails_ready")]
     UploadThumbnailsReady,
     /// A webhook endpoint was disabled after failing for the whole retry window.
+    #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
 }
 
@@ -167,6 +177,11 @@ mod tests {
     fn kinds_round_trip_through_their_names() {
         for kind in EventKind::ALL {
             assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                kind.as_str(),
+                "serde name"
+            );
         }
         assert!("link.exploded".parse::<EventKind>().is_err());
     }

@@ -112,6 +112,8 @@ struct Slot {
     dirty: bool,
     /// Not before this time (a retry's due time, another instance's lease).
     not_before_ms: i64,
+    /// When the event waiting at its head was written (the backlog gauge).
+    head_at_ms: Option<i64>,
 }
 
 /// The known endpoints, by id and by owner.
@@ -162,8 +164,6 @@ pub struct Dispatcher {
     /// This instance's lease holder name.
     holder: String,
     slots: Mutex<Slots>,
-    /// The head event's time of endpoints with undelivered events (backlog gauge).
-    heads: Mutex<HashMap<String, i64>>,
     wake: Notify,
     refresh_now: std::sync::atomic::AtomicBool,
     permits: Arc<Semaphore>,
@@ -181,7 +181,6 @@ impl Dispatcher {
             config,
             holder,
             slots: Mutex::new(Slots::default()),
-            heads: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             refresh_now: std::sync::atomic::AtomicBool::new(false),
             closed: watch::channel(false).0,
@@ -283,6 +282,7 @@ impl Dispatcher {
                 running: false,
                 dirty: true,
                 not_before_ms: 0,
+                head_at_ms: None,
             });
             slot.events = hook.events;
             if !slot.running {
@@ -296,12 +296,6 @@ impl Dispatcher {
             by_user.entry(slot.user).or_default().push(id.clone());
         }
         slots.by_user = by_user;
-        let live: Vec<String> = slots.by_id.keys().cloned().collect();
-        drop(slots);
-        self.heads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| live.contains(id));
         Ok(())
     }
 
@@ -345,7 +339,7 @@ impl Dispatcher {
         if let Some(slot) = slots.by_id.get_mut(id) {
             slot.running = false;
             match end {
-                RunEnd::Idle => {}
+                RunEnd::Idle => slot.head_at_ms = None,
                 RunEnd::RetryAt(at) | RunEnd::Busy(at) => {
                     slot.dirty = true;
                     slot.not_before_ms = at;
@@ -356,22 +350,17 @@ impl Dispatcher {
             }
         }
         drop(slots);
-        if matches!(end, RunEnd::Idle | RunEnd::Gone) {
-            self.heads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
-        }
         self.wake.notify_one();
     }
 
     fn update_backlog(&self) {
         let oldest = self
-            .heads
+            .slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .values()
-            .copied()
+            .filter_map(|slot| slot.head_at_ms)
             .min();
         let age = oldest.map_or(0.0, |at| (now_unix_ms() - at).max(0) as f64 / 1000.0);
         metrics::WEBHOOK_BACKLOG_SECONDS.set(age);
@@ -451,10 +440,15 @@ impl Dispatcher {
                     lease_until = until;
                     last_save = tokio::time::Instant::now();
                 }
-                self.heads
+                if let Some(slot) = self
+                    .slots
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(hook.id.clone(), event.at_ms);
+                    .by_id
+                    .get_mut(&hook.id)
+                {
+                    slot.head_at_ms = Some(event.at_ms);
+                }
                 let msg = Message::of(&event);
                 let attempt = self
                     .sender

@@ -45,7 +45,7 @@ pub struct CreateWebhookRequest {
     url: String,
     /// Event types to send; absent or empty: every type.
     #[schema(max_items = 16)]
-    events: Option<Vec<EventType>>,
+    events: Option<Vec<EventKind>>,
     /// Whether to deliver (default true).
     enabled: Option<bool>,
 }
@@ -59,7 +59,7 @@ pub struct PatchWebhookRequest {
     url: Option<String>,
     /// New event types; empty: every type.
     #[schema(max_items = 16)]
-    events: Option<Vec<EventType>>,
+    events: Option<Vec<EventKind>>,
     /// Turn delivery on or off. Turning a disabled endpoint on resumes after the last
     /// event delivered or given up, with a fresh retry schedule.
     enabled: Option<bool>,
@@ -75,47 +75,6 @@ pub struct RotateSecretRequest {
     grace_seconds: Option<u64>,
 }
 
-/// An event type a webhook can receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum EventType {
-    /// A link was created.
-    #[serde(rename = "link.created")]
-    LinkCreated,
-    /// A link was changed.
-    #[serde(rename = "link.updated")]
-    LinkUpdated,
-    /// A link was deleted.
-    #[serde(rename = "link.deleted")]
-    LinkDeleted,
-    /// A link was clicked (one message per link per ingested batch, with the count).
-    #[serde(rename = "link.clicked")]
-    LinkClicked,
-    /// An upload was stored.
-    #[serde(rename = "upload.completed")]
-    UploadCompleted,
-    /// An upload's thumbnails exist.
-    #[serde(rename = "upload.thumbnails_ready")]
-    UploadThumbnailsReady,
-    /// One of the user's webhook endpoints was disabled after failing for a whole retry
-    /// window.
-    #[serde(rename = "webhook.disabled")]
-    WebhookDisabled,
-}
-
-impl From<EventType> for EventKind {
-    fn from(t: EventType) -> EventKind {
-        match t {
-            EventType::LinkCreated => EventKind::LinkCreated,
-            EventType::LinkUpdated => EventKind::LinkUpdated,
-            EventType::LinkDeleted => EventKind::LinkDeleted,
-            EventType::LinkClicked => EventKind::LinkClicked,
-            EventType::UploadCompleted => EventKind::UploadCompleted,
-            EventType::UploadThumbnailsReady => EventKind::UploadThumbnailsReady,
-            EventType::WebhookDisabled => EventKind::WebhookDisabled,
-        }
-    }
-}
-
 /// A webhook endpoint as the API shows it (never with its secret).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
@@ -125,7 +84,7 @@ pub struct WebhookView {
     /// Where events are POSTed.
     url: String,
     /// Event types sent; empty: every type.
-    events: Vec<String>,
+    events: Vec<EventKind>,
     /// Whether events are delivered.
     enabled: bool,
     /// Why delivery stopped by itself (`failing`); `null` when enabled or turned off by
@@ -148,7 +107,7 @@ impl From<&Webhook> for WebhookView {
         WebhookView {
             id: hook.id.clone(),
             url: hook.url.clone(),
-            events: hook.events.iter().map(|k| k.as_str().to_owned()).collect(),
+            events: hook.events.clone(),
             enabled: hook.enabled,
             disabled_reason: hook.disabled_reason.clone(),
             previous_secret_until: hook
@@ -319,7 +278,7 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
 /// Most event types one endpoint lists (as documented).
 const MAX_EVENT_TYPES: usize = 16;
 
-fn kinds(events: Option<Vec<EventType>>) -> Result<Vec<EventKind>, ApiError> {
+fn kinds(events: Option<Vec<EventKind>>) -> Result<Vec<EventKind>, ApiError> {
     let events = events.unwrap_or_default();
     if events.len() > MAX_EVENT_TYPES {
         return Err(ApiError::new(
@@ -328,7 +287,7 @@ fn kinds(events: Option<Vec<EventType>>) -> Result<Vec<EventKind>, ApiError> {
         ));
     }
     let mut kinds: Vec<EventKind> = Vec::new();
-    for kind in events.into_iter().map(EventKind::from) {
+    for kind in events {
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
