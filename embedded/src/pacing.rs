@@ -161,8 +161,14 @@ mod tests {
     #[test]
     fn rests_after_each_slice_of_work_and_never_when_unpaced() {
         // Slices long enough that the test thread being preempted between two lines (the
-        // suite runs tests side by side) does not make one.
-        let pacing = Pacing::new(Duration::from_millis(20), Duration::from_micros(50));
+        // suite runs tests side by side) does not make one, and a paced-work budget that
+        // three slices cannot spend however long preemption stretches them (in the normal
+        // class: the idle class is another test's subject).
+        let pacing = Pacing {
+            paced_work: Duration::from_secs(60),
+            idle_class: false,
+            ..Pacing::new(Duration::from_millis(20), Duration::from_micros(50))
+        };
         let mut pacer = Pacer::new(pacing, alone());
         pacer.step();
         assert_eq!(pacer.rests(), 0, "no rest before a slice of work");
