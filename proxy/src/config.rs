@@ -102,6 +102,150 @@ pub struct ProxyConfig {
     pub grace_period_seconds: u64,
     /// Seconds given to runtimes to stop after the grace period. Default 3.
     pub shutdown_timeout_seconds: u64,
+    /// HTTPS and HTTP/2 (`[proxy.tls]`): off unless `proxy.tls.listen` is set.
+    pub tls: TlsConfig,
+}
+
+/// A certificate chain and its private key, PEM files (as certbot and most ACME clients
+/// write them: `fullchain.pem`, `privkey.pem`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The chain, end-entity certificate first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+/// Settings of the proxy's TLS listener (`[proxy.tls]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address the HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN) listens on, e.g.
+    /// `0.0.0.0:443`. Default unset: no TLS.
+    pub listen: Option<String>,
+    /// Certificate files served by SNI: each serves the names it lists (subject
+    /// alternative names, wildcards included); the default domain's also answers clients
+    /// that send no name. Files are re-read when they change. Default none.
+    pub certificates: Vec<CertificateFiles>,
+    /// Seconds between checks of the certificate files for changes. Default 10.
+    pub reload_seconds: u64,
+    /// Answer plain-HTTP requests for a host that has a certificate with a 308 to its
+    /// `https://` URL (except `/readyz`). Default false.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` max-age sent on HTTPS answers; 0 sends none.
+    /// Default 0 (HSTS is hard to take back: turn it on knowingly).
+    pub hsts_max_age_seconds: u64,
+    /// Add `includeSubDomains` to the HSTS header. Default false.
+    pub hsts_include_subdomains: bool,
+    /// The public HTTPS port, for the `Location` of `redirect_http`; default the port of
+    /// `proxy.tls.listen` (443 is left out of URLs).
+    pub public_port: Option<u16>,
+    /// Offer HTTP/2 by ALPN. Default true.
+    pub http2: bool,
+    /// TLS 1.3 only (else 1.3 and 1.2). Default false.
+    pub tls13_only: bool,
+    /// Milliseconds a client has to complete the TLS handshake. Default 10 000.
+    pub handshake_timeout_ms: u64,
+    /// HTTP/2: streams a client may have open at once. Default 128.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: largest decoded header list of a request, in bytes (CONTINUATION frames
+    /// included: a flood of them ends at this size). Default 65 536.
+    pub h2_max_header_list_bytes: u32,
+    /// HTTP/2: streams a client may reset before the server accepts them, at once (the
+    /// "rapid reset" attack, CVE-2023-44487, ends the connection past it). Default 20.
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2: streams the server may reset for a client's protocol errors before it ends
+    /// the connection. Default 1 024.
+    pub h2_max_error_resets: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: None,
+            certificates: Vec::new(),
+            reload_seconds: 10,
+            redirect_http: false,
+            hsts_max_age_seconds: 0,
+            hsts_include_subdomains: false,
+            public_port: None,
+            http2: true,
+            tls13_only: false,
+            handshake_timeout_ms: 10_000,
+            h2_max_concurrent_streams: 128,
+            h2_max_header_list_bytes: 64 * 1024,
+            h2_max_pending_reset_streams: 20,
+            h2_max_error_resets: 1024,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The `Strict-Transport-Security` value, if one is sent.
+    pub fn hsts(&self) -> Option<String> {
+        (self.hsts_max_age_seconds > 0).then(|| {
+            let mut value = format!("max-age={}", self.hsts_max_age_seconds);
+            if self.hsts_include_subdomains {
+                value.push_str("; includeSubDomains");
+            }
+            value
+        })
+    }
+
+    /// The port `https://` URLs name (`None` for 443).
+    pub fn url_port(&self) -> Option<u16> {
+        let port = self.public_port.or_else(|| {
+            self.listen
+                .as_deref()
+                .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port())
+        })?;
+        (port != 443).then_some(port)
+    }
+
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        let Some(listen) = &self.listen else {
+            if self.redirect_http {
+                return Err(InvalidSetting::new(
+                    "proxy.tls.redirect_http",
+                    "needs proxy.tls.listen",
+                ));
+            }
+            return Ok(());
+        };
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(InvalidSetting::new(
+                "proxy.tls.listen",
+                format!("'{listen}' is not an address like 0.0.0.0:443"),
+            ));
+        }
+        if self.certificates.is_empty() {
+            return Err(InvalidSetting::new(
+                "proxy.tls.certificates",
+                "is empty: TLS needs at least one certificate (cert and key files)",
+            ));
+        }
+        if !(1..=86_400).contains(&self.reload_seconds) {
+            return Err(InvalidSetting::new(
+                "proxy.tls.reload_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.tls.handshake_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.h2_max_concurrent_streams == 0 || self.h2_max_header_list_bytes < 1024 {
+            return Err(InvalidSetting::new(
+                "proxy.tls.h2_max_concurrent_streams",
+                "must be at least 1 (and proxy.tls.h2_max_header_list_bytes at least 1024)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProxyConfig {
@@ -138,6 +282,7 @@ impl Default for ProxyConfig {
             upstream_timeout_seconds: 60,
             grace_period_seconds: 2,
             shutdown_timeout_seconds: 3,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -232,6 +377,7 @@ impl ProxyConfig {
                 ));
             }
         }
+        self.tls.validate()?;
         if let Some(url) = &self.unknown_host_redirect {
             let ok = (url.starts_with("https://") || url.starts_with("http://"))
                 && http::HeaderValue::from_str(url).is_ok();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
-use pingora::apps::HttpServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, l4};
 use pingora::proxy::HttpProxy;
@@ -36,6 +36,7 @@ use crate::domains::MAX_HOST;
 use crate::listen::{Listening, bind_tcp};
 use crate::metrics::REQUESTS;
 use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
+use crate::tls::{TlsConn, TlsEdge, negotiated_h2};
 
 /// The longest request head read: a head still incomplete at this size is answered 431
 /// (nginx allows 32 KiB by default).
@@ -74,6 +75,10 @@ pub struct FastPathApp {
     enabled: bool,
     limits: ConnectionLimits,
     proxy: Arc<HttpProxy<Redirector>>,
+    /// On the TLS listener: the handshake's configuration.
+    tls: Option<Arc<TlsEdge>>,
+    /// A header line added to every redirect (`Strict-Transport-Security` on TLS).
+    extra_header: Box<[u8]>,
 }
 
 /// What the fast path did with the first request in the buffer.
@@ -98,15 +103,29 @@ impl FastPathApp {
         country_header: Option<&str>,
         enabled: bool,
         limits: ConnectionLimits,
-        proxy: HttpProxy<Redirector>,
+        proxy: Arc<HttpProxy<Redirector>>,
     ) -> FastPathApp {
         FastPathApp {
             redirector,
             country_header: country_header.map(str::to_ascii_lowercase),
             enabled,
             limits,
-            proxy: Arc::new(proxy),
+            proxy,
+            tls: None,
+            extra_header: Box::default(),
         }
+    }
+
+    /// The same app on a TLS listener: handshakes with `tls`, and sends `hsts` (a
+    /// `Strict-Transport-Security` value) with every redirect when set.
+    pub fn with_tls(mut self, tls: Arc<TlsEdge>, hsts: Option<&str>) -> FastPathApp {
+        self.tls = Some(tls);
+        if let Some(hsts) = hsts {
+            self.extra_header = format!("Strict-Transport-Security: {hsts}\r\n")
+                .into_bytes()
+                .into_boxed_slice();
+        }
+        self
     }
 
     /// Answers the request at the start of `buf` into `out`, if it is a plain redirect;
@@ -193,7 +212,13 @@ impl FastPathApp {
             |redirect| {
                 self.redirector
                     .capture_click(&request, redirect.link_id, now_ms);
-                write_redirect(out, &redirect, close, now_ms.div_euclid(1000));
+                write_redirect(
+                    out,
+                    &redirect,
+                    close,
+                    now_ms.div_euclid(1000),
+                    &self.extra_header,
+                );
                 redirect.status.as_u16()
             },
         );
@@ -279,8 +304,15 @@ fn append_date(out: &mut Vec<u8>, now: i64) {
 }
 
 /// Appends the redirect response: the status line and headers pingora's path sends (a
-/// `Date` too), without `Connection: keep-alive`, which HTTP/1.1 implies.
-fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now: i64) {
+/// `Date` too), without `Connection: keep-alive`, which HTTP/1.1 implies; `extra` is a
+/// whole header line (or empty).
+fn write_redirect(
+    out: &mut Vec<u8>,
+    redirect: &PlainRedirect,
+    close: bool,
+    now: i64,
+    extra: &[u8],
+) {
     let status = redirect.status.as_u16();
     out.extend_from_slice(match status {
         301 => b"HTTP/1.1 301 Moved Permanently\r\n".as_slice(),
@@ -296,6 +328,7 @@ fn write_redirect(out: &mut Vec<u8>, redirect: &PlainRedirect, close: bool, now:
     out.extend_from_slice(b"\r\nContent-Length: 0\r\nDate: ");
     append_date(out, now);
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -449,40 +482,85 @@ const HEAD_TOO_SLOW: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 impl FastPathApp {
-    /// Serves an accepted connection until it closes: the fast path on the bare socket,
-    /// and pingora's proxy, on its own stream type, for each request it must answer.
+    /// Serves an accepted connection until it closes: on the TLS listener, the handshake
+    /// first (HTTP/2 connections then go to pingora whole); then the fast path on the bare
+    /// socket (or TLS stream), and pingora's proxy, on its own stream type, for each
+    /// request it must answer.
     async fn serve(
         self: Arc<Self>,
-        mut tcp: TcpStream,
+        tcp: TcpStream,
         peer: SocketAddr,
         conn: Arc<Conn>,
         shutdown: ShutdownWatch,
     ) {
-        let ip = Some(peer.ip());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let first = self
-            .fast_loop(&mut tcp, ip, &mut buf, true, &conn, &shutdown)
-            .await;
-        let Next::HandOff { mut rest } = first else {
-            return;
-        };
-        let mut stream = l4::stream::Stream::from(tcp);
         // What pingora's own listener records: the proxy path reads the client address
         // (404 limits, clicks, forwarding headers) from it.
-        let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+        let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
         let _ = digest.peer_addr.set(Some(peer.into()));
-        stream.set_socket_digest(digest);
-        let mut stream: Stream = Box::new(stream);
+        let Some(tls) = &self.tls else {
+            let plain = |tcp: TcpStream| -> Stream {
+                let mut stream = l4::stream::Stream::from(tcp);
+                stream.set_socket_digest(digest);
+                Box::new(stream)
+            };
+            return self.serve_http1(tcp, peer, &conn, &shutdown, plain).await;
+        };
+        // A client that connects and stalls holds a file descriptor like an idle one:
+        // shed the same way when accepting runs out of them.
+        conn.waiting.store(true, Ordering::Relaxed);
+        let accepted = tokio::select! {
+            biased;
+            accepted = tls.accept(tcp) => accepted,
+            () = conn.shed.notified() => None,
+        };
+        conn.waiting.store(false, Ordering::Relaxed);
+        let Some(stream) = accepted else {
+            return;
+        };
+        if negotiated_h2(&stream) {
+            // HTTP/2: pingora's server multiplexes the streams; each request runs the
+            // same `request_filter` (redirects from the route table) as HTTP/1.1's.
+            let stream: Stream = Box::new(TlsConn::new(stream, digest));
+            Box::pin(self.proxy.process_new(stream, &shutdown)).await;
+            return;
+        }
+        let secured = |stream| -> Stream { Box::new(TlsConn::new(stream, digest)) };
+        self.serve_http1(stream, peer, &conn, &shutdown, secured)
+            .await;
+    }
+
+    /// Serves an HTTP/1.1 connection (`first`, a bare socket or a TLS stream) until it
+    /// closes: the fast path, then for each request it defers, pingora's proxy on the
+    /// stream `into_stream` makes of it (once; the connection stays a pingora stream).
+    async fn serve_http1<S>(
+        &self,
+        mut first: S,
+        peer: SocketAddr,
+        conn: &Conn,
+        shutdown: &ShutdownWatch,
+        into_stream: impl FnOnce(S) -> Stream,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let ip = Some(peer.ip());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let first_loop = self
+            .fast_loop(&mut first, ip, &mut buf, true, conn, shutdown)
+            .await;
+        let Next::HandOff { mut rest } = first_loop else {
+            return;
+        };
+        let mut stream = into_stream(first);
         loop {
             // Boxed: the proxy's future is large and rare; the connection's task stays small.
-            let Some(kept) = Box::pin(self.hand_off(stream, buf, &shutdown)).await else {
+            let Some(kept) = Box::pin(self.hand_off(stream, buf, shutdown)).await else {
                 return;
             };
             stream = kept;
             // The requests pipelined behind the one pingora answered.
             buf = rest;
             match self
-                .fast_loop(&mut stream, ip, &mut buf, false, &conn, &shutdown)
+                .fast_loop(&mut stream, ip, &mut buf, false, conn, shutdown)
                 .await
             {
                 Next::Close => return,
@@ -918,7 +996,7 @@ mod tests {
             keepalive: Duration::from_secs(60),
             write: Duration::from_secs(60),
         };
-        FastPathApp::new(redirector, None, enabled, limits, proxy)
+        FastPathApp::new(redirector, None, enabled, limits, Arc::new(proxy))
     }
 
     /// What `answer` does with `request`: the step and the bytes written.

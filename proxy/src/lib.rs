@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod routes;
 pub mod service;
 pub mod sync;
+pub mod tls;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -48,6 +49,12 @@ pub enum ProxyError {
     /// The click spool folder cannot be used.
     #[error("cannot use the click spool folder {0}")]
     Spool(String, #[source] std::io::Error),
+    /// A configured certificate cannot be served.
+    #[error(transparent)]
+    Certificate(#[from] tls::CertificateError),
+    /// The TLS configuration cannot be built.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
 }
 
 /// What the assembled proxy shares with the rest of the process.
@@ -186,7 +193,11 @@ pub fn add_proxy(
         country_header: config.country_header.clone(),
         country_lookup: edge.country_lookup,
     };
-    let redirector = Redirector::new(
+    let https = match &config.tls.listen {
+        Some(_) => Some(tls_parts(config, &edge.default_host)?),
+        None => None,
+    };
+    let mut redirector = Redirector::new(
         table.clone(),
         domains,
         store,
@@ -199,30 +210,68 @@ pub fn add_proxy(
     .with_budgets(budgets.clone())
     .vouching_with(hop_secret.as_deref())
     .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
+    if let Some(https) = &https {
+        redirector = redirector.with_https(https.policy.clone());
+    }
+    let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, redirector.clone());
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(config.tls.h2_max_concurrent_streams)
+        .max_header_list_size(config.tls.h2_max_header_list_bytes)
+        .max_pending_accept_reset_streams(config.tls.h2_max_pending_reset_streams)
+        .max_local_error_reset_streams(Some(config.tls.h2_max_error_resets));
+    http_proxy.h2_options = Some(h2);
+    let mut server_options = pingora::apps::HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(Duration::from_secs(config.keepalive_timeout_seconds));
+    http_proxy.server_options = Some(server_options);
+    let http_proxy = Arc::new(http_proxy);
+    // With `redirect_http`, the plain port's requests go to `request_filter`, which
+    // redirects those for hosts with a certificate.
     let app = fast_path::FastPathApp::new(
         redirector.clone(),
         config.country_header.as_deref(),
-        config.fast_path,
+        config.fast_path && !config.tls.redirect_http,
         config.connection_limits(),
-        pingora::proxy::http_proxy(&server.configuration, redirector),
+        http_proxy.clone(),
     );
     let upgrading = server.options.as_ref().is_some_and(|o| o.upgrade);
-    let listening = if upgrading {
-        listen::Listening::inherited(&config.listen)
-    } else {
-        let socket = listen::bind_tcp(&config.listen)
-            .map_err(|e| ProxyError::Listen(config.listen.clone(), e))?;
-        listen::Listening::bound(&config.listen, socket)
+    let listening = |addr: &str| -> Result<listen::Listening, ProxyError> {
+        if upgrading {
+            return Ok(listen::Listening::inherited(addr));
+        }
+        let socket = listen::bind_tcp(addr).map_err(|e| ProxyError::Listen(addr.to_owned(), e))?;
+        Ok(listen::Listening::bound(addr, socket))
     };
     let proxy = fast_path::RedirectListener::new(
         "shortlink proxy",
-        listening,
+        listening(&config.listen)?,
         app,
         config.work_stealing,
         drain,
-        drained_tx,
-        edge.fatal,
+        drained_tx.clone(),
+        edge.fatal.clone(),
     );
+    if let (Some(https), Some(addr)) = (https, &config.tls.listen) {
+        let app = fast_path::FastPathApp::new(
+            redirector,
+            config.country_header.as_deref(),
+            config.fast_path,
+            config.connection_limits(),
+            http_proxy,
+        )
+        .with_tls(https.edge, config.tls.hsts().as_deref());
+        server.add_service(fast_path::RedirectListener::new(
+            "shortlink tls proxy",
+            listening(addr)?,
+            app,
+            config.work_stealing,
+            drain,
+            drained_tx,
+            edge.fatal,
+        ));
+        let mut reload = background_service("certificate reload", https.reload);
+        reload.threads = Some(1);
+        server.add_service(reload);
+    }
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
     let mut sync_service = background_service("route sync", sync);
@@ -252,6 +301,44 @@ pub fn add_proxy(
         table,
         sync: status,
         clicks: click_stats,
+    })
+}
+
+/// What TLS adds to the proxy: the handshake's configuration, the request path's policy,
+/// and the task that reloads changed certificate files.
+struct TlsParts {
+    edge: Arc<tls::TlsEdge>,
+    policy: Arc<tls::HttpsPolicy>,
+    reload: tls::CertificateReload,
+}
+
+/// Loads the configured certificates (a failure stops start-up) and builds TLS on them.
+fn tls_parts(config: &ProxyConfig, default_host: &str) -> Result<TlsParts, ProxyError> {
+    let provider = tls::provider();
+    let certs = Arc::new(tls::Certificates::new(default_host));
+    let reload = tls::CertificateReload::load(
+        certs.clone(),
+        &config.tls.certificates,
+        provider.clone(),
+        Duration::from_secs(config.tls.reload_seconds),
+    )?;
+    let edge = Arc::new(tls::TlsEdge::new(&config.tls, certs.clone(), provider)?);
+    let hsts = config
+        .tls
+        .hsts()
+        .map(|value| http::HeaderValue::from_str(&value))
+        .transpose()
+        .map_err(|_| InvalidSetting::new("proxy.tls.hsts_max_age_seconds", "is not valid"))?;
+    let policy = Arc::new(tls::HttpsPolicy {
+        certs,
+        redirect_http: config.tls.redirect_http,
+        url_port: config.tls.url_port(),
+        hsts,
+    });
+    Ok(TlsParts {
+        edge,
+        policy,
+        reload,
     })
 }
 

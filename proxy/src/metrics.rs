@@ -361,6 +361,57 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
     }
 }
 
+/// The TLS listener's metrics: handshakes by result, certificates served and the soonest
+/// expiry among them (no domain names as labels).
+pub struct TlsMetrics {
+    /// `shortlink_tls_handshakes_total{result}`: `ok`, `failed`, `timeout`.
+    pub handshakes: IntCounterVec,
+    /// `shortlink_tls_certificates`: certificates served now.
+    pub certificates: IntGauge,
+    /// `shortlink_tls_certificate_soonest_expiry_timestamp_seconds`.
+    pub soonest_expiry: Gauge,
+    /// `shortlink_tls_certificate_reload_failures_total`.
+    pub reload_failures: IntCounter,
+}
+
+/// The TLS metrics, registered in the default registry on first use.
+pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    let metrics = TlsMetrics {
+        handshakes: IntCounterVec::new(
+            Opts::new(
+                "shortlink_tls_handshakes_total",
+                "TLS handshakes on the proxy's HTTPS listener, by result (ok, failed, timeout).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+        certificates: IntGauge::new(
+            "shortlink_tls_certificates",
+            "Certificates the proxy serves by SNI.",
+        )
+        .expect("valid metric"),
+        soonest_expiry: Gauge::new(
+            "shortlink_tls_certificate_soonest_expiry_timestamp_seconds",
+            "Unix time the first of the served certificates expires (0: none served).",
+        )
+        .expect("valid metric"),
+        reload_failures: IntCounter::new(
+            "shortlink_tls_certificate_reload_failures_total",
+            "Changed certificate files that could not be loaded (the certificate before them is still served).",
+        )
+        .expect("valid metric"),
+    };
+    let registry = prometheus::default_registry();
+    for result in ["ok", "failed", "timeout"] {
+        metrics.handshakes.with_label_values(&[result]);
+    }
+    let _ = registry.register(Box::new(metrics.handshakes.clone()));
+    let _ = registry.register(Box::new(metrics.certificates.clone()));
+    let _ = registry.register(Box::new(metrics.soonest_expiry.clone()));
+    let _ = registry.register(Box::new(metrics.reload_failures.clone()));
+    metrics
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

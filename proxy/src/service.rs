@@ -13,6 +13,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, Method, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{LoadBalancer, selection::RoundRobin};
+use pingora::modules::http::HttpModules;
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
@@ -27,6 +29,7 @@ use crate::clicks::{ClickSink, Visit};
 use crate::domains::{DomainSet, HostMatch, MAX_HOST};
 use crate::routes::{Resolution, RouteKey, RouteTable};
 use crate::sync::SyncStatus;
+use crate::tls::{Hsts, HttpsPolicy};
 
 const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link not found</title></head><body><h1>Link not found</h1><p>There is no short link at this address. Check it for typos.</p></body></html>\n";
 const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
@@ -216,6 +219,8 @@ pub struct Redirector {
     upstream_timeout: Duration,
     /// Capped links' click leases.
     budgets: Option<Arc<Budgets>>,
+    /// HTTPS at the edge: the plain port's redirect and HSTS, when TLS is on.
+    https: Option<Arc<HttpsPolicy>>,
 }
 
 /// Counts 404 answers per client IP.
@@ -249,7 +254,16 @@ impl Redirector {
             hop_secret: None,
             upstream_timeout: Duration::from_secs(60),
             budgets: None,
+            https: None,
         }
+    }
+
+    /// Applies `https` (TLS is on): plain-HTTP requests for hosts with a certificate may
+    /// be redirected, answers over TLS carry HSTS. Before the pingora proxy is built on
+    /// this handler (its modules are set up then).
+    pub fn with_https(mut self, https: Arc<HttpsPolicy>) -> Redirector {
+        self.https = Some(https);
+        self
     }
 
     /// Fills capped links' leases from `budgets` (without, an empty lease answers 410).
@@ -557,9 +571,24 @@ fn host_is_acceptable(req: &RequestHeader) -> bool {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => is_valid_host_header(host.as_bytes()),
-        (None, None) => req.version < http::Version::HTTP_11,
+        // HTTP/2 names the host in `:authority` (RFC 9113 §8.3.1).
+        (None, None) => {
+            req.version < http::Version::HTTP_11
+                || (req.version == http::Version::HTTP_2
+                    && req
+                        .uri
+                        .host()
+                        .is_some_and(|h| is_valid_host_header(h.as_bytes())))
+        }
         _ => false,
     }
+}
+
+/// Whether the request came over TLS (the proxy's HTTPS listener).
+fn is_secure(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -577,8 +606,20 @@ impl ProxyHttp for Redirector {
         RequestCtx::default()
     }
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // pingora's default: its response compression module, off.
+        modules.add_module(ResponseCompressionBuilder::enable(0));
+        if let Some(hsts) = self.https.as_ref().and_then(|https| https.hsts_module()) {
+            modules.add_module(hsts);
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Some(std::time::Instant::now());
+        let secure = is_secure(session);
+        if secure && let Some(hsts) = session.downstream_modules_ctx.get_mut::<Hsts>() {
+            hsts.mark_secure();
+        }
         if !host_is_acceptable(session.req_header()) {
             // RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is a 400.
             session.set_keepalive(None);
@@ -609,6 +650,20 @@ impl ProxyHttp for Redirector {
                 (header::CACHE_CONTROL, NO_STORE.clone()),
             ];
             return respond(session, status, &headers, body).await;
+        }
+        if !secure
+            && let Some(https) = &self.https
+            && let Some(host) = req.headers.get(header::HOST)
+            && let Some(location) = https.upgrade_location(
+                host.as_bytes(),
+                req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )
+        {
+            let headers = [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+            ];
+            return respond(session, 308, &headers, b"").await;
         }
         let country_header = self.capture.country_header.as_deref();
         let now_ms = now_unix_ms();
@@ -724,7 +779,9 @@ impl ProxyHttp for Redirector {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
-        if upstream_request.headers.get("x-forwarded-proto").is_none() {
+        if is_secure(session) {
+            upstream_request.insert_header("x-forwarded-proto", "https")?;
+        } else if upstream_request.headers.get("x-forwarded-proto").is_none() {
             upstream_request.insert_header("x-forwarded-proto", "http")?;
         }
         if let Some(secret) = &self.hop_secret {
@@ -738,6 +795,7 @@ impl ProxyHttp for Redirector {
                 .peer
                 .is_some_and(|peer| self.capture.trusted_proxies.contains(&peer));
             let proto = match upstream_request.headers.get("x-forwarded-proto") {
+                _ if is_secure(session) => "https",
                 Some(p) if trusted_peer && p.as_bytes().eq_ignore_ascii_case(b"https") => "https",
                 _ => "http",
             };

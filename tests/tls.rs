@@ -1,0 +1,440 @@
+//! HTTPS at the edge on the real binary: certificates chosen by SNI (the default domain's
+//! and a custom domain's), redirects and forwarded API requests over HTTP/1.1 and HTTP/2
+//! (checked with curl, a real client), HSTS, the plain port's redirect to HTTPS, the
+//! scheme the control plane sees, certificate files reloaded without a restart, and the
+//! HTTP/2 limits.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Options, TestServer, free_port};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use serde_json::json;
+
+/// A certificate authority the test clients trust.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pem_path: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("shortlink test CA {name}"));
+        let cert = params.self_signed(&key).unwrap();
+        let pem_path = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem_path, cert.pem()).unwrap();
+        Ca {
+            cert,
+            key,
+            pem_path,
+        }
+    }
+
+    /// Writes a certificate for `names` signed by this authority (chain and key files).
+    fn issue(&self, names: &[&str], cert_path: &Path, key_path: &Path) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        // Written whole, key first: the reload waits for a pair that matches.
+        std::fs::write(key_path, key.serialize_pem()).unwrap();
+        std::fs::write(cert_path, cert.pem()).unwrap();
+    }
+}
+
+/// What curl saw: the HTTP version, the status and the response headers (lower case).
+struct Seen {
+    version: String,
+    status: u16,
+    headers: String,
+}
+
+/// One request with curl (a real HTTP/1.1 and HTTP/2 client); `None` when curl failed
+/// (a refused handshake, a reset stream), with its error printed.
+fn curl(args: &[&str]) -> Option<Seen> {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let (headers, last) = text.trim_end().rsplit_once('\n')?;
+    let (version, status) = last.split_once(' ')?;
+    Some(Seen {
+        version: version.to_owned(),
+        status: status.parse().ok()?,
+        headers: headers.to_ascii_lowercase(),
+    })
+}
+
+/// A server with a TLS listener serving `certs` (cert, key) files, under `public_url`'s
+/// host `sho.rt`.
+async fn start_tls(dir: &Path, certs: &[(PathBuf, PathBuf)], extra: &str) -> (TestServer, u16) {
+    let tls_port = free_port();
+    let list: Vec<String> = certs
+        .iter()
+        .map(|(cert, key)| {
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                cert.display(),
+                key.display()
+            )
+        })
+        .collect();
+    let config = dir.join("shortlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"https://sho.rt:{tls_port}\"\n\n[proxy.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncertificates = [{}]\nreload_seconds = 1\n{extra}\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_with(
+        Options::default().env("SHORTLINK_CONFIG", &config.display().to_string()),
+    )
+    .await;
+    (server, tls_port)
+}
+
+fn resolve(name: &str, port: u16) -> String {
+    format!("{name}:{port}:127.0.0.1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_answers_by_sni_over_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "one");
+    let (main_cert, main_key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    let (brand_cert, brand_key) = (dir.path().join("brand.pem"), dir.path().join("brand.key"));
+    ca.issue(&["sho.rt"], &main_cert, &main_key);
+    ca.issue(&["*.brand.test"], &brand_cert, &brand_key);
+    let (s, port) = start_tls(
+        dir.path(),
+        &[(main_cert, main_key), (brand_cert, brand_key)],
+        "hsts_max_age_seconds = 31536000\nredirect_http = true",
+    )
+    .await;
+    let ca_pem = ca.pem_path.display().to_string();
+
+    let r = s
+        .api(reqwest::Method::POST, "/api/v1/domains", ADMIN_KEY)
+        .json(&json!({"name": "go.brand.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (status, link) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/tls", "alias": "tls1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(link["short_url"], format!("https://sho.rt:{port}/tls1"));
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/brand", "alias": "brand1", "domain": "go.brand.test"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    // Each name gets its own certificate (curl checks it against the name), over
+    // HTTP/1.1 and HTTP/2; redirects carry HSTS.
+    let main = resolve("sho.rt", port);
+    let brand = resolve("go.brand.test", port);
+    let cases = [
+        (
+            &main,
+            format!("https://sho.rt:{port}/tls1"),
+            "https://example.com/tls",
+        ),
+        (
+            &brand,
+            format!("https://go.brand.test:{port}/brand1"),
+            "https://example.com/brand",
+        ),
+    ];
+    for (resolve, url, target) in &cases {
+        for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let seen = loop {
+                let seen = curl(&["--cacert", &ca_pem, "--resolve", resolve, flag, url])
+                    .expect("the handshake succeeds with the name's certificate");
+                // A link reaches the route table within the sync interval.
+                if seen.status == 301 || Instant::now() > deadline {
+                    break seen;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(seen.version, version, "{url} {flag}");
+            assert_eq!(seen.status, 301, "{url} {flag}: {}", seen.headers);
+            assert!(
+                seen.headers.contains(&format!("location: {target}")),
+                "{}",
+                seen.headers
+            );
+            assert!(
+                seen.headers
+                    .contains("strict-transport-security: max-age=31536000"),
+                "{}",
+                seen.headers
+            );
+        }
+    }
+
+    // Plain HTTP on the TLS port: the handshake fails (counted below).
+    assert!(curl(&[&format!("http://127.0.0.1:{port}/tls1")]).is_none());
+    // A name no certificate covers gets the default domain's, which curl refuses.
+    assert!(
+        curl(&[
+            "--cacert",
+            &ca_pem,
+            "--resolve",
+            &resolve("other.test", port),
+            &format!("https://other.test:{port}/tls1"),
+        ])
+        .is_none()
+    );
+
+    // API requests are forwarded over both protocols, with HSTS on the answer.
+    for flag in ["--http1.1", "--http2"] {
+        let seen = curl(&[
+            "--cacert",
+            &ca_pem,
+            "--resolve",
+            &main,
+            flag,
+            "-H",
+            &format!("authorization: Bearer {ADMIN_KEY}"),
+            &format!("https://sho.rt:{port}/api/v1/links"),
+        ])
+        .unwrap();
+        assert_eq!(seen.status, 200, "{flag}: {}", seen.headers);
+        assert!(
+            seen.headers.contains("strict-transport-security"),
+            "{}",
+            seen.headers
+        );
+    }
+
+    // The control plane sees HTTPS: a protected link's cookie is `Secure` over TLS.
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/p", "alias": "tlspw", "password": "pw"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let seen = curl(&[
+        "--cacert",
+        &ca_pem,
+        "--resolve",
+        &main,
+        "-d",
+        "password=pw",
+        &format!("https://sho.rt:{port}/tlspw"),
+    ])
+    .unwrap();
+    assert_eq!(seen.status, 303, "{}", seen.headers);
+    let cookie = seen
+        .headers
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cookie.contains("; secure"), "{cookie}");
+
+    // The plain port sends hosts with a certificate to HTTPS (308, path and query
+    // kept); other hosts and `/readyz` stay on plain HTTP.
+    let plain_port = s.proxy.rsplit(':').next().unwrap().to_owned();
+    let seen = curl(&[
+        "--resolve",
+        &format!("sho.rt:{plain_port}:127.0.0.1"),
+        &format!("http://sho.rt:{plain_port}/tls1?x=1"),
+    ])
+    .unwrap();
+    assert_eq!(seen.status, 308);
+    assert!(
+        seen.headers
+            .contains(&format!("location: https://sho.rt:{port}/tls1?x=1")),
+        "{}",
+        seen.headers
+    );
+    assert!(!seen.headers.contains("strict-transport-security"));
+    let seen = curl(&[&format!("{}/tls1", s.proxy)]).unwrap();
+    assert_eq!(
+        seen.status, 301,
+        "a host without a certificate: {}",
+        seen.headers
+    );
+    let seen = curl(&[
+        "--resolve",
+        &format!("sho.rt:{plain_port}:127.0.0.1"),
+        &format!("http://sho.rt:{plain_port}/readyz"),
+    ])
+    .unwrap();
+    assert_eq!(seen.status, 200);
+
+    // Clicks over TLS count like any other: HTTP/1.1, HTTP/2 and the plain 301 (the
+    // 308 to HTTPS is no click).
+    let stats = common::wait_total(&s.client, &s.proxy, "tls1", 3).await;
+    assert_eq!(stats["total"], 3, "{stats}");
+
+    // Metrics: handshakes by result, certificates served, the soonest expiry.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.control))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shortlink_tls_certificates 2"),
+        "{metrics}"
+    );
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("shortlink_tls_handshakes_total{result=\"ok\"}") >= 8.0);
+    assert!(value("shortlink_tls_handshakes_total{result=\"failed\"}") >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(value("shortlink_tls_certificate_soonest_expiry_timestamp_seconds") > now);
+    assert!(!metrics.contains("brand.test"), "no domain names in labels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_certificate_files_are_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new(dir.path(), "old"), Ca::new(dir.path(), "new"));
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    old_ca.issue(&["sho.rt"], &cert, &key);
+    let (s, port) = start_tls(dir.path(), &[(cert.clone(), key.clone())], "").await;
+    let url = format!("https://sho.rt:{port}/readyz");
+    let main = resolve("sho.rt", port);
+    let trusting = |ca: &Ca| {
+        curl(&[
+            "--cacert",
+            &ca.pem_path.display().to_string(),
+            "--resolve",
+            &main,
+            &url,
+        ])
+    };
+    assert_eq!(trusting(&old_ca).map(|s| s.status), Some(200));
+    assert!(trusting(&new_ca).is_none());
+
+    // A broken file is refused: the certificate loaded before is still served.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let failures = || async {
+        let text = s
+            .client
+            .get(format!("{}/metrics", s.control))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("shortlink_tls_certificate_reload_failures_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was never checked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(trusting(&old_ca).map(|s| s.status), Some(200));
+
+    // A renewed certificate (another authority's here, to tell them apart) is served
+    // within the reload interval, on new connections, without a restart.
+    new_ca.issue(&["sho.rt"], &cert, &key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while trusting(&new_ca).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trusting(&old_ca).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "h2");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (_s, port) = start_tls(
+        dir.path(),
+        &[(cert, key)],
+        "h2_max_header_list_bytes = 4096",
+    )
+    .await;
+    let ca_pem = ca.pem_path.display().to_string();
+    let main = resolve("sho.rt", port);
+    let url = format!("https://sho.rt:{port}/readyz");
+    // Under the limit: answered.
+    let small = format!("x-small: {}", "a".repeat(1000));
+    let seen = curl(&[
+        "--cacert",
+        &ca_pem,
+        "--resolve",
+        &main,
+        "--http2",
+        "-H",
+        &small,
+        &url,
+    ])
+    .unwrap();
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
+    // Over it (sent as HEADERS and CONTINUATION frames): refused, never answered 200.
+    let big = format!("x-big: {}", "a".repeat(8000));
+    let seen = curl(&[
+        "--cacert",
+        &ca_pem,
+        "--resolve",
+        &main,
+        "--http2",
+        "-H",
+        &big,
+        &url,
+    ]);
+    assert!(
+        seen.as_ref().is_none_or(|s| s.status == 431),
+        "{:?}",
+        seen.map(|s| (s.status, s.headers))
+    );
+}
