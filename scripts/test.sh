@@ -18,6 +18,17 @@ if ! command -v cmake >/dev/null 2>&1; then
   fi
 fi
 
+# curl is the real HTTP/1.1 and HTTP/2 client the TLS tests drive (tests/tls.rs).
+if ! command -v curl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing curl (the HTTP/2 client of the TLS tests)"
+    apt-get update -qq && apt-get install -y -qq curl >/dev/null
+  else
+    echo "the TLS tests need curl: sudo apt-get install curl" >&2
+    exit 1
+  fi
+fi
+
 # A real S3-compatible server for the upload tests: s3s-fs from crates.io, built once into
 # target/testinfra (0.14.1: newer releases need a newer rustc than this toolchain's 1.95).
 s3s="$PWD/target/testinfra/s3s/bin/s3s-fs"

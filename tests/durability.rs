@@ -37,21 +37,6 @@ fn load(server: &TestServer, code: &str, stop: &Arc<AtomicBool>, tally: &Arc<Tal
     }
 }
 
-/// The value of a sample without labels in the control plane's `/metrics`.
-async fn metric(server: &TestServer, name: &str) -> Option<f64> {
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.control))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Restarts on `data` and waits until what the journal held is delivered; returns the
 /// link's total clicks then, and the clicks recovered from the journal.
 async fn restart_and_count(data: std::path::PathBuf, code: &str) -> (TestServer, u64, u64) {
@@ -62,8 +47,8 @@ async fn restart_and_count(data: std::path::PathBuf, code: &str) -> (TestServer,
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let recovered = loop {
-        let recovered = metric(&server, "shortlink_clicks_recovered_total").await;
-        let shipped = metric(&server, "shortlink_clicks_shipped_total").await;
+        let recovered = server.metric("shortlink_clicks_recovered_total").await;
+        let shipped = server.metric("shortlink_clicks_shipped_total").await;
         if let (Some(recovered), Some(shipped)) = (recovered, shipped)
             && shipped >= recovered
         {

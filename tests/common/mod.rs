@@ -341,6 +341,22 @@ impl TestServer {
     }
 
     /// GETs `path` through the proxy as `key` and parses the JSON body.
+    /// The value of the sample `name` (with its labels, if any, as exposed) in the
+    /// control plane's `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.control))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub async fn get_json(&self, path: &str, key: &str) -> Value {
         self.api(reqwest::Method::GET, path, key)
             .send()
