@@ -418,3 +418,162 @@ async fn http2_limits_hold() {
         seen.map(|s| (s.status, s.headers))
     );
 }
+
+/// A PROXY protocol v2 header for a TCP4 client `src` (to 127.0.0.1:80).
+fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    header.extend_from_slice(&src);
+    header.extend_from_slice(&[127, 0, 0, 1]);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&80u16.to_be_bytes());
+    header
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_names_the_client_on_both_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "pp");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let config = dir.path().join("shortlink.toml");
+    let tls_port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nproxy_protocol = true\nnot_found_per_ip_per_minute = 2\n\n[proxy.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nproxy_protocol = true\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut options = Options::default().env("SHORTLINK_CONFIG", &config.display().to_string());
+    options
+        .env
+        .retain(|(k, _)| k != "SHORTLINK_PROXY__NOT_FOUND_PER_IP_PER_MINUTE");
+    // Readiness is checked on the control plane: the proxy's port needs the header.
+    options.control_ready_only = true;
+    let s = TestServer::start_with(options).await;
+    let r = s
+        .client
+        .post(format!("{}/api/v1/links", s.control))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://example.com/pp", "alias": "pp1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // v1 and v2 headers, then requests: answered, and the 404 limit counts the address
+    // the header names, not the load balancer's.
+    let ask = async |header: Vec<u8>, path: &str| -> u16 {
+        let mut conn = common::raw::Connection::open(&s).await;
+        conn.send(&header).await;
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: sho.rt\r\n\r\n").as_bytes())
+            .await;
+        conn.answer(false).await.status
+    };
+    let v1 = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 80\r\n").into_bytes();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ask(v1("203.0.113.7"), "/pp1").await != 301 {
+        assert!(Instant::now() < deadline, "the link is never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ask(proxy_v2([203, 0, 113, 8], 40001), "/pp1").await, 301);
+    for _ in 0..2 {
+        assert_eq!(ask(v1("198.51.100.1"), "/nope12").await, 404);
+    }
+    assert_eq!(ask(v1("198.51.100.1"), "/nope12").await, 429);
+    assert_eq!(
+        ask(proxy_v2([198, 51, 100, 2], 40002), "/nope12").await,
+        404
+    );
+    assert_eq!(ask(v1("198.51.100.1"), "/nope12").await, 429);
+
+    // Without a header the connection is closed unanswered, and counted.
+    let mut conn = common::raw::Connection::open(&s).await;
+    conn.send(b"GET /pp1 HTTP/1.1\r\nHost: sho.rt\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(conn.stream(), &mut answer),
+    )
+    .await
+    .expect("closed within the deadline");
+    // Closed (or reset: the request was never read), with nothing answered.
+    assert!(
+        answer.is_empty(),
+        "{read:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        s.metric("shortlink_proxy_protocol_refused_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // On the TLS listener the header comes before the handshake (curl sends v1).
+    let seen = curl(&[
+        "--cacert",
+        &ca.pem_path.display().to_string(),
+        "--resolve",
+        &resolve("sho.rt", tls_port),
+        "--haproxy-protocol",
+        "--http2",
+        &format!("https://sho.rt:{tls_port}/pp1"),
+    ])
+    .expect("PROXY header, then the TLS handshake");
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 301));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_s_forwarded_scheme_counts_as_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fw");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (s, _port) = start_tls(
+        dir.path(),
+        &[(cert, key)],
+        "redirect_http = true\nhsts_max_age_seconds = 60\n\n[proxy]\ntrusted_proxies = [\"127.0.0.1\"]",
+    )
+    .await;
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://example.com/fw", "alias": "fw1"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let plain_port = s.proxy.rsplit(':').next().unwrap().to_owned();
+    let at = |headers: &[&str]| {
+        let mut args = vec![
+            "--resolve".to_owned(),
+            format!("sho.rt:{plain_port}:127.0.0.1"),
+            format!("http://sho.rt:{plain_port}/fw1"),
+        ];
+        for header in headers {
+            args.push("-H".into());
+            args.push((*header).into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args).unwrap()
+    };
+    // TLS ended at a trusted proxy in front: no redirect loop, HSTS on the answer.
+    for header in [
+        "forwarded: for=192.0.2.1;proto=https",
+        "x-forwarded-proto: https",
+    ] {
+        let seen = at(&[header]);
+        assert_eq!(seen.status, 301, "{header}: {}", seen.headers);
+        assert!(
+            seen.headers
+                .contains("strict-transport-security: max-age=60")
+        );
+    }
+    // Plain HTTP there: sent to HTTPS.
+    assert_eq!(at(&["forwarded: for=192.0.2.1;proto=http"]).status, 308);
+    assert_eq!(at(&[]).status, 308);
+}

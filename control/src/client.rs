@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 use shortlink_core::hop::{
     CLIENT_IP_HEADER as HOP_CLIENT_IP_HEADER, CLIENT_PROTO_HEADER as HOP_CLIENT_PROTO_HEADER,
-    SECRET_HEADER as HOP_SECRET_HEADER,
+    SECRET_HEADER as HOP_SECRET_HEADER, forwarded_elements,
 };
 
 /// A request's client.
@@ -77,25 +77,43 @@ pub fn resolve(
             https: false,
         };
     };
-    // Behind a trusted proxy: the last hop that is not itself trusted is the client.
-    let forwarded = headers
+    // Behind a trusted proxy: the last hop that is not itself trusted is the client, from
+    // `X-Forwarded-For`, else from `Forwarded` (RFC 7239).
+    let untrusted = |ip: &IpAddr| !trusted.contains(ip);
+    let x_forwarded: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    let ip = forwarded
-        .iter()
-        .rev()
-        .filter_map(|hop| hop.parse::<IpAddr>().ok())
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer_ip);
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    let forwarded = || {
+        headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(forwarded_elements)
+            .collect::<Vec<_>>()
+    };
+    let ip = if headers.contains_key("x-forwarded-for") {
+        x_forwarded.iter().rev().copied().find(untrusted)
+    } else {
+        forwarded()
+            .iter()
+            .rev()
+            .filter_map(|element| element.for_ip)
+            .find(untrusted)
+    }
+    .unwrap_or(peer_ip);
+    let proto = match header_text(headers, "x-forwarded-proto") {
+        Some(value) => value.rsplit(',').next().map(|p| p.trim().to_owned()),
+        None => forwarded()
+            .last()
+            .and_then(|element| element.proto.map(str::to_owned)),
+    };
     Client {
         ip: Some(ip),
-        https: header_text(headers, "x-forwarded-proto")
-            .and_then(|p| p.rsplit(',').next())
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")),
+        https: proto.is_some_and(|p| p.eq_ignore_ascii_case("https")),
     }
 }
 
@@ -136,6 +154,28 @@ mod tests {
             resolve(Some(lb), &fake, Some("s3"), &[lb]),
             "203.0.113.7",
             true,
+        );
+        // `Forwarded` (RFC 7239) when `X-Forwarded-For` is absent.
+        let standard = headers(&[(
+            "forwarded",
+            r#"for="[2001:db8::7]:4711";proto=https, for=10.0.0.8"#,
+        )]);
+        let inner: IpAddr = "10.0.0.8".parse().unwrap();
+        check(
+            resolve(Some(lb), &standard, Some("s3"), &[lb, inner]),
+            "2001:db8::7",
+            false,
+        );
+        let standard = headers(&[("forwarded", "for=192.0.2.1;proto=https")]);
+        check(
+            resolve(Some(lb), &standard, Some("s3"), &[lb]),
+            "192.0.2.1",
+            true,
+        );
+        check(
+            resolve(Some(peer), &standard, Some("s3"), &[lb]),
+            "127.0.0.1",
+            false,
         );
         // The shortlink proxy vouches with the secret, from any address.
         let vouched = headers(&[

@@ -10,3 +10,77 @@ pub const SECRET_HEADER: &str = "x-shortlink-internal-secret";
 pub const CLIENT_IP_HEADER: &str = "x-shortlink-client-ip";
 /// The scheme the client used at the proxy (`http` or `https`).
 pub const CLIENT_PROTO_HEADER: &str = "x-shortlink-client-proto";
+
+/// One element of a `Forwarded` header (RFC 7239): the client it was `for` (when an IP
+/// address, port dropped) and the `proto` it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedElement<'a> {
+    /// `for=`, when it names an IP address (not `unknown` or an obfuscated `_name`).
+    pub for_ip: Option<std::net::IpAddr>,
+    /// `proto=` (`http`, `https`).
+    pub proto: Option<&'a str>,
+}
+
+/// The elements of a `Forwarded` header value, in order (the last was added by the
+/// nearest proxy). Malformed pairs are skipped.
+pub fn forwarded_elements(value: &str) -> impl DoubleEndedIterator<Item = ForwardedElement<'_>> {
+    value.split(',').map(|element| {
+        let mut parsed = ForwardedElement {
+            for_ip: None,
+            proto: None,
+        };
+        for pair in element.split(';') {
+            let Some((name, raw)) = pair.split_once('=') else {
+                continue;
+            };
+            let raw = raw.trim();
+            let raw = raw
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or(raw);
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("for") {
+                parsed.for_ip = forwarded_node_ip(raw);
+            } else if name.eq_ignore_ascii_case("proto") {
+                parsed.proto = Some(raw);
+            }
+        }
+        parsed
+    })
+}
+
+/// The IP address of a `Forwarded` node: `192.0.2.43`, `192.0.2.43:47011`,
+/// `[2001:db8::17]`, `[2001:db8::17]:4711`.
+fn forwarded_node_ip(node: &str) -> Option<std::net::IpAddr> {
+    if let Some(rest) = node.strip_prefix('[') {
+        let (ip, _) = rest.split_once(']')?;
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(Into::into);
+    }
+    let host = match node.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => node,
+    };
+    host.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_elements_give_addresses_and_schemes() {
+        let value = r#"for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711";Proto=https, for=unknown, for="198.51.100.7:8080""#;
+        let elements: Vec<_> = forwarded_elements(value).collect();
+        assert_eq!(elements.len(), 4);
+        assert_eq!(elements[0].for_ip, Some("192.0.2.60".parse().unwrap()));
+        assert_eq!(elements[0].proto, Some("http"));
+        assert_eq!(
+            elements[1].for_ip,
+            Some("2001:db8:cafe::17".parse().unwrap())
+        );
+        assert_eq!(elements[1].proto, Some("https"));
+        assert_eq!(elements[2].for_ip, None);
+        assert_eq!(elements[3].for_ip, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(forwarded_elements("garbage").next().unwrap().for_ip, None);
+    }
+}

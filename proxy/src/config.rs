@@ -71,8 +71,13 @@ pub struct ProxyConfig {
     pub upgrade_socket: Option<std::path::PathBuf>,
     /// Largest spool in bytes; batches beyond it are dropped and counted. Default 256 MiB.
     pub spool_max_bytes: u64,
-    /// Peers (IP addresses) whose `X-Forwarded-For` names the real client. Default none:
-    /// the socket's address is the client.
+    /// Every connection to `listen` starts with a PROXY protocol header (v1 or v2) from an
+    /// L4 load balancer, naming the client; connections without one are closed. Only for a
+    /// listener nothing else can reach. Default false.
+    pub proxy_protocol: bool,
+    /// Peers (IP addresses) whose `X-Forwarded-For` and `Forwarded` name the real client
+    /// (and `X-Forwarded-Proto`, the scheme). Default none: the socket's address is the
+    /// client.
     #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Request header with the client's country code set by the edge in front (e.g.
@@ -141,6 +146,9 @@ pub struct TlsConfig {
     /// The public HTTPS port, for the `Location` of `redirect_http`; default the port of
     /// `proxy.tls.listen` (443 is left out of URLs).
     pub public_port: Option<u16>,
+    /// Every connection to the TLS listener starts with a PROXY protocol header (v1 or
+    /// v2), before the handshake. Default false.
+    pub proxy_protocol: bool,
     /// Offer HTTP/2 by ALPN. Default true.
     pub http2: bool,
     /// TLS 1.3 only (else 1.3 and 1.2). Default false.
@@ -170,6 +178,7 @@ impl Default for TlsConfig {
             hsts_max_age_seconds: 0,
             hsts_include_subdomains: false,
             public_port: None,
+            proxy_protocol: false,
             http2: true,
             tls13_only: false,
             handshake_timeout_ms: 10_000,
@@ -273,6 +282,7 @@ impl Default for ProxyConfig {
             spool_dir: None,
             upgrade_socket: None,
             spool_max_bytes: 256 * 1024 * 1024,
+            proxy_protocol: false,
             trusted_proxies: Vec::new(),
             country_header: None,
             unknown_host_redirect: None,

@@ -34,7 +34,8 @@ use shortlink_core::is_valid_host_header;
 use crate::Fatal;
 use crate::domains::MAX_HOST;
 use crate::listen::{Listening, bind_tcp};
-use crate::metrics::REQUESTS;
+use crate::metrics::{PROXY_HEADERS_REFUSED, REQUESTS};
+use crate::proxy_protocol::read_header;
 use crate::service::{Decision, PlainRedirect, Redirector, RequestView, now_unix_ms};
 use crate::tls::{TlsConn, TlsEdge, negotiated_h2};
 
@@ -79,6 +80,8 @@ pub struct FastPathApp {
     tls: Option<Arc<TlsEdge>>,
     /// A header line added to every redirect (`Strict-Transport-Security` on TLS).
     extra_header: Box<[u8]>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    proxy_protocol: bool,
 }
 
 /// What the fast path did with the first request in the buffer.
@@ -113,7 +116,15 @@ impl FastPathApp {
             proxy,
             tls: None,
             extra_header: Box::default(),
+            proxy_protocol: false,
         }
+    }
+
+    /// The same app behind an L4 load balancer that opens every connection with a PROXY
+    /// protocol header (v1 or v2); connections without one are closed.
+    pub fn with_proxy_protocol(mut self, on: bool) -> FastPathApp {
+        self.proxy_protocol = on;
+        self
     }
 
     /// The same app on a TLS listener: handshakes with `tls`, and sends `hsts` (a
@@ -185,6 +196,8 @@ impl FastPathApp {
                 request.referrer = Some(value);
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
                 request.forwarded_for = Some(value);
+            } else if name.eq_ignore_ascii_case("forwarded") {
+                request.forwarded = Some(value);
             } else if name.eq_ignore_ascii_case("connection") {
                 close |= has_token(value, b"close");
             } else if name.eq_ignore_ascii_case("transfer-encoding")
@@ -488,11 +501,30 @@ impl FastPathApp {
     /// request it must answer.
     async fn serve(
         self: Arc<Self>,
-        tcp: TcpStream,
-        peer: SocketAddr,
+        mut tcp: TcpStream,
+        mut peer: SocketAddr,
         conn: Arc<Conn>,
         shutdown: ShutdownWatch,
     ) {
+        if self.proxy_protocol {
+            // Waiting for the header is waiting for a request: sheddable.
+            conn.waiting.store(true, Ordering::Relaxed);
+            let header = tokio::select! {
+                biased;
+                header = read_header(&mut tcp, self.limits.head) => header,
+                () = conn.shed.notified() => return,
+            };
+            conn.waiting.store(false, Ordering::Relaxed);
+            match header {
+                Ok(Some(client)) => peer = client,
+                Ok(None) => {}
+                Err(error) => {
+                    PROXY_HEADERS_REFUSED.inc();
+                    tracing::debug!(%error, "connection closed");
+                    return;
+                }
+            }
+        }
         // What pingora's own listener records: the proxy path reads the client address
         // (404 limits, clicks, forwarding headers) from it.
         let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());

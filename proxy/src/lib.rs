@@ -9,6 +9,7 @@ pub mod domains;
 pub mod fast_path;
 pub mod listen;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod routes;
 pub mod service;
 pub mod sync;
@@ -232,7 +233,8 @@ pub fn add_proxy(
         config.fast_path && !config.tls.redirect_http,
         config.connection_limits(),
         http_proxy.clone(),
-    );
+    )
+    .with_proxy_protocol(config.proxy_protocol);
     let upgrading = server.options.as_ref().is_some_and(|o| o.upgrade);
     let listening = |addr: &str| -> Result<listen::Listening, ProxyError> {
         if upgrading {
@@ -258,7 +260,8 @@ pub fn add_proxy(
             config.connection_limits(),
             http_proxy,
         )
-        .with_tls(https.edge, config.tls.hsts().as_deref());
+        .with_tls(https.edge, config.tls.hsts().as_deref())
+        .with_proxy_protocol(config.tls.proxy_protocol);
         server.add_service(fast_path::RedirectListener::new(
             "shortlink tls proxy",
             listening(addr)?,

@@ -412,6 +412,18 @@ pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
     metrics
 });
 
+/// `shortlink_proxy_protocol_refused_total`: connections closed on a listener with the
+/// PROXY protocol on because they did not start with a valid header in time.
+pub static PROXY_HEADERS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    let counter = IntCounter::new(
+        "shortlink_proxy_protocol_refused_total",
+        "Connections closed because they did not start with a valid PROXY protocol header in time (on listeners that require one).",
+    )
+    .expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(counter.clone()));
+    counter
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,8 @@ pub(crate) struct RequestView<'a> {
     pub host: Option<&'a [u8]>,
     /// `X-Forwarded-For`.
     pub forwarded_for: Option<&'a [u8]>,
+    /// `Forwarded` (RFC 7239), read when `X-Forwarded-For` is absent.
+    pub forwarded: Option<&'a [u8]>,
     /// The configured country header's value.
     pub country: Option<&'a [u8]>,
 }
@@ -110,6 +112,7 @@ impl<'a> RequestView<'a> {
                 .headers
                 .get("x-forwarded-for")
                 .map(HeaderValue::as_bytes),
+            forwarded: get(&header::FORWARDED),
             country: country_header
                 .and_then(|h| req.headers.get(h))
                 .map(HeaderValue::as_bytes),
@@ -127,23 +130,50 @@ fn cut(value: Option<&[u8]>) -> Option<&[u8]> {
 
 impl Capture {
     /// The click's client IP: the socket's, or the last untrusted hop of `X-Forwarded-For`
-    /// when the socket's peer is a trusted proxy.
+    /// (else of `Forwarded`) when the socket's peer is a trusted proxy.
     fn client_ip(&self, request: &RequestView) -> Option<IpAddr> {
         let peer = request.peer?;
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let Some(forwarded) = request
-            .forwarded_for
-            .and_then(|v| std::str::from_utf8(v).ok())
-        else {
-            return Some(peer);
+        fn text(v: Option<&[u8]>) -> Option<&str> {
+            v.and_then(|v| std::str::from_utf8(v).ok())
+        }
+        let untrusted = |ip: &IpAddr| !self.trusted_proxies.contains(ip);
+        if let Some(forwarded) = text(request.forwarded_for) {
+            return forwarded
+                .rsplit(',')
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .find(untrusted)
+                .or(Some(peer));
+        }
+        if let Some(forwarded) = text(request.forwarded) {
+            return hop::forwarded_elements(forwarded)
+                .rev()
+                .filter_map(|element| element.for_ip)
+                .find(untrusted)
+                .or(Some(peer));
+        }
+        Some(peer)
+    }
+
+    /// Whether a request from `peer` says it reached the edge over HTTPS: a trusted
+    /// proxy's `X-Forwarded-Proto` (its last value), else its `Forwarded`'s last `proto`.
+    fn forwarded_https(&self, peer: Option<IpAddr>, req: &RequestHeader) -> bool {
+        if !peer.is_some_and(|peer| self.trusted_proxies.contains(&peer)) {
+            return false;
+        }
+        let text = |name| {
+            req.headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        forwarded
-            .rsplit(',')
-            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-            .find(|ip| !self.trusted_proxies.contains(ip))
-            .or(Some(peer))
+        let proto = match text(header::HeaderName::from_static("x-forwarded-proto")) {
+            Some(value) => value.rsplit(',').next().map(str::trim),
+            None => text(header::FORWARDED)
+                .and_then(|value| hop::forwarded_elements(value).next_back()?.proto),
+        };
+        proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
     }
 
     /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
@@ -584,6 +614,17 @@ fn host_is_acceptable(req: &RequestHeader) -> bool {
     }
 }
 
+impl Redirector {
+    /// Whether the client reached the edge over HTTPS: on this proxy's TLS listener, or
+    /// by a trusted proxy's word (`X-Forwarded-Proto`, `Forwarded`).
+    fn client_https(&self, session: &Session) -> bool {
+        is_secure(session)
+            || self
+                .capture
+                .forwarded_https(client_ip(session), session.req_header())
+    }
+}
+
 /// Whether the request came over TLS (the proxy's HTTPS listener).
 fn is_secure(session: &Session) -> bool {
     session
@@ -616,7 +657,7 @@ impl ProxyHttp for Redirector {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Some(std::time::Instant::now());
-        let secure = is_secure(session);
+        let secure = self.client_https(session);
         if secure && let Some(hsts) = session.downstream_modules_ctx.get_mut::<Hsts>() {
             hsts.mark_secure();
         }
@@ -779,10 +820,12 @@ impl ProxyHttp for Redirector {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
+        let https = self.client_https(session);
         if is_secure(session) {
             upstream_request.insert_header("x-forwarded-proto", "https")?;
         } else if upstream_request.headers.get("x-forwarded-proto").is_none() {
-            upstream_request.insert_header("x-forwarded-proto", "http")?;
+            upstream_request
+                .insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
         }
         if let Some(secret) = &self.hop_secret {
             // The client as the click records see it: the socket's peer, or the last
@@ -791,14 +834,7 @@ impl ProxyHttp for Redirector {
             if let Some(ip) = self.capture.client_ip(&view) {
                 upstream_request.insert_header(hop::CLIENT_IP_HEADER, ip.to_string())?;
             }
-            let trusted_peer = view
-                .peer
-                .is_some_and(|peer| self.capture.trusted_proxies.contains(&peer));
-            let proto = match upstream_request.headers.get("x-forwarded-proto") {
-                _ if is_secure(session) => "https",
-                Some(p) if trusted_peer && p.as_bytes().eq_ignore_ascii_case(b"https") => "https",
-                _ => "http",
-            };
+            let proto = if https { "https" } else { "http" };
             upstream_request.insert_header(hop::CLIENT_PROTO_HEADER, proto)?;
             upstream_request.insert_header(hop::SECRET_HEADER, secret.clone())?;
         }

@@ -56,6 +56,8 @@ pub struct TestServer {
     out: PathBuf,
     /// How the process was started, to start its successor (`upgrade`).
     launch: Launch,
+    /// Readiness is the control plane's alone.
+    control_ready_only: bool,
 }
 
 /// The environment and limits a server process is started with.
@@ -98,6 +100,9 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Run under this open-file limit (soft and hard), set by the shell that starts it.
     pub fd_limit: Option<u32>,
+    /// Wait only for the control plane's `/readyz` (the proxy's port needs a PROXY
+    /// protocol header first).
+    pub control_ready_only: bool,
 }
 
 impl Default for Options {
@@ -118,6 +123,7 @@ impl Default for Options {
             admin_key: Some(ADMIN_KEY.into()),
             data: None,
             fd_limit: None,
+            control_ready_only: false,
         }
     }
 }
@@ -191,6 +197,7 @@ impl TestServer {
             log,
             out,
             launch,
+            control_ready_only: options.control_ready_only,
         };
         server.wait_ready().await;
         server
@@ -252,7 +259,12 @@ impl TestServer {
                 );
             }
             let mut ready = true;
-            for base in [&self.proxy, &self.control] {
+            let bases = if self.control_ready_only {
+                vec![&self.control]
+            } else {
+                vec![&self.proxy, &self.control]
+            };
+            for base in bases {
                 ready &= self
                     .client
                     .get(format!("{base}/readyz"))
