@@ -55,7 +55,7 @@ fn cap_verbose_libraries(filter: tracing_subscriber::EnvFilter) -> tracing_subsc
     })
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+pub(crate) fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     if config.store.engine == Engine::Cql {
         let runtime = cql_runtime()?;
         let store = runtime
@@ -135,7 +135,7 @@ pub(crate) fn migrate(config: Config) -> Result<()> {
     Ok(())
 }
 
-fn small_runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn small_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! `shortlink`: one binary for the redirect proxy, the control plane, and admin tasks.
 //! Parse options, load config, build, run; a bad config exits with status 64.
 
+mod certificates;
 mod commands;
 mod config;
 
@@ -61,6 +62,12 @@ enum Command {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// Manage the TLS certificates kept in the store, which every proxy serves (writes
+    /// the store directly).
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
     },
     /// Manage links through the API.
     Link {
@@ -136,6 +143,27 @@ enum KeyAction {
         /// Seconds the old key keeps working (0: revoked now).
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Store a certificate (PEM chain and key files) under its first DNS name; every
+    /// proxy serves it for the names it lists within `proxy.tls.reload_seconds`.
+    Import {
+        /// The chain, end-entity certificate first (e.g. certbot's fullchain.pem).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The private key (e.g. certbot's privkey.pem).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List stored certificates (name, expiry, when stored; never the key).
+    List,
+    /// Remove a stored certificate by name.
+    Delete {
+        /// The name it is stored under (from `cert list`).
+        name: String,
     },
 }
 
@@ -239,6 +267,15 @@ fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::Rotate { id, grace_seconds },
         } => commands::key_rotate(config, &id, grace_seconds),
+        Command::Cert {
+            action: CertAction::Import { cert, key },
+        } => certificates::import(config, &cert, &key),
+        Command::Cert {
+            action: CertAction::List,
+        } => certificates::list(config),
+        Command::Cert {
+            action: CertAction::Delete { name },
+        } => certificates::delete(config, &name),
         Command::Link {
             action: LinkAction::Import { file, api, key },
         } => commands::link_import(config, api, &key, &file),

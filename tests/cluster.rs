@@ -124,6 +124,10 @@ grace_period_seconds = 1
 shutdown_timeout_seconds = 1
 metrics_listen = "127.0.0.1:{metrics}"
 
+[proxy.tls]
+listen = "127.0.0.1:{tls}"
+reload_seconds = 1
+
 [control]
 listen = "127.0.0.1:{control_port}"
 events_poll_ms = 100
@@ -149,6 +153,7 @@ secret_access_key = "{S3_SECRET}"
             keyspace = self.keyspace,
             upstreams = upstreams.join(", "),
             metrics = free_port(),
+            tls = free_port(),
             s3 = self.s3.port,
             lease_seconds = self.lease_seconds,
         );
@@ -158,11 +163,26 @@ secret_access_key = "{S3_SECRET}"
     }
 
     fn metrics_port(config: &Path) -> u16 {
+        Cluster::port_of(config, "metrics_listen = ")
+    }
+
+    /// The port of the TLS listener in a node's config.
+    fn tls_port(config: &Path) -> u16 {
         let text = std::fs::read_to_string(config).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("metrics_listen"))
-            .unwrap();
+        let tls = &text[text.find("[proxy.tls]").unwrap()..];
+        let line = tls.lines().find(|l| l.starts_with("listen = ")).unwrap();
+        line.trim_end_matches('"')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The port of the first address setting starting with `prefix` in a node's config.
+    fn port_of(config: &Path, prefix: &str) -> u16 {
+        let text = std::fs::read_to_string(config).unwrap();
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
         line.trim_end_matches('"')
             .rsplit(':')
             .next()
@@ -823,6 +843,68 @@ async fn a_killed_proxys_lease_returns_to_the_link() {
 
 /// Two control planes on one keyspace both follow the event feed and both see the
 /// endpoint: its lease lets only one deliver, so each event arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_stored_once_is_served_by_every_proxy() {
+    let cluster = Cluster::new("certs", 1).await;
+    let _control = cluster.control(0).await;
+    let mut tls_ports = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let config = cluster.config(port, free_port());
+        tls_ports.push(Cluster::tls_port(&config));
+        let mut node = Node::start(&config, "proxy", format!("http://127.0.0.1:{port}"));
+        node.wait_ready(&cluster.http).await;
+        proxies.push(node);
+    }
+    let ca = common::tls::Ca::new(cluster.dir.path(), "cluster");
+    let (cert, key) = (
+        cluster.dir.path().join("sho.pem"),
+        cluster.dir.path().join("sho.key"),
+    );
+    ca.issue(&["sho.rt"], &cert, &key);
+    let out = Command::new(binary())
+        .args([
+            "--config",
+            cluster.config(0, 0).to_str().unwrap(),
+            "cert",
+            "import",
+        ])
+        .args([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run shortlink cert import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Imported once, through the store: every proxy serves it within its reload interval.
+    let ca_pem = ca.pem_path.display().to_string();
+    for port in tls_ports {
+        let resolve = common::tls::resolve("sho.rt", port);
+        let url = format!("https://sho.rt:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen =
+                common::tls::curl(&["--cacert", &ca_pem, "--resolve", &resolve, "--http2", &url]);
+            if let Some(seen) = seen {
+                assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy on {port} never served it"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_deliver_each_webhook_event_once() {
     let cluster = Cluster::new("hooks", 2).await;

@@ -7,80 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tls::{Ca, curl, resolve};
 use common::{ADMIN_KEY, Options, TestServer, free_port};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
-
-/// A certificate authority the test clients trust.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    pem_path: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("shortlink test CA {name}"));
-        let cert = params.self_signed(&key).unwrap();
-        let pem_path = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&pem_path, cert.pem()).unwrap();
-        Ca {
-            cert,
-            key,
-            pem_path,
-        }
-    }
-
-    /// Writes a certificate for `names` signed by this authority (chain and key files).
-    fn issue(&self, names: &[&str], cert_path: &Path, key_path: &Path) {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        // Written whole, key first: the reload waits for a pair that matches.
-        std::fs::write(key_path, key.serialize_pem()).unwrap();
-        std::fs::write(cert_path, cert.pem()).unwrap();
-    }
-}
-
-/// What curl saw: the HTTP version, the status and the response headers (lower case).
-struct Seen {
-    version: String,
-    status: u16,
-    headers: String,
-}
-
-/// One request with curl (a real HTTP/1.1 and HTTP/2 client); `None` when curl failed
-/// (a refused handshake, a reset stream), with its error printed.
-fn curl(args: &[&str]) -> Option<Seen> {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
-        .args(["-w", "\n%{http_version} %{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let (headers, last) = text.trim_end().rsplit_once('\n')?;
-    let (version, status) = last.split_once(' ')?;
-    Some(Seen {
-        version: version.to_owned(),
-        status: status.parse().ok()?,
-        headers: headers.to_ascii_lowercase(),
-    })
-}
 
 /// A server with a TLS listener serving `certs` (cert, key) files, under `public_url`'s
 /// host `sho.rt`.
@@ -110,10 +41,6 @@ async fn start_tls(dir: &Path, certs: &[(PathBuf, PathBuf)], extra: &str) -> (Te
     )
     .await;
     (server, tls_port)
-}
-
-fn resolve(name: &str, port: u16) -> String {
-    format!("{name}:{port}:127.0.0.1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,4 +503,118 @@ async fn a_trusted_proxy_s_forwarded_scheme_counts_as_https() {
     // Plain HTTP there: sent to HTTPS.
     assert_eq!(at(&["forwarded: for=192.0.2.1;proto=http"]).status, 308);
     assert_eq!(at(&[]).status, 308);
+}
+
+/// Runs `shortlink` with `args` on the store of `s`; returns (success, stdout and stderr).
+fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::binary())
+        .args(args)
+        .env("SHORTLINK_DATA_DIR", &s.data)
+        .env("SHORTLINK_LOG", "warn")
+        .output()
+        .expect("run shortlink");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_kept_in_the_store_are_served_replaced_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (Ca::new(dir.path(), "first"), Ca::new(dir.path(), "second"));
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    let (s, port) = start_tls(dir.path(), &[], "").await;
+    let url = format!("https://sho.rt:{port}/readyz");
+    let main = resolve("sho.rt", port);
+    let trusting = |ca: &Ca| {
+        curl(&[
+            "--cacert",
+            &ca.pem_path.display().to_string(),
+            "--resolve",
+            &main,
+            &url,
+        ])
+        .map(|seen| seen.status)
+    };
+    let until = async |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // No certificate anywhere yet: every handshake fails.
+    assert_eq!(trusting(&first), None);
+
+    // A key that is not the certificate's is refused before anything is stored.
+    first.issue(&["sho.rt"], &cert, &key);
+    let other_key = dir.path().join("other.key");
+    first.issue(&["sho.rt"], &dir.path().join("other.pem"), &other_key);
+    let (ok, text) = cli(
+        &s,
+        &[
+            "cert",
+            "import",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            other_key.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && text.contains("does not match"), "{text}");
+
+    let (ok, text) = cli(
+        &s,
+        &[
+            "cert",
+            "import",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ok && text.contains("stored the certificate for sho.rt"),
+        "{text}"
+    );
+    until("the stored certificate is served", &|| {
+        trusting(&first) == Some(200)
+    })
+    .await;
+    let (ok, text) = cli(&s, &["cert", "list"]);
+    assert!(ok && text.contains("sho.rt"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+
+    // A new certificate under the same name replaces it.
+    second.issue(&["sho.rt"], &cert, &key);
+    let (ok, text) = cli(
+        &s,
+        &[
+            "cert",
+            "import",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    until("the replacement is served", &|| {
+        trusting(&second) == Some(200)
+    })
+    .await;
+    assert_eq!(trusting(&first), None);
+
+    let (ok, text) = cli(&s, &["cert", "delete", "sho.rt"]);
+    assert!(ok, "{text}");
+    until("the deleted certificate is no longer served", &|| {
+        trusting(&second).is_none()
+    })
+    .await;
+    let (ok, text) = cli(&s, &["cert", "delete", "sho.rt"]);
+    assert!(!ok && text.contains("no certificate"), "{text}");
 }

@@ -4,6 +4,7 @@
 //! This crate does no I/O and knows nothing of pingora, axum or any store.
 
 pub mod account;
+pub mod certificate;
 pub mod click;
 pub mod code;
 pub mod domain;
@@ -21,6 +22,7 @@ pub use account::{
     ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, Session, User, UserId,
     api_key_id, api_key_id_bytes, hash_api_key,
 };
+pub use certificate::StoredCertificate;
 pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,
     SeriesPoint, is_qr_scan,

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod budget;
+mod certificates;
 mod clicks;
 mod domains;
 mod events;

@@ -541,6 +541,16 @@ impl RouteSource for CqlStore {
         self.domains().await
     }
 
+    async fn certificates_version(&self) -> Result<u64, StoreError> {
+        CqlStore::certificates_version(self).await
+    }
+
+    async fn list_certificates(
+        &self,
+    ) -> Result<Vec<shortlink_core::StoredCertificate>, StoreError> {
+        self.certificates().await
+    }
+
     async fn feed_head(&self) -> Result<u64, StoreError> {
         Ok(self.horizon().max(0) as u64)
     }

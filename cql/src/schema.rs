@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         cql: include_str!("../schema/005_webhooks.cql"),
     },
+    Migration {
+        version: 6,
+        name: "certificates",
+        cql: include_str!("../schema/006_certificates.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod budget;
+mod certificates;
 mod clicks;
 mod domains;
 mod events;

@@ -329,6 +329,16 @@ impl RouteSource for EmbeddedStore {
         self.domains().await
     }
 
+    async fn certificates_version(&self) -> Result<u64, StoreError> {
+        EmbeddedStore::certificates_version(self).await
+    }
+
+    async fn list_certificates(
+        &self,
+    ) -> Result<Vec<shortlink_core::StoredCertificate>, StoreError> {
+        self.certificates().await
+    }
+
     async fn feed_head(&self) -> Result<u64, StoreError> {
         self.read(|conn| Ok(feed_head(conn)?)).await
     }

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -226,6 +226,17 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     next_try_ms INTEGER,
     manual      INTEGER NOT NULL,
     PRIMARY KEY (webhook_id, id)
+) STRICT, WITHOUT ROWID;
+
+-- Version 9: TLS certificates every proxy serves, by their first DNS name (the key is
+-- the certificate's private key, PEM: the data folder is the secret's home, as for the
+-- signing key in meta). Their version is `meta.certificates_version`.
+CREATE TABLE IF NOT EXISTS certificates (
+    name       TEXT PRIMARY KEY,
+    chain_pem  TEXT NOT NULL,
+    key_pem    TEXT NOT NULL,
+    not_after  INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 "#;
 

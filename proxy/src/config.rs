@@ -131,9 +131,11 @@ pub struct TlsConfig {
     pub listen: Option<String>,
     /// Certificate files served by SNI: each serves the names it lists (subject
     /// alternative names, wildcards included); the default domain's also answers clients
-    /// that send no name. Files are re-read when they change. Default none.
+    /// that send no name. Files are re-read when they change. Certificates stored with
+    /// `shortlink cert import` are served too (a file wins a name). Default none.
     pub certificates: Vec<CertificateFiles>,
-    /// Seconds between checks of the certificate files for changes. Default 10.
+    /// Seconds between checks of the certificate files and the store's certificates for
+    /// changes. Default 10.
     pub reload_seconds: u64,
     /// Answer plain-HTTP requests for a host that has a certificate with a 308 to its
     /// `https://` URL (except `/readyz`). Default false.
@@ -227,12 +229,6 @@ impl TlsConfig {
             return Err(InvalidSetting::new(
                 "proxy.tls.listen",
                 format!("'{listen}' is not an address like 0.0.0.0:443"),
-            ));
-        }
-        if self.certificates.is_empty() {
-            return Err(InvalidSetting::new(
-                "proxy.tls.certificates",
-                "is empty: TLS needs at least one certificate (cert and key files)",
             ));
         }
         if !(1..=86_400).contains(&self.reload_seconds) {

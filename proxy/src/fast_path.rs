@@ -972,6 +972,14 @@ mod tests {
         fn change_hint(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
             None
         }
+        async fn certificates_version(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn list_certificates(
+            &self,
+        ) -> Result<Vec<shortlink_core::StoredCertificate>, StoreError> {
+            Ok(vec![])
+        }
     }
 
     fn link(id: i64, domain: &str, code: &str, url: &str) -> Link {

@@ -195,7 +195,7 @@ pub fn add_proxy(
         country_lookup: edge.country_lookup,
     };
     let https = match &config.tls.listen {
-        Some(_) => Some(tls_parts(config, &edge.default_host)?),
+        Some(_) => Some(tls_parts(config, &edge.default_host, store.clone())?),
         None => None,
     };
     let mut redirector = Redirector::new(
@@ -315,13 +315,19 @@ struct TlsParts {
     reload: tls::CertificateReload,
 }
 
-/// Loads the configured certificates (a failure stops start-up) and builds TLS on them.
-fn tls_parts(config: &ProxyConfig, default_host: &str) -> Result<TlsParts, ProxyError> {
+/// Loads the configured certificate files (a failure stops start-up) and builds TLS on
+/// them and the store's certificates.
+fn tls_parts(
+    config: &ProxyConfig,
+    default_host: &str,
+    store: Arc<dyn RouteSource>,
+) -> Result<TlsParts, ProxyError> {
     let provider = tls::provider();
     let certs = Arc::new(tls::Certificates::new(default_host));
     let reload = tls::CertificateReload::load(
         certs.clone(),
         &config.tls.certificates,
+        Some(store),
         provider.clone(),
         Duration::from_secs(config.tls.reload_seconds),
     )?;

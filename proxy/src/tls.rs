@@ -30,6 +30,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use shortlink_store::RouteSource;
+
 use crate::config::{CertificateFiles, TlsConfig};
 use crate::metrics::TLS;
 
@@ -418,24 +420,33 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Re-reads the certificate files when they change (checked every `every`), so a renewed
-/// certificate is served without a restart. A file that fails to load keeps the
-/// certificate served before it (logged and counted).
+/// Keeps the served certificates current: re-reads the certificate files when they change
+/// and the store's certificates when their version moves (both checked every `every`), so
+/// a renewed certificate is served without a restart. A file or stored certificate that
+/// fails to load keeps what was served before it (logged and counted). A file's
+/// certificate wins a name over a stored one.
 pub struct CertificateReload {
     certs: Arc<Certificates>,
     files: Vec<CertificateFiles>,
+    store: Option<Arc<dyn RouteSource>>,
     provider: Arc<CryptoProvider>,
     every: Duration,
     /// Each file pair's stamps and what was loaded from it.
     loaded: std::sync::Mutex<Vec<(Stamp, Stamp, Arc<ServedCertificate>)>>,
+    /// The store's certificates version last read, and what was loaded at it.
+    stored: std::sync::Mutex<(Option<u64>, ByName)>,
 }
+
+/// Certificates loaded from the store, by their stored name.
+type ByName = HashMap<String, Arc<ServedCertificate>>;
 
 impl CertificateReload {
     /// Loads every file pair now (a failure is the caller's start-up error) and serves
-    /// them from `certs`.
+    /// them from `certs`; the store's certificates (`store`) follow at the first check.
     pub fn load(
         certs: Arc<Certificates>,
         files: &[CertificateFiles],
+        store: Option<Arc<dyn RouteSource>>,
         provider: Arc<CryptoProvider>,
         every: Duration,
     ) -> Result<CertificateReload, CertificateError> {
@@ -448,68 +459,127 @@ impl CertificateReload {
         let reload = CertificateReload {
             certs,
             files: files.to_vec(),
+            store,
             provider,
             every,
             loaded: std::sync::Mutex::new(loaded),
+            stored: std::sync::Mutex::new((None, HashMap::new())),
         };
         reload.publish();
         Ok(reload)
     }
 
     fn publish(&self) {
-        let served: Vec<Arc<ServedCertificate>> = self
+        let mut served: Vec<Arc<ServedCertificate>> = self
             .loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(_, _, cert)| cert.clone())
             .collect();
+        let stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&String> = stored.1.keys().collect();
+        names.sort();
+        served.extend(names.into_iter().map(|name| stored.1[name].clone()));
+        drop(stored);
         self.certs.replace(&served);
     }
 
     /// Reloads the file pairs whose files changed; returns whether any did.
-    fn check(&self) -> bool {
+    fn check_files(&self) -> bool {
         let mut changed = false;
-        {
-            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            for (pair, (cert_stamp, key_stamp, served)) in self.files.iter().zip(loaded.iter_mut())
-            {
-                let now = (stamp(&pair.cert), stamp(&pair.key));
-                if now == (*cert_stamp, *key_stamp) {
-                    continue;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        for (pair, (cert_stamp, key_stamp, served)) in self.files.iter().zip(loaded.iter_mut()) {
+            let now = (stamp(&pair.cert), stamp(&pair.key));
+            if now == (*cert_stamp, *key_stamp) {
+                continue;
+            }
+            // A renewal writes two files: wait until both are readable and match.
+            match ServedCertificate::from_files(pair, &self.provider) {
+                Ok(fresh) => {
+                    tracing::info!(file = %pair.cert.display(), names = ?fresh.names, "certificate reloaded");
+                    *served = Arc::new(fresh);
+                    changed = true;
                 }
-                // A renewal writes two files: wait until both are readable and match.
-                match ServedCertificate::from_files(pair, &self.provider) {
-                    Ok(fresh) => {
-                        tracing::info!(file = %pair.cert.display(), names = ?fresh.names, "certificate reloaded");
-                        *served = Arc::new(fresh);
-                        (*cert_stamp, *key_stamp) = now;
-                        changed = true;
-                    }
-                    Err(error) => {
-                        TLS.reload_failures.inc();
-                        tracing::warn!(%error, "certificate not reloaded; the one loaded before is still served");
-                        (*cert_stamp, *key_stamp) = now;
+                Err(error) => {
+                    TLS.reload_failures.inc();
+                    tracing::warn!(%error, "certificate not reloaded; the one loaded before is still served");
+                }
+            }
+            (*cert_stamp, *key_stamp) = now;
+        }
+        changed
+    }
+
+    /// Reloads the store's certificates if their version moved; returns whether it did.
+    /// A store that does not answer keeps what was loaded (the next check retries).
+    async fn check_store(&self) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let version = match store.certificates_version().await {
+            Ok(version) => version,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the stored certificates' version");
+                return false;
+            }
+        };
+        let before = self.stored.lock().unwrap_or_else(|e| e.into_inner()).0;
+        if before == Some(version) {
+            return false;
+        }
+        let listed = match store.list_certificates().await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the stored certificates");
+                return false;
+            }
+        };
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = HashMap::with_capacity(listed.len());
+        for cert in listed {
+            let origin = format!("the stored certificate '{}'", cert.name);
+            match ServedCertificate::from_pem(
+                cert.chain_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+                &origin,
+                &self.provider,
+            ) {
+                Ok(served) => {
+                    fresh.insert(cert.name, Arc::new(served));
+                }
+                Err(error) => {
+                    TLS.reload_failures.inc();
+                    tracing::warn!(%error, "stored certificate not loaded");
+                    // Keep serving what this name had, if anything.
+                    if let Some(old) = stored.1.get(&cert.name) {
+                        fresh.insert(cert.name, old.clone());
                     }
                 }
             }
         }
-        if changed {
-            self.publish();
-        }
-        changed
+        *stored = (Some(version), fresh);
+        true
     }
 }
 
 #[async_trait]
 impl BackgroundService for CertificateReload {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The store's certificates at once, then both sources every `every`.
+        if self.check_store().await {
+            self.publish();
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 () = tokio::time::sleep(self.every) => {
                     // File reads are small and rare; no need for the blocking pool.
-                    self.check();
+                    let files = self.check_files();
+                    let stored = self.check_store().await;
+                    if files || stored {
+                        self.publish();
+                    }
                 }
             }
         }

@@ -31,6 +31,51 @@ pub async fn run_all(store: Arc<dyn Store>) {
     link_options_and_domains(&*store, &run).await;
     click_budgets(store.clone()).await;
     webhooks(store.clone(), &run).await;
+    certificates(&*store, &run).await;
+}
+
+/// Certificates: put replaces by name, delete removes, and each moves the version.
+async fn certificates(store: &dyn Store, run: &str) {
+    let name = format!("{run}.cert.example");
+    let cert = |chain: &str| shortlink_core::StoredCertificate {
+        name: name.clone(),
+        chain_pem: chain.into(),
+        key_pem: "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n".into(),
+        not_after: 1_900_000_000,
+        updated_at: 1_800_000_000_000,
+    };
+    let mine = |certs: Vec<shortlink_core::StoredCertificate>| {
+        certs
+            .into_iter()
+            .filter(|c| c.name == name)
+            .collect::<Vec<_>>()
+    };
+    let v0 = store.certificates_version().await.unwrap();
+    store.put_certificate(cert("chain one")).await.unwrap();
+    let v1 = store.certificates_version().await.unwrap();
+    assert_ne!(v0, v1, "a put moves the certificates' version");
+    assert_eq!(
+        mine(store.list_certificates().await.unwrap()),
+        vec![cert("chain one")]
+    );
+    store.put_certificate(cert("chain two")).await.unwrap();
+    let v2 = store.certificates_version().await.unwrap();
+    assert!(
+        v2 != v1 && v2 != v0,
+        "a replacing put moves the version too"
+    );
+    assert_eq!(
+        mine(store.list_certificates().await.unwrap()),
+        vec![cert("chain two")],
+        "one certificate per name"
+    );
+    assert!(store.delete_certificate(&name).await.unwrap());
+    let v3 = store.certificates_version().await.unwrap();
+    assert!(v3 != v2 && v3 != v1, "a delete moves the version");
+    assert!(mine(store.list_certificates().await.unwrap()).is_empty());
+    assert!(!store.delete_certificate(&name).await.unwrap());
+    let debug = format!("{:?}", cert("chain"));
+    assert!(!debug.contains("key\n"), "a key is never printed: {debug}");
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use shortlink_core::{
     ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval,
     KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, Role,
-    Session, Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
+    Session, StoredCertificate, Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -280,6 +280,13 @@ pub trait RouteSource: Send + Sync {
     /// A watch that ticks when the feed moves, for readers in the same process; `None`
     /// where the backend cannot tell (readers then rely on polling).
     fn change_hint(&self) -> Option<watch::Receiver<u64>>;
+
+    /// A value that changes whenever a stored certificate is put or deleted (0: none ever
+    /// was): proxies read it often and list the certificates only when it moved.
+    async fn certificates_version(&self) -> Result<u64, StoreError>;
+
+    /// Every stored certificate, by name.
+    async fn list_certificates(&self) -> Result<Vec<StoredCertificate>, StoreError>;
 }
 
 /// Users and API keys (stored only as hashes).
@@ -518,6 +525,19 @@ pub trait DomainStore: Send + Sync {
     async fn delete_domain(&self, name: &str) -> Result<bool, StoreError>;
 }
 
+/// TLS certificates every proxy serves (uploaded by an operator, or issued by ACME); read
+/// back through [`RouteSource`].
+#[async_trait]
+pub trait CertificateStore: Send + Sync {
+    /// Stores `cert` under its name, replacing the one stored there, and moves the
+    /// certificates' version on.
+    async fn put_certificate(&self, cert: StoredCertificate) -> Result<(), StoreError>;
+
+    /// Removes the certificate stored under `name` (and moves the version on); false if
+    /// there was none.
+    async fn delete_certificate(&self, name: &str) -> Result<bool, StoreError>;
+}
+
 /// Everything a shortlink node needs from storage.
 pub trait Store:
     LinkStore
@@ -530,6 +550,7 @@ pub trait Store:
     + DomainStore
     + ClickBudget
     + WebhookStore
+    + CertificateStore
 {
 }
 
@@ -543,7 +564,8 @@ impl<
         + UploadStore
         + DomainStore
         + ClickBudget
-        + WebhookStore,
+        + WebhookStore
+        + CertificateStore,
 > Store for T
 {
 }

@@ -6,6 +6,7 @@
 pub mod load;
 pub mod raw;
 pub mod receiver;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,80 @@
+//! TLS for the tests: a certificate authority the clients trust, certificates it signs,
+//! and curl as the real HTTP/1.1 and HTTP/2 client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A certificate authority the test clients trust.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pub pem_path: PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("shortlink test CA {name}"));
+        let cert = params.self_signed(&key).unwrap();
+        let pem_path = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem_path, cert.pem()).unwrap();
+        Ca {
+            cert,
+            key,
+            pem_path,
+        }
+    }
+
+    /// Writes a certificate for `names` signed by this authority (chain and key files).
+    pub fn issue(&self, names: &[&str], cert_path: &Path, key_path: &Path) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        // Written whole, key first: the reload waits for a pair that matches.
+        std::fs::write(key_path, key.serialize_pem()).unwrap();
+        std::fs::write(cert_path, cert.pem()).unwrap();
+    }
+}
+
+/// What curl saw: the HTTP version, the status and the response headers (lower case).
+pub struct Seen {
+    pub version: String,
+    pub status: u16,
+    pub headers: String,
+}
+
+/// One request with curl (a real HTTP/1.1 and HTTP/2 client); `None` when curl failed
+/// (a refused handshake, a reset stream), with its error printed.
+pub fn curl(args: &[&str]) -> Option<Seen> {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let (headers, last) = text.trim_end().rsplit_once('\n')?;
+    let (version, status) = last.split_once(' ')?;
+    Some(Seen {
+        version: version.to_owned(),
+        status: status.parse().ok()?,
+        headers: headers.to_ascii_lowercase(),
+    })
+}
+
+/// A `--resolve` entry sending `name:port` to loopback.
+pub fn resolve(name: &str, port: u16) -> String {
+    format!("{name}:{port}:127.0.0.1")
+}
