@@ -618,3 +618,116 @@ async fn certificates_kept_in_the_store_are_served_replaced_and_removed() {
     let (ok, text) = cli(&s, &["cert", "delete", "sho.rt"]);
     assert!(!ok && text.contains("no certificate"), "{text}");
 }
+
+/// An HTTP/2 connection over TLS to `sho.rt` on `port`, trusting `ca`.
+async fn h2_connection(
+    ca: &Ca,
+    port: u16,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&ca.pem_path).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("sho.rt").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_ends_the_connection_not_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "reset");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (_s, port) = start_tls(dir.path(), &[(cert, key)], "").await;
+    let request = || {
+        http::Request::get(format!("https://sho.rt:{port}/readyz"))
+            .body(())
+            .unwrap()
+    };
+
+    // A well-behaved HTTP/2 client is answered.
+    let (mut client, _driver) = h2_connection(&ca, port).await;
+    client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(request(), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+
+    // CVE-2023-44487: open a stream and reset it at once, thousands of times. The server
+    // ends the connection (GOAWAY, ENHANCE_YOUR_CALM) instead of working for each.
+    let (mut client, driver) = h2_connection(&ca, port).await;
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        client = match client.ready().await {
+            Ok(client) => client,
+            Err(_) => break,
+        };
+        let Ok((_response, mut stream)) = client.send_request(request(), false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the flooded connection ends")
+        .unwrap();
+    let error = ended.expect_err("ended by the server");
+    // The GOAWAY is read, or the client's next write finds the connection closed.
+    assert!(
+        error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || error.is_io(),
+        "after {sent} resets: {error}"
+    );
+    assert!(sent < 10_000, "the flood was never cut off");
+
+    // Other clients are still served.
+    let (mut client, _driver) = h2_connection(&ca, port).await;
+    client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(request(), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_hands_the_tls_listener_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "up");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (mut s, port) = start_tls(dir.path(), &[(cert, key)], "").await;
+    let ca_pem = ca.pem_path.display().to_string();
+    let main = resolve("sho.rt", port);
+    let url = format!("https://sho.rt:{port}/readyz");
+    let ask =
+        || curl(&["--cacert", &ca_pem, "--resolve", &main, "--http2", &url]).map(|s| s.status);
+    assert_eq!(ask(), Some(200));
+    let old = s.pid();
+    let (status, log) = s.upgrade().await;
+    assert!(status.success(), "{log}");
+    assert_ne!(s.pid(), old);
+    // The new process serves TLS on the socket it was handed (it bound nothing).
+    assert_eq!(ask(), Some(200));
+    assert!(
+        !s.log_text().contains("no socket was handed over"),
+        "{}",
+        s.log_text()
+    );
+}
