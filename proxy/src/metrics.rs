@@ -202,6 +202,10 @@ fn register_requests() {
     REGISTERED.call_once(|| {
         LazyLock::force(&REQUESTS);
         let _ = prometheus::default_registry().register(Box::new(RequestCollector));
+        // Exposed from the start (at zero) with or without TLS, so dashboards and alerts
+        // find them.
+        LazyLock::force(&TLS);
+        LazyLock::force(&PROXY_HEADERS_REFUSED);
     });
 }
 
