@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::tls::{Ca, curl, resolve};
+use common::tls::{Ca, curl, curl_outcome, resolve};
 use common::{ADMIN_KEY, Options, TestServer, free_port};
 use serde_json::json;
 
@@ -327,9 +327,10 @@ async fn http2_limits_hold() {
     ])
     .unwrap();
     assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
-    // Over it (sent as HEADERS and CONTINUATION frames): refused, never answered 200.
+    // Over it (sent as HEADERS and CONTINUATION frames): the stream is refused (curl
+    // exits 92, an HTTP/2 stream error) or answered 431, never served.
     let big = format!("x-big: {}", "a".repeat(8000));
-    let seen = curl(&[
+    let refused = curl_outcome(&[
         "--cacert",
         &ca_pem,
         "--resolve",
@@ -339,11 +340,13 @@ async fn http2_limits_hold() {
         &big,
         &url,
     ]);
-    assert!(
-        seen.as_ref().is_none_or(|s| s.status == 431),
-        "{:?}",
-        seen.map(|s| (s.status, s.headers))
-    );
+    match &refused {
+        Ok(seen) => assert_eq!(seen.status, 431, "{}", seen.headers),
+        Err((code, error)) => assert_eq!(*code, 92, "{error}"),
+    }
+    // The server is fine: the next request is answered.
+    let seen = curl(&["--cacert", &ca_pem, "--resolve", &main, "--http2", &url]).unwrap();
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
 }
 
 /// A PROXY protocol v2 header for a TCP4 client `src` (to 127.0.0.1:80).
@@ -457,52 +460,64 @@ async fn proxy_protocol_names_the_client_on_both_listeners() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_s_forwarded_scheme_counts_as_https() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "fw");
-    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    ca.issue(&["sho.rt"], &cert, &key);
-    let (s, _port) = start_tls(
-        dir.path(),
-        &[(cert, key)],
-        "redirect_http = true\nhsts_max_age_seconds = 60\n\n[proxy]\ntrusted_proxies = [\"127.0.0.1\"]",
-    )
-    .await;
-    let (status, _) = s
-        .create(
-            ADMIN_KEY,
-            json!({"url": "https://example.com/fw", "alias": "fw1"}),
+    // Each family of forwarding headers, as the trusted proxy in front writes it; the
+    // other family, which it might pass through from the client, is not believed.
+    for (family, believed, ignored) in [
+        (
+            "x-forwarded",
+            "x-forwarded-proto: https",
+            "forwarded: proto=https",
+        ),
+        (
+            "forwarded",
+            "forwarded: for=192.0.2.1;proto=https",
+            "x-forwarded-proto: https",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(dir.path(), "fw");
+        let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+        ca.issue(&["sho.rt"], &cert, &key);
+        let (s, _port) = start_tls(
+            dir.path(),
+            &[(cert, key)],
+            &format!(
+                "redirect_http = true\nhsts_max_age_seconds = 60\n\n[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\nforwarded_headers = \"{family}\""
+            ),
         )
         .await;
-    assert_eq!(status, 201);
-    let plain_port = s.proxy.rsplit(':').next().unwrap().to_owned();
-    let at = |headers: &[&str]| {
-        let mut args = vec![
-            "--resolve".to_owned(),
-            format!("sho.rt:{plain_port}:127.0.0.1"),
-            format!("http://sho.rt:{plain_port}/fw1"),
-        ];
-        for header in headers {
-            args.push("-H".into());
-            args.push((*header).into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&args).unwrap()
-    };
-    // TLS ended at a trusted proxy in front: no redirect loop, HSTS on the answer.
-    for header in [
-        "forwarded: for=192.0.2.1;proto=https",
-        "x-forwarded-proto: https",
-    ] {
-        let seen = at(&[header]);
-        assert_eq!(seen.status, 301, "{header}: {}", seen.headers);
+        let (status, _) = s
+            .create(
+                ADMIN_KEY,
+                json!({"url": "https://example.com/fw", "alias": "fw1"}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let plain_port = s.proxy.rsplit(':').next().unwrap().to_owned();
+        let at = |headers: &[&str]| {
+            let mut args = vec![
+                "--resolve".to_owned(),
+                format!("sho.rt:{plain_port}:127.0.0.1"),
+                format!("http://sho.rt:{plain_port}/fw1"),
+            ];
+            for header in headers {
+                args.push("-H".into());
+                args.push((*header).into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl(&args).unwrap()
+        };
+        // TLS ended at the trusted proxy in front: no redirect loop, HSTS on the answer.
+        let seen = at(&[believed]);
+        assert_eq!(seen.status, 301, "{family}: {}", seen.headers);
         assert!(
             seen.headers
                 .contains("strict-transport-security: max-age=60")
         );
+        // Plain HTTP there, whatever the other family claims: sent to HTTPS.
+        assert_eq!(at(&[ignored]).status, 308, "{family}: {ignored}");
+        assert_eq!(at(&[]).status, 308);
     }
-    // Plain HTTP there: sent to HTTPS.
-    assert_eq!(at(&["forwarded: for=192.0.2.1;proto=http"]).status, 308);
-    assert_eq!(at(&[]).status, 308);
 }
 
 /// Runs `shortlink` with `args` on the store of `s`; returns (success, stdout and stderr).
@@ -619,14 +634,8 @@ async fn certificates_kept_in_the_store_are_served_replaced_and_removed() {
     assert!(!ok && text.contains("no certificate"), "{text}");
 }
 
-/// An HTTP/2 connection over TLS to `sho.rt` on `port`, trusting `ca`.
-async fn h2_connection(
-    ca: &Ca,
-    port: u16,
-) -> (
-    h2::client::SendRequest<bytes::Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-) {
+/// A TLS connection to `sho.rt` on `port`, trusting `ca`, offering ALPN `h2`.
+async fn tls_connect(ca: &Ca, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -642,15 +651,56 @@ async fn h2_connection(
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(
             rustls_pki_types::ServerName::try_from("sho.rt").unwrap(),
             tcp,
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An HTTP/2 connection over TLS to `sho.rt` on `port`, trusting `ca`.
+async fn h2_connection(
+    ca: &Ca,
+    port: u16,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = tls_connect(ca, port).await;
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     (client, tokio::spawn(connection))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_that_never_sends_its_preface_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "preface");
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (_s, port) = start_tls(
+        dir.path(),
+        &[(cert, key)],
+        "\n[proxy]\nrequest_head_timeout_ms = 1000",
+    )
+    .await;
+    // HTTP/2 agreed in the handshake, then silence: closed after the head deadline.
+    let mut tls = tls_connect(&ca, port).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let began = Instant::now();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut sink),
+    )
+    .await;
+    assert!(closed.is_ok(), "still open after 10 s");
+    assert!(
+        began.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 use shortlink_core::hop::{
     CLIENT_IP_HEADER as HOP_CLIENT_IP_HEADER, CLIENT_PROTO_HEADER as HOP_CLIENT_PROTO_HEADER,
-    SECRET_HEADER as HOP_SECRET_HEADER, forwarded_elements,
+    ForwardedHeaders, SECRET_HEADER as HOP_SECRET_HEADER, forwarded_client, forwarded_elements,
 };
 
 /// A request's client.
@@ -47,6 +47,7 @@ pub fn client_of(state: &AppState, parts: &Parts) -> Client {
         &parts.headers,
         state.internal_secret(),
         &state.config().trusted_proxies,
+        state.config().forwarded_headers,
     )
 }
 
@@ -56,6 +57,7 @@ pub fn resolve(
     headers: &HeaderMap,
     secret: Option<&str>,
     trusted: &[IpAddr],
+    family: ForwardedHeaders,
 ) -> Client {
     let vouched = secret.is_some_and(|secret| {
         headers
@@ -77,42 +79,38 @@ pub fn resolve(
             https: false,
         };
     };
-    // Behind a trusted proxy: the last hop that is not itself trusted is the client, from
-    // `X-Forwarded-For`, else from `Forwarded` (RFC 7239).
-    let untrusted = |ip: &IpAddr| !trusted.contains(ip);
-    let x_forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    let forwarded = || {
+    // Behind a trusted proxy: the nearest hop that is not itself trusted is the client,
+    // from the header family it writes (the last line: the one it added).
+    let last = |name: &str| {
         headers
-            .get_all("forwarded")
+            .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(forwarded_elements)
-            .collect::<Vec<_>>()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
     };
-    let ip = if headers.contains_key("x-forwarded-for") {
-        x_forwarded.iter().rev().copied().find(untrusted)
-    } else {
-        forwarded()
-            .iter()
-            .rev()
-            .filter_map(|element| element.for_ip)
-            .find(untrusted)
-    }
-    .unwrap_or(peer_ip);
-    let proto = match header_text(headers, "x-forwarded-proto") {
-        Some(value) => value.rsplit(',').next().map(|p| p.trim().to_owned()),
-        None => forwarded()
-            .last()
-            .and_then(|element| element.proto.map(str::to_owned)),
+    let (ip, proto) = match family {
+        ForwardedHeaders::XForwarded => (
+            last("x-forwarded-for").and_then(|v| {
+                v.rsplit(',')
+                    .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                    .find(|ip| !trusted.contains(ip))
+            }),
+            last("x-forwarded-proto")
+                .and_then(|p| p.rsplit(',').next())
+                .map(|p| p.trim().to_owned()),
+        ),
+        ForwardedHeaders::Forwarded => {
+            let elements: Vec<_> = last("forwarded")
+                .map(|v| forwarded_elements(v).collect())
+                .unwrap_or_default();
+            (
+                forwarded_client(&elements, |ip| trusted.contains(ip)),
+                elements.last().and_then(|e| e.proto.map(str::to_owned)),
+            )
+        }
     };
     Client {
-        ip: Some(ip),
+        ip: Some(ip.unwrap_or(peer_ip)),
         https: proto.is_some_and(|p| p.eq_ignore_ascii_case("https")),
     }
 }
@@ -145,36 +143,73 @@ mod tests {
         }
         // From loopback, without the secret: the socket is the client.
         check(
-            resolve(Some(peer), &fake, Some("s3"), &[]),
+            resolve(
+                Some(peer),
+                &fake,
+                Some("s3"),
+                &[],
+                ForwardedHeaders::XForwarded,
+            ),
             "127.0.0.1",
             false,
         );
         // A configured trusted proxy: its forwarding headers count.
         check(
-            resolve(Some(lb), &fake, Some("s3"), &[lb]),
+            resolve(
+                Some(lb),
+                &fake,
+                Some("s3"),
+                &[lb],
+                ForwardedHeaders::XForwarded,
+            ),
             "203.0.113.7",
             true,
         );
-        // `Forwarded` (RFC 7239) when `X-Forwarded-For` is absent.
-        let standard = headers(&[(
-            "forwarded",
-            r#"for="[2001:db8::7]:4711";proto=https, for=10.0.0.8"#,
-        )]);
+        // A proxy that writes `Forwarded` (RFC 7239): only that family is believed.
+        let standard = headers(&[
+            (
+                "forwarded",
+                r#"for="[2001:db8::7]:4711";proto=https, for=10.0.0.8"#,
+            ),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let inner: IpAddr = "10.0.0.8".parse().unwrap();
+        let rfc = ForwardedHeaders::Forwarded;
         check(
-            resolve(Some(lb), &standard, Some("s3"), &[lb, inner]),
+            resolve(Some(lb), &standard, Some("s3"), &[lb, inner], rfc),
             "2001:db8::7",
             false,
         );
+        // The X-Forwarded family is ignored from it, and the other way round.
+        check(
+            resolve(
+                Some(lb),
+                &standard,
+                Some("s3"),
+                &[lb],
+                ForwardedHeaders::XForwarded,
+            ),
+            "6.6.6.6",
+            true,
+        );
         let standard = headers(&[("forwarded", "for=192.0.2.1;proto=https")]);
         check(
-            resolve(Some(lb), &standard, Some("s3"), &[lb]),
+            resolve(Some(lb), &standard, Some("s3"), &[lb], rfc),
             "192.0.2.1",
             true,
         );
         check(
-            resolve(Some(peer), &standard, Some("s3"), &[lb]),
+            resolve(Some(peer), &standard, Some("s3"), &[lb], rfc),
             "127.0.0.1",
+            false,
+        );
+        // An element naming no address ends the walk: what the client wrote before it
+        // does not count.
+        let hidden = headers(&[("forwarded", "for=6.6.6.6, for=unknown")]);
+        check(
+            resolve(Some(lb), &hidden, Some("s3"), &[lb], rfc),
+            "10.0.0.9",
             false,
         );
         // The shortlink proxy vouches with the secret, from any address.
@@ -185,19 +220,45 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
         ]);
         check(
-            resolve(Some(peer), &vouched, Some("s3"), &[]),
+            resolve(
+                Some(peer),
+                &vouched,
+                Some("s3"),
+                &[],
+                ForwardedHeaders::XForwarded,
+            ),
             "198.51.100.4",
             true,
         );
         // A wrong secret vouches for nothing.
         check(
-            resolve(Some(peer), &vouched, Some("other"), &[]),
+            resolve(
+                Some(peer),
+                &vouched,
+                Some("other"),
+                &[],
+                ForwardedHeaders::XForwarded,
+            ),
             "127.0.0.1",
             false,
         );
-        check(resolve(Some(peer), &vouched, None, &[]), "127.0.0.1", false);
+        check(
+            resolve(
+                Some(peer),
+                &vouched,
+                None,
+                &[],
+                ForwardedHeaders::XForwarded,
+            ),
+            "127.0.0.1",
+            false,
+        );
         // Trusted hops in the chain are skipped.
         let chain = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.0.0.9")]);
-        check(resolve(Some(lb), &chain, None, &[lb]), "203.0.113.7", false);
+        check(
+            resolve(Some(lb), &chain, None, &[lb], ForwardedHeaders::XForwarded),
+            "203.0.113.7",
+            false,
+        );
     }
 }

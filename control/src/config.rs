@@ -97,11 +97,14 @@ pub struct ControlConfig {
     /// Seconds a claimed thumbnail job is leased to its worker before another may retry
     /// it (a crash mid-job). Default 60.
     pub thumbnail_lease_seconds: u64,
-    /// Peers (IP addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` name the
-    /// client, e.g. a load balancer in front of the control plane. The shortlink proxy
+    /// Peers (IP addresses) whose forwarding headers (`forwarded_headers`) name the
+    /// client and scheme, e.g. a load balancer in front of the control plane. The shortlink proxy
     /// needs no entry: it vouches with the internal secret. Default none.
     #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The forwarding headers those peers write, the only ones believed: `x-forwarded`
+    /// (`X-Forwarded-For`/`-Proto`, the default) or `forwarded` (RFC 7239).
+    pub forwarded_headers: shortlink_core::hop::ForwardedHeaders,
     /// Password attempts one client IP may make on one protected link per minute,
     /// counted before they are checked (429 beyond). Default 5.
     pub password_attempts_per_client: u32,
@@ -266,6 +269,7 @@ impl Default for ControlConfig {
             thumbnail_max_input_bytes: 50 * 1024 * 1024,
             thumbnail_lease_seconds: 60,
             trusted_proxies: Vec::new(),
+            forwarded_headers: shortlink_core::hop::ForwardedHeaders::XForwarded,
             password_attempts_per_client: 5,
             password_attempts_per_link: 60,
             password_check_memory_bytes: 64 * 1024 * 1024,

@@ -11,6 +11,38 @@ pub const CLIENT_IP_HEADER: &str = "x-shortlink-client-ip";
 /// The scheme the client used at the proxy (`http` or `https`).
 pub const CLIENT_PROTO_HEADER: &str = "x-shortlink-client-proto";
 
+/// Which forwarding headers a trusted proxy writes, and so which are believed from it
+/// (only that family: a proxy that passes the other through unchanged would let a client
+/// name itself). Configured as `x-forwarded` or `forwarded`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` (the default).
+    #[default]
+    #[serde(rename = "x-forwarded")]
+    XForwarded,
+    /// `Forwarded` (RFC 7239): `for=` and `proto=`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+/// The client behind trusted proxies from `Forwarded` elements (nearest last): walking
+/// from the nearest, the first address not itself trusted; an element naming no address
+/// (`for=unknown`, obfuscated, absent) ends the walk with `None` (the peer stands), so
+/// nothing a client wrote before it counts.
+pub fn forwarded_client(
+    elements: &[ForwardedElement<'_>],
+    trusted: impl Fn(&std::net::IpAddr) -> bool,
+) -> Option<std::net::IpAddr> {
+    for element in elements.iter().rev() {
+        match element.for_ip {
+            Some(ip) if trusted(&ip) => continue,
+            Some(ip) => return Some(ip),
+            None => return None,
+        }
+    }
+    None
+}
+
 /// One element of a `Forwarded` header (RFC 7239): the client it was `for` (when an IP
 /// address, port dropped) and the `proto` it used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,5 +114,15 @@ mod tests {
         assert_eq!(elements[2].for_ip, None);
         assert_eq!(elements[3].for_ip, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(forwarded_elements("garbage").next().unwrap().for_ip, None);
+        // The walk stops at an element naming no address: what came before it is the
+        // client's own writing.
+        let trusted = |ip: &std::net::IpAddr| ip.to_string() == "198.51.100.7";
+        assert_eq!(forwarded_client(&elements, trusted), None);
+        let elements: Vec<_> =
+            forwarded_elements("for=6.6.6.6, for=192.0.2.9, for=198.51.100.7").collect();
+        assert_eq!(
+            forwarded_client(&elements, trusted),
+            Some("192.0.2.9".parse().unwrap())
+        );
     }
 }

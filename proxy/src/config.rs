@@ -75,11 +75,14 @@ pub struct ProxyConfig {
     /// L4 load balancer, naming the client; connections without one are closed. Only for a
     /// listener nothing else can reach. Default false.
     pub proxy_protocol: bool,
-    /// Peers (IP addresses) whose `X-Forwarded-For` and `Forwarded` name the real client
-    /// (and `X-Forwarded-Proto`, the scheme). Default none: the socket's address is the
-    /// client.
+    /// Peers (IP addresses) whose forwarding headers name the real client and scheme.
+    /// Default none: the socket's address is the client.
     #[serde(deserialize_with = "shortlink_core::list_setting")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The forwarding headers those peers write, the only ones believed: `x-forwarded`
+    /// (`X-Forwarded-For`/`-Proto`, the default) or `forwarded` (RFC 7239). A proxy that
+    /// passes the other family through unchanged would otherwise let a client name itself.
+    pub forwarded_headers: shortlink_core::hop::ForwardedHeaders,
     /// Request header with the client's country code set by the edge in front (e.g.
     /// `cf-ipcountry`); only configure it if that edge overwrites client-sent values.
     /// Default unset.
@@ -280,6 +283,7 @@ impl Default for ProxyConfig {
             spool_max_bytes: 256 * 1024 * 1024,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            forwarded_headers: shortlink_core::hop::ForwardedHeaders::XForwarded,
             country_header: None,
             unknown_host_redirect: None,
             request_head_timeout_ms: 60_000,

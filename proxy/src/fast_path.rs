@@ -552,7 +552,10 @@ impl FastPathApp {
         if negotiated_h2(&stream) {
             // HTTP/2: pingora's server multiplexes the streams; each request runs the
             // same `request_filter` (redirects from the route table) as HTTP/1.1's.
-            let stream: Stream = Box::new(TlsConn::new(stream, digest));
+            // Its preface is due within the head deadline (pingora's h2 server would
+            // wait for it forever); the idle timeout takes over after it.
+            let stream: Stream =
+                Box::new(TlsConn::new(stream, digest).with_first_read_deadline(self.limits.head));
             Box::pin(self.proxy.process_new(stream, &shutdown)).await;
             return;
         }
@@ -1016,6 +1019,7 @@ mod tests {
         let capture = Capture {
             sink: None,
             trusted_proxies: vec![],
+            forwarded_headers: Default::default(),
             country_header: None,
             country_lookup: None,
         };

@@ -191,6 +191,7 @@ pub fn add_proxy(
     let capture = service::Capture {
         sink: config.capture_clicks.then_some(sink),
         trusted_proxies: config.trusted_proxies.clone(),
+        forwarded_headers: config.forwarded_headers,
         country_header: config.country_header.clone(),
         country_lookup: edge.country_lookup,
     };

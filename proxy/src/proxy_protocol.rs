@@ -19,9 +19,12 @@ use tokio::net::TcpStream;
 const PEEK: usize = 512;
 /// The longest v2 header accepted (its length field allows 64 KiB).
 const MAX_V2: usize = 4096;
-/// Wait between looks at a header that has not fully arrived (load balancers send it in
-/// one segment; this is the rare case).
+/// First wait between looks at a header that has not fully arrived (load balancers send
+/// it in one segment; this is the rare case), doubled up to [`MAX_RETRY`]: a stalled
+/// connection costs at most about 20 wake-ups a second.
 const RETRY: Duration = Duration::from_millis(2);
+/// The longest wait between looks.
+const MAX_RETRY: Duration = Duration::from_millis(50);
 
 /// Why a connection's PROXY header was refused (the connection is closed).
 #[derive(Debug, Error)]
@@ -46,6 +49,7 @@ pub async fn read_header(
 ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let deadline = Instant::now() + limit;
     let mut peek = [0u8; PEEK];
+    let mut retry = RETRY;
     loop {
         let n = tokio::time::timeout_at(deadline.into(), tcp.peek(&mut peek))
             .await
@@ -81,7 +85,8 @@ pub async fn read_header(
                     ProxyHeaderError::Timeout
                 });
             }
-            tokio::time::sleep(RETRY).await;
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(MAX_RETRY);
             continue;
         }
         let (len, addr) = parse(seen)?;

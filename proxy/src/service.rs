@@ -60,8 +60,10 @@ const MAX_CAPTURED_FIELD: usize = 512;
 pub struct Capture {
     /// The click queue; `None` turns capture off.
     pub sink: Option<ClickSink>,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Which forwarding headers those peers write (the only ones believed).
+    pub forwarded_headers: hop::ForwardedHeaders,
     /// Header holding the client's country, set by a trusted edge.
     pub country_header: Option<String>,
     /// The GeoIP lookup targeting rules consult before `country_header`, if configured.
@@ -108,16 +110,30 @@ impl<'a> RequestView<'a> {
             user_agent: get(&header::USER_AGENT),
             referrer: get(&header::REFERER),
             host: get(&header::HOST).or_else(|| req.uri.host().map(str::as_bytes)),
+            // The last line: the one the nearest proxy wrote (the fast path keeps the last
+            // too).
             forwarded_for: req
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .map(HeaderValue::as_bytes),
-            forwarded: get(&header::FORWARDED),
+            forwarded: req
+                .headers
+                .get_all(header::FORWARDED)
+                .iter()
+                .next_back()
+                .map(HeaderValue::as_bytes),
             country: country_header
                 .and_then(|h| req.headers.get(h))
                 .map(HeaderValue::as_bytes),
         }
     }
+}
+
+/// A header value as text, if it is UTF-8.
+fn text(value: Option<&[u8]>) -> Option<&str> {
+    value.and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// A header's raw value as a click keeps it: cut to [`MAX_CAPTURED_FIELD`] bytes. The
@@ -129,49 +145,52 @@ fn cut(value: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 impl Capture {
-    /// The click's client IP: the socket's, or the last untrusted hop of `X-Forwarded-For`
-    /// (else of `Forwarded`) when the socket's peer is a trusted proxy.
+    /// The click's client IP: the socket's, or, when the socket's peer is a trusted proxy,
+    /// the nearest hop not itself trusted in the header family it writes
+    /// (`X-Forwarded-For`, or `Forwarded`).
     fn client_ip(&self, request: &RequestView) -> Option<IpAddr> {
         let peer = request.peer?;
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        fn text(v: Option<&[u8]>) -> Option<&str> {
-            v.and_then(|v| std::str::from_utf8(v).ok())
-        }
-        let untrusted = |ip: &IpAddr| !self.trusted_proxies.contains(ip);
-        if let Some(forwarded) = text(request.forwarded_for) {
-            return forwarded
-                .rsplit(',')
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .find(untrusted)
-                .or(Some(peer));
-        }
-        if let Some(forwarded) = text(request.forwarded) {
-            return hop::forwarded_elements(forwarded)
-                .rev()
-                .filter_map(|element| element.for_ip)
-                .find(untrusted)
-                .or(Some(peer));
-        }
-        Some(peer)
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(ip);
+        let client = match self.forwarded_headers {
+            hop::ForwardedHeaders::XForwarded => text(request.forwarded_for).and_then(|v| {
+                v.rsplit(',')
+                    .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                    .find(|ip| !trusted(ip))
+            }),
+            hop::ForwardedHeaders::Forwarded => text(request.forwarded).and_then(|v| {
+                let elements: Vec<_> = hop::forwarded_elements(v).collect();
+                hop::forwarded_client(&elements, trusted)
+            }),
+        };
+        client.or(Some(peer))
     }
 
     /// Whether a request from `peer` says it reached the edge over HTTPS: a trusted
-    /// proxy's `X-Forwarded-Proto` (its last value), else its `Forwarded`'s last `proto`.
+    /// proxy's word in the header family it writes (`X-Forwarded-Proto`'s last value, or
+    /// the nearest `Forwarded` element's `proto`).
     fn forwarded_https(&self, peer: Option<IpAddr>, req: &RequestHeader) -> bool {
         if !peer.is_some_and(|peer| self.trusted_proxies.contains(&peer)) {
             return false;
         }
-        let text = |name| {
+        let last = |name| {
             req.headers
-                .get(name)
+                .get_all(name)
+                .iter()
+                .next_back()
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let proto = match text(header::HeaderName::from_static("x-forwarded-proto")) {
-            Some(value) => value.rsplit(',').next().map(str::trim),
-            None => text(header::FORWARDED)
-                .and_then(|value| hop::forwarded_elements(value).next_back()?.proto),
+        let proto = match self.forwarded_headers {
+            hop::ForwardedHeaders::XForwarded => {
+                last(header::HeaderName::from_static("x-forwarded-proto"))
+                    .and_then(|v| v.rsplit(',').next())
+                    .map(str::trim)
+            }
+            hop::ForwardedHeaders::Forwarded => {
+                last(header::FORWARDED).and_then(|v| hop::forwarded_elements(v).next_back()?.proto)
+            }
         };
         proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
     }
@@ -820,13 +839,11 @@ impl ProxyHttp for Redirector {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
+        // The scheme as this proxy knows it (its own TLS, or a trusted proxy's word),
+        // never a client's claim.
         let https = self.client_https(session);
-        if is_secure(session) {
-            upstream_request.insert_header("x-forwarded-proto", "https")?;
-        } else if upstream_request.headers.get("x-forwarded-proto").is_none() {
-            upstream_request
-                .insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
-        }
+        upstream_request
+            .insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
         if let Some(secret) = &self.hop_secret {
             // The client as the click records see it: the socket's peer, or the last
             // untrusted `X-Forwarded-For` hop behind a configured trusted proxy.

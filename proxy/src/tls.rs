@@ -297,6 +297,8 @@ pub struct TlsConn {
     socket: Arc<SocketDigest>,
     ssl: Arc<SslDigest>,
     alpn: Option<ALPN>,
+    /// Until the first bytes arrive: when the client must have sent them.
+    first_read: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl TlsConn {
@@ -322,7 +324,15 @@ impl TlsConn {
             socket: Arc::new(socket),
             inner,
             alpn,
+            first_read: None,
         }
+    }
+
+    /// Fails reads with `TimedOut` if the client sends nothing within `limit` (an HTTP/2
+    /// client's preface: pingora's h2 server waits for it without a deadline).
+    pub fn with_first_read_deadline(mut self, limit: Duration) -> TlsConn {
+        self.first_read = Some(Box::pin(tokio::time::sleep(limit)));
+        self
     }
 }
 
@@ -340,7 +350,18 @@ impl AsyncRead for TlsConn {
         cx: &mut std::task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let Some(deadline) = self.first_read.as_mut() else {
+            return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        };
+        if deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(read, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.first_read = None;
+        }
+        read
     }
 }
 
@@ -435,7 +456,15 @@ pub struct CertificateReload {
     loaded: std::sync::Mutex<Vec<(Stamp, Stamp, Arc<ServedCertificate>)>>,
     /// The store's certificates version last read, and what was loaded at it.
     stored: std::sync::Mutex<(Option<u64>, ByName)>,
+    /// Checks of the store so far: every [`RELIST_EVERY`]th lists the certificates even
+    /// if the version did not move.
+    store_checks: std::sync::atomic::AtomicU32,
 }
+
+/// How often (in checks) the store's certificates are listed whatever their version says:
+/// where the version and a row are replicated apart (CQL across datacenters), a proxy that
+/// read the new version before the row still catches up (5 minutes at the default 10 s).
+const RELIST_EVERY: u32 = 30;
 
 /// Certificates loaded from the store, by their stored name.
 type ByName = HashMap<String, Arc<ServedCertificate>>;
@@ -464,6 +493,7 @@ impl CertificateReload {
             every,
             loaded: std::sync::Mutex::new(loaded),
             stored: std::sync::Mutex::new((None, HashMap::new())),
+            store_checks: std::sync::atomic::AtomicU32::new(0),
         };
         reload.publish();
         Ok(reload)
@@ -525,7 +555,10 @@ impl CertificateReload {
             }
         };
         let before = self.stored.lock().unwrap_or_else(|e| e.into_inner()).0;
-        if before == Some(version) {
+        let checks = self
+            .store_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if before == Some(version) && !(checks + 1).is_multiple_of(RELIST_EVERY) {
             return false;
         }
         let listed = match store.list_certificates().await {

@@ -54,22 +54,32 @@ pub struct Seen {
 /// One request with curl (a real HTTP/1.1 and HTTP/2 client); `None` when curl failed
 /// (a refused handshake, a reset stream), with its error printed.
 pub fn curl(args: &[&str]) -> Option<Seen> {
+    curl_outcome(args)
+        .inspect_err(|(code, error)| eprintln!("curl {args:?}: exit {code}: {error}"))
+        .ok()
+}
+
+/// One request with curl: what it saw, or its exit code and error message.
+pub fn curl_outcome(args: &[&str]) -> Result<Seen, (i32, String)> {
     let out = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
         .args(["-w", "\n%{http_version} %{http_code}"])
         .args(args)
         .output()
         .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
-        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
+        return Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
-    let (headers, last) = text.trim_end().rsplit_once('\n')?;
-    let (version, status) = last.split_once(' ')?;
-    Some(Seen {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let malformed = || (0, format!("unexpected curl output: {text}"));
+    let (headers, last) = text.trim_end().rsplit_once('\n').ok_or_else(malformed)?;
+    let (version, status) = last.split_once(' ').ok_or_else(malformed)?;
+    Ok(Seen {
         version: version.to_owned(),
-        status: status.parse().ok()?,
+        status: status.parse().map_err(|_| malformed())?,
         headers: headers.to_ascii_lowercase(),
     })
 }
