@@ -163,25 +163,18 @@ secret_access_key = "{S3_SECRET}"
     }
 
     fn metrics_port(config: &Path) -> u16 {
-        Cluster::port_of(config, "metrics_listen = ")
+        let text = std::fs::read_to_string(config).unwrap();
+        Cluster::port_of(&text, "metrics_listen = ")
     }
 
     /// The port of the TLS listener in a node's config.
     fn tls_port(config: &Path) -> u16 {
         let text = std::fs::read_to_string(config).unwrap();
-        let tls = &text[text.find("[proxy.tls]").unwrap()..];
-        let line = tls.lines().find(|l| l.starts_with("listen = ")).unwrap();
-        line.trim_end_matches('"')
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        Cluster::port_of(&text[text.find("[proxy.tls]").unwrap()..], "listen = ")
     }
 
-    /// The port of the first address setting starting with `prefix` in a node's config.
-    fn port_of(config: &Path, prefix: &str) -> u16 {
-        let text = std::fs::read_to_string(config).unwrap();
+    /// The port of the first address setting starting with `prefix` in `text`.
+    fn port_of(text: &str, prefix: &str) -> u16 {
         let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
         line.trim_end_matches('"')
             .rsplit(':')

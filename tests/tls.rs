@@ -43,6 +43,20 @@ async fn start_tls(dir: &Path, certs: &[(PathBuf, PathBuf)], extra: &str) -> (Te
     (server, tls_port)
 }
 
+/// A server whose TLS listener serves one certificate for `sho.rt` from a new test CA,
+/// with `extra` settings; returns the folder (keep it), the CA, the server and its TLS port.
+async fn with_one_certificate(
+    ca_name: &str,
+    extra: &str,
+) -> (tempfile::TempDir, Ca, TestServer, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), ca_name);
+    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    ca.issue(&["sho.rt"], &cert, &key);
+    let (server, port) = start_tls(dir.path(), &[(cert, key)], extra).await;
+    (dir, ca, server, port)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_answers_by_sni_over_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,16 +314,7 @@ async fn changed_certificate_files_are_served_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_limits_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "h2");
-    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    ca.issue(&["sho.rt"], &cert, &key);
-    let (_s, port) = start_tls(
-        dir.path(),
-        &[(cert, key)],
-        "h2_max_header_list_bytes = 4096",
-    )
-    .await;
+    let (_dir, ca, _s, port) = with_one_certificate("h2", "h2_max_header_list_bytes = 4096").await;
     let ca_pem = ca.pem_path.display().to_string();
     let main = resolve("sho.rt", port);
     let url = format!("https://sho.rt:{port}/readyz");
@@ -675,16 +680,8 @@ async fn h2_connection(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_that_never_sends_its_preface_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "preface");
-    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    ca.issue(&["sho.rt"], &cert, &key);
-    let (_s, port) = start_tls(
-        dir.path(),
-        &[(cert, key)],
-        "\n[proxy]\nrequest_head_timeout_ms = 1000",
-    )
-    .await;
+    let (_dir, ca, _s, port) =
+        with_one_certificate("preface", "\n[proxy]\nrequest_head_timeout_ms = 1000").await;
     // HTTP/2 agreed in the handshake, then silence: closed after the head deadline.
     let mut tls = tls_connect(&ca, port).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -705,11 +702,7 @@ async fn an_http2_connection_that_never_sends_its_preface_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_rapid_reset_flood_ends_the_connection_not_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "reset");
-    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    ca.issue(&["sho.rt"], &cert, &key);
-    let (_s, port) = start_tls(dir.path(), &[(cert, key)], "").await;
+    let (_dir, ca, _s, port) = with_one_certificate("reset", "").await;
     let request = || {
         http::Request::get(format!("https://sho.rt:{port}/readyz"))
             .body(())
@@ -758,11 +751,7 @@ async fn an_http2_rapid_reset_flood_ends_the_connection_not_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_hands_the_tls_listener_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "up");
-    let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    ca.issue(&["sho.rt"], &cert, &key);
-    let (mut s, port) = start_tls(dir.path(), &[(cert, key)], "").await;
+    let (_dir, ca, mut s, port) = with_one_certificate("up", "").await;
     let ca_pem = ca.pem_path.display().to_string();
     let main = resolve("sho.rt", port);
     let url = format!("https://sho.rt:{port}/readyz");
