@@ -877,15 +877,10 @@ async fn a_certificate_stored_once_is_served_by_every_proxy() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Imported once, through the store: every proxy serves it within its reload interval.
-    let ca_pem = ca.pem_path.display().to_string();
     for port in tls_ports {
-        let resolve = common::tls::resolve("sho.rt", port);
-        let url = format!("https://sho.rt:{port}/readyz");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let seen =
-                common::tls::curl(&["--cacert", &ca_pem, "--resolve", &resolve, "--http2", &url]);
-            if let Some(seen) = seen {
+            if let Some(seen) = ca.get("sho.rt", port, "/readyz", &["--http2"]) {
                 assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
                 break;
             }

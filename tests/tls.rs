@@ -267,17 +267,7 @@ async fn changed_certificate_files_are_served_without_a_restart() {
     let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
     old_ca.issue(&["sho.rt"], &cert, &key);
     let (s, port) = start_tls(dir.path(), &[(cert.clone(), key.clone())], "").await;
-    let url = format!("https://sho.rt:{port}/readyz");
-    let main = resolve("sho.rt", port);
-    let trusting = |ca: &Ca| {
-        curl(&[
-            "--cacert",
-            &ca.pem_path.display().to_string(),
-            "--resolve",
-            &main,
-            &url,
-        ])
-    };
+    let trusting = |ca: &Ca| ca.get("sho.rt", port, "/readyz", &[]);
     assert_eq!(trusting(&old_ca).map(|s| s.status), Some(200));
     assert!(trusting(&new_ca).is_none());
 
@@ -320,17 +310,9 @@ async fn http2_limits_hold() {
     let url = format!("https://sho.rt:{port}/readyz");
     // Under the limit: answered.
     let small = format!("x-small: {}", "a".repeat(1000));
-    let seen = curl(&[
-        "--cacert",
-        &ca_pem,
-        "--resolve",
-        &main,
-        "--http2",
-        "-H",
-        &small,
-        &url,
-    ])
-    .unwrap();
+    let seen = ca
+        .get("sho.rt", port, "/readyz", &["--http2", "-H", &small])
+        .unwrap();
     assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
     // Over it (sent as HEADERS and CONTINUATION frames): the stream is refused (curl
     // exits 92, an HTTP/2 stream error) or answered 431, never served.
@@ -350,7 +332,7 @@ async fn http2_limits_hold() {
         Err((code, error)) => assert_eq!(*code, 92, "{error}"),
     }
     // The server is fine: the next request is answered.
-    let seen = curl(&["--cacert", &ca_pem, "--resolve", &main, "--http2", &url]).unwrap();
+    let seen = ca.get("sho.rt", port, "/readyz", &["--http2"]).unwrap();
     assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
 }
 
@@ -450,16 +432,14 @@ async fn proxy_protocol_names_the_client_on_both_listeners() {
     );
 
     // On the TLS listener the header comes before the handshake (curl sends v1).
-    let seen = curl(&[
-        "--cacert",
-        &ca.pem_path.display().to_string(),
-        "--resolve",
-        &resolve("sho.rt", tls_port),
-        "--haproxy-protocol",
-        "--http2",
-        &format!("https://sho.rt:{tls_port}/pp1"),
-    ])
-    .expect("PROXY header, then the TLS handshake");
+    let seen = ca
+        .get(
+            "sho.rt",
+            tls_port,
+            "/pp1",
+            &["--haproxy-protocol", "--http2"],
+        )
+        .expect("PROXY header, then the TLS handshake");
     assert_eq!((seen.version.as_str(), seen.status), ("2", 301));
 }
 
@@ -547,17 +527,9 @@ async fn certificates_kept_in_the_store_are_served_replaced_and_removed() {
     let (first, second) = (Ca::new(dir.path(), "first"), Ca::new(dir.path(), "second"));
     let (cert, key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
     let (s, port) = start_tls(dir.path(), &[], "").await;
-    let url = format!("https://sho.rt:{port}/readyz");
-    let main = resolve("sho.rt", port);
     let trusting = |ca: &Ca| {
-        curl(&[
-            "--cacert",
-            &ca.pem_path.display().to_string(),
-            "--resolve",
-            &main,
-            &url,
-        ])
-        .map(|seen| seen.status)
+        ca.get("sho.rt", port, "/readyz", &[])
+            .map(|seen| seen.status)
     };
     let until = async |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -752,11 +724,10 @@ async fn an_http2_rapid_reset_flood_ends_the_connection_not_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_hands_the_tls_listener_over() {
     let (_dir, ca, mut s, port) = with_one_certificate("up", "").await;
-    let ca_pem = ca.pem_path.display().to_string();
-    let main = resolve("sho.rt", port);
-    let url = format!("https://sho.rt:{port}/readyz");
-    let ask =
-        || curl(&["--cacert", &ca_pem, "--resolve", &main, "--http2", &url]).map(|s| s.status);
+    let ask = || {
+        ca.get("sho.rt", port, "/readyz", &["--http2"])
+            .map(|s| s.status)
+    };
     assert_eq!(ask(), Some(200));
     let old = s.pid();
     let (status, log) = s.upgrade().await;

@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 use shortlink_core::hop::{
     CLIENT_IP_HEADER as HOP_CLIENT_IP_HEADER, CLIENT_PROTO_HEADER as HOP_CLIENT_PROTO_HEADER,
-    ForwardedHeaders, SECRET_HEADER as HOP_SECRET_HEADER, forwarded_client, forwarded_elements,
+    ForwardedHeaders, SECRET_HEADER as HOP_SECRET_HEADER, forwarded_by,
 };
 
 /// A request's client.
@@ -81,37 +81,17 @@ pub fn resolve(
     };
     // Behind a trusted proxy: the nearest hop that is not itself trusted is the client,
     // from the header family it writes (the last line: the one it added).
-    let last = |name: &str| {
+    let last = |name: &'static str| {
         headers
             .get_all(name)
             .iter()
             .next_back()
             .and_then(|v| v.to_str().ok())
     };
-    let (ip, proto) = match family {
-        ForwardedHeaders::XForwarded => (
-            last("x-forwarded-for").and_then(|v| {
-                v.rsplit(',')
-                    .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                    .find(|ip| !trusted.contains(ip))
-            }),
-            last("x-forwarded-proto")
-                .and_then(|p| p.rsplit(',').next())
-                .map(|p| p.trim().to_owned()),
-        ),
-        ForwardedHeaders::Forwarded => {
-            let elements: Vec<_> = last("forwarded")
-                .map(|v| forwarded_elements(v).collect())
-                .unwrap_or_default();
-            (
-                forwarded_client(&elements, |ip| trusted.contains(ip)),
-                elements.last().and_then(|e| e.proto.map(str::to_owned)),
-            )
-        }
-    };
+    let (ip, https) = forwarded_by(family, last, |ip| trusted.contains(ip));
     Client {
         ip: Some(ip.unwrap_or(peer_ip)),
-        https: proto.is_some_and(|p| p.eq_ignore_ascii_case("https")),
+        https,
     }
 }
 

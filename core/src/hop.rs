@@ -25,6 +25,38 @@ pub enum ForwardedHeaders {
     Forwarded,
 }
 
+/// What a trusted proxy says of its client, in the header family it writes: the client's
+/// address (the nearest hop not itself trusted, if one is named) and whether it came over
+/// HTTPS. `last` reads a header's last line (the one the nearest proxy added), by its
+/// lower-case name.
+pub fn forwarded_by<'a>(
+    family: ForwardedHeaders,
+    last: impl Fn(&'static str) -> Option<&'a str>,
+    trusted: impl Fn(&std::net::IpAddr) -> bool,
+) -> (Option<std::net::IpAddr>, bool) {
+    let https = |proto: Option<&str>| proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    match family {
+        ForwardedHeaders::XForwarded => {
+            let client = last("x-forwarded-for").and_then(|v| {
+                v.rsplit(',')
+                    .filter_map(|hop| hop.trim().parse::<std::net::IpAddr>().ok())
+                    .find(|ip| !trusted(ip))
+            });
+            (
+                client,
+                https(last("x-forwarded-proto").and_then(|v| v.rsplit(',').next())),
+            )
+        }
+        ForwardedHeaders::Forwarded => {
+            let elements: Vec<_> = last("forwarded")
+                .map(|v| forwarded_elements(v).collect())
+                .unwrap_or_default();
+            let proto = elements.last().and_then(|e| e.proto);
+            (forwarded_client(&elements, trusted), https(proto))
+        }
+    }
+}
+
 /// The client behind trusted proxies from `Forwarded` elements (nearest last): walking
 /// from the nearest, the first address not itself trusted; an element naming no address
 /// (`for=unknown`, obfuscated, absent) ends the walk with `None` (the peer stands), so

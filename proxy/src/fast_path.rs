@@ -273,6 +273,14 @@ impl FastPathApp {
     }
 }
 
+/// What pingora's own listener records of a connection, made at its first hand-off: the
+/// proxy path reads the client address (404 limits, clicks, forwarding headers) from it.
+fn socket_digest(fd: std::os::fd::RawFd, peer: SocketAddr) -> SocketDigest {
+    let digest = SocketDigest::from_raw_fd(fd);
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    digest
+}
+
 /// Whether a comma-separated header value lists `token` (case-insensitive).
 fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
@@ -525,12 +533,9 @@ impl FastPathApp {
                 }
             }
         }
-        // What pingora's own listener records: the proxy path reads the client address
-        // (404 limits, clicks, forwarding headers) from it.
-        let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-        let _ = digest.peer_addr.set(Some(peer.into()));
         let Some(tls) = &self.tls else {
             let plain = |tcp: TcpStream| -> Stream {
+                let digest = socket_digest(tcp.as_raw_fd(), peer);
                 let mut stream = l4::stream::Stream::from(tcp);
                 stream.set_socket_digest(digest);
                 Box::new(stream)
@@ -549,6 +554,7 @@ impl FastPathApp {
         let Some(stream) = accepted else {
             return;
         };
+        let digest = socket_digest(stream.get_ref().0.as_raw_fd(), peer);
         if negotiated_h2(&stream) {
             // HTTP/2: pingora's server multiplexes the streams; each request runs the
             // same `request_filter` (redirects from the route table) as HTTP/1.1's.

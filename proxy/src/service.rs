@@ -51,6 +51,9 @@ pub struct RequestCtx {
     clicked: Option<LinkId>,
     /// When the request arrived, for the latency histogram.
     started: Option<std::time::Instant>,
+    /// The client reached the edge over HTTPS (this proxy's TLS, or a trusted proxy's
+    /// word), worked out once in `request_filter`.
+    https: bool,
 }
 
 /// Longest `User-Agent` or `Referer` kept in a click, in bytes.
@@ -153,18 +156,14 @@ impl Capture {
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(ip);
-        let client = match self.forwarded_headers {
-            hop::ForwardedHeaders::XForwarded => text(request.forwarded_for).and_then(|v| {
-                v.rsplit(',')
-                    .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                    .find(|ip| !trusted(ip))
-            }),
-            hop::ForwardedHeaders::Forwarded => text(request.forwarded).and_then(|v| {
-                let elements: Vec<_> = hop::forwarded_elements(v).collect();
-                hop::forwarded_client(&elements, trusted)
-            }),
+        let last = |name: &'static str| match name {
+            "x-forwarded-for" => text(request.forwarded_for),
+            "forwarded" => text(request.forwarded),
+            _ => None,
         };
+        let (client, _) = hop::forwarded_by(self.forwarded_headers, last, |ip| {
+            self.trusted_proxies.contains(ip)
+        });
         client.or(Some(peer))
     }
 
@@ -175,24 +174,17 @@ impl Capture {
         if !peer.is_some_and(|peer| self.trusted_proxies.contains(&peer)) {
             return false;
         }
-        let last = |name| {
+        let last = |name: &'static str| {
             req.headers
                 .get_all(name)
                 .iter()
                 .next_back()
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let proto = match self.forwarded_headers {
-            hop::ForwardedHeaders::XForwarded => {
-                last(header::HeaderName::from_static("x-forwarded-proto"))
-                    .and_then(|v| v.rsplit(',').next())
-                    .map(str::trim)
-            }
-            hop::ForwardedHeaders::Forwarded => {
-                last(header::FORWARDED).and_then(|v| hop::forwarded_elements(v).next_back()?.proto)
-            }
-        };
-        proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        hop::forwarded_by(self.forwarded_headers, last, |ip| {
+            self.trusted_proxies.contains(ip)
+        })
+        .1
     }
 
     /// Records the click of a redirect by `link_id`: hashed from borrowed header values,
@@ -677,6 +669,7 @@ impl ProxyHttp for Redirector {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Some(std::time::Instant::now());
         let secure = self.client_https(session);
+        ctx.https = secure;
         if secure && let Some(hsts) = session.downstream_modules_ctx.get_mut::<Hsts>() {
             hsts.mark_secure();
         }
@@ -823,7 +816,7 @@ impl ProxyHttp for Redirector {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         for name in [
             hop::SECRET_HEADER,
@@ -841,7 +834,7 @@ impl ProxyHttp for Redirector {
         }
         // The scheme as this proxy knows it (its own TLS, or a trusted proxy's word),
         // never a client's claim.
-        let https = self.client_https(session);
+        let https = ctx.https;
         upstream_request
             .insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
         if let Some(secret) = &self.hop_secret {

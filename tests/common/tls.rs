@@ -44,6 +44,21 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// GETs `https://{host}:{port}{path}` with curl trusting this authority, `host`
+    /// resolved to loopback, `extra` curl arguments before the URL; `None` when curl
+    /// failed (a refused handshake, a reset stream).
+    pub fn get(&self, host: &str, port: u16, path: &str, extra: &[&str]) -> Option<Seen> {
+        let ca = self.pem_path.display().to_string();
+        let resolve = resolve(host, port);
+        let url = format!("https://{host}:{port}{path}");
+        let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+}
+
 /// What curl saw: the HTTP version, the status and the response headers (lower case).
 pub struct Seen {
     pub version: String,
