@@ -82,6 +82,30 @@ if ! [ -x "$schemathesis" ] || ! "$schemathesis" --version 2>/dev/null | grep -q
 fi
 export SCHEMATHESIS_BIN="$schemathesis"
 
+# A real ACME server for the automatic-certificate tests (tests/acme.rs, tests/cluster.rs):
+# Pebble and its challenge test server (the DNS server Pebble resolves names with), built
+# from the Go module proxy into target/testinfra (cached); each test starts its own pair.
+pebble_dir="$PWD/target/testinfra/pebble/bin"
+if ! [ -x "$pebble_dir/pebble" ] || ! [ -x "$pebble_dir/pebble-challtestsrv" ]; then
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+    export PATH="$PATH:/usr/local/go/bin"
+  fi
+  if ! command -v go >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      log "installing Go (to build Pebble, the ACME server the certificate tests run against)"
+      apt-get update -qq && apt-get install -y -qq golang-go >/dev/null
+    else
+      echo "the ACME tests need Go to build Pebble: sudo apt-get install golang-go" >&2
+      exit 1
+    fi
+  fi
+  log "installing Pebble v2.10.3 and pebble-challtestsrv from the Go module proxy"
+  GOBIN="$pebble_dir" go install \
+    github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3 \
+    github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@v2.10.3
+fi
+export PEBBLE_BIN="$pebble_dir/pebble" PEBBLE_CHALLTESTSRV_BIN="$pebble_dir/pebble-challtestsrv"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

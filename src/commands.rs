@@ -313,7 +313,6 @@ fn proxy_server(
         &mut server,
         &proxy_config,
         edge,
-        store.clone(),
         store,
         Some(internal_secret),
         local,

@@ -893,6 +893,79 @@ async fn a_certificate_stored_once_is_served_by_every_proxy() {
     }
 }
 
+/// Two proxies with ACME on one keyspace: each name is ordered once (a lease in the store),
+/// the CA's HTTP-01 check reaches one proxy whichever ordered (the answer is in the
+/// store), and both serve the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_certificate_is_ordered_once_and_served_by_every_proxy() {
+    let cluster = Cluster::new("acme", 1).await;
+    let control = cluster.control(0).await;
+    let r = cluster
+        .api(&control, Method::POST, "/api/v1/domains")
+        .json(&json!({"name": "go.brand.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ports = [free_port(), free_port()];
+    let configs: Vec<PathBuf> = ports
+        .iter()
+        .map(|&port| cluster.config(port, free_port()))
+        .collect();
+    let tls_ports: Vec<u16> = configs.iter().map(|c| Cluster::tls_port(c)).collect();
+    // The CA checks the first proxy's ports only.
+    let pebble =
+        common::acme::Pebble::start(cluster.dir.path(), ports[0], tls_ports[0], 3600).await;
+    let mut proxies = Vec::new();
+    for (config, port) in configs.iter().zip(ports) {
+        let mut text = std::fs::read_to_string(config).unwrap();
+        text.push_str(&pebble.acme_config("http-01"));
+        std::fs::write(config, text).unwrap();
+        let mut node = Node::start(config, "proxy", format!("http://127.0.0.1:{port}"));
+        node.wait_ready(&cluster.http).await;
+        proxies.push(node);
+    }
+    for name in ["sho.rt", "go.brand.test"] {
+        let mut served = Vec::new();
+        for &port in &tls_ports {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(cert) =
+                    common::tls::served_certificate(&pebble.issuing_root, name, port).await
+                {
+                    served.push(cert);
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the proxy on {port} never served {name}\n{}\n{}\n{}",
+                    proxies[0].log_text(),
+                    proxies[1].log_text(),
+                    pebble.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert_eq!(
+            served[0], served[1],
+            "{name}: both proxies serve one certificate"
+        );
+    }
+    let mut issued = 0.0;
+    for config in &configs {
+        issued += cluster
+            .metric(
+                Cluster::metrics_port(config),
+                "shortlink_acme_orders_total{result=\"issued\"}",
+            )
+            .await;
+    }
+    assert_eq!(issued, 2.0, "each name was ordered once, by one proxy");
+    let domains = cluster.get_json(&control, "/api/v1/domains").await;
+    assert_eq!(domains["default_domain"]["certificate"]["state"], "issued");
+    assert_eq!(domains["items"][0]["certificate"]["state"], "issued");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_deliver_each_webhook_event_once() {
     let cluster = Cluster::new("hooks", 2).await;

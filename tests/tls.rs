@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::tls::{Ca, curl, curl_outcome, resolve};
+use common::tls::{Ca, curl, curl_outcome, resolve, tls_connect};
 use common::{ADMIN_KEY, Options, TestServer, free_port};
 use serde_json::json;
 
@@ -611,32 +611,6 @@ async fn certificates_kept_in_the_store_are_served_replaced_and_removed() {
     assert!(!ok && text.contains("no certificate"), "{text}");
 }
 
-/// A TLS connection to `sho.rt` on `port`, trusting `ca`, offering ALPN `h2`.
-async fn tls_connect(ca: &Ca, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(&ca.pem_path).unwrap())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("sho.rt").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap()
-}
-
 /// An HTTP/2 connection over TLS to `sho.rt` on `port`, trusting `ca`.
 async fn h2_connection(
     ca: &Ca,
@@ -645,7 +619,9 @@ async fn h2_connection(
     h2::client::SendRequest<bytes::Bytes>,
     tokio::task::JoinHandle<Result<(), h2::Error>>,
 ) {
-    let tls = tls_connect(ca, port).await;
+    let tls = tls_connect(&ca.pem_path, "sho.rt", port, &[b"h2"])
+        .await
+        .unwrap();
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     (client, tokio::spawn(connection))
 }
@@ -655,7 +631,9 @@ async fn an_http2_connection_that_never_sends_its_preface_is_closed() {
     let (_dir, ca, _s, port) =
         with_one_certificate("preface", "\n[proxy]\nrequest_head_timeout_ms = 1000").await;
     // HTTP/2 agreed in the handshake, then silence: closed after the head deadline.
-    let mut tls = tls_connect(&ca, port).await;
+    let mut tls = tls_connect(&ca.pem_path, "sho.rt", port, &[b"h2"])
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let began = Instant::now();
     let mut sink = Vec::new();

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shortlink_core::time_util::{now_unix, to_rfc3339};
-use shortlink_core::{Domain, UserId, validate_domain};
+use std::collections::HashMap;
+
+use shortlink_core::{Domain, IssuanceState, UserId, validate_domain};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
@@ -45,16 +47,115 @@ pub struct DomainView {
     /// When the domain was registered (RFC 3339).
     #[schema(format = DateTime)]
     created_at: String,
+    /// Its TLS certificate, when one is stored or being issued; `null` otherwise.
+    certificate: Option<CertificateView>,
+}
+
+/// Where a domain's certificate stands.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Automatic issuance has not ordered it yet.
+    Pending,
+    /// An order is under way.
+    Ordering,
+    /// Issued automatically; renewed before it runs out.
+    Issued,
+    /// The last order failed (see `detail`); retried at `next_attempt_at`.
+    Failed,
+    /// Imported by an operator (`shortlink cert import`); not renewed here.
+    Stored,
+}
+
+/// A domain's TLS certificate: automatic issuance's state, or an imported certificate.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CertificateView {
+    /// Where it stands.
+    state: CertificateState,
+    /// When the stored certificate expires (RFC 3339).
+    #[schema(format = DateTime)]
+    not_after: Option<String>,
+    /// Why the last order failed, in the CA's words (shown to admins only).
+    detail: Option<String>,
+    /// Failed orders since the last success.
+    failures: u32,
+    /// When the next order may start (RFC 3339), after a failure.
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+}
+
+/// The default domain: it needs no registration; its certificate is shown like a
+/// registered domain's.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DefaultDomainView {
+    /// The public URL's host.
+    name: String,
+    /// Its TLS certificate, when one is stored or being issued.
+    certificate: Option<CertificateView>,
 }
 
 /// Answer of `GET /api/v1/domains`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DomainList {
-    /// The domains.
+    /// The default domain.
+    default_domain: DefaultDomainView,
+    /// The registered domains.
     items: Vec<DomainView>,
 }
 
-async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> {
+/// Every name's certificate as the store knows it: issuance records, and stored
+/// certificates (imported ones have no record).
+struct CertificateBook(HashMap<String, CertificateView>);
+
+impl CertificateBook {
+    async fn read(state: &AppState, admin: bool) -> Result<CertificateBook, ApiError> {
+        let store = state.store();
+        let mut book = HashMap::new();
+        for cert in store.list_certificates().await? {
+            book.insert(
+                cert.name,
+                CertificateView {
+                    state: CertificateState::Stored,
+                    not_after: Some(to_rfc3339(cert.not_after)),
+                    detail: None,
+                    failures: 0,
+                    next_attempt_at: None,
+                },
+            );
+        }
+        for record in store.list_issuances().await? {
+            let stored_expiry = book.get(&record.name).and_then(|c| c.not_after.clone());
+            let state = match record.state {
+                IssuanceState::Pending => CertificateState::Pending,
+                IssuanceState::Ordering => CertificateState::Ordering,
+                IssuanceState::Issued => CertificateState::Issued,
+                IssuanceState::Failed => CertificateState::Failed,
+            };
+            book.insert(
+                record.name,
+                CertificateView {
+                    state,
+                    // The certificate still served while a renewal is under way or failing.
+                    not_after: record.not_after.map(to_rfc3339).or(stored_expiry),
+                    detail: record.detail.filter(|_| admin),
+                    failures: record.failures,
+                    next_attempt_at: record.next_attempt_at.map(to_rfc3339),
+                },
+            );
+        }
+        Ok(CertificateBook(book))
+    }
+
+    fn of(&self, name: &str) -> Option<CertificateView> {
+        self.0.get(name).cloned()
+    }
+}
+
+async fn view(
+    state: &AppState,
+    domain: Domain,
+    certificate: Option<CertificateView>,
+) -> Result<DomainView, ApiError> {
     let users = match domain.users {
         None => None,
         Some(ids) => {
@@ -71,6 +172,7 @@ async fn view(state: &AppState, domain: Domain) -> Result<DomainView, ApiError> 
         name: domain.name,
         users,
         created_at: to_rfc3339(domain.created_at),
+        certificate,
     })
 }
 
@@ -193,7 +295,7 @@ pub async fn create_domain(
         created_at: now_unix(),
     };
     state.store().create_domain(domain.clone()).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, domain).await?)))
+    Ok((StatusCode::CREATED, Json(view(&state, domain, None).await?)))
 }
 
 api_errors!(ListDomainsErrors: AUTH; );
@@ -211,13 +313,23 @@ pub async fn list_domains(
     caller: Caller,
 ) -> Result<Json<DomainList>, ApiError> {
     let admin = caller.require_admin().is_ok();
+    let book = CertificateBook::read(&state, admin).await?;
     let mut items = Vec::new();
     for domain in state.store().list_domains().await? {
         if admin || domain.allows(caller.user.id) {
-            items.push(view(&state, domain).await?);
+            let certificate = book.of(&domain.name);
+            items.push(view(&state, domain, certificate).await?);
         }
     }
-    Ok(Json(DomainList { items }))
+    let name = state.default_host().to_owned();
+    let default_domain = DefaultDomainView {
+        certificate: book.of(&name),
+        name,
+    };
+    Ok(Json(DomainList {
+        default_domain,
+        items,
+    }))
 }
 
 api_errors!(DeleteDomainErrors: AUTH; DomainNotFound);

@@ -197,6 +197,11 @@ impl AppState {
         }
     }
 
+    /// The public URL's host (lower case, no port): the default domain.
+    pub fn default_host(&self) -> &str {
+        &self.0.default_host
+    }
+
     /// Whether `host` (a name, or `host:port`) is the default domain's.
     pub fn is_default_host(&self, host: &str) -> bool {
         host.eq_ignore_ascii_case(&self.0.default_authority)

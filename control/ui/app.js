@@ -171,6 +171,7 @@ async function start() {
   try { lastEventId = await eventHead(); } catch { lastEventId = null; }
   await loadLinks(true);
   loadWebhooks();
+  loadDomains();
   follow();
 }
 
@@ -564,6 +565,49 @@ function webhookItem(hook) {
       remove));
   item.dataset.webhook = hook.id;
   return item;
+}
+
+// ---- domains ----
+
+const CERTIFICATE_STATES = {
+  pending: 'certificate pending', ordering: 'certificate being issued', issued: 'certificate issued',
+  failed: 'certificate not issued', stored: 'certificate imported',
+};
+
+// A domain's certificate in words: its state, expiry, and after failures when it is tried again.
+function certificateText(c) {
+  if (!c) return 'no certificate';
+  let text = CERTIFICATE_STATES[c.state] || c.state;
+  if (c.not_after) text += `, expires ${new Date(c.not_after).toLocaleDateString()}`;
+  if (c.state === 'failed') {
+    text += ` (${c.failures} failed ${c.failures === 1 ? 'try' : 'tries'}`;
+    if (c.next_attempt_at) text += `; next try ${new Date(c.next_attempt_at).toLocaleString()}`;
+    text += ')';
+  }
+  return text;
+}
+
+function domainItem(name, certificate) {
+  const item = el('li', {},
+    el('span', { className: 'url', textContent: name }),
+    el('span', {
+      className: certificate && certificate.state === 'failed' ? 'state off' : 'state',
+      textContent: certificateText(certificate),
+    }));
+  if (certificate && certificate.detail) item.append(el('span', { className: 'hint', textContent: certificate.detail }));
+  item.dataset.domain = name;
+  return item;
+}
+
+async function loadDomains() {
+  try {
+    const list = await api('/api/v1/domains');
+    $('#domains').replaceChildren(
+      domainItem(`${list.default_domain.name} (default)`, list.default_domain.certificate),
+      ...list.items.map((d) => domainItem(d.name, d.certificate)));
+  } catch (e) {
+    $('#domains-error').textContent = e.message;
+  }
 }
 
 // The endpoint's recent deliveries, newest first.

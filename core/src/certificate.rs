@@ -28,3 +28,37 @@ impl std::fmt::Debug for StoredCertificate {
             .finish()
     }
 }
+
+/// Where the automatic issuance (ACME) of one name's certificate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuanceState {
+    /// Not ordered yet: waiting for the name to point at this installation, or for the
+    /// next check.
+    Pending,
+    /// An order is under way.
+    Ordering,
+    /// A certificate was issued and is served; it is renewed before it runs out.
+    Issued,
+    /// The last order failed (see `detail`); it is tried again at `next_attempt_at`.
+    Failed,
+}
+
+/// The automatic issuance of one name's certificate, as every proxy and the API see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Issuance {
+    /// The DNS name (lower case).
+    pub name: String,
+    /// Where it stands.
+    pub state: IssuanceState,
+    /// Why it is pending or failed, in plain words (no secrets).
+    pub detail: Option<String>,
+    /// Failed orders since the last success.
+    pub failures: u32,
+    /// When the next order may start, Unix seconds.
+    pub next_attempt_at: Option<i64>,
+    /// When the issued certificate expires, Unix seconds.
+    pub not_after: Option<i64>,
+    /// When this record was written, Unix seconds.
+    pub updated_at: i64,
+}

@@ -22,7 +22,7 @@ pub use account::{
     ApiKey, AuditEntry, KEY_HASH_LEN, NewAuditEntry, Role, Scope, Scopes, Session, User, UserId,
     api_key_id, api_key_id_bytes, hash_api_key,
 };
-pub use certificate::StoredCertificate;
+pub use certificate::{Issuance, IssuanceState, StoredCertificate};
 pub use click::{
     ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,
     SeriesPoint, is_qr_scan,

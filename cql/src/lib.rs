@@ -11,6 +11,7 @@
 //! before a reader's position but landing after it would otherwise be skipped.
 
 mod accounts;
+mod acme;
 mod budget;
 mod certificates;
 mod clicks;

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "certificates",
         cql: include_str!("../schema/006_certificates.cql"),
     },
+    Migration {
+        version: 7,
+        name: "acme",
+        cql: include_str!("../schema/007_acme.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

@@ -6,6 +6,7 @@
 //! connections on tokio's blocking pool; WAL lets them run beside the writer.
 
 mod accounts;
+mod acme;
 mod budget;
 mod certificates;
 mod clicks;

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 9;
+pub(crate) const SCHEMA_VERSION: i64 = 10;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -237,6 +237,32 @@ CREATE TABLE IF NOT EXISTS certificates (
     key_pem    TEXT NOT NULL,
     not_after  INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- Version 10: automatic issuance (ACME). Answers to pending challenges (HTTP-01 key
+-- authorizations, TLS-ALPN-01 certificates), dropped once expired; one lease per name
+-- (the proxy ordering it); the account per directory (its credentials hold the account's
+-- private key); where each name's issuance stands (JSON of `Issuance`).
+CREATE TABLE IF NOT EXISTS acme_challenges (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS acme_leases (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    lease_until INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS acme_accounts (
+    directory   TEXT PRIMARY KEY,
+    credentials TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS acme_issuances (
+    name     TEXT PRIMARY KEY,
+    issuance TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 "#;
 

@@ -171,6 +171,111 @@ pub struct TlsConfig {
     /// HTTP/2: streams the server may reset for a client's protocol errors before it ends
     /// the connection. Default 1 024.
     pub h2_max_error_resets: usize,
+    /// Certificates issued and renewed automatically (`[proxy.tls.acme]`): off unless
+    /// `proxy.tls.acme.directory` is set.
+    pub acme: AcmeConfig,
+}
+
+/// How the ACME server checks that a name points at this installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AcmeChallenge {
+    /// HTTP-01: the CA fetches `http://NAME/.well-known/acme-challenge/TOKEN` on port 80,
+    /// which any proxy answers from the store.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// TLS-ALPN-01: the CA makes a TLS handshake on port 443 asking for ALPN
+    /// `acme-tls/1`, which any proxy answers with the challenge certificate from the store.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// Automatic certificates (`[proxy.tls.acme]`, RFC 8555): for the default domain and every
+/// registered custom domain, ordered by one proxy of an installation at a time (a lease in
+/// the store), stored so every proxy serves them, renewed once a third of their lifetime
+/// is left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The ACME directory URL, or `letsencrypt` / `letsencrypt-staging`. Default unset:
+    /// no automatic certificates.
+    pub directory: Option<String>,
+    /// Contact URIs for the account (`mailto:ops@example.com`): where the CA writes about
+    /// expiring certificates and problems. Default none.
+    #[serde(deserialize_with = "shortlink_core::list_setting")]
+    pub contact: Vec<String>,
+    /// The challenge type. Default `http-01`.
+    pub challenge: AcmeChallenge,
+    /// A PEM root certificate to trust for the directory's own HTTPS (a private or test
+    /// CA); default the system's roots.
+    pub directory_ca: Option<std::path::PathBuf>,
+    /// Seconds between checks of which names need a certificate. Default 60.
+    pub check_seconds: u64,
+    /// Seconds an order may take, challenges included, before it counts as failed.
+    /// Default 180.
+    pub order_timeout_seconds: u64,
+    /// Seconds before the first retry of a failed order; each failure doubles it (with
+    /// jitter) up to `retry_max_seconds`. Default 300.
+    pub retry_min_seconds: u64,
+    /// Longest wait between retries. Default 86 400.
+    pub retry_max_seconds: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory: None,
+            contact: Vec::new(),
+            challenge: AcmeChallenge::default(),
+            directory_ca: None,
+            check_seconds: 60,
+            order_timeout_seconds: 180,
+            retry_min_seconds: 300,
+            retry_max_seconds: 86_400,
+        }
+    }
+}
+
+impl AcmeConfig {
+    /// The directory URL, with the named shorthands expanded; `None` when ACME is off.
+    pub fn directory_url(&self) -> Option<&str> {
+        match self.directory.as_deref()? {
+            "letsencrypt" => Some("https://acme-v02.api.letsencrypt.org/directory"),
+            "letsencrypt-staging" => Some("https://acme-staging-v02.api.letsencrypt.org/directory"),
+            url => Some(url),
+        }
+    }
+
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        let Some(url) = self.directory_url() else {
+            return Ok(());
+        };
+        if !url.starts_with("https://") {
+            return Err(InvalidSetting::new(
+                "proxy.tls.acme.directory",
+                format!("'{url}' is not an https:// URL (or letsencrypt, letsencrypt-staging)"),
+            ));
+        }
+        if let Some(bad) = self.contact.iter().find(|c| !c.starts_with("mailto:")) {
+            return Err(InvalidSetting::new(
+                "proxy.tls.acme.contact",
+                format!("'{bad}' is not a mailto: URI"),
+            ));
+        }
+        if self.check_seconds == 0 || self.order_timeout_seconds == 0 {
+            return Err(InvalidSetting::new(
+                "proxy.tls.acme.check_seconds",
+                "must be at least 1 (and proxy.tls.acme.order_timeout_seconds too)",
+            ));
+        }
+        if self.retry_min_seconds == 0 || self.retry_max_seconds < self.retry_min_seconds {
+            return Err(InvalidSetting::new(
+                "proxy.tls.acme.retry_min_seconds",
+                "must be at least 1 and at most proxy.tls.acme.retry_max_seconds",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TlsConfig {
@@ -191,6 +296,7 @@ impl Default for TlsConfig {
             h2_max_header_list_bytes: 64 * 1024,
             h2_max_pending_reset_streams: 20,
             h2_max_error_resets: 1024,
+            acme: AcmeConfig::default(),
         }
     }
 }
@@ -226,8 +332,15 @@ impl TlsConfig {
                     "needs proxy.tls.listen",
                 ));
             }
+            if self.acme.directory.is_some() {
+                return Err(InvalidSetting::new(
+                    "proxy.tls.acme.directory",
+                    "needs proxy.tls.listen",
+                ));
+            }
             return Ok(());
         };
+        self.acme.validate()?;
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(InvalidSetting::new(
                 "proxy.tls.listen",
@@ -399,5 +512,47 @@ impl ProxyConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_acme(listen: Option<&str>, acme: AcmeConfig) -> Result<(), InvalidSetting> {
+        TlsConfig {
+            listen: listen.map(str::to_owned),
+            acme,
+            ..TlsConfig::default()
+        }
+        .validate()
+    }
+
+    #[test]
+    fn acme_settings_are_checked_with_the_setting_named() {
+        let acme = |directory: &str| AcmeConfig {
+            directory: Some(directory.into()),
+            ..AcmeConfig::default()
+        };
+        assert!(with_acme(Some("127.0.0.1:443"), acme("letsencrypt")).is_ok());
+        assert_eq!(
+            acme("letsencrypt-staging").directory_url(),
+            Some("https://acme-staging-v02.api.letsencrypt.org/directory")
+        );
+        assert_eq!(AcmeConfig::default().directory_url(), None);
+        let refused = |listen, acme| with_acme(listen, acme).unwrap_err().to_string();
+        assert!(refused(None, acme("letsencrypt")).contains("proxy.tls.acme.directory"));
+        assert!(
+            refused(Some("127.0.0.1:443"), acme("http://ca.example/dir"))
+                .contains("not an https:// URL")
+        );
+        let mut bad_contact = acme("letsencrypt");
+        bad_contact.contact = vec!["ops@sho.rt".into()];
+        assert!(refused(Some("127.0.0.1:443"), bad_contact).contains("mailto:"));
+        let mut bad_retry = acme("letsencrypt");
+        bad_retry.retry_max_seconds = 1;
+        assert!(
+            refused(Some("127.0.0.1:443"), bad_retry).contains("proxy.tls.acme.retry_min_seconds")
+        );
     }
 }

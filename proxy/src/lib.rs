@@ -2,6 +2,7 @@
 //! in-memory route table, kept in sync with the store, forwarding every other path to the
 //! control plane.
 
+pub mod acme;
 pub mod budget;
 pub mod clicks;
 pub mod config;
@@ -25,7 +26,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use shortlink_core::InvalidSetting;
-use shortlink_store::{ClickBudget, RouteSource};
+use shortlink_store::{ClickBudget, RouteSource, Store};
 use thiserror::Error;
 
 pub use clicks::{ClickSink, ClickStats, LocalIngest, LocalIngestError};
@@ -110,19 +111,20 @@ pub struct Edge {
 }
 
 /// Adds the proxy and its background services (route sync, click shipping, capped links'
-/// click leases, upstream health checks) to `server`. Routes come from `store`, click
-/// leases from `budget_store` (the same store). `internal_secret` authenticates shipped
+/// click leases, upstream health checks, certificates) to `server`. Routes, click leases,
+/// certificates and ACME state come from `store`. `internal_secret` authenticates shipped
 /// click batches; `local_ingest`, when set, takes them in-process instead.
 pub fn add_proxy(
     server: &mut Server,
     config: &ProxyConfig,
     edge: Edge,
-    store: Arc<dyn RouteSource>,
-    budget_store: Arc<dyn ClickBudget>,
+    shared: Arc<dyn Store>,
     internal_secret: Option<String>,
     local_ingest: Option<Arc<dyn clicks::LocalIngest>>,
 ) -> Result<ProxyHandles, ProxyError> {
     config.validate()?;
+    let store: Arc<dyn RouteSource> = shared.clone();
+    let budget_store: Arc<dyn ClickBudget> = shared.clone();
     let hop_secret = internal_secret.clone();
     let fallback = config
         .unknown_host_redirect
@@ -196,7 +198,7 @@ pub fn add_proxy(
         country_lookup: edge.country_lookup,
     };
     let https = match &config.tls.listen {
-        Some(_) => Some(tls_parts(config, &edge.default_host, store.clone())?),
+        Some(_) => Some(tls_parts(config, &edge.default_host, shared.clone())?),
         None => None,
     };
     let mut redirector = Redirector::new(
@@ -214,6 +216,9 @@ pub fn add_proxy(
     .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
     if let Some(https) = &https {
         redirector = redirector.with_https(https.policy.clone());
+        if let Some(answers) = &https.acme_answers {
+            redirector = redirector.with_acme_answers(answers.clone());
+        }
     }
     let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, redirector.clone());
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
@@ -275,6 +280,11 @@ pub fn add_proxy(
         let mut reload = background_service("certificate reload", https.reload);
         reload.threads = Some(1);
         server.add_service(reload);
+        if let Some(manager) = https.acme {
+            let mut acme = background_service("ACME", manager);
+            acme.threads = Some(1);
+            server.add_service(acme);
+        }
     }
     let limiter_pruner = background_service("404 limiter pruning", LimiterPruner(limiter));
 
@@ -314,6 +324,9 @@ struct TlsParts {
     edge: Arc<tls::TlsEdge>,
     policy: Arc<tls::HttpsPolicy>,
     reload: tls::CertificateReload,
+    /// With ACME: the orders, and the challenge answers every proxy gives.
+    acme: Option<acme::AcmeManager>,
+    acme_answers: Option<Arc<acme::AcmeAnswers>>,
 }
 
 /// Loads the configured certificate files (a failure stops start-up) and builds TLS on
@@ -321,18 +334,28 @@ struct TlsParts {
 fn tls_parts(
     config: &ProxyConfig,
     default_host: &str,
-    store: Arc<dyn RouteSource>,
+    store: Arc<dyn Store>,
 ) -> Result<TlsParts, ProxyError> {
     let provider = tls::provider();
     let certs = Arc::new(tls::Certificates::new(default_host));
     let reload = tls::CertificateReload::load(
         certs.clone(),
         &config.tls.certificates,
-        Some(store),
+        Some(store.clone()),
         provider.clone(),
         Duration::from_secs(config.tls.reload_seconds),
     )?;
-    let edge = Arc::new(tls::TlsEdge::new(&config.tls, certs.clone(), provider)?);
+    let acme = acme::AcmeManager::new(&config.tls.acme, store.clone(), certs.clone(), default_host);
+    let acme_answers = acme
+        .is_some()
+        .then(|| Arc::new(acme::AcmeAnswers::new(store)));
+    let mut edge = tls::TlsEdge::new(&config.tls, certs.clone(), provider)?;
+    if let Some(answers) = &acme_answers
+        && config.tls.acme.challenge == config::AcmeChallenge::TlsAlpn01
+    {
+        edge = edge.with_acme_answers(answers.clone());
+    }
+    let edge = Arc::new(edge);
     let hsts = config
         .tls
         .hsts()
@@ -349,6 +372,8 @@ fn tls_parts(
         edge,
         policy,
         reload,
+        acme,
+        acme_answers,
     })
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::clicks::ClickStats;
 use crate::routes::RouteTable;
@@ -376,6 +376,12 @@ pub struct TlsMetrics {
     pub soonest_expiry: Gauge,
     /// `shortlink_tls_certificate_reload_failures_total`.
     pub reload_failures: IntCounter,
+    /// `shortlink_acme_certificates{state}`: names by issuance state, installation-wide.
+    pub acme_states: IntGaugeVec,
+    /// `shortlink_acme_orders_total{result}`: this proxy's orders, `issued` or `failed`.
+    pub acme_orders: IntCounterVec,
+    /// `shortlink_acme_challenges_answered_total{type}`: challenge requests answered.
+    pub acme_answers: IntCounterVec,
 }
 
 /// The TLS metrics, registered in the default registry on first use.
@@ -384,7 +390,7 @@ pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
         handshakes: IntCounterVec::new(
             Opts::new(
                 "shortlink_tls_handshakes_total",
-                "TLS handshakes on the proxy's HTTPS listener, by result (ok, failed, timeout).",
+                "TLS handshakes on the proxy's HTTPS listener, by result (ok, failed, timeout, acme_challenge).",
             ),
             &["result"],
         )
@@ -404,11 +410,47 @@ pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
             "Changed certificate files that could not be loaded (the certificate before them is still served).",
         )
         .expect("valid metric"),
+        acme_states: IntGaugeVec::new(
+            Opts::new(
+                "shortlink_acme_certificates",
+                "Names with automatic certificates, by issuance state (pending, ordering, issued, failed), as the store records them for the whole installation.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric"),
+        acme_orders: IntCounterVec::new(
+            Opts::new(
+                "shortlink_acme_orders_total",
+                "ACME orders this proxy finished, by result (issued, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+        acme_answers: IntCounterVec::new(
+            Opts::new(
+                "shortlink_acme_challenges_answered_total",
+                "ACME challenge requests this proxy answered from the store, by type (http-01, tls-alpn-01).",
+            ),
+            &["type"],
+        )
+        .expect("valid metric"),
     };
     let registry = prometheus::default_registry();
-    for result in ["ok", "failed", "timeout"] {
+    for result in ["ok", "failed", "timeout", "acme_challenge"] {
         metrics.handshakes.with_label_values(&[result]);
     }
+    for state in ["pending", "ordering", "issued", "failed"] {
+        metrics.acme_states.with_label_values(&[state]);
+    }
+    for result in ["issued", "failed"] {
+        metrics.acme_orders.with_label_values(&[result]);
+    }
+    for kind in ["http-01", "tls-alpn-01"] {
+        metrics.acme_answers.with_label_values(&[kind]);
+    }
+    let _ = registry.register(Box::new(metrics.acme_states.clone()));
+    let _ = registry.register(Box::new(metrics.acme_orders.clone()));
+    let _ = registry.register(Box::new(metrics.acme_answers.clone()));
     let _ = registry.register(Box::new(metrics.handshakes.clone()));
     let _ = registry.register(Box::new(metrics.certificates.clone()));
     let _ = registry.register(Box::new(metrics.soonest_expiry.clone()));

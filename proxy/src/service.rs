@@ -24,6 +24,7 @@ use shortlink_core::{DeviceClass, LinkId, RedirectStatus, RouteState, is_valid_h
 use shortlink_store::RouteSource;
 use tracing::warn;
 
+use crate::acme::{AcmeAnswers, Answer, HTTP01_PREFIX};
 use crate::budget::{Budgets, Refill};
 use crate::clicks::{ClickSink, Visit};
 use crate::domains::{DomainSet, HostMatch, MAX_HOST};
@@ -262,6 +263,8 @@ pub struct Redirector {
     budgets: Option<Arc<Budgets>>,
     /// HTTPS at the edge: the plain port's redirect and HSTS, when TLS is on.
     https: Option<Arc<HttpsPolicy>>,
+    /// HTTP-01 answers, when ACME is on.
+    acme: Option<Arc<AcmeAnswers>>,
 }
 
 /// Counts 404 answers per client IP.
@@ -296,6 +299,7 @@ impl Redirector {
             upstream_timeout: Duration::from_secs(60),
             budgets: None,
             https: None,
+            acme: None,
         }
     }
 
@@ -304,6 +308,13 @@ impl Redirector {
     /// this handler (its modules are set up then).
     pub fn with_https(mut self, https: Arc<HttpsPolicy>) -> Redirector {
         self.https = Some(https);
+        self
+    }
+
+    /// Answers ACME HTTP-01 challenges (`/.well-known/acme-challenge/TOKEN`) from
+    /// `answers`, on any host.
+    pub fn with_acme_answers(mut self, answers: Arc<AcmeAnswers>) -> Redirector {
+        self.acme = Some(answers);
         self
     }
 
@@ -575,6 +586,16 @@ async fn respond(
     headers: &[(header::HeaderName, HeaderValue)],
     body: &'static [u8],
 ) -> Result<bool> {
+    respond_bytes(session, status, headers, Bytes::from_static(body)).await
+}
+
+/// [`respond`] with a body made for this answer.
+async fn respond_bytes(
+    session: &mut Session,
+    status: u16,
+    headers: &[(header::HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(headers.len() + 1))?;
     for (name, value) in headers {
         resp.insert_header(name.clone(), value.clone())?;
@@ -584,9 +605,7 @@ async fn respond(
     let end = head_only || body.is_empty();
     session.write_response_header(Box::new(resp), end).await?;
     if !end {
-        session
-            .write_response_body(Some(Bytes::from_static(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(true)
 }
@@ -703,6 +722,20 @@ impl ProxyHttp for Redirector {
                 (header::CACHE_CONTROL, NO_STORE.clone()),
             ];
             return respond(session, status, &headers, body).await;
+        }
+        if let Some(acme) = &self.acme
+            && let Some(token) = path.strip_prefix(HTTP01_PREFIX)
+        {
+            let (status, body) = match acme.http01(token).await {
+                Answer::Found(key_authorization) => (200, Bytes::from(key_authorization)),
+                Answer::Missing => (404, Bytes::from_static(b"no such challenge\n")),
+                Answer::Busy => (503, Bytes::from_static(b"try again\n")),
+            };
+            let headers = [
+                (header::CONTENT_TYPE, PLAIN.clone()),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+            ];
+            return respond_bytes(session, status, &headers, body).await;
         }
         if !secure
             && let Some(https) = &self.https

@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 
 use shortlink_store::RouteSource;
 
+use crate::acme::{ACME_TLS_ALPN, AcmeAnswers, Answer};
 use crate::config::{CertificateFiles, TlsConfig};
 use crate::metrics::TLS;
 
@@ -66,6 +67,8 @@ pub struct ServedCertificate {
     pub key: Arc<CertifiedKey>,
     /// DNS names from the certificate's subject alternative names.
     pub names: Vec<String>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
     /// Expiry, Unix seconds.
     pub not_after: i64,
 }
@@ -90,7 +93,7 @@ impl ServedCertificate {
         let Some(leaf) = chain.first() else {
             return Err(CertificateError::NoCertificate(origin.to_owned()));
         };
-        let (names, not_after) = names_and_expiry(leaf)
+        let (names, not_before, not_after) = names_and_validity(leaf)
             .map_err(|e| CertificateError::BadCertificate(origin.to_owned(), e))?;
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| CertificateError::BadKey(origin.to_owned(), e.to_string()))?;
@@ -99,6 +102,7 @@ impl ServedCertificate {
         Ok(ServedCertificate {
             key: Arc::new(key),
             names,
+            not_before,
             not_after,
         })
     }
@@ -117,8 +121,9 @@ impl ServedCertificate {
     }
 }
 
-/// The DNS names (subject alternative names, lower case) and expiry of a certificate.
-fn names_and_expiry(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+/// The DNS names (subject alternative names, lower case) and validity (start and expiry,
+/// Unix seconds) of a certificate.
+fn names_and_validity(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) =
         x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
@@ -133,7 +138,12 @@ fn names_and_expiry(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), Str
     if names.is_empty() {
         return Err("it names no DNS name (subject alternative name)".into());
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    let validity = cert.validity();
+    Ok((
+        names,
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// The certificates the proxy serves, by name: what the TLS handshake's SNI picks from.
@@ -149,7 +159,7 @@ pub struct Certificates {
 #[derive(Debug, Default)]
 struct NameTable {
     /// Exact names and wildcards (`*.example.com`), lower case.
-    by_name: HashMap<Box<str>, Arc<CertifiedKey>>,
+    by_name: HashMap<Box<str>, Arc<ServedCertificate>>,
     /// For a handshake without SNI (or naming nothing served): the default domain's
     /// certificate, else the first loaded.
     fallback: Option<Arc<CertifiedKey>>,
@@ -173,11 +183,12 @@ impl Certificates {
                 table
                     .by_name
                     .entry(name.clone().into_boxed_str())
-                    .or_insert_with(|| cert.key.clone());
+                    .or_insert_with(|| cert.clone());
             }
         }
         table.fallback = lookup(&table.by_name, &self.default_host)
-            .or_else(|| certs.first().map(|c| c.key.clone()));
+            .or_else(|| certs.first())
+            .map(|c| c.key.clone());
         TLS.certificates.set(certs.len() as i64);
         TLS.soonest_expiry
             .set(certs.iter().map(|c| c.not_after).min().unwrap_or(0) as f64);
@@ -188,18 +199,26 @@ impl Certificates {
     pub fn covers(&self, host: &str) -> bool {
         lookup(&self.table.load().by_name, host).is_some()
     }
+
+    /// The validity (start, expiry; Unix seconds) of the certificate served for `name`.
+    pub fn validity(&self, name: &str) -> Option<(i64, i64)> {
+        lookup(&self.table.load().by_name, name).map(|c| (c.not_before, c.not_after))
+    }
 }
 
 /// The certificate for `name`: an exact entry, else a wildcard one level up.
-fn lookup(by_name: &HashMap<Box<str>, Arc<CertifiedKey>>, name: &str) -> Option<Arc<CertifiedKey>> {
-    if let Some(key) = by_name.get(name) {
-        return Some(key.clone());
+fn lookup<'t>(
+    by_name: &'t HashMap<Box<str>, Arc<ServedCertificate>>,
+    name: &str,
+) -> Option<&'t Arc<ServedCertificate>> {
+    if let Some(cert) = by_name.get(name) {
+        return Some(cert);
     }
     let (_, parent) = name.split_once('.')?;
     let mut wildcard = String::with_capacity(parent.len() + 2);
     wildcard.push_str("*.");
     wildcard.push_str(parent);
-    by_name.get(wildcard.as_str()).cloned()
+    by_name.get(wildcard.as_str())
 }
 
 impl ResolvesServerCert for Certificates {
@@ -208,7 +227,9 @@ impl ResolvesServerCert for Certificates {
         match hello.server_name() {
             Some(name) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
-                lookup(&table.by_name, &name).or_else(|| table.fallback.clone())
+                lookup(&table.by_name, &name)
+                    .map(|c| c.key.clone())
+                    .or_else(|| table.fallback.clone())
             }
             None => table.fallback.clone(),
         }
@@ -217,9 +238,13 @@ impl ResolvesServerCert for Certificates {
 
 /// The TLS side of the proxy's TLS listener: the rustls configuration and its limits.
 pub struct TlsEdge {
+    config: Arc<rustls::ServerConfig>,
     acceptor: tokio_rustls::TlsAcceptor,
     /// Time a client has to complete the handshake.
     pub handshake_timeout: Duration,
+    /// TLS-ALPN-01 answers, when ACME uses that challenge: the ClientHello is read first
+    /// to see whether it asks for `acme-tls/1`.
+    acme: Option<Arc<AcmeAnswers>>,
 }
 
 /// Why the TLS configuration could not be built.
@@ -256,21 +281,41 @@ impl TlsEdge {
         server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         // No 0-RTT: early data can be replayed.
         server.max_early_data_size = 0;
+        let server = Arc::new(server);
         Ok(TlsEdge {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            acceptor: tokio_rustls::TlsAcceptor::from(server.clone()),
+            config: server,
             handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+            acme: None,
         })
     }
 
-    /// Runs the server side of the handshake on `tcp`, within the handshake deadline.
+    /// Answers TLS-ALPN-01 challenges from `answers`.
+    pub fn with_acme_answers(mut self, answers: Arc<AcmeAnswers>) -> TlsEdge {
+        self.acme = Some(answers);
+        self
+    }
+
+    /// Runs the server side of the handshake on `tcp`, within the handshake deadline;
+    /// `None` when it failed, or when it answered an ACME challenge (nothing follows).
     pub async fn accept(
         &self,
         tcp: TcpStream,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
+        let handshake = async {
+            match &self.acme {
+                None => self.acceptor.accept(tcp).await.map(Some),
+                Some(answers) => self.accept_or_answer(tcp, answers).await,
+            }
+        };
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(Some(tls))) => {
                 TLS.handshakes.with_label_values(&["ok"]).inc();
                 Some(tls)
+            }
+            Ok(Ok(None)) => {
+                TLS.handshakes.with_label_values(&["acme_challenge"]).inc();
+                None
             }
             Ok(Err(_)) => {
                 TLS.handshakes.with_label_values(&["failed"]).inc();
@@ -280,6 +325,38 @@ impl TlsEdge {
                 TLS.handshakes.with_label_values(&["timeout"]).inc();
                 None
             }
+        }
+    }
+}
+
+impl TlsEdge {
+    /// The handshake when TLS-ALPN-01 is answered: a ClientHello offering `acme-tls/1`
+    /// gets the stored challenge certificate for its name (and the connection ends after
+    /// the handshake, RFC 8737 §3); any other goes on as usual.
+    async fn accept_or_answer(
+        &self,
+        tcp: TcpStream,
+        answers: &AcmeAnswers,
+    ) -> std::io::Result<Option<tokio_rustls::server::TlsStream<TcpStream>>> {
+        use tokio::io::AsyncWriteExt;
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let hello = start.client_hello();
+        let challenge = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if !challenge {
+            return start.into_stream(self.config.clone()).await.map(Some);
+        }
+        let refused = || std::io::Error::other("no ACME challenge answer for this name");
+        let name = hello.server_name().ok_or_else(refused)?.to_owned();
+        match answers.tls_alpn01(&name).await {
+            Answer::Found(config) => {
+                let mut tls = start.into_stream(config).await?;
+                let _ = tls.shutdown().await;
+                Ok(None)
+            }
+            Answer::Missing | Answer::Busy => Err(refused()),
         }
     }
 }

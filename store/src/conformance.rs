@@ -32,6 +32,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     click_budgets(store.clone()).await;
     webhooks(store.clone(), &run).await;
     certificates(&*store, &run).await;
+    acme(&*store, &run).await;
 }
 
 /// Certificates: put replaces by name, delete removes, and each moves the version.
@@ -79,6 +80,127 @@ async fn certificates(store: &dyn Store, run: &str) {
         !debug.contains("PRIVATE KEY") && debug.contains("[redacted]"),
         "a key is never printed: {debug}"
     );
+}
+
+/// ACME: challenge answers expire, one holder per lease (taken over once expired),
+/// accounts by directory, one issuance record per name.
+async fn acme(store: &dyn Store, run: &str) {
+    use shortlink_core::time_util::now_unix;
+    use shortlink_core::{Issuance, IssuanceState};
+    let now = now_unix();
+    let key = format!("http-01:{run}-token");
+    store
+        .put_acme_challenge(&key, "token.thumbprint", now + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.acme_challenge(&key, now).await.unwrap().as_deref(),
+        Some("token.thumbprint")
+    );
+    store.delete_acme_challenge(&key).await.unwrap();
+    assert_eq!(store.acme_challenge(&key, now).await.unwrap(), None);
+    // An answer past its expiry is not given (SQLite compares, CQL's TTL drops the row).
+    let short = format!("http-01:{run}-short");
+    store
+        .put_acme_challenge(&short, "v", now + 1)
+        .await
+        .unwrap();
+    eventually("an expired challenge answer is gone", || async {
+        store
+            .acme_challenge(&short, now_unix())
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let name = format!("{run}.acme.example");
+    assert!(
+        store
+            .lease_acme_order(&name, "a", now, now + 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lease_acme_order(&name, "b", now, now + 60)
+            .await
+            .unwrap(),
+        "a held lease is refused to another holder"
+    );
+    assert!(
+        store
+            .lease_acme_order(&name, "a", now, now + 90)
+            .await
+            .unwrap(),
+        "the holder renews its lease"
+    );
+    assert!(
+        store
+            .lease_acme_order(&name, "b", now + 91, now + 150)
+            .await
+            .unwrap(),
+        "an expired lease is taken over"
+    );
+    store.release_acme_order(&name, "a").await.unwrap();
+    assert!(
+        !store
+            .lease_acme_order(&name, "a", now + 92, now + 150)
+            .await
+            .unwrap(),
+        "releasing someone else's lease leaves it"
+    );
+    store.release_acme_order(&name, "b").await.unwrap();
+    assert!(
+        store
+            .lease_acme_order(&name, "a", now + 93, now + 150)
+            .await
+            .unwrap(),
+        "a released lease is free"
+    );
+    store.release_acme_order(&name, "a").await.unwrap();
+
+    let directory = format!("https://{run}.acme.example/dir");
+    assert_eq!(store.acme_account(&directory).await.unwrap(), None);
+    store
+        .put_acme_account(&directory, "{\"id\":1}")
+        .await
+        .unwrap();
+    store
+        .put_acme_account(&directory, "{\"id\":2}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.acme_account(&directory).await.unwrap().as_deref(),
+        Some("{\"id\":2}")
+    );
+
+    let issuance = |state, failures| Issuance {
+        name: name.clone(),
+        state,
+        detail: Some("connection refused".into()),
+        failures,
+        next_attempt_at: Some(now + 60),
+        not_after: None,
+        updated_at: now,
+    };
+    store
+        .put_issuance(issuance(IssuanceState::Ordering, 0))
+        .await
+        .unwrap();
+    store
+        .put_issuance(issuance(IssuanceState::Failed, 1))
+        .await
+        .unwrap();
+    let mine: Vec<Issuance> = store
+        .list_issuances()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.name == name)
+        .collect();
+    assert_eq!(mine, vec![issuance(IssuanceState::Failed, 1)]);
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval,
+    ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval, Issuance,
     KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, Role,
     Session, StoredCertificate, Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
 };
@@ -538,6 +538,52 @@ pub trait CertificateStore: Send + Sync {
     async fn delete_certificate(&self, name: &str) -> Result<bool, StoreError>;
 }
 
+/// What automatic issuance (ACME) shares between the proxies of an installation: the
+/// answers to pending challenges (any proxy may be asked), one lease per name (one proxy
+/// orders), the account, and where each name's issuance stands.
+#[async_trait]
+pub trait AcmeStore: CertificateStore + RouteSource {
+    /// Stores the answer to a challenge under `key` until `expires_at` (Unix seconds).
+    async fn put_acme_challenge(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The answer stored under `key`, unless it expired before `now`.
+    async fn acme_challenge(&self, key: &str, now: i64) -> Result<Option<String>, StoreError>;
+
+    /// Removes the answer stored under `key` (none: no error).
+    async fn delete_acme_challenge(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Takes the lease on ordering `name` for `holder` until `until` when it is free,
+    /// expired at `now`, or already `holder`'s (then renewed); true when `holder` has it.
+    async fn lease_acme_order(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up `holder`'s lease on `name` (someone else's is left alone).
+    async fn release_acme_order(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The account credentials (JSON, with the account's private key) kept for the ACME
+    /// directory at `directory`.
+    async fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError>;
+
+    /// Keeps the account credentials for `directory`, replacing any.
+    async fn put_acme_account(&self, directory: &str, credentials: &str) -> Result<(), StoreError>;
+
+    /// Records where a name's issuance stands, replacing the earlier record.
+    async fn put_issuance(&self, issuance: Issuance) -> Result<(), StoreError>;
+
+    /// Every name's issuance record, by name.
+    async fn list_issuances(&self) -> Result<Vec<Issuance>, StoreError>;
+}
+
 /// Everything a shortlink node needs from storage.
 pub trait Store:
     LinkStore
@@ -551,6 +597,7 @@ pub trait Store:
     + ClickBudget
     + WebhookStore
     + CertificateStore
+    + AcmeStore
 {
 }
 
@@ -565,7 +612,8 @@ impl<
         + DomainStore
         + ClickBudget
         + WebhookStore
-        + CertificateStore,
+        + CertificateStore
+        + AcmeStore,
 > Store for T
 {
 }

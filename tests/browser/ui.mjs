@@ -169,6 +169,11 @@ try {
   await hook.getByText('disabled', { exact: true }).waitFor({ timeout: 5000 });
   await hook.getByRole('button', { name: `Enable ${hookUrl}`, exact: true }).waitFor({ timeout: 5000 });
 
+  step = "the domains card lists the default domain with its certificate's state";
+  const domains = page.locator('#domains');
+  await domains.locator('li', { hasText: '(default)' }).getByText('no certificate', { exact: true })
+    .waitFor({ timeout: 5000 });
+
   step = 'a person signs in with a user name and password and gets an HttpOnly cookie';
   const person = await browser.newPage();
   await person.goto(`${base}/ui`);

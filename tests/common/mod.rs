@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod acme;
 pub mod load;
 pub mod raw;
 pub mod receiver;
@@ -104,6 +105,8 @@ pub struct Options {
     /// Wait only for the control plane's `/readyz` (the proxy's port needs a PROXY
     /// protocol header first).
     pub control_ready_only: bool,
+    /// The proxy's port (default: a free one), for a peer that must know it first.
+    pub proxy_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -125,6 +128,7 @@ impl Default for Options {
             data: None,
             fd_limit: None,
             control_ready_only: false,
+            proxy_port: None,
         }
     }
 }
@@ -155,7 +159,7 @@ impl TestServer {
                 (Some(dir), data)
             }
         };
-        let proxy_port = free_port();
+        let proxy_port = options.proxy_port.unwrap_or_else(free_port);
         let control_port = free_port();
         let log = data.with_extension(format!("{proxy_port}.log"));
         let out = data.with_extension(format!("{proxy_port}.out"));

@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// A certificate authority the test clients trust.
 pub struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
     pub pem_path: PathBuf,
 }
 
@@ -25,8 +24,7 @@ impl Ca {
         let pem_path = dir.join(format!("{name}-ca.pem"));
         std::fs::write(&pem_path, cert.pem()).unwrap();
         Ca {
-            cert,
-            key,
+            issuer: Issuer::new(params, key),
             pem_path,
         }
     }
@@ -37,7 +35,7 @@ impl Ca {
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         // Written whole, key first: the reload waits for a pair that matches.
         std::fs::write(key_path, key.serialize_pem()).unwrap();
         std::fs::write(cert_path, cert.pem()).unwrap();
@@ -102,4 +100,42 @@ pub fn curl_outcome(args: &[&str]) -> Result<Seen, (i32, String)> {
 /// A `--resolve` entry sending `name:port` to loopback.
 pub fn resolve(name: &str, port: u16) -> String {
     format!("{name}:{port}:127.0.0.1")
+}
+
+/// A TLS connection to `name` on loopback `port`, trusting the root in `root` (PEM),
+/// offering `alpn`.
+pub async fn tls_connect(
+    root: &Path,
+    name: &str,
+    port: u16,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(root).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+}
+
+/// The end-entity certificate (DER) served for `name` on loopback `port`, verified
+/// against the root in `root`; `None` when the handshake fails (no certificate for the
+/// name yet, or one the root does not sign).
+pub async fn served_certificate(root: &Path, name: &str, port: u16) -> Option<Vec<u8>> {
+    let tls = tls_connect(root, name, port, &[b"http/1.1"]).await.ok()?;
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+    Some(leaf)
 }
