@@ -12,7 +12,8 @@ use crate::commands::{open_store, small_runtime};
 use crate::config::Config;
 
 /// `shortlink cert import --cert FILE --key FILE`: checks the pair as a proxy would load
-/// it, then stores it under its first DNS name (replacing the one stored there).
+/// it, then stores it under its first DNS name (replacing the one stored there). An
+/// imported certificate is the operator's: ACME stops managing its name.
 pub(crate) fn import(config: Config, cert: &Path, key: &Path) -> Result<()> {
     let chain_pem =
         std::fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
@@ -28,13 +29,18 @@ pub(crate) fn import(config: Config, cert: &Path, key: &Path) -> Result<()> {
         bail!("{} names no DNS name", cert.display());
     };
     let store = open_store(&config)?;
-    small_runtime()?.block_on(store.put_certificate(StoredCertificate {
-        name: name.clone(),
-        chain_pem,
-        key_pem,
-        not_after: served.not_after,
-        updated_at: now_unix_ms(),
-    }))?;
+    small_runtime()?.block_on(async {
+        store
+            .put_certificate(StoredCertificate {
+                name: name.clone(),
+                chain_pem,
+                key_pem,
+                not_after: served.not_after,
+                updated_at: now_unix_ms(),
+            })
+            .await?;
+        store.delete_issuance(&name).await
+    })?;
     println!(
         "stored the certificate for {} (expires {})",
         served.names.join(", "),
@@ -59,10 +65,16 @@ pub(crate) fn list(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// `shortlink cert delete NAME`.
+/// `shortlink cert delete NAME`. With ACME on, a name it manages is ordered again at
+/// its next check (its record goes with the certificate).
 pub(crate) fn delete(config: Config, name: &str) -> Result<()> {
     let store = open_store(&config)?;
-    if !small_runtime()?.block_on(store.delete_certificate(name))? {
+    let deleted = small_runtime()?.block_on(async {
+        let deleted = store.delete_certificate(name).await?;
+        store.delete_issuance(name).await?;
+        Ok::<_, shortlink_store::StoreError>(deleted)
+    })?;
+    if !deleted {
         bail!("no certificate is stored under '{name}'");
     }
     println!("deleted the certificate stored under {name}");

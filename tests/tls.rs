@@ -719,3 +719,144 @@ async fn an_upgrade_hands_the_tls_listener_over() {
         s.log_text()
     );
 }
+
+/// A registered domain's own HTTPS behaviour (`redirect_http`, `hsts_max_age_seconds`)
+/// wins over the installation's, on both listeners' fast paths too, and can be changed
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_has_https_behaviour_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "own");
+    let (main_cert, main_key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
+    let (brand_cert, brand_key) = (dir.path().join("brand.pem"), dir.path().join("brand.key"));
+    ca.issue(&["sho.rt"], &main_cert, &main_key);
+    ca.issue(&["*.brand.test"], &brand_cert, &brand_key);
+    // The installation: no redirect to HTTPS, no HSTS.
+    let (s, port) = start_tls(
+        dir.path(),
+        &[(main_cert, main_key), (brand_cert, brand_key)],
+        "",
+    )
+    .await;
+    let r = s
+        .api(reqwest::Method::POST, "/api/v1/domains", ADMIN_KEY)
+        .json(
+            &json!({"name": "own.brand.test", "redirect_http": true, "hsts_max_age_seconds": 600}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&created["redirect_http"], &created["hsts_max_age_seconds"]),
+        (&json!(true), &json!(600))
+    );
+    for (alias, domain) in [("own1", Some("own.brand.test")), ("main1", None)] {
+        let mut body = json!({"url": format!("https://example.com/{alias}"), "alias": alias});
+        if let Some(domain) = domain {
+            body["domain"] = json!(domain);
+        }
+        let (status, link) = s.create(ADMIN_KEY, body).await;
+        assert_eq!(status, 201, "{link}");
+    }
+    let plain = |host: &'static str, alias: &'static str| {
+        let s = &s;
+        async move {
+            s.follow_with(alias, &[("host", host)])
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    let https = |host: &'static str, alias: &'static str| {
+        let ca = &ca;
+        async move {
+            ca.get(host, port, &format!("/{alias}"), &[])
+                .expect("the handshake succeeds")
+        }
+    };
+    // Until the proxy has the domain and the link (its sync interval), then: the
+    // domain's plain requests go to HTTPS, whose answers carry its HSTS.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plain("own.brand.test", "own1").await != 308 {
+        assert!(
+            Instant::now() < deadline,
+            "own.brand.test never redirected to HTTPS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Over HTTP/2 (pingora) and HTTP/1.1 (the TLS listener's fast path, which passes
+    // the domain's requests on).
+    for flag in ["--http2", "--http1.1"] {
+        let seen = ca
+            .get("own.brand.test", port, "/own1", &[flag])
+            .expect("the handshake succeeds");
+        assert_eq!(seen.status, 301, "{flag}: {}", seen.headers);
+        assert!(
+            seen.headers
+                .contains("strict-transport-security: max-age=600"),
+            "{flag}: {}",
+            seen.headers
+        );
+    }
+    // The default domain keeps the installation's behaviour.
+    assert_eq!(plain("sho.rt", "main1").await, 301);
+    let seen = https("sho.rt", "main1").await;
+    assert_eq!(seen.status, 301);
+    assert!(
+        !seen.headers.contains("strict-transport-security"),
+        "{}",
+        seen.headers
+    );
+
+    // Back to the installation's redirect, and no HSTS.
+    let patch = |body: serde_json::Value| {
+        s.api(
+            reqwest::Method::PATCH,
+            "/api/v1/domains/own.brand.test",
+            ADMIN_KEY,
+        )
+        .json(&body)
+        .send()
+    };
+    let r = patch(json!({"hsts_max_age_seconds": 100_000_000}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "more than two years is refused");
+    let r = patch(json!({"redirect_http": null, "hsts_max_age_seconds": 0}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let changed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&changed["redirect_http"], &changed["hsts_max_age_seconds"]),
+        (&serde_json::Value::Null, &json!(0))
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plain("own.brand.test", "own1").await != 301 {
+        assert!(
+            Instant::now() < deadline,
+            "the domain's redirect never went back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = https("own.brand.test", "own1").await;
+    assert_eq!(seen.status, 301);
+    assert!(
+        !seen.headers.contains("strict-transport-security"),
+        "{}",
+        seen.headers
+    );
+    let r = s
+        .api(
+            reqwest::Method::PATCH,
+            "/api/v1/domains/none.brand.test",
+            ADMIN_KEY,
+        )
+        .json(&json!({"redirect_http": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use shortlink_core::time_util::{now_unix, to_rfc3339};
 use std::collections::HashMap;
 
-use shortlink_core::{Domain, IssuanceState, UserId, validate_domain};
+use shortlink_core::{
+    Domain, DomainHttps, IssuanceState, MAX_HSTS_MAX_AGE, UserId, validate_domain,
+};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
@@ -35,6 +37,28 @@ pub struct CreateDomainRequest {
     /// every user.
     #[schema(max_items = 1000)]
     users: Option<Vec<String>>,
+    /// Plain-HTTP requests for it get a 308 to its `https://` URL (when the proxy has a
+    /// certificate for it); absent or `null`: the installation's `proxy.tls.redirect_http`.
+    redirect_http: Option<bool>,
+    /// `Strict-Transport-Security` max-age on its HTTPS answers (0: none; at most two
+    /// years); absent or `null`: the installation's `proxy.tls.hsts_max_age_seconds`.
+    #[schema(maximum = 63072000)]
+    hsts_max_age_seconds: Option<u64>,
+}
+
+/// Body of `PATCH /api/v1/domains/{name}`: its HTTPS behaviour; an absent field stays,
+/// `null` returns it to the installation's setting.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDomainRequest {
+    /// Plain-HTTP requests get a 308 to `https://`; `null`: the installation's setting.
+    #[serde(default, deserialize_with = "crate::links::double_option")]
+    #[schema(value_type = Option<bool>)]
+    redirect_http: Option<Option<bool>>,
+    /// HSTS max-age (0: none; at most two years); `null`: the installation's setting.
+    #[serde(default, deserialize_with = "crate::links::double_option")]
+    #[schema(value_type = Option<u64>, maximum = 63072000)]
+    hsts_max_age_seconds: Option<Option<u64>>,
 }
 
 /// A domain as the API shows it.
@@ -47,6 +71,11 @@ pub struct DomainView {
     /// When the domain was registered (RFC 3339).
     #[schema(format = DateTime)]
     created_at: String,
+    /// Whether plain-HTTP requests for it are sent to `https://`; `null`: the
+    /// installation's setting.
+    redirect_http: Option<bool>,
+    /// Its HSTS max-age (0: none); `null`: the installation's setting.
+    hsts_max_age_seconds: Option<u64>,
     /// Its TLS certificate, when one is stored or being issued; `null` otherwise.
     certificate: Option<CertificateView>,
 }
@@ -55,8 +84,6 @@ pub struct DomainView {
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CertificateState {
-    /// Automatic issuance has not ordered it yet.
-    Pending,
     /// An order is under way.
     Ordering,
     /// Issued automatically; renewed before it runs out.
@@ -126,7 +153,6 @@ impl CertificateBook {
         for record in store.list_issuances().await? {
             let stored_expiry = book.get(&record.name).and_then(|c| c.not_after.clone());
             let state = match record.state {
-                IssuanceState::Pending => CertificateState::Pending,
                 IssuanceState::Ordering => CertificateState::Ordering,
                 IssuanceState::Issued => CertificateState::Issued,
                 IssuanceState::Failed => CertificateState::Failed,
@@ -172,6 +198,8 @@ async fn view(
         name: domain.name,
         users,
         created_at: to_rfc3339(domain.created_at),
+        redirect_http: domain.https.redirect_http,
+        hsts_max_age_seconds: domain.https.hsts_max_age_seconds,
         certificate,
     })
 }
@@ -289,10 +317,16 @@ pub async fn create_domain(
     if !state.rules().loop_allowed(&name) {
         refuse_if_targeted(&state, &name).await?;
     }
+    let https = DomainHttps {
+        redirect_http: request.redirect_http,
+        hsts_max_age_seconds: request.hsts_max_age_seconds,
+    };
+    check_hsts(https.hsts_max_age_seconds)?;
     let domain = Domain {
         name,
         users,
         created_at: now_unix(),
+        https,
     };
     state.store().create_domain(domain.clone()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, domain, None).await?)))
@@ -330,6 +364,59 @@ pub async fn list_domains(
         default_domain,
         items,
     }))
+}
+
+/// Refuses an HSTS max-age over two years.
+fn check_hsts(max_age: Option<u64>) -> Result<(), ApiError> {
+    match max_age {
+        Some(max_age) if max_age > MAX_HSTS_MAX_AGE => Err(ApiError::new(
+            ErrorCode::InvalidDomain,
+            format!("hsts_max_age_seconds may be at most {MAX_HSTS_MAX_AGE} (two years)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+api_errors!(PatchDomainErrors: AUTH, JSON_BODY; InvalidDomain, DomainNotFound);
+
+/// `PATCH /api/v1/domains/{name}` (admin): changes its HTTPS behaviour; 200 with the
+/// domain. Proxies apply it at their next poll of the domains.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/domains/{name}",
+    tag = "domains",
+    params(("name" = String, Path, description = "The domain's host name.")),
+    request_body = PatchDomainRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The changed domain.", body = DomainView), PatchDomainErrors),
+)]
+pub async fn update_domain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<PatchDomainRequest>,
+) -> Result<Json<DomainView>, ApiError> {
+    caller.require_admin()?;
+    state.check_write(&caller.key_hash)?;
+    let normalized = validate_domain(&name).map_err(|_| domain_not_found(&name))?;
+    let store = state.store();
+    let mut domain = store
+        .get_domain(&normalized)
+        .await?
+        .ok_or_else(|| domain_not_found(&name))?;
+    if let Some(redirect_http) = request.redirect_http {
+        domain.https.redirect_http = redirect_http;
+    }
+    if let Some(max_age) = request.hsts_max_age_seconds {
+        check_hsts(max_age)?;
+        domain.https.hsts_max_age_seconds = max_age;
+    }
+    if !store.set_domain_https(&normalized, domain.https).await? {
+        return Err(domain_not_found(&name));
+    }
+    let book = CertificateBook::read(&state, true).await?;
+    let certificate = book.of(&domain.name);
+    Ok(Json(view(&state, domain, certificate).await?))
 }
 
 api_errors!(DeleteDomainErrors: AUTH; DomainNotFound);

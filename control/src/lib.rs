@@ -106,7 +106,7 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(uploads::serve_file))
         .routes(routes!(uploads::serve_thumbnail))
         .routes(routes!(domains::create_domain, domains::list_domains))
-        .routes(routes!(domains::delete_domain))
+        .routes(routes!(domains::delete_domain, domains::update_domain))
         .routes(routes!(protected::show, protected::submit))
         .routes(routes!(admin::create_user, admin::list_users))
         .routes(routes!(admin::patch_user))

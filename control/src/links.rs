@@ -65,7 +65,7 @@ pub struct CreateLinkRequest {
 }
 
 /// Deserializes a field that may be absent (outer `None`) or `null` (inner `None`).
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

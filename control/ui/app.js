@@ -570,7 +570,7 @@ function webhookItem(hook) {
 // ---- domains ----
 
 const CERTIFICATE_STATES = {
-  pending: 'certificate pending', ordering: 'certificate being issued', issued: 'certificate issued',
+  ordering: 'certificate being issued', issued: 'certificate issued',
   failed: 'certificate not issued', stored: 'certificate imported',
 };
 

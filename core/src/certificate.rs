@@ -33,9 +33,6 @@ impl std::fmt::Debug for StoredCertificate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IssuanceState {
-    /// Not ordered yet: waiting for the name to point at this installation, or for the
-    /// next check.
-    Pending,
     /// An order is under way.
     Ordering,
     /// A certificate was issued and is served; it is renewed before it runs out.
@@ -51,7 +48,7 @@ pub struct Issuance {
     pub name: String,
     /// Where it stands.
     pub state: IssuanceState,
-    /// Why it is pending or failed, in plain words (no secrets).
+    /// Why it failed, in plain words (no secrets).
     pub detail: Option<String>,
     /// Failed orders since the last success.
     pub failures: u32,

@@ -16,7 +16,30 @@ pub struct Domain {
     pub users: Option<Vec<UserId>>,
     /// Registration time, Unix seconds.
     pub created_at: i64,
+    /// Its own HTTPS behaviour, where it differs from the installation's.
+    pub https: DomainHttps,
 }
+
+/// A domain's own HTTPS behaviour; a `None` field follows the installation's setting
+/// (`proxy.tls.redirect_http`, `proxy.tls.hsts_max_age_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainHttps {
+    /// Plain-HTTP requests for it get a 308 to its `https://` URL (when a certificate
+    /// covers it).
+    pub redirect_http: Option<bool>,
+    /// `Strict-Transport-Security` max-age on its HTTPS answers; 0: none.
+    pub hsts_max_age_seconds: Option<u64>,
+}
+
+impl DomainHttps {
+    /// Whether it follows the installation in everything.
+    pub fn is_default(&self) -> bool {
+        self.redirect_http.is_none() && self.hsts_max_age_seconds.is_none()
+    }
+}
+
+/// Longest HSTS max-age a domain may ask for: two years.
+pub const MAX_HSTS_MAX_AGE: u64 = 63_072_000;
 
 impl Domain {
     /// Whether `user` may create links on this domain.
@@ -195,6 +218,7 @@ mod tests {
             name: "a.com".into(),
             users: Some(vec![1]),
             created_at: 0,
+            https: DomainHttps::default(),
         };
         assert!(d.allows(1) && !d.allows(2));
     }

@@ -28,7 +28,10 @@ pub use click::{
     SeriesPoint, is_qr_scan,
 };
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
-pub use domain::{Domain, DomainError, is_valid_host_header, normalize_host, validate_domain};
+pub use domain::{
+    Domain, DomainError, DomainHttps, MAX_HSTS_MAX_AGE, is_valid_host_header, normalize_host,
+    validate_domain,
+};
 pub use event::{Event, EventId, EventKind, EventRetention, LinkClicks, NewEvent};
 pub use link::{Link, LinkId, LinkPatch, NewLink, RedirectStatus, RouteState, Tag, TagError};
 pub use setting::{InvalidSetting, list_setting};

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use shortlink_core::Issuance;
-use shortlink_store::{AcmeStore, StoreError};
+use shortlink_store::{AcmeStore, StoreError, parse_issuance};
 
 use crate::{CqlStore, Kind};
 
@@ -117,18 +117,37 @@ impl AcmeStore for CqlStore {
         Ok(())
     }
 
+    async fn issuance(&self, name: &str) -> Result<Option<Issuance>, StoreError> {
+        let row: Option<(Option<String>,)> = self
+            .row(
+                "SELECT issuance FROM {ks}.acme_issuances WHERE name = ?",
+                (name,),
+            )
+            .await?;
+        Ok(row
+            .and_then(|(json,)| json)
+            .as_deref()
+            .and_then(parse_issuance))
+    }
+
+    async fn delete_issuance(&self, name: &str) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM {ks}.acme_issuances WHERE name = ?",
+            Kind::Write,
+            (name,),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn list_issuances(&self) -> Result<Vec<Issuance>, StoreError> {
         let rows: Vec<(String, Option<String>)> = self
             .rows("SELECT name, issuance FROM {ks}.acme_issuances", ())
             .await?;
-        let mut issuances = rows
+        let mut issuances: Vec<Issuance> = rows
             .into_iter()
-            .filter_map(|(_, json)| json)
-            .map(|json| {
-                serde_json::from_str::<Issuance>(&json)
-                    .map_err(|e| StoreError::backend_in("reading an issuance record", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|(_, json)| parse_issuance(json.as_deref()?))
+            .collect();
         issuances.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(issuances)
     }

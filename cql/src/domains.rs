@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use scylla::DeserializeRow;
-use shortlink_core::Domain;
+use shortlink_core::{Domain, DomainHttps};
 use shortlink_store::{DomainStore, StoreError};
 
 use crate::{CqlStore, Kind};
@@ -12,7 +12,13 @@ struct DomainRow {
     name: String,
     users: Option<Vec<i64>>,
     created_at: Option<i64>,
+    redirect_http: Option<bool>,
+    hsts_max_age_seconds: Option<i64>,
 }
+
+/// The columns a [`DomainRow`] holds, in its order.
+const SELECT: &str = "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds \
+     FROM {ks}.domains";
 
 impl From<DomainRow> for Domain {
     fn from(row: DomainRow) -> Domain {
@@ -20,6 +26,10 @@ impl From<DomainRow> for Domain {
             name: row.name,
             users: row.users,
             created_at: row.created_at.unwrap_or(0),
+            https: DomainHttps {
+                redirect_http: row.redirect_http,
+                hsts_max_age_seconds: row.hsts_max_age_seconds.map(|h| h.max(0) as u64),
+            },
         }
     }
 }
@@ -29,8 +39,15 @@ impl DomainStore for CqlStore {
     async fn create_domain(&self, domain: Domain) -> Result<(), StoreError> {
         let claimed = self
             .lwt(
-                "INSERT INTO {ks}.domains (name, users, created_at) VALUES (?, ?, ?) IF NOT EXISTS",
-                (&domain.name, &domain.users, domain.created_at),
+                "INSERT INTO {ks}.domains (name, users, created_at, redirect_http, \
+                 hsts_max_age_seconds) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                (
+                    &domain.name,
+                    &domain.users,
+                    domain.created_at,
+                    domain.https.redirect_http,
+                    domain.https.hsts_max_age_seconds.map(|h| h as i64),
+                ),
             )
             .await?;
         if claimed {
@@ -43,7 +60,8 @@ impl DomainStore for CqlStore {
     async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         let row: Option<DomainRow> = self
             .row(
-                "SELECT name, users, created_at FROM {ks}.domains WHERE name = ?",
+                "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds \
+                 FROM {ks}.domains WHERE name = ?",
                 (name,),
             )
             .await?;
@@ -60,14 +78,26 @@ impl DomainStore for CqlStore {
         .await?;
         Ok(existed)
     }
+
+    async fn set_domain_https(&self, name: &str, https: DomainHttps) -> Result<bool, StoreError> {
+        // Conditional, as the insert that created the row: a deleted domain stays deleted.
+        self.lwt(
+            "UPDATE {ks}.domains SET redirect_http = ?, hsts_max_age_seconds = ? \
+             WHERE name = ? IF EXISTS",
+            (
+                https.redirect_http,
+                https.hsts_max_age_seconds.map(|h| h as i64),
+                name,
+            ),
+        )
+        .await
+    }
 }
 
 impl CqlStore {
     /// Every registered domain, by name.
     pub(crate) async fn domains(&self) -> Result<Vec<Domain>, StoreError> {
-        let rows: Vec<DomainRow> = self
-            .rows("SELECT name, users, created_at FROM {ks}.domains", ())
-            .await?;
+        let rows: Vec<DomainRow> = self.rows(SELECT, ()).await?;
         let mut domains: Vec<Domain> = rows.into_iter().map(Domain::from).collect();
         domains.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(domains)

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "acme",
         cql: include_str!("../schema/007_acme.cql"),
     },
+    Migration {
+        version: 8,
+        name: "domain https",
+        cql: include_str!("../schema/008_domain_https.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

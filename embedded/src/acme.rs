@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use shortlink_core::Issuance;
-use shortlink_store::{AcmeStore, StoreError};
+use shortlink_store::{AcmeStore, StoreError, parse_issuance};
 
 use super::EmbeddedStore;
 
@@ -139,6 +139,32 @@ impl AcmeStore for EmbeddedStore {
             .await
     }
 
+    async fn issuance(&self, name: &str) -> Result<Option<Issuance>, StoreError> {
+        let name = name.to_owned();
+        let json: Option<String> = self
+            .read(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT issuance FROM acme_issuances WHERE name = ?1",
+                        params![name],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        Ok(json.as_deref().and_then(parse_issuance))
+    }
+
+    async fn delete_issuance(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.execute("DELETE FROM acme_issuances WHERE name = ?1", params![name])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn list_issuances(&self) -> Result<Vec<Issuance>, StoreError> {
         let rows: Vec<String> = self
             .read(|conn| {
@@ -150,11 +176,9 @@ impl AcmeStore for EmbeddedStore {
                 Ok(rows)
             })
             .await?;
-        rows.iter()
-            .map(|json| {
-                serde_json::from_str(json)
-                    .map_err(|e| StoreError::backend_in("reading an issuance record", e))
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .filter_map(|json| parse_issuance(json))
+            .collect())
     }
 }

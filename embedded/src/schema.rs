@@ -281,6 +281,9 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("api_keys", "expires_at", "INTEGER"),
     ("api_keys", "last_used_at", "INTEGER"),
     ("links", "moderation", "TEXT"),
+    // Version 10: a domain's own HTTPS behaviour (null: the installation's).
+    ("domains", "redirect_http", "INTEGER"),
+    ("domains", "hsts_max_age_seconds", "INTEGER"),
 ];
 
 /// Adds every column of [`COLUMNS`] that a database created by an older version lacks.

@@ -10,9 +10,9 @@
 //! is recorded in the store for the API and the metrics. A failed order is retried after a
 //! wait that doubles with each failure, with jitter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use instant_acme::{
@@ -27,6 +27,7 @@ use shortlink_store::{AcmeStore, StoreError};
 use thiserror::Error;
 
 use crate::config::{AcmeChallenge, AcmeConfig};
+use crate::domains::DomainSet;
 use crate::metrics::TLS;
 use crate::tls::{Certificates, ServedCertificate, provider};
 
@@ -74,12 +75,28 @@ pub enum OrderError {
 /// listener, TLS-ALPN-01 in the TLS handshake.
 pub struct AcmeAnswers {
     store: Arc<dyn AcmeStore>,
-    /// Lookups under way: a flood of challenge paths cannot queue work on the store.
+    /// The names certificates are ordered for: TLS-ALPN-01 answers are looked up for
+    /// those only.
+    domains: Arc<DomainSet>,
+    /// Lookups under way: a flood of challenge requests cannot queue work on the store.
     in_flight: tokio::sync::Semaphore,
+    /// TLS-ALPN-01 answers looked up in the last [`ALPN_CACHE`], by name (`None`: none
+    /// stored): a flood of `acme-tls/1` handshakes reads the store once per name.
+    alpn_cache: std::sync::Mutex<HashMap<String, (Instant, AlpnAnswer)>>,
 }
 
-/// Most challenge lookups one proxy runs at once; beyond, requests are answered 503.
+/// A TLS-ALPN-01 answer: the handshake's configuration, or none stored.
+type AlpnAnswer = Option<Arc<rustls::ServerConfig>>;
+
+/// Most challenge lookups one proxy runs at once.
 const MAX_LOOKUPS: usize = 16;
+
+/// How long a lookup waits for its turn before the request is answered 503 (HTTP-01) or
+/// the handshake refused (TLS-ALPN-01).
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a TLS-ALPN-01 lookup is reused.
+const ALPN_CACHE: Duration = Duration::from_secs(1);
 
 /// Longest token looked up (the CA's are 43 characters).
 const MAX_TOKEN_LEN: usize = 128;
@@ -95,11 +112,13 @@ pub enum Answer<T> {
 }
 
 impl AcmeAnswers {
-    /// Answers from `store`.
-    pub fn new(store: Arc<dyn AcmeStore>) -> AcmeAnswers {
+    /// Answers from `store`, TLS-ALPN-01 ones for the names of `domains` only.
+    pub fn new(store: Arc<dyn AcmeStore>, domains: Arc<DomainSet>) -> AcmeAnswers {
         AcmeAnswers {
             store,
+            domains,
             in_flight: tokio::sync::Semaphore::new(MAX_LOOKUPS),
+            alpn_cache: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -124,7 +143,35 @@ impl AcmeAnswers {
     /// offers only `acme-tls/1`.
     pub async fn tls_alpn01(&self, name: &str) -> Answer<Arc<rustls::ServerConfig>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let pem = match self.lookup(&tls_alpn01_key(&name)).await {
+        if !self.domains.is_ours(&name) {
+            return Answer::Missing;
+        }
+        let now = Instant::now();
+        {
+            let mut cache = self.alpn_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|_, (at, _)| now.duration_since(*at) < ALPN_CACHE);
+            if let Some((_, cached)) = cache.get(&name) {
+                return match cached {
+                    Some(config) => Answer::Found(config.clone()),
+                    None => Answer::Missing,
+                };
+            }
+        }
+        let answer = self.build_alpn01(&name).await;
+        let cached = match &answer {
+            Answer::Found(config) => Some(config.clone()),
+            Answer::Missing => None,
+            Answer::Busy => return answer,
+        };
+        self.alpn_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, (now, cached));
+        answer
+    }
+
+    async fn build_alpn01(&self, name: &str) -> Answer<Arc<rustls::ServerConfig>> {
+        let pem = match self.lookup(&tls_alpn01_key(name)).await {
             Answer::Found(pem) => pem,
             Answer::Missing => return Answer::Missing,
             Answer::Busy => return Answer::Busy,
@@ -157,7 +204,8 @@ impl AcmeAnswers {
     }
 
     async fn lookup(&self, key: &str) -> Answer<String> {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
+        let Ok(Ok(_permit)) = tokio::time::timeout(LOOKUP_WAIT, self.in_flight.acquire()).await
+        else {
             return Answer::Busy;
         };
         match self.store.acme_challenge(key, now_unix()).await {
@@ -196,11 +244,88 @@ pub struct AcmeManager {
     account: tokio::sync::Mutex<Option<Account>>,
     /// Store keys of the HTTP-01 answers the order under way stored.
     tokens: tokio::sync::Mutex<Vec<String>>,
+    /// The name being ordered and its failures so far, to give its lease back at
+    /// shutdown.
+    current: tokio::sync::Mutex<Option<(String, u32)>>,
+    /// Certificates issued whose storing failed, by name: stored at the next attempt
+    /// instead of ordering again.
+    unsaved: tokio::sync::Mutex<HashMap<String, StoredCertificate>>,
 }
 
 /// A name no public CA issues for: no dot, or an IP address.
 fn orderable(name: &str) -> bool {
     name.contains('.') && name.parse::<std::net::IpAddr>().is_err() && !name.ends_with(".localhost")
+}
+
+/// What a check knows about one name.
+struct NameView<'a> {
+    /// The validity (start, expiry) of the certificate served for it, from any source.
+    served: Option<(i64, i64)>,
+    /// A certificate is stored under the name with no issuance record: an operator's
+    /// (`shortlink cert import`), never ordered over.
+    imported: bool,
+    /// Where its automatic issuance stands.
+    record: Option<&'a Issuance>,
+}
+
+/// Whether `name` needs an order at `now`.
+///
+/// Not while a certificate with more than a third of its lifetime left is served for it
+/// (from a file, an import or an earlier order), nor for an operator's import. Otherwise
+/// by its record: none, order; issued, on that certificate's own renewal schedule (it may
+/// not be loaded yet, or a certificate file may shadow it: ordering again would loop);
+/// ordering, only once the record is older than `stale_after` (its proxy died);
+/// failed, once the backoff has passed.
+fn due(name: &str, view: &NameView<'_>, now: i64, stale_after: i64) -> bool {
+    if let Some((not_before, not_after)) = view.served
+        && renew_at(name, not_before, not_after) > now
+    {
+        return false;
+    }
+    let Some(record) = view.record else {
+        return !view.imported;
+    };
+    match record.state {
+        IssuanceState::Issued => record
+            .not_after
+            .is_none_or(|not_after| renew_at(name, record.updated_at, not_after) <= now),
+        IssuanceState::Ordering => record.updated_at + stale_after <= now,
+        IssuanceState::Failed => record.next_attempt_at.is_none_or(|at| at <= now),
+    }
+}
+
+/// An issuance record for `name`, written now.
+fn record(
+    name: &str,
+    state: IssuanceState,
+    detail: Option<String>,
+    failures: u32,
+    next_attempt_at: Option<i64>,
+    not_after: Option<i64>,
+) -> Issuance {
+    Issuance {
+        name: name.to_owned(),
+        state,
+        detail,
+        failures,
+        next_attempt_at,
+        not_after,
+        updated_at: now_unix(),
+    }
+}
+
+/// Sets `shortlink_acme_certificates{state}` from the records of the wanted names.
+fn publish_states(records: &HashMap<String, Issuance>) {
+    for (state, label) in [
+        (IssuanceState::Ordering, "ordering"),
+        (IssuanceState::Issued, "issued"),
+        (IssuanceState::Failed, "failed"),
+    ] {
+        let count = records.values().filter(|r| r.state == state).count();
+        TLS.acme_states
+            .with_label_values(&[label])
+            .set(count as i64);
+    }
 }
 
 /// When a certificate valid from `not_before` to `not_after` is renewed: once a third of
@@ -242,6 +367,8 @@ impl AcmeManager {
             holder: format!("{:016x}", rand::random::<u64>()),
             account: tokio::sync::Mutex::new(None),
             tokens: tokio::sync::Mutex::new(Vec::new()),
+            current: tokio::sync::Mutex::new(None),
+            unsaved: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -262,63 +389,58 @@ impl AcmeManager {
         Ok(names)
     }
 
-    /// Whether `name` needs an order now, given its issuance record.
-    fn due(&self, name: &str, record: Option<&Issuance>, now: i64) -> bool {
-        if let Some((not_before, not_after)) = self.certs.validity(name)
-            && renew_at(name, not_before, not_after) > now
-        {
-            return false;
-        }
-        match record {
-            // Issued but not served yet (the reload has not run), or shadowed by a
-            // certificate file: renewed on the record's own schedule.
-            Some(r) if r.state == IssuanceState::Issued => r
-                .not_after
-                .is_none_or(|not_after| renew_at(name, r.updated_at, not_after) <= now),
-            Some(r) => r.next_attempt_at.is_none_or(|at| at <= now),
-            None => true,
-        }
-    }
-
-    /// One pass: orders every name that is due, one at a time.
+    /// One pass: orders every name that is due, one at a time (a name whose order cannot
+    /// be recorded does not hold up the others).
     async fn check(&self) -> Result<(), StoreError> {
         let names = self.wanted().await?;
-        let records: HashMap<String, Issuance> = self
+        let mut records: HashMap<String, Issuance> = self
             .store
             .list_issuances()
             .await?
             .into_iter()
             .map(|r| (r.name.clone(), r))
             .collect();
-        self.publish_states(&records);
+        // Records of names no longer wanted (a deleted domain) go.
+        for gone in records.keys().filter(|n| !names.contains(n)) {
+            self.store.delete_issuance(gone).await?;
+        }
+        records.retain(|n, _| names.contains(n));
+        publish_states(&records);
+        let imported: HashSet<String> = self
+            .store
+            .list_certificates()
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| !records.contains_key(n))
+            .collect();
         let now = now_unix();
         for name in names {
-            let record = records.get(&name);
-            if self.due(&name, record, now) {
-                self.issue(&name, record.map_or(0, |r| r.failures)).await?;
+            let view = NameView {
+                served: self.certs.validity(&name),
+                imported: imported.contains(&name),
+                record: records.get(&name),
+            };
+            if due(&name, &view, now, self.stale_after()) {
+                let failures = view.record.map_or(0, |r| r.failures);
+                if let Err(error) = self.issue(&name, failures).await {
+                    tracing::warn!(name, %error, "cannot record an ACME order");
+                }
             }
         }
         Ok(())
     }
 
-    fn publish_states(&self, records: &HashMap<String, Issuance>) {
-        let mut counts = [0i64; 4];
-        for record in records.values() {
-            counts[record.state as usize] += 1;
-        }
-        for (state, count) in ["pending", "ordering", "issued", "failed"]
-            .iter()
-            .zip(counts)
-        {
-            TLS.acme_states.with_label_values(&[state]).set(count);
-        }
+    /// How long an `ordering` record stands before it counts as abandoned (its proxy
+    /// died mid-order): the order's timeout, the lease's margin and a minute.
+    fn stale_after(&self) -> i64 {
+        self.config.order_timeout_seconds as i64 + 120
     }
 
     /// Orders `name` if this proxy gets its lease, and records the outcome.
     async fn issue(&self, name: &str, failures: u32) -> Result<(), StoreError> {
         let now = now_unix();
-        let timeout = self.config.order_timeout_seconds;
-        let lease_until = now + timeout as i64 + 60;
+        let lease_until = now + self.stale_after();
         if !self
             .store
             .lease_acme_order(name, &self.holder, now, lease_until)
@@ -326,84 +448,124 @@ impl AcmeManager {
         {
             return Ok(());
         }
-        let outcome = self.issue_leased(name, failures, now).await;
+        *self.current.lock().await = Some((name.to_owned(), failures));
+        let outcome = self.issue_leased(name, failures).await;
+        *self.current.lock().await = None;
         let released = self.store.release_acme_order(name, &self.holder).await;
         outcome.and(released)
     }
 
-    async fn issue_leased(&self, name: &str, failures: u32, now: i64) -> Result<(), StoreError> {
+    async fn issue_leased(&self, name: &str, failures: u32) -> Result<(), StoreError> {
         // Another proxy may have finished it between this pass's read and the lease.
-        if let Some(record) = self
-            .store
-            .list_issuances()
-            .await?
-            .into_iter()
-            .find(|r| r.name == name)
-            && !self.due(name, Some(&record), now)
-        {
-            return Ok(());
-        }
-        let record = |state, detail: Option<String>, failures, next, not_after| Issuance {
-            name: name.to_owned(),
-            state,
-            detail,
-            failures,
-            next_attempt_at: next,
-            not_after,
-            updated_at: now_unix(),
-        };
-        self.store
-            .put_issuance(record(IssuanceState::Ordering, None, failures, None, None))
-            .await?;
-        let timeout = self.config.order_timeout_seconds;
-        let outcome =
-            match tokio::time::timeout(Duration::from_secs(timeout), self.order(name)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(OrderError::Timeout(timeout)),
+        if let Some(record) = self.store.issuance(name).await? {
+            let view = NameView {
+                served: self.certs.validity(name),
+                imported: false,
+                record: Some(&record),
             };
-        self.clear_challenges(name).await;
+            if !due(name, &view, now_unix(), self.stale_after()) {
+                return Ok(());
+            }
+        }
+        // A certificate issued earlier whose storing failed is stored now, not ordered again.
+        let unsaved = self.unsaved.lock().await.remove(name);
+        let outcome =
+            match unsaved {
+                Some(issued) => Ok(issued),
+                None => {
+                    self.store
+                        .put_issuance(record(
+                            name,
+                            IssuanceState::Ordering,
+                            None,
+                            failures,
+                            None,
+                            None,
+                        ))
+                        .await?;
+                    let timeout = self.config.order_timeout_seconds;
+                    let outcome =
+                        match tokio::time::timeout(Duration::from_secs(timeout), self.order(name))
+                            .await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(_) => Err(OrderError::Timeout(timeout)),
+                        };
+                    self.clear_challenges(name).await;
+                    if outcome.is_ok() {
+                        TLS.acme_orders.with_label_values(&["issued"]).inc();
+                    }
+                    outcome
+                }
+            };
         match outcome {
-            Ok((chain_pem, key_pem, not_after)) => {
-                self.store
-                    .put_certificate(StoredCertificate {
-                        name: name.to_owned(),
-                        chain_pem,
-                        key_pem,
-                        not_after,
-                        updated_at: now_unix_ms(),
-                    })
-                    .await?;
-                TLS.acme_orders.with_label_values(&["issued"]).inc();
+            Ok(issued) => {
+                let not_after = issued.not_after;
+                let stored = self.store.put_certificate(issued.clone()).await;
+                let recorded = match stored {
+                    Ok(()) => {
+                        self.store
+                            .put_issuance(record(
+                                name,
+                                IssuanceState::Issued,
+                                None,
+                                0,
+                                None,
+                                Some(not_after),
+                            ))
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = recorded {
+                    // Kept to store at the next attempt: a CA counts duplicate orders.
+                    self.unsaved.lock().await.insert(name.to_owned(), issued);
+                    self.record_failure(
+                        name,
+                        failures,
+                        &format!("storing the certificate failed: {error}"),
+                    )
+                    .await;
+                    return Err(error);
+                }
                 tracing::info!(name, not_after, "certificate issued by ACME");
-                self.store
-                    .put_issuance(record(
-                        IssuanceState::Issued,
-                        None,
-                        0,
-                        None,
-                        Some(not_after),
-                    ))
-                    .await
+                Ok(())
             }
             Err(error) => {
-                let failures = failures + 1;
-                let wait = retry_after(
-                    failures,
-                    self.config.retry_min_seconds,
-                    self.config.retry_max_seconds,
-                );
                 TLS.acme_orders.with_label_values(&["failed"]).inc();
-                tracing::warn!(name, %error, failures, retry_in_seconds = wait, "ACME order failed");
-                self.store
-                    .put_issuance(record(
-                        IssuanceState::Failed,
-                        Some(error.to_string()),
-                        failures,
-                        Some(now_unix() + wait),
-                        None,
-                    ))
-                    .await
+                self.record_failure(name, failures, &error.to_string())
+                    .await;
+                Ok(())
             }
+        }
+    }
+
+    /// Records a failed attempt and when the next may start (best effort: a store that
+    /// fails here leaves an `ordering` record, which ages out).
+    async fn record_failure(&self, name: &str, failures: u32, why: &str) {
+        let failures = failures + 1;
+        let wait = retry_after(
+            failures,
+            self.config.retry_min_seconds,
+            self.config.retry_max_seconds,
+        );
+        tracing::warn!(
+            name,
+            error = why,
+            failures,
+            retry_in_seconds = wait,
+            "ACME order failed"
+        );
+        let failed = record(
+            name,
+            IssuanceState::Failed,
+            Some(why.to_owned()),
+            failures,
+            Some(now_unix() + wait),
+            None,
+        );
+        if let Err(error) = self.store.put_issuance(failed).await {
+            tracing::warn!(name, %error, "cannot record a failed ACME order");
         }
     }
 
@@ -417,6 +579,29 @@ impl AcmeManager {
             if let Err(error) = self.store.delete_acme_challenge(&key).await {
                 tracing::warn!(%error, "cannot remove an ACME challenge answer");
             }
+        }
+    }
+
+    /// At shutdown mid-order: the challenge answers and the lease go, and the record
+    /// says the order may start again at once (on another proxy, or this one restarted).
+    async fn give_back(&self) {
+        let Some((name, failures)) = self.current.lock().await.take() else {
+            return;
+        };
+        self.clear_challenges(&name).await;
+        let interrupted = record(
+            &name,
+            IssuanceState::Failed,
+            Some("the order was interrupted by a shutdown".into()),
+            failures,
+            Some(now_unix()),
+            None,
+        );
+        if let Err(error) = self.store.put_issuance(interrupted).await {
+            tracing::warn!(name, %error, "cannot record an interrupted ACME order");
+        }
+        if let Err(error) = self.store.release_acme_order(&name, &self.holder).await {
+            tracing::warn!(name, %error, "cannot give back an ACME lease");
         }
     }
 
@@ -460,8 +645,8 @@ impl AcmeManager {
     }
 
     /// One order for `name`: challenges answered through the store, then the key, the
-    /// CSR and the chain. Returns the chain, the key (PEM) and the expiry.
-    async fn order(&self, name: &str) -> Result<(String, String, i64), OrderError> {
+    /// CSR and the chain: the certificate to store.
+    async fn order(&self, name: &str) -> Result<StoredCertificate, OrderError> {
         let account = self.account().await?;
         let identifiers = [Identifier::Dns(name.to_owned())];
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
@@ -514,7 +699,13 @@ impl AcmeManager {
             &provider(),
         )
         .map_err(|e| OrderError::Unusable(e.to_string()))?;
-        Ok((chain_pem, key_pem, served.not_after))
+        Ok(StoredCertificate {
+            name: name.to_owned(),
+            chain_pem,
+            key_pem,
+            not_after: served.not_after,
+            updated_at: now_unix_ms(),
+        })
     }
 
     /// The CA's explanation of a failed validation, from the authorization's challenges.
@@ -578,7 +769,10 @@ impl BackgroundService for AcmeManager {
         let every = Duration::from_secs(self.config.check_seconds);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.give_back().await;
+                    return;
+                }
                 result = self.check() => {
                     if let Err(error) = result {
                         tracing::warn!(%error, "ACME check failed; retried at the next one");
@@ -609,6 +803,83 @@ mod tests {
             renew_at("a.example", start, end),
             "the same on every proxy"
         );
+    }
+
+    fn issued(at: i64, not_after: i64) -> Issuance {
+        Issuance {
+            name: "go.example.com".into(),
+            state: IssuanceState::Issued,
+            detail: None,
+            failures: 0,
+            next_attempt_at: None,
+            not_after: Some(not_after),
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_name_is_ordered_only_when_nothing_fresh_covers_it_and_its_record_allows() {
+        let name = "go.example.com";
+        let (day, stale) = (86_400, 300);
+        let now = 1_000 * day;
+        fn view(
+            served: Option<(i64, i64)>,
+            imported: bool,
+            record: Option<&Issuance>,
+        ) -> NameView<'_> {
+            NameView {
+                served,
+                imported,
+                record,
+            }
+        }
+        // Nothing known: ordered. An operator's import: never.
+        assert!(due(name, &view(None, false, None), now, stale));
+        assert!(!due(name, &view(None, true, None), now, stale));
+        assert!(!due(
+            name,
+            &view(Some((now - 80 * day, now + day)), true, None),
+            now,
+            stale
+        ));
+        // A fresh certificate served (from any source): not ordered.
+        assert!(!due(
+            name,
+            &view(Some((now - day, now + 89 * day)), false, None),
+            now,
+            stale
+        ));
+        // Ours, with less than a third left: renewed.
+        let old = issued(now - 70 * day, now + 20 * day);
+        assert!(due(
+            name,
+            &view(Some((now - 70 * day, now + 20 * day)), false, Some(&old)),
+            now,
+            stale
+        ));
+        // Issued a moment ago but not loaded yet, or shadowed by an expiring file: not
+        // ordered again (that would loop) until its own renewal time.
+        let fresh = issued(now - 10, now + 90 * day);
+        assert!(!due(name, &view(None, false, Some(&fresh)), now, stale));
+        assert!(!due(
+            name,
+            &view(Some((now - 80 * day, now + day)), false, Some(&fresh)),
+            now,
+            stale
+        ));
+        // An order under way: left alone until its record is stale (its proxy died).
+        let mut ordering = issued(now - 10, 0);
+        ordering.state = IssuanceState::Ordering;
+        assert!(!due(name, &view(None, false, Some(&ordering)), now, stale));
+        ordering.updated_at = now - stale;
+        assert!(due(name, &view(None, false, Some(&ordering)), now, stale));
+        // A failure: after its backoff.
+        let mut failed = issued(now - 10, 0);
+        failed.state = IssuanceState::Failed;
+        failed.next_attempt_at = Some(now + 60);
+        assert!(!due(name, &view(None, false, Some(&failed)), now, stale));
+        failed.next_attempt_at = Some(now);
+        assert!(due(name, &view(None, false, Some(&failed)), now, stale));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Which domain a request addresses: its `Host`, matched against the registered custom
 //! domains the route sync keeps here.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use shortlink_core::DomainHttps;
 
 /// Longest host name looked at (DNS limit); longer hosts are unknown.
 /// The longest host name (RFC 1035).
@@ -23,10 +24,12 @@ pub enum HostMatch<'a> {
     Unknown(&'a HeaderValue),
 }
 
-/// The registered custom domains and the default host.
+/// The registered custom domains (with their own HTTPS behaviour) and the default host.
 pub struct DomainSet {
     any: AtomicBool,
-    names: ArcSwap<HashSet<Box<str>>>,
+    /// Whether some domain has HTTPS behaviour of its own.
+    any_own_https: AtomicBool,
+    names: ArcSwap<HashMap<Box<str>, DomainHttps>>,
     default_host: Box<str>,
     fallback: Option<HeaderValue>,
 }
@@ -37,22 +40,45 @@ impl DomainSet {
     pub fn new(default_host: &str, fallback: Option<HeaderValue>) -> DomainSet {
         DomainSet {
             any: AtomicBool::new(false),
-            names: ArcSwap::from_pointee(HashSet::new()),
+            any_own_https: AtomicBool::new(false),
+            names: ArcSwap::from_pointee(HashMap::new()),
             default_host: default_host.to_ascii_lowercase().into_boxed_str(),
             fallback,
         }
     }
 
-    /// Replaces the registered domains.
-    pub fn replace(&self, names: impl IntoIterator<Item = String>) {
-        let names: HashSet<Box<str>> = names.into_iter().map(String::into_boxed_str).collect();
+    /// Replaces the registered domains: names and their own HTTPS behaviour.
+    pub fn replace(&self, domains: impl IntoIterator<Item = (String, DomainHttps)>) {
+        let names: HashMap<Box<str>, DomainHttps> = domains
+            .into_iter()
+            .map(|(name, https)| (name.into_boxed_str(), https))
+            .collect();
         self.any.store(!names.is_empty(), Ordering::Release);
+        self.any_own_https
+            .store(names.values().any(|h| !h.is_default()), Ordering::Release);
         self.names.store(std::sync::Arc::new(names));
     }
 
     /// Whether `name` (normalized) is a registered domain here.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.load().contains(name)
+        self.names.load().contains_key(name)
+    }
+
+    /// The HTTPS behaviour of its own the domain `name` (normalized) has, if any.
+    pub fn own_https(&self, name: &str) -> Option<DomainHttps> {
+        if !self.any_own_https.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.names
+            .load()
+            .get(name)
+            .copied()
+            .filter(|h| !h.is_default())
+    }
+
+    /// Whether `name` (normalized) is the default host or a registered domain.
+    pub fn is_ours(&self, name: &str) -> bool {
+        name == &*self.default_host || self.contains(name)
     }
 
     /// Number of registered domains held.
@@ -108,7 +134,7 @@ impl DomainSet {
         if lowered == &*self.default_host {
             return HostMatch::Default;
         }
-        if self.any.load(Ordering::Relaxed) && self.names.load().contains(lowered) {
+        if self.any.load(Ordering::Relaxed) && self.names.load().contains_key(lowered) {
             return HostMatch::Custom(lowered);
         }
         unknown()
@@ -127,7 +153,7 @@ mod tests {
             set.classify(|| Some(b"go.example.com"), &mut buf),
             HostMatch::Default
         );
-        set.replace(["go.example.com".to_owned()]);
+        set.replace([("go.example.com".to_owned(), DomainHttps::default())]);
         assert_eq!(
             set.classify(|| Some(b"Go.Example.COM:8080"), &mut buf),
             HostMatch::Custom("go.example.com")

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::HttpServerApp;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, l4};
 use pingora::proxy::HttpProxy;
@@ -222,6 +222,7 @@ impl FastPathApp {
             || request,
             &mut host_buf,
             now_ms,
+            true,
             |redirect| {
                 self.redirector
                     .capture_click(&request, redirect.link_id, now_ms);
@@ -556,13 +557,14 @@ impl FastPathApp {
         };
         let digest = socket_digest(stream.get_ref().0.as_raw_fd(), peer);
         if negotiated_h2(&stream) {
-            // HTTP/2: pingora's server multiplexes the streams; each request runs the
-            // same `request_filter` (redirects from the route table) as HTTP/1.1's.
+            // HTTP/2: pingora's server multiplexes the streams (`h2.rs`); each request
+            // runs the same `request_filter` (redirects from the route table) as
+            // HTTP/1.1's.
             // Its preface is due within the head deadline (pingora's h2 server would
             // wait for it forever); the idle timeout takes over after it.
             let stream: Stream =
                 Box::new(TlsConn::new(stream, digest).with_first_read_deadline(self.limits.head));
-            Box::pin(self.proxy.process_new(stream, &shutdown)).await;
+            Box::pin(crate::h2::serve(&self.proxy, stream, &shutdown)).await;
             return;
         }
         let secured = |stream| -> Stream { Box::new(TlsConn::new(stream, digest)) };
@@ -1021,7 +1023,7 @@ mod tests {
             "short.test",
             Some(HeaderValue::from_static("https://fallback.test/")),
         ));
-        domains.replace(["go.example".to_owned()]);
+        domains.replace([("go.example".to_owned(), Default::default())]);
         let capture = Capture {
             sink: None,
             trusted_proxies: vec![],

@@ -8,6 +8,7 @@ pub mod clicks;
 pub mod config;
 pub mod domains;
 pub mod fast_path;
+mod h2;
 pub mod listen;
 pub mod metrics;
 pub mod proxy_protocol;
@@ -198,7 +199,12 @@ pub fn add_proxy(
         country_lookup: edge.country_lookup,
     };
     let https = match &config.tls.listen {
-        Some(_) => Some(tls_parts(config, &edge.default_host, shared.clone())?),
+        Some(_) => Some(tls_parts(
+            config,
+            &edge.default_host,
+            shared.clone(),
+            domains.clone(),
+        )?),
         None => None,
     };
     let mut redirector = Redirector::new(
@@ -216,7 +222,9 @@ pub fn add_proxy(
     .map_err(|_| InvalidSetting::new("internal_secret", "is not valid header text"))?;
     if let Some(https) = &https {
         redirector = redirector.with_https(https.policy.clone());
-        if let Some(answers) = &https.acme_answers {
+        if let Some(answers) = &https.acme_answers
+            && config.tls.acme.challenge == config::AcmeChallenge::Http01
+        {
             redirector = redirector.with_acme_answers(answers.clone());
         }
     }
@@ -335,6 +343,7 @@ fn tls_parts(
     config: &ProxyConfig,
     default_host: &str,
     store: Arc<dyn Store>,
+    domains: Arc<DomainSet>,
 ) -> Result<TlsParts, ProxyError> {
     let provider = tls::provider();
     let certs = Arc::new(tls::Certificates::new(default_host));
@@ -348,7 +357,7 @@ fn tls_parts(
     let acme = acme::AcmeManager::new(&config.tls.acme, store.clone(), certs.clone(), default_host);
     let acme_answers = acme
         .is_some()
-        .then(|| Arc::new(acme::AcmeAnswers::new(store)));
+        .then(|| Arc::new(acme::AcmeAnswers::new(store, domains.clone())));
     let mut edge = tls::TlsEdge::new(&config.tls, certs.clone(), provider)?;
     if let Some(answers) = &acme_answers
         && config.tls.acme.challenge == config::AcmeChallenge::TlsAlpn01
@@ -364,9 +373,11 @@ fn tls_parts(
         .map_err(|_| InvalidSetting::new("proxy.tls.hsts_max_age_seconds", "is not valid"))?;
     let policy = Arc::new(tls::HttpsPolicy {
         certs,
+        domains,
         redirect_http: config.tls.redirect_http,
         url_port: config.tls.url_port(),
         hsts,
+        hsts_include_subdomains: config.tls.hsts_include_subdomains,
     });
     Ok(TlsParts {
         edge,

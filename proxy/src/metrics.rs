@@ -413,7 +413,7 @@ pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
         acme_states: IntGaugeVec::new(
             Opts::new(
                 "shortlink_acme_certificates",
-                "Names with automatic certificates, by issuance state (pending, ordering, issued, failed), as the store records them for the whole installation.",
+                "Names with automatic certificates, by issuance state (ordering, issued, failed), as the store records them for the whole installation.",
             ),
             &["state"],
         )
@@ -439,7 +439,7 @@ pub static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
     for result in ["ok", "failed", "timeout", "acme_challenge"] {
         metrics.handshakes.with_label_values(&[result]);
     }
-    for state in ["pending", "ordering", "issued", "failed"] {
+    for state in ["ordering", "issued", "failed"] {
         metrics.acme_states.with_label_values(&[state]);
     }
     for result in ["issued", "failed"] {

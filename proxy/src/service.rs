@@ -489,7 +489,10 @@ impl Redirector {
     /// `Host` is read only when custom domains or a fallback exist), the table entry. A
     /// live link's redirect, its targeted `Location` applied, is handed to `answer` in
     /// place (see [`RouteTable::resolve_with`]); `answer` must not write to the table.
+    /// The fast path (`fast`) passes requests for a domain with HTTPS behaviour of its own
+    /// (redirect to HTTPS, HSTS) to `request_filter`, which applies it.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide<'a, 'r, R>(
         &'a self,
         method: &str,
@@ -497,6 +500,7 @@ impl Redirector {
         request: impl Fn() -> RequestView<'r>,
         host_buf: &'a mut [u8; MAX_HOST],
         now_ms: i64,
+        fast: bool,
         answer: impl FnOnce(PlainRedirect<'_>) -> R,
     ) -> Decision<'a, R> {
         if method != "GET" && method != "HEAD" {
@@ -510,6 +514,9 @@ impl Redirector {
         }
         let domain = match self.domains.classify(|| request().host, host_buf) {
             HostMatch::Default => "",
+            HostMatch::Custom(domain) if fast && self.domains.own_https(domain).is_some() => {
+                return Decision::Pass;
+            }
             HostMatch::Custom(domain) => domain,
             HostMatch::Unknown(fallback) => return Decision::UnknownHost(fallback),
         };
@@ -680,8 +687,8 @@ impl ProxyHttp for Redirector {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // pingora's default: its response compression module, off.
         modules.add_module(ResponseCompressionBuilder::enable(0));
-        if let Some(hsts) = self.https.as_ref().and_then(|https| https.hsts_module()) {
-            modules.add_module(hsts);
+        if let Some(https) = &self.https {
+            modules.add_module(https.hsts_module());
         }
     }
 
@@ -689,8 +696,18 @@ impl ProxyHttp for Redirector {
         ctx.started = Some(std::time::Instant::now());
         let secure = self.client_https(session);
         ctx.https = secure;
-        if secure && let Some(hsts) = session.downstream_modules_ctx.get_mut::<Hsts>() {
-            hsts.mark_secure();
+        if secure && let Some(https) = &self.https {
+            // HTTP/2 names the host in `:authority`.
+            let req = session.req_header();
+            let host = req
+                .headers
+                .get(header::HOST)
+                .map(HeaderValue::as_bytes)
+                .or_else(|| req.uri.host().map(str::as_bytes));
+            let value = https.hsts_for(host);
+            if let Some(hsts) = session.downstream_modules_ctx.get_mut::<Hsts>() {
+                hsts.mark_secure(value);
+            }
         }
         if !host_is_acceptable(session.req_header()) {
             // RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is a 400.
@@ -728,7 +745,8 @@ impl ProxyHttp for Redirector {
         {
             let (status, body) = match acme.http01(token).await {
                 Answer::Found(key_authorization) => (200, Bytes::from(key_authorization)),
-                Answer::Missing => (404, Bytes::from_static(b"no such challenge\n")),
+                // Counted by the 404 limiter like any other miss.
+                Answer::Missing => return self.not_found(session).await,
                 Answer::Busy => (503, Bytes::from_static(b"try again\n")),
             };
             let headers = [
@@ -767,6 +785,7 @@ impl ProxyHttp for Redirector {
                 || RequestView::of_session(session, country_header),
                 &mut host_buf,
                 now_ms,
+                false,
                 |redirect| {
                     HeaderValue::from_bytes(redirect.location)
                         .ok()

@@ -76,7 +76,8 @@ impl RouteSync {
     /// Reloads the registered custom domains.
     pub async fn refresh_domains(&self) -> Result<(), StoreError> {
         let domains = self.store.list_domains().await?;
-        self.domains.replace(domains.into_iter().map(|d| d.name));
+        self.domains
+            .replace(domains.into_iter().map(|d| (d.name, d.https)));
         Ok(())
     }
 

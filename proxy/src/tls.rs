@@ -34,6 +34,7 @@ use shortlink_store::RouteSource;
 
 use crate::acme::{ACME_TLS_ALPN, AcmeAnswers, Answer};
 use crate::config::{CertificateFiles, TlsConfig};
+use crate::domains::DomainSet;
 use crate::metrics::TLS;
 
 /// Why a certificate could not be used.
@@ -701,12 +702,17 @@ impl BackgroundService for CertificateReload {
 pub struct HttpsPolicy {
     /// The served certificates (which hosts HTTPS covers).
     pub certs: Arc<Certificates>,
-    /// Redirect plain-HTTP requests for covered hosts (308).
+    /// The registered domains, with their own HTTPS behaviour.
+    pub domains: Arc<DomainSet>,
+    /// Redirect plain-HTTP requests for covered hosts (308), unless a domain says
+    /// otherwise.
     pub redirect_http: bool,
     /// The port `https://` URLs name (`None`: 443).
     pub url_port: Option<u16>,
-    /// The `Strict-Transport-Security` value, if sent.
+    /// The `Strict-Transport-Security` value, if sent (unless a domain says otherwise).
     pub hsts: Option<HeaderValue>,
+    /// Add `includeSubDomains` to a domain's own HSTS value too.
+    pub hsts_include_subdomains: bool,
 }
 
 impl HttpsPolicy {
@@ -714,14 +720,16 @@ impl HttpsPolicy {
     /// is on and a certificate covers its host (`host`, the `Host` header as sent).
     /// ACME's HTTP-01 challenges stay on plain HTTP, as the protocol requires.
     pub fn upgrade_location(&self, host: &[u8], path_and_query: &str) -> Option<HeaderValue> {
-        if !self.redirect_http || path_and_query.starts_with("/.well-known/acme-challenge/") {
+        if path_and_query.starts_with("/.well-known/acme-challenge/") {
             return None;
         }
-        let host = std::str::from_utf8(host).ok()?;
-        // Strip the port; an IPv6 literal (`[::1]:8080`) has no certificate anyway.
-        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if !self.certs.covers(&name) {
+        let name = host_name(host)?;
+        let redirect = self
+            .domains
+            .own_https(&name)
+            .and_then(|h| h.redirect_http)
+            .unwrap_or(self.redirect_http);
+        if !redirect || !self.certs.covers(&name) {
             return None;
         }
         let location = match self.url_port {
@@ -731,39 +739,62 @@ impl HttpsPolicy {
         HeaderValue::from_str(&location).ok()
     }
 
-    /// The pingora module that adds HSTS, when HSTS is on.
-    pub fn hsts_module(&self) -> Option<pingora::modules::http::ModuleBuilder> {
-        let value = self.hsts.clone()?;
-        Some(Box::new(HstsBuilder { value }))
+    /// The `Strict-Transport-Security` value for an HTTPS request to `host` (the `Host`
+    /// header as sent): its domain's own, else the installation's.
+    pub fn hsts_for(&self, host: Option<&[u8]>) -> Option<HeaderValue> {
+        let own = host
+            .and_then(host_name)
+            .and_then(|name| self.domains.own_https(&name))
+            .and_then(|h| h.hsts_max_age_seconds);
+        match own {
+            None => self.hsts.clone(),
+            Some(0) => None,
+            Some(max_age) => {
+                let subdomains = if self.hsts_include_subdomains {
+                    "; includeSubDomains"
+                } else {
+                    ""
+                };
+                HeaderValue::from_str(&format!("max-age={max_age}{subdomains}")).ok()
+            }
+        }
+    }
+
+    /// The pingora module that adds HSTS (a domain may turn it on of its own).
+    pub fn hsts_module(&self) -> pingora::modules::http::ModuleBuilder {
+        Box::new(HstsBuilder)
     }
 }
 
-/// Builds each request's [`Hsts`] module.
-struct HstsBuilder {
-    value: HeaderValue,
+/// A `Host` header's name: lower case, without the port and a trailing dot (an IPv6
+/// literal, `[::1]:8080`, has no certificate anyway).
+fn host_name(host: &[u8]) -> Option<String> {
+    let host = std::str::from_utf8(host).ok()?;
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    Some(name.trim_end_matches('.').to_ascii_lowercase())
 }
+
+/// Builds each request's [`Hsts`] module.
+struct HstsBuilder;
 
 impl pingora::modules::http::HttpModuleBuilder for HstsBuilder {
     fn init(&self) -> pingora::modules::http::Module {
-        Box::new(Hsts {
-            value: self.value.clone(),
-            secure: false,
-        })
+        Box::new(Hsts { value: None })
     }
 }
 
 /// Adds `Strict-Transport-Security` to every answer pingora sends for a request that came
 /// over TLS (redirects, the proxy's own pages, forwarded answers, pingora's error pages).
-/// `request_filter` marks the request secure ([`Hsts::mark_secure`]).
+/// `request_filter` marks the request secure with the value for its host
+/// ([`Hsts::mark_secure`]).
 pub struct Hsts {
-    value: HeaderValue,
-    secure: bool,
+    value: Option<HeaderValue>,
 }
 
 impl Hsts {
-    /// Marks the request as received over TLS, so its answer carries the header.
-    pub fn mark_secure(&mut self) {
-        self.secure = true;
+    /// Marks the request as received over TLS: its answer carries `value`, if any.
+    pub fn mark_secure(&mut self, value: Option<HeaderValue>) {
+        self.value = value;
     }
 }
 
@@ -774,8 +805,8 @@ impl pingora::modules::http::HttpModule for Hsts {
         resp: &mut pingora::http::ResponseHeader,
         _end_of_stream: bool,
     ) -> pingora::Result<()> {
-        if self.secure {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, self.value.clone())?;
+        if let Some(value) = &self.value {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, value.clone())?;
         }
         Ok(())
     }
@@ -854,12 +885,15 @@ mod tests {
     #[test]
     fn plain_requests_are_sent_to_https_only_for_covered_hosts() {
         let certs = Arc::new(Certificates::new("sho.rt"));
-        certs.replace(&[served(&["sho.rt"])]);
+        certs.replace(&[served(&["sho.rt", "go.brand.test", "own.brand.test"])]);
+        let domains = Arc::new(DomainSet::new("sho.rt", None));
         let policy = |redirect_http, url_port| HttpsPolicy {
             certs: certs.clone(),
+            domains: domains.clone(),
             redirect_http,
             url_port,
-            hsts: None,
+            hsts: Some(HeaderValue::from_static("max-age=100")),
+            hsts_include_subdomains: false,
         };
         let on = policy(true, None);
         let location = on.upgrade_location(b"SHO.rt:8080", "/abc?x=1").unwrap();
@@ -879,5 +913,26 @@ mod tests {
                 .upgrade_location(b"sho.rt", "/abc")
                 .is_none()
         );
+
+        // A domain's own behaviour wins over the installation's, both ways.
+        let own = |redirect_http, hsts_max_age_seconds| shortlink_core::DomainHttps {
+            redirect_http,
+            hsts_max_age_seconds,
+        };
+        domains.replace([
+            ("go.brand.test".to_owned(), own(Some(false), Some(0))),
+            ("own.brand.test".to_owned(), own(Some(true), Some(600))),
+        ]);
+        assert!(on.upgrade_location(b"go.brand.test", "/abc").is_none());
+        let off = policy(false, None);
+        assert!(off.upgrade_location(b"own.brand.test", "/abc").is_some());
+        assert!(off.upgrade_location(b"sho.rt", "/abc").is_none());
+        assert_eq!(on.hsts_for(Some(b"go.brand.test")), None);
+        assert_eq!(
+            on.hsts_for(Some(b"own.brand.test:443")).unwrap(),
+            "max-age=600"
+        );
+        assert_eq!(on.hsts_for(Some(b"sho.rt")).unwrap(), "max-age=100");
+        assert_eq!(on.hsts_for(None).unwrap(), "max-age=100");
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shortlink_core::{
-    ApiKey, AuditEntry, Domain, EnrichedClick, EventKind, EventRetention, Interval, KeyCount,
-    LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, RedirectStatus, Role, Scope, Scopes,
-    SeriesPoint, Session, ShortCode, Targeting, UserId, hash_api_key,
+    ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, EventKind, EventRetention, Interval,
+    KeyCount, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, RedirectStatus, Role, Scope,
+    Scopes, SeriesPoint, Session, ShortCode, Targeting, UserId, hash_api_key,
 };
 
 use crate::budget::RECLAIM_GRACE_MS;
@@ -201,6 +201,36 @@ async fn acme(store: &dyn Store, run: &str) {
         .filter(|i| i.name == name)
         .collect();
     assert_eq!(mine, vec![issuance(IssuanceState::Failed, 1)]);
+    assert_eq!(
+        store.issuance(&name).await.unwrap(),
+        Some(issuance(IssuanceState::Failed, 1))
+    );
+    store.delete_issuance(&name).await.unwrap();
+    assert_eq!(store.issuance(&name).await.unwrap(), None);
+    assert!(
+        !store
+            .list_issuances()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.name == name)
+    );
+    store.delete_issuance(&name).await.unwrap();
+
+    // Holders racing for a free lease: exactly one gets it.
+    let raced = format!("{run}.race.acme.example");
+    let attempt = |holder: &'static str| {
+        let raced = raced.clone();
+        async move {
+            store
+                .lease_acme_order(&raced, holder, now, now + 60)
+                .await
+                .unwrap()
+        }
+    };
+    let won = tokio::join!(attempt("a"), attempt("b"), attempt("c"), attempt("d"));
+    let won = [won.0, won.1, won.2, won.3];
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }
 
 /// How long a backend's feeds may lag its writes (its settle time) before a check fails.
@@ -1312,6 +1342,10 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
         name: name.clone(),
         users: Some(vec![owner]),
         created_at: 1_700_000_000,
+        https: DomainHttps {
+            redirect_http: Some(true),
+            hsts_max_age_seconds: None,
+        },
     };
     store.create_domain(domain.clone()).await.unwrap();
     assert_eq!(
@@ -1320,15 +1354,38 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
     );
     assert_eq!(store.get_domain(&name).await.unwrap(), Some(domain.clone()));
     assert!(store.list_domains().await.unwrap().contains(&domain));
-    let everyone = Domain {
+    let mut everyone = Domain {
         name: format!("{run}-open.example.test"),
         users: None,
         created_at: 1_700_000_001,
+        https: DomainHttps::default(),
     };
     store.create_domain(everyone.clone()).await.unwrap();
     assert_eq!(
         store.get_domain(&everyone.name).await.unwrap(),
-        Some(everyone)
+        Some(everyone.clone())
+    );
+    everyone.https = DomainHttps {
+        redirect_http: Some(false),
+        hsts_max_age_seconds: Some(600),
+    };
+    assert!(
+        store
+            .set_domain_https(&everyone.name, everyone.https)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_domain(&everyone.name).await.unwrap(),
+        Some(everyone.clone())
+    );
+    assert!(store.list_domains().await.unwrap().contains(&everyone));
+    assert!(
+        !store
+            .set_domain_https(&format!("{run}-none.example.test"), everyone.https)
+            .await
+            .unwrap(),
+        "no such domain"
     );
 
     let mut on_domain = new_link(owner, format!("{run}pl"), "https://other.test/");

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    ApiKey, AuditEntry, Domain, EnrichedClick, Event, EventId, EventRetention, Interval, Issuance,
-    KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, Role,
-    Session, StoredCertificate, Targeting, Thumbnail, ThumbnailState, Upload, User, UserId,
+    ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, Event, EventId, EventRetention,
+    Interval, Issuance, KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent,
+    NewLink, Role, Session, StoredCertificate, Targeting, Thumbnail, ThumbnailState, Upload, User,
+    UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -523,6 +524,10 @@ pub trait DomainStore: Send + Sync {
     /// Unregisters a domain (its links stay stored, unreachable until it is registered
     /// again); false if it was not registered.
     async fn delete_domain(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Sets a registered domain's own HTTPS behaviour; false if there is no such domain.
+    /// Proxies pick it up with the domains, at their next poll.
+    async fn set_domain_https(&self, name: &str, https: DomainHttps) -> Result<bool, StoreError>;
 }
 
 /// TLS certificates every proxy serves (uploaded by an operator, or issued by ACME); read
@@ -536,6 +541,14 @@ pub trait CertificateStore: Send + Sync {
     /// Removes the certificate stored under `name` (and moves the version on); false if
     /// there was none.
     async fn delete_certificate(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// Reads a stored issuance record (JSON); one that cannot be read (written by a newer
+/// version, or damaged) is skipped with a warning rather than failing every reader.
+pub fn parse_issuance(json: &str) -> Option<Issuance> {
+    serde_json::from_str(json)
+        .inspect_err(|error| tracing::warn!(%error, "unreadable ACME issuance record skipped"))
+        .ok()
 }
 
 /// What automatic issuance (ACME) shares between the proxies of an installation: the
@@ -580,7 +593,15 @@ pub trait AcmeStore: CertificateStore + RouteSource {
     /// Records where a name's issuance stands, replacing the earlier record.
     async fn put_issuance(&self, issuance: Issuance) -> Result<(), StoreError>;
 
-    /// Every name's issuance record, by name.
+    /// The issuance record of `name`.
+    async fn issuance(&self, name: &str) -> Result<Option<Issuance>, StoreError>;
+
+    /// Forgets the issuance record of `name` (none: no error): a name no longer wanted,
+    /// or whose certificate an operator imported or deleted.
+    async fn delete_issuance(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every name's issuance record, by name (a record that cannot be read is skipped,
+    /// with a warning).
     async fn list_issuances(&self) -> Result<Vec<Issuance>, StoreError>;
 }
 
