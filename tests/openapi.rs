@@ -75,6 +75,7 @@ async fn the_document_lists_every_operation_with_its_errors() {
         ("POST", "/api/v1/domains"),
         ("GET", "/api/v1/domains"),
         ("DELETE", "/api/v1/domains/{name}"),
+        ("PATCH", "/api/v1/domains/{name}"),
         ("GET", "/{code}"),
         ("POST", "/{code}"),
         ("POST", "/api/v1/users"),

@@ -80,13 +80,10 @@ pub struct AcmeAnswers {
     domains: Arc<DomainSet>,
     /// Lookups under way: a flood of challenge requests cannot queue work on the store.
     in_flight: tokio::sync::Semaphore,
-    /// TLS-ALPN-01 answers looked up in the last [`ALPN_CACHE`], by name (`None`: none
-    /// stored): a flood of `acme-tls/1` handshakes reads the store once per name.
-    alpn_cache: std::sync::Mutex<HashMap<String, (Instant, AlpnAnswer)>>,
+    /// TLS-ALPN-01 answers found in the last [`ALPN_CACHE`], by name (a miss is not
+    /// kept: the answer may be stored the next moment, just before the CA checks).
+    alpn_cache: std::sync::Mutex<HashMap<String, (Instant, Arc<rustls::ServerConfig>)>>,
 }
-
-/// A TLS-ALPN-01 answer: the handshake's configuration, or none stored.
-type AlpnAnswer = Option<Arc<rustls::ServerConfig>>;
 
 /// Most challenge lookups one proxy runs at once.
 const MAX_LOOKUPS: usize = 16;
@@ -150,23 +147,17 @@ impl AcmeAnswers {
         {
             let mut cache = self.alpn_cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.retain(|_, (at, _)| now.duration_since(*at) < ALPN_CACHE);
-            if let Some((_, cached)) = cache.get(&name) {
-                return match cached {
-                    Some(config) => Answer::Found(config.clone()),
-                    None => Answer::Missing,
-                };
+            if let Some((_, config)) = cache.get(&name) {
+                return Answer::Found(config.clone());
             }
         }
         let answer = self.build_alpn01(&name).await;
-        let cached = match &answer {
-            Answer::Found(config) => Some(config.clone()),
-            Answer::Missing => None,
-            Answer::Busy => return answer,
-        };
-        self.alpn_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name, (now, cached));
+        if let Answer::Found(config) = &answer {
+            self.alpn_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, (now, config.clone()));
+        }
         answer
     }
 
@@ -400,19 +391,26 @@ impl AcmeManager {
             .into_iter()
             .map(|r| (r.name.clone(), r))
             .collect();
-        // Records of names no longer wanted (a deleted domain) go.
-        for gone in records.keys().filter(|n| !names.contains(n)) {
-            self.store.delete_issuance(gone).await?;
-        }
-        records.retain(|n, _| names.contains(n));
-        publish_states(&records);
-        let imported: HashSet<String> = self
+        let stored: HashSet<String> = self
             .store
             .list_certificates()
             .await?
             .into_iter()
             .map(|c| c.name)
-            .filter(|n| !records.contains_key(n))
+            .collect();
+        // Records of names no longer wanted (a deleted domain) go, unless its certificate
+        // is still stored: registered again, the name is still ACME's, not an import.
+        for gone in records
+            .keys()
+            .filter(|n| !names.contains(n) && !stored.contains(*n))
+        {
+            self.store.delete_issuance(gone).await?;
+        }
+        records.retain(|n, _| names.contains(n));
+        publish_states(&records);
+        let imported: HashSet<&String> = stored
+            .iter()
+            .filter(|n| !records.contains_key(*n))
             .collect();
         let now = now_unix();
         for name in names {
@@ -467,39 +465,48 @@ impl AcmeManager {
                 return Ok(());
             }
         }
-        // A certificate issued earlier whose storing failed is stored now, not ordered again.
+        self.store
+            .put_issuance(record(
+                name,
+                IssuanceState::Ordering,
+                None,
+                failures,
+                None,
+                None,
+            ))
+            .await?;
+        // A certificate issued earlier whose storing failed is stored now, not ordered
+        // again.
         let unsaved = self.unsaved.lock().await.remove(name);
-        let outcome =
-            match unsaved {
-                Some(issued) => Ok(issued),
-                None => {
-                    self.store
-                        .put_issuance(record(
-                            name,
-                            IssuanceState::Ordering,
-                            None,
-                            failures,
-                            None,
-                            None,
-                        ))
-                        .await?;
-                    let timeout = self.config.order_timeout_seconds;
-                    let outcome =
-                        match tokio::time::timeout(Duration::from_secs(timeout), self.order(name))
-                            .await
-                        {
-                            Ok(outcome) => outcome,
-                            Err(_) => Err(OrderError::Timeout(timeout)),
-                        };
-                    self.clear_challenges(name).await;
-                    if outcome.is_ok() {
-                        TLS.acme_orders.with_label_values(&["issued"]).inc();
-                    }
-                    outcome
+        let outcome = match unsaved {
+            Some(issued) => Ok(issued),
+            None => {
+                let timeout = self.config.order_timeout_seconds;
+                let ordered = tokio::time::timeout(Duration::from_secs(timeout), self.order(name));
+                let outcome = ordered.await.unwrap_or(Err(OrderError::Timeout(timeout)));
+                self.clear_challenges(name).await;
+                if outcome.is_ok() {
+                    TLS.acme_orders.with_label_values(&["issued"]).inc();
                 }
-            };
+                outcome
+            }
+        };
         match outcome {
             Ok(issued) => {
+                // An operator who imported a certificate for the name meanwhile (which
+                // dropped the record) keeps it.
+                let still_ours = self
+                    .store
+                    .issuance(name)
+                    .await?
+                    .is_some_and(|r| r.state == IssuanceState::Ordering);
+                if !still_ours {
+                    tracing::info!(
+                        name,
+                        "ACME certificate discarded: the name was imported meanwhile"
+                    );
+                    return Ok(());
+                }
                 let not_after = issued.not_after;
                 let stored = self.store.put_certificate(issued.clone()).await;
                 let recorded = match stored {

@@ -64,6 +64,11 @@ impl DomainSet {
         self.names.load().contains_key(name)
     }
 
+    /// Whether some domain has HTTPS behaviour of its own.
+    pub fn has_own_https(&self) -> bool {
+        self.any_own_https.load(Ordering::Relaxed)
+    }
+
     /// The HTTPS behaviour of its own the domain `name` (normalized) has, if any.
     pub fn own_https(&self, name: &str) -> Option<DomainHttps> {
         if !self.any_own_https.load(Ordering::Relaxed) {

@@ -564,7 +564,14 @@ impl FastPathApp {
             // wait for it forever); the idle timeout takes over after it.
             let stream: Stream =
                 Box::new(TlsConn::new(stream, digest).with_first_read_deadline(self.limits.head));
-            Box::pin(crate::h2::serve(&self.proxy, stream, &shutdown)).await;
+            Box::pin(crate::h2::serve(
+                &self.proxy,
+                stream,
+                &shutdown,
+                self.limits.head,
+                self.limits.write,
+            ))
+            .await;
             return;
         }
         let secured = |stream| -> Stream { Box::new(TlsConn::new(stream, digest)) };

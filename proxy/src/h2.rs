@@ -4,7 +4,9 @@
 //! (`pingora_runtime::current_handle`): with per-thread runtimes, the streams of one
 //! connection then contend for its shared state from every thread. Otherwise the loop does
 //! what pingora's does: graceful shutdown by GOAWAY, still serving the streams already
-//! opened, and the idle timeout counted while no stream is in flight.
+//! opened, the idle timeout counted while no stream is in flight, and a connection closed
+//! after 32 malformed streams; and two deadlines pingora's lacks: the preface and
+//! settings within the head deadline, each answer's writes within the write deadline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,11 +55,18 @@ impl InFlight {
     }
 }
 
-/// Serves the HTTP/2 connection `stream` until it closes, each request through `proxy`.
+/// Malformed streams one connection may open before it is closed (pingora's own bound).
+const MAX_MALFORMED_STREAMS: usize = 32;
+
+/// Serves the HTTP/2 connection `stream` until it closes, each request through `proxy`:
+/// the connection preface and settings within `head`, each answer's writes within
+/// `write` (as on HTTP/1.1).
 pub(crate) async fn serve(
     proxy: &Arc<HttpProxy<Redirector>>,
     stream: Stream,
     shutdown: &ShutdownWatch,
+    head: Duration,
+    write: Duration,
 ) {
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
@@ -65,7 +74,13 @@ pub(crate) async fn serve(
         proxy_digest: stream.get_proxy_digest(),
         socket_digest: stream.get_socket_digest(),
     });
-    let Ok(mut conn) = handshake(stream, proxy.h2_options.clone()).await else {
+    let mut signal = shutdown.clone();
+    let handshake = tokio::select! {
+        biased;
+        _ = signal.changed() => return,
+        handshake = tokio::time::timeout(head, handshake(stream, proxy.h2_options.clone())) => handshake,
+    };
+    let Ok(Ok(mut conn)) = handshake else {
         return;
     };
     let idle_timeout = proxy
@@ -73,8 +88,8 @@ pub(crate) async fn serve(
         .as_ref()
         .and_then(|o| o.h2_idle_timeout);
     let in_flight = Arc::new(InFlight::default());
-    let mut signal = shutdown.clone();
     let mut draining = false;
+    let mut malformed = 0;
     loop {
         let accepted = if draining {
             HttpSession::from_h2_conn(&mut conn, digest.clone()).await
@@ -97,19 +112,25 @@ pub(crate) async fn serve(
         match accepted {
             // A client dropping the connection without closing HTTP/2 is common.
             Err(_) | Ok(None) => return,
-            // Answered or reset already (a malformed stream); `h2` ends the connection
-            // once the client has caused `h2_max_error_resets` of them.
-            Ok(Some(H2Accept::Rejected)) => continue,
+            // Answered or reset already (a malformed stream): a connection that keeps
+            // opening them is closed.
+            Ok(Some(H2Accept::Rejected)) => {
+                malformed += 1;
+                if malformed >= MAX_MALFORMED_STREAMS {
+                    return;
+                }
+            }
             Ok(Some(H2Accept::Session(session))) => {
                 let guard = in_flight.start();
                 let proxy = proxy.clone();
                 let shutdown = shutdown.clone();
+                let mut session = ServerSession::new_http2(session);
+                // A client that stops reading (a zero flow-control window) is cut off.
+                session.set_write_timeout(Some(write));
                 // On this thread's runtime: the connection's own thread.
                 tokio::spawn(async move {
                     let _guard = guard;
-                    proxy
-                        .process_new_http(ServerSession::new_http2(session), &shutdown)
-                        .await;
+                    proxy.process_new_http(session, &shutdown).await;
                 });
             }
         }

@@ -720,7 +720,9 @@ impl HttpsPolicy {
     /// is on and a certificate covers its host (`host`, the `Host` header as sent).
     /// ACME's HTTP-01 challenges stay on plain HTTP, as the protocol requires.
     pub fn upgrade_location(&self, host: &[u8], path_and_query: &str) -> Option<HeaderValue> {
-        if path_and_query.starts_with("/.well-known/acme-challenge/") {
+        if (!self.redirect_http && !self.domains.has_own_https())
+            || path_and_query.starts_with("/.well-known/acme-challenge/")
+        {
             return None;
         }
         let name = host_name(host)?;
@@ -742,6 +744,9 @@ impl HttpsPolicy {
     /// The `Strict-Transport-Security` value for an HTTPS request to `host` (the `Host`
     /// header as sent): its domain's own, else the installation's.
     pub fn hsts_for(&self, host: Option<&[u8]>) -> Option<HeaderValue> {
+        if !self.domains.has_own_https() {
+            return self.hsts.clone();
+        }
         let own = host
             .and_then(host_name)
             .and_then(|name| self.domains.own_https(&name))
