@@ -42,15 +42,7 @@ async fn start(
 /// or a registered one's).
 async fn certificate_of(s: &TestServer, name: &str) -> Value {
     let list = s.get_json("/api/v1/domains", ADMIN_KEY).await;
-    if list["default_domain"]["name"] == name {
-        return list["default_domain"]["certificate"].clone();
-    }
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == name)
-        .map_or(Value::Null, |d| d["certificate"].clone())
+    common::domain_certificate(&list, name)
 }
 
 /// Waits until the API shows `name`'s certificate in `state`; returns the entry.

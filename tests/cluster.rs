@@ -223,16 +223,7 @@ secret_access_key = "{S3_SECRET}"
     /// The state of `name`'s certificate in `GET /api/v1/domains` (`""` when none).
     async fn certificate_state(&self, control: &Node, name: &str) -> String {
         let list = self.get_json(control, "/api/v1/domains").await;
-        let certificate = if list["default_domain"]["name"] == name {
-            list["default_domain"]["certificate"].clone()
-        } else {
-            list["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|d| d["name"] == name)
-                .map_or(Value::Null, |d| d["certificate"].clone())
-        };
+        let certificate = common::domain_certificate(&list, name);
         certificate["state"].as_str().unwrap_or_default().to_owned()
     }
 

@@ -57,10 +57,15 @@ async fn with_one_certificate(
     (dir, ca, server, port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_answers_by_sni_over_http1_and_http2() {
+/// A server whose TLS listener serves two certificates from a new test CA, `sho.rt`'s and
+/// `*.brand.test`'s, with `extra` settings; returns the folder (keep it), the CA, the
+/// server and its TLS port.
+async fn with_brand_certificates(
+    ca_name: &str,
+    extra: &str,
+) -> (tempfile::TempDir, Ca, TestServer, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "one");
+    let ca = Ca::new(dir.path(), ca_name);
     let (main_cert, main_key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
     let (brand_cert, brand_key) = (dir.path().join("brand.pem"), dir.path().join("brand.key"));
     ca.issue(&["sho.rt"], &main_cert, &main_key);
@@ -68,6 +73,16 @@ async fn https_answers_by_sni_over_http1_and_http2() {
     let (s, port) = start_tls(
         dir.path(),
         &[(main_cert, main_key), (brand_cert, brand_key)],
+        extra,
+    )
+    .await;
+    (dir, ca, s, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_answers_by_sni_over_http1_and_http2() {
+    let (_dir, ca, s, port) = with_brand_certificates(
+        "one",
         "hsts_max_age_seconds = 31536000\nredirect_http = true",
     )
     .await;
@@ -725,19 +740,8 @@ async fn an_upgrade_hands_the_tls_listener_over() {
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_has_https_behaviour_of_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "own");
-    let (main_cert, main_key) = (dir.path().join("main.pem"), dir.path().join("main.key"));
-    let (brand_cert, brand_key) = (dir.path().join("brand.pem"), dir.path().join("brand.key"));
-    ca.issue(&["sho.rt"], &main_cert, &main_key);
-    ca.issue(&["*.brand.test"], &brand_cert, &brand_key);
     // The installation: no redirect to HTTPS, no HSTS.
-    let (s, port) = start_tls(
-        dir.path(),
-        &[(main_cert, main_key), (brand_cert, brand_key)],
-        "",
-    )
-    .await;
+    let (_dir, ca, s, port) = with_brand_certificates("own", "").await;
     let r = s
         .api(reqwest::Method::POST, "/api/v1/domains", ADMIN_KEY)
         .json(

@@ -779,3 +779,17 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// The certificate entry a `GET /api/v1/domains` answer (`list`) shows for `name`: the
+/// default domain's or a registered one's (`null` when none).
+pub fn domain_certificate(list: &Value, name: &str) -> Value {
+    if list["default_domain"]["name"] == name {
+        return list["default_domain"]["certificate"].clone();
+    }
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .map_or(Value::Null, |d| d["certificate"].clone())
+}
