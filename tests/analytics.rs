@@ -72,18 +72,33 @@ async fn every_redirect_is_counted_in_the_right_buckets() {
         stats["bots"], 16,
         "Googlebot, HEAD requests and the UA-less probe"
     );
-    assert_eq!(count_of(&stats["browsers"], "Chrome"), 15);
+    // The top-N lists leave bots out unless asked.
+    assert_eq!(stats["include_bots"], false);
+    assert_eq!(count_of(&stats["browsers"], "Chrome"), 10);
     assert_eq!(count_of(&stats["browsers"], "Safari"), 10);
     assert_eq!(count_of(&stats["browsers"], "Firefox"), 5);
+    assert_eq!(count_of(&stats["browsers"], "Googlebot"), 0);
     assert_eq!(count_of(&stats["os"], "iPhone"), 10);
     assert_eq!(count_of(&stats["devices"], "desktop"), 15);
     assert_eq!(count_of(&stats["devices"], "mobile"), 10);
-    assert_eq!(count_of(&stats["devices"], "bot"), 16);
+    assert_eq!(count_of(&stats["devices"], "bot"), 0);
     assert_eq!(count_of(&stats["referrers"], "news.example.com"), 10);
     assert_eq!(count_of(&stats["referrers"], "social.example"), 5);
-    assert_eq!(count_of(&stats["referrers"], "direct"), 26);
-    assert_eq!(count_of(&stats["countries"], "NL"), 40);
-    assert_eq!(count_of(&stats["countries"], "unknown"), 1);
+    assert_eq!(count_of(&stats["referrers"], "direct"), 10);
+    assert_eq!(count_of(&stats["countries"], "NL"), 25);
+    assert_eq!(count_of(&stats["countries"], "unknown"), 0);
+    let all: Value = s
+        .get_json("/api/v1/links/counted/stats?bots=include", ADMIN_KEY)
+        .await;
+    assert_eq!(
+        (&all["total"], &all["include_bots"]),
+        (&json!(41), &json!(true))
+    );
+    assert_eq!(count_of(&all["browsers"], "Chrome"), 15);
+    assert_eq!(count_of(&all["devices"], "bot"), 16);
+    assert_eq!(count_of(&all["referrers"], "direct"), 26);
+    assert_eq!(count_of(&all["countries"], "NL"), 40);
+    assert_eq!(count_of(&all["countries"], "unknown"), 1);
     let series_sum: u64 = stats["series"]
         .as_array()
         .unwrap()
@@ -115,6 +130,8 @@ async fn every_redirect_is_counted_in_the_right_buckets() {
         ),
         ("from=yesterday", "invalid_range"),
         ("interval=week", "invalid_query"),
+        ("bots=some", "invalid_query"),
+        ("tz=Mars/Olympus", "invalid_query"),
         (
             "from=2000-01-01T00:00:00Z&to=2030-01-01T00:00:00Z",
             "range_too_large",
@@ -229,6 +246,166 @@ async fn ingestion_is_authenticated_validated_and_idempotent() {
     );
     let stats = wait_total(&s.client, &s.proxy, "ingested", 3).await;
     assert_eq!(stats["total"], 3, "{stats}");
+}
+
+#[tokio::test]
+async fn account_stats_sum_every_link_and_days_start_at_the_zones_midnight() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_INTERNAL_SECRET", INTERNAL_SECRET),
+    )
+    .await;
+    let alice = s.new_user("alice").await;
+    // Ids in a fresh store follow creation order: alice's links are 1–3, the admin's 4.
+    for (key, alias) in [
+        (alice.as_str(), "acct-a"),
+        (&alice, "acct-b"),
+        (&alice, "acct-c"),
+        (ADMIN_KEY, "acct-other"),
+    ] {
+        let (status, _) = s
+            .create(
+                key,
+                json!({"url": format!("https://acct.example/{alias}"), "alias": alias}),
+            )
+            .await;
+        assert_eq!(status, 201, "{alias}");
+    }
+    // Yesterday's UTC midnight; clicks half an hour either side of it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let midnight = now - now.rem_euclid(86_400) - 86_400;
+    let (before, after) = ((midnight - 1800) * 1000, (midnight + 1800) * 1000);
+    let mut clicks = Vec::new();
+    for (link, n, ts, ua) in [
+        (1, 4, before, CHROME_WIN),
+        (1, 1, before, GOOGLEBOT),
+        (2, 2, after, SAFARI_IPHONE),
+        (3, 1, after, GOOGLEBOT),
+        (4, 5, after, CHROME_WIN),
+    ] {
+        clicks.extend((0..n).map(|_| json!({"l": link, "t": ts, "ua": ua})));
+    }
+    let r = s
+        .client
+        .post(format!("{}/internal/v1/clicks", s.control))
+        .header("x-shortlink-internal-secret", INTERNAL_SECRET)
+        .json(&json!({"batch_id": "account-1", "clicks": clicks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let range = &format!(
+        "from={}&to={}",
+        ts_text(midnight - 86_400),
+        ts_text(midnight + 86_400)
+    );
+    let stats = |query: String, key: String| {
+        let s = &s;
+        async move {
+            s.get_json(&format!("/api/v1/stats?{range}&{query}"), &key)
+                .await
+        }
+    };
+    let utc = stats("interval=day".into(), alice.clone()).await;
+    assert_eq!(
+        (&utc["total"], &utc["humans"], &utc["bots"], &utc["tz"]),
+        (&json!(8), &json!(6), &json!(2), &json!("UTC")),
+        "{utc}"
+    );
+    assert_eq!(
+        utc["series"],
+        json!([{"ts": midnight - 86_400, "count": 5}, {"ts": midnight, "count": 3}])
+    );
+    let top = |v: &Value| -> Vec<(String, u64)> {
+        v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["code"].as_str().unwrap().to_owned(),
+                    l["clicks"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        top(&utc),
+        vec![("acct-a".into(), 4), ("acct-b".into(), 2)],
+        "people only: a link only bots clicked is not in the list"
+    );
+    assert!(
+        utc["links"][0]["short_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/acct-a")
+    );
+    let with_bots = stats("interval=day&bots=include".into(), alice.clone()).await;
+    assert_eq!(
+        top(&with_bots),
+        vec![
+            ("acct-a".into(), 5),
+            ("acct-b".into(), 2),
+            ("acct-c".into(), 1)
+        ]
+    );
+    // Tokyo (+09:00): both sides of UTC midnight are the same morning there.
+    let tokyo = stats("interval=day&tz=Asia/Tokyo".into(), alice.clone()).await;
+    assert_eq!(tokyo["tz"], "Asia/Tokyo");
+    assert_eq!(
+        tokyo["series"],
+        json!([{"ts": midnight - 9 * 3600, "count": 8}])
+    );
+    // Honolulu (-10:00): the same afternoon of the day before.
+    let honolulu = stats("interval=day&tz=Pacific/Honolulu".into(), alice.clone()).await;
+    assert_eq!(
+        honolulu["series"],
+        json!([{"ts": midnight - 86_400 + 10 * 3600, "count": 8}])
+    );
+    // Hourly buckets are instants; a zone does not move them.
+    let hourly = stats("interval=hour&tz=Asia/Tokyo".into(), alice.clone()).await;
+    assert_eq!(
+        hourly["series"],
+        json!([{"ts": midnight - 3600, "count": 5}, {"ts": midnight, "count": 3}])
+    );
+    let admin = stats("interval=day".into(), ADMIN_KEY.to_owned()).await;
+    assert_eq!(
+        (&admin["total"], top(&admin)),
+        (&json!(5), vec![("acct-other".to_owned(), 5)]),
+        "an account sees its own links only"
+    );
+    let r = s
+        .api(Method::DELETE, "/api/v1/links/acct-b", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let after = stats("interval=day".into(), alice.clone()).await;
+    assert_eq!(
+        after["total"], 8,
+        "a deleted link's clicks stay in the totals"
+    );
+    assert_eq!(top(&after), vec![("acct-a".into(), 4)]);
+    let r = s
+        .api(Method::GET, "/api/v1/stats?tz=Nowhere/Atlantis", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (422, "invalid_query".into()));
+    let r = s
+        .client
+        .get(format!("{}/api/v1/stats", s.control))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// `seconds` as RFC 3339 in UTC (`Z`: nothing to escape in a query).
+fn ts_text(seconds: i64) -> String {
+    shortlink_core::time_util::to_rfc3339(seconds)
 }
 
 /// Batches in a spool folder: each process spools into a folder of its own in it.

@@ -58,6 +58,7 @@ async fn the_document_lists_every_operation_with_its_errors() {
         ("PATCH", "/api/v1/links/{code}"),
         ("DELETE", "/api/v1/links/{code}"),
         ("GET", "/api/v1/links/{code}/stats"),
+        ("GET", "/api/v1/stats"),
         ("GET", "/api/v1/links/{code}/qr"),
         ("POST", "/api/v1/links/import"),
         ("GET", "/api/v1/links/export"),

@@ -23,6 +23,7 @@ pub mod qr;
 pub mod sessions;
 pub mod slow_body;
 pub mod state;
+pub mod stats;
 pub mod thumbnails;
 mod ui;
 pub mod unread_body;
@@ -92,7 +93,8 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(bulk::import_links).layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES)))
         .routes(routes!(bulk::export_links))
-        .routes(routes!(links::link_stats))
+        .routes(routes!(stats::link_stats))
+        .routes(routes!(stats::account_stats))
         .routes(routes!(qr::link_qr))
         .routes(routes!(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)))
         .routes(routes!(notifications::sse))

@@ -8,11 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use shortlink_core::code::is_reserved;
 use shortlink_core::time_util::{now_unix, parse_rfc3339, to_rfc3339};
 use shortlink_core::{
-    EventKind, Interval, KeyCount, Link, LinkPatch, NewLink, RedirectStatus, Scope, SeriesPoint,
-    ShortCode, Tag, TargetError, Targeting, UserId, validate_alias, validate_domain,
-    validate_target,
+    EventKind, Link, LinkPatch, NewLink, RedirectStatus, Scope, ShortCode, Tag, TargetError,
+    Targeting, UserId, validate_alias, validate_domain, validate_target,
 };
-use shortlink_store::{Created, ListQuery, StatsQuery, StoreError};
+use shortlink_store::{Created, ListQuery, StoreError};
 
 use crate::auth::Caller;
 use crate::domains::resolve_domain;
@@ -750,143 +749,4 @@ pub async fn delete_link(
     } else {
         Err(ApiError::link_not_found())
     }
-}
-
-/// Query of `GET /api/v1/links/{code}/stats`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct StatsParams {
-    /// Start of the range (RFC 3339; default: 7 days before `to` hourly, 30 daily).
-    #[param(format = DateTime)]
-    from: Option<String>,
-    /// End of the range (RFC 3339; default: the end of the current hour).
-    #[param(format = DateTime)]
-    to: Option<String>,
-    /// Bucket size of the series (default `hour`).
-    interval: Option<Interval>,
-    /// The link's custom domain (absent: the default domain).
-    domain: Option<String>,
-}
-
-api_errors!(LinkStatsErrors: AUTH, QUERY; NotFound, InvalidRange, RangeTooLarge);
-
-/// Most buckets one stats query may span.
-const MAX_BUCKETS: i64 = 10_000;
-/// Entries per top-N list.
-const TOP_N: usize = 10;
-
-/// A link's statistics as the API shows them.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatsView {
-    /// The link's short code.
-    code: String,
-    /// Start of the range (RFC 3339).
-    #[schema(format = DateTime)]
-    from: String,
-    /// End of the range (RFC 3339).
-    #[schema(format = DateTime)]
-    to: String,
-    /// Bucket size of the series.
-    interval: Interval,
-    /// Clicks in the range.
-    total: u64,
-    /// Clicks not made by bots.
-    humans: u64,
-    /// Clicks made by bots.
-    bots: u64,
-    /// Non-empty buckets, oldest first.
-    series: Vec<SeriesPoint>,
-    /// Top referrer hosts.
-    referrers: Vec<KeyCount>,
-    /// Top countries.
-    countries: Vec<KeyCount>,
-    /// Top browsers.
-    browsers: Vec<KeyCount>,
-    /// Top operating systems.
-    os: Vec<KeyCount>,
-    /// Top device classes.
-    devices: Vec<KeyCount>,
-}
-
-fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
-    parse_rfc3339(text).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRange,
-            format!("{name} '{text}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"),
-        )
-    })
-}
-
-/// `GET /api/v1/links/{code}/stats`: counts from the rollups. `to` defaults to now, `from`
-/// to 7 days (hourly) or 30 days (daily) before `to`. Series buckets are aligned to UTC
-/// hours or days; the top-N lists cover the whole UTC days the range touches.
-#[utoipa::path(
-    get,
-    path = "/api/v1/links/{code}/stats",
-    tag = "links",
-    params(("code" = String, Path, description = "The link's short code."), StatsParams),
-    security(("api_key" = []), ("session" = [])),
-    responses((status = 200, description = "The link's statistics.", body = StatsView), LinkStatsErrors),
-)]
-pub async fn link_stats(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(code): Path<String>,
-    ApiQuery(params): ApiQuery<StatsParams>,
-) -> Result<Json<StatsView>, ApiError> {
-    let link = owned_link(&state, &caller, params.domain.as_deref(), &code).await?;
-    let interval = params.interval.unwrap_or(Interval::Hour);
-    let to = match params.to.as_deref() {
-        Some(t) => parse_time("to", t)?,
-        // The end of the current hour, so the bucket in progress is included.
-        None => now_unix() - now_unix().rem_euclid(3600) + 3600,
-    };
-    let default_span = match interval {
-        Interval::Hour => 7 * 86_400,
-        Interval::Day => 30 * 86_400,
-    };
-    let from = match params.from.as_deref() {
-        Some(f) => parse_time("from", f)?,
-        None => to - default_span,
-    };
-    if from >= to {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRange,
-            "from must be before to",
-        ));
-    }
-    if (to - from) / interval.seconds() > MAX_BUCKETS {
-        return Err(ApiError::new(
-            ErrorCode::RangeTooLarge,
-            format!(
-                "a query may span at most {MAX_BUCKETS} buckets; use interval=day or a shorter range"
-            ),
-        ));
-    }
-    let stats = state
-        .store()
-        .link_stats(StatsQuery {
-            link_id: link.id,
-            from,
-            to,
-            interval,
-            top: TOP_N,
-        })
-        .await?;
-    Ok(Json(StatsView {
-        code: link.code.into_string(),
-        from: to_rfc3339(from),
-        to: to_rfc3339(to),
-        interval,
-        total: stats.total,
-        humans: stats.humans,
-        bots: stats.bots,
-        series: stats.series,
-        referrers: stats.referrers,
-        countries: stats.countries,
-        browsers: stats.browsers,
-        os: stats.os,
-        devices: stats.devices,
-    }))
 }

@@ -271,7 +271,7 @@ async function showStats(code) {
   try {
     const stats = await api(`/api/v1/links/${encodeURIComponent(code)}/stats?interval=hour`);
     $('#stats-summary').textContent = `${stats.total} click${stats.total === 1 ? '' : 's'}: `
-      + `${stats.humans} by people, ${stats.bots} by bots (last 7 days).`;
+      + `${stats.humans} by people, ${stats.bots} by bots (last 7 days). The lists count people.`;
     drawChart(stats);
     const tops = $('#tops');
     tops.replaceChildren();

@@ -130,6 +130,34 @@ impl Interval {
     }
 }
 
+/// Clicks of one link in an account's top list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCount {
+    /// The link.
+    pub link_id: LinkId,
+    /// Its domain (empty: the default domain).
+    pub domain: String,
+    /// Its short code.
+    pub code: String,
+    /// Clicks in the range (bots included or not, as asked).
+    pub clicks: u64,
+}
+
+/// An account's statistics over a time range: every link it owns, summed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountStats {
+    /// All clicks.
+    pub total: u64,
+    /// Clicks not made by bots.
+    pub humans: u64,
+    /// Clicks made by bots.
+    pub bots: u64,
+    /// Non-empty buckets, oldest first.
+    pub series: Vec<SeriesPoint>,
+    /// The most clicked links, most first.
+    pub links: Vec<LinkCount>,
+}
+
 /// One `{key, count}` entry of a top-N list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyCount {

@@ -24,8 +24,8 @@ pub use account::{
 };
 pub use certificate::{Issuance, IssuanceState, StoredCertificate};
 pub use click::{
-    ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkStats, QR_MARKER, QR_SOURCE,
-    SeriesPoint, is_qr_scan,
+    AccountStats, ClickBatch, ClickEvent, EnrichedClick, Interval, KeyCount, LinkCount, LinkStats,
+    QR_MARKER, QR_SOURCE, SeriesPoint, is_qr_scan,
 };
 pub use code::{AliasError, CodeGenerator, ShortCode, is_reserved, validate_alias};
 pub use domain::{

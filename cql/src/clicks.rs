@@ -12,9 +12,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shortlink_core::time_util::now_unix;
-use shortlink_core::{EnrichedClick, LinkId, LinkStats};
-use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
-use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
+use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
+use shortlink_store::rollup::{
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, encode_log, rank_links,
+};
+use shortlink_store::{AccountStatsQuery, ClickStore, IngestOutcome, StatsQuery, StoreError};
 use tracing::warn;
 
 use scylla::statement::batch::{Batch, BatchType};
@@ -162,11 +164,19 @@ impl ClickStore for CqlStore {
             .iter()
             .filter(|c| matches!(links.get(&c.link_id), Some(Some(_))))
             .collect();
+        let delta = RollupDelta::of(&counted);
+        let OwnerDelta {
+            hours: owner_hours,
+            link_days: owner_days,
+        } = delta.owners(|link| match links.get(&link) {
+            Some(Some(info)) => Some(info.owner),
+            _ => None,
+        });
         let RollupDelta {
             hours,
             days,
             links: per_link,
-        } = RollupDelta::of(&counted);
+        } = delta;
         // Rollup rows of one (link, month) partition go in one counter batch: one
         // mutation per partition instead of one request per row.
         type HourRow = (Counter, Counter, i64, i32, i64);
@@ -194,6 +204,45 @@ impl ClickStore for CqlStore {
                 key,
             ));
         }
+        type OwnerHourRow = (Counter, Counter, i64, i32, i64);
+        type OwnerDayRow = (Counter, Counter, i64, i32, i64, LinkId);
+        let mut owner_hour_rows: HashMap<(i64, i32), Vec<OwnerHourRow>> = HashMap::new();
+        for ((owner, hour), (total, bots)) in owner_hours {
+            let month = ids::month_of(hour);
+            owner_hour_rows.entry((owner, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                owner,
+                month,
+                hour,
+            ));
+        }
+        let mut owner_day_rows: HashMap<(i64, i32), Vec<OwnerDayRow>> = HashMap::new();
+        for ((owner, day, link), (total, bots)) in owner_days {
+            let month = ids::month_of(day);
+            owner_day_rows.entry((owner, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                owner,
+                month,
+                day,
+                link,
+            ));
+        }
+        let owner_hour_update = self
+            .prepare(
+                "UPDATE {ks}.owner_rollup_hour SET total = total + ?, bots = bots + ? \
+                 WHERE owner = ? AND month = ? AND hour = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let owner_day_update = self
+            .prepare(
+                "UPDATE {ks}.owner_link_day SET total = total + ?, bots = bots + ? \
+                 WHERE owner = ? AND month = ? AND day = ? AND link_id = ?",
+                Kind::Counter,
+            )
+            .await?;
         let hour_update = self
             .prepare(
                 "UPDATE {ks}.rollup_hour SET total = total + ?, bots = bots + ? \
@@ -215,6 +264,12 @@ impl ClickStore for CqlStore {
         }
         for rows in day_rows.into_values() {
             writes.extend(self.counter_batches(&day_update, rows));
+        }
+        for rows in owner_hour_rows.into_values() {
+            writes.extend(self.counter_batches(&owner_hour_update, rows));
+        }
+        for rows in owner_day_rows.into_values() {
+            writes.extend(self.counter_batches(&owner_day_update, rows));
         }
         for (link, delta) in &per_link {
             let (link, n) = (*link, delta.clicks);
@@ -261,7 +316,7 @@ impl ClickStore for CqlStore {
             return Ok(stats);
         }
         let first_day = day_of(query.from);
-        let mut dims: HashMap<(String, String), i64> = HashMap::new();
+        let mut tops = Tops::default();
         for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
             let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
                 .rows(
@@ -283,14 +338,65 @@ impl ClickStore for CqlStore {
                 )
                 .await?;
             for (dim, key, n) in rows {
-                *dims.entry((dim, key)).or_default() += n.map_or(0, |c| c.0);
+                tops.add(&dim, key, n.map_or(0, |c| c.0));
             }
         }
-        let mut sorted: Vec<((String, String), i64)> = dims.into_iter().collect();
-        sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.1.cmp(&b.0.1)));
-        for ((dim, key), count) in sorted {
-            add_top(&mut stats, &dim, key, count, query.top);
-        }
+        tops.finish(&mut stats, query.top, query.include_bots);
         Ok(stats)
+    }
+
+    async fn account_stats(&self, query: AccountStatsQuery) -> Result<AccountStats, StoreError> {
+        let mut series = LinkStats::default();
+        if query.to <= query.from {
+            return Ok(AccountStats::default());
+        }
+        let first_day = day_of(query.from);
+        let mut per_link: Vec<(LinkId, i64, i64)> = Vec::new();
+        for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
+            let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
+                .rows(
+                    "SELECT hour, total, bots FROM {ks}.owner_rollup_hour \
+                     WHERE owner = ? AND month = ? AND hour >= ? AND hour < ?",
+                    (query.owner, month, query.from, query.to),
+                )
+                .await?;
+            for (hour, total, bots) in hours {
+                let total = total.map_or(0, |c| c.0).max(0) as u64;
+                let bots = bots.map_or(0, |c| c.0).max(0) as u64;
+                add_hour(&mut series, hour, total, bots, query.interval.seconds());
+            }
+            let days: Vec<(LinkId, Option<Counter>, Option<Counter>)> = self
+                .rows(
+                    "SELECT link_id, total, bots FROM {ks}.owner_link_day \
+                     WHERE owner = ? AND month = ? AND day >= ? AND day < ?",
+                    (query.owner, month, first_day, query.to),
+                )
+                .await?;
+            per_link.extend(days.into_iter().map(|(link, total, bots)| {
+                (link, total.map_or(0, |c| c.0), bots.map_or(0, |c| c.0))
+            }));
+        }
+        let mut links = Vec::with_capacity(query.top);
+        for (link_id, clicks) in rank_links(per_link, query.include_bots) {
+            if links.len() == query.top {
+                break;
+            }
+            // A deleted link keeps its clicks in the totals, not in the list.
+            if let Some(info) = self.link_info(link_id).await? {
+                links.push(LinkCount {
+                    link_id,
+                    domain: info.domain,
+                    code: info.code,
+                    clicks,
+                });
+            }
+        }
+        Ok(AccountStats {
+            total: series.total,
+            humans: series.humans,
+            bots: series.bots,
+            series: series.series,
+            links,
+        })
     }
 }

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "domain https",
         cql: include_str!("../schema/008_domain_https.cql"),
     },
+    Migration {
+        version: 9,
+        name: "account stats",
+        cql: include_str!("../schema/009_account_stats.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

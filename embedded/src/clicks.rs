@@ -3,15 +3,17 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use rusqlite::{ToSql, params};
+use rusqlite::{OptionalExtension, ToSql, params};
 use shortlink_core::time_util::{now_unix, now_unix_ms};
-use shortlink_core::{EnrichedClick, LinkId, LinkStats};
+use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
 
 use super::EmbeddedStore;
 use super::events;
 use super::pacing::Pacer;
-use shortlink_store::rollup::{RollupDelta, add_hour, add_top, day_of, encode_log};
-use shortlink_store::{ClickStore, IngestOutcome, StatsQuery, StoreError};
+use shortlink_store::rollup::{
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, encode_log, rank_links,
+};
+use shortlink_store::{AccountStatsQuery, ClickStore, IngestOutcome, StatsQuery, StoreError};
 
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
 const PRUNE_ROWS: i64 = 100;
@@ -118,7 +120,9 @@ impl ClickStore for EmbeddedStore {
                     .filter(|c| links.contains_key(&c.link_id))
                     .collect();
                 let body = encode_log(&counted);
-                let RollupDelta { hours, days, links: per_link } = RollupDelta::of(&counted);
+                let delta = RollupDelta::of(&counted);
+                let owners = delta.owners(|link| links.get(&link).map(|info| info.owner));
+                let RollupDelta { hours, days, links: per_link } = delta;
                 let total: i64 = per_link.values().map(|l| l.clicks).sum();
                 pacer.step();
                 conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
@@ -145,6 +149,33 @@ impl ClickStore for EmbeddedStore {
                         conn,
                         "INSERT INTO rollup_day (link_id, day, dim, key, count) VALUES",
                         "ON CONFLICT (link_id, day, dim, key) DO UPDATE SET count = count + excluded.count",
+                        5,
+                        &cells,
+                        &mut pacer,
+                    )?;
+                    let OwnerDelta { hours, link_days } = &owners;
+                    let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
+                    for ((owner, hour), (total, bots)) in hours {
+                        cells.extend([owner as &dyn ToSql, hour, total, bots]);
+                    }
+                    rows_of_values(
+                        conn,
+                        "INSERT INTO owner_rollup_hour (owner, hour, total, bots) VALUES",
+                        "ON CONFLICT (owner, hour) DO UPDATE
+                         SET total = total + excluded.total, bots = bots + excluded.bots",
+                        4,
+                        &cells,
+                        &mut pacer,
+                    )?;
+                    let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(link_days.len() * 5);
+                    for ((owner, day, link), (total, bots)) in link_days {
+                        cells.extend([owner as &dyn ToSql, day, link, total, bots]);
+                    }
+                    rows_of_values(
+                        conn,
+                        "INSERT INTO owner_link_day (owner, day, link_id, total, bots) VALUES",
+                        "ON CONFLICT (owner, day, link_id) DO UPDATE
+                         SET total = total + excluded.total, bots = bots + excluded.bots",
                         5,
                         &cells,
                         &mut pacer,
@@ -220,9 +251,9 @@ impl ClickStore for EmbeddedStore {
                 );
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT dim, key, SUM(count) AS n FROM rollup_day
+                "SELECT dim, key, SUM(count) FROM rollup_day
                  WHERE link_id = ?1 AND day >= ?2 AND day < ?3
-                 GROUP BY dim, key ORDER BY n DESC, key",
+                 GROUP BY dim, key",
             )?;
             let rows =
                 stmt.query_map(params![query.link_id, day_of(query.from), query.to], |r| {
@@ -232,11 +263,75 @@ impl ClickStore for EmbeddedStore {
                         r.get::<_, i64>(2)?,
                     ))
                 })?;
+            let mut tops = Tops::default();
             for row in rows {
                 let (dim, key, count) = row?;
-                add_top(&mut stats, &dim, key, count, query.top);
+                tops.add(&dim, key, count);
             }
+            tops.finish(&mut stats, query.top, query.include_bots);
             Ok(stats)
+        })
+        .await
+    }
+
+    async fn account_stats(&self, query: AccountStatsQuery) -> Result<AccountStats, StoreError> {
+        self.read(move |conn| {
+            let mut series = LinkStats::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT hour, total, bots FROM owner_rollup_hour
+                 WHERE owner = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour",
+            )?;
+            let rows = stmt.query_map(params![query.owner, query.from, query.to], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (hour, total, bots) = row?;
+                let (total, bots) = (total.max(0) as u64, bots.max(0) as u64);
+                add_hour(&mut series, hour, total, bots, query.interval.seconds());
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT link_id, SUM(total), SUM(bots) FROM owner_link_day
+                 WHERE owner = ?1 AND day >= ?2 AND day < ?3 GROUP BY link_id",
+            )?;
+            let rows = stmt
+                .query_map(params![query.owner, day_of(query.from), query.to], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut links = Vec::with_capacity(query.top);
+            let mut find = conn.prepare_cached("SELECT domain, code FROM links WHERE id = ?1")?;
+            for (link_id, clicks) in rank_links(rows, query.include_bots) {
+                if links.len() == query.top {
+                    break;
+                }
+                // A deleted link keeps its clicks in the totals, not in the list.
+                let found = find
+                    .query_row([link_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((domain, code)) = found {
+                    links.push(LinkCount {
+                        link_id,
+                        domain,
+                        code,
+                        clicks,
+                    });
+                }
+            }
+            Ok(AccountStats {
+                total: series.total,
+                humans: series.humans,
+                bots: series.bots,
+                series: series.series,
+                links,
+            })
         })
         .await
     }

@@ -150,6 +150,13 @@ impl EmbeddedStore {
         }
         conn.execute_batch(schema::SCHEMA)?;
         schema::add_missing_columns(&conn)?;
+        if (1..11).contains(&version) {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                schema::BACKFILL_OWNERS,
+                schema::SCHEMA_VERSION
+            ))?;
+        }
         conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?;
         let salt: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'code_salt'", [], |r| {
@@ -383,6 +390,54 @@ mod tests {
             .expect("survives");
         assert_eq!(link.redirect, RedirectStatus::Temporary);
         assert_eq!(store.installation_salt().await.unwrap(), salt);
+    }
+
+    #[tokio::test]
+    async fn an_older_database_gets_its_account_rollups_filled_once() {
+        use shortlink_core::Interval;
+        use shortlink_store::conformance::{click, new_link};
+        use shortlink_store::{AccountStatsQuery, ClickStore, LinkStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let owner = store.create_user("older", Role::User).await.unwrap().id;
+        let now_ms = now_unix() * 1000;
+        for (code, clicks) in [("olda", 3), ("oldb", 5)] {
+            let link = store
+                .create_link(new_link(
+                    owner,
+                    code.into(),
+                    &format!("https://older.test/{code}"),
+                ))
+                .await
+                .unwrap()
+                .link;
+            let batch = (0..clicks)
+                .map(|i| click(link.id, now_ms + i, "Chrome", i == 0))
+                .collect();
+            store.ingest_clicks(code, batch).await.unwrap();
+        }
+        let query = AccountStatsQuery {
+            owner,
+            from: now_unix() - 86_400,
+            to: now_unix() + 86_400,
+            interval: Interval::Day,
+            top: 10,
+            include_bots: true,
+        };
+        let before = store.account_stats(query).await.unwrap();
+        assert_eq!((before.total, before.bots, before.links.len()), (8, 2, 2));
+        drop(store);
+        // As a version 10 database left it: no account rollups.
+        let conn = Connection::open(dir.path().join("shortlink.db")).unwrap();
+        conn.execute_batch(
+            "DELETE FROM owner_rollup_hour; DELETE FROM owner_link_day; PRAGMA user_version = 10;",
+        )
+        .unwrap();
+        drop(conn);
+        for _ in 0..2 {
+            let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+            assert_eq!(store.account_stats(query).await.unwrap(), before);
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 11;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -264,6 +264,40 @@ CREATE TABLE IF NOT EXISTS acme_issuances (
     name     TEXT PRIMARY KEY,
     issuance TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- Version 11: account-wide stats. Per owner per hour: all clicks and bot clicks; per owner
+-- per UTC day per link: the same, for the top list. Written with the links' rollups; a
+-- database of an older version fills them from `rollup_hour` once (see `BACKFILL_OWNERS`).
+CREATE TABLE IF NOT EXISTS owner_rollup_hour (
+    owner INTEGER NOT NULL,
+    hour  INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    bots  INTEGER NOT NULL,
+    PRIMARY KEY (owner, hour)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS owner_link_day (
+    owner   INTEGER NOT NULL,
+    day     INTEGER NOT NULL,
+    link_id INTEGER NOT NULL,
+    total   INTEGER NOT NULL,
+    bots    INTEGER NOT NULL,
+    PRIMARY KEY (owner, day, link_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Fills the owners' rollups of version 11 from the links' hourly rollups, in a database
+/// written by an older version (before it, nothing wrote them). Replaces rather than adds,
+/// so running it again after an interrupted upgrade gives the same sums.
+pub(crate) const BACKFILL_OWNERS: &str = r#"
+INSERT OR REPLACE INTO owner_rollup_hour (owner, hour, total, bots)
+    SELECT l.owner, r.hour, SUM(r.total), SUM(r.bots)
+    FROM rollup_hour r JOIN links l ON l.id = r.link_id
+    GROUP BY l.owner, r.hour;
+INSERT OR REPLACE INTO owner_link_day (owner, day, link_id, total, bots)
+    SELECT l.owner, r.hour - r.hour % 86400, r.link_id, SUM(r.total), SUM(r.bots)
+    FROM rollup_hour r JOIN links l ON l.id = r.link_id
+    GROUP BY l.owner, r.hour - r.hour % 86400, r.link_id;
 "#;
 
 /// Columns added to existing tables after their creation: (table, column, definition).

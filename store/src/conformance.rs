@@ -8,13 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shortlink_core::{
-    ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, EventKind, EventRetention, Interval,
-    KeyCount, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink, RedirectStatus, Role, Scope,
-    Scopes, SeriesPoint, Session, ShortCode, Targeting, UserId, hash_api_key,
+    AccountStats, ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, EventKind,
+    EventRetention, Interval, KeyCount, LinkPatch, LinkStats, NewAuditEntry, NewEvent, NewLink,
+    RedirectStatus, Role, Scope, Scopes, SeriesPoint, Session, ShortCode, Targeting, UserId,
+    hash_api_key,
 };
 
 use crate::budget::RECLAIM_GRACE_MS;
-use crate::{IngestOutcome, LeaseRequest, ListQuery, StatsQuery, Store, StoreError, ThumbnailJob};
+use crate::{
+    AccountStatsQuery, IngestOutcome, LeaseRequest, ListQuery, StatsQuery, Store, StoreError,
+    ThumbnailJob,
+};
 
 /// Runs every check against `store`; panics with a message naming the failed check.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -849,6 +853,7 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         to: day + 86_400,
         interval: Interval::Hour,
         top: 10,
+        include_bots: true,
     };
     let stats = store.link_stats(query).await.unwrap();
     assert_eq!((stats.total, stats.humans, stats.bots), (4, 3, 1));
@@ -885,6 +890,40 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
         }]
     );
     assert_eq!(stats.devices.iter().map(|k| k.count).sum::<u64>(), 4);
+    let people = store
+        .link_stats(StatsQuery {
+            include_bots: false,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (people.total, people.bots, people.series.clone()),
+        (4, 1, stats.series.clone()),
+        "totals and series count bots either way"
+    );
+    assert_eq!(
+        people.browsers,
+        vec![
+            KeyCount {
+                key: "Chrome".into(),
+                count: 2
+            },
+            KeyCount {
+                key: "Firefox".into(),
+                count: 1
+            }
+        ],
+        "a list without bots leaves out values only bots had"
+    );
+    assert_eq!(
+        people.countries,
+        vec![KeyCount {
+            key: "DE".into(),
+            count: 3
+        }]
+    );
+    assert_eq!(people.devices.iter().map(|k| k.count).sum::<u64>(), 3);
 
     let by_day = store
         .link_stats(StatsQuery {
@@ -971,6 +1010,97 @@ async fn clicks_and_salt(store: &dyn Store, run: &str) {
     assert_eq!(stats.total, 300);
     assert_eq!(stats.referrers.len(), 300, "every referrer row was written");
     assert!(stats.referrers.iter().all(|r| r.count == 1));
+
+    // The account: the three links summed, its top list without bots unless asked.
+    let account = AccountStatsQuery {
+        owner,
+        from: day - 86_400,
+        to: day + 86_400,
+        interval: Interval::Hour,
+        top: 10,
+        include_bots: false,
+    };
+    let stats = store.account_stats(account).await.unwrap();
+    assert_eq!((stats.total, stats.humans, stats.bots), (306, 305, 1));
+    assert_eq!(
+        stats.series,
+        vec![
+            SeriesPoint {
+                ts: day - 3600,
+                count: 3
+            },
+            SeriesPoint {
+                ts: day,
+                count: 303
+            }
+        ]
+    );
+    let ranked = |stats: &AccountStats| -> Vec<(String, u64)> {
+        stats
+            .links
+            .iter()
+            .map(|l| (l.code.clone(), l.clicks))
+            .collect()
+    };
+    assert_eq!(
+        ranked(&stats),
+        vec![
+            (format!("{run}c3"), 300),
+            (format!("{run}c1"), 3),
+            (format!("{run}c2"), 2)
+        ]
+    );
+    let with_bots = store
+        .account_stats(AccountStatsQuery {
+            include_bots: true,
+            top: 2,
+            interval: Interval::Day,
+            ..account
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ranked(&with_bots),
+        vec![(format!("{run}c3"), 300), (format!("{run}c1"), 4)]
+    );
+    assert_eq!(
+        with_bots.series,
+        vec![
+            SeriesPoint {
+                ts: day - 86_400,
+                count: 3
+            },
+            SeriesPoint {
+                ts: day,
+                count: 303
+            }
+        ]
+    );
+    let stranger = user(store, run, "stranger-to-clicks").await;
+    let none = store
+        .account_stats(AccountStatsQuery {
+            owner: stranger,
+            ..account
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, AccountStats::default());
+    assert!(
+        store
+            .delete_link(owner, "", &format!("{run}c2"))
+            .await
+            .unwrap()
+    );
+    let after = store.account_stats(account).await.unwrap();
+    assert_eq!(
+        after.total, 306,
+        "a deleted link's clicks stay in the totals"
+    );
+    assert_eq!(
+        ranked(&after),
+        vec![(format!("{run}c3"), 300), (format!("{run}c1"), 3)],
+        "and leave the top list"
+    );
 
     let salt = store.installation_salt().await.unwrap();
     assert_eq!(
@@ -1090,6 +1220,7 @@ async fn event_log(store: &dyn Store, run: &str) {
             to: now_ms / 1000 + 7200,
             interval: Interval::Hour,
             top: 5,
+            include_bots: true,
         })
         .await
         .unwrap();

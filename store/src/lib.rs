@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shortlink_core::{
-    ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, Event, EventId, EventRetention,
-    Interval, Issuance, KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats, NewAuditEntry, NewEvent,
-    NewLink, Role, Session, StoredCertificate, Targeting, Thumbnail, ThumbnailState, Upload, User,
-    UserId,
+    AccountStats, ApiKey, AuditEntry, Domain, DomainHttps, EnrichedClick, Event, EventId,
+    EventRetention, Interval, Issuance, KEY_HASH_LEN, Link, LinkId, LinkPatch, LinkStats,
+    NewAuditEntry, NewEvent, NewLink, Role, Session, StoredCertificate, Targeting, Thumbnail,
+    ThumbnailState, Upload, User, UserId,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -401,6 +401,25 @@ pub struct StatsQuery {
     pub interval: Interval,
     /// Entries kept per top-N list.
     pub top: usize,
+    /// Whether the top-N lists count bots' clicks (the totals and series always do).
+    pub include_bots: bool,
+}
+
+/// An account-wide stats query: every link one user owns, a half-open time range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountStatsQuery {
+    /// The account.
+    pub owner: UserId,
+    /// Range start, Unix seconds (inclusive).
+    pub from: i64,
+    /// Range end, Unix seconds (exclusive).
+    pub to: i64,
+    /// Bucket size of the series.
+    pub interval: Interval,
+    /// Links kept in the top list.
+    pub top: usize,
+    /// Whether the top list counts bots' clicks (the totals and series always do).
+    pub include_bots: bool,
 }
 
 /// Clicks: batched ingestion into raw rows and rollups, and stats from the rollups.
@@ -417,6 +436,11 @@ pub trait ClickStore: Send + Sync {
 
     /// Statistics of one link, answered from rollups (cost grows with buckets, not clicks).
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError>;
+
+    /// Statistics of an account, answered from its own rollups (written with the links'):
+    /// clicks of links deleted since stay in the totals and leave the top list. The top
+    /// list covers the whole UTC days the range touches.
+    async fn account_stats(&self, query: AccountStatsQuery) -> Result<AccountStats, StoreError>;
 }
 
 /// The per-user event log behind notifications. Ids grow in the order events are

@@ -8,8 +8,23 @@ use shortlink_core::{
     EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, NewEvent, SeriesPoint, UserId,
 };
 
-/// Dimension names of the daily rollups, in the order of `LinkStats`' lists.
+/// Dimension names of the daily rollups, in the order of `LinkStats`' lists. A row of one
+/// of these counts every click with that value, bots included.
 pub const DIMS: [&str; 5] = ["referrer", "country", "browser", "os", "device"];
+
+/// Marks a daily rollup row that counts only the bots' clicks of its dimension and value:
+/// a top-N list without bots is the first minus the second. (Rows written before these
+/// existed count their bots as people.)
+pub const BOT_SUFFIX: &str = ":bot";
+
+/// [`DIMS`] with [`BOT_SUFFIX`], in the same order.
+pub const BOT_DIMS: [&str; 5] = [
+    "referrer:bot",
+    "country:bot",
+    "browser:bot",
+    "os:bot",
+    "device:bot",
+];
 
 /// The start (Unix seconds) of the UTC hour holding `ts_ms`.
 pub fn hour_of(ts_ms: i64) -> i64 {
@@ -55,10 +70,20 @@ impl LinkDelta {
 pub struct RollupDelta<'a> {
     /// (link, hour start) → (clicks, bot clicks).
     pub hours: HashMap<(LinkId, i64), (i64, i64)>,
-    /// (link, day start, dimension, value) → clicks.
+    /// (link, day start, dimension, value) → clicks; a bot's click also counts in the
+    /// dimension's [`BOT_DIMS`] row.
     pub days: HashMap<(LinkId, i64, &'static str, &'a str), i64>,
     /// Per link.
     pub links: HashMap<LinkId, LinkDelta>,
+}
+
+/// A batch's additions to its owners' rollups (account-wide stats).
+#[derive(Debug, Default)]
+pub struct OwnerDelta {
+    /// (owner, hour start) → (clicks, bot clicks).
+    pub hours: HashMap<(UserId, i64), (i64, i64)>,
+    /// (owner, day start, link) → (clicks, bot clicks).
+    pub link_days: HashMap<(UserId, i64, LinkId), (i64, i64)>,
 }
 
 impl<'a> RollupDelta<'a> {
@@ -73,14 +98,20 @@ impl<'a> RollupDelta<'a> {
             slot.0 += n;
             slot.1 += bots;
             let day = day_of(hour);
-            for (dim, key) in
-                DIMS.iter()
-                    .zip([&c.referrer, &c.country, &c.browser, &c.os, &c.device])
-            {
+            let keys = [&c.referrer, &c.country, &c.browser, &c.os, &c.device];
+            for (dim, key) in DIMS.iter().zip(keys) {
                 *delta
                     .days
                     .entry((c.link_id, day, *dim, key.as_str()))
                     .or_default() += n;
+            }
+            if c.bot {
+                for (dim, key) in BOT_DIMS.iter().zip(keys) {
+                    *delta
+                        .days
+                        .entry((c.link_id, day, *dim, key.as_str()))
+                        .or_default() += n;
+                }
             }
             let seen = delta.links.entry(c.link_id).or_insert(LinkDelta {
                 clicks: 0,
@@ -100,6 +131,85 @@ impl<'a> RollupDelta<'a> {
     pub fn total(&self) -> i64 {
         self.links.values().map(|l| l.clicks).sum()
     }
+
+    /// The additions to the owners' rollups; `owner_of` names each link's owner (links
+    /// it does not know are left out).
+    pub fn owners(&self, owner_of: impl Fn(LinkId) -> Option<UserId>) -> OwnerDelta {
+        let mut out = OwnerDelta::default();
+        for (&(link, hour), &(total, bots)) in &self.hours {
+            let Some(owner) = owner_of(link) else {
+                continue;
+            };
+            let slot = out.hours.entry((owner, hour)).or_default();
+            slot.0 += total;
+            slot.1 += bots;
+            let slot = out
+                .link_days
+                .entry((owner, day_of(hour), link))
+                .or_default();
+            slot.0 += total;
+            slot.1 += bots;
+        }
+        out
+    }
+}
+
+/// Sums of daily rollup rows per (dimension, value), made into top-N lists.
+#[derive(Debug, Default)]
+pub struct Tops {
+    all: HashMap<(String, String), i64>,
+    bots: HashMap<(String, String), i64>,
+}
+
+impl Tops {
+    /// Adds a rollup row (or a sum of rows) of `dim` (one of [`DIMS`] or [`BOT_DIMS`]).
+    pub fn add(&mut self, dim: &str, key: String, count: i64) {
+        match dim.strip_suffix(BOT_SUFFIX) {
+            Some(base) => *self.bots.entry((base.to_owned(), key)).or_default() += count,
+            None => *self.all.entry((dim.to_owned(), key)).or_default() += count,
+        }
+    }
+
+    /// Fills `stats`' top-N lists, `top` entries each, most clicks first (ties by value);
+    /// without bots' clicks unless `include_bots`. Values left with no clicks are dropped.
+    pub fn finish(self, stats: &mut LinkStats, top: usize, include_bots: bool) {
+        let Tops { all, bots } = self;
+        let mut rows: Vec<((String, String), i64)> = all
+            .into_iter()
+            .map(|(dk, n)| {
+                let n = if include_bots {
+                    n
+                } else {
+                    n - bots.get(&dk).copied().unwrap_or(0)
+                };
+                (dk, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.1.cmp(&b.0.1)));
+        for ((dim, key), count) in rows {
+            add_top(stats, &dim, key, count, top);
+        }
+    }
+}
+
+/// The `top` links with the most clicks in `rows` of (link, clicks, bot clicks), summed
+/// per link; without bots' clicks unless `include_bots`. Links left with none are dropped.
+pub fn rank_links(
+    rows: impl IntoIterator<Item = (LinkId, i64, i64)>,
+    include_bots: bool,
+) -> Vec<(LinkId, u64)> {
+    let mut sums: HashMap<LinkId, i64> = HashMap::new();
+    for (link, total, bots) in rows {
+        *sums.entry(link).or_default() += if include_bots { total } else { total - bots };
+    }
+    let mut ranked: Vec<(LinkId, u64)> = sums
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(link, n)| (link, n as u64))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked
 }
 
 /// A log field with tabs and newlines (the log's separators) replaced by spaces.
@@ -151,7 +261,7 @@ pub fn add_hour(stats: &mut LinkStats, hour: i64, total: u64, bots: u64, step: i
 
 /// Appends a (dimension, value, clicks) row to its top list unless that list holds `top`
 /// entries already (rows must come in descending count order).
-pub fn add_top(stats: &mut LinkStats, dim: &str, key: String, count: i64, top: usize) {
+fn add_top(stats: &mut LinkStats, dim: &str, key: String, count: i64, top: usize) {
     let list = match dim {
         "referrer" => &mut stats.referrers,
         "country" => &mut stats.countries,

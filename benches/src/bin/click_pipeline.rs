@@ -174,6 +174,7 @@ async fn main() {
                 to,
                 interval,
                 top: 10,
+                include_bots: false,
             };
             let mut times = Vec::new();
             let mut total = 0;
