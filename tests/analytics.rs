@@ -376,6 +376,84 @@ async fn account_stats_sum_every_link_and_days_start_at_the_zones_midnight() {
         (&json!(5), vec![("acct-other".to_owned(), 5)]),
         "an account sees its own links only"
     );
+    // Raw clicks: the account's, one link's, resumed from a cursor, in CSV and NDJSON.
+    let export = |path: String, key: String| {
+        let s = &s;
+        async move {
+            let r = s.api(Method::GET, &path, &key).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+            (kind, r.text().await.unwrap())
+        }
+    };
+    let records = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (kind, text) = export("/api/v1/clicks?format=ndjson".into(), alice.clone()).await;
+    assert_eq!(kind, "application/x-ndjson");
+    let mine = records(&text);
+    assert_eq!(mine.len(), 8, "{text}");
+    let codes: Vec<&str> = mine.iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == "acct-a").count(), 5);
+    assert!(
+        !codes.contains(&"acct-other"),
+        "another account's clicks stay out"
+    );
+    let bot = mine
+        .iter()
+        .find(|r| r["bot"] == true && r["code"] == "acct-a")
+        .expect("the bot's click is exported, marked");
+    assert_eq!(bot["browser"], "Googlebot", "{bot}");
+    assert_eq!(bot["time"], to_ms_text(before), "{bot}");
+    assert!(
+        mine.iter()
+            .all(|r| r["count"] == 1 && r["cursor"].is_string())
+    );
+    let (_, first) = export("/api/v1/clicks?format=ndjson&limit=3".into(), alice.clone()).await;
+    let first = records(&first);
+    assert_eq!(first.len(), 3);
+    let cursor = first[2]["cursor"].as_str().unwrap();
+    let (_, rest) = export(
+        format!("/api/v1/clicks?format=ndjson&cursor={cursor}"),
+        alice.clone(),
+    )
+    .await;
+    let mut resumed = first.clone();
+    resumed.extend(records(&rest));
+    assert_eq!(resumed, mine, "a cursor resumes right after its record");
+    let (kind, csv) = export("/api/v1/links/acct-b/clicks".into(), alice.clone()).await;
+    assert_eq!(kind, "text/csv; charset=utf-8");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "time,code,domain,ip,browser,os,device,bot,referrer,country,count,cursor"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].contains(",acct-b,,") && lines[1].contains(",Safari,"),
+        "{csv}"
+    );
+    let (_, later) = export(
+        format!("/api/v1/clicks?format=ndjson&from={}", ts_text(midnight)),
+        alice.clone(),
+    )
+    .await;
+    assert_eq!(records(&later).len(), 3, "from filters by the click's time");
+    let r = s
+        .api(Method::GET, "/api/v1/clicks?cursor=not-one", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(r).await, (422, "invalid_cursor".into()));
+    let r = s
+        .api(Method::GET, "/api/v1/links/acct-other/clicks", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another account's link");
+
     let r = s
         .api(Method::DELETE, "/api/v1/links/acct-b", &alice)
         .send()
@@ -388,6 +466,12 @@ async fn account_stats_sum_every_link_and_days_start_at_the_zones_midnight() {
         "a deleted link's clicks stay in the totals"
     );
     assert_eq!(top(&after), vec![("acct-a".into(), 4)]);
+    let (_, text) = export("/api/v1/clicks?format=ndjson".into(), alice.clone()).await;
+    let orphans = records(&text)
+        .into_iter()
+        .filter(|r| r["code"] == "")
+        .count();
+    assert_eq!(orphans, 2, "a deleted link's clicks export without a code");
     let r = s
         .api(Method::GET, "/api/v1/stats?tz=Nowhere/Atlantis", &alice)
         .send()
@@ -401,6 +485,11 @@ async fn account_stats_sum_every_link_and_days_start_at_the_zones_midnight() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// Unix `ms` as the export writes it.
+fn to_ms_text(ms: i64) -> String {
+    shortlink_core::time_util::ms_to_rfc3339(ms)
 }
 
 /// `seconds` as RFC 3339 in UTC (`Z`: nothing to escape in a query).

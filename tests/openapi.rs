@@ -59,6 +59,8 @@ async fn the_document_lists_every_operation_with_its_errors() {
         ("DELETE", "/api/v1/links/{code}"),
         ("GET", "/api/v1/links/{code}/stats"),
         ("GET", "/api/v1/stats"),
+        ("GET", "/api/v1/clicks"),
+        ("GET", "/api/v1/links/{code}/clicks"),
         ("GET", "/api/v1/links/{code}/qr"),
         ("POST", "/api/v1/links/import"),
         ("GET", "/api/v1/links/export"),

@@ -324,7 +324,7 @@ fn unescape_cell(cell: &str) -> &str {
     }
 }
 
-fn csv_line(fields: &[&str]) -> String {
+pub(crate) fn csv_line(fields: &[&str]) -> String {
     let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
     let _ = writer.write_record(fields.iter().map(|f| escape_cell(f).into_owned()));
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bulk;
+pub mod clicks;
 pub mod client;
 pub mod config;
 pub mod domains;
@@ -95,6 +96,8 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(bulk::export_links))
         .routes(routes!(stats::link_stats))
         .routes(routes!(stats::account_stats))
+        .routes(routes!(clicks::export_clicks))
+        .routes(routes!(clicks::export_link_clicks))
         .routes(routes!(qr::link_qr))
         .routes(routes!(ingest::ingest_clicks).layer(DefaultBodyLimit::max(max_batch)))
         .routes(routes!(notifications::sse))

@@ -11,12 +11,15 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use shortlink_core::time_util::now_unix;
+use shortlink_core::time_util::{now_unix, now_unix_ms};
 use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
 use shortlink_store::rollup::{
-    OwnerDelta, RollupDelta, Tops, add_hour, day_of, encode_log, rank_links,
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, encode_log, rank_links,
 };
-use shortlink_store::{AccountStatsQuery, ClickStore, IngestOutcome, StatsQuery, StoreError};
+use shortlink_store::{
+    AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
+    StatsQuery, StoreError,
+};
 use tracing::warn;
 
 use scylla::statement::batch::{Batch, BatchType};
@@ -27,6 +30,9 @@ use crate::{CqlStore, Kind, backend, ids, run_concurrently};
 
 /// An `applying` claim older than this belongs to a node that died while applying it.
 const ABANDONED_SECS: i64 = 120;
+
+/// Log rows one page of raw clicks reads at most.
+const LOG_ROWS_PER_PAGE: usize = 64;
 
 /// Counter writes in flight per batch.
 const WRITE_CONCURRENCY: usize = 64;
@@ -98,6 +104,18 @@ impl CqlStore {
                 domain,
                 code,
             }))
+    }
+
+    /// `page` with the (domain, code) of its links that still exist.
+    async fn page_links(&self, mut page: ClickPage) -> Result<ClickPage, StoreError> {
+        let ids: std::collections::HashSet<LinkId> =
+            page.clicks.iter().map(|(c, _)| c.link_id).collect();
+        for id in ids {
+            if let Some(info) = self.link_info(id).await? {
+                page.links.insert(id, (info.domain, info.code));
+            }
+        }
+        Ok(page)
     }
 
     /// Claims a batch id; `Some(outcome)` when the batch must not be applied now.
@@ -283,6 +301,36 @@ impl ClickStore for CqlStore {
                 .map(drop)
             }));
         }
+        // The raw clicks, one row per owner, for exports.
+        let mut by_owner: HashMap<i64, Vec<&EnrichedClick>> = HashMap::new();
+        for c in &counted {
+            if let Some(Some(info)) = links.get(&c.link_id) {
+                by_owner.entry(info.owner).or_default().push(c);
+            }
+        }
+        let at_ms = now_unix_ms();
+        let day = day_of(at_ms.div_euclid(1000));
+        for (owner, clicks) in by_owner {
+            let n: i64 = clicks.iter().map(|c| i64::from(c.count.max(1))).sum();
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "INSERT INTO {ks}.click_log (owner, day, at, batch_id, clicks, body) \
+                     VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+                    Kind::Write,
+                    (
+                        owner,
+                        day,
+                        at_ms,
+                        batch_id,
+                        n,
+                        encode_log(&clicks),
+                        self.click_retention_secs,
+                    ),
+                )
+                .await
+                .map(drop)
+            }));
+        }
         run_concurrently(writes, WRITE_CONCURRENCY).await?;
 
         let mut events = Vec::with_capacity(per_link.len());
@@ -343,6 +391,69 @@ impl ClickStore for CqlStore {
         }
         tops.finish(&mut stats, query.top, query.include_bots);
         Ok(stats)
+    }
+
+    async fn owner_clicks(&self, query: ClickLogQuery) -> Result<ClickPage, StoreError> {
+        let after = query.after.clone().unwrap_or_default();
+        let now = now_unix();
+        let oldest = day_of(now - i64::from(self.click_retention_secs));
+        let mut day = day_of(after.position.div_euclid(1000)).max(oldest);
+        let mut page = ClickPage::default();
+        let mut budget = LOG_ROWS_PER_PAGE;
+        while day <= day_of(now) {
+            // The cursor's own row again (its clicks past `line`), then those after it.
+            let rows: Vec<(i64, String, Option<Vec<u8>>)> = self
+                .rows(
+                    "SELECT at, batch_id, body FROM {ks}.click_log \
+                     WHERE owner = ? AND day = ? AND (at, batch_id) >= (?, ?) LIMIT ?",
+                    (
+                        query.owner,
+                        day,
+                        after.position,
+                        after.batch.as_str(),
+                        budget as i32,
+                    ),
+                )
+                .await?;
+            let read = rows.len();
+            for (at, batch, body) in rows {
+                let skip = if (at, batch.as_str()) == (after.position, after.batch.as_str()) {
+                    after.line
+                } else {
+                    0
+                };
+                let mut line = 0u32;
+                for click in decode_log(body.as_deref().unwrap_or_default()) {
+                    line = line.saturating_add(1);
+                    if line <= skip || query.link.is_some_and(|l| l != click.link_id) {
+                        continue;
+                    }
+                    if page.clicks.len() == query.limit {
+                        page.next = page.clicks.last().map(|(_, c)| c.clone());
+                        return self.page_links(page).await;
+                    }
+                    let cursor = ClickCursor {
+                        position: at,
+                        batch: batch.clone(),
+                        line,
+                    };
+                    page.clicks.push((click, cursor));
+                }
+                // Past this row: its clicks all read (whatever its length).
+                page.next = Some(ClickCursor {
+                    position: at,
+                    batch: batch.clone(),
+                    line: u32::MAX,
+                });
+            }
+            budget -= read;
+            if budget == 0 {
+                return self.page_links(page).await;
+            }
+            day += 86_400;
+        }
+        page.next = None;
+        self.page_links(page).await
     }
 
     async fn account_stats(&self, query: AccountStatsQuery) -> Result<AccountStats, StoreError> {

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account stats",
         cql: include_str!("../schema/009_account_stats.cql"),
     },
+    Migration {
+        version: 10,
+        name: "click log by owner",
+        cql: include_str!("../schema/010_click_log.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

@@ -11,9 +11,12 @@ use super::EmbeddedStore;
 use super::events;
 use super::pacing::Pacer;
 use shortlink_store::rollup::{
-    OwnerDelta, RollupDelta, Tops, add_hour, day_of, encode_log, rank_links,
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, encode_log, rank_links,
 };
-use shortlink_store::{AccountStatsQuery, ClickStore, IngestOutcome, StatsQuery, StoreError};
+use shortlink_store::{
+    AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
+    StatsQuery, StoreError,
+};
 
 /// Logged batches deleted per ingestion when pruning, so pruning never stalls the writer.
 const PRUNE_ROWS: i64 = 100;
@@ -79,6 +82,54 @@ fn link_infos(
     Ok(out)
 }
 
+/// Log rows one page of raw clicks reads at most.
+const LOG_ROWS_PER_PAGE: usize = 64;
+
+/// The next log rows of `owner` from row `from` on, oldest first: its own rows and those
+/// of older versions (owner unknown), at most [`LOG_ROWS_PER_PAGE`].
+fn owner_log_rows(
+    conn: &rusqlite::Connection,
+    owner: i64,
+    from: i64,
+) -> rusqlite::Result<Vec<(i64, bool, Vec<u8>)>> {
+    let limit = LOG_ROWS_PER_PAGE as i64;
+    let mut rows = Vec::new();
+    let mut own = conn.prepare_cached(
+        "SELECT id, body FROM click_log WHERE owner = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
+    )?;
+    for row in own.query_map(params![owner, from, limit], |r| {
+        Ok((r.get::<_, i64>(0)?, false, r.get::<_, Vec<u8>>(1)?))
+    })? {
+        rows.push(row?);
+    }
+    let mut shared = conn.prepare_cached(
+        "SELECT id, body FROM click_log WHERE owner IS NULL AND id >= ?1 ORDER BY id LIMIT ?2",
+    )?;
+    for row in shared.query_map(params![from, limit], |r| {
+        Ok((r.get::<_, i64>(0)?, true, r.get::<_, Vec<u8>>(1)?))
+    })? {
+        rows.push(row?);
+    }
+    rows.sort_unstable_by_key(|r| r.0);
+    rows.truncate(LOG_ROWS_PER_PAGE);
+    Ok(rows)
+}
+
+/// `page` with the (domain, code) of its links that still exist.
+fn page_links(conn: &rusqlite::Connection, mut page: ClickPage) -> rusqlite::Result<ClickPage> {
+    let mut find = conn.prepare_cached("SELECT domain, code FROM links WHERE id = ?1")?;
+    for (click, _) in &page.clicks {
+        if !page.links.contains_key(&click.link_id)
+            && let Some(key) = find
+                .query_row([click.link_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+        {
+            page.links.insert(click.link_id, key);
+        }
+    }
+    Ok(page)
+}
+
 /// What ingestion needs of a clicked link.
 struct LinkInfo {
     owner: i64,
@@ -119,14 +170,24 @@ impl ClickStore for EmbeddedStore {
                     .iter()
                     .filter(|c| links.contains_key(&c.link_id))
                     .collect();
-                let body = encode_log(&counted);
+                // One log row per owner, so an account's clicks are read without the others'.
+                let mut by_owner: HashMap<i64, Vec<&EnrichedClick>> = HashMap::new();
+                for c in &counted {
+                    if let Some(info) = links.get(&c.link_id) {
+                        by_owner.entry(info.owner).or_default().push(c);
+                    }
+                }
                 let delta = RollupDelta::of(&counted);
                 let owners = delta.owners(|link| links.get(&link).map(|info| info.owner));
                 let RollupDelta { hours, days, links: per_link } = delta;
-                let total: i64 = per_link.values().map(|l| l.clicks).sum();
                 pacer.step();
-                conn.prepare_cached("INSERT INTO click_log (at, clicks, body) VALUES (?1, ?2, ?3)")?
-                    .execute(params![now, total, body])?;
+                for (owner, clicks) in &by_owner {
+                    let n: i64 = clicks.iter().map(|c| i64::from(c.count.max(1))).sum();
+                    conn.prepare_cached(
+                        "INSERT INTO click_log (at, clicks, body, owner) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![now, n, encode_log(clicks), owner])?;
+                }
                 {
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
                     for ((link, hour), (total, bots)) in &hours {
@@ -270,6 +331,62 @@ impl ClickStore for EmbeddedStore {
             }
             tops.finish(&mut stats, query.top, query.include_bots);
             Ok(stats)
+        })
+        .await
+    }
+
+    async fn owner_clicks(&self, query: ClickLogQuery) -> Result<ClickPage, StoreError> {
+        self.read(move |conn| {
+            let after = query.after.clone().unwrap_or_default();
+            let rows = owner_log_rows(conn, query.owner, after.position)?;
+            let full = rows.len() == LOG_ROWS_PER_PAGE;
+            let mut page = ClickPage::default();
+            // Owners of links seen in rows of older versions, which mix owners.
+            let mut owners: HashMap<LinkId, Option<i64>> = HashMap::new();
+            let mut find = conn.prepare_cached("SELECT owner FROM links WHERE id = ?1")?;
+            let mut last = after.position;
+            for (id, shared, body) in rows {
+                let skip = if id == after.position { after.line } else { 0 };
+                for (i, click) in decode_log(&body).enumerate() {
+                    let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    if line <= skip || query.link.is_some_and(|l| l != click.link_id) {
+                        continue;
+                    }
+                    if shared {
+                        let owner = match owners.get(&click.link_id) {
+                            Some(owner) => *owner,
+                            None => {
+                                let owner = find
+                                    .query_row([click.link_id], |r| r.get::<_, i64>(0))
+                                    .optional()?;
+                                owners.insert(click.link_id, owner);
+                                owner
+                            }
+                        };
+                        if owner != Some(query.owner) {
+                            continue;
+                        }
+                    }
+                    let cursor = ClickCursor {
+                        position: id,
+                        batch: String::new(),
+                        line,
+                    };
+                    if page.clicks.len() == query.limit {
+                        // One more exists: the page ends before it.
+                        page.next = page.clicks.last().map(|(_, c)| c.clone());
+                        return Ok(page_links(conn, page)?);
+                    }
+                    page.clicks.push((click, cursor));
+                }
+                last = id;
+            }
+            page.next = full.then(|| ClickCursor {
+                position: last + 1,
+                batch: String::new(),
+                line: 0,
+            });
+            Ok(page_links(conn, page)?)
         })
         .await
     }

@@ -150,6 +150,7 @@ impl EmbeddedStore {
         }
         conn.execute_batch(schema::SCHEMA)?;
         schema::add_missing_columns(&conn)?;
+        conn.execute_batch(schema::LATE_INDEXES)?;
         if (1..11).contains(&version) {
             conn.execute_batch(&format!(
                 "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
@@ -396,7 +397,7 @@ mod tests {
     async fn an_older_database_gets_its_account_rollups_filled_once() {
         use shortlink_core::Interval;
         use shortlink_store::conformance::{click, new_link};
-        use shortlink_store::{AccountStatsQuery, ClickStore, LinkStore};
+        use shortlink_store::{AccountStatsQuery, ClickLogQuery, ClickStore, LinkStore};
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let owner = store.create_user("older", Role::User).await.unwrap().id;
@@ -430,13 +431,32 @@ mod tests {
         // As a version 10 database left it: no account rollups.
         let conn = Connection::open(dir.path().join("shortlink.db")).unwrap();
         conn.execute_batch(
-            "DELETE FROM owner_rollup_hour; DELETE FROM owner_link_day; PRAGMA user_version = 10;",
+            "DELETE FROM owner_rollup_hour; DELETE FROM owner_link_day;
+             UPDATE click_log SET owner = NULL; PRAGMA user_version = 10;",
         )
         .unwrap();
         drop(conn);
         for _ in 0..2 {
             let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
             assert_eq!(store.account_stats(query).await.unwrap(), before);
+            // Log rows of the older version, of no known owner, are read by their links'.
+            let stranger = store.create_user("stranger", Role::User).await;
+            let stranger = match stranger {
+                Ok(user) => user.id,
+                Err(_) => store.user_by_name("stranger").await.unwrap().unwrap().id,
+            };
+            for (who, want) in [(owner, 8), (stranger, 0)] {
+                let page = store
+                    .owner_clicks(ClickLogQuery {
+                        owner: who,
+                        link: None,
+                        after: None,
+                        limit: 100,
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(page.clicks.len(), want);
+            }
         }
     }
 

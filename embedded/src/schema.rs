@@ -318,7 +318,15 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 10: a domain's own HTTPS behaviour (null: the installation's).
     ("domains", "redirect_http", "INTEGER"),
     ("domains", "hsts_max_age_seconds", "INTEGER"),
+    // Version 11: the click log keeps one row per batch per owner, so an account's clicks
+    // are read without the others' (null: a row of an older version, of any owners).
+    ("click_log", "owner", "INTEGER"),
 ];
+
+/// Indexes over columns of [`COLUMNS`], created once those exist.
+pub(crate) const LATE_INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS click_log_by_owner ON click_log (owner, id);
+"#;
 
 /// Adds every column of [`COLUMNS`] that a database created by an older version lacks.
 pub(crate) fn add_missing_columns(conn: &rusqlite::Connection) -> rusqlite::Result<()> {

@@ -16,8 +16,8 @@ use shortlink_core::{
 
 use crate::budget::RECLAIM_GRACE_MS;
 use crate::{
-    AccountStatsQuery, IngestOutcome, LeaseRequest, ListQuery, StatsQuery, Store, StoreError,
-    ThumbnailJob,
+    AccountStatsQuery, ClickCursor, ClickLogQuery, IngestOutcome, LeaseRequest, ListQuery,
+    StatsQuery, Store, StoreError, ThumbnailJob,
 };
 
 /// Runs every check against `store`; panics with a message naming the failed check.
@@ -29,6 +29,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     update_and_delete_are_owner_scoped(&*store, &run).await;
     change_feed_follows_writes(&*store, &run).await;
     clicks_and_salt(&*store, &run).await;
+    click_log(&*store, &run).await;
     event_log(&*store, &run).await;
     uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
@@ -810,6 +811,132 @@ pub fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClic
         country: "DE".into(),
         count: 1,
     }
+}
+
+/// Every raw click `query` reads, page by page from its `after`, with the cursors.
+async fn read_log(store: &dyn Store, query: ClickLogQuery) -> Vec<(EnrichedClick, ClickCursor)> {
+    let mut out = Vec::new();
+    let mut query = query;
+    for _ in 0..1000 {
+        let page = store.owner_clicks(query.clone()).await.unwrap();
+        assert!(
+            page.clicks.len() <= query.limit,
+            "a page holds at most its limit"
+        );
+        for (click, _) in &page.clicks {
+            assert!(
+                page.links.contains_key(&click.link_id),
+                "each click's link is named"
+            );
+        }
+        out.extend(page.clicks);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return out,
+        }
+    }
+    panic!("the click log never ended");
+}
+
+async fn click_log(store: &dyn Store, run: &str) {
+    let alice = user(store, run, "log-alice").await;
+    let bob = user(store, run, "log-bob").await;
+    let mut ids = Vec::new();
+    for (owner, code) in [(alice, "la1"), (alice, "la2"), (bob, "lb1")] {
+        let link = new_link(
+            owner,
+            format!("{run}{code}"),
+            &format!("https://log.test/{code}"),
+        );
+        ids.push(store.create_link(link).await.unwrap().link.id);
+    }
+    let (a1, a2, b1) = (ids[0], ids[1], ids[2]);
+    let now = shortlink_core::time_util::now_unix_ms();
+    let folded = EnrichedClick {
+        count: 2,
+        ..click(a1, now + 2, "Safari", false)
+    };
+    let first = vec![
+        click(a1, now, "Chrome", false),
+        click(b1, now, "Chrome", false),
+        click(a1, now + 1, "Googlebot", true),
+        folded,
+        click(a2, now + 3, "Firefox", false),
+        click(b1, now + 3, "Firefox", false),
+    ];
+    let second = vec![
+        click(a2, now + 10, "Chrome", false),
+        click(a2, now + 11, "Chrome", false),
+        click(a1, now + 12, "Edge", false),
+    ];
+    store
+        .ingest_clicks(&format!("{run}-log-1"), first.clone())
+        .await
+        .unwrap();
+    store
+        .ingest_clicks(&format!("{run}-log-2"), second.clone())
+        .await
+        .unwrap();
+    let all = |owner, link, limit| ClickLogQuery {
+        owner,
+        link,
+        after: None,
+        limit,
+    };
+    let clicks = |read: &[(EnrichedClick, ClickCursor)]| -> Vec<EnrichedClick> {
+        read.iter().map(|(c, _)| c.clone()).collect()
+    };
+    let want: Vec<EnrichedClick> = first
+        .iter()
+        .chain(&second)
+        .filter(|c| c.link_id != b1)
+        .cloned()
+        .collect();
+    let whole = read_log(store, all(alice, None, 1000)).await;
+    assert_eq!(
+        clicks(&whole),
+        want,
+        "an owner's clicks, in the order logged"
+    );
+    let paged = read_log(store, all(alice, None, 2)).await;
+    assert_eq!(clicks(&paged), want, "pages of two read the same");
+    // Resuming after any click reads exactly the rest.
+    for (i, (_, cursor)) in whole.iter().enumerate() {
+        let rest = read_log(
+            store,
+            ClickLogQuery {
+                after: Some(cursor.clone()),
+                ..all(alice, None, 3)
+            },
+        )
+        .await;
+        assert_eq!(
+            clicks(&rest),
+            want[i + 1..].to_vec(),
+            "resumed after click {i}"
+        );
+    }
+    let only_a2 = read_log(store, all(alice, Some(a2), 1)).await;
+    assert_eq!(
+        clicks(&only_a2),
+        want.iter()
+            .filter(|c| c.link_id == a2)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    let bobs = read_log(store, all(bob, None, 10)).await;
+    assert_eq!(
+        clicks(&bobs),
+        first
+            .iter()
+            .filter(|c| c.link_id == b1)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        read_log(store, all(bob, Some(a1), 10)).await.is_empty(),
+        "another owner's link shows nothing"
+    );
 }
 
 async fn clicks_and_salt(store: &dyn Store, run: &str) {

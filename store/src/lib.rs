@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod rollup;
 pub mod webhooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -422,6 +423,45 @@ pub struct AccountStatsQuery {
     pub include_bots: bool,
 }
 
+/// A position in an owner's raw click log: after the `line`th click of a logged row.
+/// What a row is differs by backend (SQLite: `position` is the row's id; CQL: the time it
+/// was logged in ms, with `batch` its batch id); both read it back in the same order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClickCursor {
+    /// The row's place in the log.
+    pub position: i64,
+    /// The row's batch id, where the position alone does not name the row.
+    pub batch: String,
+    /// Clicks of the row already read.
+    pub line: u32,
+}
+
+/// Which raw clicks to read: an owner's, or one of its links', in the order logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickLogQuery {
+    /// The account.
+    pub owner: UserId,
+    /// Only this link's clicks.
+    pub link: Option<LinkId>,
+    /// Where to start (`None`: the oldest click kept).
+    pub after: Option<ClickCursor>,
+    /// Most clicks returned.
+    pub limit: usize,
+}
+
+/// A page of raw clicks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClickPage {
+    /// Each click, with the cursor just after it.
+    pub clicks: Vec<(EnrichedClick, ClickCursor)>,
+    /// (domain, code) of the page's links that still exist.
+    pub links: HashMap<LinkId, (String, String)>,
+    /// Where the next page starts; `None` when the log was read to its end. A page may
+    /// hold fewer clicks than asked (even none) with a next page to read: each read is
+    /// bounded in the rows it scans.
+    pub next: Option<ClickCursor>,
+}
+
 /// Clicks: batched ingestion into raw rows and rollups, and stats from the rollups.
 #[async_trait]
 pub trait ClickStore: Send + Sync {
@@ -441,6 +481,10 @@ pub trait ClickStore: Send + Sync {
     /// clicks of links deleted since stay in the totals and leave the top list. The top
     /// list covers the whole UTC days the range touches.
     async fn account_stats(&self, query: AccountStatsQuery) -> Result<AccountStats, StoreError>;
+
+    /// Raw clicks of an account (or one of its links) from the click log, oldest logged
+    /// first, for the retention period.
+    async fn owner_clicks(&self, query: ClickLogQuery) -> Result<ClickPage, StoreError>;
 }
 
 /// The per-user event log behind notifications. Ids grow in the order events are

@@ -246,6 +246,37 @@ pub fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
     out
 }
 
+/// Decodes the click log's lines (see [`encode_log`]); a line it cannot read is skipped,
+/// and one written before the count existed stands for one click.
+pub fn decode_log(body: &[u8]) -> impl Iterator<Item = EnrichedClick> + '_ {
+    body.split(|b| *b == b'\n').filter_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut f = line.split('\t');
+        let link_id = f.next()?.parse().ok()?;
+        let ts_ms = f.next()?.parse().ok()?;
+        let ip = f.next()?.to_owned();
+        let browser = f.next()?.to_owned();
+        let os = f.next()?.to_owned();
+        let device = f.next()?.to_owned();
+        let bot = f.next()? == "1";
+        let referrer = f.next()?.to_owned();
+        let country = f.next()?.to_owned();
+        let count = f.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        Some(EnrichedClick {
+            link_id,
+            ts_ms,
+            ip,
+            browser,
+            os,
+            device,
+            bot,
+            referrer,
+            country,
+            count,
+        })
+    })
+}
+
 /// Adds an hourly rollup row to `stats`: the totals, and the series bucket of `step`
 /// seconds it falls in (rows must come oldest first).
 pub fn add_hour(stats: &mut LinkStats, hour: i64, total: u64, bots: u64, step: i64) {
@@ -275,5 +306,94 @@ fn add_top(stats: &mut LinkStats, dim: &str, key: String, count: i64, top: usize
             key,
             count: count.max(0) as u64,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(link_id: LinkId, bot: bool, referrer: &str) -> EnrichedClick {
+        EnrichedClick {
+            link_id,
+            ts_ms: 1_700_000_000_123,
+            ip: "192.0.2.0".into(),
+            browser: "Chrome".into(),
+            os: "Windows".into(),
+            device: "desktop".into(),
+            bot,
+            referrer: referrer.into(),
+            country: "NL".into(),
+            count: 2,
+        }
+    }
+
+    #[test]
+    fn the_log_reads_back_what_was_written() {
+        let clicks = [click(1, false, "a.example"), click(2, true, "tab\there")];
+        let body = encode_log(&clicks.iter().collect::<Vec<_>>());
+        let back: Vec<EnrichedClick> = decode_log(&body).collect();
+        assert_eq!(back[0], clicks[0]);
+        assert_eq!(
+            back[1].referrer, "tab here",
+            "separators in a field become spaces"
+        );
+        assert_eq!(back.len(), 2);
+        let old = b"7\t5\t\tFirefox\tLinux\tdesktop\t0\tdirect\tDE\nbroken line\n";
+        let back: Vec<EnrichedClick> = decode_log(old).collect();
+        assert_eq!((back.len(), back[0].count, back[0].link_id), (1, 1, 7));
+    }
+
+    #[test]
+    fn lists_without_bots_subtract_their_rows() {
+        let clicks = [
+            click(1, false, "a.example"),
+            click(1, true, "a.example"),
+            click(1, true, "b.example"),
+        ];
+        let refs: Vec<&EnrichedClick> = clicks.iter().collect();
+        let delta = RollupDelta::of(&refs);
+        let mut tops = Tops::default();
+        for ((_, _, dim, key), n) in &delta.days {
+            tops.add(dim, (*key).to_owned(), *n);
+        }
+        let mut people = LinkStats::default();
+        Tops {
+            all: tops.all.clone(),
+            bots: tops.bots.clone(),
+        }
+        .finish(&mut people, 10, false);
+        assert_eq!(
+            people.referrers,
+            vec![KeyCount {
+                key: "a.example".into(),
+                count: 2
+            }]
+        );
+        let mut everyone = LinkStats::default();
+        tops.finish(&mut everyone, 10, true);
+        assert_eq!(
+            everyone.referrers[0],
+            KeyCount {
+                key: "a.example".into(),
+                count: 4
+            }
+        );
+        assert_eq!(
+            everyone.referrers[1],
+            KeyCount {
+                key: "b.example".into(),
+                count: 2
+            }
+        );
+        let owners = delta.owners(|link| (link == 1).then_some(9));
+        assert_eq!(
+            owners.hours.values().copied().collect::<Vec<_>>(),
+            vec![(6, 4)]
+        );
+        assert_eq!(
+            rank_links([(1, 6, 4), (2, 3, 0), (3, 1, 1)], false),
+            vec![(2, 3), (1, 2)]
+        );
     }
 }
