@@ -1,9 +1,12 @@
 //! Bulk CSV: `POST /api/v1/links/import` (streamed, per-line results, idempotent re-runs)
 //! and `GET /api/v1/links/export` (streamed).
 //!
-//! Columns (a header row names them, in any order): `url` (required), `alias`, `tags`
-//! (separated by `;`), `expires_at` (RFC 3339). Export adds `short_url`, `clicks` and
-//! `created_at`, which import ignores, so an export imports back as it is.
+//! Columns (a header row names them, in any order): `url` (required), `alias`, `code` (a
+//! generated code to keep), `domain`, `tags` (separated by `;`), `expires_at` (RFC 3339),
+//! `redirect` (301, 302, 307, 308), `max_clicks`, `targeting` (the API's JSON object).
+//! Export writes them all and adds `short_url`, `clicks` and `created_at`, which import
+//! ignores, so an export imports back as the same links at the same codes (passwords
+//! excepted: only their hashes exist; `shortlink backup` moves those).
 
 use axum::Json;
 use axum::body::Body;
@@ -13,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
 use shortlink_core::time_util::to_rfc3339;
-use shortlink_core::{Link, NewLink, Tag, validate_alias};
+use shortlink_core::{Link, Targeting, validate_alias};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::links::{TakenCode, checked_target, insert_link, parse_expiry};
+use crate::links::{CreateLinkRequest, TakenCode, create};
 use crate::openapi::api_errors;
 use crate::state::AppState;
 
@@ -28,16 +31,20 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 const MAX_REPORTED_ERRORS: usize = 1000;
 /// Rows created at once.
 const CONCURRENCY: usize = 32;
-/// Columns import reads; export's extra columns are skipped.
-const KNOWN: [&str; 7] = [
+/// Columns import reads, in the order export writes them.
+const READ: [&str; 9] = [
     "url",
     "alias",
+    "code",
+    "domain",
     "tags",
     "expires_at",
-    "short_url",
-    "clicks",
-    "created_at",
+    "redirect",
+    "max_clicks",
+    "targeting",
 ];
+/// Columns export adds, which import skips.
+const WRITTEN_ONLY: [&str; 3] = ["short_url", "clicks", "created_at"];
 
 /// What an import did.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -72,11 +79,17 @@ enum Outcome {
     Existing,
 }
 
-struct Columns {
-    url: usize,
-    alias: Option<usize>,
-    tags: Option<usize>,
-    expires_at: Option<usize>,
+/// Where each column [`READ`] names is in a row (`None`: absent), in [`READ`]'s order.
+struct Columns([Option<usize>; READ.len()]);
+
+impl Columns {
+    /// The row's non-empty cell of column `name` (one of [`READ`]).
+    fn cell<'r>(&self, fields: &'r [String], name: &str) -> Option<&'r String> {
+        let at = READ.iter().position(|c| *c == name)?;
+        self.0[at]
+            .and_then(|i| fields.get(i))
+            .filter(|v| !v.is_empty())
+    }
 }
 
 fn parse_record(bytes: &[u8]) -> Result<Vec<String>, String> {
@@ -96,26 +109,27 @@ fn parse_record(bytes: &[u8]) -> Result<Vec<String>, String> {
 
 fn columns(header: &[String]) -> Result<Columns, ApiError> {
     let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-    if let Some(unknown) = header
-        .iter()
-        .find(|h| !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(h)))
-    {
+    if let Some(unknown) = header.iter().find(|h| {
+        !READ
+            .iter()
+            .chain(&WRITTEN_ONLY)
+            .any(|k| k.eq_ignore_ascii_case(h))
+    }) {
         return Err(ApiError::new(
             ErrorCode::InvalidCsv,
-            format!("unknown column '{unknown}'; columns are url, alias, tags, expires_at"),
+            format!(
+                "unknown column '{unknown}'; columns are {}",
+                READ.join(", ")
+            ),
         ));
     }
-    Ok(Columns {
-        url: find("url").ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidCsv,
-                "the first line must name the columns and include url",
-            )
-        })?,
-        alias: find("alias"),
-        tags: find("tags"),
-        expires_at: find("expires_at"),
-    })
+    if find("url").is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCsv,
+            "the first line must name the columns and include url",
+        ));
+    }
+    Ok(Columns(READ.map(find)))
 }
 
 /// Creates one row's link; an identical link the caller already has counts as existing.
@@ -125,29 +139,48 @@ async fn import_row(
     columns: &Columns,
     fields: Vec<String>,
 ) -> Result<Outcome, ApiError> {
-    let cell = |i: Option<usize>| i.and_then(|i| fields.get(i)).filter(|v| !v.is_empty());
-    let url = checked_target(state, cell(Some(columns.url)).map_or("", String::as_str)).await?;
-    let alias = cell(columns.alias).map(|a| validate_alias(a)).transpose()?;
-    let tags: Vec<String> = cell(columns.tags)
-        .map(|t| {
-            t.split(';')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let tags = Tag::validate_all(&tags)?;
-    let expires_at = cell(columns.expires_at)
-        .map(|e| parse_expiry(e))
-        .transpose()?;
-    let new = NewLink {
-        expires_at,
-        tags,
-        ..NewLink::new(caller.user.id, url)
+    let cell = |name: &str| columns.cell(&fields, name);
+    let number = |name: &str, code: ErrorCode| -> Result<Option<u64>, ApiError> {
+        cell(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::new(code, format!("{name} '{v}' is not a whole number")))
+            })
+            .transpose()
     };
-    let created = insert_link(state, new, alias, TakenCode::SameIsExisting).await?;
-    Ok(if created.existed {
+    let redirect = number("redirect", ErrorCode::InvalidRedirect)?
+        .map(|r| u16::try_from(r).unwrap_or(u16::MAX));
+    let targeting = cell("targeting")
+        .map(|t| {
+            serde_json::from_str::<Targeting>(t).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidTargeting,
+                    format!("targeting is not the API's JSON object: {e}"),
+                )
+            })
+        })
+        .transpose()?;
+    let tags = cell("tags").map(|t| {
+        t.split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    let request = CreateLinkRequest {
+        url: cell("url").cloned().unwrap_or_default(),
+        alias: cell("alias").cloned(),
+        domain: cell("domain").cloned(),
+        expires_at: cell("expires_at").cloned(),
+        max_clicks: number("max_clicks", ErrorCode::InvalidMaxClicks)?,
+        password: None,
+        redirect,
+        tags,
+        targeting,
+    };
+    let code = cell("code").map(|c| validate_alias(c)).transpose()?;
+    let (_, existed) = create(state, caller, request, code, TakenCode::SameIsExisting).await?;
+    Ok(if existed {
         Outcome::Existing
     } else {
         Outcome::Created
@@ -185,9 +218,10 @@ api_errors!(ImportLinksErrors: AUTH, BODY; InvalidCsv, RecordTooLong, TooManyRow
     request_body(
         content = String,
         content_type = "text/csv",
-        description = "A header line naming the columns (`url` required; `alias`, `tags` separated \
-            by `;`, `expires_at` in RFC 3339; an export's `short_url`, `clicks` and `created_at` \
-            are ignored), then one link per line. Rows matching a link the caller already has \
+        description = "A header line naming the columns (`url` required; `alias`; `code`, a \
+            generated code to keep; `domain`; `tags` separated by `;`; `expires_at` in RFC 3339; \
+            `redirect`; `max_clicks`; `targeting` as the API's JSON object; an export's \
+            `short_url`, `clicks` and `created_at` are ignored), then one link per line. Rows matching a link the caller already has \
             count as existing, so an import can be run again.",
     ),
     security(("api_key" = []), ("session" = [])),
@@ -295,7 +329,7 @@ pub async fn import_links(
     if columns.is_none() {
         return Err(ApiError::new(
             ErrorCode::InvalidCsv,
-            "the body is empty; send a header line (url,alias,tags,expires_at) and rows",
+            "the body is empty; send a header line naming the columns (url first) and rows",
         ));
     }
     report.errors.sort_by_key(|e| e.line);
@@ -331,18 +365,36 @@ pub(crate) fn csv_line(fields: &[&str]) -> String {
 }
 
 fn export_line(state: &AppState, link: &Link) -> String {
-    let alias = if link.custom_alias {
-        link.code.as_str()
+    let (alias, code) = if link.custom_alias {
+        (link.code.as_str(), "")
     } else {
-        ""
+        ("", link.code.as_str())
     };
     let tags = link.tags.join(";");
     let expires = link.expires_at.map(to_rfc3339).unwrap_or_default();
+    let redirect = u16::from(link.redirect).to_string();
+    let max_clicks = link.max_clicks.map(|m| m.to_string()).unwrap_or_default();
+    let targeting = link
+        .targeting
+        .as_ref()
+        .and_then(|t| serde_json::to_string(t).ok())
+        .unwrap_or_default();
     let short_url = state.short_url(&link.domain, link.code.as_str());
     let clicks = link.clicks.to_string();
     let created = to_rfc3339(link.created_at);
     csv_line(&[
-        &link.url, alias, &tags, &expires, &short_url, &clicks, &created,
+        &link.url,
+        alias,
+        code,
+        &link.domain,
+        &tags,
+        &expires,
+        &redirect,
+        &max_clicks,
+        &targeting,
+        &short_url,
+        &clicks,
+        &created,
     ])
 }
 
@@ -356,7 +408,8 @@ api_errors!(ExportLinksErrors: AUTH; );
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The caller's links as CSV: a header line \
-            (`url,alias,tags,expires_at,short_url,clicks,created_at`), then one link per line. \
+            (`url,alias,code,domain,tags,expires_at,redirect,max_clicks,targeting,short_url,clicks,created_at`), \
+            then one link per line. \
             Cells a spreadsheet would run as a formula start with `'`.",
          body = String, content_type = "text/csv",
          headers(("Content-Disposition" = String, description = "`attachment; filename=\"links.csv\"`."))),
@@ -364,7 +417,8 @@ api_errors!(ExportLinksErrors: AUTH; );
     ),
 )]
 pub async fn export_links(State(state): State<AppState>, caller: Caller) -> Response {
-    let header_line = csv_line(&KNOWN);
+    let header: Vec<&str> = READ.iter().chain(&WRITTEN_ONLY).copied().collect();
+    let header_line = csv_line(&header);
     let owner = caller.user.id;
     let pages = futures_util::stream::unfold(Some(None), move |cursor| {
         let state = state.clone();

@@ -39,28 +39,28 @@ pub struct CreateLinkRequest {
         format = "uri",
         pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#@]+([/?#][^\\s]*)?$"
     )]
-    url: String,
+    pub(crate) url: String,
     /// A custom code instead of a generated one (not one of the service's own path
     /// segments, such as `api` or `docs`).
     #[schema(pattern = "^[A-Za-z0-9_-]{3,64}$")]
-    alias: Option<String>,
+    pub(crate) alias: Option<String>,
     /// A registered custom domain the link lives on (absent: the default domain).
-    domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// When the link stops redirecting (RFC 3339).
     #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// Redirects the link answers in total, then it is exhausted.
     #[schema(minimum = 1, maximum = 4294967295_u64)]
-    max_clicks: Option<u64>,
+    pub(crate) max_clicks: Option<u64>,
     /// Visitors must enter this password first.
-    password: Option<String>,
+    pub(crate) password: Option<String>,
     /// The redirect status: 301 (default), 302, 307 or 308.
     #[schema(schema_with = crate::openapi::redirect_status_or_null)]
-    redirect: Option<u16>,
+    pub(crate) redirect: Option<u16>,
     /// Labels to filter links by.
-    tags: Option<Vec<String>>,
+    pub(crate) tags: Option<Vec<String>>,
     /// Alternative targets per device class and country.
-    targeting: Option<Targeting>,
+    pub(crate) targeting: Option<Targeting>,
 }
 
 /// Deserializes a field that may be absent (outer `None`) or `null` (inner `None`).
@@ -272,11 +272,15 @@ pub(crate) fn link_domain(state: &AppState, domain: Option<&str>) -> String {
     }
 }
 
-/// Creates a link from a validated request; returns it and whether it already existed.
-async fn create(
+/// Creates a link from a request, checked as `POST /api/v1/links` checks it (the CSV
+/// import's rows too); returns it and whether it already existed. `code` is the exact code
+/// of a link being reproduced (an import of an export), used when no alias is asked for.
+pub(crate) async fn create(
     state: &AppState,
     caller: &Caller,
     request: CreateLinkRequest,
+    code: Option<ShortCode>,
+    taken: TakenCode,
 ) -> Result<(Link, bool), ApiError> {
     let url = checked_target(state, &request.url).await?;
     let domain = resolve_domain(state, caller.user.id, request.domain.as_deref()).await?;
@@ -296,7 +300,14 @@ async fn create(
         .transpose()?
         .unwrap_or_default();
     let tags = Tag::validate_all(request.tags.as_deref().unwrap_or_default())?;
-    let alias = request.alias.as_deref().map(validate_alias).transpose()?;
+    let choice = match (
+        request.alias.as_deref().map(validate_alias).transpose()?,
+        code,
+    ) {
+        (Some(alias), _) => CodeChoice::Alias(alias),
+        (None, Some(code)) => CodeChoice::Kept(code),
+        (None, None) => CodeChoice::Generated,
+    };
     let password_hash = match request.password {
         Some(password) => Some(hash_password(state.password_guard(), password).await?),
         None => None,
@@ -312,8 +323,19 @@ async fn create(
         targeting,
         ..NewLink::new(caller.user.id, url)
     };
-    let created = insert_link(state, new, alias, TakenCode::Refused).await?;
+    let created = insert_link(state, new, choice, taken).await?;
     Ok((created.link, created.existed))
+}
+
+/// Where [`insert_link`] puts a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CodeChoice {
+    /// The first free generated code.
+    Generated,
+    /// The caller's alias.
+    Alias(ShortCode),
+    /// This generated code, kept (a link reproduced from an export).
+    Kept(ShortCode),
 }
 
 /// What a taken code means to [`insert_link`].
@@ -328,22 +350,26 @@ pub(crate) enum TakenCode {
 }
 
 /// The one way links are created (the API, the CSV import, uploads' short links): stores
-/// `new` (its code ignored) at `alias`, or at the first free generated code.
+/// `new` (its code ignored) where `choice` says.
 pub(crate) async fn insert_link(
     state: &AppState,
     mut new: NewLink,
-    alias: Option<ShortCode>,
+    choice: CodeChoice,
     taken: TakenCode,
 ) -> Result<Created, ApiError> {
-    new.custom_alias = alias.is_some();
-    let attempts = if alias.is_some() {
+    new.custom_alias = matches!(choice, CodeChoice::Alias(_));
+    let fixed = match &choice {
+        CodeChoice::Alias(code) | CodeChoice::Kept(code) => Some(code.clone()),
+        CodeChoice::Generated => None,
+    };
+    let attempts = if fixed.is_some() {
         1
     } else {
         MAX_CODE_ATTEMPTS
     };
     for attempt in 0..attempts {
-        match &alias {
-            Some(alias) => new.code = alias.clone(),
+        match &fixed {
+            Some(code) => new.code = code.clone(),
             None => {
                 // Deterministic in (url, owner, attempt), then random.
                 let attempt = if attempt < DETERMINISTIC_ATTEMPTS {
@@ -370,7 +396,7 @@ pub(crate) async fn insert_link(
                         existed: true,
                     });
                 }
-                if alias.is_some() {
+                if fixed.is_some() {
                     return Err(StoreError::CodeTaken(code).into());
                 }
             }
@@ -393,9 +419,11 @@ pub(crate) async fn create_internal_link(
         redirect: RedirectStatus::Found,
         ..NewLink::new(owner, url)
     };
-    Ok(insert_link(state, new, None, TakenCode::Refused)
-        .await?
-        .link)
+    Ok(
+        insert_link(state, new, CodeChoice::Generated, TakenCode::Refused)
+            .await?
+            .link,
+    )
 }
 
 api_errors!(CreateLinkErrors: AUTH, JSON_BODY, TARGET, LINK_FIELDS; AliasTaken, Busy);
@@ -428,7 +456,7 @@ pub async fn create_link(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Links)?;
     state.check_write(&caller.key_hash)?;
-    let (link, existed) = create(&state, &caller, request).await?;
+    let (link, existed) = create(&state, &caller, request, None, TakenCode::Refused).await?;
     let view = LinkView::new(&state, link);
     let status = if existed {
         StatusCode::OK
@@ -495,7 +523,7 @@ pub async fn shorten(
         tags: None,
         targeting: None,
     };
-    let (link, existed) = create(&state, &caller, request).await?;
+    let (link, existed) = create(&state, &caller, request, None, TakenCode::Refused).await?;
     let status = if existed {
         StatusCode::OK
     } else {
