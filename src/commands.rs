@@ -308,6 +308,7 @@ fn proxy_server(
         default_host: shortlink_core::normalize_host(authority),
         country_lookup,
         fatal: fatal.clone(),
+        pages: config.pages.clone(),
     };
     shortlink_proxy::add_proxy(
         &mut server,

@@ -39,6 +39,9 @@ pub(crate) enum ConfigError {
     /// A value parsed but cannot be used.
     #[error(transparent)]
     Invalid(#[from] InvalidSetting),
+    /// The visitor page templates in `pages_dir` cannot be used.
+    #[error(transparent)]
+    Pages(#[from] shortlink_core::pages::PagesError),
 }
 
 /// The storage engine, as `store.engine` names it.
@@ -108,6 +111,13 @@ pub(crate) struct Config {
     pub internal_secret_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `shortlink_proxy=debug`. Default `info,pingora_core=warn`.
     pub(crate) log: String,
+    /// Folder of the operator's visitor pages (`404.html`, `410.html`, `password.html`,
+    /// `429.html`, `503.html`, each optional; HTML with `{{title}}` and `{{body}}`).
+    /// Default unset: the built-in pages.
+    pub(crate) pages_dir: Option<PathBuf>,
+    /// The visitor pages' templates, read from `pages_dir` at load.
+    #[serde(skip)]
+    pub(crate) pages: shortlink_core::pages::PageTemplates,
     /// The storage engine.
     pub(crate) store: StoreConfig,
     /// The redirect proxy.
@@ -128,6 +138,8 @@ impl Default for Config {
             internal_secret: None,
             internal_secret_file: None,
             log: "info,pingora_core=warn".into(),
+            pages_dir: None,
+            pages: shortlink_core::pages::PageTemplates::default(),
             store: StoreConfig::default(),
             proxy: ProxyConfig::default(),
             control: ControlConfig::default(),
@@ -189,6 +201,7 @@ impl Config {
             config.proxy.upgrade_socket = Some(config.data_dir.join("upgrade.sock"));
         }
         config.validate()?;
+        config.pages = shortlink_core::pages::PageTemplates::load(config.pages_dir.as_deref())?;
         Ok(config)
     }
 
@@ -263,6 +276,7 @@ impl Config {
     /// them would loop). A listen address on all interfaces names no host.
     pub(crate) fn control_config(&self) -> shortlink_control::ControlConfig {
         let mut control = self.control.clone();
+        control.pages = self.pages.clone();
         for listen in [&self.proxy.listen, &self.control.listen] {
             if let Ok(addr) = listen.parse::<std::net::SocketAddr>()
                 && !addr.ip().is_unspecified()

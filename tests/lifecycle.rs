@@ -152,6 +152,7 @@ fn bad_config_exits_64_naming_the_key() {
         ("SHORTLINK_ADMIN_KEY", "short", "admin_key"),
         ("SHORTLINK_CONTROL__MAX_BODY_BYTES", "ten", "max_body_bytes"),
         ("SHORTLINK_PROXY__NO_SUCH_KEY", "1", "no_such_key"),
+        ("SHORTLINK_PAGES_DIR", "/no/such/folder", "pages_dir"),
     ];
     for (key, value, mention) in cases {
         let out = Command::new(binary())

@@ -122,6 +122,10 @@ pub struct ControlConfig {
     pub session_ttl_seconds: u64,
     /// Webhook delivery (the `[control.webhooks]` table).
     pub webhooks: WebhookConfig,
+    /// The visitor pages' templates, loaded by the binary from the top-level `pages_dir`
+    /// (not a setting of this table).
+    #[serde(skip)]
+    pub pages: shortlink_core::pages::PageTemplates,
 }
 
 /// Settings of webhook delivery.
@@ -276,6 +280,7 @@ impl Default for ControlConfig {
             key_rotation_max_grace_seconds: 30 * 24 * 3600,
             session_ttl_seconds: 7 * 24 * 3600,
             webhooks: WebhookConfig::default(),
+            pages: shortlink_core::pages::PageTemplates::default(),
         }
     }
 }

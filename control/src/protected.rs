@@ -25,6 +25,7 @@ use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use shortlink_core::code::is_code_shaped;
+use shortlink_core::pages::{CSP, Page, escape_html};
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{ClickBatch, ClickEvent, DeviceClass, Link, LinkId, RouteState};
 use utoipa::openapi::RefOr;
@@ -274,32 +275,20 @@ fn has_valid_cookie(headers: &HeaderMap, secret: &[u8; 32], link: &Link) -> bool
         })
 }
 
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>body{{font:16px system-ui,sans-serif;max-width:26rem;\
-         margin:4rem auto;padding:0 1rem}}input,button{{font:inherit;padding:.5rem;width:100%;\
-         box-sizing:border-box;margin:.25rem 0}}.error{{color:#a00}}\
-         input:focus,button:focus{{outline:3px solid #36c}}</style></head>\
-         <body><h1>{title}</h1>{body}</body></html>"
-    );
+/// A visitor page (the shared look, or the operator's template) with `body` as its
+/// message (`None`: the page's own).
+fn page(state: &AppState, status: StatusCode, kind: Page, body: Option<&str>) -> Response {
+    let pages = &state.config().pages;
+    let html = match body {
+        Some(body) => pages.render_with(kind, body),
+        None => pages.render(kind),
+    };
     (
         status,
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, CSP),
         ],
         html,
     )
@@ -318,7 +307,7 @@ fn form(code: &str, qr: bool, message: Option<&str>) -> String {
         String::new()
     };
     format!(
-        "<p>This link is protected. Enter its password to continue.</p>{error}\
+        "<p>Enter its password to continue.</p>{error}\
          <form method=\"post\" action=\"/{code}{marker}\"><label for=\"password\">Password</label>\
          <input id=\"password\" name=\"password\" type=\"password\" required autofocus \
          autocomplete=\"current-password\" maxlength=\"{MAX_PASSWORD_BYTES}\">\
@@ -359,18 +348,15 @@ async fn protected_link(
         Some(link) if link.password_hash.is_some() => link,
         _ => {
             return Ok(Err(page(
+                state,
                 StatusCode::NOT_FOUND,
-                "Link not found",
-                "<p>There is no short link at this address. Check it for typos.</p>",
+                Page::NotFound,
+                None,
             )));
         }
     };
     if link.state(now_unix()) != RouteState::Live {
-        return Ok(Err(page(
-            StatusCode::GONE,
-            "Link no longer available",
-            "<p>This short link has expired, was turned off, or reached its click limit.</p>",
-        )));
+        return Ok(Err(page(state, StatusCode::GONE, Page::Gone, None)));
     }
     Ok(Ok(link))
 }
@@ -503,9 +489,14 @@ pub async fn show(
         return follow(&state, &request, &link, StatusCode::FOUND, None).await;
     }
     Ok(page(
+        &state,
         StatusCode::OK,
-        "Password required",
-        &form(&code, shortlink_core::is_qr_scan(request.uri.query()), None),
+        Page::Password,
+        Some(&form(
+            &code,
+            shortlink_core::is_qr_scan(request.uri.query()),
+            None,
+        )),
     ))
 }
 
@@ -579,7 +570,7 @@ pub async fn submit(
         .unwrap_or_default();
     let attempt = match guard.reserve(ip, guard.target(host, &code)) {
         Ok(attempt) => attempt,
-        Err(wait) => return Ok(too_many_attempts(wait)),
+        Err(wait) => return Ok(too_many_attempts(&state, wait)),
     };
     let link = match protected_link(&state, &parts.headers, &code).await? {
         Ok(link) => link,
@@ -602,19 +593,20 @@ pub async fn submit(
     } else {
         let _slot = match guard.slot_for(&hash).await {
             Ok(slot) => slot,
-            Err(_) => return Ok(too_many_attempts(1)),
+            Err(_) => return Ok(too_many_attempts(&state, 1)),
         };
         verify_password(hash, password).await
     };
     if !right {
         return Ok(page(
+            &state,
             StatusCode::UNAUTHORIZED,
-            "Password required",
-            &form(
+            Page::Password,
+            Some(&form(
                 &code,
                 shortlink_core::is_qr_scan(parts.uri.query()),
                 Some("That password is not right. Try again."),
-            ),
+            )),
         ));
     }
     guard.succeeded(attempt);
@@ -629,13 +621,14 @@ pub async fn submit(
 
 /// 429 with `Retry-After`: the client (or everyone, on this link) tried too often, or
 /// every argon2 slot stayed busy.
-fn too_many_attempts(wait: u64) -> Response {
+fn too_many_attempts(state: &AppState, wait: u64) -> Response {
     let mut response = page(
+        state,
         StatusCode::TOO_MANY_REQUESTS,
-        "Too many attempts",
-        &format!(
+        Page::TooMany,
+        Some(&format!(
             "<p>Too many wrong passwords were tried for this link. Try again in {wait} seconds.</p>"
-        ),
+        )),
     );
     response
         .headers_mut()

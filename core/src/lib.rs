@@ -11,6 +11,7 @@ pub mod domain;
 pub mod event;
 pub mod hop;
 pub mod link;
+pub mod pages;
 pub mod setting;
 pub mod target;
 pub mod targeting;

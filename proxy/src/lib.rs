@@ -11,6 +11,7 @@ pub mod fast_path;
 mod h2;
 pub mod listen;
 pub mod metrics;
+pub mod pages;
 pub mod proxy_protocol;
 pub mod routes;
 pub mod service;
@@ -109,6 +110,8 @@ pub struct Edge {
     pub country_lookup: Option<CountryLookup>,
     /// Stops the server when a service cannot run (the listener cannot listen).
     pub fatal: Fatal,
+    /// The visitor pages (an operator's templates or the built-in ones).
+    pub pages: shortlink_core::pages::PageTemplates,
 }
 
 /// Adds the proxy and its background services (route sync, click shipping, capped links'
@@ -216,6 +219,7 @@ pub fn add_proxy(
         limiter.clone(),
         status.clone(),
     )
+    .with_pages(Arc::new(pages::VisitorPages::new(&edge.pages)))
     .with_upstream_timeout(Duration::from_secs(config.upstream_timeout_seconds))
     .with_budgets(budgets.clone())
     .vouching_with(hop_secret.as_deref())

@@ -28,14 +28,10 @@ use crate::acme::{AcmeAnswers, Answer, HTTP01_PREFIX};
 use crate::budget::{Budgets, Refill};
 use crate::clicks::{ClickSink, Visit};
 use crate::domains::{DomainSet, HostMatch, MAX_HOST};
+use crate::pages::{PAGE_CSP, VisitorPages};
 use crate::routes::{Resolution, RouteKey, RouteTable};
 use crate::sync::SyncStatus;
 use crate::tls::{Hsts, HttpsPolicy};
-
-const NOT_FOUND_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link not found</title></head><body><h1>Link not found</h1><p>There is no short link at this address. Check it for typos.</p></body></html>\n";
-const GONE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Link no longer available</title></head><body><h1>Link no longer available</h1><p>This short link has expired, was turned off, or reached its click limit.</p></body></html>\n";
-const TOO_MANY_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Too many requests</title></head><body><h1>Too many requests</h1><p>Too many unknown links were requested from your address. Try again in a minute.</p></body></html>\n";
-const UNAVAILABLE_PAGE: &[u8] = b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Temporarily unavailable</title></head><body><h1>Temporarily unavailable</h1><p>This link cannot be looked up right now. Try again shortly.</p></body></html>\n";
 
 const BAD_HOST_BODY: &[u8] = b"Bad request: a request needs one valid Host header.\n";
 
@@ -265,6 +261,8 @@ pub struct Redirector {
     https: Option<Arc<HttpsPolicy>>,
     /// HTTP-01 answers, when ACME is on.
     acme: Option<Arc<AcmeAnswers>>,
+    /// The 404, 410, 429 and 503 pages.
+    pages: Arc<VisitorPages>,
 }
 
 /// Counts 404 answers per client IP.
@@ -300,7 +298,14 @@ impl Redirector {
             budgets: None,
             https: None,
             acme: None,
+            pages: Arc::new(VisitorPages::default()),
         }
+    }
+
+    /// Answers with `pages` (an operator's templates) instead of the built-in ones.
+    pub fn with_pages(mut self, pages: Arc<VisitorPages>) -> Redirector {
+        self.pages = pages;
+        self
     }
 
     /// Applies `https` (TLS is on): plain-HTTP requests for hosts with a certificate may
@@ -369,15 +374,16 @@ impl Redirector {
 impl Redirector {
     /// 503 when the store did not answer.
     async fn unavailable(&self, session: &mut Session) -> Result<bool> {
-        respond(
+        respond_bytes(
             session,
             503,
             &[
                 (header::CONTENT_TYPE, HTML.clone()),
                 (header::CACHE_CONTROL, NO_STORE.clone()),
+                (header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone()),
                 (header::RETRY_AFTER, HeaderValue::from_static("5")),
             ],
-            UNAVAILABLE_PAGE,
+            self.pages.unavailable.clone(),
         )
         .await
     }
@@ -400,15 +406,16 @@ impl Redirector {
             RouteState::Exhausted => "max-clicks-reached",
             RouteState::Live => "live",
         });
-        respond(
+        respond_bytes(
             session,
             410,
             &[
                 (header::CONTENT_TYPE, HTML.clone()),
                 (header::CACHE_CONTROL, NO_STORE.clone()),
+                (header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone()),
                 (header::HeaderName::from_static("x-shortlink-state"), reason),
             ],
-            GONE_PAGE,
+            self.pages.gone.clone(),
         )
         .await
     }
@@ -420,26 +427,28 @@ impl Redirector {
         {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let retry = HeaderValue::from(wait.as_secs().max(1));
-            return respond(
+            return respond_bytes(
                 session,
                 429,
                 &[
                     (header::CONTENT_TYPE, HTML.clone()),
                     (header::CACHE_CONTROL, NO_STORE.clone()),
+                    (header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone()),
                     (header::RETRY_AFTER, retry),
                 ],
-                TOO_MANY_PAGE,
+                self.pages.too_many.clone(),
             )
             .await;
         }
-        respond(
+        respond_bytes(
             session,
             404,
             &[
                 (header::CONTENT_TYPE, HTML.clone()),
                 (header::CACHE_CONTROL, NO_STORE.clone()),
+                (header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone()),
             ],
-            NOT_FOUND_PAGE,
+            self.pages.not_found.clone(),
         )
         .await
     }
