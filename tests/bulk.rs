@@ -181,18 +181,45 @@ async fn an_export_imports_into_a_fresh_instance_as_the_same_links_with_every_op
         let (status, body) = a.create(ADMIN_KEY, link.clone()).await;
         assert_eq!(status, 201, "{body}");
     }
+    let (status, _) = a
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://opts.example/locked", "alias": "locked", "password": "pw-123456"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let r = a
+        .api(Method::PATCH, "/api/v1/links/same", ADMIN_KEY)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let exported = export(&a, ADMIN_KEY).await;
     let (status, report) = import(&b, ADMIN_KEY, exported.clone()).await;
     assert_eq!(status, 200);
     assert_eq!(
         (&report["created"], &report["failed"]),
-        (&json!(5), &json!(0)),
+        (&json!(5), &json!(1)),
         "{report}"
+    );
+    assert!(
+        report["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("password-protected"),
+        "a protected link is never imported open: {report}"
     );
     // The same links at the same codes, every option kept: the listings agree field by
     // field (but for clicks and times, which belong to the first instance).
-    let (before, after) = (listing(&a).await, listing(&b).await);
+    let mut before = listing(&a).await;
+    before.retain(|l| l["password_protected"] == false);
+    let after = listing(&b).await;
     assert_eq!(before.len(), 5);
+    assert!(
+        before.iter().any(|l| l["disabled"] == true),
+        "the disabled one too"
+    );
     assert_eq!(before, after);
     let all = after
         .iter()
@@ -204,6 +231,21 @@ async fn an_export_imports_into_a_fresh_instance_as_the_same_links_with_every_op
         "{all}"
     );
     assert_eq!(all["targeting"]["ios"], "https://apps.example/ios");
+    // Another account of the same instance: generated codes taken by the first account's
+    // links get new ones; aliases stay refused.
+    let other = a.new_user("second-account").await;
+    let (_, elsewhere) = import(&a, &other, exported.clone()).await;
+    let codes: Vec<&str> = elsewhere["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (&elsewhere["created"], codes),
+        (&json!(3), vec!["invalid_csv", "alias_taken", "alias_taken"]),
+        "{elsewhere}"
+    );
     // Importing the export again finds them all.
     let (_, again) = import(&b, ADMIN_KEY, exported).await;
     assert_eq!(

@@ -24,6 +24,7 @@ pub fn sample_link(i: usize) -> Link {
         password_hash: None,
         targeting: None,
         moderation: None,
+        fallback_url: None,
         created_at: 0,
         updated_at: 0,
     }

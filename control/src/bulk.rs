@@ -3,10 +3,12 @@
 //!
 //! Columns (a header row names them, in any order): `url` (required), `alias`, `code` (a
 //! generated code to keep), `domain`, `tags` (separated by `;`), `expires_at` (RFC 3339),
-//! `redirect` (301, 302, 307, 308), `max_clicks`, `targeting` (the API's JSON object).
+//! `redirect` (301, 302, 307, 308), `max_clicks`, `targeting` (the API's JSON object),
+//! `fallback_url`, `disabled`, `password_protected` (such rows are refused: the password
+//! is not in the file).
 //! Export writes them all and adds `short_url`, `clicks` and `created_at`, which import
-//! ignores, so an export imports back as the same links at the same codes (passwords
-//! excepted: only their hashes exist; `shortlink backup` moves those).
+//! ignores, so an export imports back as the same links at the same codes, but for
+//! password-protected ones (only a hash of the password exists).
 
 use axum::Json;
 use axum::body::Body;
@@ -16,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
 use shortlink_core::time_util::to_rfc3339;
-use shortlink_core::{Link, Targeting, validate_alias};
+use shortlink_core::{Link, LinkPatch, Targeting, validate_alias};
 use shortlink_store::ListQuery;
 
 use crate::auth::Caller;
@@ -32,7 +34,7 @@ const MAX_REPORTED_ERRORS: usize = 1000;
 /// Rows created at once.
 const CONCURRENCY: usize = 32;
 /// Columns import reads, in the order export writes them.
-const READ: [&str; 9] = [
+const READ: [&str; 12] = [
     "url",
     "alias",
     "code",
@@ -42,6 +44,9 @@ const READ: [&str; 9] = [
     "redirect",
     "max_clicks",
     "targeting",
+    "fallback_url",
+    "disabled",
+    "password_protected",
 ];
 /// Columns export adds, which import skips.
 const WRITTEN_ONLY: [&str; 3] = ["short_url", "clicks", "created_at"];
@@ -140,6 +145,26 @@ async fn import_row(
     fields: Vec<String>,
 ) -> Result<Outcome, ApiError> {
     let cell = |name: &str| columns.cell(&fields, name);
+    let flag = |name: &str| -> Result<bool, ApiError> {
+        match cell(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::new(
+                ErrorCode::InvalidCsv,
+                format!("{name} '{other}' is neither true nor false"),
+            )),
+        }
+    };
+    if flag("password_protected")? {
+        // Its password is not in the file (only a hash exists): created without it, the
+        // target would be open to anyone.
+        return Err(ApiError::new(
+            ErrorCode::InvalidCsv,
+            "a password-protected link cannot be imported from CSV (its password is not \
+             exported); create it with a password through the API",
+        ));
+    }
+    let disabled = flag("disabled")?;
     let number = |name: &str, code: ErrorCode| -> Result<Option<u64>, ApiError> {
         cell(name)
             .map(|v| {
@@ -177,14 +202,24 @@ async fn import_row(
         redirect,
         tags,
         targeting,
+        fallback_url: cell("fallback_url").cloned(),
     };
     let code = cell("code").map(|c| validate_alias(c)).transpose()?;
-    let (_, existed) = create(state, caller, request, code, TakenCode::SameIsExisting).await?;
-    Ok(if existed {
-        Outcome::Existing
-    } else {
-        Outcome::Created
-    })
+    let (link, existed) = create(state, caller, request, code, TakenCode::SameIsExisting).await?;
+    if existed {
+        return Ok(Outcome::Existing);
+    }
+    if disabled {
+        let patch = LinkPatch {
+            disabled: Some(true),
+            ..LinkPatch::default()
+        };
+        state
+            .store()
+            .update_link(caller.user.id, &link.domain, link.code.as_str(), patch)
+            .await?;
+    }
+    Ok(Outcome::Created)
 }
 
 /// Splits `buffer` at the end of each complete CSV record (a newline outside quotes).
@@ -220,7 +255,8 @@ api_errors!(ImportLinksErrors: AUTH, BODY; InvalidCsv, RecordTooLong, TooManyRow
         content_type = "text/csv",
         description = "A header line naming the columns (`url` required; `alias`; `code`, a \
             generated code to keep; `domain`; `tags` separated by `;`; `expires_at` in RFC 3339; \
-            `redirect`; `max_clicks`; `targeting` as the API's JSON object; an export's \
+            `redirect`; `max_clicks`; `targeting` as the API's JSON object; `fallback_url`; \
+            `disabled`; `password_protected`, whose rows are refused; an export's \
             `short_url`, `clicks` and `created_at` are ignored), then one link per line. Rows matching a link the caller already has \
             count as existing, so an import can be run again.",
     ),
@@ -392,6 +428,13 @@ fn export_line(state: &AppState, link: &Link) -> String {
         &redirect,
         &max_clicks,
         &targeting,
+        link.fallback_url.as_deref().unwrap_or(""),
+        if link.disabled { "true" } else { "false" },
+        if link.password_hash.is_some() {
+            "true"
+        } else {
+            "false"
+        },
         &short_url,
         &clicks,
         &created,
@@ -408,7 +451,7 @@ api_errors!(ExportLinksErrors: AUTH; );
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The caller's links as CSV: a header line \
-            (`url,alias,code,domain,tags,expires_at,redirect,max_clicks,targeting,short_url,clicks,created_at`), \
+            (`url,alias,code,domain,tags,expires_at,redirect,max_clicks,targeting,fallback_url,disabled,password_protected,short_url,clicks,created_at`), \
             then one link per line. \
             Cells a spreadsheet would run as a formula start with `'`.",
          body = String, content_type = "text/csv",

@@ -182,6 +182,15 @@ impl Export {
             })
             .transpose()
         };
+        let (from_ms, to_ms) = (time("from", from)?, time("to", to)?);
+        if let (Some(f), Some(t)) = (from_ms, to_ms)
+            && f >= t
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRange,
+                "from must be before to",
+            ));
+        }
         if limit == Some(0) {
             return Err(ApiError::new(
                 ErrorCode::InvalidLimit,
@@ -193,8 +202,8 @@ impl Export {
             link,
             format: format.unwrap_or_default(),
             after: cursor.map(parse_cursor).transpose()?,
-            from_ms: time("from", from)?,
-            to_ms: time("to", to)?,
+            from_ms,
+            to_ms,
             limit,
         })
     }

@@ -15,6 +15,7 @@ use shortlink_store::ListQuery;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
+use crate::links::checked_target;
 use crate::openapi::api_errors;
 use crate::state::AppState;
 
@@ -44,10 +45,15 @@ pub struct CreateDomainRequest {
     /// years); absent or `null`: the installation's `proxy.tls.hsts_max_age_seconds`.
     #[schema(maximum = 63072000)]
     hsts_max_age_seconds: Option<u64>,
+    /// Where visitors of its links go instead of a 410 (expired, used up or turned off)
+    /// when a link has no fallback URL of its own: an absolute http(s) URL.
+    #[schema(format = "uri")]
+    fallback_url: Option<String>,
 }
 
-/// Body of `PATCH /api/v1/domains/{name}`: its HTTPS behaviour; an absent field stays,
-/// `null` returns it to the installation's setting.
+/// Body of `PATCH /api/v1/domains/{name}`: its HTTPS behaviour and fallback URL; an
+/// absent field stays, `null` returns it to the installation's setting (or removes the
+/// fallback URL).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchDomainRequest {
@@ -59,6 +65,10 @@ pub struct PatchDomainRequest {
     #[serde(default, deserialize_with = "crate::links::double_option")]
     #[schema(value_type = Option<u64>, maximum = 63072000)]
     hsts_max_age_seconds: Option<Option<u64>>,
+    /// Where visitors of its links go instead of a 410; `null`: nowhere (the 410 page).
+    #[serde(default, deserialize_with = "crate::links::double_option")]
+    #[schema(value_type = Option<String>, format = "uri")]
+    fallback_url: Option<Option<String>>,
 }
 
 /// A domain as the API shows it.
@@ -76,6 +86,8 @@ pub struct DomainView {
     redirect_http: Option<bool>,
     /// Its HSTS max-age (0: none); `null`: the installation's setting.
     hsts_max_age_seconds: Option<u64>,
+    /// Where visitors of its links go instead of a 410 when a link has none of its own.
+    fallback_url: Option<String>,
     /// Its TLS certificate, when one is stored or being issued; `null` otherwise.
     certificate: Option<CertificateView>,
 }
@@ -200,6 +212,7 @@ async fn view(
         created_at: to_rfc3339(domain.created_at),
         redirect_http: domain.https.redirect_http,
         hsts_max_age_seconds: domain.https.hsts_max_age_seconds,
+        fallback_url: domain.fallback_url,
         certificate,
     })
 }
@@ -258,7 +271,7 @@ fn domain_not_found(name: &str) -> ApiError {
     )
 }
 
-api_errors!(CreateDomainErrors: AUTH, JSON_BODY; InvalidDomain, InvalidUsers, UnknownUser, DomainTargeted, DomainExists);
+api_errors!(CreateDomainErrors: AUTH, JSON_BODY, TARGET; InvalidDomain, InvalidUsers, UnknownUser, DomainTargeted, DomainExists);
 
 /// `POST /api/v1/domains` (admin): 201 with the domain; 409 if registered already.
 #[utoipa::path(
@@ -322,11 +335,16 @@ pub async fn create_domain(
         hsts_max_age_seconds: request.hsts_max_age_seconds,
     };
     check_hsts(https.hsts_max_age_seconds)?;
+    let fallback_url = match request.fallback_url.as_deref() {
+        Some(url) => Some(checked_target(&state, url).await?),
+        None => None,
+    };
     let domain = Domain {
         name,
         users,
         created_at: now_unix(),
         https,
+        fallback_url,
     };
     state.store().create_domain(domain.clone()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, domain, None).await?)))
@@ -377,10 +395,10 @@ fn check_hsts(max_age: Option<u64>) -> Result<(), ApiError> {
     }
 }
 
-api_errors!(PatchDomainErrors: AUTH, JSON_BODY; InvalidDomain, DomainNotFound);
+api_errors!(PatchDomainErrors: AUTH, JSON_BODY, TARGET; InvalidDomain, DomainNotFound);
 
-/// `PATCH /api/v1/domains/{name}` (admin): changes its HTTPS behaviour; 200 with the
-/// domain. Proxies apply it at their next poll of the domains.
+/// `PATCH /api/v1/domains/{name}` (admin): changes its HTTPS behaviour or fallback URL;
+/// 200 with the domain. Proxies apply it at their next poll of the domains.
 #[utoipa::path(
     patch,
     path = "/api/v1/domains/{name}",
@@ -411,8 +429,22 @@ pub async fn update_domain(
         check_hsts(max_age)?;
         domain.https.hsts_max_age_seconds = max_age;
     }
+    let fallback = match request.fallback_url {
+        Some(Some(url)) => Some(Some(checked_target(&state, &url).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     if !store.set_domain_https(&normalized, domain.https).await? {
         return Err(domain_not_found(&name));
+    }
+    if let Some(fallback) = fallback {
+        if !store
+            .set_domain_fallback(&normalized, fallback.clone())
+            .await?
+        {
+            return Err(domain_not_found(&name));
+        }
+        domain.fallback_url = fallback;
     }
     let book = CertificateBook::read(&state, true).await?;
     let certificate = book.of(&domain.name);

@@ -61,6 +61,10 @@ pub struct CreateLinkRequest {
     pub(crate) tags: Option<Vec<String>>,
     /// Alternative targets per device class and country.
     pub(crate) targeting: Option<Targeting>,
+    /// Where visitors go instead of a 410 once the link is expired, used up or turned off
+    /// (not while an admin has disabled it): an absolute http(s) URL.
+    #[schema(format = "uri")]
+    pub(crate) fallback_url: Option<String>,
 }
 
 /// Deserializes a field that may be absent (outer `None`) or `null` (inner `None`).
@@ -106,6 +110,10 @@ pub struct PatchLinkRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Targeting>)]
     targeting: Option<Option<Targeting>>,
+    /// A new fallback URL, or `null` to remove it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = "uri")]
+    fallback_url: Option<Option<String>>,
 }
 
 /// `?domain=` on the per-link endpoints: the link's custom domain (absent: the default).
@@ -151,6 +159,9 @@ pub struct LinkView {
     /// Alternative targets per device class and country.
     #[serde(skip_serializing_if = "Option::is_none")]
     targeting: Option<Targeting>,
+    /// Where visitors go instead of a 410.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_url: Option<String>,
     /// What a visitor gets now.
     #[schema(value_type = String, pattern = "^(live|disabled|expired|exhausted)$")]
     state: &'static str,
@@ -179,6 +190,7 @@ impl LinkView {
             moderation: link.moderation,
             password_protected: link.password_hash.is_some(),
             targeting: link.targeting,
+            fallback_url: link.fallback_url,
             created_at: to_rfc3339(link.created_at),
             updated_at: to_rfc3339(link.updated_at),
         }
@@ -313,6 +325,10 @@ pub(crate) async fn create(
         None => None,
     };
 
+    let fallback_url = match request.fallback_url.as_deref() {
+        Some(url) => Some(checked_target(state, url).await?),
+        None => None,
+    };
     let new = NewLink {
         domain,
         redirect,
@@ -321,6 +337,7 @@ pub(crate) async fn create(
         tags,
         password_hash,
         targeting,
+        fallback_url,
         ..NewLink::new(caller.user.id, url)
     };
     let created = insert_link(state, new, choice, taken).await?;
@@ -334,7 +351,8 @@ pub(crate) enum CodeChoice {
     Generated,
     /// The caller's alias.
     Alias(ShortCode),
-    /// This generated code, kept (a link reproduced from an export).
+    /// This generated code, kept (a link reproduced from an export); a generated one if
+    /// another link has it.
     Kept(ShortCode),
 }
 
@@ -358,20 +376,19 @@ pub(crate) async fn insert_link(
     taken: TakenCode,
 ) -> Result<Created, ApiError> {
     new.custom_alias = matches!(choice, CodeChoice::Alias(_));
-    let fixed = match &choice {
-        CodeChoice::Alias(code) | CodeChoice::Kept(code) => Some(code.clone()),
-        CodeChoice::Generated => None,
-    };
-    let attempts = if fixed.is_some() {
-        1
-    } else {
-        MAX_CODE_ATTEMPTS
+    // A kept code is tried first; taken by another link, the link gets a generated one.
+    let (attempts, first_generated) = match &choice {
+        CodeChoice::Alias(_) => (1, 1),
+        CodeChoice::Kept(_) => (MAX_CODE_ATTEMPTS + 1, 1),
+        CodeChoice::Generated => (MAX_CODE_ATTEMPTS, 0),
     };
     for attempt in 0..attempts {
-        match &fixed {
-            Some(code) => new.code = code.clone(),
-            None => {
+        match &choice {
+            CodeChoice::Alias(code) => new.code = code.clone(),
+            CodeChoice::Kept(code) if attempt == 0 => new.code = code.clone(),
+            _ => {
                 // Deterministic in (url, owner, attempt), then random.
+                let attempt = attempt - first_generated;
                 let attempt = if attempt < DETERMINISTIC_ATTEMPTS {
                     attempt
                 } else {
@@ -396,7 +413,7 @@ pub(crate) async fn insert_link(
                         existed: true,
                     });
                 }
-                if fixed.is_some() {
+                if matches!(choice, CodeChoice::Alias(_)) {
                     return Err(StoreError::CodeTaken(code).into());
                 }
             }
@@ -522,6 +539,7 @@ pub async fn shorten(
         redirect: None,
         tags: None,
         targeting: None,
+        fallback_url: None,
     };
     let (link, existed) = create(&state, &caller, request, None, TakenCode::Refused).await?;
     let status = if existed {
@@ -713,6 +731,11 @@ pub async fn patch_link(
         password_hash,
         targeting,
         moderation: None,
+        fallback_url: match request.fallback_url {
+            Some(Some(url)) => Some(Some(checked_target(&state, &url).await?)),
+            Some(None) => Some(None),
+            None => None,
+        },
     };
     if request.disabled == Some(false)
         && owned_link(&state, &caller, params.domain.as_deref(), &code)

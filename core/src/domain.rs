@@ -18,6 +18,9 @@ pub struct Domain {
     pub created_at: i64,
     /// Its own HTTPS behaviour, where it differs from the installation's.
     pub https: DomainHttps,
+    /// Where visitors of its links go instead of a 410 when a link has no fallback URL
+    /// of its own.
+    pub fallback_url: Option<String>,
 }
 
 /// A domain's own HTTPS behaviour; a `None` field follows the installation's setting
@@ -219,6 +222,7 @@ mod tests {
             users: Some(vec![1]),
             created_at: 0,
             https: DomainHttps::default(),
+            fallback_url: None,
         };
         assert!(d.allows(1) && !d.allows(2));
     }

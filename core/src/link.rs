@@ -116,6 +116,9 @@ pub struct Link {
     pub targeting: Option<Targeting>,
     /// Why an admin disabled the link; while set, the owner cannot turn it back on.
     pub moderation: Option<String>,
+    /// Where visitors go instead of a 410 once the link is expired, used up or turned off
+    /// by its owner (not while an admin has disabled it).
+    pub fallback_url: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Last change, Unix seconds.
@@ -188,6 +191,7 @@ impl Link {
             && !self.disabled
             && self.password_hash.is_none()
             && self.targeting.is_none()
+            && self.fallback_url.is_none()
     }
 }
 
@@ -216,6 +220,8 @@ pub struct NewLink {
     pub password_hash: Option<String>,
     /// Validated targeting rules.
     pub targeting: Option<Targeting>,
+    /// Validated fallback URL (see [`Link::fallback_url`]).
+    pub fallback_url: Option<String>,
 }
 
 impl NewLink {
@@ -234,6 +240,7 @@ impl NewLink {
             tags: Vec::new(),
             password_hash: None,
             targeting: None,
+            fallback_url: None,
         }
     }
 
@@ -255,6 +262,7 @@ impl NewLink {
             password_hash: self.password_hash,
             targeting: self.targeting,
             moderation: None,
+            fallback_url: self.fallback_url,
             created_at: now,
             updated_at: now,
         }
@@ -272,6 +280,7 @@ impl NewLink {
             && self.tags.is_empty()
             && self.password_hash.is_none()
             && self.targeting.is_none()
+            && self.fallback_url.is_none()
     }
 }
 
@@ -297,6 +306,8 @@ pub struct LinkPatch {
     /// An admin's moderation: `Some(Some(reason))` disables the link for that reason,
     /// `Some(None)` lifts it.
     pub moderation: Option<Option<String>>,
+    /// New fallback URL (`Some(None)` removes it).
+    pub fallback_url: Option<Option<String>>,
 }
 
 impl LinkPatch {
@@ -329,6 +340,9 @@ impl LinkPatch {
         if let Some(moderation) = &self.moderation {
             link.disabled = moderation.is_some();
             link.moderation = moderation.clone();
+        }
+        if let Some(fallback) = &self.fallback_url {
+            link.fallback_url = fallback.clone();
         }
     }
 }

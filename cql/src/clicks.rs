@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use shortlink_core::time_util::{now_unix, now_unix_ms};
 use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
 use shortlink_store::rollup::{
-    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, encode_log, rank_links,
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
@@ -33,6 +33,10 @@ const ABANDONED_SECS: i64 = 120;
 
 /// Log rows one page of raw clicks reads at most.
 const LOG_ROWS_PER_PAGE: usize = 64;
+
+/// Log rows read per query: few, so a page that fills up early has read little more than
+/// it returns.
+const LOG_ROWS_PER_READ: usize = 8;
 
 /// Counter writes in flight per batch.
 const WRITE_CONCURRENCY: usize = 64;
@@ -302,28 +306,29 @@ impl ClickStore for CqlStore {
             }));
         }
         // The raw clicks, one row per owner, for exports.
-        let mut by_owner: HashMap<i64, Vec<&EnrichedClick>> = HashMap::new();
-        for c in &counted {
-            if let Some(Some(info)) = links.get(&c.link_id) {
-                by_owner.entry(info.owner).or_default().push(c);
-            }
-        }
+        let logs = owner_logs(&counted, |link| match links.get(&link) {
+            Some(Some(info)) => Some(info.owner),
+            _ => None,
+        });
+        run_concurrently(writes, WRITE_CONCURRENCY).await?;
+        // Stamped once the counters are written, just before its own write: an export
+        // reads rows up to the settle time before now, so a row must land within it.
         let at_ms = now_unix_ms();
         let day = day_of(at_ms.div_euclid(1000));
-        for (owner, clicks) in by_owner {
-            let n: i64 = clicks.iter().map(|c| i64::from(c.count.max(1))).sum();
+        let mut writes: Vec<Write<'_>> = Vec::with_capacity(logs.len());
+        for log in logs {
             writes.push(Box::pin(async move {
                 self.exec(
                     "INSERT INTO {ks}.click_log (owner, day, at, batch_id, clicks, body) \
                      VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
                     Kind::Write,
                     (
-                        owner,
+                        log.owner,
                         day,
                         at_ms,
                         batch_id,
-                        n,
-                        encode_log(&clicks),
+                        log.clicks,
+                        log.body,
                         self.click_retention_secs,
                     ),
                 )
@@ -342,16 +347,12 @@ impl ClickStore for CqlStore {
         }
         self.append(events).await?;
         let total: i64 = per_link.values().map(|l| l.clicks).sum();
+        // The raw clicks are in `click_log`, per owner; the claim keeps the count only.
         self.exec(
-            "UPDATE {ks}.click_batches USING TTL ? SET state = 'applied', clicks = ?, body = ? \
+            "UPDATE {ks}.click_batches USING TTL ? SET state = 'applied', clicks = ? \
              WHERE batch_id = ?",
             Kind::Write,
-            (
-                self.click_retention_secs,
-                total,
-                encode_log(&counted),
-                batch_id,
-            ),
+            (self.click_retention_secs, total, batch_id),
         )
         .await?;
         Ok(IngestOutcome::Applied)
@@ -396,22 +397,28 @@ impl ClickStore for CqlStore {
     async fn owner_clicks(&self, query: ClickLogQuery) -> Result<ClickPage, StoreError> {
         let after = query.after.clone().unwrap_or_default();
         let now = now_unix();
+        // Rows are read up to the settle time before now, like the feeds: one stamped
+        // earlier but still being written is then not skipped (see `ingest_clicks`).
+        let horizon_ms = now_unix_ms() - self.settle_us / 1000;
         let oldest = day_of(now - i64::from(self.click_retention_secs));
         let mut day = day_of(after.position.div_euclid(1000)).max(oldest);
         let mut page = ClickPage::default();
         let mut budget = LOG_ROWS_PER_PAGE;
-        while day <= day_of(now) {
+        let mut from = (after.position, after.batch.clone());
+        while day <= day_of(horizon_ms.div_euclid(1000)) {
             // The cursor's own row again (its clicks past `line`), then those after it.
             let rows: Vec<(i64, String, Option<Vec<u8>>)> = self
                 .rows(
                     "SELECT at, batch_id, body FROM {ks}.click_log \
-                     WHERE owner = ? AND day = ? AND (at, batch_id) >= (?, ?) LIMIT ?",
+                     WHERE owner = ? AND day = ? AND (at, batch_id) >= (?, ?) \
+                     AND (at, batch_id) < (?, '') LIMIT ?",
                     (
                         query.owner,
                         day,
-                        after.position,
-                        after.batch.as_str(),
-                        budget as i32,
+                        from.0,
+                        from.1.as_str(),
+                        horizon_ms,
+                        LOG_ROWS_PER_READ.min(budget) as i32,
                     ),
                 )
                 .await?;
@@ -445,12 +452,16 @@ impl ClickStore for CqlStore {
                     batch: batch.clone(),
                     line: u32::MAX,
                 });
+                // The next read starts just after it (a batch id has no NUL byte).
+                from = (at, format!("{batch}\0"));
             }
             budget -= read;
             if budget == 0 {
                 return self.page_links(page).await;
             }
-            day += 86_400;
+            if read < LOG_ROWS_PER_READ.min(budget + read) {
+                day += 86_400;
+            }
         }
         page.next = None;
         self.page_links(page).await
@@ -462,7 +473,7 @@ impl ClickStore for CqlStore {
             return Ok(AccountStats::default());
         }
         let first_day = day_of(query.from);
-        let mut per_link: Vec<(LinkId, i64, i64)> = Vec::new();
+        let mut per_link: HashMap<LinkId, (i64, i64)> = HashMap::new();
         for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
             let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
                 .rows(
@@ -483,11 +494,16 @@ impl ClickStore for CqlStore {
                     (query.owner, month, first_day, query.to),
                 )
                 .await?;
-            per_link.extend(days.into_iter().map(|(link, total, bots)| {
-                (link, total.map_or(0, |c| c.0), bots.map_or(0, |c| c.0))
-            }));
+            for (link, total, bots) in days {
+                let slot = per_link.entry(link).or_default();
+                slot.0 += total.map_or(0, |c| c.0);
+                slot.1 += bots.map_or(0, |c| c.0);
+            }
         }
         let mut links = Vec::with_capacity(query.top);
+        let per_link = per_link
+            .into_iter()
+            .map(|(link, (total, bots))| (link, total, bots));
         for (link_id, clicks) in rank_links(per_link, query.include_bots) {
             if links.len() == query.top {
                 break;

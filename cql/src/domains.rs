@@ -14,11 +14,12 @@ struct DomainRow {
     created_at: Option<i64>,
     redirect_http: Option<bool>,
     hsts_max_age_seconds: Option<i64>,
+    fallback_url: Option<String>,
 }
 
 /// The columns a [`DomainRow`] holds, in its order.
-const SELECT: &str = "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds \
-     FROM {ks}.domains";
+const SELECT: &str = "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds, \
+     fallback_url FROM {ks}.domains";
 
 impl From<DomainRow> for Domain {
     fn from(row: DomainRow) -> Domain {
@@ -30,6 +31,7 @@ impl From<DomainRow> for Domain {
                 redirect_http: row.redirect_http,
                 hsts_max_age_seconds: row.hsts_max_age_seconds.map(|h| h.max(0) as u64),
             },
+            fallback_url: row.fallback_url,
         }
     }
 }
@@ -40,13 +42,14 @@ impl DomainStore for CqlStore {
         let claimed = self
             .lwt(
                 "INSERT INTO {ks}.domains (name, users, created_at, redirect_http, \
-                 hsts_max_age_seconds) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                 hsts_max_age_seconds, fallback_url) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (
                     &domain.name,
                     &domain.users,
                     domain.created_at,
                     domain.https.redirect_http,
                     domain.https.hsts_max_age_seconds.map(|h| h as i64),
+                    &domain.fallback_url,
                 ),
             )
             .await?;
@@ -60,8 +63,8 @@ impl DomainStore for CqlStore {
     async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         let row: Option<DomainRow> = self
             .row(
-                "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds \
-                 FROM {ks}.domains WHERE name = ?",
+                "SELECT name, users, created_at, redirect_http, hsts_max_age_seconds, \
+                 fallback_url FROM {ks}.domains WHERE name = ?",
                 (name,),
             )
             .await?;
@@ -89,6 +92,18 @@ impl DomainStore for CqlStore {
                 https.hsts_max_age_seconds.map(|h| h as i64),
                 name,
             ),
+        )
+        .await
+    }
+
+    async fn set_domain_fallback(
+        &self,
+        name: &str,
+        fallback: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.lwt(
+            "UPDATE {ks}.domains SET fallback_url = ? WHERE name = ? IF EXISTS",
+            (fallback, name),
         )
         .await
     }

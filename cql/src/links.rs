@@ -18,7 +18,7 @@ use shortlink_store::targeting_json;
 /// The `links` columns a [`LinkRow`] reads, in its field order.
 const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
      expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting, \
-     moderation FROM {ks}.links";
+     moderation, fallback_url FROM {ks}.links";
 
 /// A `links` row.
 #[derive(DeserializeRow)]
@@ -39,6 +39,7 @@ pub(crate) struct LinkRow {
     password_hash: Option<String>,
     targeting: Option<String>,
     moderation: Option<String>,
+    fallback_url: Option<String>,
 }
 
 impl LinkRow {
@@ -65,6 +66,7 @@ impl LinkRow {
             password_hash: self.password_hash,
             targeting: self.targeting.and_then(|t| serde_json::from_str(&t).ok()),
             moderation: self.moderation,
+            fallback_url: self.fallback_url,
         }
     }
 }
@@ -102,7 +104,7 @@ impl CqlStore {
     ) -> Result<Option<LinkRow>, StoreError> {
         const CQL: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
              expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
-             targeting, moderation FROM {ks}.links WHERE domain = ? AND code = ?";
+             targeting, moderation, fallback_url FROM {ks}.links WHERE domain = ? AND code = ?";
         self.row(CQL, (domain, code)).await
     }
 
@@ -225,7 +227,8 @@ impl LinkStore for CqlStore {
             .lwt(
                 "INSERT INTO {ks}.links (domain, code, id, custom_alias, owner, url, redirect, \
                  expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
-                 targeting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?) IF NOT EXISTS",
+                 targeting, fallback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?, ?) \
+                 IF NOT EXISTS",
                 (
                     &new.domain,
                     new.code.as_str(),
@@ -241,6 +244,7 @@ impl LinkStore for CqlStore {
                     now,
                     &new.password_hash,
                     targeting_json(&new.targeting)?,
+                    &new.fallback_url,
                 ),
             )
             .await?;
@@ -421,7 +425,7 @@ impl LinkStore for CqlStore {
             .lwt(
                 "UPDATE {ks}.links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
                  tags = ?, disabled = ?, updated_at = ?, password_hash = ?, targeting = ?, \
-                 moderation = ? WHERE domain = ? AND code = ? IF id = ?",
+                 moderation = ?, fallback_url = ? WHERE domain = ? AND code = ? IF id = ?",
                 (
                     &link.url,
                     i32::from(link.redirect.as_u16()),
@@ -433,6 +437,7 @@ impl LinkStore for CqlStore {
                     &link.password_hash,
                     targeting_json(&link.targeting)?,
                     &link.moderation,
+                    &link.fallback_url,
                     domain,
                     code,
                     link.id,

@@ -65,7 +65,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "click log by owner",
+        name: "click log by owner, fallback URLs",
         cql: include_str!("../schema/010_click_log.cql"),
     },
 ];

@@ -11,7 +11,7 @@ use super::EmbeddedStore;
 use super::events;
 use super::pacing::Pacer;
 use shortlink_store::rollup::{
-    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, encode_log, rank_links,
+    OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
@@ -85,34 +85,36 @@ fn link_infos(
 /// Log rows one page of raw clicks reads at most.
 const LOG_ROWS_PER_PAGE: usize = 64;
 
-/// The next log rows of `owner` from row `from` on, oldest first: its own rows and those
-/// of older versions (owner unknown), at most [`LOG_ROWS_PER_PAGE`].
+/// Log rows read per statement: few, so a page that fills up early has read little more
+/// than it returns.
+const LOG_ROWS_PER_READ: i64 = 8;
+
+/// The next log rows of `owner` from row `from` on, oldest first, at most
+/// [`LOG_ROWS_PER_READ`]: rows of older versions (owner unknown, flagged `true`) first,
+/// since every one of them is older than every row that names its owner.
 fn owner_log_rows(
     conn: &rusqlite::Connection,
     owner: i64,
     from: i64,
 ) -> rusqlite::Result<Vec<(i64, bool, Vec<u8>)>> {
-    let limit = LOG_ROWS_PER_PAGE as i64;
-    let mut rows = Vec::new();
-    let mut own = conn.prepare_cached(
-        "SELECT id, body FROM click_log WHERE owner = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
-    )?;
-    for row in own.query_map(params![owner, from, limit], |r| {
-        Ok((r.get::<_, i64>(0)?, false, r.get::<_, Vec<u8>>(1)?))
-    })? {
-        rows.push(row?);
-    }
     let mut shared = conn.prepare_cached(
         "SELECT id, body FROM click_log WHERE owner IS NULL AND id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    for row in shared.query_map(params![from, limit], |r| {
-        Ok((r.get::<_, i64>(0)?, true, r.get::<_, Vec<u8>>(1)?))
-    })? {
-        rows.push(row?);
+    let rows = shared
+        .query_map(params![from, LOG_ROWS_PER_READ], |r| {
+            Ok((r.get::<_, i64>(0)?, true, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if !rows.is_empty() {
+        return Ok(rows);
     }
-    rows.sort_unstable_by_key(|r| r.0);
-    rows.truncate(LOG_ROWS_PER_PAGE);
-    Ok(rows)
+    let mut own = conn.prepare_cached(
+        "SELECT id, body FROM click_log WHERE owner = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
+    )?;
+    own.query_map(params![owner, from, LOG_ROWS_PER_READ], |r| {
+        Ok((r.get::<_, i64>(0)?, false, r.get::<_, Vec<u8>>(1)?))
+    })?
+    .collect()
 }
 
 /// `page` with the (domain, code) of its links that still exist.
@@ -170,23 +172,16 @@ impl ClickStore for EmbeddedStore {
                     .iter()
                     .filter(|c| links.contains_key(&c.link_id))
                     .collect();
-                // One log row per owner, so an account's clicks are read without the others'.
-                let mut by_owner: HashMap<i64, Vec<&EnrichedClick>> = HashMap::new();
-                for c in &counted {
-                    if let Some(info) = links.get(&c.link_id) {
-                        by_owner.entry(info.owner).or_default().push(c);
-                    }
-                }
+                let logs = owner_logs(&counted, |link| links.get(&link).map(|info| info.owner));
                 let delta = RollupDelta::of(&counted);
                 let owners = delta.owners(|link| links.get(&link).map(|info| info.owner));
                 let RollupDelta { hours, days, links: per_link } = delta;
                 pacer.step();
-                for (owner, clicks) in &by_owner {
-                    let n: i64 = clicks.iter().map(|c| i64::from(c.count.max(1))).sum();
+                for log in &logs {
                     conn.prepare_cached(
                         "INSERT INTO click_log (at, clicks, body, owner) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![now, n, encode_log(clicks), owner])?;
+                    .execute(params![now, log.clicks, log.body, log.owner])?;
                 }
                 {
                     let mut cells: Vec<&dyn ToSql> = Vec::with_capacity(hours.len() * 4);
@@ -273,11 +268,14 @@ impl ClickStore for EmbeddedStore {
                     // whole log by `at`, which has no index, read every row of it per
                     // batch: ingestion slowed as the log grew.)
                     let cutoff = now - retention_ms / 1000;
+                    // At least twice the rows just written, so pruning keeps up with
+                    // batches of many owners.
+                    let prune = PRUNE_ROWS.max(2 * logs.len() as i64);
                     conn.prepare_cached(
                         "DELETE FROM click_log WHERE id IN
                          (SELECT id FROM click_log ORDER BY id LIMIT ?2) AND at < ?1",
                     )?
-                    .execute(params![cutoff, PRUNE_ROWS])?;
+                    .execute(params![cutoff, prune])?;
                     conn.prepare_cached("DELETE FROM ingested_batches WHERE at < ?1")?
                         .execute(params![cutoff])?;
                 }
@@ -338,55 +336,64 @@ impl ClickStore for EmbeddedStore {
     async fn owner_clicks(&self, query: ClickLogQuery) -> Result<ClickPage, StoreError> {
         self.read(move |conn| {
             let after = query.after.clone().unwrap_or_default();
-            let rows = owner_log_rows(conn, query.owner, after.position)?;
-            let full = rows.len() == LOG_ROWS_PER_PAGE;
             let mut page = ClickPage::default();
             // Owners of links seen in rows of older versions, which mix owners.
             let mut owners: HashMap<LinkId, Option<i64>> = HashMap::new();
             let mut find = conn.prepare_cached("SELECT owner FROM links WHERE id = ?1")?;
-            let mut last = after.position;
-            for (id, shared, body) in rows {
-                let skip = if id == after.position { after.line } else { 0 };
-                for (i, click) in decode_log(&body).enumerate() {
-                    let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                    if line <= skip || query.link.is_some_and(|l| l != click.link_id) {
-                        continue;
-                    }
-                    if shared {
-                        let owner = match owners.get(&click.link_id) {
-                            Some(owner) => *owner,
-                            None => {
-                                let owner = find
-                                    .query_row([click.link_id], |r| r.get::<_, i64>(0))
-                                    .optional()?;
-                                owners.insert(click.link_id, owner);
-                                owner
-                            }
-                        };
-                        if owner != Some(query.owner) {
+            let mut from = after.position;
+            let mut scanned = 0;
+            loop {
+                let rows = owner_log_rows(conn, query.owner, from)?;
+                if rows.is_empty() {
+                    // The end of the log.
+                    return Ok(page_links(conn, page)?);
+                }
+                for (id, shared, body) in rows {
+                    let skip = if id == after.position { after.line } else { 0 };
+                    for (i, click) in decode_log(&body).enumerate() {
+                        let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                        if line <= skip || query.link.is_some_and(|l| l != click.link_id) {
                             continue;
                         }
+                        if shared {
+                            let owner = match owners.get(&click.link_id) {
+                                Some(owner) => *owner,
+                                None => {
+                                    let owner = find
+                                        .query_row([click.link_id], |r| r.get::<_, i64>(0))
+                                        .optional()?;
+                                    owners.insert(click.link_id, owner);
+                                    owner
+                                }
+                            };
+                            if owner != Some(query.owner) {
+                                continue;
+                            }
+                        }
+                        let cursor = ClickCursor {
+                            position: id,
+                            batch: String::new(),
+                            line,
+                        };
+                        if page.clicks.len() == query.limit {
+                            // One more exists: the page ends before it.
+                            page.next = page.clicks.last().map(|(_, c)| c.clone());
+                            return Ok(page_links(conn, page)?);
+                        }
+                        page.clicks.push((click, cursor));
                     }
-                    let cursor = ClickCursor {
-                        position: id,
-                        batch: String::new(),
-                        line,
-                    };
-                    if page.clicks.len() == query.limit {
-                        // One more exists: the page ends before it.
-                        page.next = page.clicks.last().map(|(_, c)| c.clone());
-                        return Ok(page_links(conn, page)?);
-                    }
-                    page.clicks.push((click, cursor));
+                    from = id + 1;
+                    scanned += 1;
                 }
-                last = id;
+                if scanned >= LOG_ROWS_PER_PAGE {
+                    page.next = Some(ClickCursor {
+                        position: from,
+                        batch: String::new(),
+                        line: 0,
+                    });
+                    return Ok(page_links(conn, page)?);
+                }
             }
-            page.next = full.then(|| ClickCursor {
-                position: last + 1,
-                batch: String::new(),
-                line: 0,
-            });
-            Ok(page_links(conn, page)?)
         })
         .await
     }

@@ -8,7 +8,7 @@ use super::EmbeddedStore;
 use shortlink_store::{DomainStore, StoreError};
 
 /// The columns [`row_to_domain`] reads, in its order.
-const COLUMNS: &str = "name, users, created_at, redirect_http, hsts_max_age_seconds";
+const COLUMNS: &str = "name, users, created_at, redirect_http, hsts_max_age_seconds, fallback_url";
 
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let users: Option<String> = row.get(1)?;
@@ -21,6 +21,7 @@ fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
             redirect_http: row.get(3)?,
             hsts_max_age_seconds: hsts.map(|h| h.max(0) as u64),
         },
+        fallback_url: row.get(5)?,
     })
 }
 
@@ -37,14 +38,15 @@ impl DomainStore for EmbeddedStore {
             .write(move |conn| {
                 let inserted = conn.execute(
                     "INSERT INTO domains (name, users, created_at, redirect_http,
-                       hsts_max_age_seconds) VALUES (?1, ?2, ?3, ?4, ?5)
+                       hsts_max_age_seconds, fallback_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (name) DO NOTHING",
                     params![
                         domain.name,
                         users,
                         domain.created_at,
                         domain.https.redirect_http,
-                        domain.https.hsts_max_age_seconds.map(|h| h as i64)
+                        domain.https.hsts_max_age_seconds.map(|h| h as i64),
+                        domain.fallback_url
                     ],
                 )?;
                 if inserted == 0 {
@@ -90,6 +92,22 @@ impl DomainStore for EmbeddedStore {
                         https.redirect_http,
                         https.hsts_max_age_seconds.map(|h| h as i64)
                     ],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn set_domain_fallback(
+        &self,
+        name: &str,
+        fallback: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE domains SET fallback_url = ?2 WHERE name = ?1",
+                    params![name, fallback],
                 )? > 0)
             })
             .await

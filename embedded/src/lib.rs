@@ -375,6 +375,7 @@ mod tests {
                 tags: vec![],
                 password_hash: None,
                 targeting: None,
+                fallback_url: None,
             })
             .await
             .unwrap();

@@ -16,7 +16,7 @@ use shortlink_store::{
 
 const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
      l.expires_at, l.max_clicks, l.clicks, l.tags, l.disabled, l.created_at, l.updated_at, \
-     l.password_hash, l.targeting, l.moderation";
+     l.password_hash, l.targeting, l.moderation, l.fallback_url";
 
 /// Reads a link from `row`, whose columns start at `at` in `LINK_COLUMNS` order.
 fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
@@ -42,6 +42,7 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
             .get::<_, Option<String>>(at + 15)?
             .and_then(|t| serde_json::from_str(&t).ok()),
         moderation: row.get(at + 16)?,
+        fallback_url: row.get(at + 17)?,
     })
 }
 
@@ -128,8 +129,8 @@ impl LinkStore for EmbeddedStore {
                 let inserted = conn.execute(
                     "INSERT INTO links (domain, code, custom_alias, owner, url, redirect, expires_at,
                                         max_clicks, clicks, tags, disabled, plain, created_at, updated_at,
-                                        password_hash, targeting)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, 0, ?10, ?11, ?11, ?12, ?13)
+                                        password_hash, targeting, fallback_url)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, 0, ?10, ?11, ?11, ?12, ?13, ?14)
                      ON CONFLICT (domain, code) DO NOTHING",
                     params![
                         new.domain,
@@ -144,7 +145,8 @@ impl LinkStore for EmbeddedStore {
                         new.is_plain(),
                         now,
                         new.password_hash,
-                        targeting
+                        targeting,
+                        new.fallback_url
                     ],
                 )?;
                 if inserted == 0 {
@@ -232,7 +234,8 @@ impl LinkStore for EmbeddedStore {
                 conn.execute(
                     "UPDATE links SET url = ?1, redirect = ?2, expires_at = ?3, max_clicks = ?4,
                             tags = ?5, disabled = ?6, plain = ?7, updated_at = ?8,
-                            password_hash = ?10, targeting = ?11, moderation = ?12
+                            password_hash = ?10, targeting = ?11, moderation = ?12,
+                            fallback_url = ?13
                      WHERE id = ?9",
                     params![
                         link.url,
@@ -246,7 +249,8 @@ impl LinkStore for EmbeddedStore {
                         link.id,
                         link.password_hash,
                         targeting_json(&link.targeting)?,
-                        link.moderation
+                        link.moderation,
+                        link.fallback_url
                     ],
                 )?;
                 record_change(conn, &domain, &code)?;

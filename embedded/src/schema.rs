@@ -321,6 +321,9 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 11: the click log keeps one row per batch per owner, so an account's clicks
     // are read without the others' (null: a row of an older version, of any owners).
     ("click_log", "owner", "INTEGER"),
+    // Version 11: where visitors go instead of a 410, per link and per domain.
+    ("links", "fallback_url", "TEXT"),
+    ("domains", "fallback_url", "TEXT"),
 ];
 
 /// Indexes over columns of [`COLUMNS`], created once those exist.

@@ -90,6 +90,10 @@ pub struct ProxyConfig {
     /// Where to redirect (302) requests whose `Host` is neither the public URL's host nor
     /// a registered custom domain. Default unset: such requests get the default domain.
     pub unknown_host_redirect: Option<String>,
+    /// Where visitors of a default-domain link go (302) instead of a 410 when the link is
+    /// expired, used up or turned off and has no fallback URL of its own (a custom domain
+    /// has its own, set through the API). Default unset: the 410 page.
+    pub gone_redirect: Option<String>,
     /// Milliseconds a client has to send a whole request head, from its first byte: bytes
     /// trickling in do not renew it (nginx's `client_header_timeout`). Also the longest
     /// wait for one read of a request pingora answers. Default 60 000.
@@ -399,6 +403,7 @@ impl Default for ProxyConfig {
             forwarded_headers: shortlink_core::hop::ForwardedHeaders::XForwarded,
             country_header: None,
             unknown_host_redirect: None,
+            gone_redirect: None,
             request_head_timeout_ms: 60_000,
             keepalive_timeout_seconds: 60,
             write_timeout_ms: 60_000,
@@ -501,14 +506,19 @@ impl ProxyConfig {
             }
         }
         self.tls.validate()?;
-        if let Some(url) = &self.unknown_host_redirect {
-            let ok = (url.starts_with("https://") || url.starts_with("http://"))
-                && http::HeaderValue::from_str(url).is_ok();
-            if !ok {
-                return Err(InvalidSetting::new(
-                    "proxy.unknown_host_redirect",
-                    format!("'{url}' must be an absolute http(s) URL"),
-                ));
+        for (key, value) in [
+            ("proxy.unknown_host_redirect", &self.unknown_host_redirect),
+            ("proxy.gone_redirect", &self.gone_redirect),
+        ] {
+            if let Some(url) = value {
+                let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                    && http::HeaderValue::from_str(url).is_ok();
+                if !ok {
+                    return Err(InvalidSetting::new(
+                        key,
+                        format!("'{url}' must be an absolute http(s) URL"),
+                    ));
+                }
             }
         }
         Ok(())

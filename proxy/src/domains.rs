@@ -32,6 +32,10 @@ pub struct DomainSet {
     names: ArcSwap<HashMap<Box<str>, DomainHttps>>,
     default_host: Box<str>,
     fallback: Option<HeaderValue>,
+    /// Where visitors of a domain's links go instead of a 410 (`""`: the default domain).
+    gone: ArcSwap<HashMap<Box<str>, HeaderValue>>,
+    /// The default domain's, from the configuration.
+    default_gone: Option<HeaderValue>,
 }
 
 impl DomainSet {
@@ -44,7 +48,35 @@ impl DomainSet {
             names: ArcSwap::from_pointee(HashMap::new()),
             default_host: default_host.to_ascii_lowercase().into_boxed_str(),
             fallback,
+            gone: ArcSwap::from_pointee(HashMap::new()),
+            default_gone: None,
         }
+    }
+
+    /// Sends visitors of gone default-domain links without a fallback of their own to
+    /// `location` (`proxy.gone_redirect`).
+    pub fn with_gone_redirect(mut self, location: Option<HeaderValue>) -> DomainSet {
+        self.default_gone = location;
+        self
+    }
+
+    /// Replaces the custom domains' fallback URLs (invalid header text is left out).
+    pub fn replace_gone_redirects(&self, fallbacks: impl IntoIterator<Item = (String, String)>) {
+        let map: HashMap<Box<str>, HeaderValue> = fallbacks
+            .into_iter()
+            .filter_map(|(name, url)| {
+                Some((name.into_boxed_str(), HeaderValue::from_str(&url).ok()?))
+            })
+            .collect();
+        self.gone.store(std::sync::Arc::new(map));
+    }
+
+    /// Where visitors of a gone link on `domain` (`""`: the default) go, if anywhere.
+    pub fn gone_redirect(&self, domain: &str) -> Option<HeaderValue> {
+        if domain.is_empty() {
+            return self.default_gone.clone();
+        }
+        self.gone.load().get(domain).cloned()
     }
 
     /// Replaces the registered domains: names and their own HTTPS behaviour.

@@ -136,7 +136,13 @@ pub fn add_proxy(
         .map(http::HeaderValue::from_str)
         .transpose()
         .map_err(|_| InvalidSetting::new("proxy.unknown_host_redirect", "is not a valid URL"))?;
-    let domains = Arc::new(DomainSet::new(&edge.default_host, fallback));
+    let gone = config
+        .gone_redirect
+        .as_deref()
+        .map(http::HeaderValue::from_str)
+        .transpose()
+        .map_err(|_| InvalidSetting::new("proxy.gone_redirect", "is not a valid URL"))?;
+    let domains = Arc::new(DomainSet::new(&edge.default_host, fallback).with_gone_redirect(gone));
     let table = Arc::new(RouteTable::new(
         Duration::from_millis(config.negative_cache_ms),
         config.negative_cache_max,

@@ -209,6 +209,9 @@ pub struct RouteTable {
     leases: DashMap<RouteKey, Arc<Lease>, KeyBuildHasher>,
     /// Targeting rules of the links that have them (only those are here).
     targeting: DashMap<RouteKey, Targeting, KeyBuildHasher>,
+    /// Fallback URLs of the links that have one and are not disabled by an admin (only
+    /// those are here): read only when a link does not redirect.
+    fallbacks: DashMap<RouteKey, HeaderValue, KeyBuildHasher>,
     misses: DashMap<RouteKey, Instant, KeyBuildHasher>,
     miss_ttl: Duration,
     max_misses: usize,
@@ -222,6 +225,7 @@ impl RouteTable {
             routes: DashMap::with_hasher(KeyBuildHasher::default()),
             leases: DashMap::with_hasher(KeyBuildHasher::default()),
             targeting: DashMap::with_hasher(KeyBuildHasher::default()),
+            fallbacks: DashMap::with_hasher(KeyBuildHasher::default()),
             misses: DashMap::with_hasher(KeyBuildHasher::default()),
             miss_ttl,
             max_misses,
@@ -336,6 +340,11 @@ impl RouteTable {
         HeaderValue::from_str(url).ok()
     }
 
+    /// The fallback URL of the link at `key`, if it has one (and no admin disabled it).
+    pub fn fallback(&self, key: RouteKey) -> Option<HeaderValue> {
+        self.fallbacks.get(&key).map(|f| f.clone())
+    }
+
     /// The click lease of the capped link at `key`.
     pub fn lease(&self, key: RouteKey) -> Option<Arc<Lease>> {
         self.leases.get(&key).map(|lease| lease.clone())
@@ -407,6 +416,20 @@ impl RouteTable {
                 self.targeting.remove(&key);
             }
         }
+        // An admin's disabling is not the owner's to route around.
+        let fallback = link
+            .fallback_url
+            .as_deref()
+            .filter(|_| link.moderation.is_none())
+            .and_then(|url| HeaderValue::from_str(url).ok());
+        match fallback {
+            Some(fallback) => {
+                self.fallbacks.insert(key, fallback);
+            }
+            None => {
+                self.fallbacks.remove(&key);
+            }
+        }
         self.routes.insert(key.0, entry);
         true
     }
@@ -422,6 +445,7 @@ impl RouteTable {
             .remove_if(&key.0, |_, entry| entry.check() == key.1);
         self.leases.remove(&key);
         self.targeting.remove(&key);
+        self.fallbacks.remove(&key);
     }
 
     /// Keeps only the routes whose keys `keep` accepts (after a full reload).
@@ -430,6 +454,7 @@ impl RouteTable {
             .retain(|&first, entry| keep(&RouteKey(first, entry.check())));
         self.leases.retain(|k, _| keep(k));
         self.targeting.retain(|k, _| keep(k));
+        self.fallbacks.retain(|k, _| keep(k));
     }
 
     /// Drops expired negative-cache entries.

@@ -398,14 +398,34 @@ impl Redirector {
         }
     }
 
-    /// 410 for a link that exists but does not redirect now, saying why.
-    async fn gone(&self, session: &mut Session, state: RouteState) -> Result<bool> {
+    /// For a link that exists but does not redirect now: a 302 to its fallback URL (or its
+    /// domain's), else the 410 page; both say why.
+    async fn gone(
+        &self,
+        session: &mut Session,
+        state: RouteState,
+        key: RouteKey,
+        domain: &str,
+    ) -> Result<bool> {
         let reason = HeaderValue::from_static(match state {
             RouteState::Expired => "expired",
             RouteState::Disabled => "disabled",
             RouteState::Exhausted => "max-clicks-reached",
             RouteState::Live => "live",
         });
+        let state_header = header::HeaderName::from_static("x-shortlink-state");
+        let fallback = self
+            .table
+            .fallback(key)
+            .or_else(|| self.domains.gone_redirect(domain));
+        if let Some(location) = fallback {
+            let headers = [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, NO_STORE.clone()),
+                (state_header, reason),
+            ];
+            return respond(session, 302, &headers, b"").await;
+        }
         respond_bytes(
             session,
             410,
@@ -413,7 +433,7 @@ impl Redirector {
                 (header::CONTENT_TYPE, HTML.clone()),
                 (header::CACHE_CONTROL, NO_STORE.clone()),
                 (header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone()),
-                (header::HeaderName::from_static("x-shortlink-state"), reason),
+                (state_header, reason),
             ],
             self.pages.gone.clone(),
         )
@@ -478,9 +498,21 @@ pub(crate) enum Decision<'a, R> {
     /// A password-protected link: the control plane answers (password page, cookie).
     Protected,
     /// The link exists but does not redirect now.
-    Gone(RouteState),
+    Gone {
+        /// Why.
+        state: RouteState,
+        /// The route's key in the table.
+        key: RouteKey,
+        /// The link's domain (`""` for the default).
+        domain: &'a str,
+    },
     /// A capped link whose lease holds no clicks: the store's budget may.
-    Unleased(RouteKey),
+    Unleased {
+        /// The route's key in the table.
+        key: RouteKey,
+        /// The link's domain (`""` for the default).
+        domain: &'a str,
+    },
     /// The table has no such route: the store may (read-through).
     Miss {
         /// The route's key in the table.
@@ -545,8 +577,8 @@ impl Redirector {
         match resolved {
             Ok(answered) => Decision::Redirect(answered),
             Err(Resolution::Protected) => Decision::Protected,
-            Err(Resolution::Gone(state)) => Decision::Gone(state),
-            Err(Resolution::Unleased) => Decision::Unleased(key),
+            Err(Resolution::Gone(state)) => Decision::Gone { state, key, domain },
+            Err(Resolution::Unleased) => Decision::Unleased { key, domain },
             // `Redirect` is never an error.
             Err(Resolution::Miss | Resolution::Redirect { .. }) => {
                 Decision::Miss { key, domain, code }
@@ -829,14 +861,23 @@ impl ProxyHttp for Redirector {
                     session.write_response_header(Box::new(resp), true).await?;
                     Ok(true)
                 }
-                Decision::Gone(state) => self.gone(session, state).await,
-                Decision::Unleased(_) if refills == MAX_REFILLS => self.unavailable(session).await,
-                Decision::Unleased(key) => match self.refill(key).await {
+                Decision::Gone { state, key, domain } => {
+                    let domain = domain.to_owned();
+                    self.gone(session, state, key, &domain).await
+                }
+                Decision::Unleased { .. } if refills == MAX_REFILLS => {
+                    self.unavailable(session).await
+                }
+                Decision::Unleased { key, domain } => match self.refill(key).await {
                     Refill::Refilled => {
                         refills += 1;
                         continue;
                     }
-                    Refill::Exhausted => self.gone(session, RouteState::Exhausted).await,
+                    Refill::Exhausted => {
+                        let domain = domain.to_owned();
+                        self.gone(session, RouteState::Exhausted, key, &domain)
+                            .await
+                    }
                     Refill::Unavailable => self.unavailable(session).await,
                 },
                 Decision::Miss { .. } if !read_through => self.not_found(session).await,

@@ -76,6 +76,11 @@ impl RouteSync {
     /// Reloads the registered custom domains.
     pub async fn refresh_domains(&self) -> Result<(), StoreError> {
         let domains = self.store.list_domains().await?;
+        self.domains.replace_gone_redirects(
+            domains
+                .iter()
+                .filter_map(|d| Some((d.name.clone(), d.fallback_url.clone()?))),
+        );
         self.domains
             .replace(domains.into_iter().map(|d| (d.name, d.https)));
         Ok(())

@@ -278,6 +278,7 @@ pub fn new_link(owner: UserId, code_text: String, url: &str) -> NewLink {
         tags: Vec::new(),
         password_hash: None,
         targeting: None,
+        fallback_url: None,
     }
 }
 
@@ -642,6 +643,7 @@ async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
         password_hash: None,
         targeting: None,
         moderation: None,
+        fallback_url: Some(Some("https://update.test/after".into())),
     };
     assert_eq!(
         store
@@ -658,6 +660,15 @@ async fn update_and_delete_are_owner_scoped(store: &dyn Store, run: &str) {
         .expect("owner updates");
     assert_eq!(updated.url, "https://update.test/new");
     assert_eq!(updated.expires_at, Some(4_000_000_000));
+    assert_eq!(
+        updated.fallback_url.as_deref(),
+        Some("https://update.test/after")
+    );
+    let stored = store.get_link("", &code_text).await.unwrap().unwrap();
+    assert_eq!(
+        stored.fallback_url, updated.fallback_url,
+        "the fallback is stored"
+    );
     assert_eq!(updated.max_clicks, Some(10));
     assert_eq!(updated.redirect, RedirectStatus::Found);
     assert_eq!(updated.tags, vec!["t".to_owned()]);
@@ -892,7 +903,12 @@ async fn click_log(store: &dyn Store, run: &str) {
         .filter(|c| c.link_id != b1)
         .cloned()
         .collect();
-    let whole = read_log(store, all(alice, None, 1000)).await;
+    // Readers may stop the backend's settle time short of now.
+    let whole = eventually("the logged clicks", || async {
+        let read = read_log(store, all(alice, None, 1000)).await;
+        (read.len() == want.len()).then_some(read)
+    })
+    .await;
     assert_eq!(
         clicks(&whole),
         want,
@@ -924,7 +940,11 @@ async fn click_log(store: &dyn Store, run: &str) {
             .cloned()
             .collect::<Vec<_>>()
     );
-    let bobs = read_log(store, all(bob, None, 10)).await;
+    let bobs = eventually("bob's clicks", || async {
+        let read = read_log(store, all(bob, None, 10)).await;
+        (read.len() == 2).then_some(read)
+    })
+    .await;
     assert_eq!(
         clicks(&bobs),
         first
@@ -1604,6 +1624,7 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
             redirect_http: Some(true),
             hsts_max_age_seconds: None,
         },
+        fallback_url: Some("https://fallback.test/".into()),
     };
     store.create_domain(domain.clone()).await.unwrap();
     assert_eq!(
@@ -1617,6 +1638,7 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
         users: None,
         created_at: 1_700_000_001,
         https: DomainHttps::default(),
+        fallback_url: None,
     };
     store.create_domain(everyone.clone()).await.unwrap();
     assert_eq!(
@@ -1638,6 +1660,26 @@ async fn link_options_and_domains(store: &dyn Store, run: &str) {
         Some(everyone.clone())
     );
     assert!(store.list_domains().await.unwrap().contains(&everyone));
+    for fallback in [Some("https://fallback.test/open".to_owned()), None] {
+        assert!(
+            store
+                .set_domain_fallback(&everyone.name, fallback.clone())
+                .await
+                .unwrap()
+        );
+        everyone.fallback_url = fallback;
+        assert_eq!(
+            store.get_domain(&everyone.name).await.unwrap(),
+            Some(everyone.clone())
+        );
+    }
+    assert!(
+        !store
+            .set_domain_fallback(&format!("{run}-none.example.test"), None)
+            .await
+            .unwrap(),
+        "no such domain"
+    );
     assert!(
         !store
             .set_domain_https(&format!("{run}-none.example.test"), everyone.https)

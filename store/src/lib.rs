@@ -596,6 +596,14 @@ pub trait DomainStore: Send + Sync {
     /// Sets a registered domain's own HTTPS behaviour; false if there is no such domain.
     /// Proxies pick it up with the domains, at their next poll.
     async fn set_domain_https(&self, name: &str, https: DomainHttps) -> Result<bool, StoreError>;
+
+    /// Sets (or with `None` removes) a registered domain's fallback URL; false if there is
+    /// no such domain. Proxies pick it up with the domains, at their next poll.
+    async fn set_domain_fallback(
+        &self,
+        name: &str,
+        fallback: Option<String>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// TLS certificates every proxy serves (uploaded by an operator, or issued by ACME); read

@@ -154,6 +154,40 @@ impl<'a> RollupDelta<'a> {
     }
 }
 
+/// A click log row: one owner's clicks of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLog {
+    /// The owner of the links clicked.
+    pub owner: UserId,
+    /// Clicks it stands for (a folded line counts as its `count`).
+    pub clicks: i64,
+    /// The clicks in the log's line format ([`encode_log`]).
+    pub body: Vec<u8>,
+}
+
+/// A batch's clicks as click log rows, one per owner (`owner_of` names each link's owner;
+/// clicks of links it does not know are left out), so an account's clicks are read
+/// without the others'.
+pub fn owner_logs(
+    clicks: &[&EnrichedClick],
+    owner_of: impl Fn(LinkId) -> Option<UserId>,
+) -> Vec<OwnerLog> {
+    let mut by_owner: HashMap<UserId, Vec<&EnrichedClick>> = HashMap::new();
+    for c in clicks {
+        if let Some(owner) = owner_of(c.link_id) {
+            by_owner.entry(owner).or_default().push(c);
+        }
+    }
+    by_owner
+        .into_iter()
+        .map(|(owner, clicks)| OwnerLog {
+            owner,
+            clicks: clicks.iter().map(|c| i64::from(c.count.max(1))).sum(),
+            body: encode_log(&clicks),
+        })
+        .collect()
+}
+
 /// Sums of daily rollup rows per (dimension, value), made into top-N lists.
 #[derive(Debug, Default)]
 pub struct Tops {

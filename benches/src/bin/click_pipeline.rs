@@ -113,6 +113,7 @@ async fn main() {
                 tags: vec![],
                 password_hash: None,
                 targeting: None,
+                fallback_url: None,
             })
             .await
             .unwrap()

@@ -66,6 +66,7 @@ async fn ingestion(nodes: &str) {
             tags: vec![],
             password_hash: None,
             targeting: None,
+            fallback_url: None,
         };
         links.push(store.create_link(link).await.unwrap().link.id);
     }
