@@ -130,7 +130,11 @@ try {
   await visitor.getByRole('button', { name: 'Continue' }).click();
   await visitor.getByText('That password is not right.').waitFor({ timeout: 5000 });
   await visitor.getByLabel('Password').fill('open sesame');
-  // The machine is offline, so the target itself cannot load: check the redirect to it.
+  // The machine is offline: the target is answered here, so the browser can be seen to
+  // follow the redirect (a page's CSP could forbid it: form-action covers redirects).
+  await visitor.route('https://example.com/**', (route) => route.fulfill({
+    status: 200, contentType: 'text/html', body: '<p>arrived at the target</p>',
+  }));
   const [answer] = await Promise.all([
     visitor.waitForResponse((r) => r.url().endsWith('/lockedui') && r.request().method() === 'POST', { timeout: 5000 }),
     visitor.getByRole('button', { name: 'Continue' }).click(),
@@ -139,6 +143,7 @@ try {
   if (answer.status() !== 303 || target !== 'https://example.com/behind-a-password') {
     throw new Error(`the right password answered ${answer.status()} to ${target}`);
   }
+  await visitor.getByText('arrived at the target').waitFor({ timeout: 5000 });
 
   step = 'a webhook for link.created only is added and its secret is shown once';
   const hookUrl = process.env.WEBHOOK_URL;
