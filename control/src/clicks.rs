@@ -50,7 +50,10 @@ pub struct ClickExportParams {
     /// `csv` (default) or `ndjson`.
     format: Option<ExportFormat>,
     /// Resume after the record that carried this cursor.
-    #[param(max_length = 200)]
+    #[param(
+        max_length = 200,
+        pattern = r"^-?[0-9]{1,18}\.[0-9]{1,10}\.[A-Za-z0-9_-]{0,64}$"
+    )]
     cursor: Option<String>,
     /// Only clicks at or after this time (RFC 3339).
     #[param(format = DateTime)]
@@ -71,7 +74,10 @@ pub struct LinkClickExportParams {
     /// `csv` (default) or `ndjson`.
     format: Option<ExportFormat>,
     /// Resume after the record that carried this cursor.
-    #[param(max_length = 200)]
+    #[param(
+        max_length = 200,
+        pattern = r"^-?[0-9]{1,18}\.[0-9]{1,10}\.[A-Za-z0-9_-]{0,64}$"
+    )]
     cursor: Option<String>,
     /// Only clicks at or after this time (RFC 3339).
     #[param(format = DateTime)]
@@ -133,9 +139,19 @@ fn parse_cursor(text: &str) -> Result<ClickCursor, ApiError> {
     }
     let mut parts = text.splitn(3, '.');
     let position = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let line = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    // A row read whole is `u32::MAX`; larger numbers mean the same.
+    let line = parts
+        .next()
+        .and_then(|p| p.parse::<u64>().ok())
+        .ok_or_else(bad)?
+        .min(u64::from(u32::MAX)) as u32;
     let batch = parts.next().ok_or_else(bad)?.to_owned();
-    if batch.chars().any(|c| c.is_control()) {
+    // Batch ids are what ingestion accepts: letters, digits, `-` and `_`.
+    if batch.len() > 64
+        || !batch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(bad());
     }
     Ok(ClickCursor {
@@ -405,10 +421,12 @@ mod tests {
     fn cursors_read_back_and_hostile_ones_are_refused() {
         let c = ClickCursor {
             position: 1_700_000_000_123,
-            batch: "p1-7.x".into(),
+            batch: "p1-7_x".into(),
             line: 4,
         };
         assert_eq!(parse_cursor(&cursor_text(&c)).unwrap(), c);
+        let whole = parse_cursor("5.99999999999.").unwrap();
+        assert_eq!((whole.position, whole.line), (5, u32::MAX));
         for bad in [
             "",
             "x.1.",
@@ -417,6 +435,7 @@ mod tests {
             "1.-3.",
             &"9".repeat(300),
             "1.2.a\nb",
+            "1.2.a.b",
         ] {
             assert!(parse_cursor(bad).is_err(), "{bad:?}");
         }
