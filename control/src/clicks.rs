@@ -62,8 +62,8 @@ pub struct ClickExportParams {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Most clicks in this response (default: every click kept).
-    #[param(minimum = 1)]
-    limit: Option<u64>,
+    #[param(minimum = 1, maximum = 4294967295_u64)]
+    limit: Option<u32>,
 }
 
 /// Query of `GET /api/v1/links/{code}/clicks`.
@@ -86,8 +86,8 @@ pub struct LinkClickExportParams {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Most clicks in this response (default: every click kept).
-    #[param(minimum = 1)]
-    limit: Option<u64>,
+    #[param(minimum = 1, maximum = 4294967295_u64)]
+    limit: Option<u32>,
     /// The link's custom domain (absent: the default domain).
     domain: Option<String>,
 }
@@ -375,7 +375,7 @@ pub async fn export_clicks(
         params.cursor.as_deref(),
         params.from.as_deref(),
         params.to.as_deref(),
-        params.limit,
+        params.limit.map(u64::from),
     )?;
     Ok(export.respond(state))
 }
@@ -408,7 +408,7 @@ pub async fn export_link_clicks(
         params.cursor.as_deref(),
         params.from.as_deref(),
         params.to.as_deref(),
-        params.limit,
+        params.limit.map(u64::from),
     )?;
     Ok(export.respond(state))
 }
