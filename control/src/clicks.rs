@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use shortlink_core::time_util::{ms_to_rfc3339, parse_rfc3339};
+use shortlink_core::time_util::ms_to_rfc3339;
 use shortlink_core::{EnrichedClick, LinkId, UserId};
 use shortlink_store::{ClickCursor, ClickLogQuery, ClickPage};
 
@@ -19,6 +19,7 @@ use crate::extract::ApiQuery;
 use crate::links::owned_link;
 use crate::openapi::api_errors;
 use crate::state::AppState;
+use crate::stats::parse_time;
 
 /// Clicks asked of the store per page.
 const PAGE: usize = 500;
@@ -183,20 +184,9 @@ impl Export {
         to: Option<&str>,
         limit: Option<u64>,
     ) -> Result<Export, ApiError> {
-        let time = |name: &str, text: Option<&str>| -> Result<Option<i64>, ApiError> {
-            text.map(|t| {
-                parse_rfc3339(t)
-                    .map(|s| s.saturating_mul(1000))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::InvalidRange,
-                            format!(
-                                "{name} '{t}' is not an RFC 3339 time like 2030-01-31T12:00:00Z"
-                            ),
-                        )
-                    })
-            })
-            .transpose()
+        let time = |name: &str, text: Option<&str>| {
+            text.map(|t| parse_time(name, t).map(|s| s.saturating_mul(1000)))
+                .transpose()
         };
         let (from_ms, to_ms) = (time("from", from)?, time("to", to)?);
         if let (Some(f), Some(t)) = (from_ms, to_ms)

@@ -87,7 +87,6 @@ struct Range {
     to: i64,
     interval: Interval,
     tz: TimeZone,
-    tz_name: String,
     include_bots: bool,
 }
 
@@ -101,8 +100,8 @@ impl Range {
         bots: Option<Bots>,
     ) -> Result<Range, ApiError> {
         let interval = interval.unwrap_or(Interval::Hour);
-        let (tz, tz_name) = match tz.map(str::trim).filter(|t| !t.is_empty()) {
-            None => (TimeZone::UTC, "UTC".to_owned()),
+        let tz = match tz.map(str::trim).filter(|t| !t.is_empty()) {
+            None => TimeZone::UTC,
             Some(name) => {
                 let found = (name.len() <= MAX_TZ_LEN)
                     .then(|| TimeZone::get(name).ok())
@@ -113,7 +112,7 @@ impl Range {
                         "tz is not a time zone name like Europe/Berlin, America/New_York or UTC",
                     ));
                 };
-                (tz, name.to_owned())
+                tz
             }
         };
         let to = match to {
@@ -148,9 +147,13 @@ impl Range {
             to,
             interval,
             tz,
-            tz_name,
             include_bots: bots.unwrap_or_default() == Bots::Include,
         })
+    }
+
+    /// The zone's IANA name, as the database spells it.
+    fn tz_name(&self) -> &str {
+        self.tz.iana_name().unwrap_or("UTC")
     }
 
     /// Whether daily buckets start at other than UTC midnights: the store is then asked
@@ -200,7 +203,7 @@ fn fold_into_days(points: Vec<SeriesPoint>, tz: &TimeZone) -> Vec<SeriesPoint> {
     out
 }
 
-fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     parse_rfc3339(text).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidRange,
@@ -292,7 +295,7 @@ pub async fn link_stats(
         to: to_rfc3339(range.to),
         interval: range.interval,
         series: range.series(stats.series),
-        tz: range.tz_name,
+        tz: range.tz_name().to_owned(),
         include_bots: range.include_bots,
         total: stats.total,
         humans: stats.humans,
@@ -393,7 +396,7 @@ pub async fn account_stats(
         to: to_rfc3339(range.to),
         interval: range.interval,
         series: range.series(stats.series),
-        tz: range.tz_name,
+        tz: range.tz_name().to_owned(),
         include_bots: range.include_bots,
         total: stats.total,
         humans: stats.humans,

@@ -158,6 +158,19 @@ pub struct AccountStats {
     pub links: Vec<LinkCount>,
 }
 
+impl AccountStats {
+    /// The account's stats: `series`' totals and buckets, and its top `links`.
+    pub fn new(series: LinkStats, links: Vec<LinkCount>) -> AccountStats {
+        AccountStats {
+            total: series.total,
+            humans: series.humans,
+            bots: series.bots,
+            series: series.series,
+            links,
+        }
+    }
+}
+
 /// One `{key, count}` entry of a top-N list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyCount {

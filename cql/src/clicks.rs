@@ -518,12 +518,6 @@ impl ClickStore for CqlStore {
                 });
             }
         }
-        Ok(AccountStats {
-            total: series.total,
-            humans: series.humans,
-            bots: series.bots,
-            series: series.series,
-            links,
-        })
+        Ok(AccountStats::new(series, links))
     }
 }

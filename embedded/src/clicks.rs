@@ -449,13 +449,7 @@ impl ClickStore for EmbeddedStore {
                     });
                 }
             }
-            Ok(AccountStats {
-                total: series.total,
-                humans: series.humans,
-                bots: series.bots,
-                series: series.series,
-                links,
-            })
+            Ok(AccountStats::new(series, links))
         })
         .await
     }

@@ -227,18 +227,15 @@ impl Tops {
     }
 }
 
-/// The `top` links with the most clicks in `rows` of (link, clicks, bot clicks), summed
-/// per link; without bots' clicks unless `include_bots`. Links left with none are dropped.
+/// Links by their clicks in `rows` of (link, clicks, bot clicks), one row per link, most
+/// first; without bots' clicks unless `include_bots`. Links left with none are dropped.
 pub fn rank_links(
     rows: impl IntoIterator<Item = (LinkId, i64, i64)>,
     include_bots: bool,
 ) -> Vec<(LinkId, u64)> {
-    let mut sums: HashMap<LinkId, i64> = HashMap::new();
-    for (link, total, bots) in rows {
-        *sums.entry(link).or_default() += if include_bots { total } else { total - bots };
-    }
-    let mut ranked: Vec<(LinkId, u64)> = sums
+    let mut ranked: Vec<(LinkId, u64)> = rows
         .into_iter()
+        .map(|(link, total, bots)| (link, if include_bots { total } else { total - bots }))
         .filter(|(_, n)| *n > 0)
         .map(|(link, n)| (link, n as u64))
         .collect();
