@@ -1,6 +1,7 @@
 //! `shortlink`: one binary for the redirect proxy, the control plane, and admin tasks.
 //! Parse options, load config, build, run; a bad config exits with status 64.
 
+mod backup;
 mod certificates;
 mod commands;
 mod config;
@@ -53,6 +54,23 @@ enum Command {
     /// Create or upgrade the store's schema (a CQL cluster's keyspace); run once per
     /// upgrade, before starting the new version.
     Migrate,
+    /// Write a backup of the whole installation (store and objects) to FILE (`-`:
+    /// standard output), read from a snapshot on the embedded store; safe while it runs.
+    Backup {
+        /// Where to write it.
+        file: PathBuf,
+        /// Whether objects' bytes go in (default: yes on the local disk, only references
+        /// on S3).
+        #[arg(long, value_enum)]
+        objects: Option<backup::ObjectsArg>,
+    },
+    /// Restore a backup from FILE (`-`: standard input) into the configured store, which
+    /// must hold no links, uploads or clicks: the way to move an installation, e.g. from
+    /// the embedded store to a CQL cluster.
+    Restore {
+        /// The backup.
+        file: PathBuf,
+    },
     /// Manage users (writes the store directly).
     User {
         #[command(subcommand)]
@@ -234,6 +252,8 @@ fn main() -> ExitCode {
         Command::Proxy { upgrade } => commands::proxy(config, upgrade),
         Command::Control => commands::control(config),
         Command::Migrate => commands::migrate(config),
+        Command::Backup { file, objects } => backup::run_backup(config, &file, objects),
+        Command::Restore { file } => backup::run_restore(config, &file),
         Command::User {
             action: UserAction::Create { name, role },
         } => commands::user_create(config, &name, &role),

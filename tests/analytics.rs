@@ -669,3 +669,77 @@ async fn the_click_shipper_runs_in_the_idle_class_unless_turned_off() {
     let taker = "BG click taking";
     assert_eq!(thread_policies(on.pid(), taker), vec![SCHED_OTHER]);
 }
+
+/// Unique visitors through the real pipeline: a visitor is a network and a user agent,
+/// bots are not visitors, and one who comes back the next day counts again there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_visitors_count_people_once_per_day() {
+    let s = TestServer::start_with(
+        Options::default().env("SHORTLINK_INTERNAL_SECRET", INTERNAL_SECRET),
+    )
+    .await;
+    let (status, _) = s
+        .create(
+            ADMIN_KEY,
+            json!({"url": "https://uv.example/", "alias": "uvisits"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = now - now.rem_euclid(86_400) - 86_400;
+    let at = |secs: i64| secs * 1000;
+    let clicks = json!([
+        // One person three times, and again from another address of the same network.
+        {"l": 1, "t": at(day + 600), "ip": "198.51.100.7", "ua": CHROME_WIN},
+        {"l": 1, "t": at(day + 700), "ip": "198.51.100.7", "ua": CHROME_WIN},
+        {"l": 1, "t": at(day + 7200), "ip": "198.51.100.7", "ua": CHROME_WIN},
+        {"l": 1, "t": at(day + 7300), "ip": "198.51.100.9", "ua": CHROME_WIN},
+        // Another browser on that network, another network.
+        {"l": 1, "t": at(day + 800), "ip": "198.51.100.7", "ua": FIREFOX_LINUX},
+        {"l": 1, "t": at(day + 900), "ip": "203.0.113.5", "ua": CHROME_WIN},
+        // A bot is not a visitor.
+        {"l": 1, "t": at(day + 1000), "ip": "192.0.2.1", "ua": GOOGLEBOT},
+        // The first one again, the next day.
+        {"l": 1, "t": at(day + 86_400 + 60), "ip": "198.51.100.7", "ua": CHROME_WIN},
+    ]);
+    let r = s
+        .client
+        .post(format!("{}/internal/v1/clicks", s.control))
+        .header("x-shortlink-internal-secret", INTERNAL_SECRET)
+        .json(&json!({"batch_id": "uv-1", "clicks": clicks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let visitors = |from: i64, to: i64| {
+        let s = &s;
+        async move {
+            let stats = s
+                .get_json(
+                    &format!(
+                        "/api/v1/links/uvisits/stats?from={}&to={}&interval=hour",
+                        ts_text(from),
+                        ts_text(to)
+                    ),
+                    ADMIN_KEY,
+                )
+                .await;
+            stats["unique_visitors"].as_u64().expect("unique_visitors")
+        }
+    };
+    assert_eq!(visitors(day, day + 86_400).await, 3, "the first day");
+    assert_eq!(visitors(day, day + 2 * 86_400).await, 4, "two days");
+    assert_eq!(
+        visitors(day + 3600, day + 3 * 3600).await,
+        1,
+        "02:00 to 03:00"
+    );
+    assert_eq!(
+        visitors(day + 86_400, day + 2 * 86_400).await,
+        1,
+        "the next day"
+    );
+}

@@ -1,15 +1,20 @@
 //! Click enrichment: user agent → browser, OS and device class (woothee); bot flag (the
 //! `isbot` pattern list, woothee's crawler category, HEAD requests); referrer → host;
 //! country from a MaxMind-format database, else from a trusted header, else `unknown`;
-//! client IPs anonymized (IPv4 to /24, IPv6 to /48).
+//! client IPs anonymized (IPv4 to /24, IPv6 to /48); visitor ids for unique visitors
+//! (`visitor`).
+
+mod visitor;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use shortlink_core::{ClickEvent, EnrichedClick};
 use thiserror::Error;
+
+pub use visitor::VisitorKeys;
 
 /// Why the enricher could not be built.
 #[derive(Debug, Error)]
@@ -33,6 +38,9 @@ pub struct Enricher {
     /// What each recently seen user agent was classified as: traffic repeats a few
     /// thousand agents, and the bot patterns are the expensive part.
     agents: Mutex<HashMap<String, Agent>>,
+    /// Visitor ids' keys, once the installation's secret is known (until then clicks get
+    /// none).
+    visitors: OnceLock<VisitorKeys>,
 }
 
 /// How a user agent is classified.
@@ -69,6 +77,7 @@ impl Enricher {
             geoip,
             keep_full_ip,
             agents: Mutex::new(HashMap::new()),
+            visitors: OnceLock::new(),
         })
     }
 
@@ -106,11 +115,26 @@ impl Enricher {
         agent
     }
 
+    /// Gives clicks visitor ids from now on, keyed by the installation's secret (the first
+    /// secret given stays).
+    pub fn set_visitor_secret(&self, secret: [u8; 32]) {
+        let _ = self.visitors.set(VisitorKeys::new(secret));
+    }
+
+    /// Whether clicks get visitor ids.
+    pub fn has_visitor_secret(&self) -> bool {
+        self.visitors.get().is_some()
+    }
+
     /// Enriches one click.
     pub fn enrich(&self, click: &ClickEvent) -> EnrichedClick {
-        let agent = self.classify(click.user_agent.as_deref().unwrap_or(""));
+        let user_agent = click.user_agent.as_deref().unwrap_or("");
+        let agent = self.classify(user_agent);
         let bot = agent.bot || click.head;
         let ip = click.ip;
+        let visitor = self.visitors.get().map_or(0, |keys| {
+            keys.visitor(click.ts_ms, ip.map(anonymize), user_agent)
+        });
         EnrichedClick {
             link_id: click.link_id,
             ts_ms: click.ts_ms,
@@ -126,6 +150,7 @@ impl Enricher {
             },
             country: self.country(ip, click.country.as_deref()),
             count: click.count.max(1),
+            visitor,
         }
     }
 

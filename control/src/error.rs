@@ -244,6 +244,12 @@ error_codes! {
     EventNotFound => "event_not_found", NOT_FOUND,
         "No such event in the user's log (events are kept for a limited time).";
 
+    // Backups.
+    InvalidBackup => "invalid_backup", UNPROCESSABLE_ENTITY,
+        "The restore's body is not a backup this version reads (not zstd, a bad line, a newer format, or cut off).";
+    NotEmpty => "not_empty", CONFLICT,
+        "The installation holds links, uploads or clicks: a restore goes into a fresh one.";
+
     // Click ingestion from proxies.
     IngestionDisabled => "ingestion_disabled", SERVICE_UNAVAILABLE,
         "No internal secret is configured, so click ingestion is off.";
@@ -567,6 +573,8 @@ mod tests {
             ErrorCode::TooManyWebhooks => "too_many_webhooks",
             ErrorCode::WebhookNotFound => "webhook_not_found",
             ErrorCode::EventNotFound => "event_not_found",
+            ErrorCode::InvalidBackup => "invalid_backup",
+            ErrorCode::NotEmpty => "not_empty",
             ErrorCode::IngestionDisabled => "ingestion_disabled",
             ErrorCode::InvalidBatchId => "invalid_batch_id",
             ErrorCode::BatchTooLarge => "batch_too_large",

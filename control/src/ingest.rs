@@ -146,9 +146,19 @@ impl Ingestor {
         &self.enricher
     }
 
+    /// Gives the enricher the installation's secret for visitor ids, once.
+    async fn key_visitors(&self) -> Result<(), ApiError> {
+        if !self.enricher.has_visitor_secret() {
+            let secret = self.store.installation_secret().await?;
+            self.enricher.set_visitor_secret(secret);
+        }
+        Ok(())
+    }
+
     /// Validates, enriches on the calling thread and stores a batch.
     pub async fn apply(&self, batch: &ClickBatch) -> Result<IngestOutcome, ApiError> {
         counted(self.validate(batch))?;
+        self.key_visitors().await?;
         let enriched = batch
             .clicks
             .iter()
@@ -178,6 +188,7 @@ impl Ingestor {
     /// Like [`Ingestor::apply`], with the enrichment on the blocking pool.
     async fn apply_off_thread(&self, batch: ClickBatch) -> Result<IngestOutcome, ApiError> {
         counted(self.validate(&batch))?;
+        self.key_visitors().await?;
         let enricher = self.enricher.clone();
         let ClickBatch { batch_id, clicks } = batch;
         // User-agent parsing and bot matching cost microseconds per click: keep them off

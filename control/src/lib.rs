@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod bulk;
 pub mod clicks;
 pub mod client;
@@ -123,6 +124,8 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::disable_link))
         .routes(routes!(admin::enable_link))
         .routes(routes!(admin::list_audit))
+        .routes(routes!(backup::download_backup))
+        .routes(routes!(backup::upload_restore).layer(DefaultBodyLimit::disable()))
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::logout))
         .routes(routes!(sessions::me))

@@ -238,6 +238,11 @@ pub struct StatsView {
     humans: u64,
     /// Clicks made by bots.
     bots: u64,
+    /// Distinct people who clicked in the range (bots left out), estimated with
+    /// HyperLogLog: exact up to about a hundred, within about 1 % beyond. A visitor is
+    /// known by their network (IPv4 /24, IPv6 /48) and user agent, hashed with a key that
+    /// changes every UTC day: one who comes back another day counts again.
+    unique_visitors: u64,
     /// Non-empty buckets, oldest first.
     series: Vec<SeriesPoint>,
     /// Top referrer hosts.
@@ -300,6 +305,7 @@ pub async fn link_stats(
         total: stats.total,
         humans: stats.humans,
         bots: stats.bots,
+        unique_visitors: stats.unique_visitors,
         referrers: stats.referrers,
         countries: stats.countries,
         browsers: stats.browsers,

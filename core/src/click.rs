@@ -65,6 +65,10 @@ fn is_one(n: &u32) -> bool {
     *n == 1
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A batch of clicks, identified so a redelivered batch is applied once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClickBatch {
@@ -108,6 +112,10 @@ pub struct EnrichedClick {
     /// How many identical clicks this row stands for (at least 1).
     #[serde(default = "one")]
     pub count: u32,
+    /// Who made it: a keyed hash of the anonymized address and the user agent whose key
+    /// changes every UTC day (0: not known). Only sketches of it are kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub visitor: u64,
 }
 
 /// Time-series bucket size.
@@ -198,6 +206,9 @@ pub struct LinkStats {
     pub humans: u64,
     /// Clicks made by bots.
     pub bots: u64,
+    /// Distinct people (bots left out) who clicked, estimated; a visitor is known by a
+    /// key that changes every UTC day, so one who comes back another day counts again.
+    pub unique_visitors: u64,
     /// Non-empty buckets, oldest first.
     pub series: Vec<SeriesPoint>,
     /// Top referrer hosts.

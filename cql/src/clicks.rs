@@ -16,6 +16,7 @@ use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
 use shortlink_store::rollup::{
     OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
+use shortlink_store::visitors::{Visitors, cover};
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
     StatsQuery, StoreError,
@@ -38,8 +39,18 @@ const LOG_ROWS_PER_PAGE: usize = 64;
 /// it returns.
 const LOG_ROWS_PER_READ: usize = 8;
 
+/// A period read with more sketch rows than this is folded into one.
+const FOLD_ABOVE: usize = 4;
+
+/// Which sketch table: hours' or days'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Period {
+    Hour,
+    Day,
+}
+
 /// Counter writes in flight per batch.
-const WRITE_CONCURRENCY: usize = 64;
+pub(crate) const WRITE_CONCURRENCY: usize = 64;
 
 /// Rows per counter batch (all of one partition).
 const COUNTER_BATCH: usize = 100;
@@ -60,12 +71,13 @@ struct LinkInfo {
 }
 
 /// A pending write of ingestion.
-type Write<'s> = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 's>>;
+pub(crate) type Write<'s> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 's>>;
 
 impl CqlStore {
     /// Counter batches of `statement` over `rows` (all of one partition), at most
     /// [`COUNTER_BATCH`] rows each.
-    fn counter_batches<'s, R>(
+    pub(crate) fn counter_batches<'s, R>(
         &'s self,
         statement: &PreparedStatement,
         rows: Vec<R>,
@@ -86,6 +98,105 @@ impl CqlStore {
                 }) as Write<'s>
             })
             .collect()
+    }
+
+    /// The estimated human visitors of `link` over `[from, to)`: whole days from the
+    /// daily sketches, the hours around them from the hourly ones.
+    async fn range_visitors(&self, link: LinkId, from: i64, to: i64) -> Result<u64, StoreError> {
+        let cover = cover(from, to);
+        let mut all = Visitors::new();
+        let spans = std::iter::once((Period::Day, cover.days))
+            .chain(cover.hours.into_iter().map(|span| (Period::Hour, span)));
+        for (period, (a, b)) in spans {
+            if a >= b {
+                continue;
+            }
+            for month in ids::month_of(a)..=ids::month_of(b - 1) {
+                let rows: Vec<(i64, String, Option<Vec<u8>>)> = match period {
+                    Period::Hour => {
+                        self.rows(
+                            "SELECT hour, batch_id, sketch FROM {ks}.visitors_hour \
+                             WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
+                            (link, month, a, b),
+                        )
+                        .await?
+                    }
+                    Period::Day => {
+                        self.rows(
+                            "SELECT day, batch_id, sketch FROM {ks}.visitors_day \
+                             WHERE link_id = ? AND month = ? AND day >= ? AND day < ?",
+                            (link, month, a, b),
+                        )
+                        .await?
+                    }
+                };
+                // Rows come by period: fold each period's into one.
+                let mut rows = rows.into_iter().peekable();
+                while let Some((at, batch, sketch)) = rows.next() {
+                    let mut merged = Visitors::new();
+                    merged.merge_bytes(sketch.as_deref().unwrap_or_default());
+                    let mut batches = vec![batch];
+                    while let Some((_, batch, sketch)) = rows.next_if(|r| r.0 == at) {
+                        merged.merge_bytes(sketch.as_deref().unwrap_or_default());
+                        batches.push(batch);
+                    }
+                    all.merge(&merged);
+                    if batches.len() > FOLD_ABOVE
+                        && let Err(error) =
+                            self.fold(period, link, month, at, &merged, batches).await
+                    {
+                        warn!(%error, link, at, "cannot fold visitor sketches");
+                    }
+                }
+            }
+        }
+        Ok(all.estimate())
+    }
+
+    /// Replaces a period's rows `batches` by one row of their union `merged`: written
+    /// first, then each read row deleted by its key, so a row written meanwhile stays and
+    /// two readers folding at once only leave two copies of one union.
+    async fn fold(
+        &self,
+        period: Period,
+        link: LinkId,
+        month: i32,
+        at: i64,
+        merged: &Visitors,
+        batches: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let id = format!("folded-{:016x}", rand::random::<u64>());
+        let (insert, delete) = match period {
+            Period::Hour => (
+                "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
+                 VALUES (?, ?, ?, ?, ?)",
+                "DELETE FROM {ks}.visitors_hour \
+                 WHERE link_id = ? AND month = ? AND hour = ? AND batch_id = ?",
+            ),
+            Period::Day => (
+                "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
+                 VALUES (?, ?, ?, ?, ?)",
+                "DELETE FROM {ks}.visitors_day \
+                 WHERE link_id = ? AND month = ? AND day = ? AND batch_id = ?",
+            ),
+        };
+        self.exec(
+            insert,
+            Kind::Write,
+            (link, month, at, &id, merged.to_bytes()),
+        )
+        .await?;
+        let deletes: Vec<Write<'_>> = batches
+            .into_iter()
+            .map(|batch| {
+                Box::pin(async move {
+                    self.exec(delete, Kind::Write, (link, month, at, batch))
+                        .await
+                        .map(drop)
+                }) as Write<'_>
+            })
+            .collect();
+        run_concurrently(deletes, WRITE_CONCURRENCY).await
     }
 
     async fn link_info(&self, id: LinkId) -> Result<Option<LinkInfo>, StoreError> {
@@ -198,6 +309,8 @@ impl ClickStore for CqlStore {
             hours,
             days,
             links: per_link,
+            visitor_hours,
+            visitor_days,
         } = delta;
         // Rollup rows of one (link, month) partition go in one counter batch: one
         // mutation per partition instead of one request per row.
@@ -305,6 +418,37 @@ impl ClickStore for CqlStore {
                 .map(drop)
             }));
         }
+        // Visitors: a sketch row per period per batch, keyed by the batch id.
+        for ((link, hour), visitors) in visitor_hours {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    Kind::Write,
+                    (
+                        link,
+                        ids::month_of(hour),
+                        hour,
+                        batch_id,
+                        visitors.to_bytes(),
+                    ),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        for ((link, day), visitors) in visitor_days {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    Kind::Write,
+                    (link, ids::month_of(day), day, batch_id, visitors.to_bytes()),
+                )
+                .await
+                .map(drop)
+            }));
+        }
         // The raw clicks, one row per owner, for exports.
         let logs = owner_logs(&counted, |link| match links.get(&link) {
             Some(Some(info)) => Some(info.owner),
@@ -391,6 +535,9 @@ impl ClickStore for CqlStore {
             }
         }
         tops.finish(&mut stats, query.top, query.include_bots);
+        stats.unique_visitors = self
+            .range_visitors(query.link_id, query.from, query.to)
+            .await?;
         Ok(stats)
     }
 

@@ -46,6 +46,15 @@ pub(crate) fn id_secs_ago(secs: i64) -> i64 {
     id_at_us(now_us().saturating_sub(secs.saturating_mul(1_000_000)))
 }
 
+/// An id for a restored record made at Unix second `unix_secs`: of that time, so it lands
+/// in that time's partitions, and larger than every id taken from `sequence` before (a
+/// restore asks in the backup's order, so the order is kept).
+pub(crate) fn restored_id(sequence: &AtomicI64, unix_secs: i64) -> i64 {
+    let us = unix_secs.saturating_mul(1_000_000);
+    let candidate = id_at_us(us) | i64::from(rand::random::<u16>() & 0x3ff);
+    shortlink_core::time_util::next_monotonic(sequence, candidate)
+}
+
 /// Unix seconds at which `id` was made.
 pub(crate) fn unix_secs(id: i64) -> i64 {
     ((id >> RANDOM_BITS) + EPOCH_US) / 1_000_000

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod acme;
+mod backup;
 mod budget;
 mod certificates;
 mod clicks;

@@ -16,7 +16,7 @@ use crate::{CqlStore, Kind, backend, ids};
 use shortlink_store::targeting_json;
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
-const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
+pub(crate) const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
      expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting, \
      moderation, fallback_url FROM {ks}.links";
 
@@ -75,12 +75,12 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn url_hash(url: &str) -> Vec<u8> {
+pub(crate) fn url_hash(url: &str) -> Vec<u8> {
     Sha256::digest(url.as_bytes()).to_vec()
 }
 
 /// The calendar month partition of an owner's link list holding link `id`.
-fn owner_month(id: LinkId) -> i32 {
+pub(crate) fn owner_month(id: LinkId) -> i32 {
     ids::month_of(ids::unix_secs(id))
 }
 
@@ -109,7 +109,7 @@ impl CqlStore {
     }
 
     /// Appends a route change for (domain, code).
-    async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
+    pub(crate) async fn record_change(&self, domain: &str, code: &str) -> Result<(), StoreError> {
         let seq = ids::next_id();
         self.exec(
             "INSERT INTO {ks}.route_changes (bucket, seq, domain, code) VALUES (?, ?, ?, ?) USING TTL ?",
@@ -182,12 +182,17 @@ impl CqlStore {
         Ok(())
     }
 
-    /// Full links for rows of one page, with their click counts (read only for capped
-    /// links: a proxy starts a capped link's click budget from its count).
-    async fn with_capped_clicks(&self, rows: Vec<LinkRow>) -> Result<Vec<Link>, StoreError> {
+    /// Full links for rows of one page, with their click counts: every link's with
+    /// `every`, else only capped links' (a proxy starts a capped link's click budget from
+    /// its count; the others read 0).
+    pub(crate) async fn with_clicks(
+        &self,
+        rows: Vec<LinkRow>,
+        every: bool,
+    ) -> Result<Vec<Link>, StoreError> {
         let capped: Vec<i64> = rows
             .iter()
-            .filter(|r| r.max_clicks.is_some())
+            .filter(|r| every || r.max_clicks.is_some())
             .map(|r| r.id)
             .collect();
         let mut counts = std::collections::HashMap::new();
@@ -583,7 +588,7 @@ impl RouteSource for CqlStore {
             .map_err(backend)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
-        let links = self.with_capped_clicks(rows).await?;
+        let links = self.with_clicks(rows, false).await?;
         let next = match response {
             PagingStateResponse::HasMorePages { state } => {
                 state.as_bytes_slice().map(|b| b.to_vec())

@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "click log by owner, fallback URLs",
         cql: include_str!("../schema/010_click_log.cql"),
     },
+    Migration {
+        version: 11,
+        name: "unique visitors",
+        cql: include_str!("../schema/011_visitors.cql"),
+    },
 ];
 
 /// A step of `migrate`, for showing progress.

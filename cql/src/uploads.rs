@@ -11,8 +11,13 @@ use crate::{CqlStore, Kind, backend};
 /// Jobs read per claim attempt: the queue holds only jobs in progress.
 const CLAIM_SCAN: i32 = 1000;
 
+/// The `uploads` columns an [`UploadRow`] reads, for whole-table scans.
+pub(crate) const UPLOAD_SELECT: &str = "SELECT id, owner, filename, content_type, size, sha256, \
+     object_key, code, state, thumbnail_state, thumbnails, created_at, expires_at FROM {ks}.uploads";
+
+/// An `uploads` row.
 #[derive(DeserializeRow)]
-struct UploadRow {
+pub(crate) struct UploadRow {
     id: String,
     owner: i64,
     filename: String,
@@ -29,7 +34,7 @@ struct UploadRow {
 }
 
 impl UploadRow {
-    fn into_upload(self) -> Result<Upload, StoreError> {
+    pub(crate) fn into_upload(self) -> Result<Upload, StoreError> {
         let bad = |what: &str| StoreError::corrupt(format!("stored upload has a bad {what}"));
         Ok(Upload {
             id: self.id,

@@ -13,6 +13,7 @@ use super::pacing::Pacer;
 use shortlink_store::rollup::{
     OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
+use shortlink_store::visitors::{Visitors, cover};
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
     StatsQuery, StoreError,
@@ -139,6 +140,79 @@ struct LinkInfo {
     code: String,
 }
 
+/// Which sketches a row holds: an hour's or a day's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Period {
+    Hour,
+    Day,
+}
+
+/// Merges `visitors` into the stored sketch of `link` at `at` (an hour or a day start).
+pub(crate) fn merge_visitors(
+    conn: &rusqlite::Connection,
+    period: Period,
+    link: LinkId,
+    at: i64,
+    mut visitors: Visitors,
+) -> rusqlite::Result<()> {
+    let (read, write) = match period {
+        Period::Hour => (
+            "SELECT sketch FROM visitors_hour WHERE link_id = ?1 AND hour = ?2",
+            "INSERT OR REPLACE INTO visitors_hour (link_id, hour, sketch) VALUES (?1, ?2, ?3)",
+        ),
+        Period::Day => (
+            "SELECT sketch FROM visitors_day WHERE link_id = ?1 AND day = ?2",
+            "INSERT OR REPLACE INTO visitors_day (link_id, day, sketch) VALUES (?1, ?2, ?3)",
+        ),
+    };
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached(read)?
+        .query_row(params![link, at], |r| r.get(0))
+        .optional()?;
+    if let Some(bytes) = stored {
+        // A sketch that cannot be read (damaged) is replaced rather than failing ingestion.
+        visitors.merge_bytes(&bytes);
+    }
+    conn.prepare_cached(write)?
+        .execute(params![link, at, visitors.to_bytes()])?;
+    Ok(())
+}
+
+/// The estimated human visitors of `link` over `[from, to)`.
+fn range_visitors(
+    conn: &rusqlite::Connection,
+    link: LinkId,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<u64> {
+    let cover = cover(from, to);
+    let mut all = Visitors::new();
+    let mut merge = |sql: &str, a: i64, b: i64| -> rusqlite::Result<()> {
+        if a >= b {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![link, a, b], |r| r.get::<_, Vec<u8>>(0))?;
+        for bytes in rows {
+            all.merge_bytes(&bytes?);
+        }
+        Ok(())
+    };
+    merge(
+        "SELECT sketch FROM visitors_day WHERE link_id = ?1 AND day >= ?2 AND day < ?3",
+        cover.days.0,
+        cover.days.1,
+    )?;
+    for (a, b) in cover.hours {
+        merge(
+            "SELECT sketch FROM visitors_hour WHERE link_id = ?1 AND hour >= ?2 AND hour < ?3",
+            a,
+            b,
+        )?;
+    }
+    Ok(all.estimate())
+}
+
 #[async_trait]
 impl ClickStore for EmbeddedStore {
     async fn ingest_clicks(
@@ -175,7 +249,13 @@ impl ClickStore for EmbeddedStore {
                 let logs = owner_logs(&counted, |link| links.get(&link).map(|info| info.owner));
                 let delta = RollupDelta::of(&counted);
                 let owners = delta.owners(|link| links.get(&link).map(|info| info.owner));
-                let RollupDelta { hours, days, links: per_link } = delta;
+                let RollupDelta {
+                    hours,
+                    days,
+                    links: per_link,
+                    visitor_hours,
+                    visitor_days,
+                } = delta;
                 pacer.step();
                 for log in &logs {
                     conn.prepare_cached(
@@ -248,6 +328,13 @@ impl ClickStore for EmbeddedStore {
                         &cells,
                         &mut pacer,
                     )?;
+                    for ((link, hour), visitors) in visitor_hours {
+                        merge_visitors(conn, Period::Hour, link, hour, visitors)?;
+                    }
+                    for ((link, day), visitors) in visitor_days {
+                        merge_visitors(conn, Period::Day, link, day, visitors)?;
+                    }
+                    pacer.step();
                     let mut events = Vec::with_capacity(per_link.len());
                     for (link, delta) in &per_link {
                         let Some(info) = links.get(link) else { continue };
@@ -328,6 +415,7 @@ impl ClickStore for EmbeddedStore {
                 tops.add(&dim, key, count);
             }
             tops.finish(&mut stats, query.top, query.include_bots);
+            stats.unique_visitors = range_visitors(conn, query.link_id, query.from, query.to)?;
             Ok(stats)
         })
         .await

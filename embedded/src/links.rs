@@ -14,12 +14,12 @@ use shortlink_store::{
     StoreError, targeting_json,
 };
 
-const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
+pub(crate) const LINK_COLUMNS: &str = "l.id, l.domain, l.code, l.custom_alias, l.owner, l.url, l.redirect, \
      l.expires_at, l.max_clicks, l.clicks, l.tags, l.disabled, l.created_at, l.updated_at, \
      l.password_hash, l.targeting, l.moderation, l.fallback_url";
 
 /// Reads a link from `row`, whose columns start at `at` in `LINK_COLUMNS` order.
-fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
+pub(crate) fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
     let redirect: u16 = row.get(at + 6)?;
     let tags: String = row.get(at + 10)?;
     Ok(Link {
@@ -46,7 +46,7 @@ fn row_to_link(row: &Row<'_>, at: usize) -> rusqlite::Result<Link> {
     })
 }
 
-pub(super) fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -57,7 +57,7 @@ pub(super) fn feed_head(conn: &Connection) -> Result<u64, rusqlite::Error> {
     .map(|v| v.max(0) as u64)
 }
 
-pub(super) fn record_change(
+pub(crate) fn record_change(
     conn: &Connection,
     domain: &str,
     code: &str,

@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 11;
+pub(crate) const SCHEMA_VERSION: i64 = 12;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -283,6 +283,22 @@ CREATE TABLE IF NOT EXISTS owner_link_day (
     total   INTEGER NOT NULL,
     bots    INTEGER NOT NULL,
     PRIMARY KEY (owner, day, link_id)
+) STRICT, WITHOUT ROWID;
+
+-- Version 12: unique visitors. Per link per UTC hour and per UTC day: a HyperLogLog
+-- sketch of its human visitors (`shortlink_store::visitors`), merged into by ingestion.
+CREATE TABLE IF NOT EXISTS visitors_hour (
+    link_id INTEGER NOT NULL,
+    hour    INTEGER NOT NULL,
+    sketch  BLOB NOT NULL,
+    PRIMARY KEY (link_id, hour)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS visitors_day (
+    link_id INTEGER NOT NULL,
+    day     INTEGER NOT NULL,
+    sketch  BLOB NOT NULL,
+    PRIMARY KEY (link_id, day)
 ) STRICT, WITHOUT ROWID;
 "#;
 

@@ -10,10 +10,11 @@ use super::events;
 use crate::DbError;
 use shortlink_store::{StoreError, ThumbnailJob, UploadStore};
 
-const COLUMNS: &str = "id, owner, filename, content_type, size, sha256, object_key, code, state,
+pub(crate) const COLUMNS: &str =
+    "id, owner, filename, content_type, size, sha256, object_key, code, state,
     thumbnail_state, thumbnails, created_at, expires_at";
 
-fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
+pub(crate) fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     let bad = |i: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             i,

@@ -29,6 +29,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     update_and_delete_are_owner_scoped(&*store, &run).await;
     change_feed_follows_writes(&*store, &run).await;
     clicks_and_salt(&*store, &run).await;
+    unique_visitors(&*store, &run).await;
     click_log(&*store, &run).await;
     event_log(&*store, &run).await;
     uploads_and_jobs(&*store, &run).await;
@@ -821,6 +822,104 @@ pub fn click(link_id: i64, ts_ms: i64, browser: &str, bot: bool) -> EnrichedClic
         referrer: "example.com".into(),
         country: "DE".into(),
         count: 1,
+        visitor: 0,
+    }
+}
+
+/// A uniform 64-bit hash of `n` (SplitMix64's finalizer), never 0: visitor ids as the
+/// enricher makes them.
+pub fn spread(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
+/// Unique visitors: people (not bots, not unknown ones) counted once per range, whatever
+/// batches, hours and days they fall in, read back the same however often a range is read.
+async fn unique_visitors(store: &dyn Store, run: &str) {
+    let owner = user(store, run, "visited").await;
+    let link = store
+        .create_link(new_link(
+            owner,
+            format!("{run}uv"),
+            "https://visitors.test/",
+        ))
+        .await
+        .unwrap()
+        .link;
+    let day = 1_700_000_000 - 1_700_000_000 % 86_400 + 86_400 * 5;
+    let at = |secs: i64, visitor: u64, bot: bool| EnrichedClick {
+        visitor,
+        ..click(link.id, secs * 1000, "Chrome", bot)
+    };
+    // Visitor ids are uniform hashes; these stand in for them.
+    let v = spread;
+    // Day 0: 01:00 visitors 1–3 (1 twice), 05:00 visitors 3–4 and a bot; day 1: 02:00
+    // visitors 1 and 5, one with no id. Spread over many batches.
+    let batches = [
+        vec![at(day + 3600, v(1), false), at(day + 3700, v(1), false)],
+        vec![at(day + 3600, v(2), false), at(day + 3601, v(3), false)],
+        vec![
+            at(day + 5 * 3600, v(3), false),
+            at(day + 5 * 3600, v(4), false),
+        ],
+        vec![at(day + 5 * 3600 + 9, v(9), true)],
+        vec![at(day + 86_400 + 7200, v(1), false)],
+        vec![
+            at(day + 86_400 + 7300, v(5), false),
+            at(day + 86_400 + 7300, 0, false),
+        ],
+        vec![at(day + 3605, v(2), false)],
+        // More rows of 01:00 and of day 0 than a backend keeps apart before folding them.
+        vec![at(day + 3650, v(1), false)],
+        vec![at(day + 3651, v(2), false)],
+        vec![at(day + 3652, v(1), false)],
+    ];
+    for (i, batch) in batches.into_iter().enumerate() {
+        let id = format!("{run}-uv-{i}");
+        store.ingest_clicks(&id, batch.clone()).await.unwrap();
+        // Redelivered: counts nobody again.
+        store.ingest_clicks(&id, batch).await.unwrap();
+    }
+    let visitors = |from: i64, to: i64| async move {
+        store
+            .link_stats(StatsQuery {
+                link_id: link.id,
+                from,
+                to,
+                interval: Interval::Hour,
+                top: 10,
+                include_bots: false,
+            })
+            .await
+            .unwrap()
+            .unique_visitors
+    };
+    for _ in 0..2 {
+        assert_eq!(visitors(day, day + 2 * 86_400).await, 5, "two whole days");
+        assert_eq!(visitors(day, day + 86_400).await, 4, "day 0");
+        assert_eq!(visitors(day + 3600, day + 7200).await, 3, "01:00 of day 0");
+        assert_eq!(
+            visitors(day + 5 * 3600, day + 6 * 3600).await,
+            2,
+            "the bot is not a visitor"
+        );
+        assert_eq!(
+            visitors(day + 4 * 3600, day + 86_400 + 3 * 3600).await,
+            4,
+            "hours around no whole day: 3, 4, 1, 5"
+        );
+        assert_eq!(
+            visitors(day - 3600, day + 2 * 86_400 + 3600).await,
+            5,
+            "whole days and hours around them"
+        );
+        assert_eq!(
+            visitors(day + 7200, day + 3 * 3600).await,
+            0,
+            "an hour without clicks"
+        );
     }
 }
 

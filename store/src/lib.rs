@@ -2,10 +2,12 @@
 //! in `shortlink-embedded`, the CQL one in `shortlink-cql`), the rollup arithmetic they
 //! share, and one conformance suite that every backend must pass.
 
+pub mod backup;
 pub mod budget;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod rollup;
+pub mod visitors;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use shortlink_core::{
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub use backup::BackupStore;
 pub use budget::{ClickBudget, LeaseGrant, LeaseRequest};
 pub use webhooks::WebhookStore;
 
@@ -695,6 +698,7 @@ pub trait Store:
     + WebhookStore
     + CertificateStore
     + AcmeStore
+    + BackupStore
 {
 }
 
@@ -710,7 +714,8 @@ impl<
         + ClickBudget
         + WebhookStore
         + CertificateStore
-        + AcmeStore,
+        + AcmeStore
+        + BackupStore,
 > Store for T
 {
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::visitors::Visitors;
 use shortlink_core::time_util::ms_to_rfc3339;
 use shortlink_core::{
     EnrichedClick, KeyCount, LinkClicks, LinkId, LinkStats, NewEvent, SeriesPoint, UserId,
@@ -75,6 +76,10 @@ pub struct RollupDelta<'a> {
     pub days: HashMap<(LinkId, i64, &'static str, &'a str), i64>,
     /// Per link.
     pub links: HashMap<LinkId, LinkDelta>,
+    /// (link, hour start) → the hour's human visitors.
+    pub visitor_hours: HashMap<(LinkId, i64), Visitors>,
+    /// (link, day start) → the day's human visitors.
+    pub visitor_days: HashMap<(LinkId, i64), Visitors>,
 }
 
 /// A batch's additions to its owners' rollups (account-wide stats).
@@ -123,6 +128,19 @@ impl<'a> RollupDelta<'a> {
             seen.bots += bots;
             seen.first_ms = seen.first_ms.min(c.ts_ms);
             seen.last_ms = seen.last_ms.max(c.ts_ms);
+            if c.visitor != 0 && !c.bot {
+                let visitor = c.visitor;
+                delta
+                    .visitor_hours
+                    .entry((c.link_id, hour))
+                    .or_default()
+                    .insert(visitor);
+                delta
+                    .visitor_days
+                    .entry((c.link_id, day))
+                    .or_default()
+                    .insert(visitor);
+            }
         }
         delta
     }
@@ -304,6 +322,7 @@ pub fn decode_log(body: &[u8]) -> impl Iterator<Item = EnrichedClick> + '_ {
             referrer,
             country,
             count,
+            visitor: 0,
         })
     })
 }
@@ -356,6 +375,7 @@ mod tests {
             referrer: referrer.into(),
             country: "NL".into(),
             count: 2,
+            visitor: 0,
         }
     }
 

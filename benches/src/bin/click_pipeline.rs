@@ -1,5 +1,6 @@
 //! Measures the click pipeline's store side: enrichment rate, ingestion rate into the
-//! embedded store, and stats query time for one link at a small and a large click count.
+//! embedded store, and stats query time (unique visitors included) for one link at a
+//! small and a large click count.
 //!
 //! `cargo run --release -p shortlink-benches --bin click_pipeline -- [large clicks=10000000]`
 //! (env: `IN_FLIGHT=<batches at once, default 8>`, `UNPACED=1` to turn ingestion pacing off)
@@ -51,6 +52,15 @@ fn click(i: usize, link_id: i64, span_ms: i64, now_ms: i64) -> ClickEvent {
         qr: false,
         count: 1,
     }
+}
+
+/// A uniform visitor id for `n` (SplitMix64's finalizer), as the enricher's keyed hash
+/// gives them.
+fn visitor_id(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -125,6 +135,7 @@ async fn main() {
 
     // Enrichment (one core).
     let enricher = Enricher::new(None, false).unwrap();
+    enricher.set_visitor_secret([7; 32]);
     let sample: Vec<ClickEvent> = (0..100_000)
         .map(|i| click(i, ids[1], span_ms, now_ms))
         .collect();
@@ -150,6 +161,8 @@ async fn main() {
             .map(|i| {
                 let mut c = enriched[i % enriched.len()].clone();
                 c.ts_ms = now_ms - (i as i64 * 7919) % span_ms;
+                // About three clicks per visitor: every hour's sketch is a full one.
+                c.visitor = visitor_id(i as u64 / 3);
                 c
             })
             .collect();
@@ -179,13 +192,15 @@ async fn main() {
             };
             let mut times = Vec::new();
             let mut total = 0;
+            let mut visitors = 0;
             for _ in 0..21 {
                 let t = Instant::now();
-                total = store.link_stats(query).await.unwrap().total;
+                let stats = store.link_stats(query).await.unwrap();
                 times.push(t.elapsed());
+                (total, visitors) = (stats.total, stats.unique_visitors);
             }
             report.push(format!(
-                "stats {name} {interval:?}: median {:?} (total {total})",
+                "stats {name} {interval:?}: median {:?} (total {total}, unique visitors {visitors})",
                 median(times)
             ));
         }

@@ -89,6 +89,7 @@ async fn ingestion(nodes: &str) {
                 referrer: format!("r{}.example", i % 50),
                 country: countries[i % 5].into(),
                 count: 1,
+                visitor: 0,
             })
             .collect();
         let started = Instant::now();

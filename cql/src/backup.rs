@@ -1,0 +1,579 @@
+//! Backups of the CQL store: paged scans of the bulky tables and raw restores. CQL has
+//! no snapshot a client can read, so a backup of a cluster that takes clicks meanwhile
+//! is read table by table (see ARCHITECTURE.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use async_trait::async_trait;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::serialize::row::SerializeRow;
+use scylla::value::Counter;
+use shortlink_core::LinkId;
+use shortlink_core::time_util::now_unix;
+use shortlink_store::backup::{
+    BackupStore, ClickLogRow, CountRow, DayRow, LinkRecord, OwnerLinkDayRow, Record, ScanPage,
+    SketchRow, Table, UploadRecord, not_raw,
+};
+use shortlink_store::rollup::{day_of, decode_log};
+use shortlink_store::{Store, StoreError, targeting_json};
+
+use crate::clicks::{WRITE_CONCURRENCY, Write};
+use crate::links::{LINK_SELECT, LinkRow, owner_month, url_hash};
+use crate::{CqlStore, Kind, backend, ids};
+
+/// The audit log's one partition (see `accounts`).
+const AUDIT_BUCKET: i32 = 0;
+
+/// Ids of restored links, in the backup's order.
+static RESTORED_LINKS: AtomicI64 = AtomicI64::new(0);
+/// Ids of restored audit entries, in the backup's order.
+static RESTORED_AUDIT: AtomicI64 = AtomicI64::new(0);
+
+type Counted = Option<Counter>;
+
+fn count(c: Counted) -> i64 {
+    c.map_or(0, |c| c.0)
+}
+
+impl CqlStore {
+    /// One page of a whole-table read from `cursor` (the driver's paging state).
+    async fn page<R>(
+        &self,
+        cql: &'static str,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let mut statement = self.prepare(cql, Kind::Read).await?;
+        statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
+        let paging = match cursor {
+            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
+            None => PagingState::start(),
+        };
+        let (result, response) = self
+            .session
+            .execute_single_page(&statement, (), paging)
+            .await
+            .map_err(backend)?;
+        let rows = result
+            .into_rows_result()
+            .map_err(backend)?
+            .rows::<R>()
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let next = match response {
+            PagingStateResponse::HasMorePages { state } => {
+                state.as_bytes_slice().map(|b| b.to_vec())
+            }
+            PagingStateResponse::NoMorePages => None,
+        };
+        Ok((rows, next))
+    }
+
+    async fn write(&self, cql: &'static str, values: impl SerializeRow) -> Result<(), StoreError> {
+        self.exec(cql, Kind::Write, values).await.map(drop)
+    }
+
+    async fn add(&self, cql: &'static str, values: impl SerializeRow) -> Result<(), StoreError> {
+        self.exec(cql, Kind::Counter, values).await.map(drop)
+    }
+
+    async fn restore_one(&self, record: Record) -> Result<(), StoreError> {
+        let is_hour = matches!(record, Record::VisitorsHour(_));
+        match record {
+            Record::Installation {
+                code_salt,
+                signing_key,
+            } => {
+                for (key, value) in [
+                    ("code_salt", code_salt.to_string()),
+                    ("signing_key", signing_key),
+                ] {
+                    self.write(
+                        "INSERT INTO {ks}.meta (key, value) VALUES (?, ?)",
+                        (key, value),
+                    )
+                    .await?;
+                }
+            }
+            Record::User(u) => {
+                self.write(
+                    "INSERT INTO {ks}.users (id, name, role, created_at, disabled, password_hash) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        u.id,
+                        &u.name,
+                        u.role.as_str(),
+                        u.created_at,
+                        u.disabled,
+                        &u.password_hash,
+                    ),
+                )
+                .await?;
+                self.write(
+                    "INSERT INTO {ks}.users_by_name (name, id) VALUES (?, ?)",
+                    (&u.name, u.id),
+                )
+                .await?;
+            }
+            Record::Audit(a) => {
+                let id = ids::restored_id(&RESTORED_AUDIT, a.at);
+                self.write(
+                    "INSERT INTO {ks}.audit_log (bucket, id, at, actor, action, target, detail) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        AUDIT_BUCKET,
+                        id,
+                        a.at,
+                        a.actor,
+                        &a.action,
+                        &a.target,
+                        &a.detail,
+                    ),
+                )
+                .await?;
+            }
+            Record::Link(l) => {
+                let link = shortlink_core::Link::from(l);
+                let tags = (!link.tags.is_empty()).then_some(&link.tags);
+                let max_clicks = link
+                    .max_clicks
+                    .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+                self.write(
+                    "INSERT INTO {ks}.links (domain, code, id, custom_alias, owner, url, redirect, \
+                     expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
+                     targeting, fallback_url) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        &link.domain,
+                        link.code.as_str(),
+                        link.id,
+                        link.custom_alias,
+                        link.owner,
+                        &link.url,
+                        i32::from(link.redirect.as_u16()),
+                        link.expires_at,
+                        max_clicks,
+                        tags,
+                        link.disabled,
+                        link.created_at,
+                        link.updated_at,
+                        &link.password_hash,
+                        targeting_json(&link.targeting)?,
+                        &link.fallback_url,
+                    ),
+                )
+                .await?;
+                // CQL binds at most 16 values per statement.
+                if link.moderation.is_some() {
+                    self.write(
+                        "UPDATE {ks}.links SET moderation = ? WHERE domain = ? AND code = ?",
+                        (&link.moderation, &link.domain, link.code.as_str()),
+                    )
+                    .await?;
+                }
+                self.write(
+                    "INSERT INTO {ks}.links_by_id (id, domain, code) VALUES (?, ?, ?)",
+                    (link.id, &link.domain, link.code.as_str()),
+                )
+                .await?;
+                self.write(
+                    "INSERT INTO {ks}.links_by_owner (owner, month, id, domain, code, url, tags) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        link.owner,
+                        owner_month(link.id),
+                        link.id,
+                        &link.domain,
+                        link.code.as_str(),
+                        &link.url,
+                        tags,
+                    ),
+                )
+                .await?;
+                if link.is_plain() {
+                    self.write(
+                        "INSERT INTO {ks}.links_by_url (owner, domain, url_hash, link_id, code) \
+                         VALUES (?, ?, ?, ?, ?)",
+                        (
+                            link.owner,
+                            &link.domain,
+                            url_hash(&link.url),
+                            link.id,
+                            link.code.as_str(),
+                        ),
+                    )
+                    .await?;
+                }
+                if link.clicks > 0 {
+                    self.add(
+                        "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?",
+                        (
+                            Counter(i64::try_from(link.clicks).unwrap_or(i64::MAX)),
+                            link.id,
+                        ),
+                    )
+                    .await?;
+                }
+                self.record_change(&link.domain, link.code.as_str()).await?;
+            }
+            Record::VisitorsHour(row) | Record::VisitorsDay(row) => {
+                let bytes = row.bytes().ok_or_else(|| {
+                    StoreError::corrupt(format!(
+                        "the visitors of link {} at {} are not base64",
+                        row.link_id, row.at
+                    ))
+                })?;
+                let batch = format!("restored-{:016x}", rand::random::<u64>());
+                let month = ids::month_of(row.at);
+                if is_hour {
+                    self.write(
+                        "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
+                         VALUES (?, ?, ?, ?, ?)",
+                        (row.link_id, month, row.at, batch, bytes),
+                    )
+                    .await?;
+                } else {
+                    self.write(
+                        "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
+                         VALUES (?, ?, ?, ?, ?)",
+                        (row.link_id, month, row.at, batch, bytes),
+                    )
+                    .await?;
+                }
+            }
+            Record::ClickLog(row) => {
+                let Some(owner) = row.owner else {
+                    return Err(StoreError::corrupt(
+                        "a click log row without its owner (the restore splits those by link)",
+                    ));
+                };
+                // What is left of the row's retention; a row past it is not kept.
+                let age = now_unix().saturating_sub(row.at_ms.div_euclid(1000));
+                let ttl = i64::from(self.click_retention_secs).saturating_sub(age);
+                if ttl <= 0 {
+                    return Ok(());
+                }
+                let clicks: i64 = decode_log(row.lines.as_bytes())
+                    .map(|c| i64::from(c.count.max(1)))
+                    .sum();
+                let batch = format!("restored-{:016x}", rand::random::<u64>());
+                self.write(
+                    "INSERT INTO {ks}.click_log (owner, day, at, batch_id, clicks, body) \
+                     VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+                    (
+                        owner,
+                        day_of(row.at_ms.div_euclid(1000)),
+                        row.at_ms,
+                        batch,
+                        clicks,
+                        row.lines.into_bytes(),
+                        i32::try_from(ttl.max(1)).unwrap_or(i32::MAX),
+                    ),
+                )
+                .await?;
+            }
+            other => return Err(not_raw(&other)),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackupStore for CqlStore {
+    async fn snapshot(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let (records, next) = match table {
+            Table::Links => {
+                let (rows, next) = self.page::<LinkRow>(LINK_SELECT, cursor, limit).await?;
+                let links = self.with_clicks(rows, true).await?;
+                let records = links
+                    .into_iter()
+                    .map(|l| Record::Link(LinkRecord::from(l)))
+                    .collect();
+                (records, next)
+            }
+            Table::Uploads => {
+                let (rows, next) = self
+                    .page::<crate::uploads::UploadRow>(crate::uploads::UPLOAD_SELECT, cursor, limit)
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|r| {
+                        r.into_upload()
+                            .map(|u| Record::Upload(UploadRecord::from(u)))
+                    })
+                    .collect::<Result<_, _>>()?;
+                (records, next)
+            }
+            Table::RollupHour | Table::OwnerHour => {
+                let (cql, wrap): (&'static str, fn(CountRow) -> Record) =
+                    if table == Table::RollupHour {
+                        (
+                            "SELECT link_id, hour, total, bots FROM {ks}.rollup_hour",
+                            Record::RollupHour,
+                        )
+                    } else {
+                        (
+                            "SELECT owner, hour, total, bots FROM {ks}.owner_rollup_hour",
+                            Record::OwnerHour,
+                        )
+                    };
+                let (rows, next) = self
+                    .page::<(i64, i64, Counted, Counted)>(cql, cursor, limit)
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|(id, hour, total, bots)| {
+                        wrap(CountRow {
+                            id,
+                            hour,
+                            total: count(total),
+                            bots: count(bots),
+                        })
+                    })
+                    .collect();
+                (records, next)
+            }
+            Table::RollupDay => {
+                let (rows, next) = self
+                    .page::<(i64, i64, String, String, Counted)>(
+                        "SELECT link_id, day, dim, key, n FROM {ks}.rollup_day",
+                        cursor,
+                        limit,
+                    )
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|(link_id, day, dim, key, n)| {
+                        Record::RollupDay(DayRow {
+                            link_id,
+                            day,
+                            dim,
+                            key,
+                            count: count(n),
+                        })
+                    })
+                    .collect();
+                (records, next)
+            }
+            Table::OwnerLinkDay => {
+                let (rows, next) = self
+                    .page::<(i64, i64, i64, Counted, Counted)>(
+                        "SELECT owner, day, link_id, total, bots FROM {ks}.owner_link_day",
+                        cursor,
+                        limit,
+                    )
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|(owner, day, link_id, total, bots)| {
+                        Record::OwnerLinkDay(OwnerLinkDayRow {
+                            owner,
+                            day,
+                            link_id,
+                            total: count(total),
+                            bots: count(bots),
+                        })
+                    })
+                    .collect();
+                (records, next)
+            }
+            Table::VisitorsHour | Table::VisitorsDay => {
+                let (cql, wrap): (&'static str, fn(SketchRow) -> Record) =
+                    if table == Table::VisitorsHour {
+                        (
+                            "SELECT link_id, hour, sketch FROM {ks}.visitors_hour",
+                            Record::VisitorsHour,
+                        )
+                    } else {
+                        (
+                            "SELECT link_id, day, sketch FROM {ks}.visitors_day",
+                            Record::VisitorsDay,
+                        )
+                    };
+                let (rows, next) = self
+                    .page::<(i64, i64, Option<Vec<u8>>)>(cql, cursor, limit)
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|(link, at, sketch)| {
+                        wrap(SketchRow::new(
+                            link,
+                            at,
+                            sketch.as_deref().unwrap_or_default(),
+                        ))
+                    })
+                    .collect();
+                (records, next)
+            }
+            Table::ClickLog => {
+                let (rows, next) = self
+                    .page::<(i64, i64, Vec<u8>)>(
+                        "SELECT owner, at, body FROM {ks}.click_log",
+                        cursor,
+                        limit,
+                    )
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(|(owner, at_ms, body)| {
+                        Record::ClickLog(ClickLogRow {
+                            owner: Some(owner),
+                            at_ms,
+                            lines: String::from_utf8_lossy(&body).into_owned(),
+                        })
+                    })
+                    .collect();
+                (records, next)
+            }
+        };
+        Ok(ScanPage { records, next })
+    }
+
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        for cql in [
+            "SELECT id FROM {ks}.links_by_id LIMIT 1",
+            "SELECT id FROM {ks}.uploads LIMIT 1",
+            "SELECT link_id FROM {ks}.rollup_hour LIMIT 1",
+        ] {
+            let found: Vec<(scylla::value::CqlValue,)> = self.rows(cql, ()).await?;
+            if !found.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "cql"
+    }
+
+    fn restored_link_id(&self, link: &LinkRecord) -> LinkId {
+        // Owners' link lists are partitioned by the month of the id's time: a restored
+        // link's id is made at its creation time, so it lands in its own month.
+        ids::restored_id(&RESTORED_LINKS, link.created_at)
+    }
+
+    async fn restore(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        use futures_util::StreamExt;
+        // Rollup rows go as counter batches, one partition each, as ingestion writes them.
+        let mut hours: HashMap<(i64, i32), Vec<(Counter, Counter, i64, i32, i64)>> = HashMap::new();
+        let mut owner_hours: HashMap<(i64, i32), Vec<(Counter, Counter, i64, i32, i64)>> =
+            HashMap::new();
+        let mut days: HashMap<(i64, i32), Vec<(Counter, i64, i32, i64, String, String)>> =
+            HashMap::new();
+        let mut owner_days: HashMap<(i64, i32), Vec<(Counter, Counter, i64, i32, i64, i64)>> =
+            HashMap::new();
+        let mut others = Vec::new();
+        for record in records {
+            match record {
+                Record::RollupHour(r) => {
+                    let month = ids::month_of(r.hour);
+                    hours.entry((r.id, month)).or_default().push((
+                        Counter(r.total),
+                        Counter(r.bots),
+                        r.id,
+                        month,
+                        r.hour,
+                    ));
+                }
+                Record::OwnerHour(r) => {
+                    let month = ids::month_of(r.hour);
+                    owner_hours.entry((r.id, month)).or_default().push((
+                        Counter(r.total),
+                        Counter(r.bots),
+                        r.id,
+                        month,
+                        r.hour,
+                    ));
+                }
+                Record::RollupDay(r) => {
+                    let month = ids::month_of(r.day);
+                    days.entry((r.link_id, month)).or_default().push((
+                        Counter(r.count),
+                        r.link_id,
+                        month,
+                        r.day,
+                        r.dim,
+                        r.key,
+                    ));
+                }
+                Record::OwnerLinkDay(r) => {
+                    let month = ids::month_of(r.day);
+                    owner_days.entry((r.owner, month)).or_default().push((
+                        Counter(r.total),
+                        Counter(r.bots),
+                        r.owner,
+                        month,
+                        r.day,
+                        r.link_id,
+                    ));
+                }
+                other => others.push(other),
+            }
+        }
+        let mut writes = futures_util::stream::iter(others)
+            .map(|r| self.restore_one(r))
+            .buffer_unordered(WRITE_CONCURRENCY);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        let hour_update = self
+            .prepare(
+                "UPDATE {ks}.rollup_hour SET total = total + ?, bots = bots + ? \
+                 WHERE link_id = ? AND month = ? AND hour = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let owner_hour_update = self
+            .prepare(
+                "UPDATE {ks}.owner_rollup_hour SET total = total + ?, bots = bots + ? \
+                 WHERE owner = ? AND month = ? AND hour = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let day_update = self
+            .prepare(
+                "UPDATE {ks}.rollup_day SET n = n + ? \
+                 WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let owner_day_update = self
+            .prepare(
+                "UPDATE {ks}.owner_link_day SET total = total + ?, bots = bots + ? \
+                 WHERE owner = ? AND month = ? AND day = ? AND link_id = ?",
+                Kind::Counter,
+            )
+            .await?;
+        let mut batches: Vec<Write<'_>> = Vec::new();
+        for rows in hours.into_values() {
+            batches.extend(self.counter_batches(&hour_update, rows));
+        }
+        for rows in owner_hours.into_values() {
+            batches.extend(self.counter_batches(&owner_hour_update, rows));
+        }
+        for rows in days.into_values() {
+            batches.extend(self.counter_batches(&day_update, rows));
+        }
+        for rows in owner_days.into_values() {
+            batches.extend(self.counter_batches(&owner_day_update, rows));
+        }
+        crate::run_concurrently(batches, WRITE_CONCURRENCY).await
+    }
+}
