@@ -52,8 +52,15 @@ pub(crate) fn run_backup(config: Config, file: &Path, objects: Option<ObjectsArg
         let mut out: Box<dyn Write + Send> = if to_stdout {
             Box::new(std::io::stdout())
         } else {
+            // It holds password hashes, keys and secrets: readable by its owner only.
+            use std::os::unix::fs::OpenOptionsExt;
             Box::new(std::io::BufWriter::new(
-                std::fs::File::create(&partial)
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&partial)
                     .with_context(|| format!("cannot create {}", partial.display()))?,
             ))
         };
@@ -83,23 +90,19 @@ pub(crate) fn run_backup(config: Config, file: &Path, objects: Option<ObjectsArg
     })
 }
 
-/// `shortlink restore FILE`: restores a backup (`-`: from standard input) into the
-/// configured store, which must hold no links, uploads or clicks.
+/// `shortlink restore FILE`: restores a backup into the configured store, which must hold
+/// no links, uploads or clicks (the file is read twice: see `restore`).
 pub(crate) fn run_restore(config: Config, file: &Path) -> Result<()> {
+    std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let store = open_store(&config)?;
-    let reader: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-        )
-    };
+    let path = file.to_owned();
     small_runtime()?.block_on(async {
         let object_store =
             shortlink_objects::open(&config.objects, &config.data_dir.join("objects"))
                 .await
                 .context("cannot open object storage")?;
-        let progress = restore(&store, &*object_store, reader, reporter("restore"))
+        let open = move || std::fs::File::open(&path);
+        let progress = restore(&store, &*object_store, open, reporter("restore"))
             .await
             .context("restore failed")?;
         if progress.missing_objects > 0 {

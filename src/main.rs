@@ -64,9 +64,9 @@ enum Command {
         #[arg(long, value_enum)]
         objects: Option<backup::ObjectsArg>,
     },
-    /// Restore a backup from FILE (`-`: standard input) into the configured store, which
-    /// must hold no links, uploads or clicks: the way to move an installation, e.g. from
-    /// the embedded store to a CQL cluster.
+    /// Restore a backup from FILE into the configured store, which must hold no links,
+    /// uploads or clicks: the way to move an installation, e.g. from the embedded store to
+    /// a CQL cluster. The whole file is checked before anything is written.
     Restore {
         /// The backup.
         file: PathBuf,

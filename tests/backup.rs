@@ -135,12 +135,21 @@ async fn populate(s: &TestServer) -> Fixture {
     )
     .await;
     let upload = upload["id"].as_str().unwrap().to_owned();
+    // A link that is clicked, then deleted: its clicks stay in the account's statistics.
+    let (status, _) = s
+        .create(
+            &bob,
+            json!({"url": "https://example.com/gone", "alias": "gone"}),
+        )
+        .await;
+    assert_eq!(status, 201);
     ok_json(
         s.api(Method::POST, "/api/v1/webhooks", &bob)
             .json(&json!({"url": "http://127.0.0.1:9/hook"})),
     )
     .await;
-    // Ids in a fresh store follow creation order: the admin's link is 1, bob's 2–7.
+    // Ids in a fresh store follow creation order: the admin's link is 1, bob's 2–7, the
+    // upload's 8, the deleted one 9.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -155,6 +164,7 @@ async fn populate(s: &TestServer) -> Fixture {
         (2, 2, day + 90_000, bot, "US", "https://search.example/"),
         (3, 4, day + 7200, chrome, "DE", "https://mail.example/"),
         (5, 1, day + 100_000, chrome, "JP", "https://news.example/c"),
+        (9, 6, day + 50_000, chrome, "NL", "https://news.example/d"),
     ] {
         clicks.extend((0..n).map(|i| {
             json!({"l": link, "t": at * 1000 + i, "ua": ua, "c": country, "r": referrer,
@@ -170,6 +180,12 @@ async fn populate(s: &TestServer) -> Fixture {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = s
+        .api(Method::DELETE, "/api/v1/links/gone", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     Fixture { bob, upload, day }
 }
 
@@ -382,7 +398,7 @@ async fn a_backup_restores_into_either_backend_with_the_same_answers() {
     .await;
     let fx = populate(&a).await;
     let want = answers(&a, &fx).await;
-    assert_eq!(want["bob account day"]["total"], json!(12), "{want}");
+    assert_eq!(want["bob account day"]["total"], json!(18), "{want}");
 
     // The running installation, backed up from the command line.
     let work = tempfile::tempdir().unwrap();
@@ -419,6 +435,25 @@ async fn a_backup_restores_into_either_backend_with_the_same_answers() {
     .await;
     assert_same(&answers(&b, &fx).await, &want, "SQLite → SQLite");
     assert_eq!(visits(&b, &fx).await, want_visits, "SQLite → SQLite");
+    // A new link does not take the deleted link's id, and with it its statistics.
+    let (status, fresh) = b
+        .create(
+            &fx.bob,
+            json!({"url": "https://example.com/new", "alias": "newone"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{fresh}");
+    let stats = b
+        .get_json(
+            &format!(
+                "/api/v1/links/newone/stats?from={}&to={}",
+                to_rfc3339(fx.day - 86_400),
+                to_rfc3339(fx.day + 2 * 86_400)
+            ),
+            &fx.bob,
+        )
+        .await;
+    assert_eq!(stats["total"], json!(0), "{stats}");
     // A second restore into an installation that holds data is refused.
     let again = Command::new(binary())
         .args(["restore", file.to_str().unwrap()])
@@ -497,20 +532,24 @@ async fn a_backup_restores_into_either_backend_with_the_same_answers() {
     assert_eq!(error_code(&r.json().await.unwrap()), "not_empty");
 }
 
-/// A backup cut short (a failure while it streamed, a truncated copy) is refused, and
-/// says why.
+/// A backup cut short (a failure while it streamed, a truncated copy) is refused before
+/// anything is written, and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_backup_is_refused() {
     let a = TestServer::start().await;
-    for i in 0..50 {
-        let (status, _) = a
-            .create(
-                ADMIN_KEY,
-                json!({"url": format!("https://example.com/{i}")}),
-            )
-            .await;
-        assert_eq!(status, 201);
-    }
+    // More links than a restore writes at once, so a half-read file would have written some.
+    let csv: String = std::iter::once("url\n".to_owned())
+        .chain((0..6000).map(|i| format!("https://example.com/{i}\n")))
+        .collect();
+    let r = a
+        .api(Method::POST, "/api/v1/links/import", ADMIN_KEY)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = a
         .api(Method::GET, "/api/v1/admin/backup", ADMIN_KEY)
         .send()
@@ -530,5 +569,18 @@ async fn a_cut_off_backup_is_refused() {
     assert!(
         stderr.contains("cut off") || stderr.contains("unreadable stream"),
         "{stderr}"
+    );
+    // Nothing was written: the whole backup restores into the same place.
+    let whole_file = work.path().join("whole.zst");
+    std::fs::write(&whole_file, &whole).unwrap();
+    let out = Command::new(binary())
+        .args(["restore", whole_file.to_str().unwrap()])
+        .env("SHORTLINK_DATA_DIR", work.path().join("fresh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -31,7 +31,7 @@ use shortlink_core::{
 use shortlink_objects::{ObjectError, ObjectStore, ObjectWriter, check_key};
 use shortlink_store::backup::{
     CertificateRecord, ClickLogRow, DomainRecord, FORMAT, Header, KeyRecord, ObjectRecord, Record,
-    Table, UploadRecord, UserRecord, WebhookRecord,
+    SecretText, Table, UploadRecord, UserRecord, WebhookRecord,
 };
 use shortlink_store::rollup::{decode_log, encode_log};
 use shortlink_store::webhooks::{kinds_text, parse_kinds};
@@ -50,6 +50,8 @@ use crate::uploads::BinaryBody;
 const SCAN_PAGE: usize = 1000;
 /// Raw records written to the store at once.
 const RESTORE_BATCH: usize = 5000;
+/// Bytes of raw records written to the store at once, at most about.
+const RESTORE_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Object bytes per chunk record (base64 makes it 1 MiB).
 const OBJECT_CHUNK: usize = 768 * 1024;
 /// Compressed bytes gathered before they are handed on.
@@ -219,7 +221,7 @@ pub async fn backup(
     .await?;
     enc.put(&Record::Installation {
         code_salt: source.installation_salt().await?,
-        signing_key: hex::encode(source.installation_secret().await?),
+        signing_key: SecretText(hex::encode(source.installation_secret().await?)),
     })
     .await?;
     for user in source.list_users().await? {
@@ -344,7 +346,7 @@ async fn put_objects(
         upload
             .thumbnails
             .iter()
-            .map(|t| (t.key.as_str(), "image/webp")),
+            .map(|t| (t.key.as_str(), "image/png")),
     );
     for (key, content_type) in keys {
         let Some(meta) = objects.head(key).await? else {
@@ -394,36 +396,6 @@ async fn put_objects(
     Ok(())
 }
 
-/// A blocking reader of chunks sent from async code (an HTTP body).
-pub struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    /// Reads what `rx` receives, until it closes.
-    pub fn new(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> ChannelReader {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk?,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 /// Counts the bytes read through it.
 struct Counting<R> {
     inner: R,
@@ -444,7 +416,8 @@ fn decode(
     reader: impl Read + Send + 'static,
     read: Arc<std::sync::atomic::AtomicU64>,
 ) -> mpsc::Receiver<Result<Record, BackupError>> {
-    let (tx, rx) = mpsc::channel(256);
+    // Few lines in flight: a line may be long (up to `MAX_LINE`).
+    let (tx, rx) = mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
         let result = (|| -> Result<(), BackupError> {
             let counting = Counting {
@@ -495,11 +468,15 @@ struct Restorer<'a> {
     taken: HashSet<UserId>,
     /// Names taken here, with their ids.
     names: HashMap<String, UserId>,
+    /// When the installation's own users were made, by id.
+    own_created: HashMap<UserId, i64>,
     /// Backed-up link id → (id here, owner here).
     links: HashMap<LinkId, (LinkId, UserId)>,
     /// Whether the installation had no users: then it takes the backup's salt and key.
     fresh: bool,
     pending: Vec<Record>,
+    /// About how many bytes `pending` holds.
+    pending_bytes: usize,
     object: Option<(String, u64, u64, Box<dyn ObjectWriter>)>,
     progress: Progress,
 }
@@ -516,14 +493,20 @@ impl Restorer<'_> {
     async fn flush(&mut self) -> Result<(), BackupError> {
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
             self.store.restore(batch).await?;
         }
         Ok(())
     }
 
     async fn raw(&mut self, record: Record) -> Result<(), BackupError> {
+        self.pending_bytes += match &record {
+            Record::ClickLog(row) => row.lines.len(),
+            Record::VisitorsHour(row) | Record::VisitorsDay(row) => row.sketch.len(),
+            _ => 256,
+        };
         self.pending.push(record);
-        if self.pending.len() >= RESTORE_BATCH {
+        if self.pending.len() >= RESTORE_BATCH || self.pending_bytes >= RESTORE_BATCH_BYTES {
             self.flush().await?;
         }
         Ok(())
@@ -548,10 +531,7 @@ impl Restorer<'_> {
             self.end_object().await?;
         }
         match record {
-            Record::Header(_) => {
-                return Err(BackupError::Format("a second header".into()));
-            }
-            Record::End { .. } => {}
+            Record::Header(_) | Record::End { .. } => {}
             Record::Installation { .. } => {
                 if self.fresh {
                     self.raw(record).await?;
@@ -560,8 +540,31 @@ impl Restorer<'_> {
             Record::User(mut user) => {
                 let old = user.id;
                 if let Some(&id) = self.names.get(&user.name) {
-                    // The installation's own user of that name (its bootstrap admin).
+                    // The installation's own user of that name (its bootstrap admin) stays
+                    // as it is, but made as early as the restored one: its links restored
+                    // from before must not predate it (CQL lists an owner's links back to
+                    // the month they were made in).
                     self.users.insert(old, id);
+                    if let Some(&made) = self.own_created.get(&id)
+                        && user.created_at < made
+                        && let Some(own) = self.store.get_user(id).await?
+                    {
+                        let password_hash = self
+                            .store
+                            .credentials(&own.name)
+                            .await?
+                            .and_then(|(_, hash)| hash);
+                        self.raw(Record::User(UserRecord {
+                            id,
+                            name: own.name,
+                            role: own.role,
+                            created_at: user.created_at,
+                            disabled: own.disabled,
+                            password_hash,
+                        }))
+                        .await?;
+                        self.flush().await?;
+                    }
                     return Ok(());
                 }
                 if self.taken.contains(&old) {
@@ -752,77 +755,112 @@ impl Restorer<'_> {
     }
 }
 
-/// Restores the backup `reader` yields into `store` and `objects`, which must hold no
-/// links, uploads or clicks; reports progress every [`PROGRESS_EVERY`] records and at the
-/// end.
-pub async fn restore(
+/// The framing every backup keeps: a header first (of a format this build reads), an end
+/// record counting what came before it, nothing after.
+#[derive(Default)]
+struct Framing {
+    records: u64,
+    ended: bool,
+}
+
+impl Framing {
+    fn check(&mut self, record: &Record) -> Result<(), BackupError> {
+        if self.ended {
+            return Err(BackupError::Format("records after the end".into()));
+        }
+        match record {
+            Record::Header(header) if self.records == 0 && header.format > FORMAT => {
+                return Err(BackupError::Format(format!(
+                    "written in format {} by version {}; this build reads format {FORMAT}",
+                    header.format, header.version
+                )));
+            }
+            Record::Header(_) if self.records == 0 => {}
+            _ if self.records == 0 => return Err(BackupError::Format("no header".into())),
+            Record::Header(_) => return Err(BackupError::Format("a second header".into())),
+            Record::End { records } => {
+                if *records != self.records {
+                    return Err(BackupError::Format(format!(
+                        "the end counts {records} records, {} came before it",
+                        self.records
+                    )));
+                }
+                self.ended = true;
+            }
+            _ => {}
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), BackupError> {
+        if self.ended {
+            Ok(())
+        } else {
+            Err(BackupError::Format(
+                "the backup is cut off (no end record)".into(),
+            ))
+        }
+    }
+}
+
+/// One restore at a time in this process: a second one waits, then finds the data of
+/// the first and is refused.
+static RESTORING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Restores the backup that `open` reads into `store` and `objects`, which must hold no
+/// links, uploads or clicks. The backup is read twice: once whole to check its framing (a
+/// file cut short, or of a newer format, is refused before anything is written), then to
+/// restore it. Reports progress every [`PROGRESS_EVERY`] records and at the end.
+pub async fn restore<R: Read + Send + 'static>(
     store: &Arc<dyn Store>,
     objects: &dyn ObjectStore,
-    reader: impl Read + Send + 'static,
+    open: impl Fn() -> std::io::Result<R>,
     mut report: impl FnMut(&Progress) + Send,
 ) -> Result<Progress, BackupError> {
+    let _one_at_a_time = RESTORING.lock().await;
     if store.holds_data().await? {
         return Err(BackupError::NotEmpty);
     }
+    let mut framing = Framing::default();
+    let mut records = decode(open()?, Arc::default());
+    while let Some(record) = records.recv().await {
+        framing.check(&record?)?;
+    }
+    framing.finish()?;
+
     let users = store.list_users().await?;
     let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut records = decode(reader, read.clone());
+    let mut records = decode(open()?, read.clone());
     let mut restorer = Restorer {
         store,
         objects,
         users: HashMap::new(),
         taken: users.iter().map(|u| u.id).collect(),
         names: users.iter().map(|u| (u.name.clone(), u.id)).collect(),
+        own_created: users.iter().map(|u| (u.id, u.created_at)).collect(),
         links: HashMap::new(),
         fresh: users.is_empty(),
         pending: Vec::new(),
+        pending_bytes: 0,
         object: None,
         progress: Progress::default(),
     };
-    let mut ended = false;
+    let mut framing = Framing::default();
     let result: Result<(), BackupError> = async {
         while let Some(record) = records.recv().await {
             let record = record?;
-            if ended {
-                return Err(BackupError::Format("records after the end".into()));
-            }
-            match &record {
-                Record::Header(header) if restorer.progress.total == 0 => {
-                    if header.format > FORMAT {
-                        return Err(BackupError::Format(format!(
-                            "written in format {} by version {}; this build reads format {FORMAT}",
-                            header.format, header.version
-                        )));
-                    }
-                    restorer.progress.count(&record);
-                    continue;
-                }
-                _ if restorer.progress.total == 0 => {
-                    return Err(BackupError::Format("no header".into()));
-                }
-                Record::End { records } => {
-                    if *records != restorer.progress.total {
-                        return Err(BackupError::Format(format!(
-                            "the end counts {records} records, {} came before it",
-                            restorer.progress.total
-                        )));
-                    }
-                    ended = true;
-                }
-                _ => {}
-            }
+            framing.check(&record)?;
             restorer.progress.count(&record);
-            restorer.apply(record).await?;
+            if !matches!(record, Record::Header(_)) {
+                restorer.apply(record).await?;
+            }
             restorer.progress.bytes = read.load(std::sync::atomic::Ordering::Relaxed);
             if restorer.progress.total.is_multiple_of(PROGRESS_EVERY) {
                 report(&restorer.progress);
             }
         }
-        if !ended {
-            return Err(BackupError::Format(
-                "the backup is cut off (no end record)".into(),
-            ));
-        }
+        framing.finish()?;
         restorer.flush().await
     }
     .await;
@@ -870,8 +908,11 @@ pub async fn download_backup(
     tokio::spawn(async move {
         let mode = ObjectsMode::default_for(&*objects);
         match backup(&store, &*objects, mode, tx, |_| {}).await {
-            Ok(progress) => tracing::info!(summary = %progress.summary(), "backup served"),
-            Err(error) => tracing::error!(%error, "backup failed; its stream was cut short"),
+            Ok(progress) => {
+                tracing::info!(summary = %progress.summary(), "backup served");
+                audit(&state, &caller, "backup.download", &progress).await;
+            }
+            Err(error) => tracing::warn!(%error, "backup failed; its stream was cut short"),
         }
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -945,35 +986,71 @@ pub async fn upload_restore(
     body: Body,
 ) -> Result<Json<RestoreSummary>, ApiError> {
     use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
     caller.require_admin()?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    // The body is kept in a temporary file first: a restore reads its backup twice (see
+    // `restore`).
+    let spool = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(ApiError::internal)?);
     let mut stream = body.into_data_stream();
-    let feed = tokio::spawn(async move {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(std::io::Error::other);
-            let failed = chunk.is_err();
-            if tx.send(chunk).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidBackup,
+                format!("the backup could not be read: {e}"),
+            )
+        })?;
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    drop(file);
     let store = state.store().clone();
-    let result = restore(&store, &**state.objects(), ChannelReader::new(rx), |_| {}).await;
-    feed.abort();
-    match result {
-        Ok(progress) => {
-            tracing::info!(summary = %progress.summary(), "backup restored");
-            Ok(Json(progress.into()))
+    let path = spool.path().to_owned();
+    let result = restore(
+        &store,
+        &**state.objects(),
+        move || std::fs::File::open(&path),
+        |_| {},
+    )
+    .await;
+    drop(spool);
+    let summary = match result {
+        Ok(progress) => progress,
+        Err(BackupError::NotEmpty) => {
+            return Err(ApiError::new(
+                ErrorCode::NotEmpty,
+                BackupError::NotEmpty.to_string(),
+            ));
         }
-        Err(BackupError::NotEmpty) => Err(ApiError::new(
-            ErrorCode::NotEmpty,
-            BackupError::NotEmpty.to_string(),
-        )),
-        Err(BackupError::Format(why)) => Err(ApiError::new(
-            ErrorCode::InvalidBackup,
-            format!("not a readable backup: {why}"),
-        )),
-        Err(BackupError::Store(e)) => Err(e.into()),
-        Err(error) => Err(ApiError::internal(error)),
+        Err(BackupError::Format(why)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBackup,
+                format!("not a readable backup: {why}"),
+            ));
+        }
+        Err(BackupError::Objects(ObjectError::InvalidKey(key))) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBackup,
+                format!("not a readable backup: invalid object key '{key}'"),
+            ));
+        }
+        Err(BackupError::Store(e)) => return Err(e.into()),
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+    tracing::info!(summary = %summary.summary(), "backup restored");
+    audit(&state, &caller, "backup.restore", &summary).await;
+    Ok(Json(summary.into()))
+}
+
+/// Records a backup or a restore in the audit log (a failure to record is logged).
+async fn audit(state: &AppState, caller: &Caller, action: &str, progress: &Progress) {
+    let entry = shortlink_core::NewAuditEntry {
+        actor: caller.user.id,
+        action: action.into(),
+        target: String::new(),
+        detail: progress.summary(),
+    };
+    if let Err(error) = state.store().append_audit(entry).await {
+        tracing::warn!(%error, action, "cannot record in the audit log");
     }
 }

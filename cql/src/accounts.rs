@@ -385,7 +385,7 @@ impl AccountStore for CqlStore {
 }
 
 /// The audit log's one partition.
-const AUDIT_BUCKET: i32 = 0;
+pub(crate) const AUDIT_BUCKET: i32 = 0;
 
 #[derive(DeserializeRow)]
 struct AuditRow {

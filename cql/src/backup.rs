@@ -4,11 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 
 use async_trait::async_trait;
-use scylla::deserialize::row::DeserializeRow;
-use scylla::response::{PagingState, PagingStateResponse};
 use scylla::serialize::row::SerializeRow;
 use scylla::value::Counter;
 use shortlink_core::LinkId;
@@ -17,65 +14,39 @@ use shortlink_store::backup::{
     BackupStore, ClickLogRow, CountRow, DayRow, LinkRecord, OwnerLinkDayRow, Record, ScanPage,
     SketchRow, Table, UploadRecord, not_raw,
 };
-use shortlink_store::rollup::{day_of, decode_log};
+use shortlink_store::rollup::{day_of, log_clicks};
 use shortlink_store::{Store, StoreError, targeting_json};
 
-use crate::clicks::{WRITE_CONCURRENCY, Write};
+use crate::accounts::AUDIT_BUCKET;
+use crate::clicks::{
+    DAY_UPDATE, HOUR_UPDATE, OWNER_DAY_UPDATE, OWNER_HOUR_UPDATE, VISITORS_DAY_INSERT,
+    VISITORS_HOUR_INSERT, WRITE_CONCURRENCY, Write,
+};
 use crate::links::{LINK_SELECT, LinkRow, owner_month, url_hash};
-use crate::{CqlStore, Kind, backend, ids};
-
-/// The audit log's one partition (see `accounts`).
-const AUDIT_BUCKET: i32 = 0;
-
-/// Ids of restored links, in the backup's order.
-static RESTORED_LINKS: AtomicI64 = AtomicI64::new(0);
-/// Ids of restored audit entries, in the backup's order.
-static RESTORED_AUDIT: AtomicI64 = AtomicI64::new(0);
+use crate::{CqlStore, Kind, ids};
 
 type Counted = Option<Counter>;
+
+/// Records restored so far per second of their time, by this process.
+static RESTORED_PER_SECOND: std::sync::LazyLock<std::sync::Mutex<HashMap<i64, i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// An id made in `unix_secs`, after those restored of that second before (a SQLite backup
+/// holds links in the order they were made, so that order is kept).
+fn restored_id(unix_secs: i64) -> i64 {
+    let mut seen = RESTORED_PER_SECOND
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let nth = seen.entry(unix_secs).or_default();
+    *nth += 1;
+    ids::restored_id(unix_secs, *nth)
+}
 
 fn count(c: Counted) -> i64 {
     c.map_or(0, |c| c.0)
 }
 
 impl CqlStore {
-    /// One page of a whole-table read from `cursor` (the driver's paging state).
-    async fn page<R>(
-        &self,
-        cql: &'static str,
-        cursor: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError>
-    where
-        R: for<'f, 'm> DeserializeRow<'f, 'm>,
-    {
-        let mut statement = self.prepare(cql, Kind::Read).await?;
-        statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
-        let paging = match cursor {
-            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
-            None => PagingState::start(),
-        };
-        let (result, response) = self
-            .session
-            .execute_single_page(&statement, (), paging)
-            .await
-            .map_err(backend)?;
-        let rows = result
-            .into_rows_result()
-            .map_err(backend)?
-            .rows::<R>()
-            .map_err(backend)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
-        let next = match response {
-            PagingStateResponse::HasMorePages { state } => {
-                state.as_bytes_slice().map(|b| b.to_vec())
-            }
-            PagingStateResponse::NoMorePages => None,
-        };
-        Ok((rows, next))
-    }
-
     async fn write(&self, cql: &'static str, values: impl SerializeRow) -> Result<(), StoreError> {
         self.exec(cql, Kind::Write, values).await.map(drop)
     }
@@ -93,7 +64,7 @@ impl CqlStore {
             } => {
                 for (key, value) in [
                     ("code_salt", code_salt.to_string()),
-                    ("signing_key", signing_key),
+                    ("signing_key", signing_key.0),
                 ] {
                     self.write(
                         "INSERT INTO {ks}.meta (key, value) VALUES (?, ?)",
@@ -123,7 +94,7 @@ impl CqlStore {
                 .await?;
             }
             Record::Audit(a) => {
-                let id = ids::restored_id(&RESTORED_AUDIT, a.at);
+                let id = restored_id(a.at);
                 self.write(
                     "INSERT INTO {ks}.audit_log (bucket, id, at, actor, action, target, detail) \
                      VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -234,15 +205,13 @@ impl CqlStore {
                 let month = ids::month_of(row.at);
                 if is_hour {
                     self.write(
-                        "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
-                         VALUES (?, ?, ?, ?, ?)",
+                        VISITORS_HOUR_INSERT,
                         (row.link_id, month, row.at, batch, bytes),
                     )
                     .await?;
                 } else {
                     self.write(
-                        "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
-                         VALUES (?, ?, ?, ?, ?)",
+                        VISITORS_DAY_INSERT,
                         (row.link_id, month, row.at, batch, bytes),
                     )
                     .await?;
@@ -260,9 +229,7 @@ impl CqlStore {
                 if ttl <= 0 {
                     return Ok(());
                 }
-                let clicks: i64 = decode_log(row.lines.as_bytes())
-                    .map(|c| i64::from(c.count.max(1)))
-                    .sum();
+                let clicks = log_clicks(row.lines.as_bytes());
                 let batch = format!("restored-{:016x}", rand::random::<u64>());
                 self.write(
                     "INSERT INTO {ks}.click_log (owner, day, at, batch_id, clicks, body) \
@@ -450,6 +417,7 @@ impl BackupStore for CqlStore {
             "SELECT id FROM {ks}.links_by_id LIMIT 1",
             "SELECT id FROM {ks}.uploads LIMIT 1",
             "SELECT link_id FROM {ks}.rollup_hour LIMIT 1",
+            "SELECT owner FROM {ks}.click_log LIMIT 1",
         ] {
             let found: Vec<(scylla::value::CqlValue,)> = self.rows(cql, ()).await?;
             if !found.is_empty() {
@@ -464,9 +432,13 @@ impl BackupStore for CqlStore {
     }
 
     fn restored_link_id(&self, link: &LinkRecord) -> LinkId {
-        // Owners' link lists are partitioned by the month of the id's time: a restored
-        // link's id is made at its creation time, so it lands in its own month.
-        ids::restored_id(&RESTORED_LINKS, link.created_at)
+        // Owners' link lists are partitioned by the month of the id's time: an id of this
+        // backend made in the link's creation second is kept; any other (a SQLite id) is
+        // made in that second, so the link lands in its own month.
+        if ids::unix_secs(link.id) == link.created_at {
+            return link.id;
+        }
+        restored_id(link.created_at)
     }
 
     async fn restore(&self, records: Vec<Record>) -> Result<(), StoreError> {
@@ -533,34 +505,10 @@ impl BackupStore for CqlStore {
         while let Some(result) = writes.next().await {
             result?;
         }
-        let hour_update = self
-            .prepare(
-                "UPDATE {ks}.rollup_hour SET total = total + ?, bots = bots + ? \
-                 WHERE link_id = ? AND month = ? AND hour = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let owner_hour_update = self
-            .prepare(
-                "UPDATE {ks}.owner_rollup_hour SET total = total + ?, bots = bots + ? \
-                 WHERE owner = ? AND month = ? AND hour = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let day_update = self
-            .prepare(
-                "UPDATE {ks}.rollup_day SET n = n + ? \
-                 WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let owner_day_update = self
-            .prepare(
-                "UPDATE {ks}.owner_link_day SET total = total + ?, bots = bots + ? \
-                 WHERE owner = ? AND month = ? AND day = ? AND link_id = ?",
-                Kind::Counter,
-            )
-            .await?;
+        let hour_update = self.prepare(HOUR_UPDATE, Kind::Counter).await?;
+        let owner_hour_update = self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?;
+        let day_update = self.prepare(DAY_UPDATE, Kind::Counter).await?;
+        let owner_day_update = self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?;
         let mut batches: Vec<Write<'_>> = Vec::new();
         for rows in hours.into_values() {
             batches.extend(self.counter_batches(&hour_update, rows));

@@ -16,7 +16,7 @@ use shortlink_core::{AccountStats, EnrichedClick, LinkCount, LinkId, LinkStats};
 use shortlink_store::rollup::{
     OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
-use shortlink_store::visitors::{Visitors, cover};
+use shortlink_store::visitors::{Period, Visitors, cover};
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
     StatsQuery, StoreError,
@@ -39,15 +39,28 @@ const LOG_ROWS_PER_PAGE: usize = 64;
 /// it returns.
 const LOG_ROWS_PER_READ: usize = 8;
 
+/// Adds to a link's hourly rollup row (total, bots; link, month, hour).
+pub(crate) const HOUR_UPDATE: &str = "UPDATE {ks}.rollup_hour SET total = total + ?, \
+     bots = bots + ? WHERE link_id = ? AND month = ? AND hour = ?";
+/// Adds to a link's daily rollup row (n; link, month, day, dim, key).
+pub(crate) const DAY_UPDATE: &str = "UPDATE {ks}.rollup_day SET n = n + ? \
+     WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?";
+/// Adds to an owner's hourly rollup row (total, bots; owner, month, hour).
+pub(crate) const OWNER_HOUR_UPDATE: &str = "UPDATE {ks}.owner_rollup_hour SET \
+     total = total + ?, bots = bots + ? WHERE owner = ? AND month = ? AND hour = ?";
+/// Adds to an owner's daily row of one link (total, bots; owner, month, day, link).
+pub(crate) const OWNER_DAY_UPDATE: &str = "UPDATE {ks}.owner_link_day SET \
+     total = total + ?, bots = bots + ? WHERE owner = ? AND month = ? AND day = ? AND link_id = ?";
+
+/// Writes a batch's sketch of a link's hour (link, month, hour, batch, sketch).
+pub(crate) const VISITORS_HOUR_INSERT: &str = "INSERT INTO {ks}.visitors_hour \
+     (link_id, month, hour, batch_id, sketch) VALUES (?, ?, ?, ?, ?)";
+/// Writes a batch's sketch of a link's day (link, month, day, batch, sketch).
+pub(crate) const VISITORS_DAY_INSERT: &str = "INSERT INTO {ks}.visitors_day \
+     (link_id, month, day, batch_id, sketch) VALUES (?, ?, ?, ?, ?)";
+
 /// A period read with more sketch rows than this is folded into one.
 const FOLD_ABOVE: usize = 4;
-
-/// Which sketch table: hours' or days'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Period {
-    Hour,
-    Day,
-}
 
 /// Counter writes in flight per batch.
 pub(crate) const WRITE_CONCURRENCY: usize = 64;
@@ -168,14 +181,12 @@ impl CqlStore {
         let id = format!("folded-{:016x}", rand::random::<u64>());
         let (insert, delete) = match period {
             Period::Hour => (
-                "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
-                 VALUES (?, ?, ?, ?, ?)",
+                VISITORS_HOUR_INSERT,
                 "DELETE FROM {ks}.visitors_hour \
                  WHERE link_id = ? AND month = ? AND hour = ? AND batch_id = ?",
             ),
             Period::Day => (
-                "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
-                 VALUES (?, ?, ?, ?, ?)",
+                VISITORS_DAY_INSERT,
                 "DELETE FROM {ks}.visitors_day \
                  WHERE link_id = ? AND month = ? AND day = ? AND batch_id = ?",
             ),
@@ -364,34 +375,10 @@ impl ClickStore for CqlStore {
                 link,
             ));
         }
-        let owner_hour_update = self
-            .prepare(
-                "UPDATE {ks}.owner_rollup_hour SET total = total + ?, bots = bots + ? \
-                 WHERE owner = ? AND month = ? AND hour = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let owner_day_update = self
-            .prepare(
-                "UPDATE {ks}.owner_link_day SET total = total + ?, bots = bots + ? \
-                 WHERE owner = ? AND month = ? AND day = ? AND link_id = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let hour_update = self
-            .prepare(
-                "UPDATE {ks}.rollup_hour SET total = total + ?, bots = bots + ? \
-                 WHERE link_id = ? AND month = ? AND hour = ?",
-                Kind::Counter,
-            )
-            .await?;
-        let day_update = self
-            .prepare(
-                "UPDATE {ks}.rollup_day SET n = n + ? \
-                 WHERE link_id = ? AND month = ? AND day = ? AND dim = ? AND key = ?",
-                Kind::Counter,
-            )
-            .await?;
+        let owner_hour_update = self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?;
+        let owner_day_update = self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?;
+        let hour_update = self.prepare(HOUR_UPDATE, Kind::Counter).await?;
+        let day_update = self.prepare(DAY_UPDATE, Kind::Counter).await?;
         let mut writes: Vec<Write<'_>> =
             Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
         for rows in hour_rows.into_values() {
@@ -422,8 +409,7 @@ impl ClickStore for CqlStore {
         for ((link, hour), visitors) in visitor_hours {
             writes.push(Box::pin(async move {
                 self.exec(
-                    "INSERT INTO {ks}.visitors_hour (link_id, month, hour, batch_id, sketch) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    VISITORS_HOUR_INSERT,
                     Kind::Write,
                     (
                         link,
@@ -440,8 +426,7 @@ impl ClickStore for CqlStore {
         for ((link, day), visitors) in visitor_days {
             writes.push(Box::pin(async move {
                 self.exec(
-                    "INSERT INTO {ks}.visitors_day (link_id, month, day, batch_id, sketch) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    VISITORS_DAY_INSERT,
                     Kind::Write,
                     (link, ids::month_of(day), day, batch_id, visitors.to_bytes()),
                 )

@@ -46,13 +46,14 @@ pub(crate) fn id_secs_ago(secs: i64) -> i64 {
     id_at_us(now_us().saturating_sub(secs.saturating_mul(1_000_000)))
 }
 
-/// An id for a restored record made at Unix second `unix_secs`: of that time, so it lands
-/// in that time's partitions, and larger than every id taken from `sequence` before (a
-/// restore asks in the backup's order, so the order is kept).
-pub(crate) fn restored_id(sequence: &AtomicI64, unix_secs: i64) -> i64 {
-    let us = unix_secs.saturating_mul(1_000_000);
-    let candidate = id_at_us(us) | i64::from(rand::random::<u16>() & 0x3ff);
-    shortlink_core::time_util::next_monotonic(sequence, candidate)
+/// An id for the `nth` record restored of Unix second `unix_secs`: of that second, so it
+/// lands in that time's partitions and sorts with its time, the `nth` microsecond of it (so
+/// records of one second keep the order they are restored in), random low bits.
+pub(crate) fn restored_id(unix_secs: i64, nth: i64) -> i64 {
+    let us = unix_secs
+        .saturating_mul(1_000_000)
+        .saturating_add(nth.rem_euclid(1_000_000));
+    id_at_us(us) | i64::from(rand::random::<u16>() & 0x3ff)
 }
 
 /// Unix seconds at which `id` was made.

@@ -34,6 +34,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
 use scylla::frame::types::{Consistency, SerialConsistency};
 use scylla::response::query_result::QueryResult;
+use scylla::response::{PagingState, PagingStateResponse};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
@@ -377,6 +378,43 @@ impl CqlStore {
             out.push(row.map_err(backend)?);
         }
         Ok(out)
+    }
+
+    /// One page of a whole-table read from `cursor` (the driver's paging state).
+    pub(crate) async fn page<R>(
+        &self,
+        cql: &'static str,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let mut statement = self.prepare(cql, Kind::Read).await?;
+        statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
+        let paging = match cursor {
+            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
+            None => PagingState::start(),
+        };
+        let (result, response) = self
+            .session
+            .execute_single_page(&statement, (), paging)
+            .await
+            .map_err(backend)?;
+        let rows = result
+            .into_rows_result()
+            .map_err(backend)?
+            .rows::<R>()
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let next = match response {
+            PagingStateResponse::HasMorePages { state } => {
+                state.as_bytes_slice().map(|b| b.to_vec())
+            }
+            PagingStateResponse::NoMorePages => None,
+        };
+        Ok((rows, next))
     }
 
     /// Reads at most one row.

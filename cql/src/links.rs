@@ -2,7 +2,6 @@
 
 use async_trait::async_trait;
 use scylla::DeserializeRow;
-use scylla::response::{PagingState, PagingStateResponse};
 use sha2::{Digest, Sha256};
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{Domain, Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
@@ -570,31 +569,8 @@ impl RouteSource for CqlStore {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<RoutePage, StoreError> {
-        let mut statement = self.prepare(LINK_SELECT, Kind::Read).await?;
-        statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
-        let paging = match cursor {
-            Some(bytes) => PagingState::new_from_raw_bytes(bytes),
-            None => PagingState::start(),
-        };
-        let (result, response) = self
-            .session
-            .execute_single_page(&statement, (), paging)
-            .await
-            .map_err(backend)?;
-        let rows = result
-            .into_rows_result()
-            .map_err(backend)?
-            .rows::<LinkRow>()
-            .map_err(backend)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
+        let (rows, next) = self.page::<LinkRow>(LINK_SELECT, cursor, limit).await?;
         let links = self.with_clicks(rows, false).await?;
-        let next = match response {
-            PagingStateResponse::HasMorePages { state } => {
-                state.as_bytes_slice().map(|b| b.to_vec())
-            }
-            PagingStateResponse::NoMorePages => None,
-        };
         Ok(RoutePage { links, next })
     }
 

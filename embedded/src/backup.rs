@@ -1,7 +1,7 @@
 //! Backups of the embedded store: a consistent copy to read (`VACUUM INTO`), scans of
 //! the bulky tables, and raw restores.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,14 +12,46 @@ use shortlink_store::backup::{
     BackupStore, ClickLogRow, CountRow, DayRow, LinkRecord, OwnerLinkDayRow, Record, ScanPage,
     SketchRow, Table, UploadRecord, not_raw,
 };
-use shortlink_store::rollup::decode_log;
-use shortlink_store::visitors::Visitors;
+use shortlink_store::rollup::{decode_log, log_clicks};
+use shortlink_store::visitors::{Period, Visitors};
 use shortlink_store::{Store, StoreError, targeting_json};
 
-use crate::clicks::{Period, merge_visitors};
+use crate::clicks::merge_visitors;
 use crate::links::{LINK_COLUMNS, record_change, row_to_link, to_i64};
 use crate::uploads::{COLUMNS as UPLOAD_COLUMNS, row_to_upload};
 use crate::{DbError, EmbeddedConfig, EmbeddedStore};
+
+/// Folders of backup snapshots are named `backup-snapshot-<pid>-<random>`.
+const SNAPSHOT_PREFIX: &str = "backup-snapshot-";
+
+/// Removes snapshot folders left in `data_dir` by processes that are gone (a backup that
+/// crashed): each is a whole copy of the database.
+pub(crate) fn remove_stale_snapshots(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SNAPSHOT_PREFIX)) else {
+            continue;
+        };
+        let alive = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(folder = %entry.path().display(), "removed a backup snapshot left by a process that is gone")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, folder = %entry.path().display(), "cannot remove a stale backup snapshot")
+                }
+            }
+        }
+    }
+}
 
 /// A scan's position: the last row's key, as JSON values.
 fn key_of(cursor: Option<Vec<u8>>) -> Result<Option<Vec<Value>>, DbError> {
@@ -222,6 +254,22 @@ fn scan_page(
     Ok(ScanPage { records, next })
 }
 
+/// The largest link id a record names (0: none); a click log row's are in its lines.
+fn link_id_in(record: &Record) -> LinkId {
+    match record {
+        Record::Link(l) => l.id,
+        Record::RollupHour(r) => r.id,
+        Record::RollupDay(r) => r.link_id,
+        Record::OwnerLinkDay(r) => r.link_id,
+        Record::VisitorsHour(r) | Record::VisitorsDay(r) => r.link_id,
+        Record::ClickLog(row) => decode_log(row.lines.as_bytes())
+            .map(|c| c.link_id)
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// The sketch a row holds.
 fn sketch_of(row: &SketchRow) -> Result<Visitors, DbError> {
     row.bytes()
@@ -245,13 +293,16 @@ fn restore_one(conn: &Connection, record: Record) -> Result<(), DbError> {
         } => {
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('code_salt', ?1), ('signing_key', ?2)",
-                params![code_salt.to_string(), signing_key],
+                params![code_salt.to_string(), signing_key.0],
             )?;
         }
         Record::User(u) => {
             conn.execute(
                 "INSERT INTO users (id, name, role, created_at, disabled, password_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
+                 created_at = excluded.created_at, disabled = excluded.disabled,
+                 password_hash = excluded.password_hash",
                 params![
                     u.id,
                     u.name,
@@ -342,9 +393,7 @@ fn restore_one(conn: &Connection, record: Record) -> Result<(), DbError> {
             merge_visitors(conn, Period::Day, row.link_id, row.at, visitors)?;
         }
         Record::ClickLog(row) => {
-            let clicks: i64 = decode_log(row.lines.as_bytes())
-                .map(|c| i64::from(c.count.max(1)))
-                .sum();
+            let clicks = log_clicks(row.lines.as_bytes());
             conn.prepare_cached(
                 "INSERT INTO click_log (at, clicks, body, owner) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -364,7 +413,7 @@ fn restore_one(conn: &Connection, record: Record) -> Result<(), DbError> {
 impl BackupStore for EmbeddedStore {
     async fn snapshot(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
         let folder: PathBuf = self.path.with_file_name(format!(
-            "backup-snapshot-{}-{:08x}",
+            "{SNAPSHOT_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
@@ -429,9 +478,21 @@ impl BackupStore for EmbeddedStore {
         }
         self.writer
             .write(move |conn| {
+                // Rows of deleted links keep those links' ids: new links must not take them.
+                let mut largest: LinkId = 0;
                 for record in records {
+                    largest = largest.max(link_id_in(&record));
                     restore_one(conn, record)?;
                 }
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'links', ?1
+                     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'links')",
+                    params![largest],
+                )?;
+                conn.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?1) WHERE name = 'links'",
+                    params![largest],
+                )?;
                 Ok(())
             })
             .await

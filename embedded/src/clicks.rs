@@ -13,7 +13,7 @@ use super::pacing::Pacer;
 use shortlink_store::rollup::{
     OwnerDelta, RollupDelta, Tops, add_hour, day_of, decode_log, owner_logs, rank_links,
 };
-use shortlink_store::visitors::{Visitors, cover};
+use shortlink_store::visitors::{Period, Visitors, cover};
 use shortlink_store::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, ClickPage, ClickStore, IngestOutcome,
     StatsQuery, StoreError,
@@ -138,13 +138,6 @@ struct LinkInfo {
     owner: i64,
     domain: String,
     code: String,
-}
-
-/// Which sketches a row holds: an hour's or a day's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Period {
-    Hour,
-    Day,
 }
 
 /// Merges `visitors` into the stored sketch of `link` at `at` (an hour or a day start).

@@ -149,6 +149,9 @@ impl EmbeddedStore {
             )
         })?;
         let path = config.data_dir.join("shortlink.db");
+        if !scratch {
+            backup::remove_stale_snapshots(&config.data_dir);
+        }
         let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // In WAL mode NORMAL is durable against process crashes; a power loss may drop the

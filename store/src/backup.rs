@@ -30,7 +30,7 @@ pub enum Record {
         /// Salts generated codes.
         code_salt: u64,
         /// Signs URLs the control plane hands out, 32 bytes in hex.
-        signing_key: String,
+        signing_key: SecretText,
     },
     /// A user, with the hash of their sign-in password.
     User(UserRecord),
@@ -107,6 +107,17 @@ impl Record {
             Record::ObjectChunk { .. } => "object_chunk",
             Record::End { .. } => "end",
         }
+    }
+}
+
+/// Text that is a secret: written and read like a string, left out of `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
 }
 
@@ -588,12 +599,13 @@ pub trait BackupStore: Send + Sync {
     async fn holds_data(&self) -> Result<bool, StoreError>;
 
     /// The id a restored link gets here (the backed-up one where this backend can keep
-    /// it). Ids of links restored in one run must be asked for in the backup's order.
+    /// it).
     fn restored_link_id(&self, link: &LinkRecord) -> LinkId;
 
-    /// Writes records of the raw kinds — `Installation`, `User`, `Audit`, `Link`, the
-    /// rollups, the visitor sketches and `ClickLog` — as they are, ids included (the caller maps them first).
-    /// Counts add to what is stored. Any other kind is refused.
+    /// Writes records of the raw kinds — `Installation`, `User` (replacing a user of the
+    /// same id), `Audit`, `Link`, the rollups, the visitor sketches and `ClickLog` — as
+    /// they are, ids included (the caller maps them first). Counts add to what is stored;
+    /// sketches merge. Any other kind is refused.
     async fn restore(&self, records: Vec<Record>) -> Result<(), StoreError>;
 }
 

@@ -295,6 +295,11 @@ pub fn encode_log(clicks: &[&EnrichedClick]) -> Vec<u8> {
     out
 }
 
+/// How many clicks the click log's lines stand for (a folded line counts as its count).
+pub fn log_clicks(body: &[u8]) -> i64 {
+    decode_log(body).map(|c| i64::from(c.count.max(1))).sum()
+}
+
 /// Decodes the click log's lines (see [`encode_log`]); a line it cannot read is skipped,
 /// and one written before the count existed stands for one click.
 pub fn decode_log(body: &[u8]) -> impl Iterator<Item = EnrichedClick> + '_ {

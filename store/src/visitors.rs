@@ -71,6 +71,15 @@ impl Visitors {
     }
 }
 
+/// Which sketches a row holds: an hour's or a day's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A UTC hour's.
+    Hour,
+    /// A UTC day's.
+    Day,
+}
+
 /// Which sketches make up the visitors of `[from, to)` (Unix seconds; rollup hours `h`
 /// with `from <= h < to` are in it): the days wholly inside it from the daily sketches,
 /// the hours at either end from the hourly ones.

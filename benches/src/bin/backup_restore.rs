@@ -192,8 +192,9 @@ async fn main() {
     let target: Arc<dyn Store> =
         EmbeddedStore::open(EmbeddedConfig::new(work.path().join("target"))).unwrap();
     let started = Instant::now();
-    let reader = std::fs::File::open(&file).unwrap();
-    let restored = restore(&target, &*objects, reader, quiet).await.unwrap();
+    let path = file.clone();
+    let open = move || std::fs::File::open(&path);
+    let restored = restore(&target, &*objects, open, quiet).await.unwrap();
     println!(
         "restore into the embedded store: {:.1} s ({} records)",
         started.elapsed().as_secs_f64(),
@@ -214,8 +215,9 @@ async fn main() {
         };
         let target: Arc<dyn Store> = CqlStore::open(&cql, retention).await.expect("open");
         let started = Instant::now();
-        let reader = std::fs::File::open(&file).unwrap();
-        let restored = restore(&target, &*objects, reader, quiet).await.unwrap();
+        let path = file.clone();
+        let open = move || std::fs::File::open(&path);
+        let restored = restore(&target, &*objects, open, quiet).await.unwrap();
         println!(
             "restore into CQL (one node): {:.1} s ({} records)",
             started.elapsed().as_secs_f64(),
