@@ -972,8 +972,8 @@ impl From<Progress> for RestoreSummary {
     post,
     path = "/api/v1/admin/restore",
     tag = "admin",
-    request_body(content = BinaryBody, content_type = "application/zstd",
-        description = "A backup, streamed."),
+    request_body(content = BinaryBody, content_type = "application/octet-stream",
+        description = "A backup as `GET /api/v1/admin/backup` gives it (zstd-compressed JSON lines), streamed; any content type is taken."),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Restored.", body = RestoreSummary),
