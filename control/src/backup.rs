@@ -26,7 +26,7 @@ use shortlink_core::time_util::now_unix;
 use shortlink_core::webhook::DeliveryState;
 use shortlink_core::{
     ApiKey, Domain, DomainHttps, EnrichedClick, LinkId, Scopes, StoredCertificate, ThumbnailState,
-    Upload, UserId, Webhook,
+    Upload, UploadState, UserId, Webhook,
 };
 use shortlink_objects::{ObjectError, ObjectStore, ObjectWriter, check_key};
 use shortlink_store::backup::{
@@ -320,6 +320,13 @@ pub async fn backup(
         loop {
             let page = source.scan(table, cursor, SCAN_PAGE).await?;
             for record in &page.records {
+                // An upload still being sent belongs to this store's URLs and multipart
+                // ids: it cannot be finished anywhere else, so it is left out.
+                if let Record::Upload(upload) = record
+                    && upload.state == UploadState::Pending
+                {
+                    continue;
+                }
                 enc.put(record).await?;
                 if let Record::Upload(upload) = record {
                     put_objects(&mut enc, objects, mode, upload).await?;
@@ -663,7 +670,7 @@ impl Restorer<'_> {
                 let mut upload = Upload::from(u);
                 upload.owner = self.user(upload.owner);
                 let queue = upload.thumbnail_state == ThumbnailState::Pending;
-                self.store.insert_upload(upload, queue, None).await?;
+                self.store.insert_upload(upload, queue, None, None).await?;
             }
             Record::RollupHour(mut r) => {
                 r.id = self.link(r.id);

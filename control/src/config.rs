@@ -87,6 +87,25 @@ pub struct ControlConfig {
     pub presign_ttl_seconds: u64,
     /// How long a redirect to an object store's download URL works, in seconds. Default 300.
     pub download_ttl_seconds: u64,
+    /// Largest multipart upload, in bytes (413 beyond). Default 100 GiB.
+    pub max_multipart_upload_bytes: u64,
+    /// Most parts a multipart upload may have (422 `invalid_part_size` beyond; S3 takes
+    /// 10 000 at most). Default 10 000.
+    pub max_upload_parts: u32,
+    /// Bytes one user's uploads may take, pending ones at their declared size (413
+    /// `quota_exceeded` beyond). Default 1 TiB.
+    pub upload_quota_bytes: u64,
+    /// Seconds after its newest URL stops working that a pending upload is abandoned and
+    /// what was sent of it removed. Default 86 400 (a day).
+    pub incomplete_upload_ttl_seconds: u64,
+    /// Seconds between sweeps of abandoned and expired uploads. Default 300.
+    pub upload_sweep_seconds: u64,
+    /// Seconds between scans of the object store for objects and multipart uploads no
+    /// upload owns. Default 3 600.
+    pub orphan_scan_seconds: u64,
+    /// Age in seconds an object or multipart upload no upload owns must reach before a
+    /// scan removes it (an upload being recorded right now is not an orphan). Default 3 600.
+    pub orphan_grace_seconds: u64,
     /// Thumbnail jobs run at once (each on a blocking thread). Default 2.
     pub thumbnail_workers: usize,
     /// Largest image (in pixels) thumbnails are made for; larger ones are refused
@@ -268,6 +287,13 @@ impl Default for ControlConfig {
             max_import_rows: 1_000_000,
             presign_ttl_seconds: 900,
             download_ttl_seconds: 300,
+            max_multipart_upload_bytes: 100 * 1024 * 1024 * 1024,
+            max_upload_parts: 10_000,
+            upload_quota_bytes: 1024 * 1024 * 1024 * 1024,
+            incomplete_upload_ttl_seconds: 86_400,
+            upload_sweep_seconds: 300,
+            orphan_scan_seconds: 3_600,
+            orphan_grace_seconds: 3_600,
             thumbnail_workers: 2,
             thumbnail_max_pixels: 40_000_000,
             thumbnail_max_input_bytes: 50 * 1024 * 1024,
@@ -366,6 +392,23 @@ impl ControlConfig {
             return Err(InvalidSetting::new(
                 "control.max_upload_bytes",
                 "and control.presign_ttl_seconds, control.download_ttl_seconds must all be positive",
+            ));
+        }
+        if self.max_multipart_upload_bytes == 0
+            || self.upload_quota_bytes == 0
+            || self.upload_sweep_seconds == 0
+            || self.orphan_scan_seconds == 0
+        {
+            return Err(InvalidSetting::new(
+                "control.max_multipart_upload_bytes",
+                "and control.upload_quota_bytes, control.upload_sweep_seconds, \
+                 control.orphan_scan_seconds must all be positive",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_upload_parts) {
+            return Err(InvalidSetting::new(
+                "control.max_upload_parts",
+                "must be between 1 and 10000 (S3's limit)",
             ));
         }
         if self.thumbnail_workers == 0

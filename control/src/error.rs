@@ -279,6 +279,20 @@ error_codes! {
         "Nothing was uploaded to the presigned URL (yet).";
     AlreadyCompleted => "already_completed", CONFLICT,
         "The upload is complete already.";
+    QuotaExceeded => "quota_exceeded", PAYLOAD_TOO_LARGE,
+        "The upload would take the owner's stored bytes over their quota.";
+    InvalidPartSize => "invalid_part_size", UNPROCESSABLE_ENTITY,
+        "A multipart upload's part size is out of range, or makes too many parts.";
+    InvalidPart => "invalid_part", UNPROCESSABLE_ENTITY,
+        "A part number is not one of the upload's parts, or a part list is malformed.";
+    InvalidChecksum => "invalid_checksum", UNPROCESSABLE_ENTITY,
+        "A part's SHA-256 is not 64 hex digits.";
+    ChecksumMismatch => "checksum_mismatch", UNPROCESSABLE_ENTITY,
+        "A part's bytes do not have the SHA-256 its URL was signed for, or a stored part's differs from the one given.";
+    PartsMissing => "parts_missing", CONFLICT,
+        "A multipart upload cannot complete: parts are missing or of the wrong size.";
+    NotMultipart => "not_multipart", CONFLICT,
+        "The upload is not a pending multipart upload.";
 }
 
 impl fmt::Display for ErrorCode {
@@ -457,6 +471,12 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchUser(id) => {
                 ApiError::new(ErrorCode::UserNotFound, format!("no user {id}"))
             }
+            StoreError::OverQuota { needed, quota } => ApiError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "your uploads would take {needed} bytes with this one; the quota is {quota} bytes"
+                ),
+            ),
             StoreError::Closed | StoreError::Backend(_) => ApiError::internal(e),
         }
     }
@@ -588,6 +608,13 @@ mod tests {
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::UploadMissing => "upload_missing",
             ErrorCode::AlreadyCompleted => "already_completed",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::InvalidPartSize => "invalid_part_size",
+            ErrorCode::InvalidPart => "invalid_part",
+            ErrorCode::InvalidChecksum => "invalid_checksum",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::PartsMissing => "parts_missing",
+            ErrorCode::NotMultipart => "not_multipart",
         }
     }
 

@@ -109,6 +109,13 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(uploads::get_upload))
         .routes(routes!(uploads::put_content).layer(DefaultBodyLimit::disable()))
         .routes(routes!(uploads::complete))
+        .routes(routes!(uploads::manage::list_uploads))
+        .routes(routes!(uploads::manage::delete_upload))
+        .routes(routes!(uploads::multipart::create))
+        .routes(routes!(uploads::multipart::sign_parts))
+        .routes(routes!(uploads::multipart::list_parts))
+        .routes(routes!(uploads::multipart::put_part).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(uploads::multipart::complete))
         .routes(routes!(uploads::serve_file))
         .routes(routes!(uploads::serve_thumbnail))
         .routes(routes!(domains::create_domain, domains::list_domains))
@@ -407,6 +414,7 @@ pub async fn serve(
     let thumbnailers: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(thumbnails::run_thumbnail_worker(state.clone())))
         .collect();
+    let sweeper = tokio::spawn(uploads::sweep::run_sweeper(state.clone()));
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {
@@ -434,6 +442,7 @@ pub async fn serve(
     let head_timeout = std::time::Duration::from_millis(state.config().request_head_timeout_ms);
     let result = serve_connections(listener, app(state), head_timeout, shutdown).await;
     pruner.abort();
+    sweeper.abort();
     follower.abort();
     // Deliveries in flight finish their attempt and save their progress.
     if tokio::time::timeout(std::time::Duration::from_secs(15), dispatcher)

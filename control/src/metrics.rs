@@ -101,11 +101,11 @@ pub static EVENT_RESYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Completed uploads by how they came: `streamed`, `presigned`.
+/// Completed uploads by how they came: `streamed`, `presigned`, `multipart`.
 pub static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "shortlink_uploads_total",
-        "Uploads completed, by path (streamed, presigned).",
+        "Uploads completed, by path (streamed, presigned, multipart).",
         &["path"],
     )
 });
@@ -123,6 +123,33 @@ pub static UPLOADS_TOO_LARGE: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "shortlink_uploads_too_large_total",
         "Uploads refused (and discarded) for crossing max_upload_bytes.",
+    )
+});
+
+/// Uploads removed by the sweep, by reason: `abandoned` (pending past its expiry) or
+/// `expired`.
+pub static UPLOADS_SWEPT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_uploads_swept_total",
+        "Uploads removed by the sweep, by reason (abandoned, expired).",
+        &["reason"],
+    )
+});
+
+/// Orphans removed by the scan, by kind: `object` or `multipart`.
+pub static UPLOAD_ORPHANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "shortlink_upload_orphans_removed_total",
+        "Objects and multipart uploads no upload owned, removed by the orphan scan, by kind (object, multipart).",
+        &["kind"],
+    )
+});
+
+/// How long one round of the upload sweep took (orphan scan included when it ran).
+pub static UPLOAD_SWEEP_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    seconds_histogram(
+        "shortlink_upload_sweep_duration_seconds",
+        "Duration of one round of the upload sweep, the orphan scan included when it ran.",
     )
 });
 
@@ -249,9 +276,16 @@ pub async fn metrics() -> Response {
     for outcome in ["applied", "duplicate", "rejected"] {
         let _ = CLICK_BATCHES.with_label_values(&[outcome]);
     }
-    for path in ["streamed", "presigned"] {
-        let _ = UPLOADS.with_label_values(&[path]);
+    for path in crate::uploads::UploadPath::ALL {
+        let _ = UPLOADS.with_label_values(&[path.as_str()]);
     }
+    for reason in ["abandoned", "expired"] {
+        let _ = UPLOADS_SWEPT.with_label_values(&[reason]);
+    }
+    for kind in ["object", "multipart"] {
+        let _ = UPLOAD_ORPHANS.with_label_values(&[kind]);
+    }
+    LazyLock::force(&UPLOAD_SWEEP_SECONDS);
     for outcome in ["ready", "failed", "retry"] {
         let _ = THUMBNAIL_JOBS.with_label_values(&[outcome]);
     }

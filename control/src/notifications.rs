@@ -94,7 +94,8 @@ pub struct NotificationEvent {
     /// Its position in the caller's log: resume after it.
     pub id: i64,
     /// What happened: `link.created`, `link.updated`, `link.deleted`, `link.clicked`,
-    /// `upload.completed` or `upload.thumbnails_ready`.
+    /// `upload.completed`, `upload.thumbnails_ready`, `upload.deleted` or
+    /// `webhook.disabled`.
     #[schema(rename = "type")]
     pub kind: String,
     /// When it happened (RFC 3339).
@@ -102,7 +103,9 @@ pub struct NotificationEvent {
     pub at: String,
     /// The payload: a link (as the links API shows it) for `link.created` and
     /// `link.updated`; `{code, domain, short_url}` for `link.deleted`; the counts of one
-    /// ingested batch for `link.clicked`; an upload for the `upload.*` events.
+    /// ingested batch for `link.clicked`; an upload for `upload.completed` and
+    /// `upload.thumbnails_ready`; `{id, filename, reason}` for `upload.deleted` (reason
+    /// `deleted`, `abandoned` or `expired`).
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }

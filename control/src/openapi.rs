@@ -301,9 +301,11 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
                     object.schema_type = SchemaType::Type(single);
                 }
                 let maximum = match (id.as_str(), parameter.name.as_str()) {
-                    ("list_links" | "search_links" | "list_audit" | "list_deliveries", "limit") => {
-                        config.max_page_size as u64
-                    }
+                    (
+                        "list_links" | "search_links" | "list_audit" | "list_deliveries"
+                        | "list_uploads",
+                        "limit",
+                    ) => config.max_page_size as u64,
                     ("poll", "wait") => config.poll_max_wait_seconds,
                     _ => continue,
                 };
@@ -314,6 +316,11 @@ pub fn fit_to(api: &mut OpenApi, config: &crate::ControlConfig) {
     if let Some(components) = api.components.as_mut() {
         for (schema, property, maximum) in [
             ("PresignRequest", "size", config.max_upload_bytes),
+            (
+                "MultipartRequest",
+                "size",
+                config.max_multipart_upload_bytes,
+            ),
             (
                 "RotateRequest",
                 "grace_seconds",

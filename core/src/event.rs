@@ -34,6 +34,9 @@ pub enum EventKind {
     /// An upload's thumbnails exist.
     #[serde(rename = "upload.thumbnails_ready")]
     UploadThumbnailsReady,
+    /// An upload was deleted: by its owner, or by the sweep once abandoned or expired.
+    #[serde(rename = "upload.deleted")]
+    UploadDeleted,
     /// A webhook endpoint was disabled after failing for the whole retry window.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
@@ -41,13 +44,14 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::LinkCreated,
         EventKind::LinkUpdated,
         EventKind::LinkDeleted,
         EventKind::LinkClicked,
         EventKind::UploadCompleted,
         EventKind::UploadThumbnailsReady,
+        EventKind::UploadDeleted,
         EventKind::WebhookDisabled,
     ];
 
@@ -60,6 +64,7 @@ impl EventKind {
             EventKind::LinkClicked => "link.clicked",
             EventKind::UploadCompleted => "upload.completed",
             EventKind::UploadThumbnailsReady => "upload.thumbnails_ready",
+            EventKind::UploadDeleted => "upload.deleted",
             EventKind::WebhookDisabled => "webhook.disabled",
         }
     }

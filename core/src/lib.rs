@@ -39,7 +39,7 @@ pub use setting::{InvalidSetting, list_setting};
 pub use target::{TargetError, TargetRules, target_host, validate_target};
 pub use targeting::{DeviceClass, MAX_TARGETED_COUNTRIES, Targeting, TargetingError};
 pub use upload::{
-    THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,
+    MultipartPlan, THUMBNAIL_SIZES, Thumbnail, ThumbnailState, Upload, UploadState, is_inline_safe,
     is_thumbnailable, sanitize_filename, sniff_content_type,
 };
 pub use webhook::{

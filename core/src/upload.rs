@@ -86,6 +86,31 @@ pub struct Thumbnail {
     pub key: String,
 }
 
+/// How a multipart upload is cut into parts, and where the object store keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultipartPlan {
+    /// The object store's id of the multipart upload.
+    pub store_upload_id: String,
+    /// Bytes per part; the last part holds the rest.
+    pub part_size: u64,
+}
+
+impl MultipartPlan {
+    /// How many parts a file of `size` bytes has.
+    pub fn part_count(&self, size: u64) -> u32 {
+        size.div_ceil(self.part_size.max(1)) as u32
+    }
+
+    /// The length of part `number` (from 1) of a file of `size` bytes; `None` past the end.
+    pub fn part_len(&self, size: u64, number: u32) -> Option<u64> {
+        if number == 0 || number > self.part_count(size) {
+            return None;
+        }
+        let start = u64::from(number - 1) * self.part_size;
+        Some((size - start).min(self.part_size))
+    }
+}
+
 /// An uploaded file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -113,8 +138,11 @@ pub struct Upload {
     pub thumbnails: Vec<Thumbnail>,
     /// Unix seconds.
     pub created_at: i64,
-    /// For a pending presigned upload: when its URL stops working (Unix seconds).
+    /// When the upload goes away (Unix seconds): a pending upload is abandoned then (its
+    /// URLs stop working and the sweep removes what was sent), a complete one is deleted.
     pub expires_at: Option<i64>,
+    /// For a multipart upload: its plan (kept once complete, for the record).
+    pub multipart: Option<MultipartPlan>,
 }
 
 /// A file name that is safe to store and to put in a `Content-Disposition` header: only

@@ -73,7 +73,53 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "unique visitors",
         cql: include_str!("../schema/011_visitors.cql"),
     },
+    Migration {
+        version: 12,
+        name: "upload management",
+        cql: include_str!("../schema/012_upload_management.cql"),
+    },
 ];
+
+/// Fills the upload index tables of migration 12 from the uploads of older versions
+/// (idempotent: rewriting a row writes the same row).
+async fn backfill_upload_indexes(session: &Session, keyspace: &str) -> Result<(), CqlError> {
+    use futures_util::StreamExt;
+    let mut rows = session
+        .query_iter(
+            format!("SELECT id, owner, size, created_at, expires_at FROM {keyspace}.uploads"),
+            (),
+        )
+        .await
+        .map_err(request)?
+        .rows_stream::<(String, i64, i64, i64, Option<i64>)>()
+        .map_err(request)?;
+    while let Some(row) = rows.next().await {
+        let (id, owner, size, created_at, expires_at) = row.map_err(request)?;
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.uploads_by_owner (owner, created_at, id, size) \
+                     VALUES (?, ?, ?, ?)"
+                ),
+                (owner, created_at, &id, size),
+            )
+            .await
+            .map_err(request)?;
+        if let Some(expires_at) = expires_at {
+            session
+                .query_unpaged(
+                    format!(
+                        "INSERT INTO {keyspace}.uploads_expiring (shard, expires_at, id) \
+                         VALUES (0, ?, ?)"
+                    ),
+                    (expires_at, &id),
+                )
+                .await
+                .map_err(request)?;
+        }
+    }
+    Ok(())
+}
 
 /// A step of `migrate`, for showing progress.
 #[derive(Debug, Clone)]
@@ -236,6 +282,9 @@ pub(crate) async fn migrate(
             progress(MigrationProgress::Statement(i + 1));
         }
         session.await_schema_agreement().await.map_err(request)?;
+        if migration.version == 12 {
+            backfill_upload_indexes(session, keyspace).await?;
+        }
         session
             .query_unpaged(
                 "INSERT INTO schema_migrations (version, name, applied_at) \

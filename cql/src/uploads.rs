@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use scylla::DeserializeRow;
 use shortlink_core::time_util::now_unix;
-use shortlink_core::{NewEvent, Thumbnail, ThumbnailState, Upload, UploadState};
-use shortlink_store::{StoreError, ThumbnailJob, UploadStore};
+use shortlink_core::{NewEvent, Thumbnail, ThumbnailState, Upload, UploadState, UserId};
+use shortlink_store::{StoreError, ThumbnailJob, UploadCursor, UploadStore};
 
 use crate::{CqlStore, Kind, backend};
 
@@ -13,7 +13,8 @@ const CLAIM_SCAN: i32 = 1000;
 
 /// The `uploads` columns an [`UploadRow`] reads, for whole-table scans.
 pub(crate) const UPLOAD_SELECT: &str = "SELECT id, owner, filename, content_type, size, sha256, \
-     object_key, code, state, thumbnail_state, thumbnails, created_at, expires_at FROM {ks}.uploads";
+     object_key, code, state, thumbnail_state, thumbnails, created_at, expires_at, multipart \
+     FROM {ks}.uploads";
 
 /// An `uploads` row.
 #[derive(DeserializeRow)]
@@ -31,6 +32,7 @@ pub(crate) struct UploadRow {
     thumbnails: Option<String>,
     created_at: i64,
     expires_at: Option<i64>,
+    multipart: Option<String>,
 }
 
 impl UploadRow {
@@ -54,6 +56,10 @@ impl UploadRow {
             },
             created_at: self.created_at,
             expires_at: self.expires_at,
+            multipart: self
+                .multipart
+                .map(|text| serde_json::from_str(&text).map_err(|_| bad("multipart plan")))
+                .transpose()?,
         })
     }
 }
@@ -62,7 +68,53 @@ fn thumbnails_json(thumbnails: &[Thumbnail]) -> Result<String, StoreError> {
     serde_json::to_string(thumbnails).map_err(backend)
 }
 
+fn multipart_json(upload: &Upload) -> Result<Option<String>, StoreError> {
+    upload
+        .multipart
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(backend)
+}
+
+/// Uploads read per page of `list_uploads` (one point read each, in parallel).
+const LIST_READS: usize = 16;
+
 impl CqlStore {
+    /// Writes the index rows of an upload (by owner; by expiry when it has one).
+    async fn index_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO {ks}.uploads_by_owner (owner, created_at, id, size) VALUES (?, ?, ?, ?)",
+            Kind::Write,
+            (
+                upload.owner,
+                upload.created_at,
+                &upload.id,
+                i64::try_from(upload.size).unwrap_or(i64::MAX),
+            ),
+        )
+        .await?;
+        if let Some(expires_at) = upload.expires_at {
+            self.exec(
+                "INSERT INTO {ks}.uploads_expiring (shard, expires_at, id) VALUES (0, ?, ?)",
+                Kind::Write,
+                (expires_at, &upload.id),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex_expiry(&self, expires_at: i64, id: &str) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM {ks}.uploads_expiring WHERE shard = 0 AND expires_at = ? AND id = ?",
+            Kind::Write,
+            (expires_at, id),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn after_upload_write(
         &self,
         id: &str,
@@ -91,12 +143,25 @@ impl UploadStore for CqlStore {
         upload: Upload,
         queue_thumbnails: bool,
         event: Option<NewEvent>,
+        quota: Option<u64>,
     ) -> Result<(), StoreError> {
+        if let Some(quota) = quota {
+            let needed = self
+                .stored_bytes(upload.owner)
+                .await?
+                .saturating_add(upload.size);
+            if needed > quota {
+                return Err(StoreError::OverQuota { needed, quota });
+            }
+        }
+        // Indexed first: an index row without its upload is skipped by readers, an upload
+        // without its index row would be invisible to listing and the sweep.
+        self.index_upload(&upload).await?;
         let inserted = self
             .lwt(
                 "INSERT INTO {ks}.uploads (id, owner, filename, content_type, size, sha256, object_key, \
-                 code, state, thumbnail_state, thumbnails, created_at, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                 code, state, thumbnail_state, thumbnails, created_at, expires_at, multipart) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (
                     &upload.id,
                     upload.owner,
@@ -111,6 +176,7 @@ impl UploadStore for CqlStore {
                     thumbnails_json(&upload.thumbnails)?,
                     upload.created_at,
                     upload.expires_at,
+                    multipart_json(&upload)?,
                 ),
             )
             .await?;
@@ -130,11 +196,15 @@ impl UploadStore for CqlStore {
         queue_thumbnails: bool,
         event: Option<NewEvent>,
     ) -> Result<bool, StoreError> {
+        let before = self.get_upload(&upload.id).await?;
+        // The expiry index follows the record: the new expiry first, the old one after.
+        self.index_upload(&upload).await?;
         let applied = self
             .lwt(
                 "UPDATE {ks}.uploads SET owner = ?, filename = ?, content_type = ?, size = ?, \
                  sha256 = ?, object_key = ?, code = ?, state = ?, thumbnail_state = ?, \
-                 thumbnails = ?, created_at = ?, expires_at = ? WHERE id = ? IF state = 'pending'",
+                 thumbnails = ?, created_at = ?, expires_at = ?, multipart = ? \
+                 WHERE id = ? IF state = 'pending'",
                 (
                     upload.owner,
                     &upload.filename,
@@ -148,12 +218,18 @@ impl UploadStore for CqlStore {
                     thumbnails_json(&upload.thumbnails)?,
                     upload.created_at,
                     upload.expires_at,
+                    multipart_json(&upload)?,
                     &upload.id,
                 ),
             )
             .await?;
         if !applied {
             return Ok(false);
+        }
+        if let Some(old) = before.and_then(|b| b.expires_at)
+            && Some(old) != upload.expires_at
+        {
+            self.unindex_expiry(old, &upload.id).await?;
         }
         self.after_upload_write(&upload.id, queue_thumbnails, event)
             .await?;
@@ -164,11 +240,123 @@ impl UploadStore for CqlStore {
         let row: Option<UploadRow> = self
             .row(
                 "SELECT id, owner, filename, content_type, size, sha256, object_key, code, state, \
-                 thumbnail_state, thumbnails, created_at, expires_at FROM {ks}.uploads WHERE id = ?",
+                 thumbnail_state, thumbnails, created_at, expires_at, multipart \
+                 FROM {ks}.uploads WHERE id = ?",
                 (id,),
             )
             .await?;
         row.map(UploadRow::into_upload).transpose()
+    }
+
+    async fn stored_bytes(&self, owner: UserId) -> Result<u64, StoreError> {
+        let sizes: Vec<(i64,)> = self
+            .rows(
+                "SELECT size FROM {ks}.uploads_by_owner WHERE owner = ?",
+                (owner,),
+            )
+            .await?;
+        Ok(sizes
+            .into_iter()
+            .fold(0u64, |sum, (size,)| sum.saturating_add(size.max(0) as u64)))
+    }
+
+    async fn list_uploads(
+        &self,
+        owner: UserId,
+        after: Option<UploadCursor>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, StoreError> {
+        use futures_util::StreamExt;
+        let limit = limit.max(1);
+        let mut out = Vec::with_capacity(limit);
+        let mut after = after;
+        // An index row can outlive its upload for a moment (deleted, or an insert that
+        // failed after indexing): such rows are skipped, so read until the page is full.
+        loop {
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let ids: Vec<(i64, String)> = match &after {
+                None => {
+                    self.rows(
+                        "SELECT created_at, id FROM {ks}.uploads_by_owner WHERE owner = ? LIMIT ?",
+                        (owner, want),
+                    )
+                    .await?
+                }
+                Some(cursor) => {
+                    self.rows(
+                        "SELECT created_at, id FROM {ks}.uploads_by_owner WHERE owner = ? \
+                         AND (created_at, id) < (?, ?) LIMIT ?",
+                        (owner, cursor.created_at, &cursor.id, want),
+                    )
+                    .await?
+                }
+            };
+            let exhausted = ids.len() < want as usize;
+            after = ids.last().map(|(created_at, id)| UploadCursor {
+                created_at: *created_at,
+                id: id.clone(),
+            });
+            let reads: Vec<_> = ids.iter().map(|(_, id)| self.get_upload(id)).collect();
+            let found: Vec<Result<Option<Upload>, StoreError>> = futures_util::stream::iter(reads)
+                .buffered(LIST_READS)
+                .collect()
+                .await;
+            for upload in found {
+                if let Some(upload) = upload?.filter(|u| u.owner == owner) {
+                    out.push(upload);
+                }
+            }
+            if exhausted || out.len() >= limit || after.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        let Some(upload) = self.get_upload(id).await? else {
+            return Ok(None);
+        };
+        let deleted = self
+            .lwt("DELETE FROM {ks}.uploads WHERE id = ? IF EXISTS", (id,))
+            .await?;
+        if !deleted {
+            return Ok(None);
+        }
+        self.exec(
+            "DELETE FROM {ks}.uploads_by_owner WHERE owner = ? AND created_at = ? AND id = ?",
+            Kind::Write,
+            (upload.owner, upload.created_at, id),
+        )
+        .await?;
+        if let Some(expires_at) = upload.expires_at {
+            self.unindex_expiry(expires_at, id).await?;
+        }
+        self.exec(
+            "DELETE FROM {ks}.thumbnail_jobs WHERE queue = 0 AND upload_id = ?",
+            Kind::Write,
+            (id,),
+        )
+        .await?;
+        Ok(Some(upload))
+    }
+
+    async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError> {
+        let due: Vec<(i64, String)> = self
+            .rows(
+                "SELECT expires_at, id FROM {ks}.uploads_expiring WHERE shard = 0 \
+                 AND expires_at <= ? LIMIT ?",
+                (now, i32::try_from(limit.max(1)).unwrap_or(i32::MAX)),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(due.len());
+        for (expires_at, id) in due {
+            match self.get_upload(&id).await? {
+                Some(upload) if upload.expires_at == Some(expires_at) => out.push(upload),
+                // A stale row: the upload is gone, or its expiry moved.
+                _ => self.unindex_expiry(expires_at, &id).await?,
+            }
+        }
+        Ok(out)
     }
 
     async fn claim_thumbnail_job(
@@ -216,9 +404,10 @@ impl UploadStore for CqlStore {
         thumbnails: Vec<Thumbnail>,
         event: Option<NewEvent>,
     ) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE {ks}.uploads SET thumbnail_state = ?, thumbnails = ? WHERE id = ?",
-            Kind::Write,
+        // Conditional: an upload deleted while its thumbnails were made stays deleted
+        // (a plain update would write a partial row back).
+        self.lwt(
+            "UPDATE {ks}.uploads SET thumbnail_state = ?, thumbnails = ? WHERE id = ? IF EXISTS",
             (state.as_str(), thumbnails_json(&thumbnails)?, upload_id),
         )
         .await?;

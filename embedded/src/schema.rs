@@ -1,7 +1,7 @@
 //! The embedded backend's SQLite schema, applied at open.
 
 /// Schema version this binary writes; opening a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i64 = 12;
+pub(crate) const SCHEMA_VERSION: i64 = 13;
 
 /// Every statement is idempotent, so applying it to an existing database is safe.
 pub(crate) const SCHEMA: &str = r#"
@@ -340,11 +340,15 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 11: where visitors go instead of a 410, per link and per domain.
     ("links", "fallback_url", "TEXT"),
     ("domains", "fallback_url", "TEXT"),
+    // Version 13: a multipart upload's plan (JSON of `MultipartPlan`).
+    ("uploads", "multipart", "TEXT"),
 ];
 
 /// Indexes over columns of [`COLUMNS`], created once those exist.
 pub(crate) const LATE_INDEXES: &str = r#"
 CREATE INDEX IF NOT EXISTS click_log_by_owner ON click_log (owner, id);
+-- Version 13: the sweep finds expired and abandoned uploads without reading them all.
+CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (expires_at) WHERE expires_at IS NOT NULL;
 "#;
 
 /// Adds every column of [`COLUMNS`] that a database created by an older version lacks.

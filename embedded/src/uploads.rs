@@ -3,16 +3,16 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use shortlink_core::time_util::{now_unix, now_unix_ms};
-use shortlink_core::{NewEvent, Thumbnail, ThumbnailState, Upload, UploadState};
+use shortlink_core::{NewEvent, Thumbnail, ThumbnailState, Upload, UploadState, UserId};
 
 use super::EmbeddedStore;
 use super::events;
 use crate::DbError;
-use shortlink_store::{StoreError, ThumbnailJob, UploadStore};
+use shortlink_store::{StoreError, ThumbnailJob, UploadCursor, UploadStore};
 
 pub(crate) const COLUMNS: &str =
     "id, owner, filename, content_type, size, sha256, object_key, code, state,
-    thumbnail_state, thumbnails, created_at, expires_at";
+    thumbnail_state, thumbnails, created_at, expires_at, multipart";
 
 pub(crate) fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     let bad = |i: usize, what: &str| {
@@ -40,11 +40,21 @@ pub(crate) fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload>
         thumbnails: serde_json::from_str(&thumbnails).map_err(|_| bad(10, "thumbnails"))?,
         created_at: row.get(11)?,
         expires_at: row.get(12)?,
+        multipart: row
+            .get::<_, Option<String>>(13)?
+            .map(|text| serde_json::from_str(&text).map_err(|_| bad(13, "multipart plan")))
+            .transpose()?,
     })
 }
 
 fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(), DbError> {
     let thumbnails = serde_json::to_string(&upload.thumbnails).map_err(StoreError::backend)?;
+    let multipart = upload
+        .multipart
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(StoreError::backend)?;
     let verb = if replace {
         "INSERT OR REPLACE"
     } else {
@@ -52,7 +62,7 @@ fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(),
     };
     conn.execute(
         &format!(
-            "{verb} INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            "{verb} INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ),
         params![
             upload.id,
@@ -68,6 +78,7 @@ fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(),
             thumbnails,
             upload.created_at,
             upload.expires_at,
+            multipart,
         ],
     )?;
     Ok(())
@@ -91,6 +102,15 @@ fn after_write(
     Ok(())
 }
 
+fn stored_bytes(conn: &Connection, owner: UserId) -> Result<u64, DbError> {
+    let sum: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE owner = ?1",
+        [owner],
+        |r| r.get(0),
+    )?;
+    Ok(sum.max(0) as u64)
+}
+
 #[async_trait]
 impl UploadStore for EmbeddedStore {
     async fn insert_upload(
@@ -98,9 +118,16 @@ impl UploadStore for EmbeddedStore {
         upload: Upload,
         queue_thumbnails: bool,
         event: Option<NewEvent>,
+        quota: Option<u64>,
     ) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| {
+                if let Some(quota) = quota {
+                    let needed = stored_bytes(conn, upload.owner)?.saturating_add(upload.size);
+                    if needed > quota {
+                        return Err(StoreError::OverQuota { needed, quota }.into());
+                    }
+                }
                 write_upload(conn, &upload, false)?;
                 after_write(conn, &upload.id, queue_thumbnails, event)
             })
@@ -143,6 +170,76 @@ impl UploadStore for EmbeddedStore {
                     row_to_upload,
                 )
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn stored_bytes(&self, owner: UserId) -> Result<u64, StoreError> {
+        self.read(move |conn| stored_bytes(conn, owner)).await
+    }
+
+    async fn list_uploads(
+        &self,
+        owner: UserId,
+        after: Option<UploadCursor>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, StoreError> {
+        self.read(move |conn| {
+            let limit = limit as i64;
+            let rows = match after {
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM uploads WHERE owner = ?1
+                         ORDER BY created_at DESC, id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![owner, limit], row_to_upload)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+                Some(after) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM uploads WHERE owner = ?1
+                         AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                         ORDER BY created_at DESC, id DESC LIMIT ?4"
+                    ))?
+                    .query_map(
+                        params![owner, after.created_at, after.id, limit],
+                        row_to_upload,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| {
+                let upload = conn
+                    .query_row(
+                        &format!("SELECT {COLUMNS} FROM uploads WHERE id = ?1"),
+                        [&id],
+                        row_to_upload,
+                    )
+                    .optional()?;
+                if upload.is_some() {
+                    conn.execute("DELETE FROM uploads WHERE id = ?1", [&id])?;
+                    conn.execute("DELETE FROM thumbnail_jobs WHERE upload_id = ?1", [&id])?;
+                }
+                Ok(upload)
+            })
+            .await
+    }
+
+    async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM uploads WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                     ORDER BY expires_at LIMIT ?2"
+                ))?
+                .query_map(params![now, limit as i64], row_to_upload)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -80,6 +80,76 @@ pub enum ObjectError {
     /// The configuration cannot work (e.g. the bucket does not exist).
     #[error("object storage is misconfigured: {0}")]
     Config(String),
+    /// A multipart upload's stored parts are not the ones it is completed with.
+    #[error("the stored parts do not match: {0}")]
+    Parts(PartsProblem),
+    /// The backend has no such operation (e.g. listing multipart uploads on a store
+    /// without it).
+    #[error("object storage does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// What is wrong with a multipart upload's parts at completion.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PartsProblem {
+    /// These parts (numbers) are not stored.
+    #[error("parts {0:?} are missing")]
+    Missing(Vec<u32>),
+    /// A stored part has another size than planned.
+    #[error("part {number} has {stored} bytes, not {expected}")]
+    Size {
+        /// The part.
+        number: u32,
+        /// Its planned size.
+        expected: u64,
+        /// Its stored size.
+        stored: u64,
+    },
+    /// A stored part has another SHA-256 than the one given.
+    #[error("part {0} has another SHA-256")]
+    Checksum(u32),
+}
+
+/// A part of a multipart upload, as planned (for completion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartSpec {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes.
+    pub sha256: [u8; 32],
+}
+
+/// A part the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The SHA-256 the store verified it against, where it reports one.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// An object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: String,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+}
+
+/// A multipart upload the store holds, found by [`ObjectStore::list_multipart`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMultipart {
+    /// The object key it will complete into.
+    pub key: String,
+    /// The store's id of it.
+    pub upload_id: String,
+    /// When it was started (or last written, where the store does not say).
+    pub started: std::time::SystemTime,
 }
 
 /// What is known about a stored object.
@@ -171,8 +241,103 @@ pub trait ObjectStore: Send + Sync {
         valid_for: Duration,
     ) -> Result<Option<PresignedPut>, ObjectError>;
 
+    /// Starts a multipart upload into `key`; the store's id of it.
+    async fn multipart_create(&self, key: &str, content_type: &str) -> Result<String, ObjectError>;
+
+    /// A presigned `PUT` of part `number` of a multipart upload, of exactly `size` bytes
+    /// whose SHA-256 is `sha256` (the store refuses other bytes); `None` where the control
+    /// plane takes parts itself ([`ObjectStore::part_writer`], local disk).
+    #[allow(clippy::too_many_arguments)]
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        size: u64,
+        sha256: &[u8; 32],
+        valid_for: Duration,
+    ) -> Result<Option<PresignedPut>, ObjectError>;
+
+    /// A writer of part `number` whose bytes the caller has checked against `sha256`
+    /// before finishing it; it replaces an earlier copy of the part. Where parts go
+    /// straight to the store (S3), [`ObjectError::Unsupported`].
+    async fn part_writer(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        sha256: &[u8; 32],
+    ) -> Result<Box<dyn ObjectWriter>, ObjectError>;
+
+    /// The parts stored so far, by number.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, ObjectError>;
+
+    /// Makes the object of exactly `parts` (all of them, in order) visible under `key`,
+    /// once the stored parts are checked against them ([`ObjectError::Parts`]).
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[PartSpec],
+    ) -> Result<(), ObjectError>;
+
+    /// Discards a multipart upload and its parts; an unknown one is not an error.
+    async fn multipart_abort(&self, key: &str, upload_id: &str) -> Result<(), ObjectError>;
+
+    /// Multipart uploads in progress under `prefix` (for finding abandoned ones), or
+    /// [`ObjectError::Unsupported`].
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<ListedMultipart>, ObjectError>;
+
+    /// Up to `limit` objects under `prefix` whose keys come after `after`, in key order.
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, ObjectError>;
+
     /// A short name for logs and docs: `local` or `s3`.
     fn kind(&self) -> &'static str;
+}
+
+/// S3's composite checksum of a multipart object: the SHA-256 of its parts' SHA-256s,
+/// in hex, then `-` and the number of parts.
+pub fn composite_sha256(parts: &[PartSpec]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update(part.sha256);
+    }
+    format!("{}-{}", hex::encode(hasher.finalize()), parts.len())
+}
+
+/// Checks stored parts against the planned ones: each present, of its size, and of its
+/// SHA-256 where the store reports one.
+pub fn check_parts(stored: &[StoredPart], planned: &[PartSpec]) -> Result<(), ObjectError> {
+    let by_number: std::collections::HashMap<u32, &StoredPart> =
+        stored.iter().map(|p| (p.number, p)).collect();
+    let missing: Vec<u32> = planned
+        .iter()
+        .filter(|p| !by_number.contains_key(&p.number))
+        .map(|p| p.number)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ObjectError::Parts(PartsProblem::Missing(missing)));
+    }
+    for part in planned {
+        let held = by_number[&part.number];
+        if held.size != part.size {
+            return Err(ObjectError::Parts(PartsProblem::Size {
+                number: part.number,
+                expected: part.size,
+                stored: held.size,
+            }));
+        }
+        if held.sha256.is_some_and(|sha| sha != part.sha256) {
+            return Err(ObjectError::Parts(PartsProblem::Checksum(part.number)));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a key: non-empty, relative, of `[A-Za-z0-9._/-]` segments, none `.` or `..`.

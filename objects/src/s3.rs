@@ -8,17 +8,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::{
-    Location, ObjectError, ObjectMeta, ObjectStore, ObjectWriter, Presentation, PresignedPut,
-    check_key,
+    ListedMultipart, ListedObject, Location, ObjectError, ObjectMeta, ObjectStore, ObjectWriter,
+    PartSpec, Presentation, PresignedPut, StoredPart, check_key, check_parts,
 };
 
 /// Smallest part S3 accepts (except the last).
@@ -61,6 +63,14 @@ impl Default for S3Config {
 
 fn s3_error<E: std::error::Error>(e: E) -> ObjectError {
     ObjectError::S3(DisplayErrorContext(e).to_string())
+}
+
+/// A part number as S3 takes it (1 to 10 000).
+fn part_number(number: u32) -> Result<i32, ObjectError> {
+    i32::try_from(number)
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| ObjectError::InvalidKey(format!("part number {number}")))
 }
 
 /// Objects in an S3 bucket.
@@ -420,6 +430,269 @@ impl ObjectStore for S3Store {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
         }))
+    }
+
+    async fn multipart_create(&self, key: &str, content_type: &str) -> Result<String, ObjectError> {
+        check_key(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        created
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| ObjectError::S3("no upload id in the answer".into()))
+    }
+
+    async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        size: u64,
+        sha256: &[u8; 32],
+        valid_for: Duration,
+    ) -> Result<Option<PresignedPut>, ObjectError> {
+        check_key(key)?;
+        let presigning = PresigningConfig::expires_in(valid_for).map_err(s3_error)?;
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number(number)?)
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .checksum_sha256(BASE64.encode(sha256))
+            .presigned(presigning)
+            .await
+            .map_err(s3_error)?;
+        Ok(Some(PresignedPut {
+            url: request.uri().to_owned(),
+            headers: request
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        }))
+    }
+
+    async fn part_writer(
+        &self,
+        _key: &str,
+        _upload_id: &str,
+        _number: u32,
+        _sha256: &[u8; 32],
+    ) -> Result<Box<dyn ObjectWriter>, ObjectError> {
+        Err(ObjectError::Unsupported(
+            "parts written by the control plane (they go to S3 directly)",
+        ))
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, ObjectError> {
+        check_key(key)?;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchUpload") {
+                        ObjectError::NotFound(format!("multipart upload {upload_id}"))
+                    } else {
+                        s3_error(e)
+                    }
+                })?;
+            for part in page.parts() {
+                let Some(number) = part.part_number().and_then(|n| u32::try_from(n).ok()) else {
+                    continue;
+                };
+                parts.push(StoredPart {
+                    number,
+                    size: part.size().unwrap_or(0).max(0) as u64,
+                    sha256: part
+                        .checksum_sha256()
+                        .and_then(|b| BASE64.decode(b).ok())
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                });
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        parts.sort_by_key(|p| p.number);
+        parts.dedup_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[PartSpec],
+    ) -> Result<(), ObjectError> {
+        check_key(key)?;
+        let stored = self.list_parts(key, upload_id).await?;
+        check_parts(&stored, parts)?;
+        // The ETags S3 wants back come from its own listing, not from the client.
+        let mut etags = std::collections::HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(s3_error)?;
+            for part in page.parts() {
+                if let (Some(n), Some(etag)) = (part.part_number(), part.e_tag()) {
+                    etags.insert(n, etag.to_owned());
+                }
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        let completed = parts
+            .iter()
+            .map(|p| {
+                let number = part_number(p.number)?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(etags.get(&number).cloned())
+                    .checksum_sha256(BASE64.encode(p.sha256))
+                    .build())
+            })
+            .collect::<Result<Vec<_>, ObjectError>>()?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    async fn multipart_abort(&self, key: &str, upload_id: &str) -> Result<(), ObjectError> {
+        check_key(key)?;
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<ListedMultipart>, ObjectError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if matches!(status, Some(501 | 405)) {
+                        ObjectError::Unsupported("listing multipart uploads")
+                    } else {
+                        s3_error(e)
+                    }
+                })?;
+            for upload in page.uploads() {
+                if let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) {
+                    out.push(ListedMultipart {
+                        key: key.to_owned(),
+                        upload_id: upload_id.to_owned(),
+                        started: upload
+                            .initiated()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                            .unwrap_or(std::time::UNIX_EPOCH),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, ObjectError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(after.map(str::to_owned))
+            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let mut out: Vec<ListedObject> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_owned(),
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     fn kind(&self) -> &'static str {

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shortlink_core::{
-    Issuance, Link, LinkId, RedirectStatus, Role, ShortCode, Targeting, Thumbnail, ThumbnailState,
-    Upload, UploadState, UserId,
+    Issuance, Link, LinkId, MultipartPlan, RedirectStatus, Role, ShortCode, Targeting, Thumbnail,
+    ThumbnailState, Upload, UploadState, UserId,
 };
 
 use crate::StoreError;
@@ -385,6 +385,9 @@ pub struct UploadRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// A multipart upload's plan (absent in backups of versions without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<MultipartPlan>,
 }
 
 impl From<Upload> for UploadRecord {
@@ -403,6 +406,7 @@ impl From<Upload> for UploadRecord {
             thumbnails: u.thumbnails,
             created_at: u.created_at,
             expires_at: u.expires_at,
+            multipart: u.multipart,
         }
     }
 }
@@ -423,6 +427,7 @@ impl From<UploadRecord> for Upload {
             thumbnails: u.thumbnails,
             created_at: u.created_at,
             expires_at: u.expires_at,
+            multipart: u.multipart,
         }
     }
 }

@@ -1547,18 +1547,41 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
         thumbnails: vec![],
         created_at: 1_900_000_000,
         expires_at: Some(1_900_000_900),
+        multipart: Some(shortlink_core::MultipartPlan {
+            store_upload_id: "store-id".into(),
+            part_size: 1000,
+        }),
     };
     store
-        .insert_upload(pending.clone(), false, None)
+        .insert_upload(pending.clone(), false, None, Some(1234))
         .await
         .unwrap();
     assert!(
         store
-            .insert_upload(pending.clone(), false, None)
+            .insert_upload(pending.clone(), false, None, None)
             .await
             .is_err(),
         "ids are unique"
     );
+    assert_eq!(store.stored_bytes(owner).await.unwrap(), 1234);
+    let over = Upload {
+        id: format!("{run}up-over"),
+        size: 1,
+        ..pending.clone()
+    };
+    assert!(
+        matches!(
+            store
+                .insert_upload(over.clone(), false, None, Some(1234))
+                .await,
+            Err(StoreError::OverQuota {
+                needed: 1235,
+                quota: 1234
+            })
+        ),
+        "one byte over the quota is refused"
+    );
+    assert_eq!(store.get_upload(&over.id).await.unwrap(), None);
     assert_eq!(
         store.get_upload(&pending.id).await.unwrap(),
         Some(pending.clone())
@@ -1592,6 +1615,15 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
             .unwrap(),
         "completing twice does nothing"
     );
+    // Completing moved its expiry away: the sweep no longer finds it.
+    let due: Vec<String> = store
+        .expired_uploads(1_900_001_000, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert!(!due.contains(&complete.id), "{due:?}");
     let events = eventually("upload.completed in the log", || async {
         let events = store.user_events(owner, head, 10).await.unwrap();
         (!events.is_empty()).then_some(events)
@@ -1628,7 +1660,7 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
         ..complete.clone()
     };
     store
-        .insert_upload(other.clone(), true, None)
+        .insert_upload(other.clone(), true, None, None)
         .await
         .unwrap();
     let first = claim_job_of(store, &other.id, 0).await;
@@ -1643,6 +1675,119 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
         .finish_thumbnail_job(&other.id, ThumbnailState::Failed, vec![], None)
         .await
         .unwrap();
+    upload_listing_and_expiry(store, run, owner).await;
+}
+
+/// An owner's uploads list newest first across pages; expired ones are found by the sweep
+/// oldest first; deleting removes the record, its job and its place in both.
+async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) {
+    use crate::UploadCursor;
+    use shortlink_core::{ThumbnailState, Upload, UploadState};
+    let lister = user(store, run, "upload-lister").await;
+    let make = |i: i64, expires_at: Option<i64>| Upload {
+        id: format!("{run}ls{i:02}"),
+        owner: lister,
+        filename: format!("f{i}.bin"),
+        content_type: "application/octet-stream".into(),
+        size: 10 + i as u64,
+        sha256: "cd".repeat(32),
+        object_key: format!("u/{run}ls{i:02}"),
+        code: None,
+        state: UploadState::Complete,
+        thumbnail_state: ThumbnailState::None,
+        thumbnails: vec![],
+        // Two share each second: the id orders them.
+        created_at: 1_800_000_000 + i / 2,
+        expires_at,
+        multipart: None,
+    };
+    for i in 0..25 {
+        let expires = (i % 5 == 0).then_some(1_000 + i);
+        store
+            .insert_upload(make(i, expires), i % 7 == 0, None, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.stored_bytes(lister).await.unwrap(),
+        (0..25).map(|i| 10 + i).sum::<u64>()
+    );
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_uploads(lister, after.clone(), 10).await.unwrap();
+        assert!(page.len() <= 10);
+        seen.extend(page.iter().map(|u| u.id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 10 => {
+                after = Some(UploadCursor {
+                    created_at: last.created_at,
+                    id: last.id.clone(),
+                });
+            }
+            _ => break,
+        }
+    }
+    let want: Vec<String> = (0..25).rev().map(|i| format!("{run}ls{i:02}")).collect();
+    assert_eq!(seen, want, "newest first, each once");
+    assert!(
+        store
+            .list_uploads(owner, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.owner == owner),
+        "only the owner's"
+    );
+    let due: Vec<String> = store
+        .expired_uploads(1_012, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .filter(|id| id.starts_with(&format!("{run}ls")))
+        .collect();
+    assert_eq!(
+        due,
+        vec![
+            format!("{run}ls00"),
+            format!("{run}ls05"),
+            format!("{run}ls10")
+        ],
+        "expired ones, oldest expiry first"
+    );
+    let gone = store.delete_upload(&format!("{run}ls05")).await.unwrap();
+    assert_eq!(gone.map(|u| u.size), Some(15));
+    assert_eq!(
+        store.delete_upload(&format!("{run}ls05")).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_upload(&format!("{run}ls05")).await.unwrap(), None);
+    let due: Vec<String> = store
+        .expired_uploads(1_012, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .filter(|id| id.starts_with(&format!("{run}ls")))
+        .collect();
+    assert_eq!(due, vec![format!("{run}ls00"), format!("{run}ls10")]);
+    let listed = store.list_uploads(lister, None, 100).await.unwrap();
+    assert_eq!(listed.len(), 24);
+    assert!(listed.iter().all(|u| u.id != format!("{run}ls05")));
+    assert_eq!(
+        store.stored_bytes(lister).await.unwrap(),
+        (0..25).map(|i| 10 + i).sum::<u64>() - 15
+    );
+    // A deleted upload's thumbnail job is gone with it; finishing it does not bring the
+    // upload back.
+    let with_job = format!("{run}ls14");
+    store.delete_upload(&with_job).await.unwrap();
+    store
+        .finish_thumbnail_job(&with_job, ThumbnailState::Ready, vec![], None)
+        .await
+        .unwrap();
+    assert_eq!(store.get_upload(&with_job).await.unwrap(), None);
 }
 
 async fn concurrent_creates(store: Arc<dyn Store>, run: &str) {

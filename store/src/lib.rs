@@ -45,6 +45,14 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, a bug); for logs, not users.
     #[error("storage backend failed: {0}")]
     Backend(#[source] BackendError),
+    /// The owner's uploads would take more than their quota of bytes.
+    #[error("the owner's uploads would take {needed} bytes, over the quota of {quota}")]
+    OverQuota {
+        /// Bytes stored and reserved, this upload included.
+        needed: u64,
+        /// The quota.
+        quota: u64,
+    },
     /// The store was shut down.
     #[error("store is shut down")]
     Closed,
@@ -533,17 +541,49 @@ pub struct ThumbnailJob {
     pub attempt: u32,
 }
 
+/// Where a page of an owner's uploads (newest first) continues: after this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadCursor {
+    /// The last upload's creation time.
+    pub created_at: i64,
+    /// The last upload's id.
+    pub id: String,
+}
+
 /// Uploads' metadata and their durable thumbnail jobs.
 #[async_trait]
 pub trait UploadStore: Send + Sync {
     /// Records a new upload; with `queue_thumbnails`, queues its thumbnail job and with
-    /// `event` appends it, all in one transaction.
+    /// `event` appends it, all in one transaction. With a `quota`, refuses
+    /// ([`StoreError::OverQuota`]) when the owner's uploads, pending ones counted at their
+    /// declared size, would take more bytes with it (checked atomically on SQLite; on
+    /// CQL, uploads recorded at the same moment by other control planes may pass
+    /// together).
     async fn insert_upload(
         &self,
         upload: Upload,
         queue_thumbnails: bool,
         event: Option<NewEvent>,
+        quota: Option<u64>,
     ) -> Result<(), StoreError>;
+
+    /// Bytes the owner's uploads take, pending ones at their declared size.
+    async fn stored_bytes(&self, owner: UserId) -> Result<u64, StoreError>;
+
+    /// The owner's uploads, newest first, after `after`.
+    async fn list_uploads(
+        &self,
+        owner: UserId,
+        after: Option<UploadCursor>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, StoreError>;
+
+    /// Removes an upload's record (its thumbnail job too); the removed record, `None` if
+    /// there was none. Its objects are the caller's to remove.
+    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
+
+    /// Uploads whose `expires_at` is at or before `now`, oldest expiry first.
+    async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError>;
 
     /// Replaces a pending upload's record with its completed one (same id), like
     /// `insert_upload`; false (and nothing changed) if it is not pending any more.

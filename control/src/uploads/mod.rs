@@ -1,10 +1,15 @@
-//! File uploads: streamed (`POST /api/v1/uploads`) or presigned (`/presign`, a `PUT`,
-//! then `/complete`), served at `/f/{id}` and by a short link, with thumbnails made in
-//! the background for images.
+//! File uploads: streamed (`POST /api/v1/uploads`), presigned (`/presign`, a `PUT`,
+//! then `/complete`) or presigned in parts ([`multipart`]), served at `/f/{id}` and by a
+//! short link, with thumbnails made in the background for images; listed and deleted
+//! ([`manage`]), and swept when abandoned, expired or orphaned ([`sweep`]).
 //!
 //! Bytes are never held whole: they stream to the object store while being hashed and
 //! counted, and an upload over the limit is aborted with nothing kept. The content type
 //! comes from the bytes, never from the client.
+
+pub mod manage;
+pub mod multipart;
+pub(crate) mod sweep;
 
 use std::time::Duration;
 
@@ -32,9 +37,10 @@ use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::api_errors;
 use crate::state::AppState;
+use shortlink_store::StoreError;
 
 /// Bytes looked at to sniff the content type.
-const SNIFF_BYTES: usize = 8192;
+pub(crate) const SNIFF_BYTES: usize = 8192;
 
 impl From<ObjectError> for ApiError {
     fn from(e: ObjectError) -> Self {
@@ -45,12 +51,12 @@ impl From<ObjectError> for ApiError {
     }
 }
 
-fn new_upload_id() -> String {
+pub(crate) fn new_upload_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>())
 }
 
-fn object_key(id: &str) -> String {
+pub(crate) fn object_key(id: &str) -> String {
     format!("u/{id}")
 }
 
@@ -58,7 +64,7 @@ pub(crate) fn thumbnail_key(id: &str, size: u32) -> String {
     format!("u/{id}.thumb-{size}.png")
 }
 
-fn too_large(max: u64) -> ApiError {
+pub(crate) fn too_large(max: u64) -> ApiError {
     crate::metrics::UPLOADS_TOO_LARGE.inc();
     ApiError::new(
         ErrorCode::UploadTooLarge,
@@ -101,9 +107,12 @@ pub struct UploadView {
     /// The content type, sniffed from the bytes (a presigned upload shows the declared one
     /// until it is complete).
     content_type: String,
-    /// SHA-256 of the bytes, in hex; empty until the upload is complete.
+    /// SHA-256 of the bytes, in hex; empty until the upload is complete. For a multipart
+    /// upload (whose bytes the server may never see) it is S3's composite checksum: the
+    /// SHA-256 of its parts' SHA-256s, in hex, then `-` and the number of parts.
     sha256: String,
-    /// `pending` (a presigned upload waiting for its bytes and `complete`) or `complete`.
+    /// `pending` (a presigned or multipart upload waiting for its bytes and `complete`)
+    /// or `complete`.
     #[schema(value_type = String, pattern = "^(pending|complete)$")]
     state: UploadState,
     /// The thumbnails made for an image.
@@ -111,6 +120,10 @@ pub struct UploadView {
     /// When the upload was made (RFC 3339).
     #[schema(format = DateTime)]
     created_at: String,
+    /// When it goes away (RFC 3339): a pending upload is abandoned then and what was sent
+    /// is removed; `null` for a complete one (kept until deleted).
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
 /// An upload's thumbnails.
@@ -162,6 +175,7 @@ impl UploadView {
                     .collect(),
             },
             created_at: to_rfc3339(upload.created_at),
+            expires_at: upload.expires_at.map(to_rfc3339),
         }
     }
 }
@@ -252,13 +266,45 @@ where
     }
 }
 
-/// Records a completed upload: its short link, metadata, thumbnail job and event.
-async fn record(
+/// How an upload's bytes came, for metrics: a label of `shortlink_uploads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadPath {
+    /// One streamed request through the control plane.
+    Streamed,
+    /// One presigned `PUT`.
+    Presigned,
+    /// Presigned parts.
+    Multipart,
+}
+
+impl UploadPath {
+    /// Every path, for registering the metric's labels.
+    pub(crate) const ALL: [UploadPath; 3] = [
+        UploadPath::Streamed,
+        UploadPath::Presigned,
+        UploadPath::Multipart,
+    ];
+
+    /// The metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            UploadPath::Streamed => "streamed",
+            UploadPath::Presigned => "presigned",
+            UploadPath::Multipart => "multipart",
+        }
+    }
+}
+
+/// Records a completed upload: its short link, metadata, thumbnail job and event. A
+/// streamed upload is new (and counted against the owner's quota); the others replace
+/// their pending record, whose size the quota counted already.
+pub(crate) async fn record(
     state: &AppState,
     owner: UserId,
     mut upload: Upload,
-    replace_pending: bool,
+    path: UploadPath,
 ) -> Result<Upload, ApiError> {
+    let replace_pending = path != UploadPath::Streamed;
     let link = crate::links::create_internal_link(
         state,
         owner,
@@ -292,25 +338,30 @@ async fn record(
             ));
         }
     } else {
-        state
+        let quota = Some(state.config().upload_quota_bytes);
+        if let Err(e) = state
             .store()
-            .insert_upload(upload.clone(), thumbnails, Some(event))
-            .await?;
+            .insert_upload(upload.clone(), thumbnails, Some(event), quota)
+            .await
+        {
+            // The link made for it goes too: nothing half-recorded.
+            if let Some(code) = &upload.code {
+                let _ = state.store().delete_link(owner, "", code).await;
+            }
+            return Err(e.into());
+        }
     }
     if thumbnails {
         state.thumbnails_wake();
     }
-    let path = if replace_pending {
-        "presigned"
-    } else {
-        "streamed"
-    };
-    crate::metrics::UPLOADS.with_label_values(&[path]).inc();
+    crate::metrics::UPLOADS
+        .with_label_values(&[path.as_str()])
+        .inc();
     crate::metrics::UPLOAD_BYTES.inc_by(upload.size);
     Ok(upload)
 }
 
-api_errors!(UploadErrors: AUTH; InvalidForm, MissingFile, UploadInterrupted, UploadTooLarge);
+api_errors!(UploadErrors: AUTH; InvalidForm, MissingFile, UploadInterrupted, UploadTooLarge, QuotaExceeded);
 
 /// `POST /api/v1/uploads`: multipart with a `file` field → 201 with the upload.
 #[utoipa::path(
@@ -391,7 +442,20 @@ async fn upload_file(
     let filename = sanitize_filename(field.file_name().unwrap_or("file"));
     let id = new_upload_id();
     let key = object_key(&id);
-    let stored = store_stream(&state, &key, field, max).await?;
+    // Cut off at the quota's room as at the size limit; the record checks it again.
+    let quota = state.config().upload_quota_bytes;
+    let used = state.store().stored_bytes(caller.user.id).await?;
+    let room = quota.saturating_sub(used);
+    let stored = match store_stream(&state, &key, field, max.min(room)).await {
+        Err(e) if e.code() == ErrorCode::UploadTooLarge && room < max => {
+            return Err(StoreError::OverQuota {
+                needed: used.saturating_add(room).saturating_add(1),
+                quota,
+            }
+            .into());
+        }
+        other => other?,
+    };
     // The form ends with the file: anything after it is refused too, the object with it.
     let rest = match multipart.next_field().await {
         Ok(None) => None,
@@ -419,8 +483,9 @@ async fn upload_file(
         thumbnails: Vec::new(),
         created_at: now_unix(),
         expires_at: None,
+        multipart: None,
     };
-    match record(&state, caller.user.id, upload, false).await {
+    match record(&state, caller.user.id, upload, UploadPath::Streamed).await {
         Ok(upload) => {
             Ok((StatusCode::CREATED, Json(UploadView::new(&state, &upload))).into_response())
         }
@@ -491,15 +556,44 @@ pub struct PresignView {
     expires_at: String,
 }
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
-fn signature(secret: &[u8; 32], id: &str, size: u64, expires: i64) -> HmacSha256 {
+/// The HMAC-SHA256 of a URL this server signs: its fields joined by newlines (the first
+/// names what the URL is for, so one kind of URL never verifies as another).
+pub(crate) fn sign(secret: &[u8; 32], fields: &[&str]) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(secret).expect("any key length works");
-    mac.update(format!("PUT\n{id}\n{size}\n{expires}").as_bytes());
+    mac.update(fields.join("\n").as_bytes());
     mac
 }
 
-api_errors!(PresignErrors: AUTH, JSON_BODY; InvalidSize, UploadTooLarge);
+fn signature(secret: &[u8; 32], id: &str, size: u64, expires: i64) -> HmacSha256 {
+    sign(
+        secret,
+        &["PUT", id, &size.to_string(), &expires.to_string()],
+    )
+}
+
+/// The content type a client declares for a presigned upload: a `type/subtype` without
+/// parameters of at most 127 bytes, else `application/octet-stream`.
+pub(crate) fn declared_type(given: Option<String>) -> String {
+    given
+        .filter(|t| {
+            t.len() <= 127
+                && t.split_once('/').is_some_and(|(a, b)| {
+                    !a.is_empty()
+                        && !b.is_empty()
+                        && t.bytes().all(|c| c.is_ascii_graphic() && c != b';')
+                })
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+}
+
+/// When a pending upload whose newest URL stops working at `url_expires` is abandoned.
+pub(crate) fn abandoned_at(state: &AppState, url_expires: i64) -> i64 {
+    url_expires.saturating_add(state.config().incomplete_upload_ttl_seconds as i64)
+}
+
+api_errors!(PresignErrors: AUTH, JSON_BODY; InvalidSize, UploadTooLarge, QuotaExceeded);
 
 /// `POST /api/v1/uploads/presign` → `{id, upload_url, method, headers, expires_at}`. For
 /// S3 the URL is the store's own presigned `PUT`; for the local disk it is this control
@@ -536,17 +630,7 @@ pub async fn presign(
             "size must be at least 1 byte",
         ));
     }
-    let declared = request
-        .content_type
-        .filter(|t| {
-            t.len() <= 127
-                && t.split_once('/').is_some_and(|(a, b)| {
-                    !a.is_empty()
-                        && !b.is_empty()
-                        && t.bytes().all(|c| c.is_ascii_graphic() && c != b';')
-                })
-        })
-        .unwrap_or_else(|| "application/octet-stream".into());
+    let declared = declared_type(request.content_type);
     let id = new_upload_id();
     let key = object_key(&id);
     let ttl = state.config().presign_ttl_seconds;
@@ -583,9 +667,14 @@ pub async fn presign(
         thumbnail_state: ThumbnailState::None,
         thumbnails: Vec::new(),
         created_at: now_unix(),
-        expires_at: Some(expires),
+        expires_at: Some(abandoned_at(&state, expires)),
+        multipart: None,
     };
-    state.store().insert_upload(upload, false, None).await?;
+    let quota = Some(state.config().upload_quota_bytes);
+    state
+        .store()
+        .insert_upload(upload, false, None, quota)
+        .await?;
     let view = PresignView {
         id,
         upload_url,
@@ -748,7 +837,7 @@ pub async fn complete(
         content_type: sniff_content_type(&head),
         ..upload
     };
-    let upload = record(&state, caller.user.id, upload, true).await?;
+    let upload = record(&state, caller.user.id, upload, UploadPath::Presigned).await?;
     Ok((StatusCode::OK, Json(UploadView::new(&state, &upload))).into_response())
 }
 
