@@ -934,3 +934,137 @@ async fn abandoned_uploads_and_orphans_are_swept_on_s3() {
     let root = s3.root.path().join(BUCKET);
     sweep(&s, &root, false).await;
 }
+
+fn in_seconds(seconds: i64) -> String {
+    shortlink_core::time_util::to_rfc3339(shortlink_core::time_util::now_unix() + seconds)
+}
+
+async fn upload_json(s: &TestServer, id: &str) -> (u16, Value) {
+    call(
+        s,
+        Method::GET,
+        &format!("/api/v1/uploads/{id}"),
+        ADMIN_KEY,
+        Value::Null,
+    )
+    .await
+}
+
+/// Downloads from the start are counted (later ranges and HEADs are the same download);
+/// an upload's expiry is set at upload or later, serving stops at it, and the sweep
+/// removes the file, its link and its record.
+#[tokio::test]
+async fn downloads_are_counted_and_uploads_expire() {
+    let s = TestServer::start_with(sweeping(Options::default())).await;
+    let key = ADMIN_KEY;
+    let form = || {
+        reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"0123456789 counted".to_vec()).file_name("c.txt"),
+        )
+    };
+    let r = s
+        .api(Method::POST, "/api/v1/uploads?expires_at=tomorrow", key)
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(error_code(&r.json().await.unwrap()), "invalid_expires_at");
+    let later = in_seconds(3600);
+    let r = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/uploads?expires_at={later}"),
+            key,
+        )
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let upload: Value = r.json().await.unwrap();
+    assert_eq!(upload["expires_at"], later.as_str());
+    assert_eq!(upload["downloads"], 0);
+    let id = upload["id"].as_str().unwrap().to_owned();
+    let file = format!("{}/f/{id}", s.proxy);
+    for range in [None, None, Some("bytes=0-4"), Some("bytes=5-9")] {
+        let mut request = s.client.get(&file);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        assert!(request.send().await.unwrap().status().is_success());
+    }
+    assert_eq!(s.client.head(&file).send().await.unwrap().status(), 200);
+    wait_until(
+        "three downloads counted",
+        Duration::from_secs(10),
+        || async { upload_json(&s, &id).await.1["downloads"] == 3 },
+    )
+    .await;
+
+    // The expiry changes, clears, and is refused in a wrong form.
+    let path = format!("/api/v1/uploads/{id}");
+    let (status, body) = call(&s, Method::PATCH, &path, key, json!({"expires_at": "soon"})).await;
+    assert_eq!((status, error_code(&body)), (422, "invalid_expires_at"));
+    let (status, body) = call(&s, Method::PATCH, &path, key, json!({"expires_at": null})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_at"], Value::Null);
+    assert_eq!(upload_json(&s, &id).await.1["expires_at"], Value::Null);
+    let (status, plan) = create(&s, key, json!({"filename": "p", "size": 10})).await;
+    assert_eq!(status, 201);
+    let pending = format!("/api/v1/uploads/{}", plan["id"].as_str().unwrap());
+    let (status, body) = call(
+        &s,
+        Method::PATCH,
+        &pending,
+        key,
+        json!({"expires_at": later}),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (409, "upload_missing"));
+
+    let code = upload["short_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let object = s.data_dir().join("objects/u").join(&id);
+    assert!(object.exists());
+    let soon = in_seconds(2);
+    let (status, body) = call(&s, Method::PATCH, &path, key, json!({"expires_at": soon})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        "the expired file is no longer served",
+        Duration::from_secs(10),
+        || async { s.client.get(&file).send().await.unwrap().status() == 404 },
+    )
+    .await;
+    wait_until(
+        "the expired upload is swept",
+        Duration::from_secs(15),
+        || async { upload_json(&s, &id).await.0 == 404 },
+    )
+    .await;
+    assert!(!object.exists(), "its file is removed");
+    let (r, _) = s.wait_status(&code, 404, Duration::from_secs(10)).await;
+    assert_eq!(r.status(), 404, "its short link is removed");
+    assert!(
+        s.metric("shortlink_uploads_swept_total{reason=\"expired\"}")
+            .await
+            >= Some(1.0)
+    );
+    let events = s.get_json("/api/v1/notifications?after=0", key).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "upload.deleted"
+                && e["data"]["id"] == id.as_str()
+                && e["data"]["reason"] == "expired"),
+        "{events}"
+    );
+}

@@ -111,6 +111,7 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(uploads::complete))
         .routes(routes!(uploads::manage::list_uploads))
         .routes(routes!(uploads::manage::delete_upload))
+        .routes(routes!(uploads::manage::update_upload))
         .routes(routes!(uploads::multipart::create))
         .routes(routes!(uploads::multipart::sign_parts))
         .routes(routes!(uploads::multipart::list_parts))
@@ -415,6 +416,7 @@ pub async fn serve(
         .map(|_| tokio::spawn(thumbnails::run_thumbnail_worker(state.clone())))
         .collect();
     let sweeper = tokio::spawn(uploads::sweep::run_sweeper(state.clone()));
+    let download_counts = tokio::spawn(uploads::downloads::run_flusher(state.clone()));
     let pruning = state.clone();
     let pruner = tokio::spawn(async move {
         loop {
@@ -440,9 +442,11 @@ pub async fn serve(
         webhooks.close();
     };
     let head_timeout = std::time::Duration::from_millis(state.config().request_head_timeout_ms);
-    let result = serve_connections(listener, app(state), head_timeout, shutdown).await;
+    let result = serve_connections(listener, app(state.clone()), head_timeout, shutdown).await;
     pruner.abort();
     sweeper.abort();
+    download_counts.abort();
+    state.downloads().flush(&state).await;
     follower.abort();
     // Deliveries in flight finish their attempt and save their progress.
     if tokio::time::timeout(std::time::Duration::from_secs(15), dispatcher)

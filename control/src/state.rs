@@ -53,6 +53,7 @@ struct Inner {
     /// When each key's last use was last written back (Unix seconds).
     key_touches: dashmap::DashMap<[u8; KEY_HASH_LEN], i64>,
     webhooks: Arc<Dispatcher>,
+    downloads: crate::uploads::downloads::DownloadCounts,
 }
 
 impl AppState {
@@ -129,6 +130,7 @@ impl AppState {
             password_guard: PasswordGuard::new(password_limits),
             key_touches: dashmap::DashMap::new(),
             webhooks,
+            downloads: Default::default(),
         })))
     }
 
@@ -150,6 +152,11 @@ impl AppState {
     /// An absolute URL for `path` (starting with `/`) under the public URL.
     pub fn public_path(&self, path: &str) -> String {
         format!("{}{path}", self.0.public_url)
+    }
+
+    /// Downloads counted and not yet written.
+    pub fn downloads(&self) -> &crate::uploads::downloads::DownloadCounts {
+        &self.0.downloads
     }
 
     /// Wakes a thumbnail worker: a job was queued.

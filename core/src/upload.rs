@@ -143,6 +143,9 @@ pub struct Upload {
     pub expires_at: Option<i64>,
     /// For a multipart upload: its plan (kept once complete, for the record).
     pub multipart: Option<MultipartPlan>,
+    /// Times the file was downloaded (from its start: a range request further in is
+    /// the same download going on).
+    pub downloads: u64,
 }
 
 /// A file name that is safe to store and to put in a `Content-Disposition` header: only

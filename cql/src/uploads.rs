@@ -60,6 +60,8 @@ impl UploadRow {
                 .multipart
                 .map(|text| serde_json::from_str(&text).map_err(|_| bad("multipart plan")))
                 .transpose()?,
+            // Kept in a counter table: read by `get_upload`.
+            downloads: 0,
         })
     }
 }
@@ -186,6 +188,10 @@ impl UploadStore for CqlStore {
                 upload.id
             )));
         }
+        if upload.downloads > 0 {
+            self.add_downloads(vec![(upload.id.clone(), upload.downloads)])
+                .await?;
+        }
         self.after_upload_write(&upload.id, queue_thumbnails, event)
             .await
     }
@@ -245,7 +251,17 @@ impl UploadStore for CqlStore {
                 (id,),
             )
             .await?;
-        row.map(UploadRow::into_upload).transpose()
+        let Some(mut upload) = row.map(UploadRow::into_upload).transpose()? else {
+            return Ok(None);
+        };
+        let count: Option<(scylla::value::Counter,)> = self
+            .row(
+                "SELECT downloads FROM {ks}.upload_downloads WHERE id = ?",
+                (id,),
+            )
+            .await?;
+        upload.downloads = count.map_or(0, |(n,)| n.0.max(0) as u64);
+        Ok(Some(upload))
     }
 
     async fn stored_bytes(&self, owner: UserId) -> Result<u64, StoreError> {
@@ -337,7 +353,65 @@ impl UploadStore for CqlStore {
             (id,),
         )
         .await?;
+        self.exec(
+            "DELETE FROM {ks}.upload_downloads WHERE id = ?",
+            Kind::Write,
+            (id,),
+        )
+        .await?;
         Ok(Some(upload))
+    }
+
+    async fn set_upload_expiry(
+        &self,
+        id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let Some(before) = self
+            .get_upload(id)
+            .await?
+            .filter(|u| u.state == UploadState::Complete)
+        else {
+            return Ok(false);
+        };
+        // The new index row first (a stale one is dropped by the sweep's reader), then
+        // the record, then the old row.
+        if let Some(at) = expires_at {
+            self.exec(
+                "INSERT INTO {ks}.uploads_expiring (shard, expires_at, id) VALUES (0, ?, ?)",
+                Kind::Write,
+                (at, id),
+            )
+            .await?;
+        }
+        let applied = self
+            .lwt(
+                "UPDATE {ks}.uploads SET expires_at = ? WHERE id = ? IF state = 'complete'",
+                (expires_at, id),
+            )
+            .await?;
+        if applied
+            && let Some(old) = before.expires_at
+            && Some(old) != expires_at
+        {
+            self.unindex_expiry(old, id).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn add_downloads(&self, counts: Vec<(String, u64)>) -> Result<(), StoreError> {
+        for (id, n) in counts {
+            self.exec(
+                "UPDATE {ks}.upload_downloads SET downloads = downloads + ? WHERE id = ?",
+                Kind::Counter,
+                (
+                    scylla::value::Counter(i64::try_from(n).unwrap_or(i64::MAX)),
+                    &id,
+                ),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError> {

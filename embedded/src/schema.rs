@@ -340,8 +340,9 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     // Version 11: where visitors go instead of a 410, per link and per domain.
     ("links", "fallback_url", "TEXT"),
     ("domains", "fallback_url", "TEXT"),
-    // Version 13: a multipart upload's plan (JSON of `MultipartPlan`).
+    // Version 13: a multipart upload's plan (JSON of `MultipartPlan`); downloads counted.
     ("uploads", "multipart", "TEXT"),
+    ("uploads", "downloads", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Indexes over columns of [`COLUMNS`], created once those exist.

@@ -12,7 +12,7 @@ use shortlink_store::{StoreError, ThumbnailJob, UploadCursor, UploadStore};
 
 pub(crate) const COLUMNS: &str =
     "id, owner, filename, content_type, size, sha256, object_key, code, state,
-    thumbnail_state, thumbnails, created_at, expires_at, multipart";
+    thumbnail_state, thumbnails, created_at, expires_at, multipart, downloads";
 
 pub(crate) fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     let bad = |i: usize, what: &str| {
@@ -44,6 +44,7 @@ pub(crate) fn row_to_upload(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload>
             .get::<_, Option<String>>(13)?
             .map(|text| serde_json::from_str(&text).map_err(|_| bad(13, "multipart plan")))
             .transpose()?,
+        downloads: row.get::<_, i64>(14)?.max(0) as u64,
     })
 }
 
@@ -62,7 +63,7 @@ fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(),
     };
     conn.execute(
         &format!(
-            "{verb} INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            "{verb} INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
         ),
         params![
             upload.id,
@@ -79,6 +80,7 @@ fn write_upload(conn: &Connection, upload: &Upload, replace: bool) -> Result<(),
             upload.created_at,
             upload.expires_at,
             multipart,
+            i64::try_from(upload.downloads).unwrap_or(i64::MAX),
         ],
     )?;
     Ok(())
@@ -242,6 +244,36 @@ impl UploadStore for EmbeddedStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn set_upload_expiry(
+        &self,
+        id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE uploads SET expires_at = ?2 WHERE id = ?1 AND state = 'complete'",
+                    params![id, expires_at],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn add_downloads(&self, counts: Vec<(String, u64)>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| {
+                let mut update = conn.prepare_cached(
+                    "UPDATE uploads SET downloads = downloads + ?2 WHERE id = ?1",
+                )?;
+                for (id, n) in &counts {
+                    update.execute(params![id, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn claim_thumbnail_job(

@@ -388,6 +388,9 @@ pub struct UploadRecord {
     /// A multipart upload's plan (absent in backups of versions without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multipart: Option<MultipartPlan>,
+    /// Downloads counted (absent in backups of versions without the count).
+    #[serde(default)]
+    pub downloads: u64,
 }
 
 impl From<Upload> for UploadRecord {
@@ -407,6 +410,7 @@ impl From<Upload> for UploadRecord {
             created_at: u.created_at,
             expires_at: u.expires_at,
             multipart: u.multipart,
+            downloads: u.downloads,
         }
     }
 }
@@ -428,6 +432,7 @@ impl From<UploadRecord> for Upload {
             created_at: u.created_at,
             expires_at: u.expires_at,
             multipart: u.multipart,
+            downloads: u.downloads,
         }
     }
 }

@@ -1551,6 +1551,7 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
             store_upload_id: "store-id".into(),
             part_size: 1000,
         }),
+        downloads: 0,
     };
     store
         .insert_upload(pending.clone(), false, None, Some(1234))
@@ -1700,6 +1701,7 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
         created_at: 1_800_000_000 + i / 2,
         expires_at,
         multipart: None,
+        downloads: 0,
     };
     for i in 0..25 {
         let expires = (i % 5 == 0).then_some(1_000 + i);
@@ -1778,6 +1780,62 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
     assert_eq!(
         store.stored_bytes(lister).await.unwrap(),
         (0..25).map(|i| 10 + i).sum::<u64>() - 15
+    );
+    // Expiry is set on complete uploads only, moves in the sweep's order, and clears.
+    let waiting = Upload {
+        id: format!("{run}ls-pending"),
+        state: UploadState::Pending,
+        ..make(30, Some(5_000))
+    };
+    store
+        .insert_upload(waiting.clone(), false, None, None)
+        .await
+        .unwrap();
+    assert!(
+        !store.set_upload_expiry(&waiting.id, Some(1)).await.unwrap(),
+        "a pending upload keeps the expiry of its URLs"
+    );
+    let keep = format!("{run}ls03");
+    assert!(store.set_upload_expiry(&keep, Some(1_001)).await.unwrap());
+    let due: Vec<String> = store
+        .expired_uploads(1_001, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .filter(|id| id.starts_with(&format!("{run}ls")))
+        .collect();
+    assert_eq!(due, vec![format!("{run}ls00"), keep.clone()]);
+    assert!(store.set_upload_expiry(&keep, None).await.unwrap());
+    assert_eq!(
+        store.get_upload(&keep).await.unwrap().unwrap().expires_at,
+        None
+    );
+    assert!(
+        !store
+            .expired_uploads(2_000, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.id == keep),
+        "a cleared expiry is not swept"
+    );
+    assert!(!store.set_upload_expiry("nope", Some(5)).await.unwrap());
+    // Downloads add up, per upload.
+    store
+        .add_downloads(vec![(keep.clone(), 2), (format!("{run}ls04"), 1)])
+        .await
+        .unwrap();
+    store.add_downloads(vec![(keep.clone(), 3)]).await.unwrap();
+    assert_eq!(store.get_upload(&keep).await.unwrap().unwrap().downloads, 5);
+    assert_eq!(
+        store
+            .get_upload(&format!("{run}ls04"))
+            .await
+            .unwrap()
+            .unwrap()
+            .downloads,
+        1
     );
     // A deleted upload's thumbnail job is gone with it; finishing it does not bring the
     // upload back.

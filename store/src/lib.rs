@@ -585,6 +585,17 @@ pub trait UploadStore: Send + Sync {
     /// Uploads whose `expires_at` is at or before `now`, oldest expiry first.
     async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError>;
 
+    /// Sets (or clears) a complete upload's expiry; false if there is no such complete
+    /// upload.
+    async fn set_upload_expiry(
+        &self,
+        id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds downloads to uploads' counts (an upload gone meanwhile is not brought back).
+    async fn add_downloads(&self, counts: Vec<(String, u64)>) -> Result<(), StoreError>;
+
     /// Replaces a pending upload's record with its completed one (same id), like
     /// `insert_upload`; false (and nothing changed) if it is not pending any more.
     async fn complete_upload(

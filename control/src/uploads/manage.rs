@@ -14,7 +14,7 @@ use tracing::warn;
 use super::{UploadView, thumbnail_key};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::api_errors;
 use crate::state::AppState;
 
@@ -113,6 +113,67 @@ pub async fn delete_upload(
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(not_found()),
     }
+}
+
+/// Body of `PATCH /api/v1/uploads/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPatch {
+    /// When the file is deleted (RFC 3339), or `null` to keep it until deleted.
+    #[serde(default, deserialize_with = "crate::links::double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<Option<String>>,
+}
+
+api_errors!(UpdateUploadErrors: AUTH, JSON_BODY; NotFound, UploadMissing, InvalidExpiresAt);
+
+/// `PATCH /api/v1/uploads/{id}`: sets or clears a complete upload's expiry.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/uploads/{id}",
+    operation_id = "update_upload",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id.")),
+    request_body = UploadPatch,
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, description = "The upload.", body = UploadView), UpdateUploadErrors),
+)]
+pub async fn update_upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UploadPatch>,
+) -> Result<Json<UploadView>, ApiError> {
+    caller.require(shortlink_core::Scope::Uploads)?;
+    state.check_write(&caller.key_hash)?;
+    let upload = match state.store().get_upload(&id).await? {
+        Some(upload) if upload.owner == caller.user.id => upload,
+        _ => return Err(ApiError::new(ErrorCode::NotFound, "no such upload")),
+    };
+    let not_complete = || {
+        ApiError::new(
+            ErrorCode::UploadMissing,
+            "this upload is not complete yet: its expiry is its URLs'",
+        )
+    };
+    if upload.state != shortlink_core::UploadState::Complete {
+        return Err(not_complete());
+    }
+    let Some(expires_at) = patch.expires_at else {
+        return Ok(Json(UploadView::new(&state, &upload)));
+    };
+    let expires_at = expires_at
+        .as_deref()
+        .map(crate::links::parse_expiry)
+        .transpose()?;
+    if !state.store().set_upload_expiry(&id, expires_at).await? {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such upload"));
+    }
+    let upload = shortlink_core::Upload {
+        expires_at,
+        ..upload
+    };
+    Ok(Json(UploadView::new(&state, &upload)))
 }
 
 /// Query of `GET /api/v1/uploads`.

@@ -7,6 +7,7 @@
 //! counted, and an upload over the limit is aborted with nothing kept. The content type
 //! comes from the bytes, never from the client.
 
+pub mod downloads;
 pub mod manage;
 pub mod multipart;
 pub(crate) mod sweep;
@@ -121,9 +122,13 @@ pub struct UploadView {
     #[schema(format = DateTime)]
     created_at: String,
     /// When it goes away (RFC 3339): a pending upload is abandoned then and what was sent
-    /// is removed; `null` for a complete one (kept until deleted).
+    /// is removed; a complete one is deleted then (file, thumbnails and short link).
+    /// `null`: kept until deleted.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// Times the file was downloaded from its start (counts are written every few
+    /// seconds).
+    downloads: u64,
 }
 
 /// An upload's thumbnails.
@@ -176,6 +181,7 @@ impl UploadView {
             },
             created_at: to_rfc3339(upload.created_at),
             expires_at: upload.expires_at.map(to_rfc3339),
+            downloads: upload.downloads,
         }
     }
 }
@@ -313,7 +319,10 @@ pub(crate) async fn record(
     .await?;
     upload.code = Some(link.code.as_str().to_owned());
     upload.state = UploadState::Complete;
-    upload.expires_at = None;
+    if replace_pending {
+        // The pending upload's expiry was its URLs'; a complete one keeps none until set.
+        upload.expires_at = None;
+    }
     let thumbnails = is_thumbnailable(&upload.content_type);
     upload.thumbnail_state = if thumbnails {
         ThumbnailState::Pending
@@ -361,13 +370,25 @@ pub(crate) async fn record(
     Ok(upload)
 }
 
-api_errors!(UploadErrors: AUTH; InvalidForm, MissingFile, UploadInterrupted, UploadTooLarge, QuotaExceeded);
+api_errors!(UploadErrors: AUTH, QUERY; InvalidForm, MissingFile, UploadInterrupted, UploadTooLarge, QuotaExceeded, InvalidExpiresAt);
+
+/// Query of `POST /api/v1/uploads`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// When the file is deleted (RFC 3339); kept until deleted when absent. It can be
+    /// changed later with `PATCH /api/v1/uploads/{id}`.
+    #[param(format = DateTime)]
+    expires_at: Option<String>,
+}
 
 /// `POST /api/v1/uploads`: multipart with a `file` field → 201 with the upload.
 #[utoipa::path(
     post,
     path = "/api/v1/uploads",
     tag = "uploads",
+    params(UploadParams),
     request_body(
         content = UploadForm,
         content_type = "multipart/form-data",
@@ -386,9 +407,19 @@ api_errors!(UploadErrors: AUTH; InvalidForm, MissingFile, UploadInterrupted, Upl
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(params): ApiQuery<UploadParams>,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
+    let expires_at = match params
+        .expires_at
+        .as_deref()
+        .map(crate::links::parse_expiry)
+        .transpose()
+    {
+        Ok(at) => at,
+        Err(e) => return e.into_response(),
+    };
     let multipart = match multipart {
         Ok(multipart) => multipart,
         Err(rejection) => {
@@ -399,7 +430,7 @@ pub async fn upload(
             .into_response();
         }
     };
-    upload_file(state, caller, headers, multipart)
+    upload_file(state, caller, headers, multipart, expires_at)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -409,6 +440,7 @@ async fn upload_file(
     caller: Caller,
     headers: HeaderMap,
     mut multipart: Multipart,
+    expires_at: Option<i64>,
 ) -> Result<Response, ApiError> {
     caller.require(shortlink_core::Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
@@ -482,8 +514,9 @@ async fn upload_file(
         thumbnail_state: ThumbnailState::None,
         thumbnails: Vec::new(),
         created_at: now_unix(),
-        expires_at: None,
+        expires_at,
         multipart: None,
+        downloads: 0,
     };
     match record(&state, caller.user.id, upload, UploadPath::Streamed).await {
         Ok(upload) => {
@@ -669,6 +702,7 @@ pub async fn presign(
         created_at: now_unix(),
         expires_at: Some(abandoned_at(&state, expires)),
         multipart: None,
+        downloads: 0,
     };
     let quota = Some(state.config().upload_quota_bytes);
     state
@@ -913,10 +947,36 @@ async fn serve_object(
     }
 }
 
+/// The complete upload `id`, unless it has expired (the sweep removes it soon).
 async fn complete_upload_by_id(state: &AppState, id: &str) -> Result<Upload, ApiError> {
     match state.store().get_upload(id).await? {
-        Some(upload) if upload.state == UploadState::Complete => Ok(upload),
+        Some(upload)
+            if upload.state == UploadState::Complete
+                && upload.expires_at.is_none_or(|at| at > now_unix()) =>
+        {
+            Ok(upload)
+        }
         _ => Err(ApiError::new(ErrorCode::NotFound, "no such file")),
+    }
+}
+
+/// Whether a request for a file starts a download: a `GET` of all of it, or of a range
+/// from its first byte (players and resuming clients ask for later ranges of the same
+/// download).
+fn starts_download(request: &Request) -> bool {
+    if request.method() != axum::http::Method::GET {
+        return false;
+    }
+    match request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => true,
+        Some(range) => range
+            .trim()
+            .strip_prefix("bytes=")
+            .is_some_and(|r| r.trim_start().starts_with("0-")),
     }
 }
 
@@ -959,7 +1019,16 @@ pub async fn serve_file(
 ) -> Result<Response, ApiError> {
     let upload = complete_upload_by_id(&state, &id).await?;
     let presentation = presentation(&upload, &upload.content_type);
-    serve_object(&state, &upload.object_key, presentation, request).await
+    let counts = starts_download(&request);
+    let response = serve_object(&state, &upload.object_key, presentation, request).await?;
+    let status = response.status();
+    if counts
+        && (status.is_success() || status.is_redirection())
+        && status != StatusCode::NOT_MODIFIED
+    {
+        state.downloads().count(&upload.id);
+    }
+    Ok(response)
 }
 
 /// `GET /f/{id}/thumb/{size}`: a thumbnail (PNG) once made.

@@ -392,6 +392,7 @@ pub async fn create(
             now + config.presign_ttl_seconds as i64,
         )),
         multipart: Some(plan.clone()),
+        downloads: 0,
     };
     let quota = Some(config.upload_quota_bytes);
     if let Err(e) = state
