@@ -486,7 +486,7 @@ async fn thumbnails_are_made_with_the_right_sizes_and_announced() {
 #[tokio::test]
 async fn images_over_the_pixel_limit_are_refused_not_decoded() {
     let s = TestServer::start_with(
-        Options::default().env("SHORTLINK_CONTROL__THUMBNAIL_MAX_PIXELS", "100000"),
+        Options::default().env("SHORTLINK_CONTROL__THUMBNAIL_MAX_SOURCE_PIXELS", "100000"),
     )
     .await;
     let (_, body) = upload(&s, ADMIN_KEY, "huge.png", "image/png", png(1000, 500)).await;
@@ -494,6 +494,81 @@ async fn images_over_the_pixel_limit_are_refused_not_decoded() {
     let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(15)).await;
     assert_eq!(body["thumbnails"]["state"], "failed", "{body}");
     assert!(s.log_text().contains("refused without decoding"));
+}
+
+/// The peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+fn encoded(image: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut out), format)
+        .unwrap();
+    out
+}
+
+/// A 24-megapixel JPEG and a 12-megapixel PNG get thumbnails with a full-size decode
+/// limit of one megapixel: they are reduced while decoded, and the control plane's peak
+/// memory grows by less than one full-size decoded copy of the JPEG. A GIF over that
+/// limit is refused.
+#[tokio::test]
+async fn large_jpegs_and_pngs_get_thumbnails_without_full_size_decoding() {
+    let s = TestServer::start_with(
+        Options::default()
+            .env("SHORTLINK_CONTROL__THUMBNAIL_MAX_PIXELS", "1000000")
+            .env("SHORTLINK_CONTROL__THUMBNAIL_WORKERS", "1"),
+    )
+    .await;
+    let gradient = |w: u32, h: u32| {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+        }))
+    };
+    let jpeg = encoded(gradient(6000, 4000), image::ImageFormat::Jpeg);
+    let png = encoded(gradient(4000, 3000), image::ImageFormat::Png);
+    let gif = encoded(gradient(1200, 1000), image::ImageFormat::Gif);
+    let before = peak_rss(s.pid());
+    for (name, bytes, want) in [
+        ("photo.jpg", jpeg, Some((800, 533))),
+        ("scan.png", png, Some((800, 600))),
+        ("anim.gif", gif, None),
+    ] {
+        let (status, body) = upload(&s, ADMIN_KEY, name, "image/*", bytes).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let body = wait_thumbnails(&s, ADMIN_KEY, &id, Duration::from_secs(60)).await;
+        match want {
+            Some((w, h)) => {
+                assert_eq!(body["thumbnails"]["state"], "ready", "{name}: {body}");
+                let largest = &body["thumbnails"]["items"][2];
+                assert_eq!(
+                    (largest["width"].as_u64(), largest["height"].as_u64()),
+                    (Some(w), Some(h)),
+                    "{name}"
+                );
+            }
+            None => {
+                assert_eq!(body["thumbnails"]["state"], "failed", "{name}: {body}");
+                assert!(
+                    s.log_text()
+                        .contains("the most decoded whole for this format")
+                );
+            }
+        }
+    }
+    let grown = peak_rss(s.pid()).saturating_sub(before);
+    eprintln!("peak RSS grew by {} MB", grown / 1_000_000);
+    // Decoding the JPEG at full size would take 72 MB of pixels at once, whatever else
+    // the process did; its upload and the PNG's (11 MB read whole) are in the growth.
+    assert!(grown < 6000 * 4000 * 3, "peak RSS grew by {grown} bytes");
 }
 
 #[tokio::test]

@@ -108,9 +108,13 @@ pub struct ControlConfig {
     pub orphan_grace_seconds: u64,
     /// Thumbnail jobs run at once (each on a blocking thread). Default 2.
     pub thumbnail_workers: usize,
-    /// Largest image (in pixels) thumbnails are made for; larger ones are refused
-    /// undecoded. Default 40 000 000.
+    /// Largest image (in pixels) decoded whole for thumbnails (GIF, WebP, interlaced
+    /// PNG); larger ones are refused undecoded. JPEG and PNG are reduced while decoded
+    /// and need not fit. Default 40 000 000.
     pub thumbnail_max_pixels: u64,
+    /// Largest image (in pixels) thumbnails are made for at all; larger ones (pixel
+    /// bombs among them) are refused from their header. Default 268 435 456 (16 384²).
+    pub thumbnail_max_source_pixels: u64,
     /// Largest image file read for thumbnails, in bytes. Default 50 MiB.
     pub thumbnail_max_input_bytes: u64,
     /// Seconds a claimed thumbnail job is leased to its worker before another may retry
@@ -296,6 +300,7 @@ impl Default for ControlConfig {
             orphan_grace_seconds: 3_600,
             thumbnail_workers: 2,
             thumbnail_max_pixels: 40_000_000,
+            thumbnail_max_source_pixels: 268_435_456,
             thumbnail_max_input_bytes: 50 * 1024 * 1024,
             thumbnail_lease_seconds: 60,
             trusted_proxies: Vec::new(),
@@ -413,6 +418,7 @@ impl ControlConfig {
         }
         if self.thumbnail_workers == 0
             || self.thumbnail_max_pixels == 0
+            || self.thumbnail_max_source_pixels == 0
             || self.thumbnail_max_input_bytes == 0
             || self.thumbnail_lease_seconds == 0
         {

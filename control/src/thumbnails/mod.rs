@@ -1,7 +1,10 @@
 //! Thumbnails: durable jobs in the store, claimed with a lease by a bounded pool of
-//! workers that decode, resize and encode on blocking threads under limits (an image
-//! over the pixel budget is refused from its header, never decoded), then record the
-//! result and emit `upload.thumbnails_ready`.
+//! workers that decode, resize and encode on blocking threads under limits (large
+//! images are reduced while decoded, see [`decode`]; an image over the pixel budget is
+//! refused from its header, never decoded), then record the result and emit
+//! `upload.thumbnails_ready`.
+
+mod decode;
 
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use shortlink_core::{EventKind, NewEvent, THUMBNAIL_SIZES, Thumbnail, ThumbnailS
 use shortlink_objects::ObjectError;
 use tracing::warn;
 
+use self::decode::DecodeLimits;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::uploads::{UploadView, thumbnail_key};
@@ -27,30 +31,12 @@ pub(crate) struct Made {
     pub(crate) png: Vec<u8>,
 }
 
-/// Makes the thumbnails of one image upload (blocking: decode, resize, encode).
-pub(crate) fn make_thumbnails(
-    bytes: &[u8],
-    max_pixels: u64,
-    max_alloc: u64,
-) -> Result<Vec<Made>, String> {
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_alloc);
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("unreadable image: {e}"))?;
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| format!("unreadable image: {e}"))?;
-    if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(format!(
-            "{width}×{height} is more than {max_pixels} pixels; refused without decoding"
-        ));
-    }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("unreadable image: {e}"))?;
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+/// Makes the thumbnails of one image upload (blocking: decode, resize, encode). A
+/// decoder that panics on a hostile file fails the job like any bad image.
+pub(crate) fn make_thumbnails(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<Made>, String> {
+    let decoded = std::panic::catch_unwind(|| decode::decode_reduced(bytes, limits))
+        .unwrap_or_else(|_| Err("cannot decode: the decoder failed on this file".into()));
+    let image = decoded?;
     let mut out = Vec::new();
     for size in THUMBNAIL_SIZES {
         let thumb = if image.width() <= size && image.height() <= size {
@@ -127,8 +113,12 @@ async fn thumbnail_job(state: &AppState, id: &str, attempt: u32) -> Result<(), A
         Err(e) if attempt < MAX_ATTEMPTS => return Err(e.into()),
         Err(e) => return give_up(state, &upload, &e.to_string()).await,
     };
-    let (max_pixels, max_alloc) = (config.thumbnail_max_pixels, config.thumbnail_max_pixels * 8);
-    let made = tokio::task::spawn_blocking(move || make_thumbnails(&bytes, max_pixels, max_alloc))
+    let limits = DecodeLimits {
+        whole_pixels: config.thumbnail_max_pixels,
+        source_pixels: config.thumbnail_max_source_pixels,
+        alloc_bytes: config.thumbnail_max_pixels.saturating_mul(8),
+    };
+    let made = tokio::task::spawn_blocking(move || make_thumbnails(&bytes, &limits))
         .await
         .map_err(ApiError::internal)?;
     let made = match made {
@@ -199,13 +189,25 @@ mod tests {
         image
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let made = make_thumbnails(&png, 40_000_000, 320_000_000).unwrap();
+        let made = make_thumbnails(&png, &limits(40_000_000)).unwrap();
         let sizes: Vec<_> = made.iter().map(|m| (m.size, m.width, m.height)).collect();
         assert_eq!(sizes, [(150, 150, 75), (300, 300, 150), (800, 800, 400)]);
         // The same image with a pixel budget below its size: refused from the header.
-        let err = make_thumbnails(&png, 100_000, 320_000_000).unwrap_err();
+        let tight = DecodeLimits {
+            source_pixels: 100_000,
+            ..limits(40_000_000)
+        };
+        let err = make_thumbnails(&png, &tight).unwrap_err();
         assert!(err.contains("more than 100000 pixels"), "{err}");
-        assert!(make_thumbnails(b"not an image", 1_000_000, 1_000_000).is_err());
+        assert!(make_thumbnails(b"not an image", &limits(1_000_000)).is_err());
+    }
+
+    fn limits(whole_pixels: u64) -> DecodeLimits {
+        DecodeLimits {
+            whole_pixels,
+            source_pixels: 268_435_456,
+            alloc_bytes: whole_pixels * 8,
+        }
     }
 
     fn crc32(bytes: &[u8]) -> u32 {
@@ -238,7 +240,7 @@ mod tests {
         png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
         png.extend_from_slice(idat);
         png.extend_from_slice(&crc32(idat).to_be_bytes());
-        let err = make_thumbnails(&png, 40_000_000, 320_000_000).unwrap_err();
+        let err = make_thumbnails(&png, &limits(40_000_000)).unwrap_err();
         assert!(
             err.contains("50000×50000"),
             "refused from the header: {err}"
