@@ -539,6 +539,37 @@ async fn limits_quota_and_bad_parts_are_refused_clearly() {
         403,
         "a URL signed for part 1 does not store part 2"
     );
+    // Nor for another hash, or a later expiry.
+    tampered["url"] = json!(url.replace(&sha, &"ab".repeat(32)));
+    assert_ne!(tampered["url"], entry["url"]);
+    let r = put(&client, &tampered, good.clone()).await;
+    assert_eq!(r.status(), 403, "the hash is signed");
+    let expires = url
+        .split("expires=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let later = (expires.parse::<i64>().unwrap() + 3600).to_string();
+    tampered["url"] =
+        json!(url.replace(&format!("expires={expires}"), &format!("expires={later}")));
+    let r = put(&client, &tampered, good.clone()).await;
+    assert_eq!(r.status(), 403, "the expiry is signed");
+    // At most 1 000 URLs per request.
+    let many: Vec<Value> = (1..=1001u32)
+        .map(|n| json!({"number": n.min(8), "sha256": sha}))
+        .collect();
+    let (status, body) = call(
+        &s,
+        Method::POST,
+        &format!("/api/v1/uploads/multipart/{id}/urls"),
+        key,
+        json!({ "parts": many }),
+    )
+    .await;
+    assert_eq!(status, 422);
+    refused(status, &body, "invalid_part");
     let listed = s
         .get_json(&format!("/api/v1/uploads/multipart/{id}/parts"), key)
         .await;
@@ -822,6 +853,10 @@ async fn sweep(s: &TestServer, objects_root: &Path, local: bool) {
     assert_eq!(status, 201);
     let id = plan["id"].as_str().unwrap().to_owned();
     send_parts(s, key, &id, (11 * MIB, 5 * MIB), vec![2], 1).await;
+    let late = part_bytes(11 * MIB, 5 * MIB, 1);
+    let late_url = urls(s, key, &id, &[(1, hex::encode(Sha256::digest(&late)))])
+        .await
+        .remove(0);
     let path = format!("/api/v1/uploads/{id}");
     wait_until(
         "the abandoned upload is swept",
@@ -841,6 +876,23 @@ async fn sweep(s: &TestServer, objects_root: &Path, local: bool) {
     })
     .await;
     assert!(young.exists(), "an object younger than the grace stays");
+    // Refused with 403, or (s3s-fs) cut off before the body is read.
+    let mut request = big_client()
+        .put(late_url["url"].as_str().unwrap())
+        .body(late);
+    for (name, value) in late_url["headers"].as_object().unwrap() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            request = request.header(name, value.as_str().unwrap());
+        }
+    }
+    match request.send().await {
+        Ok(r) => assert_eq!(
+            r.status(),
+            403,
+            "a part URL of a swept upload stores nothing"
+        ),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
     let (got, _) = download_sha256(s, &kept_id).await;
     assert_eq!(got, 4, "an owned object stays");
     assert!(

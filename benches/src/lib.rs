@@ -100,6 +100,28 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Writes `size` pseudo-random (incompressible) bytes to `path` and syncs them.
+pub fn random_file(path: &std::path::Path, size: u64) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    file.flush().unwrap();
+    file.get_ref().sync_all().unwrap();
+}
+
 /// A `/proc/<pid>/status` field in KiB (e.g. `VmRSS`, `VmHWM`); 0 if unreadable.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

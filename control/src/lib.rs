@@ -112,11 +112,20 @@ fn documented(max_batch: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(uploads::manage::list_uploads))
         .routes(routes!(uploads::manage::delete_upload))
         .routes(routes!(uploads::manage::update_upload))
-        .routes(routes!(uploads::multipart::create))
-        .routes(routes!(uploads::multipart::sign_parts))
+        .routes(
+            routes!(uploads::multipart::create)
+                .layer(DefaultBodyLimit::max(uploads::multipart::PARTS_BODY_BYTES)),
+        )
+        .routes(
+            routes!(uploads::multipart::sign_parts)
+                .layer(DefaultBodyLimit::max(uploads::multipart::PARTS_BODY_BYTES)),
+        )
         .routes(routes!(uploads::multipart::list_parts))
         .routes(routes!(uploads::multipart::put_part).layer(DefaultBodyLimit::disable()))
-        .routes(routes!(uploads::multipart::complete))
+        .routes(
+            routes!(uploads::multipart::complete)
+                .layer(DefaultBodyLimit::max(uploads::multipart::PARTS_BODY_BYTES)),
+        )
         .routes(routes!(uploads::serve_file))
         .routes(routes!(uploads::serve_thumbnail))
         .routes(routes!(domains::create_domain, domains::list_domains))

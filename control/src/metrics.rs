@@ -145,6 +145,25 @@ pub static UPLOAD_ORPHANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// How long the last orphan scan took.
+pub static UPLOAD_ORPHAN_SCAN_SECONDS: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    registered(
+        prometheus::Gauge::new(
+            "shortlink_upload_orphan_scan_seconds",
+            "Duration of the last scan of the object store for objects and multipart uploads no upload owns.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Objects the orphan scans looked at.
+pub static UPLOAD_ORPHAN_SCANNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_upload_orphan_scanned_objects_total",
+        "Objects the orphan scans looked at (each a lookup of its upload).",
+    )
+});
+
 /// How long one round of the upload sweep took (orphan scan included when it ran).
 pub static UPLOAD_SWEEP_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
     seconds_histogram(
@@ -286,6 +305,8 @@ pub async fn metrics() -> Response {
         let _ = UPLOAD_ORPHANS.with_label_values(&[kind]);
     }
     LazyLock::force(&UPLOAD_SWEEP_SECONDS);
+    LazyLock::force(&UPLOAD_ORPHAN_SCAN_SECONDS);
+    let _ = UPLOAD_ORPHAN_SCANNED.get();
     for outcome in ["ready", "failed", "retry"] {
         let _ = THUMBNAIL_JOBS.with_label_values(&[outcome]);
     }

@@ -54,6 +54,8 @@ struct Inner {
     key_touches: dashmap::DashMap<[u8; KEY_HASH_LEN], i64>,
     webhooks: Arc<Dispatcher>,
     downloads: crate::uploads::downloads::DownloadCounts,
+    /// Multipart uploads being assembled by this process.
+    completing: dashmap::DashSet<String>,
 }
 
 impl AppState {
@@ -131,6 +133,7 @@ impl AppState {
             key_touches: dashmap::DashMap::new(),
             webhooks,
             downloads: Default::default(),
+            completing: dashmap::DashSet::new(),
         })))
     }
 
@@ -152,6 +155,18 @@ impl AppState {
     /// An absolute URL for `path` (starting with `/`) under the public URL.
     pub fn public_path(&self, path: &str) -> String {
         format!("{}{path}", self.0.public_url)
+    }
+
+    /// Marks upload `id` as being assembled here until the guard drops; `None` if it is
+    /// already (a retried `complete` must not copy the whole file a second time).
+    pub fn start_completing(&self, id: &str) -> Option<CompletingGuard> {
+        self.0
+            .completing
+            .insert(id.to_owned())
+            .then(|| CompletingGuard {
+                state: self.clone(),
+                id: id.to_owned(),
+            })
     }
 
     /// Downloads counted and not yet written.
@@ -286,5 +301,17 @@ impl AppState {
         self.0.password_guard.prune();
         let now = shortlink_core::time_util::now_unix();
         self.0.key_touches.retain(|_, at| now - *at < 3600);
+    }
+}
+
+/// Holds an upload's place in [`AppState::start_completing`] until dropped.
+pub struct CompletingGuard {
+    state: AppState,
+    id: String,
+}
+
+impl Drop for CompletingGuard {
+    fn drop(&mut self) {
+        self.state.0.completing.remove(&self.id);
     }
 }

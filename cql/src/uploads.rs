@@ -83,8 +83,8 @@ fn multipart_json(upload: &Upload) -> Result<Option<String>, StoreError> {
 const LIST_READS: usize = 16;
 
 impl CqlStore {
-    /// Writes the index rows of an upload (by owner; by expiry when it has one).
-    async fn index_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+    /// Writes an upload's row in the owner's index.
+    async fn index_owner(&self, upload: &Upload) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO {ks}.uploads_by_owner (owner, created_at, id, size) VALUES (?, ?, ?, ?)",
             Kind::Write,
@@ -96,11 +96,18 @@ impl CqlStore {
             ),
         )
         .await?;
-        if let Some(expires_at) = upload.expires_at {
+        Ok(())
+    }
+
+    /// Writes a row in the expiry index. Rows are never removed when an expiry moves:
+    /// `expired_uploads` drops those that no longer match their upload, so two moves at
+    /// once cannot remove the row of the expiry that stays.
+    async fn index_expiry(&self, expires_at: Option<i64>, id: &str) -> Result<(), StoreError> {
+        if let Some(expires_at) = expires_at {
             self.exec(
                 "INSERT INTO {ks}.uploads_expiring (shard, expires_at, id) VALUES (0, ?, ?)",
                 Kind::Write,
-                (expires_at, &upload.id),
+                (expires_at, id),
             )
             .await?;
         }
@@ -158,7 +165,8 @@ impl UploadStore for CqlStore {
         }
         // Indexed first: an index row without its upload is skipped by readers, an upload
         // without its index row would be invisible to listing and the sweep.
-        self.index_upload(&upload).await?;
+        self.index_owner(&upload).await?;
+        self.index_expiry(upload.expires_at, &upload.id).await?;
         let inserted = self
             .lwt(
                 "INSERT INTO {ks}.uploads (id, owner, filename, content_type, size, sha256, object_key, \
@@ -202,9 +210,9 @@ impl UploadStore for CqlStore {
         queue_thumbnails: bool,
         event: Option<NewEvent>,
     ) -> Result<bool, StoreError> {
-        let before = self.get_upload(&upload.id).await?;
-        // The expiry index follows the record: the new expiry first, the old one after.
-        self.index_upload(&upload).await?;
+        // The owner's row exists from the insert (writing it again here could bring it
+        // back after a concurrent delete); the new expiry's row goes first.
+        self.index_expiry(upload.expires_at, &upload.id).await?;
         let applied = self
             .lwt(
                 "UPDATE {ks}.uploads SET owner = ?, filename = ?, content_type = ?, size = ?, \
@@ -231,11 +239,6 @@ impl UploadStore for CqlStore {
             .await?;
         if !applied {
             return Ok(false);
-        }
-        if let Some(old) = before.and_then(|b| b.expires_at)
-            && Some(old) != upload.expires_at
-        {
-            self.unindex_expiry(old, &upload.id).await?;
         }
         self.after_upload_write(&upload.id, queue_thumbnails, event)
             .await?;
@@ -328,16 +331,45 @@ impl UploadStore for CqlStore {
         }
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
-        let Some(upload) = self.get_upload(id).await? else {
-            return Ok(None);
+    async fn delete_upload(
+        &self,
+        id: &str,
+        expired_by: Option<i64>,
+    ) -> Result<Option<Upload>, StoreError> {
+        // Conditional on what was read, so the record returned is the one removed (a
+        // complete that lands between the read and the delete brings its short link).
+        let mut attempts = 0;
+        let upload = loop {
+            attempts += 1;
+            let Some(upload) = self.get_upload(id).await? else {
+                return Ok(None);
+            };
+            let deleted = match expired_by {
+                None => {
+                    self.lwt(
+                        "DELETE FROM {ks}.uploads WHERE id = ? IF state = ?",
+                        (id, upload.state.as_str()),
+                    )
+                    .await?
+                }
+                Some(by) => {
+                    if upload.expires_at.is_none_or(|at| at > by) {
+                        return Ok(None);
+                    }
+                    self.lwt(
+                        "DELETE FROM {ks}.uploads WHERE id = ? IF state = ? AND expires_at <= ?",
+                        (id, upload.state.as_str(), by),
+                    )
+                    .await?
+                }
+            };
+            if deleted {
+                break upload;
+            }
+            if attempts >= 3 {
+                return Ok(None);
+            }
         };
-        let deleted = self
-            .lwt("DELETE FROM {ks}.uploads WHERE id = ? IF EXISTS", (id,))
-            .await?;
-        if !deleted {
-            return Ok(None);
-        }
         self.exec(
             "DELETE FROM {ks}.uploads_by_owner WHERE owner = ? AND created_at = ? AND id = ?",
             Kind::Write,
@@ -367,36 +399,13 @@ impl UploadStore for CqlStore {
         id: &str,
         expires_at: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let Some(before) = self
-            .get_upload(id)
-            .await?
-            .filter(|u| u.state == UploadState::Complete)
-        else {
-            return Ok(false);
-        };
-        // The new index row first (a stale one is dropped by the sweep's reader), then
-        // the record, then the old row.
-        if let Some(at) = expires_at {
-            self.exec(
-                "INSERT INTO {ks}.uploads_expiring (shard, expires_at, id) VALUES (0, ?, ?)",
-                Kind::Write,
-                (at, id),
-            )
-            .await?;
-        }
-        let applied = self
-            .lwt(
-                "UPDATE {ks}.uploads SET expires_at = ? WHERE id = ? IF state = 'complete'",
-                (expires_at, id),
-            )
-            .await?;
-        if applied
-            && let Some(old) = before.expires_at
-            && Some(old) != expires_at
-        {
-            self.unindex_expiry(old, id).await?;
-        }
-        Ok(applied)
+        // The new index row first; the old one is dropped by the sweep's reader.
+        self.index_expiry(expires_at, id).await?;
+        self.lwt(
+            "UPDATE {ks}.uploads SET expires_at = ? WHERE id = ? IF state = 'complete'",
+            (expires_at, id),
+        )
+        .await
     }
 
     async fn add_downloads(&self, counts: Vec<(String, u64)>) -> Result<(), StoreError> {

@@ -213,7 +213,11 @@ impl UploadStore for EmbeddedStore {
         .await
     }
 
-    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+    async fn delete_upload(
+        &self,
+        id: &str,
+        expired_by: Option<i64>,
+    ) -> Result<Option<Upload>, StoreError> {
         let id = id.to_owned();
         self.writer
             .write(move |conn| {
@@ -223,7 +227,10 @@ impl UploadStore for EmbeddedStore {
                         [&id],
                         row_to_upload,
                     )
-                    .optional()?;
+                    .optional()?
+                    .filter(|u| {
+                        expired_by.is_none_or(|by| u.expires_at.is_some_and(|at| at <= by))
+                    });
                 if upload.is_some() {
                     conn.execute("DELETE FROM uploads WHERE id = ?1", [&id])?;
                     conn.execute("DELETE FROM thumbnail_jobs WHERE upload_id = ?1", [&id])?;

@@ -1758,10 +1758,24 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
         ],
         "expired ones, oldest expiry first"
     );
-    let gone = store.delete_upload(&format!("{run}ls05")).await.unwrap();
+    assert_eq!(
+        store
+            .delete_upload(&format!("{run}ls10"), Some(1_009))
+            .await
+            .unwrap(),
+        None,
+        "not expired by then: kept"
+    );
+    let gone = store
+        .delete_upload(&format!("{run}ls05"), Some(1_012))
+        .await
+        .unwrap();
     assert_eq!(gone.map(|u| u.size), Some(15));
     assert_eq!(
-        store.delete_upload(&format!("{run}ls05")).await.unwrap(),
+        store
+            .delete_upload(&format!("{run}ls05"), None)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(store.get_upload(&format!("{run}ls05")).await.unwrap(), None);
@@ -1840,7 +1854,7 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
     // A deleted upload's thumbnail job is gone with it; finishing it does not bring the
     // upload back.
     let with_job = format!("{run}ls14");
-    store.delete_upload(&with_job).await.unwrap();
+    store.delete_upload(&with_job, None).await.unwrap();
     store
         .finish_thumbnail_job(&with_job, ThumbnailState::Ready, vec![], None)
         .await

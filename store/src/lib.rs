@@ -578,9 +578,15 @@ pub trait UploadStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Upload>, StoreError>;
 
-    /// Removes an upload's record (its thumbnail job too); the removed record, `None` if
-    /// there was none. Its objects are the caller's to remove.
-    async fn delete_upload(&self, id: &str) -> Result<Option<Upload>, StoreError>;
+    /// Removes an upload's record (its thumbnail job and download count too); the removed
+    /// record as it was when removed, `None` if there was none. With `expired_by`, only if
+    /// its expiry is at or before that time (the sweep: an expiry moved meanwhile keeps
+    /// the upload). Its objects are the caller's to remove.
+    async fn delete_upload(
+        &self,
+        id: &str,
+        expired_by: Option<i64>,
+    ) -> Result<Option<Upload>, StoreError>;
 
     /// Uploads whose `expires_at` is at or before `now`, oldest expiry first.
     async fn expired_uploads(&self, now: i64, limit: usize) -> Result<Vec<Upload>, StoreError>;

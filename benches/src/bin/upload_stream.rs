@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shortlink_benches::{ReleaseServer, arg, status_kib};
+use shortlink_benches::{ReleaseServer, arg, random_file, status_kib};
 use tokio::io::AsyncReadExt;
 
 const ADMIN_KEY: &str = "sl_upload_bench_admin_key_00000000000";
@@ -15,28 +15,6 @@ const ADMIN_KEY: &str = "sl_upload_bench_admin_key_00000000000";
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-/// Writes `size` pseudo-random bytes to `path`.
-fn make_file(path: &Path, size: u64) {
-    use std::io::Write;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for b in block.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = (x >> 32) as u8;
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    file.flush().unwrap();
-    file.get_ref().sync_all().unwrap();
 }
 
 /// Streams `path` as a multipart upload to `base`; returns the seconds it took and the
@@ -90,7 +68,7 @@ async fn main() {
     // Everything on the same disk: the source, cp's copy and the object folder.
     let work = tempfile::tempdir_in(root.join("target")).unwrap();
     let source = work.path().join("source.bin");
-    make_file(&source, size);
+    random_file(&source, size);
 
     let mut cp_secs = Vec::new();
     for i in 0..runs {

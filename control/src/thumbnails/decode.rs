@@ -21,6 +21,10 @@ use image::{DynamicImage, ImageBuffer, ImageFormat};
 /// The longest side of a reduced image: the largest thumbnail's.
 pub(crate) const REDUCED_SIDE: u32 = 800;
 
+/// The longest side decoded at all: a row of it is at most 512 KiB (RGBA, 16 bits), so a
+/// narrow image of many pixels cannot make one huge row.
+pub(crate) const MAX_SIDE: u32 = 65_535;
+
 /// How much decoding an image may take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DecodeLimits {
@@ -37,6 +41,11 @@ fn unreadable(e: impl std::fmt::Display) -> String {
 }
 
 fn refuse_over(width: u32, height: u32, max: u64, what: &str) -> Result<(), String> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!(
+            "{width}×{height} has a side over {MAX_SIDE} pixels; refused without decoding"
+        ));
+    }
     if u64::from(width) * u64::from(height) > max {
         return Err(format!(
             "{width}×{height} is more than {max} pixels{what}; refused without decoding"
@@ -92,6 +101,10 @@ fn jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, String> {
         // Rare (print files): their colour conversion is the image crate's.
         return whole(bytes, limits);
     }
+    if info.coding_process == jpeg_decoder::CodingProcess::Lossless {
+        // Lossless JPEG has no DCT to scale: whole, like the formats without one.
+        return whole(bytes, limits);
+    }
     if info.coding_process == jpeg_decoder::CodingProcess::DctProgressive {
         // A progressive JPEG keeps every coefficient of the full-size image until its
         // last scan: as much memory as a whole decode, so the same limit.
@@ -115,8 +128,11 @@ fn jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, String> {
             DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, pixels).ok_or_else(bad)?)
         }
         jpeg_decoder::PixelFormat::L16 => {
-            // 12-bit JPEGs, big-endian samples: the high byte is plenty for a thumbnail.
-            let high: Vec<u8> = pixels.chunks_exact(2).map(|s| s[0]).collect();
+            // 12-bit JPEGs, native-endian samples: the high byte is plenty for a thumbnail.
+            let high: Vec<u8> = pixels
+                .chunks_exact(2)
+                .map(|s| (u16::from_ne_bytes([s[0], s[1]]) >> 8) as u8)
+                .collect();
             DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, high).ok_or_else(bad)?)
         }
         jpeg_decoder::PixelFormat::RGB24 => {
@@ -152,6 +168,7 @@ fn png_rows(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, String>
     let factor = (width.max(height) / REDUCED_SIDE).max(1) as usize;
     let (w, h) = (width as usize, height as usize);
     let (out_w, out_h) = (w.div_ceil(factor), h.div_ceil(factor));
+    // A block holds at most 82² samples of 255 (sides are at most MAX_SIDE): far inside u32.
     let mut sums = vec![0u32; out_w * channels];
     let mut out = Vec::with_capacity(out_w * out_h * channels);
     let mut rows_in_block = 0usize;
@@ -266,6 +283,14 @@ mod tests {
             source_pixels: 1_000_000,
             ..LIMITS
         };
+        // A thin image of few pixels but a huge row.
+        let wide = DecodeLimits {
+            source_pixels: u64::MAX,
+            ..LIMITS
+        };
+        let refused =
+            decode_reduced(&encoded(&gradient(70_000, 1), ImageFormat::Png), &wide).unwrap_err();
+        assert!(refused.contains("a side over 65535 pixels"), "{refused}");
         for format in [ImageFormat::Png, ImageFormat::Jpeg] {
             let refused =
                 decode_reduced(&encoded(&gradient(1200, 1000), format), &tight).unwrap_err();

@@ -95,6 +95,15 @@ async fn thumbnail_job(state: &AppState, id: &str, attempt: u32) -> Result<(), A
             .await?;
         return Ok(());
     };
+    if attempt > MAX_ATTEMPTS {
+        // Claimed again and again without an outcome: its workers died on it.
+        return give_up(
+            state,
+            &upload,
+            "no attempt finished (the worker stopped each time)",
+        )
+        .await;
+    }
     let config = state.config();
     let bytes = match state
         .objects()

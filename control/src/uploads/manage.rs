@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use shortlink_core::{EventKind, THUMBNAIL_SIZES, Upload};
+use shortlink_core::{EventKind, THUMBNAIL_SIZES, Upload, UploadState};
 use shortlink_store::UploadCursor;
 use tracing::warn;
 
@@ -40,17 +40,23 @@ impl Removal {
 }
 
 /// Removes upload `id` and everything it owns; `None` if another request or node removed
-/// it first (only one remover gets the record, so only one removes its objects).
+/// it first (only one remover gets the record, so only one removes its objects). With
+/// `expired_by`, only if it expired by then.
 pub(crate) async fn remove_upload(
     state: &AppState,
     id: &str,
     why: Removal,
+    expired_by: Option<i64>,
 ) -> Result<Option<Upload>, ApiError> {
-    let Some(upload) = state.store().delete_upload(id).await? else {
+    let Some(upload) = state.store().delete_upload(id, expired_by).await? else {
         return Ok(None);
     };
     let objects = state.objects();
-    if let Some(plan) = &upload.multipart
+    // A complete upload keeps its plan for the record; its multipart upload is done.
+    if let Some(plan) = upload
+        .multipart
+        .as_ref()
+        .filter(|_| upload.state == UploadState::Pending)
         && let Err(e) = objects
             .multipart_abort(&upload.object_key, &plan.store_upload_id)
             .await
@@ -68,10 +74,13 @@ pub(crate) async fn remove_upload(
             warn!(error = %e, key, "removing an upload's object failed; the orphan scan retries");
         }
     }
-    if let Some(code) = &upload.code
-        && state.store().delete_link(upload.owner, "", code).await?
-    {
-        crate::links::notify_deleted(state, upload.owner, "", code).await;
+    if let Some(code) = &upload.code {
+        match state.store().delete_link(upload.owner, "", code).await {
+            Ok(true) => crate::links::notify_deleted(state, upload.owner, "", code).await,
+            Ok(false) => {}
+            // The record is gone already: carry on, the link just stays (its file 404s).
+            Err(e) => warn!(error = %e, code, "removing an upload's short link failed"),
+        }
     }
     let data = serde_json::json!({
         "id": upload.id,
@@ -109,7 +118,7 @@ pub async fn delete_upload(
         Some(upload) if upload.owner == caller.user.id => {}
         _ => return Err(not_found()),
     }
-    match remove_upload(&state, &id, Removal::Deleted).await? {
+    match remove_upload(&state, &id, Removal::Deleted, None).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(not_found()),
     }
@@ -156,7 +165,7 @@ pub async fn update_upload(
             "this upload is not complete yet: its expiry is its URLs'",
         )
     };
-    if upload.state != shortlink_core::UploadState::Complete {
+    if upload.state != UploadState::Complete {
         return Err(not_complete());
     }
     let Some(expires_at) = patch.expires_at else {

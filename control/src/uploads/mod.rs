@@ -341,6 +341,10 @@ pub(crate) async fn record(
             .complete_upload(upload.clone(), thumbnails, Some(event))
             .await?;
         if !done {
+            // Completed (or removed) meanwhile: the link made here is nobody's.
+            if let Some(code) = &upload.code {
+                let _ = state.store().delete_link(owner, "", code).await;
+            }
             return Err(ApiError::new(
                 ErrorCode::AlreadyCompleted,
                 "this upload is complete already",

@@ -46,6 +46,9 @@ pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_PART_BYTES: u64 = 16 * 1024 * 1024;
 /// Most part URLs one request signs.
 pub const MAX_URLS_PER_REQUEST: usize = 1000;
+/// The largest body of a request listing parts: every one of 10 000 parts with its
+/// SHA-256 is about 1 MB of JSON.
+pub const PARTS_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// A part's number and the SHA-256 of its bytes.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -658,7 +661,7 @@ pub async fn put_part(
     }
 }
 
-api_errors!(CompleteMultipartErrors: AUTH, JSON_BODY; NotFound, NotMultipart, InvalidPart, InvalidChecksum, PartsMissing, ChecksumMismatch, AlreadyCompleted);
+api_errors!(CompleteMultipartErrors: AUTH, JSON_BODY; NotFound, NotMultipart, InvalidPart, InvalidChecksum, PartsMissing, ChecksumMismatch, AlreadyCompleted, Busy);
 
 /// `POST /api/v1/uploads/multipart/{id}/complete`: with every part and its SHA-256, in
 /// order, assembles the object and records the upload like any other.
@@ -701,12 +704,18 @@ pub async fn complete(
     // CompleteMultipartUpload when done): it runs as a task of its own, so a client that
     // hangs up (or a proxy's read timeout) does not cut it off between assembling and
     // recording. A client that retries gets the recorded answer.
+    let Some(guard) = state.start_completing(&id) else {
+        return Err(ApiError::busy(
+            "this upload is being completed by another request; ask again in a moment",
+        ));
+    };
     let task = tokio::spawn(assemble_and_record(
         state.clone(),
         caller.user.id,
         upload,
         plan,
         parts,
+        guard,
     ));
     match task.await {
         Ok(Ok(upload)) => Ok(Json(UploadView::new(&state, &upload))),
@@ -728,6 +737,7 @@ async fn assemble_and_record(
     upload: Upload,
     plan: MultipartPlan,
     parts: Vec<PartSpec>,
+    _completing: crate::state::CompletingGuard,
 ) -> Result<Upload, ApiError> {
     let objects = state.objects();
     let assembled = objects

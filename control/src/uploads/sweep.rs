@@ -3,10 +3,17 @@
 //! `orphan_scan_seconds`, the object store is scanned for objects and multipart uploads
 //! no upload owns, which are removed once older than `orphan_grace_seconds`.
 //!
+//! An object is written before its record (a streamed upload is recorded once stored), so
+//! an object without a record is removed only when two scans in a row found it so: the
+//! record of an upload being stored follows its object within moments, never a whole
+//! scan interval later. A multipart upload on S3 with no record at all may be a streamed
+//! upload still arriving: it is left alone for as long as the slowest body the control
+//! plane accepts could take (`max_upload_bytes` at `min_body_bytes_per_second`).
+//!
 //! The state is the store's, so the sweep is durable: a restart sweeps again, and any
 //! number of control planes may sweep at once (only one of them gets to delete a record).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use shortlink_core::UploadState;
@@ -15,13 +22,16 @@ use shortlink_objects::ObjectError;
 use tracing::{debug, info, warn};
 
 use super::manage::{Removal, remove_upload};
-use crate::metrics::{UPLOAD_ORPHANS, UPLOAD_SWEEP_SECONDS, UPLOADS_SWEPT};
+use crate::metrics::{
+    UPLOAD_ORPHAN_SCAN_SECONDS, UPLOAD_ORPHAN_SCANNED, UPLOAD_ORPHANS, UPLOAD_SWEEP_SECONDS,
+    UPLOADS_SWEPT,
+};
 use crate::state::AppState;
 
 /// Uploads read per round of the expiry sweep.
 const SWEEP_BATCH: usize = 100;
-/// Object keys read per page of the orphan scan.
-const SCAN_PAGE: usize = 1000;
+/// Object keys asked for per page of the orphan scan (S3 answers at most 1 000).
+const SCAN_PAGE: usize = 10_000;
 /// Where upload objects live.
 const PREFIX: &str = "u/";
 
@@ -30,6 +40,7 @@ pub(crate) async fn run_sweeper(state: AppState) {
     let every = Duration::from_secs(state.config().upload_sweep_seconds);
     let scan_every = Duration::from_secs(state.config().orphan_scan_seconds);
     let mut last_scan: Option<Instant> = None;
+    let mut suspects = HashSet::new();
     loop {
         tokio::time::sleep(every).await;
         let started = Instant::now();
@@ -40,7 +51,10 @@ pub(crate) async fn run_sweeper(state: AppState) {
         }
         if last_scan.is_none_or(|at| at.elapsed() >= scan_every) {
             last_scan = Some(Instant::now());
-            match scan_orphans(&state).await {
+            let scan = Instant::now();
+            let scanned = scan_orphans(&state, &mut suspects).await;
+            UPLOAD_ORPHAN_SCAN_SECONDS.set(scan.elapsed().as_secs_f64());
+            match scanned {
                 Ok((0, 0)) => {}
                 Ok((objects, multipart)) => {
                     info!(objects, multipart, "removed orphaned upload objects")
@@ -72,7 +86,10 @@ pub(crate) async fn sweep_expired(state: &AppState) -> Result<u64, crate::error:
                 UploadState::Pending => Removal::Abandoned,
                 UploadState::Complete => Removal::Expired,
             };
-            if remove_upload(state, &upload.id, why).await?.is_some() {
+            if remove_upload(state, &upload.id, why, Some(now_unix()))
+                .await?
+                .is_some()
+            {
                 UPLOADS_SWEPT.with_label_values(&[why.as_str()]).inc();
                 removed += 1;
             }
@@ -92,66 +109,91 @@ fn owner_id(key: &str) -> Option<&str> {
 }
 
 /// Removes objects and multipart uploads that no upload owns and that are older than the
-/// grace; how many of each.
-pub(crate) async fn scan_orphans(state: &AppState) -> Result<(u64, u64), crate::error::ApiError> {
-    let grace = Duration::from_secs(state.config().orphan_grace_seconds);
-    let old_enough = |at: SystemTime| {
+/// grace; how many of each. `suspects` holds the orphaned keys the last scan found, and
+/// leaves with this scan's: an object goes on its second finding.
+pub(crate) async fn scan_orphans(
+    state: &AppState,
+    suspects: &mut HashSet<String>,
+) -> Result<(u64, u64), crate::error::ApiError> {
+    let config = state.config();
+    let grace = Duration::from_secs(config.orphan_grace_seconds);
+    let older_than = |at: SystemTime, age: Duration| {
         SystemTime::now()
             .duration_since(at)
-            .is_ok_and(|age| age >= grace)
+            .is_ok_and(|elapsed| elapsed >= age)
     };
     let objects = state.objects();
     // Whether an upload record exists, per id seen in this scan.
-    let mut owned: HashMap<String, Option<shortlink_core::Upload>> = HashMap::new();
+    let mut owned: HashMap<String, bool> = HashMap::new();
+    let mut found = HashSet::new();
     let mut removed_objects = 0;
     let mut after: Option<String> = None;
     loop {
         let page = objects.list(PREFIX, after.as_deref(), SCAN_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
-        let full = page.len() >= SCAN_PAGE;
+        UPLOAD_ORPHAN_SCANNED.inc_by(page.len() as u64);
         for object in page {
             let Some(id) = owner_id(&object.key) else {
                 continue;
             };
             if !owned.contains_key(id) {
-                let upload = state.store().get_upload(id).await?;
-                owned.insert(id.to_owned(), upload);
+                let exists = state.store().get_upload(id).await?.is_some();
+                owned.insert(id.to_owned(), exists);
             }
-            if owned[id].is_none() && old_enough(object.modified) {
-                match objects.delete(&object.key).await {
-                    Ok(()) => {
-                        UPLOAD_ORPHANS.with_label_values(&["object"]).inc();
-                        removed_objects += 1;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, key = %object.key, "removing an orphaned object failed")
-                    }
+            if owned[id] || !older_than(object.modified, grace) {
+                continue;
+            }
+            if !suspects.contains(&object.key) {
+                found.insert(object.key);
+                continue;
+            }
+            match objects.delete(&object.key).await {
+                Ok(()) => {
+                    UPLOAD_ORPHANS.with_label_values(&["object"]).inc();
+                    removed_objects += 1;
+                }
+                Err(e) => {
+                    warn!(error = %e, key = %object.key, "removing an orphaned object failed");
+                    found.insert(object.key);
                 }
             }
         }
-        if !full {
-            break;
-        }
     }
+    *suspects = found;
+    // On S3 a streamed upload is a multipart upload with no record until it is stored: one
+    // is left alone for as long as the slowest body accepted could take.
+    let streaming = if objects.kind() == "s3" {
+        Duration::from_secs(
+            config
+                .body_grace_seconds
+                .saturating_add(config.max_upload_bytes / config.min_body_bytes_per_second.max(1)),
+        )
+    } else {
+        Duration::ZERO
+    };
     let mut removed_multipart = 0;
     match objects.list_multipart(PREFIX).await {
         Ok(uploads) => {
             for listed in uploads {
-                if !old_enough(listed.started) {
-                    continue;
-                }
-                let id = owner_id(&listed.key);
-                let upload = match id {
+                let upload = match owner_id(&listed.key) {
                     Some(id) => state.store().get_upload(id).await?,
                     None => None,
                 };
-                let ours = upload.is_some_and(|u| {
-                    u.state == UploadState::Pending
-                        && u.multipart
-                            .is_some_and(|plan| plan.store_upload_id == listed.upload_id)
-                });
-                if ours {
+                let orphaned = match upload {
+                    // Recordless: abandoned, or a streamed upload still arriving.
+                    None => older_than(listed.started, grace.max(streaming)),
+                    // A pending multipart upload's own, or a restore writing a recorded
+                    // upload's object: kept. Another of a pending one's key: a leftover.
+                    Some(u) => match (&u.multipart, u.state) {
+                        (Some(plan), UploadState::Pending) => {
+                            plan.store_upload_id != listed.upload_id
+                                && older_than(listed.started, grace)
+                        }
+                        _ => false,
+                    },
+                };
+                if !orphaned {
                     continue;
                 }
                 match objects
