@@ -193,6 +193,21 @@ async fn download_sha256(s: &TestServer, id: &str) -> (u64, String) {
     (size, hex::encode(hasher.finalize()))
 }
 
+/// The caller's event log holds `upload.deleted` for `id` with `reason`.
+async fn assert_deleted_event(s: &TestServer, id: &str, reason: &str) {
+    let events = s.get_json("/api/v1/notifications?after=0", ADMIN_KEY).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "upload.deleted"
+                && e["data"]["id"] == id
+                && e["data"]["reason"] == reason),
+        "{events}"
+    );
+}
+
 async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -910,17 +925,7 @@ async fn sweep(s: &TestServer, objects_root: &Path, local: bool) {
             .await
             >= Some(1.0)
     );
-    let events = s.get_json("/api/v1/notifications?after=0", key).await;
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "upload.deleted"
-                && e["data"]["id"] == id.as_str()
-                && e["data"]["reason"] == "abandoned"),
-        "{events}"
-    );
+    assert_deleted_event(s, &id, "abandoned").await;
     if local {
         assert_eq!(
             std::fs::read_dir(objects_root.join(".multipart"))
@@ -1108,15 +1113,5 @@ async fn downloads_are_counted_and_uploads_expire() {
             .await
             >= Some(1.0)
     );
-    let events = s.get_json("/api/v1/notifications?after=0", key).await;
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["type"] == "upload.deleted"
-                && e["data"]["id"] == id.as_str()
-                && e["data"]["reason"] == "expired"),
-        "{events}"
-    );
+    assert_deleted_event(&s, &id, "expired").await;
 }

@@ -140,6 +140,59 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Every part of a multipart upload S3 holds, with its ETag, by number.
+    async fn listed_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<(StoredPart, Option<String>)>, ObjectError> {
+        check_key(key)?;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchUpload") {
+                        ObjectError::NotFound(format!("multipart upload {upload_id}"))
+                    } else {
+                        s3_error(e)
+                    }
+                })?;
+            for part in page.parts() {
+                let Some(number) = part.part_number().and_then(|n| u32::try_from(n).ok()) else {
+                    continue;
+                };
+                let stored = StoredPart {
+                    number,
+                    size: part.size().unwrap_or(0).max(0) as u64,
+                    sha256: part
+                        .checksum_sha256()
+                        .and_then(|b| BASE64.decode(b).ok())
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                };
+                parts.push((stored, part.e_tag().map(str::to_owned)));
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        parts.sort_by_key(|(p, _)| p.number);
+        parts.dedup_by_key(|(p, _)| p.number);
+        Ok(parts)
+    }
+}
+
 struct S3Writer {
     client: Client,
     bucket: String,
@@ -495,48 +548,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, ObjectError> {
-        check_key(key)?;
-        let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchUpload") {
-                        ObjectError::NotFound(format!("multipart upload {upload_id}"))
-                    } else {
-                        s3_error(e)
-                    }
-                })?;
-            for part in page.parts() {
-                let Some(number) = part.part_number().and_then(|n| u32::try_from(n).ok()) else {
-                    continue;
-                };
-                parts.push(StoredPart {
-                    number,
-                    size: part.size().unwrap_or(0).max(0) as u64,
-                    sha256: part
-                        .checksum_sha256()
-                        .and_then(|b| BASE64.decode(b).ok())
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok()),
-                });
-            }
-            let next = page.next_part_number_marker().map(str::to_owned);
-            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
-                break;
-            }
-            marker = next;
-        }
-        parts.sort_by_key(|p| p.number);
-        parts.dedup_by_key(|p| p.number);
-        Ok(parts)
+        Ok(self
+            .listed_parts(key, upload_id)
+            .await?
+            .into_iter()
+            .map(|(part, _)| part)
+            .collect())
     }
 
     async fn multipart_complete(
@@ -545,41 +562,22 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: &[PartSpec],
     ) -> Result<(), ObjectError> {
-        check_key(key)?;
-        let stored = self.list_parts(key, upload_id).await?;
+        // One listing checks the parts and gives the ETags S3 wants back (from S3 itself,
+        // not from the client).
+        let listed = self.listed_parts(key, upload_id).await?;
+        let stored: Vec<StoredPart> = listed.iter().map(|(part, _)| part.clone()).collect();
         check_parts(&stored, parts)?;
-        // The ETags S3 wants back come from its own listing, not from the client.
-        let mut etags = std::collections::HashMap::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .map_err(s3_error)?;
-            for part in page.parts() {
-                if let (Some(n), Some(etag)) = (part.part_number(), part.e_tag()) {
-                    etags.insert(n, etag.to_owned());
-                }
-            }
-            let next = page.next_part_number_marker().map(str::to_owned);
-            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
-                break;
-            }
-            marker = next;
-        }
+        let etags: std::collections::HashMap<u32, Option<String>> = listed
+            .into_iter()
+            .map(|(part, etag)| (part.number, etag))
+            .collect();
         let completed = parts
             .iter()
             .map(|p| {
                 let number = part_number(p.number)?;
                 Ok(CompletedPart::builder()
                     .part_number(number)
-                    .set_e_tag(etags.get(&number).cloned())
+                    .set_e_tag(etags.get(&p.number).cloned().flatten())
                     .checksum_sha256(BASE64.encode(p.sha256))
                     .build())
             })

@@ -1679,6 +1679,18 @@ async fn uploads_and_jobs(store: &dyn Store, run: &str) {
     upload_listing_and_expiry(store, run, owner).await;
 }
 
+/// The ids of this run's listed uploads expired by `now`, in the sweep's order.
+async fn due_of(store: &dyn Store, run: &str, now: i64) -> Vec<String> {
+    store
+        .expired_uploads(now, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .filter(|id| id.starts_with(&format!("{run}ls")))
+        .collect()
+}
+
 /// An owner's uploads list newest first across pages; expired ones are found by the sweep
 /// oldest first; deleting removes the record, its job and its place in both.
 async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) {
@@ -1741,14 +1753,7 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
             .all(|u| u.owner == owner),
         "only the owner's"
     );
-    let due: Vec<String> = store
-        .expired_uploads(1_012, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id)
-        .filter(|id| id.starts_with(&format!("{run}ls")))
-        .collect();
+    let due = due_of(store, run, 1_012).await;
     assert_eq!(
         due,
         vec![
@@ -1779,14 +1784,7 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
         None
     );
     assert_eq!(store.get_upload(&format!("{run}ls05")).await.unwrap(), None);
-    let due: Vec<String> = store
-        .expired_uploads(1_012, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id)
-        .filter(|id| id.starts_with(&format!("{run}ls")))
-        .collect();
+    let due = due_of(store, run, 1_012).await;
     assert_eq!(due, vec![format!("{run}ls00"), format!("{run}ls10")]);
     let listed = store.list_uploads(lister, None, 100).await.unwrap();
     assert_eq!(listed.len(), 24);
@@ -1811,14 +1809,7 @@ async fn upload_listing_and_expiry(store: &dyn Store, run: &str, owner: UserId) 
     );
     let keep = format!("{run}ls03");
     assert!(store.set_upload_expiry(&keep, Some(1_001)).await.unwrap());
-    let due: Vec<String> = store
-        .expired_uploads(1_001, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id)
-        .filter(|id| id.starts_with(&format!("{run}ls")))
-        .collect();
+    let due = due_of(store, run, 1_001).await;
     assert_eq!(due, vec![format!("{run}ls00"), keep.clone()]);
     assert!(store.set_upload_expiry(&keep, None).await.unwrap());
     assert_eq!(

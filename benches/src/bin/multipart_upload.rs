@@ -375,18 +375,8 @@ async fn main() {
         .await;
         let pid = server.child.id();
         let rss_start = status_kib(pid, "VmRSS");
-        let sampling = tokio::spawn(async move {
-            let mut peak = 0;
-            loop {
-                peak = peak.max(status_kib(pid, "VmRSS"));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                if peak == u64::MAX {
-                    return peak;
-                }
-            }
-        });
         let secs = upload(&server.proxy, &source, size, part_size, parallel).await;
-        sampling.abort();
+        // The kernel's high-water mark of the process's resident memory.
         let peak = status_kib(pid, "VmHWM");
         println!(
             "{name}: {secs:.2} s ({:.0} MiB/s, {:.2}× cp's time); RSS {} MiB at start, peak {} MiB (growth {} MiB)",
