@@ -22,6 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const ADMIN_KEY: &str = "sl_multipart_bench_admin_key_0000000000";
 
+/// A place to upload to: its name, the settings that point `serve` at it, and its own
+/// server process if it has one (s3s-fs).
+type Backend = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    Option<std::process::Child>,
+);
+
 async fn json(r: reqwest::RequestBuilder) -> Value {
     let r = r.send().await.unwrap();
     let status = r.status();
@@ -355,8 +363,7 @@ async fn main() {
         mib as f64 / cp
     );
 
-    let mut backends: Vec<(&str, Vec<(&str, String)>, Option<std::process::Child>)> =
-        vec![("local disk", Vec::new(), None)];
+    let mut backends: Vec<Backend> = vec![("local disk", Vec::new(), None)];
     if let Ok(binary) = std::env::var("S3S_FS_BIN") {
         let (child, env) = s3s_fs(Path::new(&binary), &work.path().join("s3"));
         backends.push(("s3s-fs", env, Some(child)));
