@@ -226,20 +226,20 @@ pub(crate) async fn migrate(
     let keyspace = &config.keyspace;
     session
         .query_unpaged(
-            format!(
+            crate::schema_statement(format!(
                 "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
                 config.replication
-            ),
+            )),
             (),
         )
         .await
         .map_err(request)?;
     session
         .query_unpaged(
-            format!(
+            crate::schema_statement(format!(
                 "CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (
                      version int PRIMARY KEY, name text, applied_at timestamp)"
-            ),
+            )),
             (),
         )
         .await
