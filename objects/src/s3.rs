@@ -65,6 +65,17 @@ fn s3_error<E: std::error::Error>(e: E) -> ObjectError {
     ObjectError::S3(DisplayErrorContext(e).to_string())
 }
 
+/// A presigned request as the client makes it: its URL and the headers it must carry.
+fn presigned(request: &aws_sdk_s3::presigning::PresignedRequest) -> PresignedPut {
+    PresignedPut {
+        url: request.uri().to_owned(),
+        headers: request
+            .headers()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    }
+}
+
 /// A part number as S3 takes it (1 to 10 000).
 fn part_number(number: u32) -> Result<i32, ObjectError> {
     i32::try_from(number)
@@ -476,13 +487,7 @@ impl ObjectStore for S3Store {
             .presigned(presigning)
             .await
             .map_err(s3_error)?;
-        Ok(Some(PresignedPut {
-            url: request.uri().to_owned(),
-            headers: request
-                .headers()
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
-        }))
+        Ok(Some(presigned(&request)))
     }
 
     async fn multipart_create(&self, key: &str, content_type: &str) -> Result<String, ObjectError> {
@@ -526,13 +531,7 @@ impl ObjectStore for S3Store {
             .presigned(presigning)
             .await
             .map_err(s3_error)?;
-        Ok(Some(PresignedPut {
-            url: request.uri().to_owned(),
-            headers: request
-                .headers()
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
-        }))
+        Ok(Some(presigned(&request)))
     }
 
     async fn part_writer(

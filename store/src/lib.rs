@@ -602,8 +602,10 @@ pub trait UploadStore: Send + Sync {
     /// Adds downloads to uploads' counts (an upload gone meanwhile is not brought back).
     async fn add_downloads(&self, counts: Vec<(String, u64)>) -> Result<(), StoreError>;
 
-    /// Replaces a pending upload's record with its completed one (same id), like
-    /// `insert_upload`; false (and nothing changed) if it is not pending any more.
+    /// Replaces a pending upload's record (same id) with `upload`: its completed one, or
+    /// the same still pending with a later expiry (a multipart upload asking for more
+    /// URLs); queues and appends like `insert_upload`. False (and nothing changed) if it
+    /// is not pending any more.
     async fn complete_upload(
         &self,
         upload: Upload,

@@ -57,12 +57,24 @@ pub(crate) fn new_upload_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>())
 }
 
+/// Where every upload's objects are kept in the object store.
+pub(crate) const OBJECT_PREFIX: &str = "u/";
+
+/// An upload's object key: `u/{id}`.
 pub(crate) fn object_key(id: &str) -> String {
-    format!("u/{id}")
+    format!("{OBJECT_PREFIX}{id}")
 }
 
+/// The key of an upload's thumbnail of `size`: `u/{id}.thumb-{size}.png`.
 pub(crate) fn thumbnail_key(id: &str, size: u32) -> String {
-    format!("u/{id}.thumb-{size}.png")
+    format!("{OBJECT_PREFIX}{id}.thumb-{size}.png")
+}
+
+/// The upload an object key belongs to ([`object_key`] or [`thumbnail_key`]).
+pub(crate) fn key_owner(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(OBJECT_PREFIX)?;
+    let id = rest.split('.').next()?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 pub(crate) fn too_large(max: u64) -> ApiError {

@@ -22,6 +22,7 @@ use shortlink_objects::ObjectError;
 use tracing::{debug, info, warn};
 
 use super::manage::{Removal, remove_upload};
+use super::{OBJECT_PREFIX, key_owner};
 use crate::metrics::{
     UPLOAD_ORPHAN_SCAN_SECONDS, UPLOAD_ORPHAN_SCANNED, UPLOAD_ORPHANS, UPLOAD_SWEEP_SECONDS,
     UPLOADS_SWEPT,
@@ -32,8 +33,6 @@ use crate::state::AppState;
 const SWEEP_BATCH: usize = 100;
 /// Object keys asked for per page of the orphan scan (S3 answers at most 1 000).
 const SCAN_PAGE: usize = 10_000;
-/// Where upload objects live.
-const PREFIX: &str = "u/";
 
 /// Runs the sweep until the task is dropped.
 pub(crate) async fn run_sweeper(state: AppState) {
@@ -101,13 +100,6 @@ pub(crate) async fn sweep_expired(state: &AppState) -> Result<u64, crate::error:
     }
 }
 
-/// The upload id an object key belongs to: `u/{id}` or `u/{id}.thumb-{size}.png`.
-fn owner_id(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(PREFIX)?;
-    let id = rest.split('.').next()?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
-}
-
 /// Removes objects and multipart uploads that no upload owns and that are older than the
 /// grace; how many of each. `suspects` holds the orphaned keys the last scan found, and
 /// leaves with this scan's: an object goes on its second finding.
@@ -129,12 +121,14 @@ pub(crate) async fn scan_orphans(
     let mut removed_objects = 0;
     let mut after: Option<String> = None;
     loop {
-        let page = objects.list(PREFIX, after.as_deref(), SCAN_PAGE).await?;
+        let page = objects
+            .list(OBJECT_PREFIX, after.as_deref(), SCAN_PAGE)
+            .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
         UPLOAD_ORPHAN_SCANNED.inc_by(page.len() as u64);
         for object in page {
-            let Some(id) = owner_id(&object.key) else {
+            let Some(id) = key_owner(&object.key) else {
                 continue;
             };
             if !owned.contains_key(id) {
@@ -173,10 +167,10 @@ pub(crate) async fn scan_orphans(
         Duration::ZERO
     };
     let mut removed_multipart = 0;
-    match objects.list_multipart(PREFIX).await {
+    match objects.list_multipart(OBJECT_PREFIX).await {
         Ok(uploads) => {
             for listed in uploads {
-                let upload = match owner_id(&listed.key) {
+                let upload = match key_owner(&listed.key) {
                     Some(id) => state.store().get_upload(id).await?,
                     None => None,
                 };
@@ -223,14 +217,17 @@ pub(crate) async fn scan_orphans(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{object_key, thumbnail_key};
     use super::*;
 
     #[test]
     fn keys_name_their_upload() {
-        assert_eq!(owner_id("u/abc"), Some("abc"));
-        assert_eq!(owner_id("u/abc.thumb-150.png"), Some("abc"));
-        assert_eq!(owner_id("u/"), None);
-        assert_eq!(owner_id("x/abc"), None);
-        assert_eq!(owner_id("u/a/b"), None);
+        assert_eq!(key_owner("u/abc"), Some("abc"));
+        assert_eq!(key_owner("u/abc.thumb-150.png"), Some("abc"));
+        assert_eq!(key_owner("u/"), None);
+        assert_eq!(key_owner("x/abc"), None);
+        assert_eq!(key_owner("u/a/b"), None);
+        assert_eq!(key_owner(&object_key("xyz")), Some("xyz"));
+        assert_eq!(key_owner(&thumbnail_key("xyz", 800)), Some("xyz"));
     }
 }
