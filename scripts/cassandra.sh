@@ -89,7 +89,9 @@ cluster="$PWD/target/testinfra/cassandra-cluster"
 node_dir() { echo "$cluster/node$1"; }
 node_running() { [ -f "$(node_dir "$1")/pid" ] && kill -0 "$(cat "$(node_dir "$1")/pid")" 2>/dev/null; }
 
-# Starts node N (127.0.0.N) on its folder; `fresh` wipes the folder first.
+# Starts node N (127.0.0.N) on its folder; `fresh` wipes the folder first. Unlike the
+# single node, system tables are written durably: a killed node must come back knowing the
+# keyspaces created before it died.
 node_start() {
   local n="$1" fresh="${2:-}" dir
   dir=$(node_dir "$n")
@@ -116,8 +118,7 @@ node_start() {
     -Dlogback.configurationFile="$dir/conf/logback.xml" \
     -Dcassandra.jmx.local.port=$((7190 + n)) \
     -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
-    -Dcassandra.ring_delay_ms=5000 \
-    -Dcassandra.unsafesystem=true -Dcassandra.superuser_setup_delay_ms=0 \
+    -Dcassandra.ring_delay_ms=5000 -Dcassandra.superuser_setup_delay_ms=0 \
     -cp "$dir/conf:$home/lib/*" org.apache.cassandra.service.CassandraDaemon \
     >"$dir/logs/stdout.log" 2>&1 &
   echo $! >"$dir/pid"

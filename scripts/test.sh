@@ -123,6 +123,21 @@ status=${PIPESTATUS[0]}
 set -e
 passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$out")
 failed=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$out")
+if [ "$status" -eq 0 ]; then
+  # The cluster under a fault (tests/cluster_faults.rs): three Cassandra nodes on
+  # 127.0.0.2-4 in place of the single one, one of them killed and restarted mid-test.
+  log "cargo test --test cluster_faults (three Cassandra nodes)"
+  scripts/cassandra.sh stop
+  trap 'rm -f "$out"; scripts/cassandra.sh cluster-stop' EXIT
+  scripts/cassandra.sh cluster-start
+  set +e
+  CQL_CLUSTER_NODES=127.0.0.2:9042,127.0.0.3:9042,127.0.0.4:9042 \
+    cargo test --locked --test cluster_faults 2>&1 | tee -a "$out"
+  status=${PIPESTATUS[0]}
+  set -e
+  passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$out")
+  failed=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$out")
+fi
 echo
 echo "$passed passed, $failed failed"
 if [ "$status" -ne 0 ]; then

@@ -116,7 +116,16 @@ pub(crate) fn migrate(config: Config) -> Result<()> {
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let version = cql_runtime()?
         .block_on(CqlStore::migrate(cql, &mut |step| match step {
-            MigrationProgress::Keyspace(name) => println!("keyspace {name}: ready"),
+            MigrationProgress::Keyspace {
+                name,
+                replication,
+                reason,
+            } => println!(
+                "keyspace {name}: {reason}; replication {}",
+                replication
+                    .as_deref()
+                    .unwrap_or("(a strategy shortlink does not read)")
+            ),
             MigrationProgress::UpToDate(v) => println!("schema is at version {v}: up to date"),
             MigrationProgress::Start(v, name, n) => {
                 let plural = if n == 1 { "" } else { "s" };

@@ -38,6 +38,8 @@ struct Cluster {
     http: reqwest::Client,
     /// `proxy.click_lease_seconds` of every proxy.
     lease_seconds: u64,
+    /// Lines added to `[store.cql]`.
+    cql_extra: String,
 }
 
 /// A `shortlink` process of the cluster.
@@ -54,8 +56,14 @@ impl Cluster {
 
     /// A cluster whose proxies lease capped links' clicks for `lease_seconds`.
     async fn with_leases(name: &str, controls: usize, lease_seconds: u64) -> Cluster {
+        Cluster::build(name, controls, lease_seconds, String::new()).await
+    }
+
+    /// A cluster whose every node has `cql_extra` in its `[store.cql]`, after `migrate`.
+    async fn build(name: &str, controls: usize, lease_seconds: u64, cql_extra: String) -> Cluster {
         let cluster = Cluster {
             lease_seconds,
+            cql_extra,
             dir: tempfile::tempdir().unwrap(),
             keyspace: format!("sl_{name}_{:08x}", rand::random::<u32>()),
             s3: S3Server::start().await,
@@ -80,6 +88,12 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("migration 1 applied"), "{stdout}");
+        // The keyspace's replication is said, whether chosen or configured.
+        assert!(
+            stdout.contains(&format!("keyspace {}: created, ", cluster.keyspace))
+                && stdout.contains("; replication {'class': "),
+            "{stdout}"
+        );
         // Not a terminal: whole lines, no progress rewritten in place.
         assert!(!stdout.contains('\r'), "{stdout:?}");
         cluster
@@ -111,6 +125,7 @@ engine = "cql"
 nodes = ["{nodes}"]
 keyspace = "{keyspace}"
 settle_ms = 300
+{cql_extra}
 
 [proxy]
 listen = "127.0.0.1:{proxy_port}"
@@ -156,6 +171,7 @@ secret_access_key = "{S3_SECRET}"
             tls = free_port(),
             s3 = self.s3.port,
             lease_seconds = self.lease_seconds,
+            cql_extra = self.cql_extra,
         );
         let path = data.with_extension("toml");
         std::fs::write(&path, text).unwrap();
@@ -1071,4 +1087,124 @@ async fn two_control_planes_deliver_each_webhook_event_once() {
         .await;
     assert_eq!(got.len(), LINKS + 1, "no duplicates");
     let _ = (a, b);
+}
+
+/// `configs/cluster.toml`, unchanged, against one node (datacenter `datacenter1`): `migrate`
+/// names what the node lacks instead of failing in the driver, first the datacenter to
+/// prefer, then the replication; `auto` replication says what it chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_toml_on_one_node_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, INTERNAL_SECRET).unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, ADMIN_KEY).unwrap();
+    let keyspace = format!("sl_toml_{:08x}", rand::random::<u32>());
+    let migrate = |extra: &[(&str, &str)]| {
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/configs/cluster.toml"),
+                "migrate",
+            ])
+            .env("SHORTLINK_DATA_DIR", dir.path())
+            .env("SHORTLINK_INTERNAL_SECRET_FILE", &secret)
+            .env("SHORTLINK_ADMIN_KEY_FILE", &admin)
+            .env("SHORTLINK_STORE__CQL__NODES", cql_nodes())
+            .env("SHORTLINK_STORE__CQL__KEYSPACE", &keyspace)
+            .env("SHORTLINK_LOG", "warn");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, stderr) = migrate(&[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "store.cql.local_datacenter 'dc1' is not a datacenter of this cluster \
+             (datacenter1: 1 node)"
+        ),
+        "{stderr}"
+    );
+    // Said once, without the driver's own errors.
+    assert_eq!(stderr.matches("'dc1'").count(), 1, "{stderr}");
+    let (ok, _, stderr) = migrate(&[("SHORTLINK_STORE__CQL__LOCAL_DATACENTER", "datacenter1")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "store.cql.replication: replication {'class': 'NetworkTopologyStrategy', \
+             'dc1': 3} names datacenter 'dc1', which this cluster does not have"
+        ),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = migrate(&[
+        ("SHORTLINK_STORE__CQL__LOCAL_DATACENTER", "datacenter1"),
+        ("SHORTLINK_STORE__CQL__REPLICATION", "auto"),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "keyspace {keyspace}: created, chosen from the nodes seen (datacenter1: 1 node); \
+             set store.cql.replication to choose; replication \
+             {{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}}"
+        )),
+        "{stdout}"
+    );
+    // Again: the keyspace exists, and says so.
+    let (ok, stdout, _) = migrate(&[("SHORTLINK_STORE__CQL__LOCAL_DATACENTER", "datacenter1")]);
+    assert!(ok);
+    assert!(
+        stdout.contains(&format!(
+            "keyspace {keyspace}: existed (nodes seen: datacenter1: 1 node)"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("up to date"), "{stdout}");
+}
+
+/// A SimpleStrategy keyspace with a datacenter to prefer: the driver used to warn on every
+/// request (thousands of lines an hour); with one datacenter there is nothing to prefer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_datacenter_on_a_simple_keyspace_logs_no_driver_warnings() {
+    let cluster = Cluster::build(
+        "simple",
+        1,
+        10,
+        "replication = \"{'class': 'SimpleStrategy', 'replication_factor': 1}\"\n\
+         local_datacenter = \"datacenter1\""
+            .into(),
+    )
+    .await;
+    let control = cluster.control(0).await;
+    let (proxy, _) = cluster.proxy().await;
+    for i in 0..20 {
+        let r = cluster
+            .api(&control, Method::POST, "/api/v1/links")
+            .json(&json!({"url": format!("https://example.com/{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let code = r.json::<Value>().await.unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cluster
+            .wait_redirect(&proxy, &code, 301, None, PROPAGATION)
+            .await;
+    }
+    for node in [&control, &proxy] {
+        let log = node.log_text();
+        assert!(
+            !log.contains("SimpleStrategy") && !log.contains("does not exist"),
+            "{log}"
+        );
+    }
 }

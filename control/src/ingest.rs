@@ -180,6 +180,11 @@ impl Ingestor {
                 "applied"
             }
             IngestOutcome::Duplicate => "duplicate",
+            IngestOutcome::Uncertain { clicks: uncertain } => {
+                metrics::CLICKS_INGESTED.inc_by(clicks.saturating_sub(uncertain));
+                metrics::CLICKS_UNCERTAIN.inc_by(uncertain);
+                "uncertain"
+            }
         };
         metrics::CLICK_BATCHES.with_label_values(&[label]).inc();
         Ok(outcome)
@@ -295,7 +300,10 @@ pub async fn ingest_clicks(
     let outcome = state.ingestor().apply_off_thread(batch).await?;
     Ok(Json(IngestResponse {
         batch_id,
-        applied: outcome == IngestOutcome::Applied,
+        applied: matches!(
+            outcome,
+            IngestOutcome::Applied | IngestOutcome::Uncertain { .. }
+        ),
         clicks: count,
     }))
 }

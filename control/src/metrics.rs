@@ -65,11 +65,21 @@ pub static CLICKS_INGESTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Click batches by outcome: `applied`, `duplicate`, `rejected`.
+/// Clicks of batches settled with counter writes of unknown outcome (see
+/// `IngestOutcome::Uncertain`): their counts may be short by at most this many.
+pub static CLICKS_UNCERTAIN: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "shortlink_clicks_uncertain_total",
+        "Clicks whose counter writes were cut off mid-write (a store node lost): counted \
+         at most once, possibly not at all.",
+    )
+});
+
+/// Click batches by outcome: `applied`, `duplicate`, `uncertain`, `rejected`.
 pub static CLICK_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "shortlink_click_batches_total",
-        "Click batches received, by outcome (applied, duplicate, rejected).",
+        "Click batches received, by outcome (applied, duplicate, uncertain, rejected).",
         &["outcome"],
     )
 });
@@ -282,6 +292,7 @@ pub async fn metrics() -> Response {
     // Register the lazily made metrics so a scrape before any traffic lists them at 0.
     for metric in [
         &*CLICKS_INGESTED,
+        &*CLICKS_UNCERTAIN,
         &*EVENTS_PUBLISHED,
         &*EVENT_RESYNCS,
         &*UPLOAD_BYTES,

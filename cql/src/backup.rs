@@ -184,7 +184,7 @@ impl CqlStore {
                 }
                 if link.clicks > 0 {
                     self.add(
-                        "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?",
+                        crate::clicks::LINK_CLICKS_UPDATE,
                         (
                             Counter(i64::try_from(link.clicks).unwrap_or(i64::MAX)),
                             link.id,

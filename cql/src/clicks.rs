@@ -2,11 +2,22 @@
 //! idempotency.
 //!
 //! Counter updates are not idempotent, so a batch is claimed first with a lightweight
-//! transaction (`state = 'applying'`), its counters are written without driver retries,
-//! and it is then marked `applied`. A redelivered batch finds the claim: `applied` is a
-//! duplicate; `applying` younger than [`ABANDONED_SECS`] is another node at work (the
-//! sender retries later); older, the node applying it died half-way, and the batch is not
-//! applied again (its counters may be short; never double).
+//! transaction (`state = 'applying'`) and its counters are written without driver retries.
+//! Then it is marked `counted` (or `uncertain`, below), its idempotent rows (visitor
+//! sketches, the raw click log) and events are written, and it is marked `applied`.
+//!
+//! A redelivered batch finds the claim:
+//! - `applied` is a duplicate;
+//! - `counted` or `uncertain` has its idempotent rows written again, never its counters;
+//! - `applying` younger than [`ABANDONED_SECS`] is another node at work (the sender retries
+//!   later); older, the node applying it died in the counter phase: its counters may be
+//!   short and are not written again, the rest is.
+//!
+//! When counter writes fail, the outcome decides: if none was written and every failure
+//! certainly did not execute (no connection, replicas unavailable), the claim is released
+//! and the sender retries the whole batch. Otherwise (a coordinator lost mid-write) some
+//! counts are unknown: the batch is settled as `uncertain` and reported as such, with its
+//! click count, so counts are never doubled and the shortfall is measured.
 
 use std::collections::HashMap;
 
@@ -23,11 +34,12 @@ use shortlink_store::{
 };
 use tracing::warn;
 
+use scylla::errors::ExecutionError;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
 
-use crate::{CqlStore, Kind, backend, ids, run_concurrently};
+use crate::{CqlStore, Kind, backend, ids, not_executed, run_concurrently};
 
 /// An `applying` claim older than this belongs to a node that died while applying it.
 const ABANDONED_SECS: i64 = 120;
@@ -51,6 +63,10 @@ pub(crate) const OWNER_HOUR_UPDATE: &str = "UPDATE {ks}.owner_rollup_hour SET \
 /// Adds to an owner's daily row of one link (total, bots; owner, month, day, link).
 pub(crate) const OWNER_DAY_UPDATE: &str = "UPDATE {ks}.owner_link_day SET \
      total = total + ?, bots = bots + ? WHERE owner = ? AND month = ? AND day = ? AND link_id = ?";
+
+/// Adds to a link's click total (n; link).
+pub(crate) const LINK_CLICKS_UPDATE: &str =
+    "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?";
 
 /// Writes a batch's sketch of a link's hour (link, month, hour, batch, sketch).
 pub(crate) const VISITORS_HOUR_INSERT: &str = "INSERT INTO {ks}.visitors_hour \
@@ -87,6 +103,52 @@ struct LinkInfo {
 pub(crate) type Write<'s> =
     std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 's>>;
 
+/// A pending counter write, with the driver's own error (its kind tells whether it ran).
+pub(crate) type CounterWrite<'s> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), ExecutionError>> + Send + 's>>;
+
+/// How the counter writes of a batch went.
+enum Counted {
+    /// Every write succeeded.
+    All,
+    /// None was written and none ran: the batch can be sent again whole.
+    Nothing(ExecutionError),
+    /// Some writes failed in a way that leaves unknown whether they ran.
+    Partly(ExecutionError),
+}
+
+/// Runs every counter write, at most `limit` at once, to the end (a failure does not stop
+/// the others: each written one is one fewer unknown).
+async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Counted {
+    use futures_util::StreamExt;
+    let mut stream = futures_util::stream::iter(writes).buffer_unordered(limit.max(1));
+    let (mut written, mut unknown, mut first) = (0usize, 0usize, None);
+    while let Some(result) = stream.next().await {
+        match result {
+            Ok(()) => written += 1,
+            Err(error) => {
+                if !not_executed(&error) {
+                    unknown += 1;
+                }
+                first.get_or_insert(error);
+            }
+        }
+    }
+    match first {
+        None => Counted::All,
+        Some(error) if written == 0 && unknown == 0 => Counted::Nothing(error),
+        Some(error) => Counted::Partly(error),
+    }
+}
+
+/// Where a claimed batch stands.
+enum Claim {
+    /// Claimed now: write everything.
+    New,
+    /// Counted before (`uncertain` clicks of it possibly short): write the rest again.
+    Counted { uncertain: u64 },
+}
+
 impl CqlStore {
     /// Counter batches of `statement` over `rows` (all of one partition), at most
     /// [`COUNTER_BATCH`] rows each.
@@ -98,17 +160,27 @@ impl CqlStore {
     where
         R: scylla::serialize::row::SerializeRow + Clone + Send + Sync + 's,
     {
+        self.counter_writes(statement, rows)
+            .into_iter()
+            .map(|write| Box::pin(async move { write.await.map_err(backend) }) as Write<'s>)
+            .collect()
+    }
+
+    /// [`CqlStore::counter_batches`] with the driver's errors.
+    fn counter_writes<'s, R>(
+        &'s self,
+        statement: &PreparedStatement,
+        rows: Vec<R>,
+    ) -> Vec<CounterWrite<'s>>
+    where
+        R: scylla::serialize::row::SerializeRow + Clone + Send + Sync + 's,
+    {
         rows.chunks(COUNTER_BATCH)
             .map(|chunk| {
                 let batch = counter_batch(statement, chunk.len());
                 let values = chunk.to_vec();
-                Box::pin(async move {
-                    self.session
-                        .batch(&batch, values)
-                        .await
-                        .map(drop)
-                        .map_err(backend)
-                }) as Write<'s>
+                Box::pin(async move { self.session.batch(&batch, values).await.map(drop) })
+                    as CounterWrite<'s>
             })
             .collect()
     }
@@ -244,40 +316,81 @@ impl CqlStore {
         Ok(page)
     }
 
-    /// Claims a batch id; `Some(outcome)` when the batch must not be applied now.
-    async fn claim_batch(&self, batch_id: &str) -> Result<Option<IngestOutcome>, StoreError> {
+    /// Claims a batch id of `clicks` clicks: where it stands, or `Err(outcome)` when it
+    /// must not be applied now.
+    async fn claim_batch(
+        &self,
+        batch_id: &str,
+        clicks: u64,
+    ) -> Result<Result<Claim, IngestOutcome>, StoreError> {
         let now = now_unix();
+        let claimant: i64 = rand::random();
         let claimed = self
-            .lwt(
-                "INSERT INTO {ks}.click_batches (batch_id, state, at) VALUES (?, 'applying', ?) \
-                 IF NOT EXISTS USING TTL ?",
-                (batch_id, now, self.click_retention_secs),
+            .lwt_retrying(
+                "INSERT INTO {ks}.click_batches (batch_id, state, at, claimant) \
+                 VALUES (?, 'applying', ?, ?) IF NOT EXISTS USING TTL ?",
+                (batch_id, now, claimant, self.click_retention_secs),
             )
             .await?;
         if claimed {
-            return Ok(None);
+            return Ok(Ok(Claim::New));
         }
-        let row: Option<(Option<String>, Option<i64>)> = self
+        /// state, at, clicks (uncertain ones), claimant.
+        type ClaimRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
+        let row: Option<ClaimRow> = self
             .row(
-                "SELECT state, at FROM {ks}.click_batches WHERE batch_id = ?",
+                "SELECT state, at, clicks, claimant FROM {ks}.click_batches WHERE batch_id = ?",
                 (batch_id,),
             )
             .await?;
         match row {
-            Some((Some(state), _)) if state == "applied" => Ok(Some(IngestOutcome::Duplicate)),
-            Some((_, Some(at))) if now - at > ABANDONED_SECS => {
+            // This call's own claim, from an attempt whose answer was lost.
+            Some((Some(state), _, _, Some(by))) if state == "applying" && by == claimant => {
+                Ok(Ok(Claim::New))
+            }
+            Some((Some(state), ..)) if state == "applied" => Ok(Err(IngestOutcome::Duplicate)),
+            Some((Some(state), ..)) if state == "counted" => {
+                Ok(Ok(Claim::Counted { uncertain: 0 }))
+            }
+            Some((Some(state), _, uncertain, _)) if state == "uncertain" => {
+                Ok(Ok(Claim::Counted {
+                    uncertain: uncertain.map_or(clicks, |n| n.max(0) as u64),
+                }))
+            }
+            Some((_, Some(at), ..)) if now - at > ABANDONED_SECS => {
                 warn!(
                     batch_id,
-                    "a click batch claimed {}s ago was never finished (a node died applying it); \
-                     not applying it twice",
+                    "a click batch claimed {}s ago was never counted to the end (a node died \
+                     counting it); not counting it twice",
                     now - at
                 );
-                Ok(Some(IngestOutcome::Duplicate))
+                Ok(Ok(Claim::Counted { uncertain: clicks }))
             }
             _ => Err(StoreError::corrupt(format!(
                 "batch {batch_id} is being applied by another node; retry later"
             ))),
         }
+    }
+
+    /// Marks a claimed batch's counters written: `uncertain` of its clicks possibly short.
+    async fn mark_counted(&self, batch_id: &str, uncertain: u64) -> Result<(), StoreError> {
+        let state = if uncertain == 0 {
+            "counted"
+        } else {
+            "uncertain"
+        };
+        self.exec(
+            "UPDATE {ks}.click_batches USING TTL ? SET state = ?, clicks = ? WHERE batch_id = ?",
+            Kind::Write,
+            (
+                self.click_retention_secs,
+                state,
+                i64::try_from(uncertain).unwrap_or(i64::MAX),
+                batch_id,
+            ),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -288,9 +401,6 @@ impl ClickStore for CqlStore {
         batch_id: &str,
         clicks: Vec<EnrichedClick>,
     ) -> Result<IngestOutcome, StoreError> {
-        if let Some(outcome) = self.claim_batch(batch_id).await? {
-            return Ok(outcome);
-        }
         let ids: std::collections::HashSet<LinkId> = clicks.iter().map(|c| c.link_id).collect();
         let links: HashMap<LinkId, Option<LinkInfo>> = {
             use futures_util::StreamExt;
@@ -303,6 +413,18 @@ impl ClickStore for CqlStore {
                 .collect()
                 .await;
             found.into_iter().collect::<Result<_, _>>()?
+        };
+        let owner_hour_update = self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?;
+        let owner_day_update = self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?;
+        let hour_update = self.prepare(HOUR_UPDATE, Kind::Counter).await?;
+        let day_update = self.prepare(DAY_UPDATE, Kind::Counter).await?;
+        let link_update = self.prepare(LINK_CLICKS_UPDATE, Kind::Counter).await?;
+        // Claimed only now, with every read done: from the claim to the counter writes
+        // nothing else can fail and leave the batch claimed but not counted.
+        let batch_clicks: u64 = clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
+        let claim = match self.claim_batch(batch_id, batch_clicks).await? {
+            Ok(claim) => claim,
+            Err(outcome) => return Ok(outcome),
         };
         let counted: Vec<&EnrichedClick> = clicks
             .iter()
@@ -375,36 +497,60 @@ impl ClickStore for CqlStore {
                 link,
             ));
         }
-        let owner_hour_update = self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?;
-        let owner_day_update = self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?;
-        let hour_update = self.prepare(HOUR_UPDATE, Kind::Counter).await?;
-        let day_update = self.prepare(DAY_UPDATE, Kind::Counter).await?;
-        let mut writes: Vec<Write<'_>> =
-            Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
-        for rows in hour_rows.into_values() {
-            writes.extend(self.counter_batches(&hour_update, rows));
-        }
-        for rows in day_rows.into_values() {
-            writes.extend(self.counter_batches(&day_update, rows));
-        }
-        for rows in owner_hour_rows.into_values() {
-            writes.extend(self.counter_batches(&owner_hour_update, rows));
-        }
-        for rows in owner_day_rows.into_values() {
-            writes.extend(self.counter_batches(&owner_day_update, rows));
-        }
-        for (link, delta) in &per_link {
-            let (link, n) = (*link, delta.clicks);
-            writes.push(Box::pin(async move {
-                self.exec(
-                    "UPDATE {ks}.link_clicks SET clicks = clicks + ? WHERE link_id = ?",
-                    Kind::Counter,
-                    (Counter(n), link),
-                )
-                .await
-                .map(drop)
-            }));
-        }
+        let uncertain = match claim {
+            Claim::Counted { uncertain } => uncertain,
+            Claim::New => {
+                let mut writes: Vec<CounterWrite<'_>> =
+                    Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
+                for rows in hour_rows.into_values() {
+                    writes.extend(self.counter_writes(&hour_update, rows));
+                }
+                for rows in day_rows.into_values() {
+                    writes.extend(self.counter_writes(&day_update, rows));
+                }
+                for rows in owner_hour_rows.into_values() {
+                    writes.extend(self.counter_writes(&owner_hour_update, rows));
+                }
+                for rows in owner_day_rows.into_values() {
+                    writes.extend(self.counter_writes(&owner_day_update, rows));
+                }
+                for (link, delta) in &per_link {
+                    let (statement, n) = (&link_update, delta.clicks);
+                    writes.push(Box::pin(async move {
+                        self.session
+                            .execute_unpaged(statement, (Counter(n), *link))
+                            .await
+                            .map(drop)
+                    }));
+                }
+                let uncertain = match count_all(writes, WRITE_CONCURRENCY).await {
+                    Counted::All => 0,
+                    Counted::Nothing(error) => {
+                        // Nothing counted: free the claim so the sender's retry counts it.
+                        self.lwt(
+                            "DELETE FROM {ks}.click_batches WHERE batch_id = ? \
+                             IF state = 'applying'",
+                            (batch_id,),
+                        )
+                        .await?;
+                        return Err(backend(error));
+                    }
+                    Counted::Partly(error) => {
+                        warn!(
+                            batch_id,
+                            clicks = batch_clicks,
+                            %error,
+                            "counter writes of a click batch were cut off mid-write; its \
+                             counts may be short and are not written twice"
+                        );
+                        batch_clicks
+                    }
+                };
+                self.mark_counted(batch_id, uncertain).await?;
+                uncertain
+            }
+        };
+        let mut writes: Vec<Write<'_>> = Vec::new();
         // Visitors: a sketch row per period per batch, keyed by the batch id.
         for ((link, hour), visitors) in visitor_hours {
             writes.push(Box::pin(async move {
@@ -484,7 +630,11 @@ impl ClickStore for CqlStore {
             (self.click_retention_secs, total, batch_id),
         )
         .await?;
-        Ok(IngestOutcome::Applied)
+        Ok(if uncertain == 0 {
+            IngestOutcome::Applied
+        } else {
+            IngestOutcome::Uncertain { clicks: uncertain }
+        })
     }
 
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError> {

@@ -21,6 +21,7 @@ mod events;
 mod ids;
 mod links;
 mod schema;
+mod topology;
 mod uploads;
 mod webhooks;
 
@@ -32,6 +33,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::frame::types::{Consistency, SerialConsistency};
 use scylla::response::query_result::QueryResult;
 use scylla::response::{PagingState, PagingStateResponse};
@@ -54,14 +56,16 @@ pub struct CqlConfig {
     pub nodes: Vec<String>,
     /// Keyspace holding shortlink's tables. Default `shortlink`.
     pub keyspace: String,
-    /// Replication of the keyspace when `shortlink migrate` creates it, as CQL. Default
-    /// `{'class': 'SimpleStrategy', 'replication_factor': 1}`; use NetworkTopologyStrategy
-    /// with 3 replicas per datacenter in production.
+    /// Replication of the keyspace when `shortlink migrate` creates it: a CQL map such as
+    /// `{'class': 'NetworkTopologyStrategy', 'dc1': 3}`, checked against the nodes seen, or
+    /// `auto` (default): NetworkTopologyStrategy over every datacenter seen, with as many
+    /// replicas as it has nodes, at most 3.
     pub replication: String,
     /// Consistency of reads and writes: `local_quorum` (default), `quorum`, `local_one`,
     /// `one`, `all`.
     pub consistency: String,
-    /// Datacenter to prefer (token-aware within it). Default unset: any.
+    /// Datacenter to prefer when the cluster has several (token-aware within it); one the
+    /// cluster does not have is refused at start. Default unset: any.
     pub local_datacenter: Option<String>,
     /// User name, when the cluster requires authentication. Default unset.
     pub username: Option<String>,
@@ -87,7 +91,7 @@ impl Default for CqlConfig {
         CqlConfig {
             nodes: vec!["127.0.0.1:9042".into()],
             keyspace: "shortlink".into(),
-            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            replication: "auto".into(),
             consistency: "local_quorum".into(),
             local_datacenter: None,
             username: None,
@@ -162,7 +166,7 @@ fn parse_consistency(text: &str) -> Result<Consistency, InvalidSetting> {
 #[derive(Debug, Error)]
 pub enum CqlError {
     /// The configuration is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] InvalidSetting),
     /// No node accepted a connection.
     #[error("cannot connect to the CQL cluster at {nodes}: {reason}")]
@@ -201,6 +205,8 @@ pub struct CqlStore {
     keyspace: String,
     prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
     settle_us: i64,
+    /// Timeout of one attempt of [`CqlStore::lwt_retrying`].
+    lwt_attempt_timeout: Duration,
     route_feed_ttl: i32,
     click_retention_secs: i32,
     event_ttl_secs: i32,
@@ -237,24 +243,37 @@ async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
             scylla::policies::retry::FallthroughRetryPolicy::new(),
         ));
     }
-    if let Some(dc) = &config.local_datacenter {
-        let policy = scylla::policies::load_balancing::DefaultPolicy::builder()
-            .prefer_datacenter(dc.clone())
-            .token_aware(true)
-            .build();
-        profile = profile.load_balancing_policy(policy);
-    }
+    let mut handle = profile.clone().build().into_handle();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
-        .default_execution_profile_handle(profile.build().into_handle());
+        .default_execution_profile_handle(handle.clone());
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
-    builder.build().await.map_err(|e| CqlError::Connect {
+    let session = builder.build().await.map_err(|e| CqlError::Connect {
         nodes: config.nodes.join(", "),
         reason: e.to_string(),
-    })
+    })?;
+    if let Some(dc) = &config.local_datacenter {
+        let seen = topology::Topology::of(&session);
+        if !seen.datacenters.contains_key(dc) {
+            return Err(CqlError::Config(InvalidSetting::new(
+                "store.cql.local_datacenter",
+                format!("'{dc}' is not a datacenter of this cluster ({seen})"),
+            )));
+        }
+        // With one datacenter there is nothing to prefer; preferring it anyway makes the
+        // driver warn on every request to a SimpleStrategy keyspace.
+        if seen.datacenters.len() > 1 {
+            let policy = scylla::policies::load_balancing::DefaultPolicy::builder()
+                .prefer_datacenter(dc.clone())
+                .token_aware(true)
+                .build();
+            handle.map_to_another_profile(profile.load_balancing_policy(policy).build());
+        }
+    }
+    Ok(session)
 }
 
 impl CqlStore {
@@ -270,6 +289,9 @@ impl CqlStore {
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
+            lwt_attempt_timeout: Duration::from_millis(
+                (config.request_timeout_ms / u64::from(LWT_ATTEMPTS)).max(1_000),
+            ),
             route_feed_ttl: i32::try_from(config.route_feed_ttl_seconds).unwrap_or(i32::MAX),
             click_retention_secs: ttl_secs(u64::from(retention.click_days) * 86_400),
             event_ttl_secs: ttl_secs(u64::from(retention.event_hours) * 3_600),
@@ -434,9 +456,79 @@ impl CqlStore {
         applied(self.exec(cql, Kind::Lwt, values).await?)
     }
 
+    /// [`CqlStore::lwt`], sent again (up to [`LWT_ATTEMPTS`] in all) when an attempt fails
+    /// without an answer, e.g. its coordinator died: for transactions that are safe to
+    /// repeat. A condition that still holds applies the same values again; an
+    /// `IF NOT EXISTS` whose first attempt did apply answers "not applied", so its caller
+    /// must recognise its own row (a unique id in the values).
+    async fn lwt_retrying(
+        &self,
+        cql: &'static str,
+        values: impl SerializeRow,
+    ) -> Result<bool, StoreError> {
+        let mut statement = self.prepare(cql, Kind::Lwt).await?;
+        // Each attempt gets its share of the request timeout: one stuck on a dead node
+        // must leave time for the next.
+        statement.set_request_timeout(Some(self.lwt_attempt_timeout));
+        let mut attempt = 1;
+        loop {
+            match self.session.execute_unpaged(&statement, &values).await {
+                Ok(result) => return applied(result),
+                Err(error) if attempt < LWT_ATTEMPTS && !permanent(&error) => {
+                    tracing::debug!(%error, attempt, "a lightweight transaction failed; again");
+                    attempt += 1;
+                }
+                Err(error) => return Err(backend(error)),
+            }
+        }
+    }
+
     /// The position readers of the feeds may read up to now.
     fn horizon(&self) -> i64 {
         ids::horizon(self.settle_us)
+    }
+}
+
+/// Attempts of [`CqlStore::lwt_retrying`].
+const LWT_ATTEMPTS: u32 = 3;
+
+/// Whether a failed request certainly did not execute, so sending it again cannot apply it
+/// twice: refused before it reached a replica, or by a coordinator that found too few.
+pub(crate) fn not_executed(error: &ExecutionError) -> bool {
+    match error {
+        ExecutionError::BadQuery(_)
+        | ExecutionError::EmptyPlan
+        | ExecutionError::PrepareError(_)
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::UseKeyspaceError(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::Unauthorized
+                | DbError::ConfigError
+        ),
+        ExecutionError::LastAttemptError(
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_)
+            | RequestAttemptError::UnableToAllocStreamId,
+        ) => true,
+        _ => false,
+    }
+}
+
+/// Whether sending a failed request again cannot help: it is malformed or not allowed.
+fn permanent(error: &ExecutionError) -> bool {
+    match error {
+        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::SyntaxError | DbError::Invalid | DbError::Unauthorized | DbError::ConfigError
+        ),
+        _ => false,
     }
 }
 

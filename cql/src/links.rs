@@ -228,7 +228,7 @@ impl LinkStore for CqlStore {
         let now = now_unix();
         let tags = (!new.tags.is_empty()).then_some(&new.tags);
         let claimed = self
-            .lwt(
+            .lwt_retrying(
                 "INSERT INTO {ks}.links (domain, code, id, custom_alias, owner, url, redirect, \
                  expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, \
                  targeting, fallback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?, ?) \
@@ -252,6 +252,16 @@ impl LinkStore for CqlStore {
                 ),
             )
             .await?;
+        // Not applied: another link has the code, or an earlier attempt of this one
+        // applied and its answer was lost.
+        let claimed = claimed
+            || self
+                .row::<(LinkId,)>(
+                    "SELECT id FROM {ks}.links WHERE domain = ? AND code = ?",
+                    (&new.domain, new.code.as_str()),
+                )
+                .await?
+                .is_some_and(|(existing,)| existing == id);
         if !claimed {
             if plain {
                 self.release_dedupe(new.owner, &new.domain, &new.url, id)
@@ -426,7 +436,7 @@ impl LinkStore for CqlStore {
         link.updated_at = now_unix();
         let tags = (!link.tags.is_empty()).then_some(&link.tags);
         let applied = self
-            .lwt(
+            .lwt_retrying(
                 "UPDATE {ks}.links SET url = ?, redirect = ?, expires_at = ?, max_clicks = ?, \
                  tags = ?, disabled = ?, updated_at = ?, password_hash = ?, targeting = ?, \
                  moderation = ?, fallback_url = ? WHERE domain = ? AND code = ? IF id = ?",

@@ -3,6 +3,7 @@
 
 use scylla::client::session::Session;
 
+use crate::topology::{self, Replication, Topology};
 use crate::{CqlConfig, CqlError};
 
 /// One schema version.
@@ -78,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "upload management",
         cql: include_str!("../schema/012_upload_management.cql"),
     },
+    Migration {
+        version: 13,
+        name: "click batch claimant",
+        cql: include_str!("../schema/013_click_batch_claimant.cql"),
+    },
 ];
 
 /// Fills the upload index tables of migration 12 from the uploads of older versions
@@ -124,8 +130,15 @@ async fn backfill_upload_indexes(session: &Session, keyspace: &str) -> Result<()
 /// A step of `migrate`, for showing progress.
 #[derive(Debug, Clone)]
 pub enum MigrationProgress {
-    /// The keyspace was created (or existed).
-    Keyspace(String),
+    /// The keyspace is ready.
+    Keyspace {
+        /// Its name.
+        name: String,
+        /// Its replication, as CQL (`None`: a strategy shortlink does not read).
+        replication: Option<String>,
+        /// Why it has that replication: how it was chosen, or that it existed.
+        reason: String,
+    },
     /// The keyspace is at this version already; nothing to do.
     UpToDate(i32),
     /// A migration started: its version, name and statement count.
@@ -224,16 +237,33 @@ pub(crate) async fn migrate(
     progress: &mut dyn FnMut(MigrationProgress),
 ) -> Result<i32, CqlError> {
     let keyspace = &config.keyspace;
-    session
-        .query_unpaged(
-            crate::schema_statement(format!(
-                "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
-                config.replication
-            )),
-            (),
-        )
-        .await
-        .map_err(request)?;
+    let topology = Topology::of(session);
+    let existing = session
+        .get_cluster_state()
+        .get_keyspace(keyspace)
+        .map(|k| Replication::of_strategy(&k.strategy));
+    let (replication, reason) = match existing {
+        Some(replication) => {
+            let reason = match replication.as_ref().map(|r| r.check(&topology)) {
+                Some(Err(why)) => format!("existed; warning: {why}"),
+                _ => format!("existed (nodes seen: {topology})"),
+            };
+            (replication.map(|r| r.to_string()), reason)
+        }
+        None => {
+            let (chosen, reason) = topology::for_new_keyspace(&config.replication, &topology)?;
+            session
+                .query_unpaged(
+                    crate::schema_statement(format!(
+                        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {chosen}"
+                    )),
+                    (),
+                )
+                .await
+                .map_err(request)?;
+            (Some(chosen.to_string()), format!("created, {reason}"))
+        }
+    };
     session
         .query_unpaged(
             crate::schema_statement(format!(
@@ -244,7 +274,11 @@ pub(crate) async fn migrate(
         )
         .await
         .map_err(request)?;
-    progress(MigrationProgress::Keyspace(keyspace.clone()));
+    progress(MigrationProgress::Keyspace {
+        name: keyspace.clone(),
+        replication,
+        reason,
+    });
     session
         .use_keyspace(keyspace, false)
         .await
@@ -287,8 +321,10 @@ pub(crate) async fn migrate(
         }
         session
             .query_unpaged(
-                "INSERT INTO schema_migrations (version, name, applied_at) \
-                 VALUES (?, ?, toTimestamp(now()))",
+                format!(
+                    "INSERT INTO {keyspace}.schema_migrations (version, name, applied_at) \
+                     VALUES (?, ?, toTimestamp(now()))"
+                ),
                 (migration.version, migration.name),
             )
             .await

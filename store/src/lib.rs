@@ -398,6 +398,14 @@ pub enum IngestOutcome {
     Applied,
     /// A batch with this id was applied before; nothing changed.
     Duplicate,
+    /// The batch is settled, but some of its counter writes failed in a way that leaves
+    /// unknown whether they counted (the node coordinating them was lost mid-write).
+    /// Counter updates cannot be repeated safely, so it is never applied again: the counts
+    /// of these many clicks may be short, never doubled.
+    Uncertain {
+        /// Clicks of the batch whose counts may be short.
+        clicks: u64,
+    },
 }
 
 /// A stats query: one link, a half-open time range, a bucket size.

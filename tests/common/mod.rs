@@ -507,7 +507,8 @@ pub struct Plane {
 impl Plane {
     pub fn start(plane: &str, data: &Path, proxy_port: u16, control_port: u16) -> Plane {
         let log = data.with_extension(format!("{plane}-{}.log", free_port()));
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg(plane)
             .env("SHORTLINK_DATA_DIR", data)
             .env("SHORTLINK_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
@@ -523,7 +524,13 @@ impl Plane {
             .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
             .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000")
             .env("SHORTLINK_CONTROL__WRITE_BURST", "10000")
-            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
+            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error");
+        Plane::spawn(command, log)
+    }
+
+    /// Runs `command` (the binary with its arguments and environment), its log in `log`.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Plane {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -533,6 +540,13 @@ impl Plane {
             child: Some(child),
             log,
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn log_text(&self) -> String {
