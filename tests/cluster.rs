@@ -225,6 +225,21 @@ secret_access_key = "{S3_SECRET}"
             .bearer_auth(ADMIN_KEY)
     }
 
+    /// Creates a link (`body`) through `control` as admin; its code.
+    async fn create(&self, control: &Node, body: Value) -> String {
+        let r = self
+            .api(control, Method::POST, "/api/v1/links")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// GETs `path` from `control` as admin and parses the JSON body.
     async fn get_json(&self, control: &Node, path: &str) -> Value {
         self.api(control, Method::GET, path)
@@ -706,17 +721,12 @@ async fn capped_link(
     proxies: &[&Node],
     max_clicks: u64,
 ) -> String {
-    let r = cluster
-        .api(control, Method::POST, "/api/v1/links")
-        .json(&json!({"url": "https://capped.example/", "max_clicks": max_clicks}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let code = r.json::<Value>().await.unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let code = cluster
+        .create(
+            control,
+            json!({"url": "https://capped.example/", "max_clicks": max_clicks}),
+        )
+        .await;
     for proxy in proxies {
         cluster
             .wait_redirect(proxy, &code, 301, None, PROPAGATION)
@@ -1185,17 +1195,9 @@ async fn a_preferred_datacenter_on_a_simple_keyspace_logs_no_driver_warnings() {
     let control = cluster.control(0).await;
     let (proxy, _) = cluster.proxy().await;
     for i in 0..20 {
-        let r = cluster
-            .api(&control, Method::POST, "/api/v1/links")
-            .json(&json!({"url": format!("https://example.com/{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let code = r.json::<Value>().await.unwrap()["code"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let code = cluster
+            .create(&control, json!({"url": format!("https://example.com/{i}")}))
+            .await;
         cluster
             .wait_redirect(&proxy, &code, 301, None, PROPAGATION)
             .await;

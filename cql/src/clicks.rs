@@ -8,10 +8,11 @@
 //!
 //! A redelivered batch finds the claim:
 //! - `applied` is a duplicate;
-//! - `counted` or `uncertain` has its idempotent rows written again, never its counters;
-//! - `applying` younger than [`ABANDONED_SECS`] is another node at work (the sender retries
-//!   later); older, the node applying it died in the counter phase: its counters may be
-//!   short and are not written again, the rest is.
+//! - any other state younger than [`ABANDONED_SECS`] is another node at work (the sender
+//!   retries later);
+//! - older, the node applying it died: `counted` or `uncertain` has its idempotent rows
+//!   written again (a duplicate); `applying` died in the counter phase, so its counters
+//!   may be short and are not written again, the rest is (uncertain).
 //!
 //! When counter writes fail, the outcome decides: if none was written and every failure
 //! certainly did not execute (no connection, replicas unavailable), the claim is released
@@ -39,7 +40,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
 
-use crate::{CqlStore, Kind, backend, ids, not_executed, run_concurrently};
+use crate::{CqlStore, Kind, backend, fold, ids, not_executed, run_concurrently};
 
 /// An `applying` claim older than this belongs to a node that died while applying it.
 const ABANDONED_SECS: i64 = 120;
@@ -93,11 +94,23 @@ fn counter_batch(statement: &PreparedStatement, n: usize) -> Batch {
     batch
 }
 
-struct LinkInfo {
+#[derive(Clone)]
+pub(crate) struct LinkInfo {
     owner: i64,
     domain: String,
     code: String,
 }
+
+/// How long ingestion trusts a link's owner, domain and code once read: they never change,
+/// and a link deleted meanwhile only has a few more clicks counted in its own rollups.
+const LINK_INFO_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Links ingestion remembers at most (the cache is emptied when it holds more).
+const LINK_INFO_CACHED: usize = 200_000;
+
+/// Recently read links of ingestion: a busy link is read once a minute, not per batch.
+#[derive(Default)]
+pub(crate) struct LinkInfos(std::sync::Mutex<HashMap<LinkId, (LinkInfo, std::time::Instant)>>);
 
 /// A pending write of ingestion.
 pub(crate) type Write<'s> =
@@ -107,8 +120,8 @@ pub(crate) type Write<'s> =
 pub(crate) type CounterWrite<'s> =
     std::pin::Pin<Box<dyn Future<Output = Result<(), ExecutionError>> + Send + 's>>;
 
-/// How the counter writes of a batch went.
-enum Counted {
+/// How a set of counter writes went.
+pub(crate) enum Counted {
     /// Every write succeeded.
     All,
     /// None was written and none ran: the batch can be sent again whole.
@@ -119,7 +132,7 @@ enum Counted {
 
 /// Runs every counter write, at most `limit` at once, to the end (a failure does not stop
 /// the others: each written one is one fewer unknown).
-async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Counted {
+pub(crate) async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Counted {
     use futures_util::StreamExt;
     let mut stream = futures_util::stream::iter(writes).buffer_unordered(limit.max(1));
     let (mut written, mut unknown, mut first) = (0usize, 0usize, None);
@@ -145,8 +158,9 @@ async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Counted {
 enum Claim {
     /// Claimed now: write everything.
     New,
-    /// Counted before (`uncertain` clicks of it possibly short): write the rest again.
-    Counted { uncertain: u64 },
+    /// Counted before, by a node that stopped short of the end: write the rest again and
+    /// answer `outcome` (a duplicate, or uncertain when nobody reported the counts lost).
+    Finish { outcome: IngestOutcome },
 }
 
 impl CqlStore {
@@ -167,7 +181,7 @@ impl CqlStore {
     }
 
     /// [`CqlStore::counter_batches`] with the driver's errors.
-    fn counter_writes<'s, R>(
+    pub(crate) fn counter_writes<'s, R>(
         &'s self,
         statement: &PreparedStatement,
         rows: Vec<R>,
@@ -304,6 +318,31 @@ impl CqlStore {
             }))
     }
 
+    /// [`CqlStore::link_info`] through the ingestion cache (a missing link is not
+    /// remembered: it may be one created a moment ago).
+    async fn link_info_cached(&self, id: LinkId) -> Result<Option<LinkInfo>, StoreError> {
+        let now = std::time::Instant::now();
+        if let Some((info, at)) = self
+            .link_infos
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            && now.duration_since(*at) < LINK_INFO_TTL
+        {
+            return Ok(Some(info.clone()));
+        }
+        let found = self.link_info(id).await?;
+        if let Some(info) = &found {
+            let mut cache = self.link_infos.0.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= LINK_INFO_CACHED {
+                cache.clear();
+            }
+            cache.insert(id, (info.clone(), now));
+        }
+        Ok(found)
+    }
+
     /// `page` with the (domain, code) of its links that still exist.
     async fn page_links(&self, mut page: ClickPage) -> Result<ClickPage, StoreError> {
         let ids: std::collections::HashSet<LinkId> =
@@ -349,22 +388,24 @@ impl CqlStore {
                 Ok(Ok(Claim::New))
             }
             Some((Some(state), ..)) if state == "applied" => Ok(Err(IngestOutcome::Duplicate)),
-            Some((Some(state), ..)) if state == "counted" => {
-                Ok(Ok(Claim::Counted { uncertain: 0 }))
-            }
-            Some((Some(state), _, uncertain, _)) if state == "uncertain" => {
-                Ok(Ok(Claim::Counted {
-                    uncertain: uncertain.map_or(clicks, |n| n.max(0) as u64),
-                }))
-            }
-            Some((_, Some(at), ..)) if now - at > ABANDONED_SECS => {
-                warn!(
-                    batch_id,
-                    "a click batch claimed {}s ago was never counted to the end (a node died \
-                     counting it); not counting it twice",
-                    now - at
-                );
-                Ok(Ok(Claim::Counted { uncertain: clicks }))
+            // Another node's, younger than ABANDONED_SECS: still at work (retry later).
+            Some((Some(state), Some(at), ..)) if now - at > ABANDONED_SECS => {
+                if state == "applying" {
+                    warn!(
+                        batch_id,
+                        "a click batch claimed {}s ago was never counted to the end (a node \
+                         died counting it); not counting it twice",
+                        now - at
+                    );
+                    Ok(Ok(Claim::Finish {
+                        outcome: IngestOutcome::Uncertain { clicks },
+                    }))
+                } else {
+                    // `counted` or `uncertain`: its counts were settled and reported.
+                    Ok(Ok(Claim::Finish {
+                        outcome: IngestOutcome::Duplicate,
+                    }))
+                }
             }
             _ => Err(StoreError::corrupt(format!(
                 "batch {batch_id} is being applied by another node; retry later"
@@ -407,18 +448,20 @@ impl ClickStore for CqlStore {
             let found: Vec<Result<(LinkId, Option<LinkInfo>), StoreError>> =
                 futures_util::stream::iter(
                     ids.into_iter()
-                        .map(|id| async move { Ok((id, self.link_info(id).await?)) }),
+                        .map(|id| async move { Ok((id, self.link_info_cached(id).await?)) }),
                 )
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
                 .await;
             found.into_iter().collect::<Result<_, _>>()?
         };
-        let owner_hour_update = self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?;
-        let owner_day_update = self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?;
-        let hour_update = self.prepare(HOUR_UPDATE, Kind::Counter).await?;
-        let day_update = self.prepare(DAY_UPDATE, Kind::Counter).await?;
-        let link_update = self.prepare(LINK_CLICKS_UPDATE, Kind::Counter).await?;
+        let statements = fold::Statements {
+            hour: self.prepare(HOUR_UPDATE, Kind::Counter).await?,
+            day: self.prepare(DAY_UPDATE, Kind::Counter).await?,
+            owner_hour: self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?,
+            owner_day: self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?,
+            link: self.prepare(LINK_CLICKS_UPDATE, Kind::Counter).await?,
+        };
         // Claimed only now, with every read done: from the claim to the counter writes
         // nothing else can fail and leave the batch claimed but not counted.
         let batch_clicks: u64 = clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
@@ -445,112 +488,8 @@ impl ClickStore for CqlStore {
             visitor_hours,
             visitor_days,
         } = delta;
-        // Rollup rows of one (link, month) partition go in one counter batch: one
-        // mutation per partition instead of one request per row.
-        type HourRow = (Counter, Counter, i64, i32, i64);
-        type DayRow<'a> = (Counter, i64, i32, i64, &'static str, &'a str);
-        let mut hour_rows: HashMap<(LinkId, i32), Vec<HourRow>> = HashMap::new();
-        for ((link, hour), (total, bots)) in hours {
-            let month = ids::month_of(hour);
-            hour_rows.entry((link, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                link,
-                month,
-                hour,
-            ));
-        }
-        let mut day_rows: HashMap<(LinkId, i32), Vec<DayRow<'_>>> = HashMap::new();
-        for ((link, day, dim, key), n) in days {
-            let month = ids::month_of(day);
-            day_rows.entry((link, month)).or_default().push((
-                Counter(n),
-                link,
-                month,
-                day,
-                dim,
-                key,
-            ));
-        }
-        type OwnerHourRow = (Counter, Counter, i64, i32, i64);
-        type OwnerDayRow = (Counter, Counter, i64, i32, i64, LinkId);
-        let mut owner_hour_rows: HashMap<(i64, i32), Vec<OwnerHourRow>> = HashMap::new();
-        for ((owner, hour), (total, bots)) in owner_hours {
-            let month = ids::month_of(hour);
-            owner_hour_rows.entry((owner, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                owner,
-                month,
-                hour,
-            ));
-        }
-        let mut owner_day_rows: HashMap<(i64, i32), Vec<OwnerDayRow>> = HashMap::new();
-        for ((owner, day, link), (total, bots)) in owner_days {
-            let month = ids::month_of(day);
-            owner_day_rows.entry((owner, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                owner,
-                month,
-                day,
-                link,
-            ));
-        }
-        let uncertain = match claim {
-            Claim::Counted { uncertain } => uncertain,
-            Claim::New => {
-                let mut writes: Vec<CounterWrite<'_>> =
-                    Vec::with_capacity(hour_rows.len() + day_rows.len() + per_link.len());
-                for rows in hour_rows.into_values() {
-                    writes.extend(self.counter_writes(&hour_update, rows));
-                }
-                for rows in day_rows.into_values() {
-                    writes.extend(self.counter_writes(&day_update, rows));
-                }
-                for rows in owner_hour_rows.into_values() {
-                    writes.extend(self.counter_writes(&owner_hour_update, rows));
-                }
-                for rows in owner_day_rows.into_values() {
-                    writes.extend(self.counter_writes(&owner_day_update, rows));
-                }
-                for (link, delta) in &per_link {
-                    let (statement, n) = (&link_update, delta.clicks);
-                    writes.push(Box::pin(async move {
-                        self.session
-                            .execute_unpaged(statement, (Counter(n), *link))
-                            .await
-                            .map(drop)
-                    }));
-                }
-                let uncertain = match count_all(writes, WRITE_CONCURRENCY).await {
-                    Counted::All => 0,
-                    Counted::Nothing(error) => {
-                        // Nothing counted: free the claim so the sender's retry counts it.
-                        self.lwt(
-                            "DELETE FROM {ks}.click_batches WHERE batch_id = ? \
-                             IF state = 'applying'",
-                            (batch_id,),
-                        )
-                        .await?;
-                        return Err(backend(error));
-                    }
-                    Counted::Partly(error) => {
-                        warn!(
-                            batch_id,
-                            clicks = batch_clicks,
-                            %error,
-                            "counter writes of a click batch were cut off mid-write; its \
-                             counts may be short and are not written twice"
-                        );
-                        batch_clicks
-                    }
-                };
-                self.mark_counted(batch_id, uncertain).await?;
-                uncertain
-            }
-        };
-        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut writes: Vec<Write<'_>> =
+            Vec::with_capacity(visitor_hours.len() + visitor_days.len());
         // Visitors: a sketch row per period per batch, keyed by the batch id.
         for ((link, hour), visitors) in visitor_hours {
             writes.push(Box::pin(async move {
@@ -580,12 +519,62 @@ impl ClickStore for CqlStore {
                 .map(drop)
             }));
         }
+        // Visitor sketches are idempotent rows: written alongside the counters.
+        let counting = async {
+            Ok::<IngestOutcome, StoreError>(match claim {
+                Claim::Finish { outcome } => outcome,
+                Claim::New => {
+                    let deltas = fold::Deltas {
+                        hours,
+                        days: days
+                            .into_iter()
+                            .map(|((link, day, dim, key), n)| ((link, day, dim, key.to_owned()), n))
+                            .collect(),
+                        owner_hours,
+                        owner_days,
+                        links: per_link.iter().map(|(link, d)| (*link, d.clicks)).collect(),
+                    };
+                    let uncertain = match self.count_folded(deltas, &statements).await {
+                        fold::Round::All => 0,
+                        fold::Round::Nothing(error) => {
+                            // Nothing counted: free the claim so the sender's retry counts it.
+                            self.lwt(
+                                "DELETE FROM {ks}.click_batches WHERE batch_id = ? \
+                             IF state = 'applying'",
+                                (batch_id,),
+                            )
+                            .await?;
+                            return Err(error.into());
+                        }
+                        fold::Round::Partly(error) => {
+                            warn!(
+                                batch_id,
+                                clicks = batch_clicks,
+                                %error,
+                                "counter writes of a click batch were cut off mid-write; its \
+                                 counts may be short and are not written twice"
+                            );
+                            batch_clicks
+                        }
+                    };
+                    self.mark_counted(batch_id, uncertain).await?;
+                    if uncertain == 0 {
+                        IngestOutcome::Applied
+                    } else {
+                        IngestOutcome::Uncertain { clicks: uncertain }
+                    }
+                }
+            })
+        };
+        let (written, outcome) =
+            tokio::join!(run_concurrently(writes, WRITE_CONCURRENCY), counting);
+        let outcome = outcome?;
+        written?;
         // The raw clicks, one row per owner, for exports.
         let logs = owner_logs(&counted, |link| match links.get(&link) {
             Some(Some(info)) => Some(info.owner),
             _ => None,
         });
-        run_concurrently(writes, WRITE_CONCURRENCY).await?;
         // Stamped once the counters are written, just before its own write: an export
         // reads rows up to the settle time before now, so a row must land within it.
         let at_ms = now_unix_ms();
@@ -630,11 +619,7 @@ impl ClickStore for CqlStore {
             (self.click_retention_secs, total, batch_id),
         )
         .await?;
-        Ok(if uncertain == 0 {
-            IngestOutcome::Applied
-        } else {
-            IngestOutcome::Uncertain { clicks: uncertain }
-        })
+        Ok(outcome)
     }
 
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError> {

@@ -18,6 +18,7 @@ mod certificates;
 mod clicks;
 mod domains;
 mod events;
+mod fold;
 mod ids;
 mod links;
 mod schema;
@@ -204,6 +205,10 @@ pub struct CqlStore {
     /// names: Cassandra warns about `USE` with prepared statements).
     keyspace: String,
     prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
+    /// Click counters of batches ingested at once, written together.
+    fold: fold::Fold,
+    /// Links ingestion read recently.
+    link_infos: clicks::LinkInfos,
     settle_us: i64,
     /// Timeout of one attempt of [`CqlStore::lwt_retrying`].
     lwt_attempt_timeout: Duration,
@@ -286,6 +291,8 @@ impl CqlStore {
             session,
             keyspace: config.keyspace.clone(),
             prepared: RwLock::new(HashMap::new()),
+            fold: fold::Fold::default(),
+            link_infos: clicks::LinkInfos::default(),
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),

@@ -34,6 +34,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     event_log(&*store, &run).await;
     uploads_and_jobs(&*store, &run).await;
     concurrent_creates(store.clone(), &run).await;
+    concurrent_batches(store.clone(), &run).await;
     link_options_and_domains(&*store, &run).await;
     click_budgets(store.clone()).await;
     webhooks(store.clone(), &run).await;
@@ -1872,6 +1873,100 @@ async fn concurrent_creates(store: Arc<dyn Store>, run: &str) {
         assert!(ids.insert(created.link.id));
     }
     assert_eq!(ids.len(), 200);
+}
+
+/// Batches ingested at once over the same links (as from many proxies), some of them
+/// sent twice at the same time, are each counted once: per link, per hour, per country,
+/// and in the owner's totals.
+async fn concurrent_batches(store: Arc<dyn Store>, run: &str) {
+    let owner = user(&*store, run, "concurrent").await;
+    let mut links = Vec::new();
+    for i in 0..5 {
+        let code = format!("{run}cb{i}");
+        let url = format!("https://concurrent.test/{i}");
+        links.push(
+            store
+                .create_link(new_link(owner, code, &url))
+                .await
+                .unwrap()
+                .link
+                .id,
+        );
+    }
+    let day = 1_700_000_000 - 1_700_000_000 % 86_400 + 86_400 * 5;
+    let batch = |b: usize| -> Vec<EnrichedClick> {
+        (0..40)
+            .map(|i| {
+                let at = (day + 3600 * ((i % 2) as i64)) * 1000 + i as i64;
+                click(links[(b + i) % links.len()], at, "Chrome", i % 10 == 0)
+            })
+            .collect()
+    };
+    // Sixteen batches; the first four sent twice, both copies at once.
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let store = store.clone();
+            let b = if n < 16 { n } else { n - 16 };
+            let (id, clicks) = (format!("{run}-concurrent-{b}"), batch(b));
+            tokio::spawn(async move { store.ingest_clicks(&id, clicks).await })
+        })
+        .collect();
+    let mut applied = 0;
+    for task in tasks {
+        // A copy that finds its twin being applied elsewhere is told to retry later.
+        if let Ok(IngestOutcome::Applied) = task.await.expect("task") {
+            applied += 1;
+        }
+    }
+    for b in 0..4 {
+        // What the sender of a refused copy does: send it again, and hear it was counted.
+        let outcome = store
+            .ingest_clicks(&format!("{run}-concurrent-{b}"), batch(b))
+            .await
+            .unwrap();
+        assert_eq!(outcome, IngestOutcome::Duplicate);
+    }
+    assert_eq!(applied, 16, "each batch applied once");
+    let mut total = 0;
+    for (i, id) in links.iter().enumerate() {
+        let link = store
+            .get_link("", &format!("{run}cb{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(link.clicks, 16 * 40 / 5, "clicks of link {i}");
+        let stats = store
+            .link_stats(StatsQuery {
+                link_id: *id,
+                from: day - 86_400,
+                to: day + 86_400,
+                interval: Interval::Hour,
+                top: 10,
+                include_bots: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(stats.total, 16 * 40 / 5, "stats of link {i}");
+        assert_eq!(stats.series.len(), 2, "two hours of link {i}");
+        assert_eq!(
+            stats.countries.iter().map(|c| c.count).sum::<u64>(),
+            stats.total
+        );
+        total += stats.total;
+    }
+    let account = store
+        .account_stats(AccountStatsQuery {
+            owner,
+            from: day - 86_400,
+            to: day + 86_400,
+            interval: Interval::Hour,
+            top: 10,
+            include_bots: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((account.total, total), (16 * 40, 16 * 40));
+    assert_eq!(account.bots, 16 * 4);
 }
 
 /// Passwords and targeting round-trip and patch; the same code lives on two domains;

@@ -6,7 +6,9 @@
 //! cargo build --release -p shortlink
 //! CQL_TEST_NODES=127.0.0.1:9042 cargo run --release -p shortlink-benches --bin cql_cluster -- 1000000
 //! ```
-//! The argument is how many links the bulk-load part seeds (default 1 000 000).
+//! The first argument is how many links the bulk-load part seeds (default 1 000 000; 0
+//! skips it), the second how many callers ingest at once in the concurrent ingestion run
+//! (default 8, as eight proxies shipping to one control plane).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,8 +45,9 @@ async fn migrate(cql: &CqlConfig) {
     CqlStore::migrate(cql, &mut |_| {}).await.expect("migrate");
 }
 
-/// Clicks per second into the CQL store through `ClickStore::ingest_clicks`.
-async fn ingestion(nodes: &str) {
+/// Clicks per second into the CQL store through `ClickStore::ingest_clicks`, with
+/// `callers` batches in flight at once.
+async fn ingestion(nodes: &str, callers: usize) {
     let cql = config(
         nodes,
         &format!("bench_ingest_{:08x}", rand::random::<u32>()),
@@ -70,14 +73,14 @@ async fn ingestion(nodes: &str) {
         };
         links.push(store.create_link(link).await.unwrap().link.id);
     }
+    let links = Arc::new(links);
     let browsers = ["Chrome", "Firefox", "Safari", "Edge"];
     let countries = ["DE", "US", "FR", "JP", "BR"];
     let now_ms = shortlink_core::time_util::now_unix_ms();
-    let batches = 20;
+    let batches = 20 * callers.max(1);
     let per_batch = 10_000;
-    let mut rates = Vec::new();
-    for b in 0..batches {
-        let clicks: Vec<EnrichedClick> = (0..per_batch)
+    let batch = move |b: usize| -> Vec<EnrichedClick> {
+        (0..per_batch)
             .map(|i| EnrichedClick {
                 link_id: links[(i * 7 + b) % links.len()],
                 ts_ms: now_ms - (i as i64 % 3_600_000),
@@ -91,18 +94,43 @@ async fn ingestion(nodes: &str) {
                 count: 1,
                 visitor: 0,
             })
-            .collect();
-        let started = Instant::now();
-        store
-            .ingest_clicks(&format!("bench-{b}"), clicks)
-            .await
-            .expect("ingest");
-        rates.push(per_batch as f64 / started.elapsed().as_secs_f64());
+            .collect()
+    };
+    let store = Arc::new(store);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..callers.max(1))
+        .map(|_| {
+            let (store, next, batch) = (store.clone(), next.clone(), batch.clone());
+            tokio::spawn(async move {
+                let mut rates = Vec::new();
+                loop {
+                    let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if b >= batches {
+                        return rates;
+                    }
+                    let clicks = batch(b);
+                    let started = Instant::now();
+                    store
+                        .ingest_clicks(&format!("bench-{b}"), clicks)
+                        .await
+                        .expect("ingest");
+                    rates.push(per_batch as f64 / started.elapsed().as_secs_f64());
+                }
+            })
+        })
+        .collect();
+    let mut rates = Vec::new();
+    for worker in workers {
+        rates.extend(worker.await.unwrap());
     }
+    let elapsed = started.elapsed();
     rates.sort_by(f64::total_cmp);
     println!(
-        "ingestion into CQL: median {:.0} clicks/s over {batches} batches of {per_batch} \
-         (1 000 links, min {:.0}, max {:.0})",
+        "ingestion into CQL, {callers} caller(s): {:.0} clicks/s over {batches} batches of \
+         {per_batch} (1 000 links) in {elapsed:.1?}; one batch: median {:.0} clicks/s, min {:.0}, \
+         max {:.0}",
+        (batches * per_batch) as f64 / elapsed.as_secs_f64(),
         rates[rates.len() / 2],
         rates[0],
         rates[rates.len() - 1]
@@ -350,8 +378,12 @@ async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
 async fn main() {
     let nodes = std::env::var("CQL_TEST_NODES").expect("set CQL_TEST_NODES=127.0.0.1:9042");
     let n: usize = arg(1, 1_000_000);
+    let callers: usize = arg(2, 8);
     let dir = tempfile::tempdir().unwrap();
-    ingestion(&nodes).await;
+    ingestion(&nodes, 1).await;
+    ingestion(&nodes, callers).await;
     lag(&nodes, dir.path()).await;
-    bulk_load(&nodes, dir.path(), n).await;
+    if n > 0 {
+        bulk_load(&nodes, dir.path(), n).await;
+    }
 }

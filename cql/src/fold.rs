@@ -1,0 +1,211 @@
+//! Click counters folded across batches: batches ingested at the same time add their
+//! deltas into one set, written by one of them (a group commit), so a row that many
+//! batches touch (a busy link's hour, its country, its owner's day) costs one counter
+//! update per round instead of one per batch. Each batch keeps its own claim; the round's
+//! outcome is every batch's outcome.
+
+use std::collections::HashMap;
+
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::Counter;
+use shortlink_core::LinkId;
+use shortlink_store::StoreError;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::clicks::{CounterWrite, count_all};
+use crate::{CqlStore, ids};
+
+/// Counter additions of one or more batches.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas {
+    /// (link, hour) → (total, bots).
+    pub(crate) hours: HashMap<(LinkId, i64), (i64, i64)>,
+    /// (link, day, dimension, value) → n.
+    pub(crate) days: HashMap<(LinkId, i64, &'static str, String), i64>,
+    /// (owner, hour) → (total, bots).
+    pub(crate) owner_hours: HashMap<(i64, i64), (i64, i64)>,
+    /// (owner, day, link) → (total, bots).
+    pub(crate) owner_days: HashMap<(i64, i64, LinkId), (i64, i64)>,
+    /// link → clicks.
+    pub(crate) links: HashMap<LinkId, i64>,
+}
+
+fn add2<K: std::hash::Hash + Eq>(into: &mut HashMap<K, (i64, i64)>, from: HashMap<K, (i64, i64)>) {
+    for (key, (a, b)) in from {
+        let slot = into.entry(key).or_default();
+        slot.0 += a;
+        slot.1 += b;
+    }
+}
+
+fn add1<K: std::hash::Hash + Eq>(into: &mut HashMap<K, i64>, from: HashMap<K, i64>) {
+    for (key, n) in from {
+        *into.entry(key).or_default() += n;
+    }
+}
+
+impl Deltas {
+    /// Adds `other` into this set.
+    pub(crate) fn merge(&mut self, other: Deltas) {
+        add2(&mut self.hours, other.hours);
+        add1(&mut self.days, other.days);
+        add2(&mut self.owner_hours, other.owner_hours);
+        add2(&mut self.owner_days, other.owner_days);
+        add1(&mut self.links, other.links);
+    }
+}
+
+/// How a round of counter writes went (for every batch in it).
+#[derive(Debug, Clone)]
+pub(crate) enum Round {
+    /// Every write succeeded.
+    All,
+    /// None was written and none ran: each batch may be sent again whole.
+    Nothing(RoundFailed),
+    /// Some writes failed leaving unknown whether they ran.
+    Partly(RoundFailed),
+}
+
+/// Why a round's counter writes failed (the first driver error, as text: a round's
+/// outcome goes to every batch in it).
+#[derive(Debug, Clone, Error)]
+#[error("counter writes failed: {0}")]
+pub(crate) struct RoundFailed(String);
+
+impl From<RoundFailed> for StoreError {
+    fn from(error: RoundFailed) -> Self {
+        StoreError::backend(error)
+    }
+}
+
+/// Batches waiting for a round, and the lock its writer holds.
+#[derive(Default)]
+pub(crate) struct Fold {
+    waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Round>)>>,
+    round: tokio::sync::Mutex<()>,
+}
+
+/// The prepared counter updates a round writes.
+pub(crate) struct Statements {
+    pub(crate) hour: PreparedStatement,
+    pub(crate) day: PreparedStatement,
+    pub(crate) owner_hour: PreparedStatement,
+    pub(crate) owner_day: PreparedStatement,
+    pub(crate) link: PreparedStatement,
+}
+
+impl CqlStore {
+    /// Writes `deltas` (a claimed batch's) in the next round with every batch waiting;
+    /// returns the round's outcome. Whoever takes the round lock writes all that waits;
+    /// a batch whose deltas went out in another's round gets that round's outcome.
+    pub(crate) async fn count_folded(&self, deltas: Deltas, statements: &Statements) -> Round {
+        let (done, mut outcome) = oneshot::channel();
+        self.fold
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((deltas, done));
+        let _round = self.fold.round.lock().await;
+        if let Ok(round) = outcome.try_recv() {
+            return round;
+        }
+        let waiting =
+            std::mem::take(&mut *self.fold.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut all = Deltas::default();
+        let mut senders = Vec::with_capacity(waiting.len());
+        for (deltas, sender) in waiting {
+            all.merge(deltas);
+            senders.push(sender);
+        }
+        let round = match count_all(
+            self.round_writes(all, statements),
+            crate::clicks::WRITE_CONCURRENCY,
+        )
+        .await
+        {
+            crate::clicks::Counted::All => Round::All,
+            crate::clicks::Counted::Nothing(e) => Round::Nothing(RoundFailed(e.to_string())),
+            crate::clicks::Counted::Partly(e) => Round::Partly(RoundFailed(e.to_string())),
+        };
+        for sender in senders {
+            let _ = sender.send(round.clone());
+        }
+        outcome.try_recv().unwrap_or(round)
+    }
+
+    /// The counter writes of `deltas`: rows of one partition in one counter batch.
+    fn round_writes<'s>(
+        &'s self,
+        deltas: Deltas,
+        statements: &'s Statements,
+    ) -> Vec<CounterWrite<'s>> {
+        type HourRow = (Counter, Counter, i64, i32, i64);
+        type DayRow = (Counter, i64, i32, i64, &'static str, String);
+        type OwnerDayRow = (Counter, Counter, i64, i32, i64, LinkId);
+        let mut hours: HashMap<(LinkId, i32), Vec<HourRow>> = HashMap::new();
+        for ((link, hour), (total, bots)) in deltas.hours {
+            let month = ids::month_of(hour);
+            hours.entry((link, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                link,
+                month,
+                hour,
+            ));
+        }
+        let mut days: HashMap<(LinkId, i32), Vec<DayRow>> = HashMap::new();
+        for ((link, day, dim, key), n) in deltas.days {
+            let month = ids::month_of(day);
+            days.entry((link, month))
+                .or_default()
+                .push((Counter(n), link, month, day, dim, key));
+        }
+        let mut owner_hours: HashMap<(i64, i32), Vec<HourRow>> = HashMap::new();
+        for ((owner, hour), (total, bots)) in deltas.owner_hours {
+            let month = ids::month_of(hour);
+            owner_hours.entry((owner, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                owner,
+                month,
+                hour,
+            ));
+        }
+        let mut owner_days: HashMap<(i64, i32), Vec<OwnerDayRow>> = HashMap::new();
+        for ((owner, day, link), (total, bots)) in deltas.owner_days {
+            let month = ids::month_of(day);
+            owner_days.entry((owner, month)).or_default().push((
+                Counter(total),
+                Counter(bots),
+                owner,
+                month,
+                day,
+                link,
+            ));
+        }
+        let mut writes: Vec<CounterWrite<'s>> = Vec::new();
+        for rows in hours.into_values() {
+            writes.extend(self.counter_writes(&statements.hour, rows));
+        }
+        for rows in days.into_values() {
+            writes.extend(self.counter_writes(&statements.day, rows));
+        }
+        for rows in owner_hours.into_values() {
+            writes.extend(self.counter_writes(&statements.owner_hour, rows));
+        }
+        for rows in owner_days.into_values() {
+            writes.extend(self.counter_writes(&statements.owner_day, rows));
+        }
+        for (link, n) in deltas.links {
+            let statement = &statements.link;
+            writes.push(Box::pin(async move {
+                self.session
+                    .execute_unpaged(statement, (Counter(n), link))
+                    .await
+                    .map(drop)
+            }));
+        }
+        writes
+    }
+}
