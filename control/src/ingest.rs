@@ -173,7 +173,13 @@ impl Ingestor {
         enriched: Vec<shortlink_core::EnrichedClick>,
     ) -> Result<IngestOutcome, ApiError> {
         let clicks: u64 = enriched.iter().map(|c| u64::from(c.count.max(1))).sum();
-        let outcome = self.store.ingest_clicks(batch_id, enriched).await?;
+        // In a task of its own: a batch once started is stored to the end even when its
+        // sender hangs up (a write cut off half-way would leave it unsettled, and on CQL
+        // the batches folded with it too).
+        let (store, id) = (self.store.clone(), batch_id.to_owned());
+        let outcome = tokio::spawn(async move { store.ingest_clicks(&id, enriched).await })
+            .await
+            .map_err(ApiError::internal)??;
         let label = match outcome {
             IngestOutcome::Applied => {
                 metrics::CLICKS_INGESTED.inc_by(clicks);

@@ -107,8 +107,13 @@ impl CqlStore {
             .unwrap_or_else(|e| e.into_inner())
             .push((deltas, done));
         let _round = self.fold.round.lock().await;
-        if let Ok(round) = outcome.try_recv() {
-            return round;
+        match outcome.try_recv() {
+            Ok(round) => return round,
+            // Taken by a round that was dropped half-way: whether it counted is unknown.
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Round::Partly(RoundFailed("the round writing it was cut off".into()));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let waiting =
             std::mem::take(&mut *self.fold.waiting.lock().unwrap_or_else(|e| e.into_inner()));
