@@ -500,11 +500,43 @@ async fn a_node_killed_and_restarted_loses_nothing() {
             "clicks of {code} through the other control plane"
         );
     }
-    assert!(
-        totals.iter().sum::<u64>() + uncertain >= served_sum,
-        "{served_sum} redirects, {} counted, {uncertain} uncertain",
-        totals.iter().sum::<u64>()
-    );
+    if totals.iter().sum::<u64>() + uncertain < served_sum {
+        let mut seen = String::new();
+        for process in controls.iter().chain(proxies.iter()).chain([&late]) {
+            let text = match &process.metrics {
+                Some(address) => setup.http.get(format!("http://{address}/metrics")),
+                None => setup.api(process, Method::GET, "/metrics"),
+            }
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+            seen.push_str(&format!("{}:\n", process.url));
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("shortlink_click") && !l.contains("_bucket"))
+            {
+                seen.push_str(line);
+                seen.push('\n');
+            }
+            for line in process
+                .plane
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(15)
+            {
+                seen.push_str(line);
+                seen.push('\n');
+            }
+        }
+        panic!(
+            "{served_sum} redirects, {} counted, {uncertain} uncertain:\n{seen}",
+            totals.iter().sum::<u64>()
+        );
+    }
     for process in controls.iter().chain(proxies.iter()) {
         assert!(
             !process.plane.log_text().contains("panicked"),

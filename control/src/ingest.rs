@@ -118,6 +118,23 @@ pub struct ClickEventBody {
     pub count: u32,
 }
 
+/// Counts a stored batch of `clicks` clicks in the metrics by its outcome.
+fn record(outcome: IngestOutcome, clicks: u64) {
+    let label = match outcome {
+        IngestOutcome::Applied => {
+            metrics::CLICKS_INGESTED.inc_by(clicks);
+            "applied"
+        }
+        IngestOutcome::Duplicate => "duplicate",
+        IngestOutcome::Uncertain { clicks: uncertain } => {
+            metrics::CLICKS_INGESTED.inc_by(clicks.saturating_sub(uncertain));
+            metrics::CLICKS_UNCERTAIN.inc_by(uncertain);
+            "uncertain"
+        }
+    };
+    metrics::CLICK_BATCHES.with_label_values(&[label]).inc();
+}
+
 /// Validates, enriches and stores click batches: the HTTP endpoint's work, also callable
 /// in-process (by `serve`, where the proxy lives in the same process).
 pub struct Ingestor {
@@ -176,23 +193,15 @@ impl Ingestor {
         // In a task of its own: a batch once started is stored to the end even when its
         // sender hangs up (a write cut off half-way would leave it unsettled, and on CQL
         // the batches folded with it too).
+        // The outcome is counted there too, so it is counted when the sender is gone.
         let (store, id) = (self.store.clone(), batch_id.to_owned());
-        let outcome = tokio::spawn(async move { store.ingest_clicks(&id, enriched).await })
-            .await
-            .map_err(ApiError::internal)??;
-        let label = match outcome {
-            IngestOutcome::Applied => {
-                metrics::CLICKS_INGESTED.inc_by(clicks);
-                "applied"
-            }
-            IngestOutcome::Duplicate => "duplicate",
-            IngestOutcome::Uncertain { clicks: uncertain } => {
-                metrics::CLICKS_INGESTED.inc_by(clicks.saturating_sub(uncertain));
-                metrics::CLICKS_UNCERTAIN.inc_by(uncertain);
-                "uncertain"
-            }
-        };
-        metrics::CLICK_BATCHES.with_label_values(&[label]).inc();
+        let outcome = tokio::spawn(async move {
+            let outcome = store.ingest_clicks(&id, enriched).await?;
+            record(outcome, clicks);
+            Ok::<_, shortlink_store::StoreError>(outcome)
+        })
+        .await
+        .map_err(ApiError::internal)??;
         Ok(outcome)
     }
 

@@ -10,9 +10,10 @@
 //! - `applied` is a duplicate;
 //! - any other state younger than [`ABANDONED_SECS`] is another node at work (the sender
 //!   retries later);
-//! - older, the node applying it died: `counted` or `uncertain` has its idempotent rows
-//!   written again (a duplicate); `applying` died in the counter phase, so its counters
-//!   may be short and are not written again, the rest is (uncertain).
+//! - older, the call that claimed it ended before `applied`: `counted` or `uncertain` has
+//!   its idempotent rows written again and answers as that call would have; `applying`
+//!   died in the counter phase, so its counters may be short and are not written again,
+//!   the rest is (uncertain).
 //!
 //! When counter writes fail, the outcome decides: if none was written and every failure
 //! certainly did not execute (no connection, replicas unavailable), the claim is released
@@ -158,8 +159,8 @@ pub(crate) async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Co
 enum Claim {
     /// Claimed now: write everything.
     New,
-    /// Counted before, by a node that stopped short of the end: write the rest again and
-    /// answer `outcome` (a duplicate, or uncertain when nobody reported the counts lost).
+    /// Counted before, by a call that ended before `applied`: write the rest again and
+    /// answer `outcome`, the one that call never gave.
     Finish { outcome: IngestOutcome },
 }
 
@@ -389,23 +390,25 @@ impl CqlStore {
             }
             Some((Some(state), ..)) if state == "applied" => Ok(Err(IngestOutcome::Duplicate)),
             // Another node's, younger than ABANDONED_SECS: still at work (retry later).
-            Some((Some(state), Some(at), ..)) if now - at > ABANDONED_SECS => {
-                if state == "applying" {
-                    warn!(
-                        batch_id,
-                        "a click batch claimed {}s ago was never counted to the end (a node \
-                         died counting it); not counting it twice",
-                        now - at
-                    );
-                    Ok(Ok(Claim::Finish {
-                        outcome: IngestOutcome::Uncertain { clicks },
-                    }))
-                } else {
-                    // `counted` or `uncertain`: its counts were settled and reported.
-                    Ok(Ok(Claim::Finish {
-                        outcome: IngestOutcome::Duplicate,
-                    }))
-                }
+            // Older, the call that claimed it ended without answering (it answers only
+            // once `applied`), so its outcome is reported now.
+            Some((Some(state), Some(at), uncertain, _)) if now - at > ABANDONED_SECS => {
+                let outcome = match state.as_str() {
+                    "counted" => IngestOutcome::Applied,
+                    "uncertain" => IngestOutcome::Uncertain {
+                        clicks: uncertain.map_or(clicks, |n| n.max(0) as u64),
+                    },
+                    _ => {
+                        warn!(
+                            batch_id,
+                            "a click batch claimed {}s ago was never counted to the end (a \
+                             node died counting it); not counting it twice",
+                            now - at
+                        );
+                        IngestOutcome::Uncertain { clicks }
+                    }
+                };
+                Ok(Ok(Claim::Finish { outcome }))
             }
             _ => Err(StoreError::corrupt(format!(
                 "batch {batch_id} is being applied by another node; retry later"

@@ -125,7 +125,7 @@ impl CqlStore {
         let hash = url_hash(&new.url);
         for _ in 0..3 {
             let claimed = self
-                .lwt(
+                .lwt_retrying(
                     "INSERT INTO {ks}.links_by_url (owner, domain, url_hash, link_id, code) \
                      VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                     (new.owner, &new.domain, &hash, id, new.code.as_str()),
@@ -144,6 +144,10 @@ impl CqlStore {
             let Some((holder_id, holder_code)) = holder else {
                 continue;
             };
+            if holder_id == id {
+                // Claimed by an attempt whose answer was lost.
+                return Ok(None);
+            }
             if let Some(link) = self.get_link(&new.domain, &holder_code).await?
                 && link.id == holder_id
                 && link.owner == new.owner
@@ -153,7 +157,7 @@ impl CqlStore {
                 return Ok(Some(link));
             }
             // The slot points at a link that is gone or changed: take it over.
-            self.lwt(
+            self.lwt_retrying(
                 "DELETE FROM {ks}.links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
                  IF link_id = ?",
                 (new.owner, &new.domain, &hash, holder_id),
@@ -172,7 +176,7 @@ impl CqlStore {
         url: &str,
         id: LinkId,
     ) -> Result<(), StoreError> {
-        self.lwt(
+        self.lwt_retrying(
             "DELETE FROM {ks}.links_by_url WHERE owner = ? AND domain = ? AND url_hash = ? \
              IF link_id = ?",
             (owner, domain, url_hash(url), id),
@@ -474,7 +478,7 @@ impl LinkStore for CqlStore {
                 .await?;
         }
         if now_plain && (!was_plain || url_changed) {
-            self.lwt(
+            self.lwt_retrying(
                 "INSERT INTO {ks}.links_by_url (owner, domain, url_hash, link_id, code) \
                  VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
                 (owner, domain, url_hash(&link.url), link.id, code),
