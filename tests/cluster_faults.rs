@@ -124,16 +124,21 @@ impl Setup {
 
     /// The value of metric `name` on `process` (a control plane's, or a proxy's own port).
     async fn metric(&self, process: &Process, name: &str) -> u64 {
-        let request = match &process.metrics {
-            Some(address) => self.http.get(format!("http://{address}/metrics")),
-            None => self.api(process, Method::GET, "/metrics"),
-        };
-        let text = request.send().await.unwrap().text().await.unwrap();
+        let text = self.metrics_text(process).await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
             .parse::<f64>()
             .unwrap() as u64
+    }
+
+    /// The metrics page of `process` (a control plane's, or a proxy's own port).
+    async fn metrics_text(&self, process: &Process) -> String {
+        let request = match &process.metrics {
+            Some(address) => self.http.get(format!("http://{address}/metrics")),
+            None => self.api(process, Method::GET, "/metrics"),
+        };
+        request.send().await.unwrap().text().await.unwrap()
     }
 
     /// Waits until `proxy` has shipped (or given up on) every click it captured.
@@ -231,6 +236,19 @@ impl Setup {
             .unwrap();
         let body: Value = r.json().await.unwrap();
         body["total"].as_u64().unwrap_or_else(|| panic!("{body}"))
+    }
+}
+
+impl Process {
+    /// Its URL and the first warnings and errors of its log.
+    fn notable(&self) -> String {
+        let text = self.plane.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .take(20)
+            .collect();
+        format!("{}:\n{}", self.url, lines.join("\n"))
     }
 }
 
@@ -437,15 +455,7 @@ async fn a_node_killed_and_restarted_loses_nothing() {
         let logs: Vec<String> = controls
             .iter()
             .chain(proxies.iter())
-            .map(|p| {
-                let text = p.plane.log_text();
-                let notable: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
-                    .take(20)
-                    .collect();
-                format!("{}:\n{}", p.url, notable.join("\n"))
-            })
+            .map(Process::notable)
             .collect();
         panic!(
             "{} failed, the first:\n{}\nlogs:\n{}",
@@ -503,31 +513,13 @@ async fn a_node_killed_and_restarted_loses_nothing() {
     if totals.iter().sum::<u64>() + uncertain < served_sum {
         let mut seen = String::new();
         for process in controls.iter().chain(proxies.iter()).chain([&late]) {
-            let text = match &process.metrics {
-                Some(address) => setup.http.get(format!("http://{address}/metrics")),
-                None => setup.api(process, Method::GET, "/metrics"),
-            }
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-            seen.push_str(&format!("{}:\n", process.url));
-            for line in text
+            let text = setup.metrics_text(process).await;
+            let clicks = text
                 .lines()
-                .filter(|l| l.starts_with("shortlink_click") && !l.contains("_bucket"))
-            {
-                seen.push_str(line);
-                seen.push('\n');
-            }
-            for line in process
-                .plane
-                .log_text()
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .take(15)
-            {
+                .filter(|l| l.starts_with("shortlink_click") && !l.contains("_bucket"));
+            seen.push_str(&process.notable());
+            seen.push('\n');
+            for line in clicks {
                 seen.push_str(line);
                 seen.push('\n');
             }
