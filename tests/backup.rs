@@ -154,7 +154,8 @@ async fn populate(s: &TestServer) -> Fixture {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let day = now - now.rem_euclid(86_400) - 86_400;
+    // Two days back: the latest click (day + 100 000 s) is past at any hour of today.
+    let day = now - now.rem_euclid(86_400) - 2 * 86_400;
     let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
     let bot = "Googlebot/2.1 (+http://www.google.com/bot.html)";
     let mut clicks = Vec::new();
