@@ -27,15 +27,17 @@ use crate::config::{Config, Engine};
 /// cookies included: capped at `info` whatever the filter asks for.
 const VERBOSE_LIBRARIES: [&str; 4] = ["pingora_proxy", "pingora_core", "hyper", "h2"];
 
-/// Sets up structured logs on stderr; `RUST_LOG` overrides the configured filter. Whatever
+/// Sets up structured logs on stderr (coloured on a terminal only); `RUST_LOG` overrides the configured filter. Whatever
 /// either says, the libraries of [`VERBOSE_LIBRARIES`] log at `info` at most, so no
 /// secret reaches a log line.
 pub(crate) fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain `key=value` text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(cap_verbose_libraries(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

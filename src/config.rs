@@ -194,6 +194,9 @@ impl Config {
             })?;
             config.internal_secret = Some(secret.trim().to_owned());
         }
+        if config.proxy.route_snapshot.is_none() {
+            config.proxy.route_snapshot = Some(config.data_dir.join("routes.snapshot"));
+        }
         if config.proxy.spool_dir.is_none() {
             config.proxy.spool_dir = Some(config.data_dir.join("spool"));
         }

@@ -3,7 +3,7 @@
 //! two proxies and two control planes on `configs/cluster.toml` unchanged (replication 3 at
 //! LOCAL_QUORUM): only addresses, secrets and the keyspace come from the environment. One
 //! node is killed and restarted while the proxies serve and the control planes create,
-//! update and ingest clicks.
+//! update, delete and ingest clicks.
 //!
 //! Not run by a plain `cargo test` (`test = false` in Cargo.toml): it needs the three nodes.
 //! Run it with `scripts/cassandra.sh cluster-start` and
@@ -189,6 +189,39 @@ impl Setup {
         }
     }
 
+    async fn delete(&self, control: &Process, code: &str) -> Result<(), String> {
+        let r = self
+            .api(control, Method::DELETE, &format!("/api/v1/links/{code}"))
+            .send()
+            .await
+            .map_err(|e| format!("delete {code} on {}: {e}", control.url))?;
+        match r.status().as_u16() {
+            204 => Ok(()),
+            status => Err(format!(
+                "delete {code} on {}: {status} {}",
+                control.url,
+                r.text().await.unwrap_or_default()
+            )),
+        }
+    }
+
+    /// Waits until `proxy` answers `code` with 404.
+    async fn wait_gone(&self, proxy: &Process, code: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.http.get(format!("{}/{code}", proxy.url)).send().await;
+            if r.as_ref().is_ok_and(|r| r.status() == 404) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}/{code} is not gone within {within:?}: {r:?}",
+                proxy.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn update(&self, control: &Process, code: &str, url: &str) -> Result<(), String> {
         let r = self
             .api(control, Method::PATCH, &format!("/api/v1/links/{code}"))
@@ -261,6 +294,8 @@ struct Seen {
     failures: Mutex<Vec<String>>,
     /// Links the writer created, with their latest URL.
     written: Mutex<Vec<(String, String)>>,
+    /// Links the writer deleted.
+    deleted: Mutex<Vec<String>>,
     creates: AtomicUsize,
     updates: AtomicUsize,
 }
@@ -375,7 +410,9 @@ async fn a_node_killed_and_restarted_loses_nothing() {
         }));
     }
     // Writes: a create on one control plane and an update of an earlier link on the
-    // other, alternating, about twenty of each a second.
+    // other, alternating, about twenty of each a second; every tenth tick, a link created
+    // on one is deleted through the other (few enough that no proxy's 404 limit is met
+    // when every deleted code is checked).
     {
         let (setup, controls, seen, stop) =
             (setup.clone(), controls.clone(), seen.clone(), stop.clone());
@@ -404,6 +441,20 @@ async fn a_node_killed_and_restarted_loses_nothing() {
                         Err(why) => seen.fail(why),
                     }
                     seen.updates.fetch_add(1, Ordering::Relaxed);
+                }
+                if n % 10 == 0 {
+                    let url = format!("https://example.com/doomed/{n}");
+                    let deleted = match setup.create(&controls[n % 2], &url).await {
+                        Ok(code) => setup
+                            .delete(&controls[(n + 1) % 2], &code)
+                            .await
+                            .map(|()| code),
+                        Err(why) => Err(why),
+                    };
+                    match deleted {
+                        Ok(code) => seen.deleted.lock().unwrap().push(code),
+                        Err(why) => seen.fail(why),
+                    }
                 }
                 n += 1;
             }
@@ -445,10 +496,11 @@ async fn a_node_killed_and_restarted_loses_nothing() {
         .map(|n| n.load(Ordering::Relaxed))
         .collect();
     eprintln!(
-        "{} redirects, {} creates, {} updates, {} failures",
+        "{} redirects, {} creates, {} updates, {} deletes, {} failures",
         served.iter().sum::<u64>(),
         seen.creates.load(Ordering::Relaxed),
         seen.updates.load(Ordering::Relaxed),
+        seen.deleted.lock().unwrap().len(),
         failures.len()
     );
     if !failures.is_empty() {
@@ -470,11 +522,15 @@ async fn a_node_killed_and_restarted_loses_nothing() {
     let late = setup.start("proxy", "proxy-3", free_port()).await;
     let mut written = seen.written.lock().unwrap().clone();
     written.push((down.clone(), down_url.to_owned()));
+    let deleted = seen.deleted.lock().unwrap().clone();
     for proxy in proxies.iter().chain([&late]) {
         for (code, url) in &written {
             setup
                 .wait_served(proxy, code, url, Duration::from_secs(2))
                 .await;
+        }
+        for code in &deleted {
+            setup.wait_gone(proxy, code, Duration::from_secs(2)).await;
         }
     }
 

@@ -410,3 +410,191 @@ fn a_control_plane_that_cannot_start_stops_serve_with_an_error() {
     // It went down through the graceful path: the click shipper was stopped, not cut off.
     assert!(stderr.contains("click shipping exited"), "{stderr}");
 }
+
+/// The proxy's answer for `code`: its status and `Location`.
+async fn answer(split: &Split, code: &str) -> (u16, String) {
+    let r = split
+        .http
+        .get(format!("{}/{code}", split.proxy_url))
+        .send()
+        .await
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.status().as_u16(), location)
+}
+
+/// What the restarted proxy must answer: the link changed while it was down with its new
+/// URL, the deleted one 404, the untouched and the new one as stored.
+async fn answers_after_restart(split: &Split, codes: &[String], created: &str, log: &str) {
+    assert_eq!(
+        answer(split, &codes[0]).await,
+        (301, "https://snapshot.example/changed".to_owned()),
+        "{log}"
+    );
+    assert_eq!(answer(split, &codes[1]).await.0, 404, "{log}");
+    assert_eq!(
+        answer(split, &codes[2]).await,
+        (301, "https://snapshot.example/2".to_owned())
+    );
+    assert_eq!(
+        answer(split, created).await,
+        (301, "https://snapshot.example/new".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_proxy_starts_from_its_route_snapshot_and_catches_up() {
+    let split = Split::new();
+    let _control = split.start("control").await;
+    let mut proxy = split.start("proxy").await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let (status, body) = split
+            .create(json!({"url": format!("https://snapshot.example/{i}")}))
+            .await;
+        assert_eq!(status, 201);
+        let code = body["code"].as_str().unwrap().to_owned();
+        assert_eq!(
+            split
+                .wait_status(&code, 301, Duration::from_secs(2))
+                .await
+                .status(),
+            301
+        );
+        codes.push(code);
+    }
+    assert!(proxy.terminate().success());
+    assert!(
+        proxy.log_text().contains("route snapshot saved"),
+        "{}",
+        proxy.log_text()
+    );
+    let snapshot = split.data.join("routes.snapshot");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&snapshot).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the snapshot (and its seed) is the owner's only"
+        );
+    }
+
+    // While the proxy is down: one link changed, one deleted, one created.
+    let patch = split
+        .http
+        .patch(format!("{}/api/v1/links/{}", split.control_url, codes[0]))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://snapshot.example/changed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 200);
+    let delete = split
+        .http
+        .delete(format!("{}/api/v1/links/{}", split.control_url, codes[1]))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204);
+    let (_, created) = split
+        .create(json!({"url": "https://snapshot.example/new"}))
+        .await;
+    let created = created["code"].as_str().unwrap().to_owned();
+
+    // Ready means restored and caught up: the first answers are already the new ones.
+    let mut proxy = split.start("proxy").await;
+    let log = proxy.log_text();
+    let restored = log
+        .lines()
+        .find(|l| l.contains("route table restored from its snapshot"))
+        .unwrap_or_else(|| panic!("no restore logged:\n{log}"));
+    assert!(
+        restored.contains("routes=3"),
+        "the three links were saved at shutdown: {restored}"
+    );
+    answers_after_restart(&split, &codes, &created, &proxy.log_text()).await;
+    assert!(proxy.terminate().success());
+
+    // A damaged snapshot is refused: every route is read from the store instead.
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let mut proxy = split.start("proxy").await;
+    assert!(
+        proxy.log_text().contains("route snapshot damaged"),
+        "{}",
+        proxy.log_text()
+    );
+    answers_after_restart(&split, &codes, &created, &proxy.log_text()).await;
+    assert!(proxy.terminate().success());
+
+    // Another store's snapshot is not used.
+    let other = Split::new();
+    let _other_control = other.start("control").await;
+    std::fs::create_dir_all(&other.data).unwrap();
+    std::fs::copy(&snapshot, other.data.join("routes.snapshot")).unwrap();
+    let other_proxy = other.start("proxy").await;
+    assert!(
+        other_proxy
+            .log_text()
+            .contains("it was read from another store"),
+        "{}",
+        other_proxy.log_text()
+    );
+    assert_eq!(answer(&other, &codes[2]).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_route_snapshot_that_cannot_be_saved_is_tried_again_after_its_period_only() {
+    let split = Split::new();
+    let _control = split.start("control").await;
+    // The snapshot's folder does not exist: every save fails.
+    let unsaved = split.data.join("no-such-folder").join("routes.snapshot");
+    let mut proxy = common::Plane::start_with(
+        "proxy",
+        &split.data,
+        (split.proxy_port, split.control_port),
+        &[
+            ("SHORTLINK_PROXY__ROUTE_SNAPSHOT", unsaved.to_str().unwrap()),
+            ("SHORTLINK_PROXY__SYNC_POLL_MS", "20"),
+        ],
+    );
+    proxy
+        .wait_ok(&split.http, &format!("{}/readyz", split.proxy_url))
+        .await;
+    let (_, created) = split
+        .create(json!({"url": "https://snapshot.example/unsaved"}))
+        .await;
+    let code = created["code"].as_str().unwrap();
+    assert_eq!(
+        split
+            .wait_status(code, 301, Duration::from_secs(2))
+            .await
+            .status(),
+        301
+    );
+    // Fifty polls later, the table has changed since the failed save, and the serving
+    // goes on; yet it was not saved again (the period is 600 s).
+    let polls_later = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < polls_later {
+        assert_eq!(
+            split.wait_status(code, 301, Duration::ZERO).await.status(),
+            301
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = proxy.log_text();
+    assert_eq!(
+        log.matches("route snapshot not saved").count(),
+        1,
+        "one failed save, not one a poll:\n{log}"
+    );
+    assert!(!unsaved.with_extension("partial").exists());
+}

@@ -148,17 +148,22 @@ impl CqlStore {
         type HourRow = (Counter, Counter, i64, i32, i64);
         type DayRow = (Counter, i64, i32, i64, &'static str, String);
         type OwnerDayRow = (Counter, Counter, i64, i32, i64, LinkId);
-        let mut hours: HashMap<(LinkId, i32), Vec<HourRow>> = HashMap::new();
-        for ((link, hour), (total, bots)) in deltas.hours {
-            let month = ids::month_of(hour);
-            hours.entry((link, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                link,
-                month,
-                hour,
-            ));
-        }
+        // Hourly rows of links and of owners alike, by (link or owner, month).
+        let by_month = |deltas: HashMap<(i64, i64), (i64, i64)>| {
+            let mut rows: HashMap<(i64, i32), Vec<HourRow>> = HashMap::new();
+            for ((id, hour), (total, bots)) in deltas {
+                let month = ids::month_of(hour);
+                rows.entry((id, month)).or_default().push((
+                    Counter(total),
+                    Counter(bots),
+                    id,
+                    month,
+                    hour,
+                ));
+            }
+            rows
+        };
+        let hours = by_month(deltas.hours);
         let mut days: HashMap<(LinkId, i32), Vec<DayRow>> = HashMap::new();
         for ((link, day, dim, key), n) in deltas.days {
             let month = ids::month_of(day);
@@ -166,17 +171,7 @@ impl CqlStore {
                 .or_default()
                 .push((Counter(n), link, month, day, dim, key));
         }
-        let mut owner_hours: HashMap<(i64, i32), Vec<HourRow>> = HashMap::new();
-        for ((owner, hour), (total, bots)) in deltas.owner_hours {
-            let month = ids::month_of(hour);
-            owner_hours.entry((owner, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                owner,
-                month,
-                hour,
-            ));
-        }
+        let owner_hours = by_month(deltas.owner_hours);
         let mut owner_days: HashMap<(i64, i32), Vec<OwnerDayRow>> = HashMap::new();
         for ((owner, day, link), (total, bots)) in deltas.owner_days {
             let month = ids::month_of(day);

@@ -239,10 +239,20 @@ fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
     config.validate()?;
     let consistency = parse_consistency(&config.consistency)?;
+    let request_timeout = Duration::from_millis(config.request_timeout_ms);
+    // A repeatable statement (a read, a plain write) whose node has not answered within a
+    // third of the timeout is sent to the next node as well, twice at most: one stuck on
+    // a node that died or is still starting must not use up the whole timeout. Counter
+    // updates and LWTs are never sent twice this way (they are not marked idempotent).
+    let speculative = scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy {
+        max_retry_count: 2,
+        retry_interval: request_timeout / 3,
+    };
     let mut profile = ExecutionProfile::builder()
         .consistency(consistency)
         .serial_consistency(Some(SerialConsistency::LocalSerial))
-        .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)));
+        .request_timeout(Some(request_timeout))
+        .speculative_execution_policy(Some(Arc::new(speculative)));
     if config.retry == "none" {
         profile = profile.retry_policy(Arc::new(
             scylla::policies::retry::FallthroughRetryPolicy::new(),
@@ -296,9 +306,11 @@ impl CqlStore {
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
-            lwt_attempt_timeout: Duration::from_millis(
-                (config.request_timeout_ms / u64::from(LWT_ATTEMPTS)).max(1_000),
-            ),
+            // Half the request timeout, at least 2.5 s: Cassandra itself may take a
+            // contended or failing-over Paxos round past 2 s (`cas_contention_timeout` plus
+            // `write_request_timeout`), and an attempt abandoned sooner only contends with
+            // the next one. Three attempts may take one and a half request timeouts.
+            lwt_attempt_timeout: Duration::from_millis((config.request_timeout_ms / 2).max(2_500)),
             route_feed_ttl: i32::try_from(config.route_feed_ttl_seconds).unwrap_or(i32::MAX),
             click_retention_secs: ttl_secs(u64::from(retention.click_days) * 86_400),
             event_ttl_secs: ttl_secs(u64::from(retention.event_hours) * 3_600),
@@ -419,6 +431,20 @@ impl CqlStore {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
+        self.page_of(cql, (), cursor, limit).await
+    }
+
+    /// One page of a read bound to `values` from `cursor` (the driver's paging state).
+    pub(crate) async fn page_of<R>(
+        &self,
+        cql: &'static str,
+        values: impl SerializeRow,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
         let mut statement = self.prepare(cql, Kind::Read).await?;
         statement.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(1000));
         let paging = match cursor {
@@ -427,7 +453,7 @@ impl CqlStore {
         };
         let (result, response) = self
             .session
-            .execute_single_page(&statement, (), paging)
+            .execute_single_page(&statement, values, paging)
             .await
             .map_err(backend)?;
         let rows = result
@@ -473,14 +499,24 @@ impl CqlStore {
         cql: &'static str,
         values: impl SerializeRow,
     ) -> Result<bool, StoreError> {
+        Ok(self.lwt_retrying_noted(cql, values).await?.0)
+    }
+
+    /// [`CqlStore::lwt_retrying`], also telling whether an earlier attempt went unanswered
+    /// (so a "not applied" may be that attempt's own doing).
+    async fn lwt_retrying_noted(
+        &self,
+        cql: &'static str,
+        values: impl SerializeRow,
+    ) -> Result<(bool, bool), StoreError> {
         let mut statement = self.prepare(cql, Kind::Lwt).await?;
-        // Each attempt gets its share of the request timeout: one stuck on a dead node
-        // must leave time for the next.
+        // Each attempt gets its own timeout: one stuck on a dead node must leave time for
+        // the next.
         statement.set_request_timeout(Some(self.lwt_attempt_timeout));
         let mut attempt = 1;
         loop {
             match self.session.execute_unpaged(&statement, &values).await {
-                Ok(result) => return applied(result),
+                Ok(result) => return Ok((applied(result)?, attempt > 1)),
                 Err(error) if attempt < LWT_ATTEMPTS && !permanent(&error) => {
                     tracing::debug!(%error, attempt, "a lightweight transaction failed; again");
                     attempt += 1;

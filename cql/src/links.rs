@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 use shortlink_core::time_util::now_unix;
 use shortlink_core::{Domain, Link, LinkId, LinkPatch, NewLink, RedirectStatus, ShortCode, UserId};
 use shortlink_store::{
-    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RoutePage, RouteSource,
-    StoreError,
+    ChangeBatch, Created, LinkPage, LinkStore, ListQuery, RouteChange, RoutePage, RoutePart,
+    RouteSource, StoreError,
 };
 use tokio::sync::watch;
 
@@ -15,9 +15,31 @@ use crate::{CqlStore, Kind, backend, ids};
 use shortlink_store::targeting_json;
 
 /// The `links` columns a [`LinkRow`] reads, in its field order.
-pub(crate) const LINK_SELECT: &str = "SELECT domain, code, id, custom_alias, owner, url, redirect, \
-     expires_at, max_clicks, tags, disabled, created_at, updated_at, password_hash, targeting, \
-     moderation, fallback_url FROM {ks}.links";
+macro_rules! link_select {
+    () => {
+        "SELECT domain, code, id, custom_alias, owner, url, redirect, expires_at, max_clicks, \
+         tags, disabled, created_at, updated_at, password_hash, targeting, moderation, \
+         fallback_url FROM {ks}.links"
+    };
+}
+
+pub(crate) const LINK_SELECT: &str = link_select!();
+
+/// The links whose partition tokens fall in a range: one part of a bulk load.
+const LINK_SELECT_TOKENS: &str = concat!(
+    link_select!(),
+    " WHERE token(domain, code) >= ? AND token(domain, code) <= ?"
+);
+
+/// The first and last partition token of `part` (Murmur3 tokens span all of `i64`).
+fn token_range(part: RoutePart) -> (i64, i64) {
+    let count = i128::from(part.count.max(1));
+    let index = i128::from(part.index.min(part.count.saturating_sub(1)));
+    let span = 1i128 << 64;
+    let first = i128::from(i64::MIN) + span * index / count;
+    let last = i128::from(i64::MIN) + span * (index + 1) / count - 1;
+    (first as i64, last as i64)
+}
 
 /// A `links` row.
 #[derive(DeserializeRow)]
@@ -319,7 +341,7 @@ impl LinkStore for CqlStore {
         let mut found: Vec<Link> = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.routes_page(cursor, 1000).await?;
+            let page = self.routes_page(RoutePart::WHOLE, cursor, 1000).await?;
             found.extend(page.links.into_iter().filter(|link| {
                 owner.is_none_or(|o| link.owner == o)
                     && domain.is_none_or(|d| link.domain == d)
@@ -502,12 +524,22 @@ impl LinkStore for CqlStore {
             return Ok(false);
         }
         let link = row.into_link(0);
-        let deleted = self
-            .lwt(
+        let (deleted, retried) = self
+            .lwt_retrying_noted(
                 "DELETE FROM {ks}.links WHERE domain = ? AND code = ? IF id = ?",
                 (domain, code, link.id),
             )
             .await?;
+        // An attempt that went unanswered may have deleted it: if this link is gone now,
+        // it is deleted (by that attempt or a concurrent delete), and the rest is done.
+        let gone = || async {
+            Ok::<_, StoreError>(
+                self.link_row(domain, code)
+                    .await?
+                    .is_none_or(|now| now.id != link.id),
+            )
+        };
+        let deleted = deleted || (retried && gone().await?);
         if !deleted {
             return Ok(false);
         }
@@ -564,6 +596,10 @@ impl RouteSource for CqlStore {
         self.domains().await
     }
 
+    async fn installation_id(&self) -> Result<u64, StoreError> {
+        LinkStore::installation_salt(self).await
+    }
+
     async fn certificates_version(&self) -> Result<u64, StoreError> {
         CqlStore::certificates_version(self).await
     }
@@ -580,10 +616,16 @@ impl RouteSource for CqlStore {
 
     async fn routes_page(
         &self,
+        part: RoutePart,
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<RoutePage, StoreError> {
-        let (rows, next) = self.page::<LinkRow>(LINK_SELECT, cursor, limit).await?;
+        let (rows, next) = if part.count <= 1 {
+            self.page::<LinkRow>(LINK_SELECT, cursor, limit).await?
+        } else {
+            self.page_of::<LinkRow>(LINK_SELECT_TOKENS, token_range(part), cursor, limit)
+                .await?
+        };
         let links = self.with_clicks(rows, false).await?;
         Ok(RoutePage { links, next })
     }
@@ -659,5 +701,28 @@ impl RouteSource for CqlStore {
 
     fn change_hint(&self) -> Option<watch::Receiver<u64>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ranges_cover_every_token_once() {
+        for count in [1u32, 2, 3, 8, 64] {
+            let mut expect = i64::MIN;
+            for index in 0..count {
+                let (first, last) = token_range(RoutePart { index, count });
+                assert_eq!(first, expect, "part {index} of {count}");
+                assert!(last >= first);
+                expect = last.wrapping_add(1);
+            }
+            assert_eq!(
+                expect,
+                i64::MIN,
+                "the last part of {count} ends at i64::MAX"
+            );
+        }
     }
 }

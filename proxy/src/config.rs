@@ -27,6 +27,15 @@ pub struct ProxyConfig {
     pub sync_poll_ms: u64,
     /// Links read per page while bulk-loading the route table. Default 10 000.
     pub bulk_load_page: usize,
+    /// Parts of the store's scan a bulk load reads at once (token ranges on CQL; the
+    /// embedded store reads in one scan). Default 8, at most 256.
+    pub bulk_load_parallelism: u32,
+    /// The route table's snapshot file: a restarting proxy starts from it when it is
+    /// usable ([`crate::snapshot`]). Default `<data_dir>/routes.snapshot`.
+    pub route_snapshot: Option<std::path::PathBuf>,
+    /// Seconds between saves of a changed route table (it is also saved after a bulk load
+    /// and at shutdown). Default 600; 0 turns snapshots off (none read or written).
+    pub route_snapshot_seconds: u64,
     /// Record a click event for every redirect. Default true.
     pub capture_clicks: bool,
     /// Answer plain redirects on the fast path (HTTP/1.1 GET or HEAD of a live link in the
@@ -385,6 +394,9 @@ impl Default for ProxyConfig {
             negative_cache_max: 100_000,
             sync_poll_ms: 500,
             bulk_load_page: 10_000,
+            bulk_load_parallelism: 8,
+            route_snapshot: None,
+            route_snapshot_seconds: 600,
             capture_clicks: true,
             fast_path: true,
             work_stealing: false,
@@ -462,6 +474,12 @@ impl ProxyConfig {
                 "must be between 1 and 60000",
             ));
         }
+        if !(1..=256).contains(&self.bulk_load_parallelism) {
+            return Err(InvalidSetting::new(
+                "proxy.bulk_load_parallelism",
+                "must be between 1 and 256",
+            ));
+        }
         if self.bulk_load_page == 0
             || self.click_queue_capacity == 0
             || self.click_batch_max == 0
@@ -536,6 +554,19 @@ mod tests {
             ..TlsConfig::default()
         }
         .validate()
+    }
+
+    #[test]
+    fn bulk_load_parallelism_is_bounded() {
+        let with = |parts| ProxyConfig {
+            bulk_load_parallelism: parts,
+            ..ProxyConfig::default()
+        };
+        assert!(with(1).validate().is_ok() && with(256).validate().is_ok());
+        for parts in [0, 257] {
+            let refused = with(parts).validate().unwrap_err().to_string();
+            assert!(refused.contains("proxy.bulk_load_parallelism"), "{refused}");
+        }
     }
 
     #[test]

@@ -953,7 +953,7 @@ mod tests {
     use pingora::lb::LoadBalancer;
     use pingora::server::configuration::ServerConf;
     use shortlink_core::{Domain, Link, NewLink, RedirectStatus, ShortCode};
-    use shortlink_store::{ChangeBatch, RoutePage, RouteSource, StoreError};
+    use shortlink_store::{ChangeBatch, RoutePage, RoutePart, RouteSource, StoreError};
 
     use crate::domains::DomainSet;
     use crate::routes::RouteTable;
@@ -974,11 +974,19 @@ mod tests {
         async fn feed_head(&self) -> Result<u64, StoreError> {
             Ok(0)
         }
-        async fn routes_page(&self, _: Option<Vec<u8>>, _: usize) -> Result<RoutePage, StoreError> {
+        async fn routes_page(
+            &self,
+            _: RoutePart,
+            _: Option<Vec<u8>>,
+            _: usize,
+        ) -> Result<RoutePage, StoreError> {
             Ok(RoutePage {
                 links: vec![],
                 next: None,
             })
+        }
+        async fn installation_id(&self) -> Result<u64, StoreError> {
+            Ok(0)
         }
         async fn route_changes(&self, after: u64, _: usize) -> Result<ChangeBatch, StoreError> {
             Ok(ChangeBatch {

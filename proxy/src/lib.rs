@@ -15,6 +15,7 @@ pub mod pages;
 pub mod proxy_protocol;
 pub mod routes;
 pub mod service;
+pub mod snapshot;
 pub mod sync;
 pub mod tls;
 
@@ -143,9 +144,24 @@ pub fn add_proxy(
         .transpose()
         .map_err(|_| InvalidSetting::new("proxy.gone_redirect", "is not a valid URL"))?;
     let domains = Arc::new(DomainSet::new(&edge.default_host, fallback).with_gone_redirect(gone));
-    let table = Arc::new(RouteTable::new(
+    let snapshot = config
+        .route_snapshot
+        .clone()
+        .filter(|_| config.route_snapshot_seconds > 0)
+        .map(|path| sync::SnapshotPolicy {
+            path,
+            every: Duration::from_secs(config.route_snapshot_seconds),
+        });
+    // Keys are hashed with the snapshot's seed, so its routes can be restored; it is
+    // checked against the store before it is used (`RouteSync`).
+    let seed = snapshot
+        .as_ref()
+        .and_then(|policy| snapshot::read_header(&policy.path).ok())
+        .map_or_else(rand::random, |header| header.seed);
+    let table = Arc::new(RouteTable::with_seed(
         Duration::from_millis(config.negative_cache_ms),
         config.negative_cache_max,
+        seed,
     ));
     let status = Arc::new(SyncStatus::default());
 
@@ -195,7 +211,9 @@ pub fn add_proxy(
         status.clone(),
         Duration::from_millis(config.sync_poll_ms),
         config.bulk_load_page,
-    );
+    )
+    .with_parallel_load(config.bulk_load_parallelism)
+    .with_snapshot(snapshot);
     let per_minute = NonZeroU32::new(config.not_found_per_ip_per_minute).ok_or_else(|| {
         InvalidSetting::new("proxy.not_found_per_ip_per_minute", "must be positive")
     })?;

@@ -17,7 +17,7 @@ use shortlink_core::{
 use crate::budget::RECLAIM_GRACE_MS;
 use crate::{
     AccountStatsQuery, ClickCursor, ClickLogQuery, IngestOutcome, LeaseRequest, ListQuery,
-    StatsQuery, Store, StoreError, ThumbnailJob,
+    RoutePart, RouteSource, StatsQuery, Store, StoreError, ThumbnailJob,
 };
 
 /// Runs every check against `store`; panics with a message naming the failed check.
@@ -793,10 +793,28 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
         .await
         .unwrap()
         .link;
+    let whole = scan_routes(store, RoutePart::WHOLE).await;
+    assert!(whole.contains(&kept.id), "the scan holds a live link");
+    assert!(!whole.contains(&link.id), "the scan skips a deleted link");
+    // Cut into parts, the scan holds the same links, each in one part only.
+    let mut parts = std::collections::HashSet::new();
+    for index in 0..5 {
+        for id in scan_routes(store, RoutePart { index, count: 5 }).await {
+            assert!(parts.insert(id), "link {id} appears in two parts");
+        }
+    }
+    assert_eq!(parts, whole, "the parts together are the whole scan");
+}
+
+/// The ids of every link in one part of the bulk-load scan, checking each page.
+async fn scan_routes<S: RouteSource + ?Sized>(
+    store: &S,
+    part: RoutePart,
+) -> std::collections::HashSet<i64> {
     let mut cursor = None;
     let mut seen = std::collections::HashSet::new();
     loop {
-        let page = store.routes_page(cursor, 50).await.unwrap();
+        let page = store.routes_page(part, cursor, 50).await.unwrap();
         assert!(page.links.len() <= 50, "a page holds at most the limit");
         for l in &page.links {
             assert!(seen.insert(l.id), "link {} appears in two pages", l.id);
@@ -806,8 +824,7 @@ async fn change_feed_follows_writes(store: &dyn Store, run: &str) {
             None => break,
         }
     }
-    assert!(seen.contains(&kept.id), "the scan holds a live link");
-    assert!(!seen.contains(&link.id), "the scan skips a deleted link");
+    seen
 }
 
 /// An enriched click from a desktop (or a bot) in Germany, referred by example.com.

@@ -200,6 +200,21 @@ pub struct ChangeBatch {
     pub next: u64,
 }
 
+/// One of `count` disjoint parts of the bulk load's scan: a reader may scan the parts at
+/// once. A backend that cannot split its scan puts every link in part 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePart {
+    /// Which part, below `count`.
+    pub index: u32,
+    /// How many parts the scan is cut into (at least 1).
+    pub count: u32,
+}
+
+impl RoutePart {
+    /// The whole scan as one part.
+    pub const WHOLE: RoutePart = RoutePart { index: 0, count: 1 };
+}
+
 /// One page of the bulk load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePage {
@@ -279,13 +294,18 @@ pub trait RouteSource: Send + Sync {
     /// the feed from here.
     async fn feed_head(&self) -> Result<u64, StoreError>;
 
-    /// About `limit` links from `cursor` on (`None`: the first page), for bulk loading:
-    /// every link is in exactly one page of a full scan.
+    /// About `limit` links of `part` from `cursor` on (`None`: the part's first page), for
+    /// bulk loading: every link is in exactly one page of one part's scan.
     async fn routes_page(
         &self,
+        part: RoutePart,
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<RoutePage, StoreError>;
+
+    /// A value fixed when this store was first started (the installation salt, so treat
+    /// it as secret): a saved route table is used only with the store it was read from.
+    async fn installation_id(&self) -> Result<u64, StoreError>;
 
     /// Changes after position `after`, at most `limit`.
     async fn route_changes(&self, after: u64, limit: usize) -> Result<ChangeBatch, StoreError>;

@@ -506,6 +506,16 @@ pub struct Plane {
 
 impl Plane {
     pub fn start(plane: &str, data: &Path, proxy_port: u16, control_port: u16) -> Plane {
+        Plane::start_with(plane, data, (proxy_port, control_port), &[])
+    }
+
+    /// [`Plane::start`] with more environment (which overrides the defaults here).
+    pub fn start_with(
+        plane: &str,
+        data: &Path,
+        (proxy_port, control_port): (u16, u16),
+        env: &[(&str, &str)],
+    ) -> Plane {
         let log = data.with_extension(format!("{plane}-{}.log", free_port()));
         let mut command = Command::new(binary());
         command
@@ -524,7 +534,8 @@ impl Plane {
             .env("SHORTLINK_PROXY__CLICK_BATCH_MS", "50")
             .env("SHORTLINK_CONTROL__WRITES_PER_MINUTE", "100000")
             .env("SHORTLINK_CONTROL__WRITE_BURST", "10000")
-            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error");
+            .env("SHORTLINK_LOG", "info,pingora_load_balancing=error")
+            .envs(env.iter().copied());
         Plane::spawn(command, log)
     }
 
