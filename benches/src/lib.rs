@@ -55,6 +55,17 @@ pub fn table_with(n: usize) -> RouteTable {
     table
 }
 
+/// The release build of `shortlink` (built by `cargo build --release -p shortlink`).
+pub fn release_binary() -> std::path::PathBuf {
+    let binary =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shortlink");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p shortlink"
+    );
+    binary
+}
+
 /// The `n`th command-line argument as a number, or `default`.
 pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
     std::env::args()
@@ -152,12 +163,7 @@ impl ReleaseServer {
         admin_key: &str,
         env: &[(&str, String)],
     ) -> Self {
-        let binary =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shortlink");
-        assert!(
-            binary.exists(),
-            "build it first: cargo build --release -p shortlink"
-        );
+        let binary = release_binary();
         let (proxy_port, control_port) = (free_port(), free_port());
         let mut command = std::process::Command::new(&binary);
         command
@@ -202,4 +208,45 @@ impl Drop for ReleaseServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads one HTTP/1.1 response from `stream` (headers, then `Content-Length` bytes of
+/// body), keeping any bytes past it in `buf`. Returns the status code.
+pub async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("no status line"))?;
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            let total = end + 4 + length;
+            while buf.len() < total {
+                read_more(stream, buf).await?;
+            }
+            buf.drain(..total);
+            return Ok(status);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(stream, &mut chunk).await?;
+    if n == 0 {
+        return Err(std::io::Error::other("connection closed"));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }

@@ -8,7 +8,8 @@
 //! ```
 //! The first argument is how many links the bulk-load part seeds (default 1 000 000; 0
 //! skips it), the second how many callers ingest at once in the concurrent ingestion run
-//! (default 8, as eight proxies shipping to one control plane).
+//! (default 8, as eight proxies shipping to one control plane). `CQL_BENCH_ONLY=bulk` runs
+//! only the bulk load; `CQL_BENCH_KEEP=1` keeps its seeded links for the next run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use shortlink_benches::{arg, free_port, status_kib};
+use shortlink_benches::{arg, free_port, release_binary, status_kib};
 use shortlink_core::{EnrichedClick, NewLink, RedirectStatus, Role, ShortCode};
 use shortlink_cql::{CqlConfig, CqlStore, Retention};
 
@@ -147,17 +148,14 @@ impl Drop for Node {
     }
 }
 
-fn binary() -> PathBuf {
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shortlink");
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p shortlink"
-    );
-    binary
-}
-
-fn write_config(dir: &Path, nodes: &str, keyspace: &str, proxy: u16, control: u16) -> PathBuf {
-    let data = dir.join(format!("node-{proxy}"));
+/// A node's configuration file, its data in `data`, with `extra` proxy settings.
+fn write_config(
+    data: &Path,
+    nodes: &str,
+    keyspace: &str,
+    (proxy, control): (u16, u16),
+    extra: &str,
+) -> PathBuf {
     let path = data.with_extension("toml");
     std::fs::write(
         &path,
@@ -176,6 +174,7 @@ keyspace = "{keyspace}"
 listen = "127.0.0.1:{proxy}"
 control_upstreams = ["127.0.0.1:{control}"]
 sync_poll_ms = 200
+{extra}
 [control]
 listen = "127.0.0.1:{control}"
 writes_per_minute = 10000000
@@ -190,7 +189,7 @@ write_burst = 1000000
 
 fn start(config: &Path, plane: &str) -> Node {
     Node(
-        Command::new(binary())
+        Command::new(release_binary())
             .args(["--config", config.to_str().unwrap(), plane])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -244,7 +243,13 @@ async fn lag(nodes: &str, dir: &Path) {
         .build()
         .unwrap();
     let control_port = free_port();
-    let control_config = write_config(dir, nodes, &keyspace, free_port(), control_port);
+    let control_config = write_config(
+        &dir.join("control"),
+        nodes,
+        &keyspace,
+        (free_port(), control_port),
+        "",
+    );
     let control_node = start(&control_config, "control");
     let control = format!("http://127.0.0.1:{control_port}");
     wait_ready(&http, &control).await;
@@ -252,7 +257,13 @@ async fn lag(nodes: &str, dir: &Path) {
     let mut nodes_running = Vec::new();
     for _ in 0..2 {
         let port = free_port();
-        let config = write_config(dir, nodes, &keyspace, port, control_port);
+        let config = write_config(
+            &dir.join(format!("proxy-{port}")),
+            nodes,
+            &keyspace,
+            (port, control_port),
+            "",
+        );
         nodes_running.push(start(&config, "proxy"));
         let base = format!("http://127.0.0.1:{port}");
         wait_ready(&http, &base).await;
@@ -310,9 +321,16 @@ async fn lag(nodes: &str, dir: &Path) {
     CqlStore::drop_keyspace(&cql).await.ok();
 }
 
-/// Seeds `n` links straight into the `links` table, then times a proxy's start to ready.
+/// Seeds `n` links straight into the `links` table (kept and reused across runs with
+/// `CQL_BENCH_KEEP=1`), then times a proxy's start to ready: cold with one token range at
+/// a time, cold with the default parallel load, and warm from its route snapshot.
 async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
-    let keyspace = format!("bench_bulk_{:08x}", rand::random::<u32>());
+    let keep = std::env::var_os("CQL_BENCH_KEEP").is_some();
+    let keyspace = if keep {
+        format!("bench_bulk_{n}")
+    } else {
+        format!("bench_bulk_{:08x}", rand::random::<u32>())
+    };
     let cql = config(nodes, &keyspace);
     migrate(&cql).await;
     let session = Arc::new(
@@ -322,56 +340,163 @@ async fn bulk_load(nodes: &str, dir: &Path, n: usize) {
             .await
             .expect("connect"),
     );
-    let insert = session
-        .prepare(format!(
-            "INSERT INTO {keyspace}.links (domain, code, id, custom_alias, owner, url, redirect, \
-             disabled, created_at, updated_at) VALUES ('', ?, ?, true, 1, ?, 301, false, 0, 0)"
-        ))
+    let last = session
+        .query_unpaged(
+            format!("SELECT id FROM {keyspace}.links WHERE domain = '' AND code = ?"),
+            (format!("bulk{}", n - 1),),
+        )
         .await
-        .unwrap();
-    let started = Instant::now();
-    futures_util::stream::iter(0..n)
-        .map(|i| {
-            let (session, insert) = (session.clone(), insert.clone());
-            async move {
-                session
-                    .execute_unpaged(
-                        &insert,
-                        (
-                            format!("bulk{i}"),
-                            i as i64 + 1,
-                            format!("https://bulk.example/some/path/to/a/page-{i:08}?ref=bench"),
-                        ),
-                    )
-                    .await
-                    .expect("seed");
-            }
-        })
-        .buffer_unordered(256)
-        .collect::<()>()
-        .await;
-    println!("seeded {n} links in {:?}", started.elapsed());
+        .expect("read")
+        .into_rows_result()
+        .expect("rows")
+        .rows_num();
+    if last == 0 {
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.links (domain, code, id, custom_alias, owner, url, \
+                 redirect, disabled, created_at, updated_at) \
+                 VALUES ('', ?, ?, true, 1, ?, 301, false, 0, 0)"
+            ))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let (session, insert) = (session.clone(), insert.clone());
+                async move {
+                    session
+                        .execute_unpaged(
+                            &insert,
+                            (
+                                format!("bulk{i}"),
+                                i as i64 + 1,
+                                format!(
+                                    "https://bulk.example/some/path/to/a/page-{i:08}?ref=bench"
+                                ),
+                            ),
+                        )
+                        .await
+                        .expect("seed");
+                }
+            })
+            .buffer_unordered(256)
+            .collect::<()>()
+            .await;
+        println!("seeded {n} links in {:?}", started.elapsed());
+    } else {
+        println!("reusing the {n} links in keyspace {keyspace}");
+    }
+    table_size(&session, &keyspace, n).await;
     let http = reqwest::Client::new();
-    let mut loads = Vec::new();
-    for _ in 0..3 {
+    let proxy_start = |data: &Path, extra: &str| {
         let port = free_port();
-        let config = write_config(dir, nodes, &keyspace, port, free_port());
-        let proxy = start(&config, "proxy");
-        let took = wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
-        let rss = status_kib(proxy.0.id(), "VmRSS");
-        drop(proxy);
+        let config = write_config(data, nodes, &keyspace, (port, free_port()), extra);
+        (start(&config, "proxy"), port)
+    };
+    let report = |what: &str, took: &mut Vec<Duration>, rss: u64| {
+        took.sort();
         println!(
-            "proxy ready with {n} links after {took:?}, RSS {} MiB",
+            "{what}: {n} links ready in median {:?} (of {:?}), RSS {} MiB",
+            took[took.len() / 2],
+            took,
             rss / 1024
         );
-        loads.push(took);
+    };
+    // Cold, one token range at a time (the load before parallel ranges).
+    let mut took = Vec::new();
+    let mut rss = 0;
+    for round in 0..2 {
+        let data = dir.join(format!("cold-serial-{round}"));
+        let (proxy, port) = proxy_start(
+            &data,
+            "bulk_load_parallelism = 1\nroute_snapshot_seconds = 0",
+        );
+        took.push(wait_ready(&http, &format!("http://127.0.0.1:{port}")).await);
+        rss = status_kib(proxy.0.id(), "VmRSS");
     }
-    loads.sort();
-    println!(
-        "bulk load of {n} links from CQL: median {:?} over 3 proxy starts",
-        loads[1]
-    );
-    CqlStore::drop_keyspace(&cql).await.ok();
+    report("cold start, one range at a time", &mut took, rss);
+    // Cold, the default parallel load; each leaves a snapshot behind for the warm starts.
+    let mut took = Vec::new();
+    let mut warm_dirs = Vec::new();
+    for round in 0..3 {
+        let data = dir.join(format!("cold-{round}"));
+        let (mut proxy, port) = proxy_start(&data, "");
+        took.push(wait_ready(&http, &format!("http://127.0.0.1:{port}")).await);
+        rss = status_kib(proxy.0.id(), "VmRSS");
+        let snapshot = data.join("routes.snapshot");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !snapshot.exists() {
+            assert!(Instant::now() < deadline, "no route snapshot written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_gracefully(&mut proxy);
+        warm_dirs.push(data);
+    }
+    report("cold start, parallel token ranges", &mut took, rss);
+    let size = std::fs::metadata(warm_dirs[0].join("routes.snapshot")).map_or(0, |m| m.len());
+    println!("route snapshot: {} MiB", size / (1024 * 1024));
+    let mut took = Vec::new();
+    for data in &warm_dirs {
+        let (proxy, port) = proxy_start(data, "");
+        took.push(wait_ready(&http, &format!("http://127.0.0.1:{port}")).await);
+        rss = status_kib(proxy.0.id(), "VmRSS");
+    }
+    report("warm start from the route snapshot", &mut took, rss);
+    if !keep {
+        CqlStore::drop_keyspace(&cql).await.ok();
+    }
+}
+
+/// Prints the `links` table's size on disk: its memtable is flushed (a short flush
+/// period), then `system_views.disk_usage` is read until it holds still.
+async fn table_size(session: &scylla::client::session::Session, keyspace: &str, n: usize) {
+    session
+        .query_unpaged(
+            format!("ALTER TABLE {keyspace}.links WITH memtable_flush_period_in_ms = 1000"),
+            (),
+        )
+        .await
+        .expect("alter");
+    let mut last = 0i64;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rows = session
+            .query_unpaged(
+                "SELECT mebibytes FROM system_views.disk_usage \
+                 WHERE keyspace_name = ? AND table_name = 'links'",
+                (keyspace,),
+            )
+            .await;
+        let Ok(rows) = rows else {
+            println!("links table size: system_views.disk_usage not readable");
+            return;
+        };
+        let mebibytes: i64 = rows
+            .into_rows_result()
+            .ok()
+            .and_then(|r| r.rows::<(i64,)>().ok()?.next()?.ok())
+            .map_or(0, |(m,)| m);
+        if mebibytes > 0 && mebibytes == last {
+            println!(
+                "links table on disk: {mebibytes} MiB for {n} links ({:.0} bytes a link, one \
+                 replica, compressed)",
+                mebibytes as f64 * 1048576.0 / n as f64
+            );
+            return;
+        }
+        last = mebibytes;
+    }
+    println!("links table size: still changing after 60 s ({last} MiB)");
+}
+
+/// SIGTERM, then waits for the process to end.
+fn stop_gracefully(node: &mut Node) {
+    let pid = node.0.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    node.0.wait().expect("wait");
 }
 
 #[tokio::main]
@@ -380,9 +505,12 @@ async fn main() {
     let n: usize = arg(1, 1_000_000);
     let callers: usize = arg(2, 8);
     let dir = tempfile::tempdir().unwrap();
-    ingestion(&nodes, 1).await;
-    ingestion(&nodes, callers).await;
-    lag(&nodes, dir.path()).await;
+    // `CQL_BENCH_ONLY=bulk` runs the bulk load alone.
+    if std::env::var("CQL_BENCH_ONLY").as_deref() != Ok("bulk") {
+        ingestion(&nodes, 1).await;
+        ingestion(&nodes, callers).await;
+        lag(&nodes, dir.path()).await;
+    }
     if n > 0 {
         bulk_load(&nodes, dir.path(), n).await;
     }

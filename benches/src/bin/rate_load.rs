@@ -21,46 +21,9 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shortlink_benches::read_response;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Reads one HTTP/1.1 response from `stream` (headers, then `Content-Length` bytes of
-/// body), keeping any bytes past it in `buf`. Returns the status code.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
-            let status: u16 = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| std::io::Error::other("no status line"))?;
-            let length: usize = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.trim().parse().ok())
-                .unwrap_or(0);
-            let total = end + 4 + length;
-            while buf.len() < total {
-                read_more(stream, buf).await?;
-            }
-            buf.drain(..total);
-            return Ok(status);
-        }
-        read_more(stream, buf).await?;
-    }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(std::io::Error::other("connection closed"));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
-}
 
 /// One connection: sends a request for each due time it is handed, in order.
 /// Returns each request's latency in µs with when it was timed from (ms since `start`).

@@ -1,4 +1,5 @@
-//! Measures the route table's resident memory per million links.
+//! Measures the route table's resident memory per million links, then the time to save it
+//! as a route snapshot and to restore that into an empty table.
 //!
 //! `cargo run --release --workspace --bin route_memory -- 1000000 [url_bytes]`: links (default
 //! 1 M) and, optionally, the URL length (the synthetic URLs are padded to it; default 62).
@@ -54,4 +55,24 @@ fn main() {
         per_link * 10_000_000.0 / (1u64 << 30) as f64
     );
     assert_eq!(table.len(), n);
+    // The route snapshot of that table: saved, then restored into an empty table.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.snapshot");
+    let started = std::time::Instant::now();
+    let (header, size) = shortlink_proxy::snapshot::save(&table, &path, 1, 1).unwrap();
+    let saved = started.elapsed();
+    drop(table);
+    let seed = shortlink_proxy::snapshot::read_header(&path).unwrap().seed;
+    let restored =
+        shortlink_proxy::RouteTable::with_seed(std::time::Duration::from_secs(2), 1000, seed);
+    let started = std::time::Instant::now();
+    shortlink_proxy::snapshot::restore(&restored, &path).unwrap();
+    println!(
+        "snapshot routes={} file_mib={:.0} save_s={:.2} restore_s={:.2}",
+        header.routes,
+        size as f64 / (1 << 20) as f64,
+        saved.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(restored.len(), n);
 }
