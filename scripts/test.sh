@@ -67,10 +67,35 @@ if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   fi
 fi
 command -v node >/dev/null 2>&1 || { echo "the browser tests need Node.js 18 or later (apt-get install nodejs npm)" >&2; exit 1; }
-if ! [ -d tests/browser/node_modules/playwright-core ]; then
-  log "installing playwright-core from the npm registry"
-  (cd tests/browser && npm ci --no-audit --no-fund)
-fi
+# npm packages as their lock files say (installed again only when a lock file changed).
+npm_ci() {
+  local dir=$1 stamp="$1/node_modules/.lock-sha256"
+  local want
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing $dir's packages from the npm registry"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+    echo "$want" >"$stamp"
+  fi
+}
+npm_ci tests/browser   # playwright-core, axe-core, esbuild, react
+
+# The JavaScript client (clients/js): its committed build must be what its sources and
+# the committed OpenAPI document make (tests/openapi.rs holds that document to the
+# served one), so `cargo build` and the page never need Node. Built into a scratch
+# folder and compared; its type tests compiled.
+npm_ci clients/js
+log "clients/js: the committed build is current"
+js_out=$(mktemp -d)
+(
+  cd clients/js
+  npx --no-install openapi-typescript openapi.json --output "$js_out/schema.ts" >/dev/null
+  cmp -s "$js_out/schema.ts" src/schema.ts || { echo "clients/js/src/schema.ts is stale: run 'npm run build' in clients/js and commit" >&2; exit 1; }
+  npx --no-install tsc -p tsconfig.json --outDir "$js_out/dist"
+  diff -r "$js_out/dist" dist >/dev/null || { diff -r "$js_out/dist" dist | head -20 >&2; echo "clients/js/dist is stale: run 'npm run build' in clients/js and commit" >&2; exit 1; }
+  npx --no-install tsc -p test/tsconfig.json
+)
+rm -rf "$js_out"
 
 # Schemathesis (from PyPI, into a virtual environment in target/testinfra, cached), which
 # tests/openapi.rs runs against the real binary over the served OpenAPI document.

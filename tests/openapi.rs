@@ -166,6 +166,56 @@ async fn the_document_lists_every_operation_with_its_errors() {
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
     assert_eq!(schemes["api_key"]["scheme"], "bearer");
     assert_eq!(schemes["session"]["in"], "cookie");
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for target in refs {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{target} is not a local reference"));
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{target} refers to nothing in the document"
+        );
+    }
+}
+
+/// Every `$ref` in `value`.
+fn collect_refs(value: &Value, refs: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => refs.push(target.clone()),
+                    _ => collect_refs(value, refs),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
+        _ => {}
+    }
+}
+
+/// The JavaScript client is typed from `clients/js/openapi.json`: it must be the document
+/// the binary serves. `SHORTLINK_WRITE_OPENAPI=1` writes it (then rebuild the client:
+/// `cd clients/js && npm run build`).
+#[tokio::test]
+async fn the_js_client_is_typed_from_the_served_document() {
+    let server = TestServer::start().await;
+    let doc = document(&server).await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js/openapi.json");
+    if std::env::var_os("SHORTLINK_WRITE_OPENAPI").is_some() {
+        let mut text = serde_json::to_string_pretty(&doc).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        committed == doc,
+        "clients/js/openapi.json is not the served document: run \
+         SHORTLINK_WRITE_OPENAPI=1 cargo test --test openapi the_js_client, then \
+         (cd clients/js && npm run build), and commit both"
+    );
 }
 
 #[tokio::test]

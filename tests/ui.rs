@@ -42,6 +42,24 @@ async fn the_web_page_works_in_a_real_browser() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("connect-src 'self'"), "{csp}");
+    // The icon and the client's modules the page imports, from the binary.
+    for (path, status, content_type) in [
+        ("/ui/icon.svg", 200, "image/svg+xml"),
+        ("/ui/lib/events.js", 200, "text/javascript; charset=utf-8"),
+        ("/ui/lib/index.js", 200, "text/javascript; charset=utf-8"),
+        ("/ui/lib/react.js", 404, ""),
+    ] {
+        let r = server
+            .client
+            .get(format!("{}{path}", server.proxy))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        if status == 200 {
+            assert_eq!(r.headers()["content-type"], content_type, "{path}");
+        }
+    }
 
     // A person with a sign-in password, for the password journey.
     let r = server

@@ -196,6 +196,8 @@ pub fn app(state: AppState) -> Router {
     .route("/ui/", get(ui::index))
     .route("/ui/app.js", get(ui::script))
     .route("/ui/app.css", get(ui::style))
+    .route("/ui/icon.svg", get(ui::icon))
+    .route("/ui/lib/{file}", get(ui::library))
     .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
     .method_not_allowed_fallback(|| async {
         ApiError::new(

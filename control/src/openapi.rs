@@ -163,6 +163,8 @@ fn envelope(codes: &[ErrorCode]) -> Schema {
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&Finish),
+    // Schemas only query parameters refer to, which the paths do not bring in.
+    components(schemas(crate::stats::Bots, crate::clicks::ExportFormat)),
     tags(
         (name = "links", description = "Short links and their statistics."),
         (name = "uploads", description = "Files, their thumbnails and short links."),

@@ -1,5 +1,5 @@
-//! The web page at `/ui`: three files embedded in the binary (no build step, no CDN, works
-//! offline), served with a content security policy that lets the page talk only to its own
+//! The web page at `/ui`: its files and the JavaScript client's modules embedded in the
+//! binary (no build step in `cargo build`, no CDN, works offline), served with a content security policy that lets the page talk only to its own
 //! origin, so the API key it holds goes nowhere else.
 
 use axum::http::{HeaderValue, header};
@@ -8,6 +8,13 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/app.css");
+const ICON: &str = include_str!("../ui/icon.svg");
+/// The JavaScript client's committed build (`clients/js/dist`), which the page imports.
+const LIBRARY: [(&str, &str); 3] = [
+    ("index.js", include_str!("../../clients/js/dist/index.js")),
+    ("client.js", include_str!("../../clients/js/dist/client.js")),
+    ("events.js", include_str!("../../clients/js/dist/events.js")),
+];
 
 /// Scripts and styles only from this origin, requests only to it, images also from object
 /// storage redirects (`http:`/`https:`), no framing.
@@ -69,4 +76,17 @@ pub(crate) async fn script() -> Response {
 /// `GET /ui/app.css`.
 pub(crate) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// `GET /ui/icon.svg`: the page's icon.
+pub(crate) async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
+}
+
+/// `GET /ui/lib/{file}`: a module of the JavaScript client (`@shortlink/client`).
+pub(crate) async fn library(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match LIBRARY.iter().find(|(name, _)| *name == file) {
+        Some((_, body)) => asset("text/javascript; charset=utf-8", body),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }

@@ -5,6 +5,8 @@
 // sent only in the Authorization header of requests to this page's own origin (the
 // server's CSP allows no other destination).
 
+import { EventStream } from './lib/events.js';
+
 const $ = (selector) => document.querySelector(selector);
 const KEY_SLOT = 'shortlink.api_key';
 const SESSION_SLOT = 'shortlink.signed_in';
@@ -18,6 +20,7 @@ function authHeaders() {
 let nextCursor = null;
 let openStats = null;
 let lastEventId = null;
+let stream = null;
 const clicksCells = new Map();
 
 // Errors in words a person understands; the API's own message is the fallback.
@@ -144,6 +147,8 @@ function signOut(message) {
   sessionStorage.removeItem(SESSION_SLOT);
   apiKey = null;
   signedIn = false;
+  stream?.close();
+  stream = null;
   $('#app-view').hidden = true;
   $('#signout').hidden = true;
   $('#live').hidden = true;
@@ -310,8 +315,7 @@ function drawChart(stats) {
   }
 }
 
-// ---- live events: SSE read with fetch (the key goes in a header, never the URL),
-// falling back to long polling when the stream fails ----
+// ---- live events ----
 
 function handle(event) {
   if (event.id) lastEventId = event.id;
@@ -347,50 +351,18 @@ function setLive(on, how) {
   live.textContent = on ? `live (${how})` : 'reconnecting…';
 }
 
-async function followSse() {
-  const headers = { ...authHeaders(), Accept: 'text/event-stream' };
-  if (lastEventId) headers['Last-Event-ID'] = String(lastEventId);
-  const response = await fetch('/api/v1/events', { headers });
-  if (response.status === 401) { signOut(MESSAGES.unauthorized); return; }
-  if (!response.ok || !response.body) throw new Error(`events answered ${response.status}`);
-  setLive(true, 'stream');
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error('stream ended');
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
-      if (data) { const event = safeJson(data); if (event) handle(event); }
-    }
-  }
-}
+const TRANSPORT_NAMES = { websocket: 'WebSocket', sse: 'stream', polling: 'polling' };
 
-async function followPolling(rounds) {
-  setLive(true, 'polling');
-  for (let i = 0; i < rounds && apiKey; i++) {
-    const after = lastEventId ? `&after=${lastEventId}` : '';
-    const page = await api(`/api/v1/notifications?wait=20${after}`);
-    for (const event of page.items) handle(event);
-    if (page.next) lastEventId = page.next;
-  }
-}
-
-async function follow() {
-  const mine = apiKey;
-  while (apiKey && apiKey === mine) {
-    try {
-      await followSse();
-    } catch {
-      if (!apiKey) return;
-      setLive(false);
-      try { await followPolling(5); } catch { await new Promise((r) => setTimeout(r, 2000)); }
-    }
-  }
+// Events from @shortlink/client's EventStream: a WebSocket, else Server-Sent Events, else
+// long polling, resuming after the last event id whichever carries them.
+function follow() {
+  stream?.close();
+  stream = new EventStream({ apiKey: apiKey || undefined, lastEventId });
+  stream.on('event', handle);
+  stream.on('status', (status, transport) => {
+    if (status !== 'closed') setLive(status === 'open', TRANSPORT_NAMES[transport]);
+  });
+  stream.on('error', (error) => { if (error.fatal) signOut(MESSAGES.unauthorized); });
 }
 
 // ---- uploads ----

@@ -47,6 +47,14 @@ try {
   await page.getByRole('button', { name: 'Shorten' }).click();
   await page.getByText('Only web addresses (http or https) can be shortened.').waitFor({ timeout: 5000 });
 
+  step = "the alias field's pattern is a valid expression that checks as you type";
+  await page.locator('summary').click();
+  await page.getByLabel('Alias').fill('no spaces');
+  if (!(await page.getByLabel('Alias').evaluate((input) => input.validity.patternMismatch)))
+    throw new Error('an alias with a space passes the pattern');
+  await page.getByLabel('Alias').fill('');
+  await page.locator('summary').click();
+
   step = 'creating a link lists it';
   await page.getByLabel('Long URL').fill('https://example.com/from-the-browser');
   await page.locator('summary').click();
@@ -59,7 +67,7 @@ try {
   await page.screenshot({ path: `${shots}/links.png`, fullPage: true });
 
   step = 'following the short URL raises the click counter live';
-  await page.getByText(/live \(stream\)/).waitFor({ timeout: 5000 });
+  await page.getByText(/live \(WebSocket\)/).waitFor({ timeout: 5000 });
   const before = Number(await row.locator('td.num').textContent());
   await page.waitForTimeout(500);
   const shiftBefore = await page.evaluate(() => window.__shift);
@@ -102,8 +110,9 @@ try {
   const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:') && !u.startsWith('blob:'));
   if (foreign.length) throw new Error(`requests left the origin: ${foreign.join(', ')}`);
   if (requests.some((u) => u.includes(adminKey))) throw new Error('the key appeared in a URL');
-  step = 'when the event stream fails, the page falls back to polling and stays live';
+  step = 'when WebSockets and the event stream fail, the page falls back to polling and stays live';
   const second = await browser.newPage();
+  await second.routeWebSocket(/\/api\/v1\/ws/, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
   await second.route('**/api/v1/events', (route) => route.abort());
   await second.goto(`${base}/ui`);
   await second.getByLabel('API key').fill(adminKey);

@@ -1,0 +1,357 @@
+/**
+ * Live events: one stream that connects over a WebSocket, falls back to Server-Sent
+ * Events and then to long polling, and resumes after the last event it delivered across
+ * reconnects and transport changes, so no event is missed or delivered twice.
+ */
+/** Why a stream stopped for good (a refused key) or why a transport failed. */
+export class EventStreamError extends Error {
+    transport;
+    fatal;
+    constructor(message, 
+    /** The transport that failed. */
+    transport, 
+    /** True when retrying cannot help (the key or session was refused). */
+    fatal) {
+        super(message);
+        this.transport = transport;
+        this.fatal = fatal;
+        this.name = 'EventStreamError';
+    }
+}
+const WS_CLOSE_UNAUTHORIZED = 4401;
+const WS_CLOSE_BAD_REQUEST = 4400;
+/**
+ * A live stream of the caller's events. Create it, listen with {@link EventStream.on},
+ * and {@link EventStream.close} it when done.
+ *
+ * ```ts
+ * const stream = new EventStream({ baseUrl: 'https://sho.rt', apiKey });
+ * stream.on('event', (e) => console.log(e.id, e.type));
+ * ```
+ */
+export class EventStream {
+    #options;
+    #transports;
+    #index = 0;
+    #last;
+    #status = 'connecting';
+    #transport = null;
+    #connection = null;
+    #timer = null;
+    #failures = 0;
+    #closed = false;
+    #listeners = {
+        event: new Set(),
+        status: new Set(),
+        error: new Set(),
+    };
+    constructor(options = {}) {
+        this.#options = {
+            openTimeoutMs: 5000,
+            retryDelayMs: 500,
+            maxDelayMs: 15000,
+            pollWaitSeconds: 25,
+            ...options,
+        };
+        const wanted = options.transports ?? ['websocket', 'sse', 'polling'];
+        this.#transports = wanted.filter((t) => t !== 'websocket' || this.#webSocket() !== undefined);
+        if (this.#transports.length === 0)
+            throw new Error('no usable transport');
+        this.#last = parseId(options.lastEventId);
+        // Listeners attached right after construction see the first status.
+        queueMicrotask(() => this.#connect());
+    }
+    /** The id of the last event delivered (resume after it), or null. */
+    get lastEventId() {
+        return this.#last === null ? null : this.#last.toString();
+    }
+    /** The transport in use (or being tried). */
+    get transport() {
+        return this.#transport;
+    }
+    /** Connecting, open or closed. */
+    get status() {
+        return this.#status;
+    }
+    /** Listens for events, status changes or errors; returns a function that stops it. */
+    on(kind, listener) {
+        this.#listeners[kind].add(listener);
+        return () => this.#listeners[kind].delete(listener);
+    }
+    /** Ends the stream for good. */
+    close() {
+        if (this.#closed)
+            return;
+        this.#closed = true;
+        if (this.#timer !== null)
+            clearTimeout(this.#timer);
+        this.#connection?.close();
+        this.#connection = null;
+        this.#setStatus('closed');
+    }
+    #emit(kind, ...args) {
+        for (const listener of [...this.#listeners[kind]]) {
+            try {
+                listener(...args);
+            }
+            catch (error) {
+                // A listener's failure must not stop the stream.
+                setTimeout(() => {
+                    throw error;
+                });
+            }
+        }
+    }
+    #setStatus(status) {
+        if (this.#status === status && status !== 'open')
+            return;
+        this.#status = status;
+        this.#emit('status', status, this.#transport);
+    }
+    #connect() {
+        if (this.#closed)
+            return;
+        const transport = this.#transports[this.#index % this.#transports.length];
+        this.#transport = transport;
+        this.#setStatus('connecting');
+        let opened = false;
+        let openedAt = 0;
+        let delivered = false;
+        let done = false;
+        const openTimer = setTimeout(() => {
+            if (!opened)
+                sink.ended(new EventStreamError(`${transport} did not open in time`, transport, false));
+        }, this.#options.openTimeoutMs);
+        const sink = {
+            opened: () => {
+                if (done || opened)
+                    return;
+                opened = true;
+                openedAt = Date.now();
+                clearTimeout(openTimer);
+                this.#setStatus('open');
+            },
+            event: (event) => {
+                if (done)
+                    return;
+                if (!delivered) {
+                    delivered = true;
+                    this.#failures = 0;
+                }
+                const id = BigInt(event.id);
+                // A replay may repeat what another transport delivered: deliver each id once.
+                if (this.#last !== null && id <= this.#last)
+                    return;
+                this.#last = id;
+                const types = this.#options.types;
+                if (!types || types.includes(event.type))
+                    this.#emit('event', event);
+            },
+            ended: (error) => {
+                if (done)
+                    return;
+                done = true;
+                clearTimeout(openTimer);
+                connection.close();
+                if (this.#connection === connection)
+                    this.#connection = null;
+                if (this.#closed)
+                    return;
+                if (error)
+                    this.#emit('error', error);
+                if (error?.fatal) {
+                    this.close();
+                    return;
+                }
+                // One that opened but ended soon without delivering anything (a proxy that takes
+                // the upgrade and drops it) counts as one that never opened.
+                if (opened && !delivered && Date.now() - openedAt < this.#options.openTimeoutMs)
+                    opened = false;
+                else if (opened && Date.now() - openedAt >= this.#options.openTimeoutMs)
+                    this.#failures = 0;
+                // A transport that never opened gives way to the next; one that did is retried.
+                if (!opened)
+                    this.#index += 1;
+                const tried = opened ? 0 : this.#index % this.#transports.length;
+                if (!opened && tried !== 0) {
+                    this.#connect();
+                    return;
+                }
+                this.#failures += 1;
+                const delay = Math.min(this.#options.maxDelayMs, this.#options.retryDelayMs * 2 ** Math.min(this.#failures - 1, 10));
+                this.#setStatus('connecting');
+                this.#timer = setTimeout(() => {
+                    this.#timer = null;
+                    this.#connect();
+                }, delay * (0.75 + Math.random() * 0.5));
+            },
+        };
+        const connection = transport === 'websocket' ? this.#openWebSocket(sink) : transport === 'sse' ? this.#openSse(sink) : this.#openPolling(sink);
+        this.#connection = connection;
+    }
+    #base() {
+        const base = this.#options.baseUrl ?? (typeof location !== 'undefined' ? location.origin : '');
+        return base.replace(/\/+$/, '');
+    }
+    #headers() {
+        const headers = {};
+        if (this.#options.apiKey)
+            headers.Authorization = `Bearer ${this.#options.apiKey}`;
+        return headers;
+    }
+    #fetch() {
+        return this.#options.fetch ?? globalThis.fetch.bind(globalThis);
+    }
+    #webSocket() {
+        return this.#options.WebSocket ?? globalThis.WebSocket;
+    }
+    #openWebSocket(sink) {
+        const Socket = this.#webSocket();
+        const url = new URL(`${this.#base()}/api/v1/ws`, typeof location !== 'undefined' ? location.href : undefined);
+        url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+        if (this.#last !== null)
+            url.searchParams.set('last_event_id', this.#last.toString());
+        // The key travels as a subprotocol, never in the URL; the server selects shortlink.v1.
+        const protocols = ['shortlink.v1'];
+        if (this.#options.apiKey)
+            protocols.push(`bearer.${this.#options.apiKey}`);
+        let socket;
+        try {
+            socket = new Socket(url.toString(), protocols);
+        }
+        catch (error) {
+            queueMicrotask(() => sink.ended(new EventStreamError(String(error), 'websocket', false)));
+            return { close() { } };
+        }
+        socket.onopen = () => sink.opened();
+        socket.onmessage = (message) => {
+            if (typeof message.data !== 'string')
+                return;
+            const event = parseEvent(message.data);
+            if (event)
+                sink.event(event);
+        };
+        socket.onclose = (close) => {
+            const fatal = close.code === WS_CLOSE_UNAUTHORIZED || close.code === WS_CLOSE_BAD_REQUEST;
+            sink.ended(new EventStreamError(close.reason || `the WebSocket closed (${close.code})`, 'websocket', fatal));
+        };
+        return {
+            close() {
+                socket.onopen = socket.onmessage = socket.onclose = null;
+                socket.onerror = null;
+                if (socket.readyState <= 1)
+                    socket.close(1000);
+            },
+        };
+    }
+    #openSse(sink) {
+        const abort = new AbortController();
+        const headers = { ...this.#headers(), Accept: 'text/event-stream' };
+        if (this.#last !== null)
+            headers['Last-Event-ID'] = this.#last.toString();
+        (async () => {
+            const response = await this.#fetch()(`${this.#base()}/api/v1/events`, {
+                headers,
+                credentials: 'same-origin',
+                cache: 'no-store',
+                signal: abort.signal,
+            });
+            if (!response.ok || !response.body) {
+                const fatal = response.status === 401 || response.status === 403 || response.status === 400;
+                throw new EventStreamError(await errorMessage(response), 'sse', fatal);
+            }
+            sink.opened();
+            const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+            let buffer = '';
+            let data = [];
+            for (;;) {
+                const { value, done } = await reader.read();
+                if (done)
+                    break;
+                buffer += value;
+                let newline;
+                while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+                    const line = buffer.slice(0, newline);
+                    buffer = buffer.slice(newline + (buffer.startsWith('\r\n', newline) ? 2 : 1));
+                    if (line === '') {
+                        const event = data.length ? parseEvent(data.join('\n')) : null;
+                        data = [];
+                        if (event)
+                            sink.event(event);
+                    }
+                    else if (line.startsWith('data:')) {
+                        data.push(line.slice(line.startsWith('data: ') ? 6 : 5));
+                    }
+                    // `id:` repeats the event's own id, `retry:` and comments are not needed here.
+                }
+            }
+            throw new EventStreamError('the event stream ended', 'sse', false);
+        })().catch((error) => {
+            sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'sse', false));
+        });
+        return { close: () => abort.abort() };
+    }
+    #openPolling(sink) {
+        const abort = new AbortController();
+        (async () => {
+            let wait = 0;
+            for (;;) {
+                const query = new URLSearchParams({ limit: '100', wait: String(wait) });
+                if (this.#last !== null)
+                    query.set('after', this.#last.toString());
+                const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
+                    headers: this.#headers(),
+                    credentials: 'same-origin',
+                    cache: 'no-store',
+                    signal: abort.signal,
+                });
+                if (!response.ok) {
+                    const fatal = response.status === 401 || response.status === 403 || response.status === 400;
+                    throw new EventStreamError(await errorMessage(response), 'polling', fatal);
+                }
+                const page = (await response.json());
+                sink.opened();
+                for (const event of page.items)
+                    sink.event(event);
+                // A full page: fetch the rest at once; otherwise wait for the next event.
+                wait = page.items.length >= 100 ? 0 : this.#options.pollWaitSeconds;
+            }
+        })().catch((error) => {
+            sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'polling', false));
+        });
+        return { close: () => abort.abort() };
+    }
+}
+function parseId(id) {
+    if (id === null || id === undefined || id === '')
+        return null;
+    try {
+        return BigInt(id);
+    }
+    catch {
+        return null;
+    }
+}
+/** An event from a message, or null for a `resync` notice or anything else. */
+function parseEvent(text) {
+    try {
+        const value = JSON.parse(text);
+        if (typeof value.id === 'number' && typeof value.type === 'string')
+            return value;
+    }
+    catch {
+        // Not JSON: nothing to deliver.
+    }
+    return null;
+}
+async function errorMessage(response) {
+    try {
+        const body = (await response.json());
+        if (body.error?.message)
+            return body.error.message;
+    }
+    catch {
+        // Not the API's error shape.
+    }
+    return `the server answered ${response.status}`;
+}

@@ -1,0 +1,179 @@
+/**
+ * React hooks over {@link Shortlink}: live events, the links list, a link's statistics and
+ * uploads with progress. Each takes the client as its first argument (create one per app,
+ * outside render, or keep it in a context).
+ */
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { ApiError, } from './client.js';
+/**
+ * The caller's live events: WebSocket first, then Server-Sent Events, then long polling,
+ * resuming after the last event across reconnects.
+ */
+export function useEvents(client, options = {}) {
+    const { keep = 50, onEvent, enabled = true, ...streamOptions } = options;
+    const [state, setState] = useState({
+        events: [],
+        status: enabled ? 'connecting' : 'closed',
+        transport: null,
+        lastEventId: options.lastEventId == null ? null : String(options.lastEventId),
+        error: null,
+    });
+    const onEventRef = useRef(onEvent);
+    onEventRef.current = onEvent;
+    const resumeRef = useRef(state.lastEventId);
+    const key = JSON.stringify({ ...streamOptions, lastEventId: undefined });
+    useEffect(() => {
+        if (!enabled)
+            return;
+        const stream = client.events({ ...streamOptions, lastEventId: resumeRef.current });
+        const stops = [
+            stream.on('event', (event) => {
+                resumeRef.current = stream.lastEventId;
+                onEventRef.current?.(event);
+                setState((s) => ({ ...s, events: [event, ...s.events].slice(0, keep), lastEventId: stream.lastEventId }));
+            }),
+            stream.on('status', (status, transport) => setState((s) => ({ ...s, status, transport, error: status === 'open' ? null : s.error }))),
+            stream.on('error', (error) => setState((s) => ({ ...s, error }))),
+        ];
+        return () => {
+            for (const stop of stops)
+                stop();
+            resumeRef.current = stream.lastEventId;
+            stream.close();
+        };
+        // The stream is rebuilt when the client or its options change.
+        // eslint-disable-next-line react-hooks/exhaustive-deps
+    }, [client, enabled, key, keep]);
+    return state;
+}
+/** The caller's links (newest first), page by page, with create, update and remove. */
+export function useLinks(client, query = {}) {
+    const [links, setLinks] = useState([]);
+    const [cursor, setCursor] = useState(null);
+    const [loading, setLoading] = useState(true);
+    const [error, setError] = useState(null);
+    const key = JSON.stringify(query);
+    const generation = useRef(0);
+    const load = useCallback(async (from) => {
+        const mine = ++generation.current;
+        setLoading(true);
+        try {
+            const page = await client.links.list({ ...query, cursor: from ?? undefined });
+            if (mine !== generation.current)
+                return;
+            setLinks((current) => (from ? [...current, ...page.items] : page.items));
+            setCursor(page.next_cursor ?? null);
+            setError(null);
+        }
+        catch (e) {
+            if (mine === generation.current)
+                setError(asApiError(e));
+        }
+        finally {
+            if (mine === generation.current)
+                setLoading(false);
+        }
+    }, 
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [client, key]);
+    useEffect(() => {
+        void load(null);
+    }, [load]);
+    const same = (link, code, domain) => link.code === code && (domain === undefined || link.domain === domain);
+    return {
+        links,
+        loading,
+        error,
+        hasMore: cursor !== null,
+        loadMore: () => (cursor ? load(cursor) : Promise.resolve()),
+        refresh: () => load(null),
+        create: async (link) => {
+            const created = (await client.links.create(link));
+            setLinks((current) => [created, ...current.filter((l) => l.code !== created.code)]);
+            return created;
+        },
+        update: async (code, change, domain) => {
+            const updated = (await client.links.update(code, change, domain));
+            setLinks((current) => current.map((l) => (same(l, code, domain) ? updated : l)));
+            return updated;
+        },
+        remove: async (code, domain) => {
+            await client.links.delete(code, domain);
+            setLinks((current) => current.filter((l) => !same(l, code, domain)));
+        },
+    };
+}
+/** A link's statistics for `query` (loaded again when the code or query changes). */
+export function useLinkStats(client, code, query = {}) {
+    const [stats, setStats] = useState(null);
+    const [loading, setLoading] = useState(code !== null);
+    const [error, setError] = useState(null);
+    const key = JSON.stringify(query);
+    const generation = useRef(0);
+    const refresh = useCallback(async () => {
+        const mine = ++generation.current;
+        if (code === null) {
+            setStats(null);
+            setLoading(false);
+            return;
+        }
+        setLoading(true);
+        try {
+            const result = await client.links.stats(code, query);
+            if (mine !== generation.current)
+                return;
+            setStats(result);
+            setError(null);
+        }
+        catch (e) {
+            if (mine === generation.current)
+                setError(asApiError(e));
+        }
+        finally {
+            if (mine === generation.current)
+                setLoading(false);
+        }
+        // eslint-disable-next-line react-hooks/exhaustive-deps
+    }, [client, code, key]);
+    useEffect(() => {
+        void refresh();
+    }, [refresh]);
+    return { stats, loading, error, refresh };
+}
+/** One upload at a time, with progress and cancelling. */
+export function useUpload(client) {
+    const [uploading, setUploading] = useState(false);
+    const [progress, setProgress] = useState(null);
+    const [result, setResult] = useState(null);
+    const [error, setError] = useState(null);
+    const controller = useRef(null);
+    useEffect(() => () => controller.current?.abort(), []);
+    const upload = useCallback(async (file, options = {}) => {
+        controller.current?.abort();
+        const abort = new AbortController();
+        controller.current = abort;
+        setUploading(true);
+        setProgress({ loaded: 0, total: file.size });
+        setResult(null);
+        setError(null);
+        try {
+            const uploaded = await client.uploads.upload(file, { ...options, signal: abort.signal, onProgress: setProgress });
+            setResult(uploaded);
+            return uploaded;
+        }
+        catch (e) {
+            setError(e);
+            throw e;
+        }
+        finally {
+            if (controller.current === abort) {
+                controller.current = null;
+                setUploading(false);
+            }
+        }
+    }, [client]);
+    return { upload, abort: () => controller.current?.abort(), uploading, progress, result, error };
+}
+function asApiError(error) {
+    return error instanceof ApiError ? error : new ApiError(0, 'network', String(error));
+}
