@@ -87,6 +87,8 @@ async fn the_web_page_works_in_a_real_browser() {
     let large = dir.path().join("large.bin");
     std::fs::write(&large, vec![7u8; 17 * 1024 * 1024]).unwrap();
     let shots = root.join("target/ui-screenshots");
+    // Only this run's screenshots count.
+    let _ = std::fs::remove_dir_all(&shots);
     let child = tokio::process::Command::new("node")
         .arg(browser_dir.join("ui.mjs"))
         .arg(&server.proxy)
@@ -103,9 +105,9 @@ async fn the_web_page_works_in_a_real_browser() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run node (install Node.js 18 or later)");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
         .await
-        .expect("the browser test finished within 120 s")
+        .expect("the browser test finished within 300 s")
         .unwrap();
     print!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(
@@ -122,15 +124,27 @@ async fn the_web_page_works_in_a_real_browser() {
             .any(|r| r.json()["type"] == "webhook.test"),
         "the web page's test message reached the receiver"
     );
-    for name in [
-        "signin",
-        "links",
-        "stats",
-        "upload",
-        "phone",
-        "signed-in",
-        "webhooks",
+    // Every view at both sizes (the journey's), the empty links view, dark mode, and the
+    // views only the desktop pass opens.
+    let mut names: Vec<String> = Vec::new();
+    for view in [
+        "signin", "links", "stats", "overview", "uploads", "activity", "settings",
     ] {
+        for width in [1280, 390] {
+            names.push(format!("{view}-{width}"));
+        }
+    }
+    for extra in [
+        "empty",
+        "dark",
+        "webhooks",
+        "signed-in",
+        "visitor-404",
+        "visitor-password",
+    ] {
+        names.push(format!("{extra}-1280"));
+    }
+    for name in names {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "screenshot {name}.png was not saved"
