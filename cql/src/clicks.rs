@@ -491,53 +491,46 @@ impl ClickStore for CqlStore {
             visitor_hours,
             visitor_days,
         } = delta;
-        let mut writes: Vec<Write<'_>> =
-            Vec::with_capacity(visitor_hours.len() + visitor_days.len());
-        // Visitors: a sketch row per period per batch, keyed by the batch id.
-        for ((link, hour), visitors) in visitor_hours {
-            writes.push(Box::pin(async move {
-                self.exec(
-                    VISITORS_HOUR_INSERT,
-                    Kind::Write,
-                    (
-                        link,
-                        ids::month_of(hour),
-                        hour,
-                        batch_id,
-                        visitors.to_bytes(),
-                    ),
-                )
-                .await
-                .map(drop)
-            }));
-        }
-        for ((link, day), visitors) in visitor_days {
-            writes.push(Box::pin(async move {
-                self.exec(
-                    VISITORS_DAY_INSERT,
-                    Kind::Write,
-                    (link, ids::month_of(day), day, batch_id, visitors.to_bytes()),
-                )
-                .await
-                .map(drop)
-            }));
-        }
-        // Visitor sketches are idempotent rows: written alongside the counters.
-        let counting = async {
+        let clicked = per_link
+            .iter()
+            .filter_map(|(link, delta)| match links.get(link) {
+                Some(Some(info)) => Some((
+                    *link,
+                    fold::Clicked {
+                        delta: *delta,
+                        owner: info.owner,
+                        domain: info.domain.clone(),
+                        code: info.code.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let deltas = fold::Deltas {
+            hours,
+            days: days
+                .into_iter()
+                .map(|((link, day, dim, key), n)| ((link, day, dim, key.to_owned()), n))
+                .collect(),
+            owner_hours,
+            owner_days,
+            links: per_link.iter().map(|(link, d)| (*link, d.clicks)).collect(),
+            visitor_hours,
+            visitor_days,
+            clicked,
+            batch_id: batch_id.to_owned(),
+        };
+        // Counters, visitor sketches and `link.clicked` events go in a round shared with
+        // the batches ingested meanwhile (crate::fold).
+        let outcome = async {
             Ok::<IngestOutcome, StoreError>(match claim {
-                Claim::Finish { outcome } => outcome,
+                Claim::Finish { outcome } => {
+                    self.write_extras_of(deltas).await?;
+                    outcome
+                }
                 Claim::New => {
-                    let deltas = fold::Deltas {
-                        hours,
-                        days: days
-                            .into_iter()
-                            .map(|((link, day, dim, key), n)| ((link, day, dim, key.to_owned()), n))
-                            .collect(),
-                        owner_hours,
-                        owner_days,
-                        links: per_link.iter().map(|(link, d)| (*link, d.clicks)).collect(),
-                    };
-                    let uncertain = match self.count_folded(deltas, &statements).await {
+                    let folded = self.count_folded(deltas, &statements).await;
+                    let uncertain = match folded.counters {
                         fold::Round::All => 0,
                         fold::Round::Nothing(error) => {
                             // Nothing counted: free the claim so the sender's retry counts it.
@@ -561,6 +554,7 @@ impl ClickStore for CqlStore {
                         }
                     };
                     self.mark_counted(batch_id, uncertain).await?;
+                    folded.rest?;
                     if uncertain == 0 {
                         IngestOutcome::Applied
                     } else {
@@ -568,11 +562,8 @@ impl ClickStore for CqlStore {
                     }
                 }
             })
-        };
-        let (written, outcome) =
-            tokio::join!(run_concurrently(writes, WRITE_CONCURRENCY), counting);
-        let outcome = outcome?;
-        written?;
+        }
+        .await?;
         // The raw clicks, one row per owner, for exports.
         let logs = owner_logs(&counted, |link| match links.get(&link) {
             Some(Some(info)) => Some(info.owner),
@@ -604,15 +595,6 @@ impl ClickStore for CqlStore {
             }));
         }
         run_concurrently(writes, WRITE_CONCURRENCY).await?;
-
-        let mut events = Vec::with_capacity(per_link.len());
-        for (link, delta) in &per_link {
-            let Some(Some(info)) = links.get(link) else {
-                continue;
-            };
-            events.push(delta.clicked_event(info.owner, &info.domain, &info.code));
-        }
-        self.append(events).await?;
         let total: i64 = per_link.values().map(|l| l.clicks).sum();
         // The raw clicks are in `click_log`, per owner; the claim keeps the count only.
         self.exec(

@@ -1,8 +1,10 @@
 //! Click counters folded across batches: batches ingested at the same time add their
 //! deltas into one set, written by one of them (a group commit), so a row that many
 //! batches touch (a busy link's hour, its country, its owner's day) costs one counter
-//! update per round instead of one per batch. Each batch keeps its own claim; the round's
-//! outcome is every batch's outcome.
+//! update per round instead of one per batch. The round also writes one visitor sketch
+//! row per link and period (the union of its batches' sketches, keyed by one of their
+//! batch ids) and one `link.clicked` event per link. Each batch keeps its own claim; the
+//! round's outcome is every batch's outcome.
 
 use std::collections::HashMap;
 
@@ -13,8 +15,12 @@ use shortlink_store::StoreError;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::clicks::{CounterWrite, count_all};
-use crate::{CqlStore, ids};
+use shortlink_core::UserId;
+use shortlink_store::rollup::LinkDelta;
+use shortlink_store::visitors::Visitors;
+
+use crate::clicks::{CounterWrite, VISITORS_DAY_INSERT, VISITORS_HOUR_INSERT, Write, count_all};
+use crate::{CqlStore, Kind, ids, run_concurrently};
 
 /// Counter additions of one or more batches.
 #[derive(Debug, Default)]
@@ -29,6 +35,23 @@ pub(crate) struct Deltas {
     pub(crate) owner_days: HashMap<(i64, i64, LinkId), (i64, i64)>,
     /// link → clicks.
     pub(crate) links: HashMap<LinkId, i64>,
+    /// (link, hour) → the hour's human visitors.
+    pub(crate) visitor_hours: HashMap<(LinkId, i64), Visitors>,
+    /// (link, day) → the day's human visitors.
+    pub(crate) visitor_days: HashMap<(LinkId, i64), Visitors>,
+    /// link → its clicks, for its one `link.clicked` event.
+    pub(crate) clicked: HashMap<LinkId, Clicked>,
+    /// The batch id the sketch rows of these deltas are keyed by (the first batch's).
+    pub(crate) batch_id: String,
+}
+
+/// A link's clicks in the batches of a round, and whose link it is.
+#[derive(Debug)]
+pub(crate) struct Clicked {
+    pub(crate) delta: LinkDelta,
+    pub(crate) owner: UserId,
+    pub(crate) domain: String,
+    pub(crate) code: String,
 }
 
 fn add2<K: std::hash::Hash + Eq>(into: &mut HashMap<K, (i64, i64)>, from: HashMap<K, (i64, i64)>) {
@@ -53,7 +76,39 @@ impl Deltas {
         add2(&mut self.owner_hours, other.owner_hours);
         add2(&mut self.owner_days, other.owner_days);
         add1(&mut self.links, other.links);
+        for (key, visitors) in other.visitor_hours {
+            self.visitor_hours.entry(key).or_default().merge(&visitors);
+        }
+        for (key, visitors) in other.visitor_days {
+            self.visitor_days.entry(key).or_default().merge(&visitors);
+        }
+        for (link, clicked) in other.clicked {
+            match self.clicked.entry(link) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(clicked);
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let d = &mut slot.get_mut().delta;
+                    d.clicks += clicked.delta.clicks;
+                    d.bots += clicked.delta.bots;
+                    d.first_ms = d.first_ms.min(clicked.delta.first_ms);
+                    d.last_ms = d.last_ms.max(clicked.delta.last_ms);
+                }
+            }
+        }
+        if self.batch_id.is_empty() {
+            self.batch_id = other.batch_id;
+        }
     }
+}
+
+/// How a round went for every batch in it: its counters, then its sketches and events
+/// (written only when some counters may have been; an error there leaves the counters as
+/// they are).
+#[derive(Debug, Clone)]
+pub(crate) struct Folded {
+    pub(crate) counters: Round,
+    pub(crate) rest: Result<(), RoundFailed>,
 }
 
 /// How a round of counter writes went (for every batch in it).
@@ -82,8 +137,16 @@ impl From<RoundFailed> for StoreError {
 /// Batches waiting for a round, and the lock its writer holds.
 #[derive(Default)]
 pub(crate) struct Fold {
-    waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Round>)>>,
+    waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Folded>)>>,
     round: tokio::sync::Mutex<()>,
+}
+
+/// What a round writes besides its counters.
+struct Extras {
+    visitor_hours: HashMap<(LinkId, i64), Visitors>,
+    visitor_days: HashMap<(LinkId, i64), Visitors>,
+    clicked: HashMap<LinkId, Clicked>,
+    batch_id: String,
 }
 
 /// The prepared counter updates a round writes.
@@ -99,7 +162,7 @@ impl CqlStore {
     /// Writes `deltas` (a claimed batch's) in the next round with every batch waiting;
     /// returns the round's outcome. Whoever takes the round lock writes all that waits;
     /// a batch whose deltas went out in another's round gets that round's outcome.
-    pub(crate) async fn count_folded(&self, deltas: Deltas, statements: &Statements) -> Round {
+    pub(crate) async fn count_folded(&self, deltas: Deltas, statements: &Statements) -> Folded {
         let (done, mut outcome) = oneshot::channel();
         self.fold
             .waiting
@@ -111,7 +174,11 @@ impl CqlStore {
             Ok(round) => return round,
             // Taken by a round that was dropped half-way: whether it counted is unknown.
             Err(oneshot::error::TryRecvError::Closed) => {
-                return Round::Partly(RoundFailed("the round writing it was cut off".into()));
+                let cut = RoundFailed("the round writing it was cut off".into());
+                return Folded {
+                    counters: Round::Partly(cut.clone()),
+                    rest: Err(cut),
+                };
             }
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
@@ -123,7 +190,13 @@ impl CqlStore {
             all.merge(deltas);
             senders.push(sender);
         }
-        let round = match count_all(
+        let extras = Extras {
+            visitor_hours: std::mem::take(&mut all.visitor_hours),
+            visitor_days: std::mem::take(&mut all.visitor_days),
+            clicked: std::mem::take(&mut all.clicked),
+            batch_id: std::mem::take(&mut all.batch_id),
+        };
+        let counters = match count_all(
             self.round_writes(all, statements),
             crate::clicks::WRITE_CONCURRENCY,
         )
@@ -133,10 +206,75 @@ impl CqlStore {
             crate::clicks::Counted::Nothing(e) => Round::Nothing(RoundFailed(e.to_string())),
             crate::clicks::Counted::Partly(e) => Round::Partly(RoundFailed(e.to_string())),
         };
+        let rest = match counters {
+            // Nothing counted: the batches are sent again whole, sketches and events too.
+            Round::Nothing(_) => Ok(()),
+            _ => self
+                .write_extras(extras)
+                .await
+                .map_err(|e| RoundFailed(e.to_string())),
+        };
+        let round = Folded { counters, rest };
         for sender in senders {
             let _ = sender.send(round.clone());
         }
         outcome.try_recv().unwrap_or(round)
+    }
+
+    /// Writes the sketches and `link.clicked` events of `deltas` outside a round (a batch
+    /// finished for a node that died counting it). Its sketch rows get a key of their own:
+    /// a row keyed by the batch id may hold the dead node's whole round.
+    pub(crate) async fn write_extras_of(&self, deltas: Deltas) -> Result<(), StoreError> {
+        self.write_extras(Extras {
+            visitor_hours: deltas.visitor_hours,
+            visitor_days: deltas.visitor_days,
+            clicked: deltas.clicked,
+            batch_id: format!("{}/finished", deltas.batch_id),
+        })
+        .await
+    }
+
+    /// One sketch row per link and period (idempotent: a sketch merged twice is the same
+    /// sketch), then one `link.clicked` event per link.
+    async fn write_extras(&self, extras: Extras) -> Result<(), StoreError> {
+        let batch_id = extras.batch_id.as_str();
+        let mut writes: Vec<Write<'_>> =
+            Vec::with_capacity(extras.visitor_hours.len() + extras.visitor_days.len());
+        for ((link, hour), visitors) in extras.visitor_hours {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    VISITORS_HOUR_INSERT,
+                    Kind::Write,
+                    (
+                        link,
+                        ids::month_of(hour),
+                        hour,
+                        batch_id,
+                        visitors.to_bytes(),
+                    ),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        for ((link, day), visitors) in extras.visitor_days {
+            writes.push(Box::pin(async move {
+                self.exec(
+                    VISITORS_DAY_INSERT,
+                    Kind::Write,
+                    (link, ids::month_of(day), day, batch_id, visitors.to_bytes()),
+                )
+                .await
+                .map(drop)
+            }));
+        }
+        run_concurrently(writes, crate::clicks::WRITE_CONCURRENCY).await?;
+        let events = extras
+            .clicked
+            .into_values()
+            .map(|c| c.delta.clicked_event(c.owner, &c.domain, &c.code))
+            .collect();
+        self.append(events).await.map(drop)
     }
 
     /// The counter writes of `deltas`: rows of one partition in one counter batch.

@@ -93,7 +93,8 @@ async fn ingestion(nodes: &str, callers: usize) {
                 referrer: format!("r{}.example", i % 50),
                 country: countries[i % 5].into(),
                 count: 1,
-                visitor: 0,
+                // 5 000 people, so each link's hours and days carry visitor sketches.
+                visitor: ((i * 31 + b) % 5_000) as u64 + 1,
             })
             .collect()
     };
@@ -505,8 +506,14 @@ async fn main() {
     let n: usize = arg(1, 1_000_000);
     let callers: usize = arg(2, 8);
     let dir = tempfile::tempdir().unwrap();
-    // `CQL_BENCH_ONLY=bulk` runs the bulk load alone.
-    if std::env::var("CQL_BENCH_ONLY").as_deref() != Ok("bulk") {
+    // `CQL_BENCH_ONLY=bulk` runs the bulk load alone, `=ingest` ingestion alone (with
+    // `callers` batches in flight only).
+    let only = std::env::var("CQL_BENCH_ONLY").unwrap_or_default();
+    if only == "ingest" {
+        ingestion(&nodes, callers).await;
+        return;
+    }
+    if only != "bulk" {
         ingestion(&nodes, 1).await;
         ingestion(&nodes, callers).await;
         lag(&nodes, dir.path()).await;
