@@ -52,6 +52,8 @@ struct Setup {
     s3: S3Server,
     controls: Vec<u16>,
     http: reqwest::Client,
+    /// Requests answered 503 `storage_unavailable` and sent again, as a client should.
+    retried: std::sync::atomic::AtomicU64,
 }
 
 /// A running plane, its base URL and (a proxy's) metrics address.
@@ -173,35 +175,57 @@ impl Setup {
             .timeout(Duration::from_secs(10))
     }
 
+    /// Sends `request`, and again (at most twice more, after `Retry-After`) while it is
+    /// answered 503 `storage_unavailable`, as the API documents: the status, the body,
+    /// and whether it was sent more than once.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value, bool), String> {
+        let mut again = false;
+        loop {
+            let r = request
+                .try_clone()
+                .expect("a request with a plain body")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or_default();
+            if status == 503 && body["error"]["code"] == "storage_unavailable" && !again {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                again = true;
+                continue;
+            }
+            return Ok((status, body, again));
+        }
+    }
+
     /// Creates a link to `url` through `control`: its code, or why it failed.
     async fn create(&self, control: &Process, url: &str) -> Result<String, String> {
-        let r = self
-            .api(control, Method::POST, "/api/v1/links")
-            .json(&json!({ "url": url }))
-            .send()
+        let (status, body, again) = self
+            .send(
+                self.api(control, Method::POST, "/api/v1/links")
+                    .json(&json!({ "url": url })),
+            )
             .await
             .map_err(|e| format!("create {url} on {}: {e}", control.url))?;
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap_or_default();
         match (status, body["code"].as_str()) {
             (201, Some(code)) => Ok(code.to_owned()),
+            // The unanswered first try made it: the same URL gives the same link.
+            (200, Some(code)) if again => Ok(code.to_owned()),
             _ => Err(format!("create {url} on {}: {status} {body}", control.url)),
         }
     }
 
     async fn delete(&self, control: &Process, code: &str) -> Result<(), String> {
-        let r = self
-            .api(control, Method::DELETE, &format!("/api/v1/links/{code}"))
-            .send()
+        let (status, body, again) = self
+            .send(self.api(control, Method::DELETE, &format!("/api/v1/links/{code}")))
             .await
             .map_err(|e| format!("delete {code} on {}: {e}", control.url))?;
-        match r.status().as_u16() {
+        match status {
             204 => Ok(()),
-            status => Err(format!(
-                "delete {code} on {}: {status} {}",
-                control.url,
-                r.text().await.unwrap_or_default()
-            )),
+            // The unanswered first try deleted it.
+            404 if again => Ok(()),
+            status => Err(format!("delete {code} on {}: {status} {body}", control.url)),
         }
     }
 
@@ -223,19 +247,16 @@ impl Setup {
     }
 
     async fn update(&self, control: &Process, code: &str, url: &str) -> Result<(), String> {
-        let r = self
-            .api(control, Method::PATCH, &format!("/api/v1/links/{code}"))
-            .json(&json!({ "url": url }))
-            .send()
+        let (status, body, _) = self
+            .send(
+                self.api(control, Method::PATCH, &format!("/api/v1/links/{code}"))
+                    .json(&json!({ "url": url })),
+            )
             .await
             .map_err(|e| format!("update {code} on {}: {e}", control.url))?;
-        match r.status().as_u16() {
+        match status {
             200 => Ok(()),
-            status => Err(format!(
-                "update {code} on {}: {status} {}",
-                control.url,
-                r.text().await.unwrap_or_default()
-            )),
+            status => Err(format!("update {code} on {}: {status} {body}", control.url)),
         }
     }
 
@@ -317,6 +338,7 @@ async fn a_node_killed_and_restarted_loses_nothing() {
         s3: S3Server::start().await,
         controls: vec![free_port(), free_port()],
         http: common::client(),
+        retried: Default::default(),
     });
 
     // configs/cluster.toml's replication, checked against the nodes and created as written.
@@ -496,12 +518,14 @@ async fn a_node_killed_and_restarted_loses_nothing() {
         .map(|n| n.load(Ordering::Relaxed))
         .collect();
     eprintln!(
-        "{} redirects, {} creates, {} updates, {} deletes, {} failures",
+        "{} redirects, {} creates, {} updates, {} deletes, {} failures, {} requests sent \
+         again after 503 storage_unavailable",
         served.iter().sum::<u64>(),
         seen.creates.load(Ordering::Relaxed),
         seen.updates.load(Ordering::Relaxed),
         seen.deleted.lock().unwrap().len(),
-        failures.len()
+        failures.len(),
+        setup.retried.load(Ordering::Relaxed)
     );
     if !failures.is_empty() {
         let logs: Vec<String> = controls

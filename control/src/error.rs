@@ -95,6 +95,8 @@ error_codes! {
         "A bounded resource (password hashing) stayed busy; retry after Retry-After.";
     Internal => "internal", INTERNAL_SERVER_ERROR,
         "A failure on the server's side; the detail is logged, not sent.";
+    StorageUnavailable => "storage_unavailable", SERVICE_UNAVAILABLE,
+        "The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe.";
     InvalidJson => "invalid_json", BAD_REQUEST,
         "The body is not valid JSON, or could not be read.";
     InvalidBody => "invalid_body", UNPROCESSABLE_ENTITY,
@@ -477,6 +479,16 @@ impl From<StoreError> for ApiError {
                     "your uploads would take {needed} bytes with this one; the quota is {quota} bytes"
                 ),
             ),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "the store did not answer in time");
+                ApiError {
+                    retry_after_seconds: Some(1),
+                    ..ApiError::new(
+                        ErrorCode::StorageUnavailable,
+                        "the database did not answer in time; retry (it is safe to)",
+                    )
+                }
+            }
             StoreError::Closed | StoreError::Backend(_) => ApiError::internal(e),
         }
     }
@@ -528,6 +540,7 @@ mod tests {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidQuery => "invalid_query",

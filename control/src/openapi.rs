@@ -20,6 +20,7 @@ pub(crate) const AUTH: &[ErrorCode] = &[
     ErrorCode::Forbidden,
     ErrorCode::RateLimited,
     ErrorCode::Internal,
+    ErrorCode::StorageUnavailable,
 ];
 /// Codes of an operation reading a JSON body.
 pub(crate) const JSON_BODY: &[ErrorCode] = &[

@@ -236,6 +236,27 @@ fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     StoreError::backend(error)
 }
 
+/// A failed statement's error: [`StoreError::Unavailable`] when no answer came in time (the
+/// client's timeout, or the nodes' own timeouts and unavailability), else a backend error.
+fn failed(error: ExecutionError) -> StoreError {
+    let timed_out = match &error {
+        ExecutionError::RequestTimeout(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::Unavailable { .. }
+                | DbError::Overloaded
+        ),
+        _ => false,
+    };
+    if timed_out {
+        StoreError::unavailable(error)
+    } else {
+        backend(error)
+    }
+}
+
 async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
     config.validate()?;
     let consistency = parse_consistency(&config.consistency)?;
@@ -380,7 +401,7 @@ impl CqlStore {
         self.session
             .execute_unpaged(&statement, values)
             .await
-            .map_err(backend)
+            .map_err(failed)
     }
 
     /// Reads the rows of a bounded query.
@@ -521,7 +542,7 @@ impl CqlStore {
                     tracing::debug!(%error, attempt, "a lightweight transaction failed; again");
                     attempt += 1;
                 }
-                Err(error) => return Err(backend(error)),
+                Err(error) => return Err(failed(error)),
             }
         }
     }

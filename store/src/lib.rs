@@ -53,6 +53,10 @@ pub enum StoreError {
         /// The quota.
         quota: u64,
     },
+    /// The store did not answer in time (a node lost or overloaded): a change may or may
+    /// not have been made, and trying again is safe.
+    #[error("storage did not answer in time: {0}")]
+    Unavailable(#[source] BackendError),
     /// The store was shut down.
     #[error("store is shut down")]
     Closed,
@@ -63,6 +67,14 @@ impl StoreError {
     /// kept whole: [`std::error::Error::source`] gives it back.
     pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
         StoreError::Backend(BackendError {
+            context: None,
+            source: Some(Arc::new(source)),
+        })
+    }
+
+    /// The store did not answer `source`'s request in time.
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Unavailable(BackendError {
             context: None,
             source: Some(Arc::new(source)),
         })

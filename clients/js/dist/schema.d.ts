@@ -2511,6 +2511,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     search_links: {
@@ -2662,6 +2681,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     admin_delete_link: {
@@ -2794,6 +2832,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3007,6 +3064,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     enable_link: {
@@ -3141,6 +3217,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3286,6 +3381,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_audit: {
@@ -3404,6 +3518,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3618,6 +3751,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     me: {
@@ -3708,6 +3860,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3851,6 +4022,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_domains: {
@@ -3941,6 +4131,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4174,6 +4383,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_domain: {
@@ -4284,6 +4512,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4512,6 +4759,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     sse: {
@@ -4645,7 +4911,11 @@ export interface operations {
                     };
                 };
             };
-            /** @description `shutting_down`: The server is shutting down and takes no new subscribers. */
+            /**
+             * @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe.
+             *
+             *     `shutting_down`: The server is shutting down and takes no new subscribers.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4657,7 +4927,7 @@ export interface operations {
                              * @description Stable, machine-readable error code.
                              * @enum {string}
                              */
-                            code: "shutting_down";
+                            code: "storage_unavailable" | "shutting_down";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4795,6 +5065,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5004,6 +5293,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     revoke_key: {
@@ -5114,6 +5422,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5306,6 +5633,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_links: {
@@ -5430,6 +5776,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5684,6 +6049,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     export_links: {
@@ -5776,6 +6160,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5929,6 +6332,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_link: {
@@ -6069,6 +6491,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_link: {
@@ -6201,6 +6642,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -6458,6 +6918,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     export_link_clicks: {
@@ -6613,6 +7092,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -6779,6 +7277,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     link_stats: {
@@ -6938,6 +7455,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     poll: {
@@ -7077,7 +7613,11 @@ export interface operations {
                     };
                 };
             };
-            /** @description `shutting_down`: The server is shutting down and takes no new subscribers. */
+            /**
+             * @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe.
+             *
+             *     `shutting_down`: The server is shutting down and takes no new subscribers.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7089,7 +7629,7 @@ export interface operations {
                              * @description Stable, machine-readable error code.
                              * @enum {string}
                              */
-                            code: "shutting_down";
+                            code: "storage_unavailable" | "shutting_down";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7186,6 +7726,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7302,6 +7861,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7446,6 +8024,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_uploads: {
@@ -7566,6 +8163,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7746,6 +8362,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7938,6 +8573,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -8179,6 +8833,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_upload_parts: {
@@ -8310,6 +8983,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -8677,6 +9369,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     presign: {
@@ -8863,6 +9574,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_upload: {
@@ -8981,6 +9711,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_upload: {
@@ -9091,6 +9840,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -9318,6 +10086,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     complete_upload: {
@@ -9472,6 +10259,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -9704,6 +10510,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     create_user: {
@@ -9899,6 +10724,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10130,6 +10974,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_webhooks: {
@@ -10220,6 +11083,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10427,6 +11309,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_webhook: {
@@ -10545,6 +11446,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_webhook: {
@@ -10655,6 +11575,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10865,6 +11804,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_deliveries: {
@@ -11013,6 +11971,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     redeliver: {
@@ -11131,6 +12108,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -11340,6 +12336,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     test_webhook: {
@@ -11452,6 +12467,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -12224,6 +13258,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };

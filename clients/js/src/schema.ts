@@ -2512,6 +2512,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     search_links: {
@@ -2663,6 +2682,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     admin_delete_link: {
@@ -2795,6 +2833,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3008,6 +3065,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     enable_link: {
@@ -3142,6 +3218,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3287,6 +3382,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_audit: {
@@ -3405,6 +3519,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3619,6 +3752,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     me: {
@@ -3709,6 +3861,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -3852,6 +4023,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_domains: {
@@ -3942,6 +4132,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4175,6 +4384,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_domain: {
@@ -4285,6 +4513,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4513,6 +4760,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     sse: {
@@ -4646,7 +4912,11 @@ export interface operations {
                     };
                 };
             };
-            /** @description `shutting_down`: The server is shutting down and takes no new subscribers. */
+            /**
+             * @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe.
+             *
+             *     `shutting_down`: The server is shutting down and takes no new subscribers.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4658,7 +4928,7 @@ export interface operations {
                              * @description Stable, machine-readable error code.
                              * @enum {string}
                              */
-                            code: "shutting_down";
+                            code: "storage_unavailable" | "shutting_down";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -4796,6 +5066,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5005,6 +5294,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     revoke_key: {
@@ -5115,6 +5423,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5307,6 +5634,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_links: {
@@ -5431,6 +5777,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5685,6 +6050,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     export_links: {
@@ -5777,6 +6161,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -5930,6 +6333,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_link: {
@@ -6070,6 +6492,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_link: {
@@ -6202,6 +6643,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -6459,6 +6919,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     export_link_clicks: {
@@ -6614,6 +7093,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -6780,6 +7278,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     link_stats: {
@@ -6939,6 +7456,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     poll: {
@@ -7078,7 +7614,11 @@ export interface operations {
                     };
                 };
             };
-            /** @description `shutting_down`: The server is shutting down and takes no new subscribers. */
+            /**
+             * @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe.
+             *
+             *     `shutting_down`: The server is shutting down and takes no new subscribers.
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7090,7 +7630,7 @@ export interface operations {
                              * @description Stable, machine-readable error code.
                              * @enum {string}
                              */
-                            code: "shutting_down";
+                            code: "storage_unavailable" | "shutting_down";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7187,6 +7727,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7303,6 +7862,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7447,6 +8025,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_uploads: {
@@ -7567,6 +8164,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7747,6 +8363,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -7939,6 +8574,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -8180,6 +8834,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_upload_parts: {
@@ -8311,6 +8984,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -8678,6 +9370,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     presign: {
@@ -8864,6 +9575,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_upload: {
@@ -8982,6 +9712,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_upload: {
@@ -9092,6 +9841,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -9319,6 +10087,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     complete_upload: {
@@ -9473,6 +10260,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -9705,6 +10511,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     create_user: {
@@ -9900,6 +10725,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10131,6 +10975,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_webhooks: {
@@ -10221,6 +11084,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10428,6 +11310,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     get_webhook: {
@@ -10546,6 +11447,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     delete_webhook: {
@@ -10656,6 +11576,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -10866,6 +11805,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     list_deliveries: {
@@ -11014,6 +11972,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     redeliver: {
@@ -11132,6 +12109,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -11341,6 +12337,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
         };
     };
     test_webhook: {
@@ -11453,6 +12468,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
@@ -12225,6 +13259,25 @@ export interface operations {
                              * @enum {string}
                              */
                             code: "internal";
+                            /** @description What went wrong, for people. */
+                            message: string;
+                        };
+                    };
+                };
+            };
+            /** @description `storage_unavailable`: The database did not answer in time (a node lost or overloaded): a change may or may not have been made; sending the same request again after Retry-After is safe. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: {
+                            /**
+                             * @description Stable, machine-readable error code.
+                             * @enum {string}
+                             */
+                            code: "storage_unavailable";
                             /** @description What went wrong, for people. */
                             message: string;
                         };
