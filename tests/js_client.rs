@@ -12,24 +12,9 @@ use std::time::Duration;
 use common::{ADMIN_KEY, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn chromium() -> String {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "chromium is not installed at {chromium}: run scripts/test.sh as root, or apt-get install chromium"
-    );
-    chromium
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_works_in_a_real_browser_across_transports_and_upgrades() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/esbuild").exists(),
-        "the browser tests' packages are not installed: run scripts/test.sh (npm ci in tests/browser)"
-    );
-    let chromium = chromium();
+    let (browser_dir, chromium) = common::browser();
     let mut server = TestServer::start().await;
     let mut child = tokio::process::Command::new("node")
         .arg(browser_dir.join("client.mjs"))

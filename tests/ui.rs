@@ -12,16 +12,7 @@ use common::{ADMIN_KEY, Options, TestServer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_page_works_in_a_real_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run scripts/test.sh (it runs npm install in tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "chromium is not installed at {chromium}: run scripts/test.sh as root, or apt-get install chromium"
-    );
+    let (browser_dir, chromium) = common::browser();
     // The webhook panel sends its test message to a receiver on loopback.
     let server = TestServer::start_with(Options::default().env(
         "SHORTLINK_CONTROL__WEBHOOKS__ALLOWED_NETWORKS",

@@ -17,7 +17,6 @@ let apiKey = sessionStorage.getItem(KEY_SLOT);
 let signedIn = sessionStorage.getItem(SESSION_SLOT) === '1';
 let client = new Shortlink({ apiKey: apiKey || undefined });
 let stream = null;
-let lastEventId = null;
 let links = [];
 let linksLoaded = false;
 let nextCursor = null;
@@ -56,6 +55,7 @@ const MESSAGES = {
   payload_too_large: 'That is more data than this server accepts at once.',
   not_found: 'That no longer exists.',
   internal: 'Something went wrong on the server. Try again shortly.',
+  storage_unavailable: 'The database did not answer in time. Try again in a moment.',
 };
 
 /** The error in words; a refused key or ended session signs out. */
@@ -104,8 +104,13 @@ function confirmButton(label, action) {
       return;
     }
     clearTimeout(armed);
+    armed = null;
     b.disabled = true;
-    try { await action(); } finally { b.disabled = false; }
+    try { await action(); } finally {
+      b.disabled = false;
+      b.textContent = 'Delete';
+      b.setAttribute('aria-label', label);
+    }
   });
   return b;
 }
@@ -188,6 +193,16 @@ function signOut(message) {
   stream = null;
   links = [];
   linksLoaded = false;
+  linksGeneration += 1;
+  clearTimeout(statsTimer);
+  statsTimer = null;
+  clicksCells.clear();
+  for (const selector of ['#links', '#uploads', '#events', '#tiles', '#tops', '#chart', '#created',
+    '#webhooks', '#webhook-result', '#domains', '#deliveries tbody', '#links-status', '#stats-status',
+    '#uploads-status', '#usage', '#create-error']) $(selector).replaceChildren();
+  $('#created').hidden = true;
+  $('#deliveries').hidden = true;
+  $('#events-empty').hidden = false;
   for (const view of VIEWS) $(`#view-${view}`).hidden = true;
   $('#nav').hidden = true;
   $('#signout').hidden = true;
@@ -197,25 +212,15 @@ function signOut(message) {
   $('#webhook-secret').replaceChildren();
 }
 
-// The newest event id: live updates start after it, so counts loaded now are not
-// counted again by a replay of older events.
-async function eventHead() {
-  let after = 0;
-  for (;;) {
-    const page = await client.request('get', '/api/v1/notifications', { query: { after, limit: 1000 } });
-    if (page.items.length) after = page.next;
-    if (page.items.length < 1000) return after;
-  }
-}
-
 async function start() {
   $('#signin-view').hidden = true;
   $('#nav').hidden = false;
   $('#signout').hidden = false;
-  try { lastEventId = await eventHead(); } catch { lastEventId = null; }
+  // The stream starts at the server's newest event; counts come from the API, so an
+  // event only says which link to read again.
+  follow();
   route();
   await loadLinks(true);
-  follow();
 }
 
 /** Shows the view the address names (`#links`, `#stats/CODE`, `#uploads`, ...). */
@@ -228,7 +233,11 @@ function route() {
     if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  if (view === 'stats') openStats(rest.length ? decodeURIComponent(rest.join('/')) : null);
+  if (view === 'stats') {
+    let code = null;
+    try { code = rest.length ? decodeURIComponent(rest.join('/')) : null; } catch { code = null; }
+    openStats(code);
+  }
   if (view === 'uploads') loadUploads(true);
   if (view === 'settings') { loadWebhooks(); loadDomains(); }
   if (view === 'links' && !$('#url').matches(':focus')) $('#url').focus({ preventScroll: true });
@@ -391,7 +400,37 @@ function renderLinks() {
   select.value = links.some((l) => l.code === chosen) ? chosen : '';
 }
 
+let linksGeneration = 0;
+let linksReload = null;
+
+/** Reloads the list soon: one reload for a burst of events (an import, a replay). */
+function reloadLinksSoon() {
+  clearTimeout(linksReload);
+  linksReload = setTimeout(() => { linksReload = null; loadLinks(true); }, 300);
+}
+
+const countReads = new Map();
+
+/** Reads a link's click count again soon (once for a burst of its click events). */
+function refreshCount(code) {
+  if (countReads.has(code)) return;
+  countReads.set(code, setTimeout(async () => {
+    countReads.delete(code);
+    const link = links.find((l) => l.code === code);
+    if (!link) return;
+    try {
+      const fresh = await client.links.get(code, link.domain ?? undefined);
+      link.clicks = fresh.clicks;
+      const held = clicksCells.get(code);
+      if (held) { held.count = fresh.clicks; held.cell.textContent = String(fresh.clicks); }
+    } catch {
+      // The next event or reload reads it again.
+    }
+  }, 300));
+}
+
 async function loadLinks(reset) {
+  const mine = ++linksGeneration;
   const query = { limit: 50 };
   const q = $('#q').value.trim();
   const tag = $('#tag').value.trim();
@@ -403,6 +442,8 @@ async function loadLinks(reset) {
   if (!linksLoaded) setStatus('#links-status', LOADING);
   try {
     const page = await client.links.list(query);
+    // A later load (a reset, another filter, a sign-out) wins over this one.
+    if (mine !== linksGeneration) return;
     links = reset ? page.items : [...links, ...page.items];
     linksLoaded = true;
     nextCursor = page.next_cursor;
@@ -412,9 +453,9 @@ async function loadLinks(reset) {
     if (status === LOADING || status.startsWith('Your links could not')) setStatus('#links-status', '');
     renderLinks();
   } catch (e) {
-    setStatus('#links-status', `Your links could not be loaded: ${words(e)}`);
+    if (mine === linksGeneration) setStatus('#links-status', `Your links could not be loaded: ${words(e)}`);
   } finally {
-    $('#links').removeAttribute('aria-busy');
+    if (mine === linksGeneration) $('#links').removeAttribute('aria-busy');
   }
 }
 
@@ -602,20 +643,14 @@ function handle(event) {
   const data = event.data || {};
   let text = event.type;
   if (event.type === 'link.clicked') {
-    const held = clicksCells.get(data.code);
-    if (held) {
-      held.count += data.count;
-      held.cell.textContent = String(held.count);
-      const link = links.find((l) => l.code === data.code);
-      if (link) link.clicks = held.count;
-    }
+    refreshCount(data.code);
     text = `${data.code}: ${plural(data.count, 'click')}`;
     if (!$('#view-stats').hidden && (statsCode === null || statsCode === data.code) && !statsTimer) {
       statsTimer = setTimeout(showStats, 1000);
     }
   } else if (event.type.startsWith('link.')) {
     text = `${event.type.slice(5)} ${data.code}`;
-    loadLinks(true);
+    reloadLinksSoon();
   } else if (event.type === 'upload.thumbnails_ready') {
     showThumbnail(data);
     text = `thumbnails ready for ${data.filename}`;
@@ -647,12 +682,14 @@ function setLive(on, how) {
 // long polling, resuming after the last event id whichever carries them.
 function follow() {
   stream?.close();
-  stream = new EventStream({ apiKey: apiKey || undefined, lastEventId });
+  stream = new EventStream({ apiKey: apiKey || undefined });
   stream.on('event', handle);
   stream.on('status', (status, transport) => {
     if (status !== 'closed') setLive(status === 'open', TRANSPORT_NAMES[transport]);
   });
-  stream.on('error', (error) => { if (error.fatal) signOut(MESSAGES.unauthorized); });
+  stream.on('error', (error) => {
+    if (error.fatal) signOut(signedIn ? 'Your session has ended. Sign in again.' : MESSAGES.unauthorized);
+  });
 }
 
 // ---- uploads ----

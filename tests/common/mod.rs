@@ -811,3 +811,20 @@ pub fn domain_certificate(list: &Value, name: &str) -> Value {
         .find(|d| d["name"] == name)
         .map_or(Value::Null, |d| d["certificate"].clone())
 }
+
+/// The browser tests' folder (`tests/browser`, its npm packages installed) and the
+/// chromium they drive (`CHROMIUM`, else Debian's): both installed by scripts/test.sh.
+pub fn browser() -> (PathBuf, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists()
+            && dir.join("node_modules/esbuild").exists(),
+        "the browser tests' packages are not installed: run scripts/test.sh (npm ci in tests/browser)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "chromium is not installed at {chromium}: run scripts/test.sh as root, or apt-get install chromium"
+    );
+    (dir, chromium)
+}

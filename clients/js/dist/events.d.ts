@@ -43,7 +43,8 @@ export interface EventStreamOptions {
     /** A `WebSocket` constructor to use (default: the global one, when there is one). */
     WebSocket?: typeof WebSocket;
 }
-/** Why a stream stopped for good (a refused key) or why a transport failed. */
+/** Why a stream stopped for good (a refused key: 401, 403, close 4401) or why a transport
+ * failed. */
 export declare class EventStreamError extends Error {
     /** The transport that failed. */
     readonly transport: Transport;

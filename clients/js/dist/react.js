@@ -21,16 +21,26 @@ export function useEvents(client, options = {}) {
     const onEventRef = useRef(onEvent);
     onEventRef.current = onEvent;
     const resumeRef = useRef(state.lastEventId);
+    const keepRef = useRef(keep);
+    keepRef.current = keep;
+    // Ids belong to one server: another client starts from its own head.
+    const clientRef = useRef(client);
+    if (clientRef.current !== client) {
+        clientRef.current = client;
+        resumeRef.current = null;
+    }
     const key = JSON.stringify({ ...streamOptions, lastEventId: undefined });
     useEffect(() => {
-        if (!enabled)
+        if (!enabled) {
+            setState((s) => ({ ...s, status: 'closed', transport: null }));
             return;
+        }
         const stream = client.events({ ...streamOptions, lastEventId: resumeRef.current });
         const stops = [
             stream.on('event', (event) => {
                 resumeRef.current = stream.lastEventId;
                 onEventRef.current?.(event);
-                setState((s) => ({ ...s, events: [event, ...s.events].slice(0, keep), lastEventId: stream.lastEventId }));
+                setState((s) => ({ ...s, events: [event, ...s.events].slice(0, keepRef.current), lastEventId: stream.lastEventId }));
             }),
             stream.on('status', (status, transport) => setState((s) => ({ ...s, status, transport, error: status === 'open' ? null : s.error }))),
             stream.on('error', (error) => setState((s) => ({ ...s, error }))),
@@ -40,10 +50,11 @@ export function useEvents(client, options = {}) {
                 stop();
             resumeRef.current = stream.lastEventId;
             stream.close();
+            setState((s) => ({ ...s, status: 'closed', transport: null }));
         };
         // The stream is rebuilt when the client or its options change.
         // eslint-disable-next-line react-hooks/exhaustive-deps
-    }, [client, enabled, key, keep]);
+    }, [client, enabled, key]);
     return state;
 }
 /** The caller's links (newest first), page by page, with create, update and remove. */
@@ -77,6 +88,9 @@ export function useLinks(client, query = {}) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [client, key]);
     useEffect(() => {
+        // A new query starts from its own first page.
+        setCursor(null);
+        setLinks([]);
         void load(null);
     }, [load]);
     const same = (link, code, domain) => link.code === code && (domain === undefined || link.domain === domain);
@@ -85,7 +99,7 @@ export function useLinks(client, query = {}) {
         loading,
         error,
         hasMore: cursor !== null,
-        loadMore: () => (cursor ? load(cursor) : Promise.resolve()),
+        loadMore: () => (cursor && !loading ? load(cursor) : Promise.resolve()),
         refresh: () => load(null),
         create: async (link) => {
             const created = (await client.links.create(link));
@@ -157,12 +171,19 @@ export function useUpload(client) {
         setResult(null);
         setError(null);
         try {
-            const uploaded = await client.uploads.upload(file, { ...options, signal: abort.signal, onProgress: setProgress });
-            setResult(uploaded);
+            const uploaded = await client.uploads.upload(file, {
+                ...options,
+                signal: abort.signal,
+                onProgress: (p) => controller.current === abort && setProgress(p),
+            });
+            if (controller.current === abort)
+                setResult(uploaded);
             return uploaded;
         }
         catch (e) {
-            setError(e);
+            // A replaced upload's cancellation is not the new upload's error.
+            if (controller.current === abort)
+                setError(e);
             throw e;
         }
         finally {

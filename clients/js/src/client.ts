@@ -151,7 +151,10 @@ export class Shortlink {
     const filled = path.replace(/\{(\w+)\}/g, (_, name: string) => {
       const value = params[name];
       if (value === undefined || value === null) throw new Error(`missing path parameter ${name}`);
-      return encodeURIComponent(String(value));
+      const text = String(value);
+      // `.` and `..` would be resolved away as path steps, reaching another operation.
+      if (text === '' || text === '.' || text === '..') throw new Error(`path parameter ${name} cannot be "${text}"`);
+      return encodeURIComponent(text);
     });
     const search = new URLSearchParams();
     for (const [name, value] of Object.entries(query)) {
@@ -313,13 +316,23 @@ export class Shortlink {
     }
     // fetch cannot report upload progress; XMLHttpRequest can.
     return new Promise((resolve, reject) => {
+      if (options.signal?.aborted) {
+        reject(new DOMException('The upload was cancelled.', 'AbortError'));
+        return;
+      }
       const xhr = new XMLHttpRequest();
       xhr.open('POST', url);
       xhr.withCredentials = false;
       for (const [name, value] of Object.entries(this.headers())) xhr.setRequestHeader(name, value);
       xhr.setRequestHeader('Accept', 'application/json');
       xhr.upload.onprogress = (e) => options.onProgress?.({ loaded: e.loaded, total: e.lengthComputable ? e.total : total });
+      const abort = () => xhr.abort();
+      xhr.onloadend = () => options.signal?.removeEventListener('abort', abort);
       xhr.onload = () => {
+        if (xhr.status === 204 || xhr.status === 205) {
+          reject(new ApiError(xhr.status, `http_${xhr.status}`, `The server answered ${xhr.status}.`));
+          return;
+        }
         const response = new Response(xhr.responseText, {
           status: xhr.status,
           headers: { 'Content-Type': 'application/json', 'Retry-After': xhr.getResponseHeader('Retry-After') ?? '' },
@@ -333,7 +346,7 @@ export class Shortlink {
       };
       xhr.onerror = () => reject(new ApiError(0, 'network', 'The server cannot be reached.'));
       xhr.onabort = () => reject(new DOMException('The upload was cancelled.', 'AbortError'));
-      options.signal?.addEventListener('abort', () => xhr.abort(), { once: true });
+      options.signal?.addEventListener('abort', abort, { once: true });
       xhr.send(form);
     });
   }

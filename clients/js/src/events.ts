@@ -48,7 +48,8 @@ export interface EventStreamOptions {
   WebSocket?: typeof WebSocket;
 }
 
-/** Why a stream stopped for good (a refused key) or why a transport failed. */
+/** Why a stream stopped for good (a refused key: 401, 403, close 4401) or why a transport
+ * failed. */
 export class EventStreamError extends Error {
   constructor(
     message: string,
@@ -104,6 +105,8 @@ export class EventStream {
   #connection: Connection | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #failures = 0;
+  /** How far a polling start has read towards the newest event. */
+  #head: number | null = null;
   #closed = false;
   #listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     event: new Set(),
@@ -291,7 +294,8 @@ export class EventStream {
       if (event) sink.event(event);
     };
     socket.onclose = (close) => {
-      const fatal = close.code === WS_CLOSE_UNAUTHORIZED || close.code === WS_CLOSE_BAD_REQUEST;
+      if (close.code === WS_CLOSE_BAD_REQUEST) this.#last = null;
+      const fatal = close.code === WS_CLOSE_UNAUTHORIZED;
       sink.ended(new EventStreamError(close.reason || `the WebSocket closed (${close.code})`, 'websocket', fatal));
     };
     return {
@@ -314,10 +318,7 @@ export class EventStream {
         cache: 'no-store',
         signal: abort.signal,
       });
-      if (!response.ok || !response.body) {
-        const fatal = response.status === 401 || response.status === 403 || response.status === 400;
-        throw new EventStreamError(await errorMessage(response), 'sse', fatal);
-      }
+      if (!response.ok || !response.body) throw await this.#refused(response, 'sse');
       sink.opened();
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
@@ -328,6 +329,8 @@ export class EventStream {
         buffer += value;
         let newline: number;
         while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+          // A \r at the end may be the first half of a \r\n split across chunks.
+          if (newline === buffer.length - 1 && buffer.endsWith('\r')) break;
           const line = buffer.slice(0, newline);
           buffer = buffer.slice(newline + (buffer.startsWith('\r\n', newline) ? 2 : 1));
           if (line === '') {
@@ -347,10 +350,34 @@ export class EventStream {
     return { close: () => abort.abort() };
   }
 
+  /** The error of a refused request: a refused key stops the stream; a refused resume
+   * point (400) is dropped, so the next connection starts from now. */
+  async #refused(response: Response, transport: Transport): Promise<EventStreamError> {
+    if (response.status === 400) this.#last = null;
+    const fatal = response.status === 401 || response.status === 403;
+    return new EventStreamError(await errorMessage(response), transport, fatal);
+  }
+
   #openPolling(sink: Sink): Connection {
     const abort = new AbortController();
     (async () => {
       let wait = 0;
+      // Without a resume point the other transports start at the newest event; polling
+      // would start at the oldest retained, so it first reads up to the newest.
+      while (this.#last === null) {
+        const query = new URLSearchParams({ limit: '1000', wait: '0' });
+        const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}&after=${this.#head ?? 0}`, {
+          headers: this.#headers(),
+          credentials: 'same-origin',
+          cache: 'no-store',
+          signal: abort.signal,
+        });
+        if (!response.ok) throw await this.#refused(response, 'polling');
+        const page = (await response.json()) as { items: ShortlinkEvent[]; next: number };
+        this.#head = page.next;
+        if (page.items.length < 1000) this.#last = BigInt(page.next);
+      }
+      this.#head = null;
       for (;;) {
         const query = new URLSearchParams({ limit: '100', wait: String(wait) });
         if (this.#last !== null) query.set('after', this.#last.toString());
@@ -360,10 +387,7 @@ export class EventStream {
           cache: 'no-store',
           signal: abort.signal,
         });
-        if (!response.ok) {
-          const fatal = response.status === 401 || response.status === 403 || response.status === 400;
-          throw new EventStreamError(await errorMessage(response), 'polling', fatal);
-        }
+        if (!response.ok) throw await this.#refused(response, 'polling');
         const page = (await response.json()) as { items: ShortlinkEvent[]; next?: number | null };
         sink.opened();
         for (const event of page.items) sink.event(event);

@@ -58,15 +58,26 @@ export function useEvents(client: Shortlink, options: UseEventsOptions = {}): Ev
   const onEventRef = useRef(onEvent);
   onEventRef.current = onEvent;
   const resumeRef = useRef<string | null>(state.lastEventId);
+  const keepRef = useRef(keep);
+  keepRef.current = keep;
+  // Ids belong to one server: another client starts from its own head.
+  const clientRef = useRef(client);
+  if (clientRef.current !== client) {
+    clientRef.current = client;
+    resumeRef.current = null;
+  }
   const key = JSON.stringify({ ...streamOptions, lastEventId: undefined });
   useEffect(() => {
-    if (!enabled) return;
+    if (!enabled) {
+      setState((s) => ({ ...s, status: 'closed', transport: null }));
+      return;
+    }
     const stream = client.events({ ...streamOptions, lastEventId: resumeRef.current });
     const stops = [
       stream.on('event', (event) => {
         resumeRef.current = stream.lastEventId;
         onEventRef.current?.(event);
-        setState((s) => ({ ...s, events: [event, ...s.events].slice(0, keep), lastEventId: stream.lastEventId }));
+        setState((s) => ({ ...s, events: [event, ...s.events].slice(0, keepRef.current), lastEventId: stream.lastEventId }));
       }),
       stream.on('status', (status, transport) =>
         setState((s) => ({ ...s, status, transport, error: status === 'open' ? null : s.error })),
@@ -77,10 +88,11 @@ export function useEvents(client: Shortlink, options: UseEventsOptions = {}): Ev
       for (const stop of stops) stop();
       resumeRef.current = stream.lastEventId;
       stream.close();
+      setState((s) => ({ ...s, status: 'closed', transport: null }));
     };
     // The stream is rebuilt when the client or its options change.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [client, enabled, key, keep]);
+  }, [client, enabled, key]);
   return state;
 }
 
@@ -131,6 +143,9 @@ export function useLinks(client: Shortlink, query: LinkQuery = {}): LinksState {
     [client, key],
   );
   useEffect(() => {
+    // A new query starts from its own first page.
+    setCursor(null);
+    setLinks([]);
     void load(null);
   }, [load]);
   const same = (link: Link, code: string, domain?: string) =>
@@ -140,7 +155,7 @@ export function useLinks(client: Shortlink, query: LinkQuery = {}): LinksState {
     loading,
     error,
     hasMore: cursor !== null,
-    loadMore: () => (cursor ? load(cursor) : Promise.resolve()),
+    loadMore: () => (cursor && !loading ? load(cursor) : Promise.resolve()),
     refresh: () => load(null),
     create: async (link) => {
       const created = (await client.links.create(link)) as Link;
@@ -231,11 +246,16 @@ export function useUpload(client: Shortlink): UploadState {
       setResult(null);
       setError(null);
       try {
-        const uploaded = await client.uploads.upload(file, { ...options, signal: abort.signal, onProgress: setProgress });
-        setResult(uploaded);
+        const uploaded = await client.uploads.upload(file, {
+          ...options,
+          signal: abort.signal,
+          onProgress: (p) => controller.current === abort && setProgress(p),
+        });
+        if (controller.current === abort) setResult(uploaded);
         return uploaded;
       } catch (e) {
-        setError(e as Error);
+        // A replaced upload's cancellation is not the new upload's error.
+        if (controller.current === abort) setError(e as Error);
         throw e;
       } finally {
         if (controller.current === abort) {
