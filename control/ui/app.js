@@ -279,7 +279,8 @@ function linkRow(link) {
     el('div', { className: 'link-actions' },
       copyButton(link.short_url, code),
       button('QR', `QR code of ${code}`, async () => {
-        if (extra.querySelector('.qr')) { extra.replaceChildren(); return; }
+        const shown = extra.querySelector('.qr img');
+        if (shown) { URL.revokeObjectURL(shown.src); extra.replaceChildren(); return; }
         extra.replaceChildren(await qrCode(code));
       }),
       button('Statistics', `Statistics of ${code}`, () => go(`#stats/${encodeURIComponent(code)}`)),

@@ -219,6 +219,26 @@ try {
   console.log('refused key:', refused.join(' '));
   if (refused.length !== 1 || refused[0] !== 'websocket:true') throw new Error(`refused: ${refused}`);
 
+  step = 'an event stream that goes quiet past the idle timeout is reconnected';
+  const quiet = await page.evaluate(async (key) => {
+    const client = new window.sl.Shortlink({ apiKey: key });
+    const stream = client.events({ transports: ['sse'], idleTimeoutMs: 400, retryDelayMs: 50 });
+    const seen = [];
+    stream.on('status', (s) => seen.push(s));
+    stream.on('error', (e) => seen.push(`error:${e.message}`));
+    await new Promise((resolve) => {
+      const check = setInterval(() => {
+        if (seen.filter((s) => s === 'open').length >= 2) { clearInterval(check); resolve(); }
+      }, 50);
+      setTimeout(() => { clearInterval(check); resolve(); }, 10000);
+    });
+    stream.close();
+    return seen;
+  }, key);
+  console.log('idle stream:', quiet.join(' '));
+  if (!quiet.includes('error:the event stream went quiet') || quiet.filter((s) => s === 'open').length < 2)
+    throw new Error(`a quiet stream: ${quiet.join(' ')}`);
+
   step = 'the React hooks: useLinks, useEvents, useLinkStats, useUpload';
   await page.evaluate((key) => {
     const { React, createRoot, hooks, Shortlink } = window.sl;

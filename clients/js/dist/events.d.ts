@@ -38,6 +38,12 @@ export interface EventStreamOptions {
     maxDelayMs?: number;
     /** Seconds a long poll waits for an event (default 25; the server allows up to 30). */
     pollWaitSeconds?: number;
+    /**
+     * An SSE stream silent this long (ms, default 45000: three of the server's 15 s
+     * heartbeats) is taken for dead (a laptop that slept, a dropped NAT mapping) and
+     * reconnected; a long poll gets this long on top of its wait.
+     */
+    idleTimeoutMs?: number;
     /** A `fetch` to use (default: the global one). */
     fetch?: typeof fetch;
     /** A `WebSocket` constructor to use (default: the global one, when there is one). */

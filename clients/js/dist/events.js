@@ -54,6 +54,7 @@ export class EventStream {
             retryDelayMs: 500,
             maxDelayMs: 15000,
             pollWaitSeconds: 25,
+            idleTimeoutMs: 45000,
             ...options,
         };
         const wanted = options.transports ?? ['websocket', 'sse', 'polling'];
@@ -61,9 +62,19 @@ export class EventStream {
         if (this.#transports.length === 0)
             throw new Error('no usable transport');
         this.#last = parseId(options.lastEventId);
+        // Back online: a reconnect waiting out its backoff goes now.
+        if (typeof addEventListener === 'function')
+            addEventListener('online', this.#online);
         // Listeners attached right after construction see the first status.
         queueMicrotask(() => this.#connect());
     }
+    #online = () => {
+        if (this.#timer === null || this.#closed)
+            return;
+        clearTimeout(this.#timer);
+        this.#timer = null;
+        this.#connect();
+    };
     /** The id of the last event delivered (resume after it), or null. */
     get lastEventId() {
         return this.#last === null ? null : this.#last.toString();
@@ -86,6 +97,8 @@ export class EventStream {
         if (this.#closed)
             return;
         this.#closed = true;
+        if (typeof removeEventListener === 'function')
+            removeEventListener('online', this.#online);
         if (this.#timer !== null)
             clearTimeout(this.#timer);
         this.#connection?.close();
@@ -267,7 +280,16 @@ export class EventStream {
             const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
             let buffer = '';
             let data = [];
+            // Heartbeats are comments: any chunk shows the connection is alive.
+            let idle = null;
+            const quiet = () => {
+                if (idle !== null)
+                    clearTimeout(idle);
+                idle = setTimeout(() => abort.abort(new EventStreamError('the event stream went quiet', 'sse', false)), this.#options.idleTimeoutMs);
+            };
+            abort.signal.addEventListener('abort', () => idle !== null && clearTimeout(idle));
             for (;;) {
+                quiet();
                 const { value, done } = await reader.read();
                 if (done)
                     break;
@@ -293,6 +315,9 @@ export class EventStream {
             }
             throw new EventStreamError('the event stream ended', 'sse', false);
         })().catch((error) => {
+            const reason = abort.signal.reason;
+            if (reason instanceof EventStreamError)
+                error = reason;
             sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'sse', false));
         });
         return { close: () => abort.abort() };
@@ -331,12 +356,14 @@ export class EventStream {
                 const query = new URLSearchParams({ limit: '100', wait: String(wait) });
                 if (this.#last !== null)
                     query.set('after', this.#last.toString());
+                // A poll unanswered past its wait and the idle allowance is taken for lost.
+                const late = setTimeout(() => abort.abort(new EventStreamError('a long poll went unanswered', 'polling', false)), wait * 1000 + this.#options.idleTimeoutMs);
                 const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
                     headers: this.#headers(),
                     credentials: 'same-origin',
                     cache: 'no-store',
                     signal: abort.signal,
-                });
+                }).finally(() => clearTimeout(late));
                 if (!response.ok)
                     throw await this.#refused(response, 'polling');
                 const page = (await response.json());
@@ -347,6 +374,9 @@ export class EventStream {
                 wait = page.items.length >= 100 ? 0 : this.#options.pollWaitSeconds;
             }
         })().catch((error) => {
+            const reason = abort.signal.reason;
+            if (reason instanceof EventStreamError)
+                error = reason;
             sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'polling', false));
         });
         return { close: () => abort.abort() };

@@ -42,6 +42,12 @@ export interface EventStreamOptions {
   maxDelayMs?: number;
   /** Seconds a long poll waits for an event (default 25; the server allows up to 30). */
   pollWaitSeconds?: number;
+  /**
+   * An SSE stream silent this long (ms, default 45000: three of the server's 15 s
+   * heartbeats) is taken for dead (a laptop that slept, a dropped NAT mapping) and
+   * reconnected; a long poll gets this long on top of its wait.
+   */
+  idleTimeoutMs?: number;
   /** A `fetch` to use (default: the global one). */
   fetch?: typeof fetch;
   /** A `WebSocket` constructor to use (default: the global one, when there is one). */
@@ -95,7 +101,9 @@ const WS_CLOSE_BAD_REQUEST = 4400;
  * ```
  */
 export class EventStream {
-  #options: Required<Pick<EventStreamOptions, 'openTimeoutMs' | 'retryDelayMs' | 'maxDelayMs' | 'pollWaitSeconds'>> &
+  #options: Required<
+    Pick<EventStreamOptions, 'openTimeoutMs' | 'retryDelayMs' | 'maxDelayMs' | 'pollWaitSeconds' | 'idleTimeoutMs'>
+  > &
     EventStreamOptions;
   #transports: Transport[];
   #index = 0;
@@ -120,15 +128,25 @@ export class EventStream {
       retryDelayMs: 500,
       maxDelayMs: 15000,
       pollWaitSeconds: 25,
+      idleTimeoutMs: 45000,
       ...options,
     };
     const wanted = options.transports ?? ['websocket', 'sse', 'polling'];
     this.#transports = wanted.filter((t) => t !== 'websocket' || this.#webSocket() !== undefined);
     if (this.#transports.length === 0) throw new Error('no usable transport');
     this.#last = parseId(options.lastEventId);
+    // Back online: a reconnect waiting out its backoff goes now.
+    if (typeof addEventListener === 'function') addEventListener('online', this.#online);
     // Listeners attached right after construction see the first status.
     queueMicrotask(() => this.#connect());
   }
+
+  #online = (): void => {
+    if (this.#timer === null || this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#connect();
+  };
 
   /** The id of the last event delivered (resume after it), or null. */
   get lastEventId(): string | null {
@@ -155,6 +173,7 @@ export class EventStream {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (typeof removeEventListener === 'function') removeEventListener('online', this.#online);
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#connection?.close();
     this.#connection = null;
@@ -323,7 +342,16 @@ export class EventStream {
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       let data: string[] = [];
+      // Heartbeats are comments: any chunk shows the connection is alive.
+      let idle: ReturnType<typeof setTimeout> | null = null;
+      const quiet = () => {
+        if (idle !== null) clearTimeout(idle);
+        idle = setTimeout(() => abort.abort(new EventStreamError('the event stream went quiet', 'sse', false)),
+          this.#options.idleTimeoutMs);
+      };
+      abort.signal.addEventListener('abort', () => idle !== null && clearTimeout(idle));
       for (;;) {
+        quiet();
         const { value, done } = await reader.read();
         if (done) break;
         buffer += value;
@@ -345,6 +373,8 @@ export class EventStream {
       }
       throw new EventStreamError('the event stream ended', 'sse', false);
     })().catch((error: unknown) => {
+      const reason: unknown = abort.signal.reason;
+      if (reason instanceof EventStreamError) error = reason;
       sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'sse', false));
     });
     return { close: () => abort.abort() };
@@ -381,12 +411,15 @@ export class EventStream {
       for (;;) {
         const query = new URLSearchParams({ limit: '100', wait: String(wait) });
         if (this.#last !== null) query.set('after', this.#last.toString());
+        // A poll unanswered past its wait and the idle allowance is taken for lost.
+        const late = setTimeout(() => abort.abort(new EventStreamError('a long poll went unanswered', 'polling', false)),
+          wait * 1000 + this.#options.idleTimeoutMs);
         const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
           headers: this.#headers(),
           credentials: 'same-origin',
           cache: 'no-store',
           signal: abort.signal,
-        });
+        }).finally(() => clearTimeout(late));
         if (!response.ok) throw await this.#refused(response, 'polling');
         const page = (await response.json()) as { items: ShortlinkEvent[]; next?: number | null };
         sink.opened();
@@ -395,6 +428,8 @@ export class EventStream {
         wait = page.items.length >= 100 ? 0 : this.#options.pollWaitSeconds;
       }
     })().catch((error: unknown) => {
+      const reason: unknown = abort.signal.reason;
+      if (reason instanceof EventStreamError) error = reason;
       sink.ended(error instanceof EventStreamError ? error : new EventStreamError(String(error), 'polling', false));
     });
     return { close: () => abort.abort() };
