@@ -175,7 +175,7 @@ impl Setup {
             .timeout(Duration::from_secs(10))
     }
 
-    /// Sends `request`, and again (at most twice more, after `Retry-After`) while it is
+    /// Sends `request`, and once more (after `Retry-After`) when it is
     /// answered 503 `storage_unavailable`, as the API documents: the status, the body,
     /// and whether it was sent more than once.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value, bool), String> {

@@ -312,16 +312,17 @@ function setStatus(selector, text) {
   $(selector).textContent = text;
 }
 
-async function changeLink(link, change) {
+/** Saves `change` to `link` and shows the list with it; an error goes to `error` (an
+ * element), else to the list's status line. */
+async function changeLink(link, change, error = null) {
   try {
     const updated = await client.links.update(link.code, change, link.domain ?? undefined);
     links = links.map((l) => (l === link ? updated : l));
     renderLinks();
     setStatus('#links-status', `Saved ${link.code}.`);
-    return true;
   } catch (e) {
-    setStatus('#links-status', words(e));
-    return false;
+    if (error) error.textContent = words(e);
+    else setStatus('#links-status', words(e));
   }
 }
 
@@ -361,14 +362,7 @@ function editForm(link, extra) {
     const newMax = max.value ? Number(max.value) : null;
     if (newMax !== (link.max_clicks ?? null)) change.max_clicks = newMax;
     if (!Object.keys(change).length) { extra.replaceChildren(); return; }
-    try {
-      const updated = await client.links.update(link.code, change, link.domain ?? undefined);
-      links = links.map((l) => (l === link ? updated : l));
-      renderLinks();
-      setStatus('#links-status', `Saved ${link.code}.`);
-    } catch (e) {
-      error.textContent = words(e);
-    }
+    await changeLink(link, change, error);
   });
   return form;
 }

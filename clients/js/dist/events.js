@@ -330,6 +330,18 @@ export class EventStream {
         const fatal = response.status === 401 || response.status === 403;
         return new EventStreamError(await errorMessage(response), transport, fatal);
     }
+    /** One page of `GET /api/v1/notifications`. */
+    async #poll(query, signal) {
+        const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
+            headers: this.#headers(),
+            credentials: 'same-origin',
+            cache: 'no-store',
+            signal,
+        });
+        if (!response.ok)
+            throw await this.#refused(response, 'polling');
+        return (await response.json());
+    }
     #openPolling(sink) {
         const abort = new AbortController();
         (async () => {
@@ -337,16 +349,8 @@ export class EventStream {
             // Without a resume point the other transports start at the newest event; polling
             // would start at the oldest retained, so it first reads up to the newest.
             while (this.#last === null) {
-                const query = new URLSearchParams({ limit: '1000', wait: '0' });
-                const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}&after=${this.#head ?? 0}`, {
-                    headers: this.#headers(),
-                    credentials: 'same-origin',
-                    cache: 'no-store',
-                    signal: abort.signal,
-                });
-                if (!response.ok)
-                    throw await this.#refused(response, 'polling');
-                const page = (await response.json());
+                const query = new URLSearchParams({ limit: '1000', wait: '0', after: String(this.#head ?? 0) });
+                const page = await this.#poll(query, abort.signal);
                 this.#head = page.next;
                 if (page.items.length < 1000)
                     this.#last = BigInt(page.next);
@@ -358,15 +362,7 @@ export class EventStream {
                     query.set('after', this.#last.toString());
                 // A poll unanswered past its wait and the idle allowance is taken for lost.
                 const late = setTimeout(() => abort.abort(new EventStreamError('a long poll went unanswered', 'polling', false)), wait * 1000 + this.#options.idleTimeoutMs);
-                const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
-                    headers: this.#headers(),
-                    credentials: 'same-origin',
-                    cache: 'no-store',
-                    signal: abort.signal,
-                }).finally(() => clearTimeout(late));
-                if (!response.ok)
-                    throw await this.#refused(response, 'polling');
-                const page = (await response.json());
+                const page = await this.#poll(query, abort.signal).finally(() => clearTimeout(late));
                 sink.opened();
                 for (const event of page.items)
                     sink.event(event);

@@ -388,6 +388,18 @@ export class EventStream {
     return new EventStreamError(await errorMessage(response), transport, fatal);
   }
 
+  /** One page of `GET /api/v1/notifications`. */
+  async #poll(query: URLSearchParams, signal: AbortSignal): Promise<{ items: ShortlinkEvent[]; next: number }> {
+    const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
+      headers: this.#headers(),
+      credentials: 'same-origin',
+      cache: 'no-store',
+      signal,
+    });
+    if (!response.ok) throw await this.#refused(response, 'polling');
+    return (await response.json()) as { items: ShortlinkEvent[]; next: number };
+  }
+
   #openPolling(sink: Sink): Connection {
     const abort = new AbortController();
     (async () => {
@@ -395,15 +407,8 @@ export class EventStream {
       // Without a resume point the other transports start at the newest event; polling
       // would start at the oldest retained, so it first reads up to the newest.
       while (this.#last === null) {
-        const query = new URLSearchParams({ limit: '1000', wait: '0' });
-        const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}&after=${this.#head ?? 0}`, {
-          headers: this.#headers(),
-          credentials: 'same-origin',
-          cache: 'no-store',
-          signal: abort.signal,
-        });
-        if (!response.ok) throw await this.#refused(response, 'polling');
-        const page = (await response.json()) as { items: ShortlinkEvent[]; next: number };
+        const query = new URLSearchParams({ limit: '1000', wait: '0', after: String(this.#head ?? 0) });
+        const page = await this.#poll(query, abort.signal);
         this.#head = page.next;
         if (page.items.length < 1000) this.#last = BigInt(page.next);
       }
@@ -414,14 +419,7 @@ export class EventStream {
         // A poll unanswered past its wait and the idle allowance is taken for lost.
         const late = setTimeout(() => abort.abort(new EventStreamError('a long poll went unanswered', 'polling', false)),
           wait * 1000 + this.#options.idleTimeoutMs);
-        const response = await this.#fetch()(`${this.#base()}/api/v1/notifications?${query}`, {
-          headers: this.#headers(),
-          credentials: 'same-origin',
-          cache: 'no-store',
-          signal: abort.signal,
-        }).finally(() => clearTimeout(late));
-        if (!response.ok) throw await this.#refused(response, 'polling');
-        const page = (await response.json()) as { items: ShortlinkEvent[]; next?: number | null };
+        const page = await this.#poll(query, abort.signal).finally(() => clearTimeout(late));
         sink.opened();
         for (const event of page.items) sink.event(event);
         // A full page: fetch the rest at once; otherwise wait for the next event.
