@@ -65,13 +65,13 @@ pub static CLICKS_INGESTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Clicks of batches settled with counter writes of unknown outcome (see
+/// Clicks of batches settled with counts of unknown outcome (see
 /// `IngestOutcome::Uncertain`): their counts may be short by at most this many.
 pub static CLICKS_UNCERTAIN: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "shortlink_clicks_uncertain_total",
-        "Clicks whose counter writes were cut off mid-write (a store node lost): counted \
-         at most once, possibly not at all.",
+        "Clicks of batches whose counts were never known written (the process holding \
+         them died first): counted at most once, possibly not at all.",
     )
 });
 

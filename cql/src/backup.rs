@@ -46,6 +46,37 @@ fn count(c: Counted) -> i64 {
     c.map_or(0, |c| c.0)
 }
 
+/// Where a scan of counts stands: in the counter table of versions before per-writer
+/// counts, then in the per-writer table (a record per writer's row: a restore adds
+/// records of one key up). A cursor's first byte says which, the rest is the driver's.
+enum Scan {
+    Counted(Option<Vec<u8>>),
+    Written(Option<Vec<u8>>),
+}
+
+impl Scan {
+    fn of(cursor: Option<Vec<u8>>) -> Scan {
+        match cursor.as_deref() {
+            Some([1, rest @ ..]) => Scan::Written((!rest.is_empty()).then(|| rest.to_vec())),
+            Some([_, rest @ ..]) => Scan::Counted((!rest.is_empty()).then(|| rest.to_vec())),
+            _ => Scan::Counted(None),
+        }
+    }
+
+    /// The cursor after a page of counters: the per-writer table follows the last one.
+    fn after_counted(next: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        Some(match next {
+            Some(paging) => [&[0u8][..], &paging].concat(),
+            None => vec![1],
+        })
+    }
+
+    /// The cursor after a page of per-writer rows.
+    fn after_written(next: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        next.map(|paging| [&[1u8][..], &paging].concat())
+    }
+}
+
 impl CqlStore {
     async fn write(&self, cql: &'static str, values: impl SerializeRow) -> Result<(), StoreError> {
         self.exec(cql, Kind::Write, values).await.map(drop)
@@ -288,64 +319,134 @@ impl BackupStore for CqlStore {
                 (records, next)
             }
             Table::RollupHour | Table::OwnerHour => {
-                let (cql, wrap): (&'static str, fn(CountRow) -> Record) =
-                    if table == Table::RollupHour {
-                        (
-                            "SELECT link_id, hour, total, bots FROM {ks}.rollup_hour",
-                            Record::RollupHour,
-                        )
-                    } else {
-                        (
-                            "SELECT owner, hour, total, bots FROM {ks}.owner_rollup_hour",
-                            Record::OwnerHour,
-                        )
-                    };
-                let (rows, next) = self
-                    .page::<(i64, i64, Counted, Counted)>(cql, cursor, limit)
-                    .await?;
+                let owner = table == Table::OwnerHour;
+                let wrap: fn(CountRow) -> Record = if owner {
+                    Record::OwnerHour
+                } else {
+                    Record::RollupHour
+                };
+                let (rows, next) = match Scan::of(cursor) {
+                    Scan::Counted(cursor) => {
+                        let cql = if owner {
+                            "SELECT owner, hour, total, bots FROM {ks}.owner_rollup_hour"
+                        } else {
+                            "SELECT link_id, hour, total, bots FROM {ks}.rollup_hour"
+                        };
+                        let (rows, next) = self
+                            .page::<(i64, i64, Counted, Counted)>(cql, cursor, limit)
+                            .await?;
+                        let rows = rows
+                            .into_iter()
+                            .map(|(id, hour, t, b)| (id, hour, count(t), count(b)))
+                            .collect();
+                        (rows, Scan::after_counted(next))
+                    }
+                    Scan::Written(cursor) => {
+                        let cql = if owner {
+                            "SELECT owner, hour, total, bots FROM {ks}.owner_rollup_hour_w"
+                        } else {
+                            "SELECT link_id, hour, total, bots FROM {ks}.rollup_hour_w"
+                        };
+                        let (rows, next) = self
+                            .page::<(i64, i64, Option<i64>, Option<i64>)>(cql, cursor, limit)
+                            .await?;
+                        let rows: Vec<(i64, i64, i64, i64)> = rows
+                            .into_iter()
+                            .map(|(id, hour, t, b)| (id, hour, t.unwrap_or(0), b.unwrap_or(0)))
+                            .collect();
+                        (rows, Scan::after_written(next))
+                    }
+                };
                 let records = rows
                     .into_iter()
                     .map(|(id, hour, total, bots)| {
                         wrap(CountRow {
                             id,
                             hour,
-                            total: count(total),
-                            bots: count(bots),
+                            total,
+                            bots,
                         })
                     })
                     .collect();
                 (records, next)
             }
             Table::RollupDay => {
-                let (rows, next) = self
-                    .page::<(i64, i64, String, String, Counted)>(
-                        "SELECT link_id, day, dim, key, n FROM {ks}.rollup_day",
-                        cursor,
-                        limit,
-                    )
-                    .await?;
+                let (rows, next) = match Scan::of(cursor) {
+                    Scan::Counted(cursor) => {
+                        let (rows, next) = self
+                            .page::<(i64, i64, String, String, Counted)>(
+                                "SELECT link_id, day, dim, key, n FROM {ks}.rollup_day",
+                                cursor,
+                                limit,
+                            )
+                            .await?;
+                        let rows: Vec<(i64, i64, String, String, i64)> = rows
+                            .into_iter()
+                            .map(|(l, d, dim, key, n)| (l, d, dim, key, count(n)))
+                            .collect();
+                        (rows, Scan::after_counted(next))
+                    }
+                    Scan::Written(cursor) => {
+                        let (rows, next) = self
+                            .page::<(i64, i64, String, String, Option<i64>)>(
+                                "SELECT link_id, day, dim, key, n FROM {ks}.rollup_day_w",
+                                cursor,
+                                limit,
+                            )
+                            .await?;
+                        let rows = rows
+                            .into_iter()
+                            .map(|(l, d, dim, key, n)| (l, d, dim, key, n.unwrap_or(0)))
+                            .collect();
+                        (rows, Scan::after_written(next))
+                    }
+                };
                 let records = rows
                     .into_iter()
-                    .map(|(link_id, day, dim, key, n)| {
+                    .map(|(link_id, day, dim, key, count)| {
                         Record::RollupDay(DayRow {
                             link_id,
                             day,
                             dim,
                             key,
-                            count: count(n),
+                            count,
                         })
                     })
                     .collect();
                 (records, next)
             }
             Table::OwnerLinkDay => {
-                let (rows, next) = self
-                    .page::<(i64, i64, i64, Counted, Counted)>(
-                        "SELECT owner, day, link_id, total, bots FROM {ks}.owner_link_day",
-                        cursor,
-                        limit,
-                    )
-                    .await?;
+                let (rows, next) = match Scan::of(cursor) {
+                    Scan::Counted(cursor) => {
+                        let (rows, next) = self
+                            .page::<(i64, i64, i64, Counted, Counted)>(
+                                "SELECT owner, day, link_id, total, bots FROM {ks}.owner_link_day",
+                                cursor,
+                                limit,
+                            )
+                            .await?;
+                        let rows: Vec<(i64, i64, i64, i64, i64)> = rows
+                            .into_iter()
+                            .map(|(o, d, l, t, b)| (o, d, l, count(t), count(b)))
+                            .collect();
+                        (rows, Scan::after_counted(next))
+                    }
+                    Scan::Written(cursor) => {
+                        let (rows, next) = self
+                            .page::<(i64, i64, i64, Option<i64>, Option<i64>)>(
+                                "SELECT owner, day, link_id, total, bots \
+                                 FROM {ks}.owner_link_day_w",
+                                cursor,
+                                limit,
+                            )
+                            .await?;
+                        let rows = rows
+                            .into_iter()
+                            .map(|(o, d, l, t, b)| (o, d, l, t.unwrap_or(0), b.unwrap_or(0)))
+                            .collect();
+                        (rows, Scan::after_written(next))
+                    }
+                };
                 let records = rows
                     .into_iter()
                     .map(|(owner, day, link_id, total, bots)| {
@@ -353,8 +454,8 @@ impl BackupStore for CqlStore {
                             owner,
                             day,
                             link_id,
-                            total: count(total),
-                            bots: count(bots),
+                            total,
+                            bots,
                         })
                     })
                     .collect();
@@ -417,6 +518,7 @@ impl BackupStore for CqlStore {
             "SELECT id FROM {ks}.links_by_id LIMIT 1",
             "SELECT id FROM {ks}.uploads LIMIT 1",
             "SELECT link_id FROM {ks}.rollup_hour LIMIT 1",
+            "SELECT link_id FROM {ks}.rollup_hour_w LIMIT 1",
             "SELECT owner FROM {ks}.click_log LIMIT 1",
         ] {
             let found: Vec<(scylla::value::CqlValue,)> = self.rows(cql, ()).await?;

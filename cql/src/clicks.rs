@@ -1,25 +1,26 @@
-//! Click ingestion and stats on CQL: counters for rollups, a batch-id claim for
-//! idempotency.
+//! Click ingestion and stats on CQL: counts kept per writer (`crate::fold`), a batch-id
+//! claim for idempotency.
 //!
-//! Counter updates are not idempotent, so a batch is claimed first with a lightweight
-//! transaction (`state = 'applying'`) and its counters are written without driver retries.
-//! Then it is marked `counted` (or `uncertain`, below), its idempotent rows (visitor
-//! sketches, the raw click log) and events are written, and it is marked `applied`.
+//! A batch is claimed first with a lightweight transaction (`state = 'applying'`); its
+//! counts are added to this process's running totals and written as absolute values
+//! (`crate::fold`), sent again until they land. Then it is marked `counted`, its
+//! idempotent rows (visitor sketches, the raw click log) and events are written, and it
+//! is marked `applied`.
 //!
 //! A redelivered batch finds the claim:
 //! - `applied` is a duplicate;
 //! - any other state younger than [`ABANDONED_SECS`] is another node at work (the sender
 //!   retries later);
-//! - older, the call that claimed it ended before `applied`: `counted` or `uncertain` has
-//!   its idempotent rows written again and answers as that call would have; `applying`
-//!   died in the counter phase, so its counters may be short and are not written again,
-//!   the rest is (uncertain).
+//! - older, the call that claimed it ended before `applied`: `counted` (or `uncertain`,
+//!   written by older versions) has its idempotent rows written again and answers as that
+//!   call would have; `applying` belongs to a process that died before its counts were
+//!   written, so they may be short and are not written again, the rest is (uncertain).
 //!
-//! When counter writes fail, the outcome decides: if none was written and every failure
-//! certainly did not execute (no connection, replicas unavailable), the claim is released
-//! and the sender retries the whole batch. Otherwise (a coordinator lost mid-write) some
-//! counts are unknown: the batch is settled as `uncertain` and reported as such, with its
-//! click count, so counts are never doubled and the shortfall is measured.
+//! When count writes do not land after their attempts, the counts stay in memory and the
+//! next round writes them with its own (then marks the batch counted); the sender is told
+//! to retry later. When nothing was added (a read failed first), the claim is released
+//! and the sender retries the whole batch. Reads sum every writer's row and the counter
+//! row of versions before per-writer counts.
 
 use std::collections::HashMap;
 
@@ -36,12 +37,11 @@ use shortlink_store::{
 };
 use tracing::warn;
 
-use scylla::errors::ExecutionError;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
 
-use crate::{CqlStore, Kind, backend, fold, ids, not_executed, run_concurrently};
+use crate::{CqlStore, Kind, backend, fold, ids, run_concurrently};
 
 /// An `applying` claim older than this belongs to a node that died while applying it.
 const ABANDONED_SECS: i64 = 120;
@@ -117,42 +117,11 @@ pub(crate) struct LinkInfos(std::sync::Mutex<HashMap<LinkId, (LinkInfo, std::tim
 pub(crate) type Write<'s> =
     std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 's>>;
 
-/// A pending counter write, with the driver's own error (its kind tells whether it ran).
-pub(crate) type CounterWrite<'s> =
-    std::pin::Pin<Box<dyn Future<Output = Result<(), ExecutionError>> + Send + 's>>;
-
-/// How a set of counter writes went.
-pub(crate) enum Counted {
-    /// Every write succeeded.
-    All,
-    /// None was written and none ran: the batch can be sent again whole.
-    Nothing(ExecutionError),
-    /// Some writes failed in a way that leaves unknown whether they ran.
-    Partly(ExecutionError),
-}
-
-/// Runs every counter write, at most `limit` at once, to the end (a failure does not stop
-/// the others: each written one is one fewer unknown).
-pub(crate) async fn count_all(writes: Vec<CounterWrite<'_>>, limit: usize) -> Counted {
-    use futures_util::StreamExt;
-    let mut stream = futures_util::stream::iter(writes).buffer_unordered(limit.max(1));
-    let (mut written, mut unknown, mut first) = (0usize, 0usize, None);
-    while let Some(result) = stream.next().await {
-        match result {
-            Ok(()) => written += 1,
-            Err(error) => {
-                if !not_executed(&error) {
-                    unknown += 1;
-                }
-                first.get_or_insert(error);
-            }
-        }
-    }
-    match first {
-        None => Counted::All,
-        Some(error) if written == 0 && unknown == 0 => Counted::Nothing(error),
-        Some(error) => Counted::Partly(error),
-    }
+/// Whose hourly rows [`CqlStore::hour_rows`] reads.
+#[derive(Clone, Copy)]
+enum HourRows {
+    Link,
+    Owner,
 }
 
 /// Where a claimed batch stands.
@@ -166,7 +135,8 @@ enum Claim {
 
 impl CqlStore {
     /// Counter batches of `statement` over `rows` (all of one partition), at most
-    /// [`COUNTER_BATCH`] rows each.
+    /// [`COUNTER_BATCH`] rows each (a restore adds to the counter tables of versions
+    /// before per-writer counts, which reads still sum).
     pub(crate) fn counter_batches<'s, R>(
         &'s self,
         statement: &PreparedStatement,
@@ -175,29 +145,59 @@ impl CqlStore {
     where
         R: scylla::serialize::row::SerializeRow + Clone + Send + Sync + 's,
     {
-        self.counter_writes(statement, rows)
-            .into_iter()
-            .map(|write| Box::pin(async move { write.await.map_err(backend) }) as Write<'s>)
-            .collect()
-    }
-
-    /// [`CqlStore::counter_batches`] with the driver's errors.
-    pub(crate) fn counter_writes<'s, R>(
-        &'s self,
-        statement: &PreparedStatement,
-        rows: Vec<R>,
-    ) -> Vec<CounterWrite<'s>>
-    where
-        R: scylla::serialize::row::SerializeRow + Clone + Send + Sync + 's,
-    {
         rows.chunks(COUNTER_BATCH)
             .map(|chunk| {
                 let batch = counter_batch(statement, chunk.len());
                 let values = chunk.to_vec();
-                Box::pin(async move { self.session.batch(&batch, values).await.map(drop) })
-                    as CounterWrite<'s>
+                Box::pin(async move {
+                    self.session
+                        .batch(&batch, values)
+                        .await
+                        .map(drop)
+                        .map_err(backend)
+                }) as Write<'s>
             })
             .collect()
+    }
+
+    /// (hour, total, bots) of `kind`'s hourly rows in (id, month, from, to), in hour
+    /// order: the counter rows of versions before per-writer counts and every writer's
+    /// (an hour may come more than once: callers add them up).
+    async fn hour_rows(
+        &self,
+        kind: HourRows,
+        span: (i64, i32, i64, i64),
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        let (counted_cql, written_cql) = match kind {
+            HourRows::Link => (
+                "SELECT hour, total, bots FROM {ks}.rollup_hour \
+                 WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
+                "SELECT hour, total, bots FROM {ks}.rollup_hour_w \
+                 WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
+            ),
+            HourRows::Owner => (
+                "SELECT hour, total, bots FROM {ks}.owner_rollup_hour \
+                 WHERE owner = ? AND month = ? AND hour >= ? AND hour < ?",
+                "SELECT hour, total, bots FROM {ks}.owner_rollup_hour_w \
+                 WHERE owner = ? AND month = ? AND hour >= ? AND hour < ?",
+            ),
+        };
+        let counted: Vec<(i64, Option<Counter>, Option<Counter>)> =
+            self.rows(counted_cql, span).await?;
+        let written: Vec<(i64, Option<i64>, Option<i64>)> = self.rows(written_cql, span).await?;
+        let n = |v: i64| v.max(0) as u64;
+        let mut rows: Vec<(i64, u64, u64)> = counted
+            .into_iter()
+            .map(|(h, t, b)| (h, n(t.map_or(0, |c| c.0)), n(b.map_or(0, |c| c.0))))
+            .chain(
+                written
+                    .into_iter()
+                    .map(|(h, t, b)| (h, n(t.unwrap_or(0)), n(b.unwrap_or(0)))),
+            )
+            .collect();
+        // In hour order, as the series is built.
+        rows.sort_by_key(|row| row.0);
+        Ok(rows)
     }
 
     /// The estimated human visitors of `link` over `[from, to)`: whole days from the
@@ -416,22 +416,13 @@ impl CqlStore {
         }
     }
 
-    /// Marks a claimed batch's counters written: `uncertain` of its clicks possibly short.
-    async fn mark_counted(&self, batch_id: &str, uncertain: u64) -> Result<(), StoreError> {
-        let state = if uncertain == 0 {
-            "counted"
-        } else {
-            "uncertain"
-        };
+    /// Marks a claimed batch's counts written.
+    async fn mark_counted(&self, batch_id: &str) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE {ks}.click_batches USING TTL ? SET state = ?, clicks = ? WHERE batch_id = ?",
+            "UPDATE {ks}.click_batches USING TTL ? SET state = 'counted', clicks = 0 \
+             WHERE batch_id = ?",
             Kind::Write,
-            (
-                self.click_retention_secs,
-                state,
-                i64::try_from(uncertain).unwrap_or(i64::MAX),
-                batch_id,
-            ),
+            (self.click_retention_secs, batch_id),
         )
         .await
         .map(drop)
@@ -457,13 +448,6 @@ impl ClickStore for CqlStore {
                 .collect()
                 .await;
             found.into_iter().collect::<Result<_, _>>()?
-        };
-        let statements = fold::Statements {
-            hour: self.prepare(HOUR_UPDATE, Kind::Counter).await?,
-            day: self.prepare(DAY_UPDATE, Kind::Counter).await?,
-            owner_hour: self.prepare(OWNER_HOUR_UPDATE, Kind::Counter).await?,
-            owner_day: self.prepare(OWNER_DAY_UPDATE, Kind::Counter).await?,
-            link: self.prepare(LINK_CLICKS_UPDATE, Kind::Counter).await?,
         };
         // Claimed only now, with every read done: from the claim to the counter writes
         // nothing else can fail and leave the batch claimed but not counted.
@@ -506,15 +490,24 @@ impl ClickStore for CqlStore {
                 _ => None,
             })
             .collect();
+        let mut counts: HashMap<fold::Row, (i64, i64)> = HashMap::new();
+        for ((link, hour), value) in hours {
+            counts.insert(fold::Row::Hour(link, hour), value);
+        }
+        for ((link, day, dim, key), n) in days {
+            counts.insert(fold::Row::Day(link, day, dim, key.to_owned()), (n, 0));
+        }
+        for ((owner, hour), value) in owner_hours {
+            counts.insert(fold::Row::OwnerHour(owner, hour), value);
+        }
+        for ((owner, day, link), value) in owner_days {
+            counts.insert(fold::Row::OwnerDay(owner, day, link), value);
+        }
+        for (link, delta) in &per_link {
+            counts.insert(fold::Row::Link(*link), (delta.clicks, 0));
+        }
         let deltas = fold::Deltas {
-            hours,
-            days: days
-                .into_iter()
-                .map(|((link, day, dim, key), n)| ((link, day, dim, key.to_owned()), n))
-                .collect(),
-            owner_hours,
-            owner_days,
-            links: per_link.iter().map(|(link, d)| (*link, d.clicks)).collect(),
+            counts,
             visitor_hours,
             visitor_days,
             clicked,
@@ -529,37 +522,35 @@ impl ClickStore for CqlStore {
                     outcome
                 }
                 Claim::New => {
-                    let folded = self.count_folded(deltas, &statements).await;
-                    let uncertain = match folded.counters {
-                        fold::Round::All => 0,
+                    let folded = self.count_folded(deltas).await;
+                    match folded.counters {
+                        fold::Round::All => {}
                         fold::Round::Nothing(error) => {
                             // Nothing counted: free the claim so the sender's retry counts it.
                             self.lwt(
                                 "DELETE FROM {ks}.click_batches WHERE batch_id = ? \
-                             IF state = 'applying'",
+                                 IF state = 'applying'",
                                 (batch_id,),
                             )
                             .await?;
                             return Err(error.into());
                         }
-                        fold::Round::Partly(error) => {
+                        fold::Round::Carried(error) => {
+                            // Counted in memory, written by a later round, which marks the
+                            // claim counted; the sender's retry then finishes the batch.
                             warn!(
                                 batch_id,
                                 clicks = batch_clicks,
                                 %error,
-                                "counter writes of a click batch were cut off mid-write; its \
-                                 counts may be short and are not written twice"
+                                "count writes of a click batch did not land; a later round \
+                                 writes them"
                             );
-                            batch_clicks
+                            return Err(error.into());
                         }
-                    };
-                    self.mark_counted(batch_id, uncertain).await?;
-                    folded.rest?;
-                    if uncertain == 0 {
-                        IngestOutcome::Applied
-                    } else {
-                        IngestOutcome::Uncertain { clicks: uncertain }
                     }
+                    self.mark_counted(batch_id).await?;
+                    folded.rest?;
+                    IngestOutcome::Applied
                 }
             })
         }
@@ -616,27 +607,31 @@ impl ClickStore for CqlStore {
         let first_day = day_of(query.from);
         let mut tops = Tops::default();
         for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
-            let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
-                .rows(
-                    "SELECT hour, total, bots FROM {ks}.rollup_hour \
-                     WHERE link_id = ? AND month = ? AND hour >= ? AND hour < ?",
-                    (query.link_id, month, query.from, query.to),
-                )
-                .await?;
-            for (hour, total, bots) in hours {
-                let total = total.map_or(0, |c| c.0).max(0) as u64;
-                let bots = bots.map_or(0, |c| c.0).max(0) as u64;
+            let span = (query.link_id, month, query.from, query.to);
+            for (hour, total, bots) in self.hour_rows(HourRows::Link, span).await? {
                 add_hour(&mut stats, hour, total, bots, step);
             }
-            let rows: Vec<(String, String, Option<Counter>)> = self
+            let values = (query.link_id, month, first_day, query.to);
+            let counted: Vec<(String, String, Option<Counter>)> = self
                 .rows(
                     "SELECT dim, key, n FROM {ks}.rollup_day \
                      WHERE link_id = ? AND month = ? AND day >= ? AND day < ?",
-                    (query.link_id, month, first_day, query.to),
+                    values,
                 )
                 .await?;
-            for (dim, key, n) in rows {
-                tops.add(&dim, key, n.map_or(0, |c| c.0));
+            let written: Vec<(String, String, Option<i64>)> = self
+                .rows(
+                    "SELECT dim, key, n FROM {ks}.rollup_day_w \
+                     WHERE link_id = ? AND month = ? AND day >= ? AND day < ?",
+                    values,
+                )
+                .await?;
+            let counted = counted
+                .into_iter()
+                .map(|(d, k, n)| (d, k, n.map_or(0, |c| c.0)));
+            let written = written.into_iter().map(|(d, k, n)| (d, k, n.unwrap_or(0)));
+            for (dim, key, n) in counted.chain(written) {
+                tops.add(&dim, key, n);
             }
         }
         tops.finish(&mut stats, query.top, query.include_bots);
@@ -727,29 +722,35 @@ impl ClickStore for CqlStore {
         let first_day = day_of(query.from);
         let mut per_link: HashMap<LinkId, (i64, i64)> = HashMap::new();
         for month in ids::month_of(first_day)..=ids::month_of(query.to - 1) {
-            let hours: Vec<(i64, Option<Counter>, Option<Counter>)> = self
-                .rows(
-                    "SELECT hour, total, bots FROM {ks}.owner_rollup_hour \
-                     WHERE owner = ? AND month = ? AND hour >= ? AND hour < ?",
-                    (query.owner, month, query.from, query.to),
-                )
-                .await?;
-            for (hour, total, bots) in hours {
-                let total = total.map_or(0, |c| c.0).max(0) as u64;
-                let bots = bots.map_or(0, |c| c.0).max(0) as u64;
+            let span = (query.owner, month, query.from, query.to);
+            for (hour, total, bots) in self.hour_rows(HourRows::Owner, span).await? {
                 add_hour(&mut series, hour, total, bots, query.interval.seconds());
             }
-            let days: Vec<(LinkId, Option<Counter>, Option<Counter>)> = self
+            let values = (query.owner, month, first_day, query.to);
+            let counted: Vec<(LinkId, Option<Counter>, Option<Counter>)> = self
                 .rows(
                     "SELECT link_id, total, bots FROM {ks}.owner_link_day \
                      WHERE owner = ? AND month = ? AND day >= ? AND day < ?",
-                    (query.owner, month, first_day, query.to),
+                    values,
                 )
                 .await?;
-            for (link, total, bots) in days {
+            let written: Vec<(LinkId, Option<i64>, Option<i64>)> = self
+                .rows(
+                    "SELECT link_id, total, bots FROM {ks}.owner_link_day_w \
+                     WHERE owner = ? AND month = ? AND day >= ? AND day < ?",
+                    values,
+                )
+                .await?;
+            let counted = counted
+                .into_iter()
+                .map(|(l, t, b)| (l, t.map_or(0, |c| c.0), b.map_or(0, |c| c.0)));
+            let written = written
+                .into_iter()
+                .map(|(l, t, b)| (l, t.unwrap_or(0), b.unwrap_or(0)));
+            for (link, total, bots) in counted.chain(written) {
                 let slot = per_link.entry(link).or_default();
-                slot.0 += total.map_or(0, |c| c.0);
-                slot.1 += bots.map_or(0, |c| c.0);
+                slot.0 += total;
+                slot.1 += bots;
             }
         }
         let mut links = Vec::with_capacity(query.top);

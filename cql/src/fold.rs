@@ -6,10 +6,12 @@
 //! batch ids) and one `link.clicked` event per link. Each batch keeps its own claim; the
 //! round's outcome is every batch's outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::Counter;
 use shortlink_core::LinkId;
 use shortlink_store::StoreError;
 use thiserror::Error;
@@ -19,22 +21,80 @@ use shortlink_core::UserId;
 use shortlink_store::rollup::LinkDelta;
 use shortlink_store::visitors::Visitors;
 
-use crate::clicks::{CounterWrite, VISITORS_DAY_INSERT, VISITORS_HOUR_INSERT, Write, count_all};
-use crate::{CqlStore, Kind, ids, run_concurrently};
+use crate::clicks::{VISITORS_DAY_INSERT, VISITORS_HOUR_INSERT, Write};
+use crate::{CqlStore, Kind, ids, permanent, run_concurrently};
 
-/// Counter additions of one or more batches.
+/// Writes a writer's hourly row of a link (link, month, hour, writer, total, bots; stamp).
+pub(crate) const HOUR_WRITE: &str = "INSERT INTO {ks}.rollup_hour_w \
+     (link_id, month, hour, writer, total, bots) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?";
+/// Writes a writer's daily row of a link (link, month, day, dim, key, writer, n; stamp).
+pub(crate) const DAY_WRITE: &str = "INSERT INTO {ks}.rollup_day_w \
+     (link_id, month, day, dim, key, writer, n) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?";
+/// Writes a writer's hourly row of an owner (owner, month, hour, writer, total, bots; stamp).
+pub(crate) const OWNER_HOUR_WRITE: &str = "INSERT INTO {ks}.owner_rollup_hour_w \
+     (owner, month, hour, writer, total, bots) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?";
+/// Writes a writer's daily row of an owner's link (owner, month, day, link, writer, total,
+/// bots; stamp).
+pub(crate) const OWNER_DAY_WRITE: &str = "INSERT INTO {ks}.owner_link_day_w \
+     (owner, month, day, link_id, writer, total, bots) VALUES (?, ?, ?, ?, ?, ?, ?) \
+     USING TIMESTAMP ?";
+/// Writes a writer's click total of a link (link, writer, clicks; stamp).
+pub(crate) const LINK_WRITE: &str = "INSERT INTO {ks}.link_clicks_w (link_id, writer, clicks) \
+     VALUES (?, ?, ?) USING TIMESTAMP ?";
+
+/// Attempts of one write of a round; after the last its rows wait for the next round.
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// The wait before a write's second attempt, doubled before each next one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Rows per write (an unlogged batch of one partition).
+const ROWS_PER_WRITE: usize = 100;
+
+/// A count row, keyed as stored but for the writer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Row {
+    /// A link's hour: (total, bots).
+    Hour(LinkId, i64),
+    /// A link's day in one dimension's value: (n, 0).
+    Day(LinkId, i64, &'static str, String),
+    /// An owner's hour: (total, bots).
+    OwnerHour(UserId, i64),
+    /// An owner's day of one link: (total, bots).
+    OwnerDay(UserId, i64, LinkId),
+    /// A link's clicks: (n, 0).
+    Link(LinkId),
+}
+
+impl Row {
+    /// When the period it counts starts (a link's total has none).
+    fn starts(&self) -> Option<i64> {
+        match self {
+            Row::Hour(_, at)
+            | Row::Day(_, at, ..)
+            | Row::OwnerHour(_, at)
+            | Row::OwnerDay(_, at, _) => Some(*at),
+            Row::Link(_) => None,
+        }
+    }
+
+    /// The partition holding it: (table, link or owner, month).
+    fn partition(&self) -> (u8, i64, i32) {
+        match self {
+            Row::Hour(link, at) => (0, *link, ids::month_of(*at)),
+            Row::Day(link, at, ..) => (1, *link, ids::month_of(*at)),
+            Row::OwnerHour(owner, at) => (2, *owner, ids::month_of(*at)),
+            Row::OwnerDay(owner, at, _) => (3, *owner, ids::month_of(*at)),
+            Row::Link(link) => (4, *link, 0),
+        }
+    }
+}
+
+/// Count additions of one or more batches, with what else their round writes.
 #[derive(Debug, Default)]
 pub(crate) struct Deltas {
-    /// (link, hour) → (total, bots).
-    pub(crate) hours: HashMap<(LinkId, i64), (i64, i64)>,
-    /// (link, day, dimension, value) → n.
-    pub(crate) days: HashMap<(LinkId, i64, &'static str, String), i64>,
-    /// (owner, hour) → (total, bots).
-    pub(crate) owner_hours: HashMap<(i64, i64), (i64, i64)>,
-    /// (owner, day, link) → (total, bots).
-    pub(crate) owner_days: HashMap<(i64, i64, LinkId), (i64, i64)>,
-    /// link → clicks.
-    pub(crate) links: HashMap<LinkId, i64>,
+    /// Row → (first, second) addition (see [`Row`]).
+    pub(crate) counts: HashMap<Row, (i64, i64)>,
     /// (link, hour) → the hour's human visitors.
     pub(crate) visitor_hours: HashMap<(LinkId, i64), Visitors>,
     /// (link, day) → the day's human visitors.
@@ -54,28 +114,14 @@ pub(crate) struct Clicked {
     pub(crate) code: String,
 }
 
-fn add2<K: std::hash::Hash + Eq>(into: &mut HashMap<K, (i64, i64)>, from: HashMap<K, (i64, i64)>) {
-    for (key, (a, b)) in from {
-        let slot = into.entry(key).or_default();
-        slot.0 += a;
-        slot.1 += b;
-    }
-}
-
-fn add1<K: std::hash::Hash + Eq>(into: &mut HashMap<K, i64>, from: HashMap<K, i64>) {
-    for (key, n) in from {
-        *into.entry(key).or_default() += n;
-    }
-}
-
 impl Deltas {
     /// Adds `other` into this set.
     pub(crate) fn merge(&mut self, other: Deltas) {
-        add2(&mut self.hours, other.hours);
-        add1(&mut self.days, other.days);
-        add2(&mut self.owner_hours, other.owner_hours);
-        add2(&mut self.owner_days, other.owner_days);
-        add1(&mut self.links, other.links);
+        for (row, (a, b)) in other.counts {
+            let slot = self.counts.entry(row).or_default();
+            slot.0 += a;
+            slot.1 += b;
+        }
         for (key, visitors) in other.visitor_hours {
             self.visitor_hours.entry(key).or_default().merge(&visitors);
         }
@@ -102,46 +148,139 @@ impl Deltas {
     }
 }
 
-/// How a round went for every batch in it: its counters, then its sketches and events
-/// (written only when some counters may have been; an error there leaves the counters as
-/// they are).
+/// How a round went for every batch in it: its counts, then its sketches and events
+/// (written only when every count was).
 #[derive(Debug, Clone)]
 pub(crate) struct Folded {
     pub(crate) counters: Round,
     pub(crate) rest: Result<(), RoundFailed>,
 }
 
-/// How a round of counter writes went (for every batch in it).
+/// How a round's count writes went (for every batch in it).
 #[derive(Debug, Clone)]
 pub(crate) enum Round {
-    /// Every write succeeded.
+    /// Every count is written.
     All,
-    /// None was written and none ran: each batch may be sent again whole.
+    /// Nothing was added or written: each batch may be sent again whole.
     Nothing(RoundFailed),
-    /// Some writes failed leaving unknown whether they ran.
-    Partly(RoundFailed),
+    /// The counts are added in memory, some not written yet: a later round writes them
+    /// (the batch stays claimed until then).
+    Carried(RoundFailed),
 }
 
-/// Why a round's counter writes failed (the first driver error, as text: a round's
+/// Why a round's count writes failed (the first driver error, as text: a round's
 /// outcome goes to every batch in it).
 #[derive(Debug, Clone, Error)]
-#[error("counter writes failed: {0}")]
+#[error("count writes failed: {0}")]
 pub(crate) struct RoundFailed(String);
 
 impl From<RoundFailed> for StoreError {
     fn from(error: RoundFailed) -> Self {
-        StoreError::backend(error)
+        StoreError::unavailable(error)
     }
 }
 
-/// Batches waiting for a round, and the lock its writer holds.
-#[derive(Default)]
-pub(crate) struct Fold {
-    waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Folded>)>>,
-    round: tokio::sync::Mutex<()>,
+/// This process's counts: the running totals of the rows it writes, under a writer id of
+/// its own. A row is written as its absolute value with the round's timestamp, so a write
+/// whose answer was lost is sent again as it was and changes nothing if it had landed.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    /// This process's writer id (random: no other process writes its rows).
+    writer: i64,
+    /// The timestamp of the last round's writes, in microseconds (rising).
+    stamp: i64,
+    values: HashMap<Row, (i64, i64)>,
+    /// Rows whose value is not known written.
+    unwritten: HashSet<Row>,
+    /// Claimed batches of earlier rounds whose counts wait in `unwritten` rows.
+    carried: Vec<String>,
+    /// Period rows starting before this may have been forgotten (read when met again).
+    forgotten_before: i64,
+    /// Whether a link's total was forgotten (read when met again).
+    links_forgotten: bool,
+    /// Rows remembered before forgetting written ones.
+    capacity: usize,
 }
 
-/// What a round writes besides its counters.
+impl Tally {
+    fn new(capacity: usize) -> Tally {
+        Tally {
+            writer: rand::random(),
+            stamp: 0,
+            values: HashMap::new(),
+            unwritten: HashSet::new(),
+            carried: Vec::new(),
+            forgotten_before: i64::MIN,
+            links_forgotten: false,
+            capacity,
+        }
+    }
+
+    /// Whether this writer may have written `row` and forgotten its value.
+    fn forgot(&self, row: &Row) -> bool {
+        !self.values.contains_key(row)
+            && match row.starts() {
+                Some(at) => at < self.forgotten_before,
+                None => self.links_forgotten,
+            }
+    }
+
+    /// Over capacity, forgets written rows of periods that started over an hour before
+    /// the current one, then if still over three quarters of it every written row.
+    fn make_room(&mut self, now: i64) {
+        if self.values.len() <= self.capacity {
+            return;
+        }
+        let cutoff = now - now.rem_euclid(3600) - 3600;
+        self.forget(|row| row.starts().is_some_and(|at| at < cutoff));
+        if self.values.len() > self.capacity * 3 / 4 {
+            self.forget(|_| true);
+        }
+    }
+
+    fn forget(&mut self, which: impl Fn(&Row) -> bool) {
+        let (mut before, mut links) = (self.forgotten_before, self.links_forgotten);
+        let unwritten = &self.unwritten;
+        self.values.retain(|row, _| {
+            if unwritten.contains(row) || !which(row) {
+                return true;
+            }
+            match row.starts() {
+                Some(at) => before = before.max(at.saturating_add(1)),
+                None => links = true,
+            }
+            false
+        });
+        (self.forgotten_before, self.links_forgotten) = (before, links);
+    }
+
+    /// The next round's timestamp: now in microseconds, after the last one.
+    fn next_stamp(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.stamp = now.max(self.stamp.saturating_add(1));
+        self.stamp
+    }
+}
+
+/// Batches waiting for a round, and this process's counts, held by the round's writer.
+pub(crate) struct Fold {
+    waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Folded>)>>,
+    tally: tokio::sync::Mutex<Tally>,
+}
+
+impl Fold {
+    /// No batch waiting, a new writer remembering `tally_rows` rows at most.
+    pub(crate) fn new(tally_rows: usize) -> Fold {
+        Fold {
+            waiting: Default::default(),
+            tally: tokio::sync::Mutex::new(Tally::new(tally_rows)),
+        }
+    }
+}
+
+/// What a round writes besides its counts.
 struct Extras {
     visitor_hours: HashMap<(LinkId, i64), Visitors>,
     visitor_days: HashMap<(LinkId, i64), Visitors>,
@@ -149,34 +288,36 @@ struct Extras {
     batch_id: String,
 }
 
-/// The prepared counter updates a round writes.
-pub(crate) struct Statements {
-    pub(crate) hour: PreparedStatement,
-    pub(crate) day: PreparedStatement,
-    pub(crate) owner_hour: PreparedStatement,
-    pub(crate) owner_day: PreparedStatement,
-    pub(crate) link: PreparedStatement,
-}
+/// A row and its value.
+type Valued = (Row, (i64, i64));
+
+/// How a write of count rows went: its rows, the attempts it took, and how the last one
+/// went (the error as text).
+type RowsWritten = (Vec<Row>, u32, Result<(), String>);
+
+/// A pending write of count rows, attempted until it lands or its attempts run out.
+type RowsWrite<'s> = std::pin::Pin<Box<dyn Future<Output = RowsWritten> + Send + 's>>;
 
 impl CqlStore {
     /// Writes `deltas` (a claimed batch's) in the next round with every batch waiting;
     /// returns the round's outcome. Whoever takes the round lock writes all that waits;
     /// a batch whose deltas went out in another's round gets that round's outcome.
-    pub(crate) async fn count_folded(&self, deltas: Deltas, statements: &Statements) -> Folded {
+    pub(crate) async fn count_folded(&self, deltas: Deltas) -> Folded {
         let (done, mut outcome) = oneshot::channel();
         self.fold
             .waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((deltas, done));
-        let _round = self.fold.round.lock().await;
+        let mut tally = self.fold.tally.lock().await;
         match outcome.try_recv() {
             Ok(round) => return round,
-            // Taken by a round that was dropped half-way: whether it counted is unknown.
+            // Taken by a round that was dropped half-way: its counts may be in the tally,
+            // so the batch stays claimed (a later round may write them).
             Err(oneshot::error::TryRecvError::Closed) => {
                 let cut = RoundFailed("the round writing it was cut off".into());
                 return Folded {
-                    counters: Round::Partly(cut.clone()),
+                    counters: Round::Carried(cut.clone()),
                     rest: Err(cut),
                 };
             }
@@ -186,7 +327,9 @@ impl CqlStore {
             std::mem::take(&mut *self.fold.waiting.lock().unwrap_or_else(|e| e.into_inner()));
         let mut all = Deltas::default();
         let mut senders = Vec::with_capacity(waiting.len());
+        let mut batches = Vec::with_capacity(waiting.len());
         for (deltas, sender) in waiting {
+            batches.push(deltas.batch_id.clone());
             all.merge(deltas);
             senders.push(sender);
         }
@@ -196,29 +339,165 @@ impl CqlStore {
             clicked: std::mem::take(&mut all.clicked),
             batch_id: std::mem::take(&mut all.batch_id),
         };
-        let counters = match count_all(
-            self.round_writes(all, statements),
-            crate::clicks::WRITE_CONCURRENCY,
-        )
-        .await
-        {
-            crate::clicks::Counted::All => Round::All,
-            crate::clicks::Counted::Nothing(e) => Round::Nothing(RoundFailed(e.to_string())),
-            crate::clicks::Counted::Partly(e) => Round::Partly(RoundFailed(e.to_string())),
-        };
+        // The lock is held until every batch of the round has its outcome: a batch that
+        // takes it next finds its outcome sent, or its deltas still waiting.
+        let counters = self.write_counts(&mut tally, all.counts, batches).await;
         let rest = match counters {
-            // Nothing counted: the batches are sent again whole, sketches and events too.
-            Round::Nothing(_) => Ok(()),
-            _ => self
+            Round::All => self
                 .write_extras(extras)
                 .await
                 .map_err(|e| RoundFailed(e.to_string())),
+            // The batches are sent again: their sketches and events are written then.
+            Round::Nothing(_) | Round::Carried(_) => Ok(()),
         };
         let round = Folded { counters, rest };
         for sender in senders {
             let _ = sender.send(round.clone());
         }
         outcome.try_recv().unwrap_or(round)
+    }
+
+    /// Adds `counts` (of `batches`) to the tally and writes every row not known written.
+    /// When all land, batches of earlier rounds that waited for them are marked counted.
+    async fn write_counts(
+        &self,
+        tally: &mut Tally,
+        counts: HashMap<Row, (i64, i64)>,
+        batches: Vec<String>,
+    ) -> Round {
+        tally.make_room(shortlink_core::time_util::now_unix());
+        let forgotten: Vec<Row> = counts.keys().filter(|r| tally.forgot(r)).cloned().collect();
+        if !forgotten.is_empty() {
+            match self.read_own(tally.writer, forgotten).await {
+                Ok(found) => tally.values.extend(found),
+                // Nothing added yet: the batches can be sent again whole.
+                Err(error) => return Round::Nothing(RoundFailed(error.to_string())),
+            }
+        }
+        for (row, (a, b)) in counts {
+            let value = tally.values.entry(row.clone()).or_default();
+            value.0 += a;
+            value.1 += b;
+            tally.unwritten.insert(row);
+        }
+        let stamp = tally.next_stamp();
+        let rows: Vec<Valued> = tally
+            .unwritten
+            .iter()
+            .map(|row| {
+                (
+                    row.clone(),
+                    tally.values.get(row).copied().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (mut first, mut again) = (None, 0);
+        {
+            use futures_util::StreamExt;
+            let mut writes =
+                futures_util::stream::iter(self.rows_writes(tally.writer, stamp, rows))
+                    .buffer_unordered(crate::clicks::WRITE_CONCURRENCY);
+            while let Some((rows, attempts, result)) = writes.next().await {
+                again += attempts.saturating_sub(1);
+                match result {
+                    Ok(()) => {
+                        for row in rows {
+                            tally.unwritten.remove(&row);
+                        }
+                    }
+                    Err(error) => {
+                        first.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        if again > 0 {
+            tracing::warn!(
+                again,
+                landed = first.is_none(),
+                "count writes of a round were sent again (same values, same timestamp)"
+            );
+        }
+        if let Some(error) = first {
+            tally.carried.extend(batches);
+            return Round::Carried(RoundFailed(error));
+        }
+        for batch_id in std::mem::take(&mut tally.carried) {
+            if let Err(error) = self.mark_carried_counted(&batch_id).await {
+                tracing::warn!(batch_id, %error, "cannot mark a click batch counted");
+            }
+        }
+        Round::All
+    }
+
+    /// Marks a batch of an earlier round counted, now that its counts are written (unless
+    /// it was settled meanwhile), dated long ago: the call that claimed it has ended, so
+    /// the sender's next try finishes it at once.
+    async fn mark_carried_counted(&self, batch_id: &str) -> Result<(), StoreError> {
+        self.lwt(
+            "UPDATE {ks}.click_batches USING TTL ? SET state = 'counted', clicks = 0, at = 0 \
+             WHERE batch_id = ? IF state = 'applying'",
+            (self.click_retention_secs, batch_id),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// This writer's stored values of `rows` (absent ones are 0).
+    async fn read_own(&self, writer: i64, rows: Vec<Row>) -> Result<Vec<Valued>, StoreError> {
+        use futures_util::StreamExt;
+        type Pair = Option<(Option<i64>, Option<i64>)>;
+        type One = Option<(Option<i64>,)>;
+        let pair = |found: Pair| found.map_or((0, 0), |(a, b)| (a.unwrap_or(0), b.unwrap_or(0)));
+        let one = |found: One| (found.and_then(|(n,)| n).unwrap_or(0), 0);
+        let reads = rows.into_iter().map(|row| async move {
+            let value = match &row {
+                Row::Hour(link, at) => pair(
+                    self.row(
+                        "SELECT total, bots FROM {ks}.rollup_hour_w WHERE link_id = ? \
+                         AND month = ? AND hour = ? AND writer = ?",
+                        (link, ids::month_of(*at), at, writer),
+                    )
+                    .await?,
+                ),
+                Row::Day(link, at, dim, key) => one(self
+                    .row(
+                        "SELECT n FROM {ks}.rollup_day_w WHERE link_id = ? AND month = ? \
+                         AND day = ? AND dim = ? AND key = ? AND writer = ?",
+                        (link, ids::month_of(*at), at, dim, key, writer),
+                    )
+                    .await?),
+                Row::OwnerHour(owner, at) => pair(
+                    self.row(
+                        "SELECT total, bots FROM {ks}.owner_rollup_hour_w WHERE owner = ? \
+                         AND month = ? AND hour = ? AND writer = ?",
+                        (owner, ids::month_of(*at), at, writer),
+                    )
+                    .await?,
+                ),
+                Row::OwnerDay(owner, at, link) => pair(
+                    self.row(
+                        "SELECT total, bots FROM {ks}.owner_link_day_w WHERE owner = ? \
+                         AND month = ? AND day = ? AND link_id = ? AND writer = ?",
+                        (owner, ids::month_of(*at), at, link, writer),
+                    )
+                    .await?,
+                ),
+                Row::Link(link) => one(self
+                    .row(
+                        "SELECT clicks FROM {ks}.link_clicks_w WHERE link_id = ? AND writer = ?",
+                        (link, writer),
+                    )
+                    .await?),
+            };
+            Ok::<_, StoreError>((row, value))
+        });
+        futures_util::stream::iter(reads)
+            .buffer_unordered(crate::clicks::WRITE_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Writes the sketches and `link.clicked` events of `deltas` outside a round (a batch
@@ -277,73 +556,163 @@ impl CqlStore {
         self.append(events).await.map(drop)
     }
 
-    /// The counter writes of `deltas`: rows of one partition in one counter batch.
-    fn round_writes<'s>(
-        &'s self,
-        deltas: Deltas,
-        statements: &'s Statements,
-    ) -> Vec<CounterWrite<'s>> {
-        type HourRow = (Counter, Counter, i64, i32, i64);
-        type DayRow = (Counter, i64, i32, i64, &'static str, String);
-        type OwnerDayRow = (Counter, Counter, i64, i32, i64, LinkId);
-        // Hourly rows of links and of owners alike, by (link or owner, month).
-        let by_month = |deltas: HashMap<(i64, i64), (i64, i64)>| {
-            let mut rows: HashMap<(i64, i32), Vec<HourRow>> = HashMap::new();
-            for ((id, hour), (total, bots)) in deltas {
-                let month = ids::month_of(hour);
-                rows.entry((id, month)).or_default().push((
-                    Counter(total),
-                    Counter(bots),
-                    id,
-                    month,
-                    hour,
-                ));
-            }
-            rows
-        };
-        let hours = by_month(deltas.hours);
-        let mut days: HashMap<(LinkId, i32), Vec<DayRow>> = HashMap::new();
-        for ((link, day, dim, key), n) in deltas.days {
-            let month = ids::month_of(day);
-            days.entry((link, month))
+    /// The writes of `rows` (values of `writer` at `stamp`): one unlogged batch per
+    /// partition and [`ROWS_PER_WRITE`] rows.
+    fn rows_writes<'s>(&'s self, writer: i64, stamp: i64, rows: Vec<Valued>) -> Vec<RowsWrite<'s>> {
+        let mut partitions: HashMap<(u8, i64, i32), Vec<Valued>> = HashMap::new();
+        for (row, value) in rows {
+            partitions
+                .entry(row.partition())
                 .or_default()
-                .push((Counter(n), link, month, day, dim, key));
+                .push((row, value));
         }
-        let owner_hours = by_month(deltas.owner_hours);
-        let mut owner_days: HashMap<(i64, i32), Vec<OwnerDayRow>> = HashMap::new();
-        for ((owner, day, link), (total, bots)) in deltas.owner_days {
-            let month = ids::month_of(day);
-            owner_days.entry((owner, month)).or_default().push((
-                Counter(total),
-                Counter(bots),
-                owner,
-                month,
-                day,
-                link,
-            ));
-        }
-        let mut writes: Vec<CounterWrite<'s>> = Vec::new();
-        for rows in hours.into_values() {
-            writes.extend(self.counter_writes(&statements.hour, rows));
-        }
-        for rows in days.into_values() {
-            writes.extend(self.counter_writes(&statements.day, rows));
-        }
-        for rows in owner_hours.into_values() {
-            writes.extend(self.counter_writes(&statements.owner_hour, rows));
-        }
-        for rows in owner_days.into_values() {
-            writes.extend(self.counter_writes(&statements.owner_day, rows));
-        }
-        for (link, n) in deltas.links {
-            let statement = &statements.link;
-            writes.push(Box::pin(async move {
-                self.session
-                    .execute_unpaged(statement, (Counter(n), link))
-                    .await
-                    .map(drop)
-            }));
+        let mut writes = Vec::new();
+        for ((table, _, month), rows) in partitions {
+            for chunk in rows.chunks(ROWS_PER_WRITE) {
+                let keys: Vec<Row> = chunk.iter().map(|(row, _)| row.clone()).collect();
+                let write = match table {
+                    0 => self.rows_write(
+                        HOUR_WRITE,
+                        keys,
+                        chunk.iter().filter_map(|(row, (total, bots))| match row {
+                            Row::Hour(link, at) => {
+                                Some((*link, month, *at, writer, *total, *bots, stamp))
+                            }
+                            _ => None,
+                        }),
+                    ),
+                    1 => self.rows_write(
+                        DAY_WRITE,
+                        keys,
+                        chunk.iter().filter_map(|(row, (n, _))| match row {
+                            Row::Day(link, at, dim, key) => {
+                                Some((*link, month, *at, *dim, key.clone(), writer, *n, stamp))
+                            }
+                            _ => None,
+                        }),
+                    ),
+                    2 => self.rows_write(
+                        OWNER_HOUR_WRITE,
+                        keys,
+                        chunk.iter().filter_map(|(row, (total, bots))| match row {
+                            Row::OwnerHour(owner, at) => {
+                                Some((*owner, month, *at, writer, *total, *bots, stamp))
+                            }
+                            _ => None,
+                        }),
+                    ),
+                    3 => self.rows_write(
+                        OWNER_DAY_WRITE,
+                        keys,
+                        chunk.iter().filter_map(|(row, (total, bots))| match row {
+                            Row::OwnerDay(owner, at, link) => {
+                                Some((*owner, month, *at, *link, writer, *total, *bots, stamp))
+                            }
+                            _ => None,
+                        }),
+                    ),
+                    _ => self.rows_write(
+                        LINK_WRITE,
+                        keys,
+                        chunk.iter().filter_map(|(row, (n, _))| match row {
+                            Row::Link(link) => Some((*link, writer, *n, stamp)),
+                            _ => None,
+                        }),
+                    ),
+                };
+                writes.push(write);
+            }
         }
         writes
+    }
+
+    /// One write of `values` (rows of one partition) by `cql`, attempted up to
+    /// [`WRITE_ATTEMPTS`] times: each attempt writes the same values at the same
+    /// timestamp, so one that landed unanswered is repeated harmlessly.
+    fn rows_write<'s, R>(
+        &'s self,
+        cql: &'static str,
+        keys: Vec<Row>,
+        values: impl Iterator<Item = R>,
+    ) -> RowsWrite<'s>
+    where
+        R: SerializeRow + Send + Sync + 's,
+    {
+        let values: Vec<R> = values.collect();
+        Box::pin(async move {
+            let statement: PreparedStatement = match self.prepare(cql, Kind::Write).await {
+                Ok(statement) => statement,
+                Err(error) => return (keys, 1, Err(error.to_string())),
+            };
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..values.len() {
+                batch.append_statement(statement.clone());
+            }
+            batch.set_is_idempotent(true);
+            let mut backoff = FIRST_BACKOFF;
+            let mut attempt = 1;
+            loop {
+                match self.session.batch(&batch, &values).await {
+                    Ok(_) => return (keys, attempt, Ok(())),
+                    Err(error) if attempt < WRITE_ATTEMPTS && !permanent(&error) => {
+                        tracing::debug!(%error, attempt, "a count write is sent again");
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                        attempt += 1;
+                    }
+                    Err(error) => return (keys, attempt, Err(error.to_string())),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_forgets_written_rows_of_past_periods_first() {
+        let mut tally = Tally::new(8);
+        let now = 100 * 3600 + 1800;
+        for hour in (90..=98).chain([99, 100]) {
+            tally.values.insert(Row::Hour(1, hour * 3600), (1, 0));
+        }
+        tally.values.insert(Row::Link(1), (5, 0));
+        tally.unwritten.insert(Row::Hour(1, 95 * 3600));
+        tally.make_room(now);
+        // Written hours before 99 forgotten; the unwritten one, the last two and the
+        // link's total kept (four: under three quarters of the capacity).
+        let mut kept: Vec<_> = tally.values.keys().cloned().collect();
+        kept.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(tally.values.len(), 4, "{kept:?}");
+        assert!(tally.values.contains_key(&Row::Hour(1, 95 * 3600)));
+        assert!(tally.forgot(&Row::Hour(1, 96 * 3600)));
+        assert!(
+            tally.forgot(&Row::Hour(1, 97 * 3600)),
+            "before the last forgotten"
+        );
+        assert!(!tally.forgot(&Row::Hour(1, 101 * 3600)), "never written");
+        assert!(!tally.forgot(&Row::Link(2)));
+        // Still over three quarters of the capacity: every written row goes.
+        tally.capacity = 3;
+        tally.values.insert(Row::Hour(2, 100 * 3600), (1, 0));
+        tally.make_room(now);
+        assert_eq!(tally.values.len(), 1);
+        assert!(
+            tally.forgot(&Row::Link(2)),
+            "a link's total may have been forgotten"
+        );
+        assert!(tally.forgot(&Row::Hour(3, 100 * 3600)));
+        assert!(!tally.forgot(&Row::Hour(3, 101 * 3600)));
+    }
+
+    #[test]
+    fn stamps_rise_even_when_the_clock_does_not() {
+        let mut tally = Tally::new(1);
+        tally.stamp = i64::MAX - 10;
+        let a = tally.next_stamp();
+        assert_eq!(a, i64::MAX - 9);
+        assert!(tally.next_stamp() > a);
     }
 }

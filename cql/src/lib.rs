@@ -85,6 +85,9 @@ pub struct CqlConfig {
     /// How long route changes are kept: a proxy offline longer reloads every route.
     /// Default 86 400 (one day).
     pub route_feed_ttl_seconds: u32,
+    /// Click count rows a control plane remembers (about 160 B each) before it forgets
+    /// written ones and reads them back when met again. Default 250 000.
+    pub tally_rows: usize,
 }
 
 impl Default for CqlConfig {
@@ -102,6 +105,7 @@ impl Default for CqlConfig {
             retry: "default".into(),
             settle_ms: 300,
             route_feed_ttl_seconds: 86_400,
+            tally_rows: 250_000,
         }
     }
 }
@@ -141,6 +145,12 @@ impl CqlConfig {
             return Err(InvalidSetting::new(
                 "store.cql.route_feed_ttl_seconds",
                 "must be at least 60",
+            ));
+        }
+        if self.tally_rows == 0 {
+            return Err(InvalidSetting::new(
+                "store.cql.tally_rows",
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -322,7 +332,7 @@ impl CqlStore {
             session,
             keyspace: config.keyspace.clone(),
             prepared: RwLock::new(HashMap::new()),
-            fold: fold::Fold::default(),
+            fold: fold::Fold::new(config.tally_rows),
             link_infos: clicks::LinkInfos::default(),
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)
@@ -555,34 +565,6 @@ impl CqlStore {
 
 /// Attempts of [`CqlStore::lwt_retrying`].
 const LWT_ATTEMPTS: u32 = 3;
-
-/// Whether a failed request certainly did not execute, so sending it again cannot apply it
-/// twice: refused before it reached a replica, or by a coordinator that found too few.
-pub(crate) fn not_executed(error: &ExecutionError) -> bool {
-    match error {
-        ExecutionError::BadQuery(_)
-        | ExecutionError::EmptyPlan
-        | ExecutionError::PrepareError(_)
-        | ExecutionError::ConnectionPoolError(_)
-        | ExecutionError::UseKeyspaceError(_) => true,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
-            db,
-            DbError::Unavailable { .. }
-                | DbError::Overloaded
-                | DbError::IsBootstrapping
-                | DbError::SyntaxError
-                | DbError::Invalid
-                | DbError::Unauthorized
-                | DbError::ConfigError
-        ),
-        ExecutionError::LastAttemptError(
-            RequestAttemptError::SerializationError(_)
-            | RequestAttemptError::CqlRequestSerialization(_)
-            | RequestAttemptError::UnableToAllocStreamId,
-        ) => true,
-        _ => false,
-    }
-}
 
 /// Whether sending a failed request again cannot help: it is malformed or not allowed.
 fn permanent(error: &ExecutionError) -> bool {

@@ -108,13 +108,41 @@ pub(crate) fn owner_month(id: LinkId) -> i32 {
 impl CqlStore {
     /// Counted clicks of one link.
     pub(crate) async fn link_clicks(&self, id: LinkId) -> Result<i64, StoreError> {
-        let row: Option<(Option<scylla::value::Counter>,)> = self
-            .row(
-                "SELECT clicks FROM {ks}.link_clicks WHERE link_id = ?",
-                (id,),
+        Ok(self
+            .clicks_of(vec![id])
+            .await?
+            .get(&id)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    /// Counted clicks of `ids`: the counter of versions before per-writer counts plus
+    /// every writer's row (links without clicks are absent).
+    async fn clicks_of(
+        &self,
+        ids: Vec<LinkId>,
+    ) -> Result<std::collections::HashMap<LinkId, i64>, StoreError> {
+        let counted: Vec<(i64, Option<scylla::value::Counter>)> = self
+            .rows(
+                "SELECT link_id, clicks FROM {ks}.link_clicks WHERE link_id IN ?",
+                (&ids,),
             )
             .await?;
-        Ok(row.and_then(|(c,)| c).map_or(0, |c| c.0))
+        let written: Vec<(i64, Option<i64>)> = self
+            .rows(
+                "SELECT link_id, clicks FROM {ks}.link_clicks_w WHERE link_id IN ?",
+                (&ids,),
+            )
+            .await?;
+        let mut counts = std::collections::HashMap::new();
+        let counted = counted
+            .into_iter()
+            .map(|(id, c)| (id, c.map_or(0, |c| c.0)));
+        let written = written.into_iter().map(|(id, n)| (id, n.unwrap_or(0)));
+        for (id, n) in counted.chain(written) {
+            *counts.entry(id).or_default() += n;
+        }
+        Ok(counts)
     }
 
     /// The stored row at (domain, code), without its click count.
@@ -220,16 +248,11 @@ impl CqlStore {
             .filter(|r| every || r.max_clicks.is_some())
             .map(|r| r.id)
             .collect();
-        let mut counts = std::collections::HashMap::new();
-        if !capped.is_empty() {
-            let found: Vec<(i64, Option<scylla::value::Counter>)> = self
-                .rows(
-                    "SELECT link_id, clicks FROM {ks}.link_clicks WHERE link_id IN ?",
-                    (capped,),
-                )
-                .await?;
-            counts.extend(found.into_iter().map(|(id, c)| (id, c.map_or(0, |c| c.0))));
-        }
+        let counts = if capped.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.clicks_of(capped).await?
+        };
         Ok(rows
             .into_iter()
             .map(|r| {

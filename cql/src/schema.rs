@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "click batch claimant",
         cql: include_str!("../schema/013_click_batch_claimant.cql"),
     },
+    Migration {
+        version: 14,
+        name: "click counts per writer",
+        cql: include_str!("../schema/014_click_tallies.cql"),
+    },
 ];
 
 /// Fills the upload index tables of migration 12 from the uploads of older versions

@@ -95,3 +95,158 @@ async fn a_keyspace_from_a_newer_binary_is_refused() {
         .await
         .expect("drop keyspace");
 }
+
+/// Counts are every writer's rows plus the counters of versions before migration 14: two
+/// stores (two writers) ingest on top of counters written the old way, one of them
+/// remembering so few rows that it forgets and reads its own back, and every read adds
+/// them all up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_add_up_over_writers_forgotten_rows_and_older_counters() {
+    use shortlink_core::{Interval, Role};
+    use shortlink_store::conformance::{click, new_link};
+    use shortlink_store::{AccountStatsQuery, IngestOutcome, StatsQuery};
+
+    let config = CqlConfig {
+        tally_rows: 3,
+        ..test_config("tally")
+    };
+    CqlStore::migrate(&config, &mut |_| {})
+        .await
+        .expect("migrate");
+    let a: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
+    let b: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
+    let owner = a.create_user("tally", Role::User).await.unwrap().id;
+    let link = a
+        .create_link(new_link(owner, "tally".into(), "https://example.org/"))
+        .await
+        .unwrap()
+        .link;
+    let now = shortlink_core::time_util::now_unix();
+    let hour = now - now.rem_euclid(3600);
+    let earlier = hour - 48 * 3600;
+    let day = hour - hour.rem_euclid(86_400);
+    // Months since year 0, as the store partitions rollups.
+    let month = |at: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(at).unwrap();
+        t.year() * 12 + i32::from(u8::from(t.month())) - 1
+    };
+
+    // Counters as versions before migration 14 wrote them: 5 clicks (1 a bot's) at `hour`.
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("connect");
+    let ks = &config.keyspace;
+    let legacy = [
+        format!(
+            "UPDATE {ks}.link_clicks SET clicks = clicks + 5 WHERE link_id = {}",
+            link.id
+        ),
+        format!(
+            "UPDATE {ks}.rollup_hour SET total = total + 5, bots = bots + 1 \
+             WHERE link_id = {} AND month = {} AND hour = {hour}",
+            link.id,
+            month(hour)
+        ),
+        format!(
+            "UPDATE {ks}.rollup_day SET n = n + 5 WHERE link_id = {} AND month = {} \
+             AND day = {day} AND dim = 'referrer' AND key = 'example.com'",
+            link.id,
+            month(day)
+        ),
+        format!(
+            "UPDATE {ks}.owner_rollup_hour SET total = total + 5, bots = bots + 1 \
+             WHERE owner = {owner} AND month = {} AND hour = {hour}",
+            month(hour)
+        ),
+        format!(
+            "UPDATE {ks}.owner_link_day SET total = total + 5, bots = bots + 1 \
+             WHERE owner = {owner} AND month = {} AND day = {day} AND link_id = {}",
+            month(day),
+            link.id
+        ),
+    ];
+    for cql in legacy {
+        session
+            .query_unpaged(cql, ())
+            .await
+            .expect("legacy counter");
+    }
+
+    let clicks = |at: i64, n: usize| -> Vec<_> {
+        (0..n)
+            .map(|i| click(link.id, at * 1000 + i as i64, "Firefox", false))
+            .collect()
+    };
+    let first: Vec<_> = clicks(hour, 3)
+        .into_iter()
+        .chain(clicks(earlier, 2))
+        .collect();
+    assert_eq!(
+        a.ingest_clicks("tally-1", first.clone()).await.unwrap(),
+        IngestOutcome::Applied
+    );
+    // Over three rows remembered: `a` forgets its written rows and reads them back here.
+    assert_eq!(
+        a.ingest_clicks("tally-2", clicks(earlier, 4))
+            .await
+            .unwrap(),
+        IngestOutcome::Applied
+    );
+    assert_eq!(
+        b.ingest_clicks("tally-3", clicks(hour, 1)).await.unwrap(),
+        IngestOutcome::Applied
+    );
+    assert_eq!(
+        b.ingest_clicks("tally-1", first).await.unwrap(),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(
+        a.ingest_clicks("tally-4", clicks(hour, 2)).await.unwrap(),
+        IngestOutcome::Applied
+    );
+
+    // 5 older + 3 + 2 + 4 + 1 + 2.
+    for store in [&a, &b] {
+        let read = store.get_link("", "tally").await.unwrap().unwrap();
+        assert_eq!(read.clicks, 17, "the link's clicks");
+        let stats = store
+            .link_stats(StatsQuery {
+                link_id: link.id,
+                from: earlier - 3600,
+                to: hour + 3600,
+                interval: Interval::Hour,
+                top: 10,
+                include_bots: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!((stats.total, stats.bots), (17, 1));
+        let series: Vec<(i64, u64)> = stats.series.iter().map(|p| (p.ts, p.count)).collect();
+        assert_eq!(series, vec![(earlier, 6), (hour, 11)]);
+        let referrers: Vec<(&str, u64)> = stats
+            .referrers
+            .iter()
+            .map(|k| (k.key.as_str(), k.count))
+            .collect();
+        assert_eq!(referrers, vec![("example.com", 17)]);
+        let account = store
+            .account_stats(AccountStatsQuery {
+                owner,
+                from: earlier - 3600,
+                to: hour + 3600,
+                interval: Interval::Hour,
+                top: 10,
+                include_bots: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!((account.total, account.bots), (17, 1));
+        assert_eq!(account.links.len(), 1);
+        assert_eq!(account.links[0].clicks, 17);
+    }
+    CqlStore::drop_keyspace(&config)
+        .await
+        .expect("drop keyspace");
+}

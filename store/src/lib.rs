@@ -430,10 +430,10 @@ pub enum IngestOutcome {
     Applied,
     /// A batch with this id was applied before; nothing changed.
     Duplicate,
-    /// The batch is settled, but some of its counter writes failed in a way that leaves
-    /// unknown whether they counted (the node coordinating them was lost mid-write).
-    /// Counter updates cannot be repeated safely, so it is never applied again: the counts
-    /// of these many clicks may be short, never doubled.
+    /// The batch is settled, but whether its counts were written is unknown: the call
+    /// that claimed it ended without writing them (on CQL: the process holding them
+    /// died). It is never applied again: the counts of these many clicks may be short,
+    /// never doubled.
     Uncertain {
         /// Clicks of the batch whose counts may be short.
         clicks: u64,
