@@ -454,6 +454,8 @@ pub async fn serve(
     };
     let head_timeout = std::time::Duration::from_millis(state.config().request_head_timeout_ms);
     let result = serve_connections(listener, app(state.clone()), head_timeout, shutdown).await;
+    // No batch is taken any more (one still being stored ends its round first).
+    state.store().close_ingestion().await;
     pruner.abort();
     sweeper.abort();
     download_counts.abort();

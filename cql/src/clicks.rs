@@ -598,6 +598,10 @@ impl ClickStore for CqlStore {
         Ok(outcome)
     }
 
+    async fn close_ingestion(&self) {
+        self.release_slot().await;
+    }
+
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError> {
         let step = query.interval.seconds();
         let mut stats = LinkStats::default();

@@ -42,6 +42,23 @@ pub(crate) const OWNER_DAY_WRITE: &str = "INSERT INTO {ks}.owner_link_day_w \
 pub(crate) const LINK_WRITE: &str = "INSERT INTO {ks}.link_clicks_w (link_id, writer, clicks) \
      VALUES (?, ?, ?) USING TIMESTAMP ?";
 
+/// How long a writer slot is held without a renewal (the lease's TTL).
+const SLOT_LEASE_SECS: i32 = 30;
+
+/// A held slot is renewed by the first round after this long.
+const RENEW_AFTER: Duration = Duration::from_secs(10);
+
+/// How long after its last renewal a slot is written to: well inside the lease, so no
+/// write is sent once another process could hold it.
+const TRUST_FOR: Duration = Duration::from_secs(20);
+
+/// Writer slots; a control plane holds one at a time.
+const WRITER_SLOTS: i64 = 1024;
+
+/// How far past its start a slot taken over may hold an earlier holder's rows: clicks are
+/// accepted up to 5 minutes ahead, and control planes' clocks may differ a few more.
+const TAKEOVER_MARGIN_SECS: i64 = 600;
+
 /// Attempts of one write of a round; after the last its rows wait for the next round.
 const WRITE_ATTEMPTS: u32 = 6;
 
@@ -180,13 +197,17 @@ impl From<RoundFailed> for StoreError {
     }
 }
 
-/// This process's counts: the running totals of the rows it writes, under a writer id of
-/// its own. A row is written as its absolute value with the round's timestamp, so a write
+/// This process's counts: the running totals of the rows it writes under the writer slot
+/// it holds. A row is written as its absolute value with the round's timestamp, so a write
 /// whose answer was lost is sent again as it was and changes nothing if it had landed.
 #[derive(Debug)]
 pub(crate) struct Tally {
-    /// This process's writer id (random: no other process writes its rows).
+    /// The writer slot held (`count_writers`, by lease): no other process writes its rows.
     writer: i64,
+    /// This process's name in the lease (random).
+    holder: i64,
+    /// When the lease was last taken or renewed (None: no slot held).
+    renewed: Option<std::time::Instant>,
     /// The timestamp of the last round's writes, in microseconds (rising).
     stamp: i64,
     values: HashMap<Row, (i64, i64)>,
@@ -205,7 +226,9 @@ pub(crate) struct Tally {
 impl Tally {
     fn new(capacity: usize) -> Tally {
         Tally {
-            writer: rand::random(),
+            writer: -1,
+            holder: rand::random(),
+            renewed: None,
             stamp: 0,
             values: HashMap::new(),
             unwritten: HashSet::new(),
@@ -252,6 +275,27 @@ impl Tally {
             false
         });
         (self.forgotten_before, self.links_forgotten) = (before, links);
+    }
+
+    /// Lets go of the slot and of everything remembered under it (the slot is, or may
+    /// be, another's now); returns the batches whose counts were not written.
+    fn lapse(&mut self) -> Vec<String> {
+        self.values.clear();
+        self.unwritten.clear();
+        self.renewed = None;
+        std::mem::take(&mut self.carried)
+    }
+
+    /// Starts writing under `slot`, taken `at`: earlier holders may have written its
+    /// rows of periods that started before now (and a margin), and every link's total, so
+    /// those are read back when first met.
+    fn take(&mut self, slot: i64, at: std::time::Instant, now: i64) {
+        self.writer = slot;
+        self.renewed = Some(at);
+        self.forgotten_before = self
+            .forgotten_before
+            .max(now.saturating_add(TAKEOVER_MARGIN_SECS));
+        self.links_forgotten = true;
     }
 
     /// The next round's timestamp: now in microseconds, after the last one.
@@ -365,12 +409,23 @@ impl CqlStore {
         counts: HashMap<Row, (i64, i64)>,
         batches: Vec<String>,
     ) -> Round {
+        // Nothing is added before the slot is held and every forgotten row read: until
+        // then a failure leaves the batches to be sent again whole.
+        let until = match self.hold_slot(tally).await {
+            Ok(until) => until,
+            Err(error) => return Round::Nothing(RoundFailed(error.to_string())),
+        };
         tally.make_room(shortlink_core::time_util::now_unix());
         let forgotten: Vec<Row> = counts.keys().filter(|r| tally.forgot(r)).cloned().collect();
         if !forgotten.is_empty() {
             match self.read_own(tally.writer, forgotten).await {
-                Ok(found) => tally.values.extend(found),
-                // Nothing added yet: the batches can be sent again whole.
+                Ok(found) => {
+                    for (row, value, written_at) in found {
+                        // Later than any write read back (an earlier holder's included).
+                        tally.stamp = tally.stamp.max(written_at);
+                        tally.values.insert(row, value);
+                    }
+                }
                 Err(error) => return Round::Nothing(RoundFailed(error.to_string())),
             }
         }
@@ -395,7 +450,7 @@ impl CqlStore {
         {
             use futures_util::StreamExt;
             let mut writes =
-                futures_util::stream::iter(self.rows_writes(tally.writer, stamp, rows))
+                futures_util::stream::iter(self.rows_writes(tally.writer, stamp, until, rows))
                     .buffer_unordered(crate::clicks::WRITE_CONCURRENCY);
             while let Some((rows, attempts, result)) = writes.next().await {
                 again += attempts.saturating_sub(1);
@@ -430,6 +485,85 @@ impl CqlStore {
         Round::All
     }
 
+    /// Holds a writer slot for this round: the one held, renewed when due, or else the
+    /// first free one (what was remembered under a lost one is dropped). Returns until
+    /// when writes may be sent under it.
+    async fn hold_slot(&self, tally: &mut Tally) -> Result<std::time::Instant, StoreError> {
+        let now = std::time::Instant::now();
+        if let Some(at) = tally.renewed {
+            let age = now.duration_since(at);
+            if age < RENEW_AFTER {
+                return Ok(at + TRUST_FOR);
+            }
+            if age < TRUST_FOR {
+                match self
+                    .lwt(
+                        "UPDATE {ks}.count_writers USING TTL ? SET holder = ? \
+                         WHERE slot = ? IF holder = ?",
+                        (SLOT_LEASE_SECS, tally.holder, tally.writer, tally.holder),
+                    )
+                    .await
+                {
+                    Ok(true) => {
+                        tally.renewed = Some(now);
+                        return Ok(now + TRUST_FOR);
+                    }
+                    // Unanswered: the lease still holds until its last renewal's end.
+                    Err(error) => {
+                        tracing::debug!(%error, "renewing the count writer slot went unanswered");
+                        return Ok(at + TRUST_FOR);
+                    }
+                    Ok(false) => {}
+                }
+            }
+            let dropped = tally.lapse();
+            tracing::warn!(
+                slot = tally.writer,
+                unwritten_batches = dropped.len(),
+                "the count writer slot's lease ran out; taking a slot again (batches whose \
+                 counts were not written are settled as uncertain)"
+            );
+        }
+        for slot in 0..WRITER_SLOTS {
+            let taken = self
+                .lwt(
+                    "INSERT INTO {ks}.count_writers (slot, holder) VALUES (?, ?) \
+                     IF NOT EXISTS USING TTL ?",
+                    (slot, tally.holder, SLOT_LEASE_SECS),
+                )
+                .await?;
+            if taken {
+                tally.take(slot, now, shortlink_core::time_util::now_unix());
+                tracing::info!(slot, "counting clicks as writer slot {slot}");
+                return Ok(now + TRUST_FOR);
+            }
+        }
+        Err(StoreError::unavailable(RoundFailed(format!(
+            "all {WRITER_SLOTS} count writer slots are held"
+        ))))
+    }
+
+    /// Lets go of the writer slot once the round in progress ends, if every count is
+    /// written (else the lease runs out by itself): the next control plane to start takes
+    /// it at once.
+    pub(crate) async fn release_slot(&self) {
+        let mut tally = self.fold.tally.lock().await;
+        if tally.renewed.is_none() || !tally.unwritten.is_empty() {
+            return;
+        }
+        let (slot, holder) = (tally.writer, tally.holder);
+        tally.lapse();
+        if let Err(error) = self
+            .lwt(
+                "DELETE FROM {ks}.count_writers WHERE slot = ? IF holder = ?",
+                (slot, holder),
+            )
+            .await
+        {
+            tracing::warn!(%error, slot, "cannot let go of the count writer slot");
+        }
+    }
+
     /// Marks a batch of an earlier round counted, now that its counts are written (unless
     /// it was settled meanwhile), dated long ago: the call that claimed it has ended, so
     /// the sender's next try finishes it at once.
@@ -443,54 +577,65 @@ impl CqlStore {
         .map(drop)
     }
 
-    /// This writer's stored values of `rows` (absent ones are 0).
-    async fn read_own(&self, writer: i64, rows: Vec<Row>) -> Result<Vec<Valued>, StoreError> {
+    /// This writer's stored values of `rows` (absent ones are 0), with when each was
+    /// written (µs; 0 when absent).
+    async fn read_own(
+        &self,
+        writer: i64,
+        rows: Vec<Row>,
+    ) -> Result<Vec<(Row, (i64, i64), i64)>, StoreError> {
         use futures_util::StreamExt;
-        type Pair = Option<(Option<i64>, Option<i64>)>;
-        type One = Option<(Option<i64>,)>;
-        let pair = |found: Pair| found.map_or((0, 0), |(a, b)| (a.unwrap_or(0), b.unwrap_or(0)));
-        let one = |found: One| (found.and_then(|(n,)| n).unwrap_or(0), 0);
+        type Found = Option<(Option<i64>, Option<i64>, Option<i64>)>;
+        type FoundOne = Option<(Option<i64>, Option<i64>)>;
+        let value = |found: Found| {
+            found.map_or(((0, 0), 0), |(a, b, at)| {
+                ((a.unwrap_or(0), b.unwrap_or(0)), at.unwrap_or(0))
+            })
+        };
+        let one = |found: FoundOne| found.map(|(n, at)| (n, Some(0), at));
         let reads = rows.into_iter().map(|row| async move {
-            let value = match &row {
-                Row::Hour(link, at) => pair(
+            let found: Found = match &row {
+                Row::Hour(link, at) => {
                     self.row(
-                        "SELECT total, bots FROM {ks}.rollup_hour_w WHERE link_id = ? \
-                         AND month = ? AND hour = ? AND writer = ?",
+                        "SELECT total, bots, WRITETIME(total) FROM {ks}.rollup_hour_w \
+                         WHERE link_id = ? AND month = ? AND hour = ? AND writer = ?",
                         (link, ids::month_of(*at), at, writer),
                     )
-                    .await?,
-                ),
+                    .await?
+                }
                 Row::Day(link, at, dim, key) => one(self
                     .row(
-                        "SELECT n FROM {ks}.rollup_day_w WHERE link_id = ? AND month = ? \
-                         AND day = ? AND dim = ? AND key = ? AND writer = ?",
+                        "SELECT n, WRITETIME(n) FROM {ks}.rollup_day_w WHERE link_id = ? \
+                         AND month = ? AND day = ? AND dim = ? AND key = ? AND writer = ?",
                         (link, ids::month_of(*at), at, dim, key, writer),
                     )
                     .await?),
-                Row::OwnerHour(owner, at) => pair(
+                Row::OwnerHour(owner, at) => {
                     self.row(
-                        "SELECT total, bots FROM {ks}.owner_rollup_hour_w WHERE owner = ? \
-                         AND month = ? AND hour = ? AND writer = ?",
+                        "SELECT total, bots, WRITETIME(total) FROM {ks}.owner_rollup_hour_w \
+                         WHERE owner = ? AND month = ? AND hour = ? AND writer = ?",
                         (owner, ids::month_of(*at), at, writer),
                     )
-                    .await?,
-                ),
-                Row::OwnerDay(owner, at, link) => pair(
+                    .await?
+                }
+                Row::OwnerDay(owner, at, link) => {
                     self.row(
-                        "SELECT total, bots FROM {ks}.owner_link_day_w WHERE owner = ? \
-                         AND month = ? AND day = ? AND link_id = ? AND writer = ?",
+                        "SELECT total, bots, WRITETIME(total) FROM {ks}.owner_link_day_w \
+                         WHERE owner = ? AND month = ? AND day = ? AND link_id = ? AND writer = ?",
                         (owner, ids::month_of(*at), at, link, writer),
                     )
-                    .await?,
-                ),
+                    .await?
+                }
                 Row::Link(link) => one(self
                     .row(
-                        "SELECT clicks FROM {ks}.link_clicks_w WHERE link_id = ? AND writer = ?",
+                        "SELECT clicks, WRITETIME(clicks) FROM {ks}.link_clicks_w \
+                         WHERE link_id = ? AND writer = ?",
                         (link, writer),
                     )
                     .await?),
             };
-            Ok::<_, StoreError>((row, value))
+            let (value, at) = value(found);
+            Ok::<_, StoreError>((row, value, at))
         });
         futures_util::stream::iter(reads)
             .buffer_unordered(crate::clicks::WRITE_CONCURRENCY)
@@ -558,7 +703,13 @@ impl CqlStore {
 
     /// The writes of `rows` (values of `writer` at `stamp`): one unlogged batch per
     /// partition and [`ROWS_PER_WRITE`] rows.
-    fn rows_writes<'s>(&'s self, writer: i64, stamp: i64, rows: Vec<Valued>) -> Vec<RowsWrite<'s>> {
+    fn rows_writes<'s>(
+        &'s self,
+        writer: i64,
+        stamp: i64,
+        until: std::time::Instant,
+        rows: Vec<Valued>,
+    ) -> Vec<RowsWrite<'s>> {
         let mut partitions: HashMap<(u8, i64, i32), Vec<Valued>> = HashMap::new();
         for (row, value) in rows {
             partitions
@@ -573,6 +724,7 @@ impl CqlStore {
                 let write = match table {
                     0 => self.rows_write(
                         HOUR_WRITE,
+                        until,
                         keys,
                         chunk.iter().filter_map(|(row, (total, bots))| match row {
                             Row::Hour(link, at) => {
@@ -583,6 +735,7 @@ impl CqlStore {
                     ),
                     1 => self.rows_write(
                         DAY_WRITE,
+                        until,
                         keys,
                         chunk.iter().filter_map(|(row, (n, _))| match row {
                             Row::Day(link, at, dim, key) => {
@@ -593,6 +746,7 @@ impl CqlStore {
                     ),
                     2 => self.rows_write(
                         OWNER_HOUR_WRITE,
+                        until,
                         keys,
                         chunk.iter().filter_map(|(row, (total, bots))| match row {
                             Row::OwnerHour(owner, at) => {
@@ -603,6 +757,7 @@ impl CqlStore {
                     ),
                     3 => self.rows_write(
                         OWNER_DAY_WRITE,
+                        until,
                         keys,
                         chunk.iter().filter_map(|(row, (total, bots))| match row {
                             Row::OwnerDay(owner, at, link) => {
@@ -613,6 +768,7 @@ impl CqlStore {
                     ),
                     _ => self.rows_write(
                         LINK_WRITE,
+                        until,
                         keys,
                         chunk.iter().filter_map(|(row, (n, _))| match row {
                             Row::Link(link) => Some((*link, writer, *n, stamp)),
@@ -627,11 +783,13 @@ impl CqlStore {
     }
 
     /// One write of `values` (rows of one partition) by `cql`, attempted up to
-    /// [`WRITE_ATTEMPTS`] times: each attempt writes the same values at the same
-    /// timestamp, so one that landed unanswered is repeated harmlessly.
+    /// [`WRITE_ATTEMPTS`] times and none after `until` (when the writer slot may be
+    /// another's): each attempt writes the same values at the same timestamp, so one that
+    /// landed unanswered is repeated harmlessly.
     fn rows_write<'s, R>(
         &'s self,
         cql: &'static str,
+        until: std::time::Instant,
         keys: Vec<Row>,
         values: impl Iterator<Item = R>,
     ) -> RowsWrite<'s>
@@ -652,6 +810,10 @@ impl CqlStore {
             let mut backoff = FIRST_BACKOFF;
             let mut attempt = 1;
             loop {
+                if std::time::Instant::now() >= until {
+                    let late = "the count writer slot's lease may have run out".to_owned();
+                    return (keys, attempt, Err(late));
+                }
                 match self.session.batch(&batch, &values).await {
                     Ok(_) => return (keys, attempt, Ok(())),
                     Err(error) if attempt < WRITE_ATTEMPTS && !permanent(&error) => {
@@ -705,6 +867,35 @@ mod tests {
         );
         assert!(tally.forgot(&Row::Hour(3, 100 * 3600)));
         assert!(!tally.forgot(&Row::Hour(3, 101 * 3600)));
+    }
+
+    #[test]
+    fn a_slot_taken_over_reads_back_what_an_earlier_holder_may_have_written() {
+        let mut tally = Tally::new(10);
+        tally.values.insert(Row::Link(1), (3, 0));
+        tally.unwritten.insert(Row::Link(1));
+        tally.carried.push("b".into());
+        assert_eq!(tally.lapse(), vec!["b".to_owned()]);
+        assert!(tally.values.is_empty() && tally.unwritten.is_empty());
+        let now = 1_000 * 3600 + 120;
+        tally.take(7, std::time::Instant::now(), now);
+        assert_eq!(tally.writer, 7);
+        assert!(tally.forgot(&Row::Link(1)), "a link's total");
+        assert!(
+            tally.forgot(&Row::Hour(1, 1_000 * 3600)),
+            "the current hour"
+        );
+        assert!(tally.forgot(&Row::Day(1, 1_000 * 3600 - 86_000, "os", "x".into())));
+        assert!(
+            !tally.forgot(&Row::Hour(1, 1_001 * 3600)),
+            "an hour to come"
+        );
+        // Five minutes before the hour: clicks are taken 5 minutes ahead and clocks
+        // differ, so the next hour's rows may have been written too.
+        tally.lapse();
+        tally.take(8, std::time::Instant::now(), 1_001 * 3600 - 300);
+        assert!(tally.forgot(&Row::Hour(1, 1_001 * 3600)));
+        assert!(!tally.forgot(&Row::Hour(1, 1_002 * 3600)));
     }
 
     #[test]

@@ -98,13 +98,13 @@ async fn a_keyspace_from_a_newer_binary_is_refused() {
 
 /// Counts are every writer's rows plus the counters of versions before migration 14: two
 /// stores (two writers) ingest on top of counters written the old way, one of them
-/// remembering so few rows that it forgets and reads its own back, and every read adds
-/// them all up.
+/// remembering so few rows that it forgets and reads its own back, a third takes over a
+/// closed one's slot, and every read adds them all up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_add_up_over_writers_forgotten_rows_and_older_counters() {
-    use shortlink_core::{Interval, Role};
+    use shortlink_core::Role;
+    use shortlink_store::IngestOutcome;
     use shortlink_store::conformance::{click, new_link};
-    use shortlink_store::{AccountStatsQuery, IngestOutcome, StatsQuery};
 
     let config = CqlConfig {
         tally_rows: 3,
@@ -209,44 +209,96 @@ async fn counts_add_up_over_writers_forgotten_rows_and_older_counters() {
 
     // 5 older + 3 + 2 + 4 + 1 + 2.
     for store in [&a, &b] {
-        let read = store.get_link("", "tally").await.unwrap().unwrap();
-        assert_eq!(read.clicks, 17, "the link's clicks");
-        let stats = store
-            .link_stats(StatsQuery {
-                link_id: link.id,
-                from: earlier - 3600,
-                to: hour + 3600,
-                interval: Interval::Hour,
-                top: 10,
-                include_bots: true,
-            })
-            .await
-            .unwrap();
-        assert_eq!((stats.total, stats.bots), (17, 1));
-        let series: Vec<(i64, u64)> = stats.series.iter().map(|p| (p.ts, p.count)).collect();
-        assert_eq!(series, vec![(earlier, 6), (hour, 11)]);
-        let referrers: Vec<(&str, u64)> = stats
-            .referrers
-            .iter()
-            .map(|k| (k.key.as_str(), k.count))
-            .collect();
-        assert_eq!(referrers, vec![("example.com", 17)]);
-        let account = store
-            .account_stats(AccountStatsQuery {
-                owner,
-                from: earlier - 3600,
-                to: hour + 3600,
-                interval: Interval::Hour,
-                top: 10,
-                include_bots: true,
-            })
-            .await
-            .unwrap();
-        assert_eq!((account.total, account.bots), (17, 1));
-        assert_eq!(account.links.len(), 1);
-        assert_eq!(account.links[0].clicks, 17);
+        adds_up(store, link.id, owner, (earlier, hour), 17, (6, 11)).await;
+    }
+
+    // A store closing lets go of its writer slot and the next one takes it over, reading
+    // back the rows it meets: the rows of a key stay as many as the writers at once.
+    a.close_ingestion().await;
+    let c: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
+    let both: Vec<_> = clicks(earlier, 1)
+        .into_iter()
+        .chain(clicks(hour, 1))
+        .collect();
+    assert_eq!(
+        c.ingest_clicks("tally-5", both).await.unwrap(),
+        IngestOutcome::Applied
+    );
+    let writers: Vec<(i64,)> = session
+        .query_unpaged(
+            format!(
+                "SELECT writer FROM {ks}.link_clicks_w WHERE link_id = {}",
+                link.id
+            ),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(i64,)>()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        writers,
+        vec![(0,), (1,)],
+        "slot 0 taken over, not a third writer"
+    );
+    for store in [&b, &c] {
+        adds_up(store, link.id, owner, (earlier, hour), 19, (7, 12)).await;
     }
     CqlStore::drop_keyspace(&config)
         .await
         .expect("drop keyspace");
+}
+
+/// Asserts `link`'s counts: its total, its clicks at the two hours (one a bot's, at the
+/// second), its referrer and its owner's account, all `total`.
+async fn adds_up(
+    store: &Arc<dyn Store>,
+    link: i64,
+    owner: i64,
+    (earlier, hour): (i64, i64),
+    total: u64,
+    (at_earlier, at_hour): (u64, u64),
+) {
+    use shortlink_core::Interval;
+    use shortlink_store::{AccountStatsQuery, StatsQuery};
+    let read = store.get_link("", "tally").await.unwrap().unwrap();
+    assert_eq!(read.clicks, total, "the link's clicks");
+    let stats = store
+        .link_stats(StatsQuery {
+            link_id: link,
+            from: earlier - 3600,
+            to: hour + 3600,
+            interval: Interval::Hour,
+            top: 10,
+            include_bots: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((stats.total, stats.bots), (total, 1));
+    let series: Vec<(i64, u64)> = stats.series.iter().map(|p| (p.ts, p.count)).collect();
+    assert_eq!(series, vec![(earlier, at_earlier), (hour, at_hour)]);
+    let referrers: Vec<(&str, u64)> = stats
+        .referrers
+        .iter()
+        .map(|k| (k.key.as_str(), k.count))
+        .collect();
+    assert_eq!(referrers, vec![("example.com", total)]);
+    let account = store
+        .account_stats(AccountStatsQuery {
+            owner,
+            from: earlier - 3600,
+            to: hour + 3600,
+            interval: Interval::Hour,
+            top: 10,
+            include_bots: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((account.total, account.bots), (total, 1));
+    assert_eq!(account.links.len(), 1);
+    assert_eq!(account.links[0].clicks, total);
 }

@@ -525,6 +525,10 @@ pub trait ClickStore: Send + Sync {
         clicks: Vec<EnrichedClick>,
     ) -> Result<IngestOutcome, StoreError>;
 
+    /// Called at shutdown once no batch is taken any more: a backend that holds something
+    /// for this process's ingestion lets go of it (CQL: its count writer slot).
+    async fn close_ingestion(&self) {}
+
     /// Statistics of one link, answered from rollups (cost grows with buckets, not clicks).
     async fn link_stats(&self, query: StatsQuery) -> Result<LinkStats, StoreError>;
 
