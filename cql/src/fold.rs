@@ -55,10 +55,6 @@ const TRUST_FOR: Duration = Duration::from_secs(20);
 /// Writer slots; a control plane holds one at a time.
 const WRITER_SLOTS: i64 = 1024;
 
-/// How far past its start a slot taken over may hold an earlier holder's rows: clicks are
-/// accepted up to 5 minutes ahead, and control planes' clocks may differ a few more.
-const TAKEOVER_MARGIN_SECS: i64 = 600;
-
 /// Attempts of one write of a round; after the last its rows wait for the next round.
 const WRITE_ATTEMPTS: u32 = 6;
 
@@ -197,13 +193,18 @@ impl From<RoundFailed> for StoreError {
     }
 }
 
-/// This process's counts: the running totals of the rows it writes under the writer slot
-/// it holds. A row is written as its absolute value with the round's timestamp, so a write
-/// whose answer was lost is sent again as it was and changes nothing if it had landed.
+/// This process's counts: the running totals of the rows it writes, a period's under a
+/// writer id of its own, a link's total under the writer slot it holds. A row is written
+/// as its absolute value with the round's timestamp, so a write whose answer was lost is
+/// sent again as it was and changes nothing if it had landed.
 #[derive(Debug)]
 pub(crate) struct Tally {
-    /// The writer slot held (`count_writers`, by lease): no other process writes its rows.
-    writer: i64,
+    /// The writer id of this process's period rows (random, above every slot): the rows
+    /// of a period are bounded by the processes running in it.
+    process: i64,
+    /// The writer slot held for links' totals (`count_writers`, by lease; -1: none): a
+    /// total never ends, so its writers are slots, reused, not processes.
+    slot: i64,
     /// This process's name in the lease (random).
     holder: i64,
     /// When the lease was last taken or renewed (None: no slot held).
@@ -226,7 +227,8 @@ pub(crate) struct Tally {
 impl Tally {
     fn new(capacity: usize) -> Tally {
         Tally {
-            writer: -1,
+            process: (rand::random::<u64>() >> 2 | 1 << 62) as i64,
+            slot: -1,
             holder: rand::random(),
             renewed: None,
             stamp: 0,
@@ -277,25 +279,30 @@ impl Tally {
         (self.forgotten_before, self.links_forgotten) = (before, links);
     }
 
-    /// Lets go of the slot and of everything remembered under it (the slot is, or may
-    /// be, another's now); returns the batches whose counts were not written.
+    /// Lets go of the slot and of the links' totals remembered under it (the slot is, or
+    /// may be, another's now); returns the batches whose counts were not all written
+    /// (their totals may be short: they are settled as uncertain).
     fn lapse(&mut self) -> Vec<String> {
-        self.values.clear();
-        self.unwritten.clear();
+        self.values.retain(|row, _| !matches!(row, Row::Link(_)));
+        self.unwritten.retain(|row| !matches!(row, Row::Link(_)));
         self.renewed = None;
         std::mem::take(&mut self.carried)
     }
 
-    /// Starts writing under `slot`, taken `at`: earlier holders may have written its
-    /// rows of periods that started before now (and a margin), and every link's total, so
-    /// those are read back when first met.
-    fn take(&mut self, slot: i64, at: std::time::Instant, now: i64) {
-        self.writer = slot;
+    /// Starts writing links' totals under `slot`, taken `at`: an earlier holder may have
+    /// written any of them, so each is read back when first met.
+    fn take(&mut self, slot: i64, at: std::time::Instant) {
+        self.slot = slot;
         self.renewed = Some(at);
-        self.forgotten_before = self
-            .forgotten_before
-            .max(now.saturating_add(TAKEOVER_MARGIN_SECS));
         self.links_forgotten = true;
+    }
+
+    /// The writer id `row` is stored under.
+    fn writer_of(&self, row: &Row) -> i64 {
+        match row {
+            Row::Link(_) => self.slot,
+            _ => self.process,
+        }
     }
 
     /// The next round's timestamp: now in microseconds, after the last one.
@@ -418,7 +425,11 @@ impl CqlStore {
         tally.make_room(shortlink_core::time_util::now_unix());
         let forgotten: Vec<Row> = counts.keys().filter(|r| tally.forgot(r)).cloned().collect();
         if !forgotten.is_empty() {
-            match self.read_own(tally.writer, forgotten).await {
+            let forgotten = forgotten
+                .into_iter()
+                .map(|r| (tally.writer_of(&r), r))
+                .collect();
+            match self.read_own(forgotten).await {
                 Ok(found) => {
                     for (row, value, written_at) in found {
                         // Later than any write read back (an earlier holder's included).
@@ -450,7 +461,7 @@ impl CqlStore {
         {
             use futures_util::StreamExt;
             let mut writes =
-                futures_util::stream::iter(self.rows_writes(tally.writer, stamp, until, rows))
+                futures_util::stream::iter(self.rows_writes(tally, stamp, until, rows))
                     .buffer_unordered(crate::clicks::WRITE_CONCURRENCY);
             while let Some((rows, attempts, result)) = writes.next().await {
                 again += attempts.saturating_sub(1);
@@ -500,7 +511,7 @@ impl CqlStore {
                     .lwt(
                         "UPDATE {ks}.count_writers USING TTL ? SET holder = ? \
                          WHERE slot = ? IF holder = ?",
-                        (SLOT_LEASE_SECS, tally.holder, tally.writer, tally.holder),
+                        (SLOT_LEASE_SECS, tally.holder, tally.slot, tally.holder),
                     )
                     .await
                 {
@@ -518,7 +529,7 @@ impl CqlStore {
             }
             let dropped = tally.lapse();
             tracing::warn!(
-                slot = tally.writer,
+                slot = tally.slot,
                 unwritten_batches = dropped.len(),
                 "the count writer slot's lease ran out; taking a slot again (batches whose \
                  counts were not written are settled as uncertain)"
@@ -533,7 +544,7 @@ impl CqlStore {
                 )
                 .await?;
             if taken {
-                tally.take(slot, now, shortlink_core::time_util::now_unix());
+                tally.take(slot, now);
                 tracing::info!(slot, "counting clicks as writer slot {slot}");
                 return Ok(now + TRUST_FOR);
             }
@@ -551,7 +562,7 @@ impl CqlStore {
         if tally.renewed.is_none() || !tally.unwritten.is_empty() {
             return;
         }
-        let (slot, holder) = (tally.writer, tally.holder);
+        let (slot, holder) = (tally.slot, tally.holder);
         tally.lapse();
         if let Err(error) = self
             .lwt(
@@ -581,8 +592,7 @@ impl CqlStore {
     /// written (µs; 0 when absent).
     async fn read_own(
         &self,
-        writer: i64,
-        rows: Vec<Row>,
+        rows: Vec<(i64, Row)>,
     ) -> Result<Vec<(Row, (i64, i64), i64)>, StoreError> {
         use futures_util::StreamExt;
         type Found = Option<(Option<i64>, Option<i64>, Option<i64>)>;
@@ -593,7 +603,7 @@ impl CqlStore {
             })
         };
         let one = |found: FoundOne| found.map(|(n, at)| (n, Some(0), at));
-        let reads = rows.into_iter().map(|row| async move {
+        let reads = rows.into_iter().map(|(writer, row)| async move {
             let found: Found = match &row {
                 Row::Hour(link, at) => {
                     self.row(
@@ -705,7 +715,7 @@ impl CqlStore {
     /// partition and [`ROWS_PER_WRITE`] rows.
     fn rows_writes<'s>(
         &'s self,
-        writer: i64,
+        tally: &Tally,
         stamp: i64,
         until: std::time::Instant,
         rows: Vec<Valued>,
@@ -718,6 +728,7 @@ impl CqlStore {
                 .push((row, value));
         }
         let mut writes = Vec::new();
+        let (writer, slot) = (tally.process, tally.slot);
         for ((table, _, month), rows) in partitions {
             for chunk in rows.chunks(ROWS_PER_WRITE) {
                 let keys: Vec<Row> = chunk.iter().map(|(row, _)| row.clone()).collect();
@@ -771,7 +782,7 @@ impl CqlStore {
                         until,
                         keys,
                         chunk.iter().filter_map(|(row, (n, _))| match row {
-                            Row::Link(link) => Some((*link, writer, *n, stamp)),
+                            Row::Link(link) => Some((*link, slot, *n, stamp)),
                             _ => None,
                         }),
                     ),
@@ -870,32 +881,27 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_taken_over_reads_back_what_an_earlier_holder_may_have_written() {
+    fn a_slot_taken_over_reads_back_the_links_totals_only() {
         let mut tally = Tally::new(10);
+        assert!(tally.process >= 1 << 62, "above every slot");
         tally.values.insert(Row::Link(1), (3, 0));
+        tally.values.insert(Row::Hour(1, 3600), (3, 0));
         tally.unwritten.insert(Row::Link(1));
+        tally.unwritten.insert(Row::Hour(1, 3600));
         tally.carried.push("b".into());
+        // A lease lost: the totals written under the slot are dropped, the period rows
+        // (under this process's own id) kept, and the waiting batches given up.
         assert_eq!(tally.lapse(), vec!["b".to_owned()]);
-        assert!(tally.values.is_empty() && tally.unwritten.is_empty());
-        let now = 1_000 * 3600 + 120;
-        tally.take(7, std::time::Instant::now(), now);
-        assert_eq!(tally.writer, 7);
-        assert!(tally.forgot(&Row::Link(1)), "a link's total");
+        assert_eq!(tally.values.len(), 1);
+        assert!(tally.unwritten.contains(&Row::Hour(1, 3600)));
+        tally.take(7, std::time::Instant::now());
+        assert_eq!((tally.slot, tally.writer_of(&Row::Link(1))), (7, 7));
+        assert_eq!(tally.writer_of(&Row::Hour(1, 3600)), tally.process);
+        assert!(tally.forgot(&Row::Link(1)), "a link's total is read back");
         assert!(
-            tally.forgot(&Row::Hour(1, 1_000 * 3600)),
-            "the current hour"
+            !tally.forgot(&Row::Hour(2, 3600)),
+            "a period row is this process's own"
         );
-        assert!(tally.forgot(&Row::Day(1, 1_000 * 3600 - 86_000, "os", "x".into())));
-        assert!(
-            !tally.forgot(&Row::Hour(1, 1_001 * 3600)),
-            "an hour to come"
-        );
-        // Five minutes before the hour: clicks are taken 5 minutes ahead and clocks
-        // differ, so the next hour's rows may have been written too.
-        tally.lapse();
-        tally.take(8, std::time::Instant::now(), 1_001 * 3600 - 300);
-        assert!(tally.forgot(&Row::Hour(1, 1_001 * 3600)));
-        assert!(!tally.forgot(&Row::Hour(1, 1_002 * 3600)));
     }
 
     #[test]
