@@ -71,7 +71,7 @@ pub static CLICKS_UNCERTAIN: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "shortlink_clicks_uncertain_total",
         "Clicks of batches whose counts were never known written (the process holding \
-         them died first): counted at most once, possibly not at all.",
+         them died or lost its writer slot first): counted at most once, possibly not at all.",
     )
 });
 

@@ -17,9 +17,10 @@
 //!   written, so they may be short and are not written again, the rest is (uncertain).
 //!
 //! When count writes do not land after their attempts, the counts stay in memory and the
-//! next round writes them with its own (then marks the batch counted); the sender is told
-//! to retry later. When nothing was added (a read failed first), the claim is released
-//! and the sender retries the whole batch. Reads sum every writer's row and the counter
+//! round of the next batch ingested writes them first (then marks the batch counted); the
+//! sender is told to retry later. When nothing was added (the writer slot or a row read
+//! back failed first), the claim is released and the sender retries the whole batch.
+//! Reads sum every writer's row and the counter
 //! row of versions before per-writer counts.
 
 use std::collections::HashMap;
@@ -80,7 +81,7 @@ pub(crate) const VISITORS_DAY_INSERT: &str = "INSERT INTO {ks}.visitors_day \
 /// A period read with more sketch rows than this is folded into one.
 const FOLD_ABOVE: usize = 4;
 
-/// Counter writes in flight per batch.
+/// Writes in flight per round or batch.
 pub(crate) const WRITE_CONCURRENCY: usize = 64;
 
 /// Rows per counter batch (all of one partition).
@@ -436,6 +437,11 @@ impl ClickStore for CqlStore {
         batch_id: &str,
         clicks: Vec<EnrichedClick>,
     ) -> Result<IngestOutcome, StoreError> {
+        // Counts an earlier round could not write go first: a batch of that round sent
+        // again then finds itself counted.
+        if self.fold.pending() {
+            self.flush_counts().await;
+        }
         let ids: std::collections::HashSet<LinkId> = clicks.iter().map(|c| c.link_id).collect();
         let links: HashMap<LinkId, Option<LinkInfo>> = {
             use futures_util::StreamExt;
@@ -449,8 +455,8 @@ impl ClickStore for CqlStore {
                 .await;
             found.into_iter().collect::<Result<_, _>>()?
         };
-        // Claimed only now, with every read done: from the claim to the counter writes
-        // nothing else can fail and leave the batch claimed but not counted.
+        // Claimed only now, with every read of its own done: a round failing before it adds
+        // the counts (its slot or a row read back) releases the claim.
         let batch_clicks: u64 = clicks.iter().map(|c| u64::from(c.count.max(1))).sum();
         let claim = match self.claim_batch(batch_id, batch_clicks).await? {
             Ok(claim) => claim,
@@ -513,7 +519,7 @@ impl ClickStore for CqlStore {
             clicked,
             batch_id: batch_id.to_owned(),
         };
-        // Counters, visitor sketches and `link.clicked` events go in a round shared with
+        // Counts, visitor sketches and `link.clicked` events go in a round shared with
         // the batches ingested meanwhile (crate::fold).
         let outcome = async {
             Ok::<IngestOutcome, StoreError>(match claim {
@@ -560,7 +566,7 @@ impl ClickStore for CqlStore {
             Some(Some(info)) => Some(info.owner),
             _ => None,
         });
-        // Stamped once the counters are written, just before its own write: an export
+        // Stamped once the counts are written, just before its own write: an export
         // reads rows up to the settle time before now, so a row must land within it.
         let at_ms = now_unix_ms();
         let day = day_of(at_ms.div_euclid(1000));

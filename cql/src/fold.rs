@@ -1,7 +1,8 @@
-//! Click counters folded across batches: batches ingested at the same time add their
+//! Click counts folded across batches: batches ingested at the same time add their
 //! deltas into one set, written by one of them (a group commit), so a row that many
-//! batches touch (a busy link's hour, its country, its owner's day) costs one counter
-//! update per round instead of one per batch. The round also writes one visitor sketch
+//! batches touch (a busy link's hour, its country, its owner's day) costs one write per
+//! round instead of one per batch. Counts are this process's running totals, written as
+//! absolute values per writer (see [`Tally`]). The round also writes one visitor sketch
 //! row per link and period (the union of its batches' sketches, keyed by one of their
 //! batch ids) and one `link.clicked` event per link. Each batch keeps its own claim; the
 //! round's outcome is every batch's outcome.
@@ -45,12 +46,8 @@ pub(crate) const LINK_WRITE: &str = "INSERT INTO {ks}.link_clicks_w (link_id, wr
 /// How long a writer slot is held without a renewal (the lease's TTL).
 const SLOT_LEASE_SECS: i32 = 30;
 
-/// A held slot is renewed by the first round after this long.
-const RENEW_AFTER: Duration = Duration::from_secs(10);
-
-/// How long after its last renewal a slot is written to: well inside the lease, so no
-/// write is sent once another process could hold it.
-const TRUST_FOR: Duration = Duration::from_secs(20);
+/// The lease as a duration.
+const SLOT_LEASE: Duration = Duration::from_secs(SLOT_LEASE_SECS as u64);
 
 /// Writer slots; a control plane holds one at a time.
 const WRITER_SLOTS: i64 = 1024;
@@ -87,6 +84,15 @@ impl Row {
             | Row::Day(_, at, ..)
             | Row::OwnerHour(_, at)
             | Row::OwnerDay(_, at, _) => Some(*at),
+            Row::Link(_) => None,
+        }
+    }
+
+    /// When the period it counts ends (a link's total has none).
+    fn ends(&self) -> Option<i64> {
+        match self {
+            Row::Hour(_, at) | Row::OwnerHour(_, at) => Some(at.saturating_add(3600)),
+            Row::Day(_, at, ..) | Row::OwnerDay(_, at, _) => Some(at.saturating_add(86_400)),
             Row::Link(_) => None,
         }
     }
@@ -222,12 +228,15 @@ pub(crate) struct Tally {
     links_forgotten: bool,
     /// Rows remembered before forgetting written ones.
     capacity: usize,
+    /// How long after its last renewal the slot is written to: the lease less a request's
+    /// timeout and a second, so no write is in flight when another process may take it.
+    trust_for: Duration,
 }
 
 impl Tally {
-    fn new(capacity: usize) -> Tally {
+    fn new(capacity: usize, request_timeout: Duration) -> Tally {
         Tally {
-            process: (rand::random::<u64>() >> 2 | 1 << 62) as i64,
+            process: ((rand::random::<u64>() >> 2) | (1 << 62)) as i64,
             slot: -1,
             holder: rand::random(),
             renewed: None,
@@ -238,6 +247,7 @@ impl Tally {
             forgotten_before: i64::MIN,
             links_forgotten: false,
             capacity,
+            trust_for: SLOT_LEASE.saturating_sub(request_timeout + Duration::from_secs(1)),
         }
     }
 
@@ -250,14 +260,13 @@ impl Tally {
             }
     }
 
-    /// Over capacity, forgets written rows of periods that started over an hour before
-    /// the current one, then if still over three quarters of it every written row.
+    /// Over capacity, forgets written rows of periods that ended over an hour ago, then if
+    /// still over three quarters of it every written row.
     fn make_room(&mut self, now: i64) {
         if self.values.len() <= self.capacity {
             return;
         }
-        let cutoff = now - now.rem_euclid(3600) - 3600;
-        self.forget(|row| row.starts().is_some_and(|at| at < cutoff));
+        self.forget(|row| row.ends().is_some_and(|end| end < now - 3600));
         if self.values.len() > self.capacity * 3 / 4 {
             self.forget(|_| true);
         }
@@ -281,7 +290,7 @@ impl Tally {
 
     /// Lets go of the slot and of the links' totals remembered under it (the slot is, or
     /// may be, another's now); returns the batches whose counts were not all written
-    /// (their totals may be short: they are settled as uncertain).
+    /// (their totals may be short: they are reported uncertain when sent again).
     fn lapse(&mut self) -> Vec<String> {
         self.values.retain(|row, _| !matches!(row, Row::Link(_)));
         self.unwritten.retain(|row| !matches!(row, Row::Link(_)));
@@ -319,15 +328,24 @@ impl Tally {
 pub(crate) struct Fold {
     waiting: std::sync::Mutex<Vec<(Deltas, oneshot::Sender<Folded>)>>,
     tally: tokio::sync::Mutex<Tally>,
+    /// Whether counts wait unwritten: the next batch ingested writes them first.
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl Fold {
-    /// No batch waiting, a new writer remembering `tally_rows` rows at most.
-    pub(crate) fn new(tally_rows: usize) -> Fold {
+    /// No batch waiting, a new writer remembering `tally_rows` rows at most, whose
+    /// requests time out after `request_timeout`.
+    pub(crate) fn new(tally_rows: usize, request_timeout: Duration) -> Fold {
         Fold {
             waiting: Default::default(),
-            tally: tokio::sync::Mutex::new(Tally::new(tally_rows)),
+            tally: tokio::sync::Mutex::new(Tally::new(tally_rows, request_timeout)),
+            pending: Default::default(),
         }
+    }
+
+    /// Whether counts of earlier rounds wait unwritten.
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -380,7 +398,10 @@ impl CqlStore {
         let mut senders = Vec::with_capacity(waiting.len());
         let mut batches = Vec::with_capacity(waiting.len());
         for (deltas, sender) in waiting {
-            batches.push(deltas.batch_id.clone());
+            // A round with no batch of its own only writes what earlier rounds left.
+            if !deltas.batch_id.is_empty() {
+                batches.push(deltas.batch_id.clone());
+            }
             all.merge(deltas);
             senders.push(sender);
         }
@@ -486,29 +507,40 @@ impl CqlStore {
         }
         if let Some(error) = first {
             tally.carried.extend(batches);
+            self.fold
+                .pending
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Round::Carried(RoundFailed(error));
         }
         for batch_id in std::mem::take(&mut tally.carried) {
             if let Err(error) = self.mark_carried_counted(&batch_id).await {
-                tracing::warn!(batch_id, %error, "cannot mark a click batch counted");
+                tracing::warn!(batch_id, %error, "cannot mark a click batch counted yet");
+                tally.carried.push(batch_id);
             }
         }
+        self.fold.pending.store(
+            !tally.carried.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Round::All
     }
 
     /// Holds a writer slot for this round: the one held, renewed when due, or else the
-    /// first free one (what was remembered under a lost one is dropped). Returns until
-    /// when writes may be sent under it.
+    /// one held before or the first free one (the totals remembered under a lost one are
+    /// dropped). Returns until when writes may be sent under it.
     async fn hold_slot(&self, tally: &mut Tally) -> Result<std::time::Instant, StoreError> {
         let now = std::time::Instant::now();
+        let trust_for = tally.trust_for;
         if let Some(at) = tally.renewed {
             let age = now.duration_since(at);
-            if age < RENEW_AFTER {
-                return Ok(at + TRUST_FOR);
+            if age < trust_for / 2 {
+                return Ok(at + trust_for);
             }
-            if age < TRUST_FOR {
+            // Between rounds no write is in flight: a lease still held (`IF holder`) can
+            // be renewed up to its end.
+            if age < SLOT_LEASE {
                 match self
-                    .lwt(
+                    .slot_lwt(
                         "UPDATE {ks}.count_writers USING TTL ? SET holder = ? \
                          WHERE slot = ? IF holder = ?",
                         (SLOT_LEASE_SECS, tally.holder, tally.slot, tally.holder),
@@ -517,14 +549,14 @@ impl CqlStore {
                 {
                     Ok(true) => {
                         tally.renewed = Some(now);
-                        return Ok(now + TRUST_FOR);
+                        return Ok(now + trust_for);
                     }
                     // Unanswered: the lease still holds until its last renewal's end.
-                    Err(error) => {
+                    Err(error) if age < trust_for => {
                         tracing::debug!(%error, "renewing the count writer slot went unanswered");
-                        return Ok(at + TRUST_FOR);
+                        return Ok(at + trust_for);
                     }
-                    Ok(false) => {}
+                    Ok(false) | Err(_) => {}
                 }
             }
             let dropped = tally.lapse();
@@ -532,12 +564,13 @@ impl CqlStore {
                 slot = tally.slot,
                 unwritten_batches = dropped.len(),
                 "the count writer slot's lease ran out; taking a slot again (batches whose \
-                 counts were not written are settled as uncertain)"
+                 counts were not written are reported uncertain when sent again)"
             );
         }
-        for slot in 0..WRITER_SLOTS {
+        let before = (tally.slot >= 0).then_some(tally.slot);
+        for slot in before.into_iter().chain(0..WRITER_SLOTS) {
             let taken = self
-                .lwt(
+                .slot_lwt(
                     "INSERT INTO {ks}.count_writers (slot, holder) VALUES (?, ?) \
                      IF NOT EXISTS USING TTL ?",
                     (slot, tally.holder, SLOT_LEASE_SECS),
@@ -546,7 +579,7 @@ impl CqlStore {
             if taken {
                 tally.take(slot, now);
                 tracing::info!(slot, "counting clicks as writer slot {slot}");
-                return Ok(now + TRUST_FOR);
+                return Ok(now + trust_for);
             }
         }
         Err(StoreError::unavailable(RoundFailed(format!(
@@ -554,10 +587,59 @@ impl CqlStore {
         ))))
     }
 
-    /// Lets go of the writer slot once the round in progress ends, if every count is
-    /// written (else the lease runs out by itself): the next control plane to start takes
-    /// it at once.
+    /// The row of a count read back, at the counts' consistency (at least a quorum, so
+    /// it includes the last write that succeeded).
+    async fn count_row<R>(
+        &self,
+        cql: &'static str,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let mut statement = self.prepare(cql, Kind::Read).await?;
+        statement.set_consistency(self.count_consistency);
+        let result = self
+            .session
+            .execute_unpaged(&statement, values)
+            .await
+            .map_err(crate::failed)?;
+        let rows = result.into_rows_result().map_err(crate::backend)?;
+        rows.maybe_first_row::<R>().map_err(crate::backend)
+    }
+
+    /// A lightweight transaction on `count_writers` at SERIAL consistency: control planes
+    /// in every datacenter share the slots, so two must never win one.
+    async fn slot_lwt(
+        &self,
+        cql: &'static str,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool, StoreError> {
+        let mut statement = self.prepare(cql, Kind::Lwt).await?;
+        statement.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
+        let result = self
+            .session
+            .execute_unpaged(&statement, values)
+            .await
+            .map_err(crate::failed)?;
+        crate::applied(result)
+    }
+
+    /// Writes what earlier rounds left unwritten (a round of no batch of its own).
+    pub(crate) async fn flush_counts(&self) {
+        let flushed = self.count_folded(Deltas::default()).await;
+        if let Round::Carried(error) | Round::Nothing(error) = flushed.counters {
+            tracing::debug!(%error, "counts left unwritten are still not written");
+        }
+    }
+
+    /// Lets go of the writer slot at shutdown once what is left is written (if it cannot
+    /// be, the lease runs out by itself): the next control plane to start takes it at
+    /// once.
     pub(crate) async fn release_slot(&self) {
+        if self.fold.pending() {
+            self.flush_counts().await;
+        }
         let mut tally = self.fold.tally.lock().await;
         if tally.renewed.is_none() || !tally.unwritten.is_empty() {
             return;
@@ -565,7 +647,7 @@ impl CqlStore {
         let (slot, holder) = (tally.slot, tally.holder);
         tally.lapse();
         if let Err(error) = self
-            .lwt(
+            .slot_lwt(
                 "DELETE FROM {ks}.count_writers WHERE slot = ? IF holder = ?",
                 (slot, holder),
             )
@@ -606,7 +688,7 @@ impl CqlStore {
         let reads = rows.into_iter().map(|(writer, row)| async move {
             let found: Found = match &row {
                 Row::Hour(link, at) => {
-                    self.row(
+                    self.count_row(
                         "SELECT total, bots, WRITETIME(total) FROM {ks}.rollup_hour_w \
                          WHERE link_id = ? AND month = ? AND hour = ? AND writer = ?",
                         (link, ids::month_of(*at), at, writer),
@@ -614,14 +696,14 @@ impl CqlStore {
                     .await?
                 }
                 Row::Day(link, at, dim, key) => one(self
-                    .row(
+                    .count_row(
                         "SELECT n, WRITETIME(n) FROM {ks}.rollup_day_w WHERE link_id = ? \
                          AND month = ? AND day = ? AND dim = ? AND key = ? AND writer = ?",
                         (link, ids::month_of(*at), at, dim, key, writer),
                     )
                     .await?),
                 Row::OwnerHour(owner, at) => {
-                    self.row(
+                    self.count_row(
                         "SELECT total, bots, WRITETIME(total) FROM {ks}.owner_rollup_hour_w \
                          WHERE owner = ? AND month = ? AND hour = ? AND writer = ?",
                         (owner, ids::month_of(*at), at, writer),
@@ -629,7 +711,7 @@ impl CqlStore {
                     .await?
                 }
                 Row::OwnerDay(owner, at, link) => {
-                    self.row(
+                    self.count_row(
                         "SELECT total, bots, WRITETIME(total) FROM {ks}.owner_link_day_w \
                          WHERE owner = ? AND month = ? AND day = ? AND link_id = ? AND writer = ?",
                         (owner, ids::month_of(*at), at, link, writer),
@@ -637,7 +719,7 @@ impl CqlStore {
                     .await?
                 }
                 Row::Link(link) => one(self
-                    .row(
+                    .count_row(
                         "SELECT clicks, WRITETIME(clicks) FROM {ks}.link_clicks_w \
                          WHERE link_id = ? AND writer = ?",
                         (link, writer),
@@ -818,6 +900,7 @@ impl CqlStore {
                 batch.append_statement(statement.clone());
             }
             batch.set_is_idempotent(true);
+            batch.set_consistency(self.count_consistency);
             let mut backoff = FIRST_BACKOFF;
             let mut attempt = 1;
             loop {
@@ -846,7 +929,7 @@ mod tests {
 
     #[test]
     fn a_tally_forgets_written_rows_of_past_periods_first() {
-        let mut tally = Tally::new(8);
+        let mut tally = Tally::new(8, Duration::from_secs(5));
         let now = 100 * 3600 + 1800;
         for hour in (90..=98).chain([99, 100]) {
             tally.values.insert(Row::Hour(1, hour * 3600), (1, 0));
@@ -882,7 +965,7 @@ mod tests {
 
     #[test]
     fn a_slot_taken_over_reads_back_the_links_totals_only() {
-        let mut tally = Tally::new(10);
+        let mut tally = Tally::new(10, Duration::from_secs(5));
         assert!(tally.process >= 1 << 62, "above every slot");
         tally.values.insert(Row::Link(1), (3, 0));
         tally.values.insert(Row::Hour(1, 3600), (3, 0));
@@ -906,7 +989,7 @@ mod tests {
 
     #[test]
     fn stamps_rise_even_when_the_clock_does_not() {
-        let mut tally = Tally::new(1);
+        let mut tally = Tally::new(1, Duration::from_secs(5));
         tally.stamp = i64::MAX - 10;
         let a = tally.next_stamp();
         assert_eq!(a, i64::MAX - 9);

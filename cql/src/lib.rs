@@ -72,7 +72,8 @@ pub struct CqlConfig {
     pub username: Option<String>,
     /// Password for `username`. Default unset.
     pub password: Option<String>,
-    /// Timeout of one request, including the driver's retries. Default 5 000.
+    /// Timeout of one request, including the driver's retries. Default 5 000, at most
+    /// 20 000 (a count writer's slot lease, 30 s, must outlast a write in flight).
     pub request_timeout_ms: u64,
     /// Timeout of opening a connection. Default 5 000.
     pub connect_timeout_ms: u64,
@@ -147,6 +148,13 @@ impl CqlConfig {
                 "must be at least 60",
             ));
         }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms > 20_000 {
+            return Err(InvalidSetting::new(
+                "store.cql.request_timeout_ms",
+                "must be from 1 to 20000 (a count writer's slot lease of 30 s must outlast a \
+                 write in flight)",
+            ));
+        }
         if self.tally_rows == 0 {
             return Err(InvalidSetting::new(
                 "store.cql.tally_rows",
@@ -204,7 +212,8 @@ pub(crate) enum Kind {
     Write,
     /// A lightweight transaction (`IF ...`): serial consistency, not retried blindly.
     Lwt,
-    /// A counter update: not idempotent, never retried.
+    /// A counter update (download counts, restored rollups): not idempotent, never
+    /// retried.
     Counter,
 }
 
@@ -215,8 +224,11 @@ pub struct CqlStore {
     /// names: Cassandra warns about `USE` with prepared statements).
     keyspace: String,
     prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
-    /// Click counters of batches ingested at once, written together.
+    /// Click counts of batches ingested at once, written together.
     fold: fold::Fold,
+    /// The consistency of click count writes and of their reads back: the configured one,
+    /// at least LOCAL_QUORUM (a value read back must include the last one written).
+    count_consistency: Consistency,
     /// Links ingestion read recently.
     link_infos: clicks::LinkInfos,
     settle_us: i64,
@@ -332,7 +344,16 @@ impl CqlStore {
             session,
             keyspace: config.keyspace.clone(),
             prepared: RwLock::new(HashMap::new()),
-            fold: fold::Fold::new(config.tally_rows),
+            fold: fold::Fold::new(
+                config.tally_rows,
+                Duration::from_millis(config.request_timeout_ms),
+            ),
+            count_consistency: match parse_consistency(&config.consistency)
+                .map_err(CqlError::Config)?
+            {
+                Consistency::One | Consistency::LocalOne => Consistency::LocalQuorum,
+                stronger => stronger,
+            },
             link_infos: clicks::LinkInfos::default(),
             settle_us: i64::try_from(config.settle_ms)
                 .unwrap_or(i64::MAX / 1000)

@@ -302,3 +302,87 @@ async fn adds_up(
     assert_eq!(account.links.len(), 1);
     assert_eq!(account.links[0].clicks, total);
 }
+
+/// Counts a round could not write wait in memory and are written by the round of the next
+/// batch ingested; a batch of the failed round sent again is then counted once. Here a
+/// count table is dropped under the store (every write to it fails) and created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_that_did_not_land_are_written_by_the_next_round() {
+    use shortlink_core::Role;
+    use shortlink_store::IngestOutcome;
+    use shortlink_store::conformance::{click, new_link};
+
+    let config = test_config("carry");
+    CqlStore::migrate(&config, &mut |_| {})
+        .await
+        .expect("migrate");
+    let store: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
+    let owner = store.create_user("carry", Role::User).await.unwrap().id;
+    let link = store
+        .create_link(new_link(owner, "carry".into(), "https://example.org/"))
+        .await
+        .unwrap()
+        .link;
+    let now = shortlink_core::time_util::now_unix();
+    let clicks = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|i| click(link.id, now * 1000 + i as i64, "Firefox", false))
+            .collect()
+    };
+    assert_eq!(
+        store.ingest_clicks("carry-1", clicks(3)).await.unwrap(),
+        IngestOutcome::Applied
+    );
+
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("connect");
+    let ks = &config.keyspace;
+    let schema = |cql: String| {
+        let mut statement = scylla::statement::Statement::new(cql);
+        statement.set_request_timeout(Some(std::time::Duration::from_secs(60)));
+        statement
+    };
+    session
+        .query_unpaged(schema(format!("DROP TABLE {ks}.link_clicks_w")), ())
+        .await
+        .expect("drop");
+    let failed = store.ingest_clicks("carry-2", clicks(2)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    session
+        .query_unpaged(
+            schema(format!(
+                "CREATE TABLE {ks}.link_clicks_w (link_id bigint, writer bigint, \
+                 clicks bigint, PRIMARY KEY ((link_id), writer))"
+            )),
+            (),
+        )
+        .await
+        .expect("create again");
+
+    // Sent again as the shipper does, until the table is known everywhere.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let outcome = loop {
+        match store.ingest_clicks("carry-2", clicks(2)).await {
+            Ok(outcome) => break outcome,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("sent again later: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!(outcome, IngestOutcome::Applied);
+    assert_eq!(
+        store.ingest_clicks("carry-2", clicks(2)).await.unwrap(),
+        IngestOutcome::Duplicate
+    );
+    // The table came back empty: the total written again is the whole of it.
+    let read = store.get_link("", "carry").await.unwrap().unwrap();
+    assert_eq!(read.clicks, 5);
+    CqlStore::drop_keyspace(&config)
+        .await
+        .expect("drop keyspace");
+}

@@ -432,7 +432,7 @@ pub enum IngestOutcome {
     Duplicate,
     /// The batch is settled, but whether its counts were written is unknown: the call
     /// that claimed it ended without writing them (on CQL: the process holding them
-    /// died). It is never applied again: the counts of these many clicks may be short,
+    /// died or lost its writer slot). It is never applied again: the counts of these many clicks may be short,
     /// never doubled.
     Uncertain {
         /// Clicks of the batch whose counts may be short.
