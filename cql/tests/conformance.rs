@@ -26,6 +26,35 @@ fn test_config(name: &str) -> CqlConfig {
     }
 }
 
+/// A session of its own on the test node, to write what the store would not.
+async fn raw_session(config: &CqlConfig) -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("connect")
+}
+
+/// A migrated keyspace's store with a user named `name` and a link of that code.
+async fn store_with_link(
+    config: &CqlConfig,
+    name: &str,
+) -> (Arc<dyn Store>, i64, shortlink_core::Link) {
+    use shortlink_core::Role;
+    use shortlink_store::conformance::new_link;
+    CqlStore::migrate(config, &mut |_| {})
+        .await
+        .expect("migrate");
+    let store: Arc<dyn Store> = CqlStore::open(config, RETENTION).await.expect("open");
+    let owner = store.create_user(name, Role::User).await.unwrap().id;
+    let link = store
+        .create_link(new_link(owner, name.into(), "https://example.org/"))
+        .await
+        .unwrap()
+        .link;
+    (store, owner, link)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_backend_passes_the_conformance_suite() {
     let config = test_config("conf");
@@ -69,11 +98,7 @@ async fn a_keyspace_from_a_newer_binary_is_refused() {
         .await
         .expect("migrate");
     // What a newer binary's migrate would leave behind.
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&config.nodes)
-        .build()
-        .await
-        .expect("connect");
+    let session = raw_session(&config).await;
     session
         .query_unpaged(
             format!(
@@ -102,25 +127,15 @@ async fn a_keyspace_from_a_newer_binary_is_refused() {
 /// closed one's slot, and every read adds them all up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_add_up_over_writers_forgotten_rows_and_older_counters() {
-    use shortlink_core::Role;
     use shortlink_store::IngestOutcome;
-    use shortlink_store::conformance::{click, new_link};
+    use shortlink_store::conformance::click;
 
     let config = CqlConfig {
         tally_rows: 3,
         ..test_config("tally")
     };
-    CqlStore::migrate(&config, &mut |_| {})
-        .await
-        .expect("migrate");
-    let a: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
+    let (a, owner, link) = store_with_link(&config, "tally").await;
     let b: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
-    let owner = a.create_user("tally", Role::User).await.unwrap().id;
-    let link = a
-        .create_link(new_link(owner, "tally".into(), "https://example.org/"))
-        .await
-        .unwrap()
-        .link;
     let now = shortlink_core::time_util::now_unix();
     let hour = now - now.rem_euclid(3600);
     let earlier = hour - 48 * 3600;
@@ -132,11 +147,7 @@ async fn counts_add_up_over_writers_forgotten_rows_and_older_counters() {
     };
 
     // Counters as versions before migration 14 wrote them: 5 clicks (1 a bot's) at `hour`.
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&config.nodes)
-        .build()
-        .await
-        .expect("connect");
+    let session = raw_session(&config).await;
     let ks = &config.keyspace;
     let legacy = [
         format!(
@@ -308,21 +319,11 @@ async fn adds_up(
 /// count table is dropped under the store (every write to it fails) and created again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_that_did_not_land_are_written_by_the_next_round() {
-    use shortlink_core::Role;
     use shortlink_store::IngestOutcome;
-    use shortlink_store::conformance::{click, new_link};
+    use shortlink_store::conformance::click;
 
     let config = test_config("carry");
-    CqlStore::migrate(&config, &mut |_| {})
-        .await
-        .expect("migrate");
-    let store: Arc<dyn Store> = CqlStore::open(&config, RETENTION).await.expect("open");
-    let owner = store.create_user("carry", Role::User).await.unwrap().id;
-    let link = store
-        .create_link(new_link(owner, "carry".into(), "https://example.org/"))
-        .await
-        .unwrap()
-        .link;
+    let (store, _, link) = store_with_link(&config, "carry").await;
     let now = shortlink_core::time_util::now_unix();
     let clicks = |n: usize| -> Vec<_> {
         (0..n)
@@ -334,11 +335,7 @@ async fn counts_that_did_not_land_are_written_by_the_next_round() {
         IngestOutcome::Applied
     );
 
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&config.nodes)
-        .build()
-        .await
-        .expect("connect");
+    let session = raw_session(&config).await;
     let ks = &config.keyspace;
     let schema = |cql: String| {
         let mut statement = scylla::statement::Statement::new(cql);
