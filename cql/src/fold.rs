@@ -587,8 +587,8 @@ impl CqlStore {
         ))))
     }
 
-    /// The row of a count read back, at the counts' consistency (at least a quorum, so
-    /// it includes the last write that succeeded).
+    /// The row of a count read back ([`Kind::Count`]: it holds the last write that
+    /// succeeded).
     async fn count_row<R>(
         &self,
         cql: &'static str,
@@ -597,32 +597,20 @@ impl CqlStore {
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        let mut statement = self.prepare(cql, Kind::Read).await?;
-        statement.set_consistency(self.count_consistency);
-        let result = self
-            .session
-            .execute_unpaged(&statement, values)
-            .await
-            .map_err(crate::failed)?;
-        let rows = result.into_rows_result().map_err(crate::backend)?;
-        rows.maybe_first_row::<R>().map_err(crate::backend)
+        Ok(self
+            .rows_of(cql, Kind::Count, values)
+            .await?
+            .into_iter()
+            .next())
     }
 
-    /// A lightweight transaction on `count_writers` at SERIAL consistency: control planes
-    /// in every datacenter share the slots, so two must never win one.
+    /// A lightweight transaction on `count_writers` ([`Kind::Slot`]).
     async fn slot_lwt(
         &self,
         cql: &'static str,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<bool, StoreError> {
-        let mut statement = self.prepare(cql, Kind::Lwt).await?;
-        statement.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
-        let result = self
-            .session
-            .execute_unpaged(&statement, values)
-            .await
-            .map_err(crate::failed)?;
-        crate::applied(result)
+        crate::applied(self.exec(cql, Kind::Slot, values).await?)
     }
 
     /// Writes what earlier rounds left unwritten (a round of no batch of its own).
@@ -891,7 +879,7 @@ impl CqlStore {
     {
         let values: Vec<R> = values.collect();
         Box::pin(async move {
-            let statement: PreparedStatement = match self.prepare(cql, Kind::Write).await {
+            let statement: PreparedStatement = match self.prepare(cql, Kind::Count).await {
                 Ok(statement) => statement,
                 Err(error) => return (keys, 1, Err(error.to_string())),
             };

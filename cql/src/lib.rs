@@ -212,6 +212,12 @@ pub(crate) enum Kind {
     Write,
     /// A lightweight transaction (`IF ...`): serial consistency, not retried blindly.
     Lwt,
+    /// A click count's write or read back: like [`Kind::Write`] and [`Kind::Read`], at
+    /// least at LOCAL_QUORUM (a value read back must hold its last write).
+    Count,
+    /// A lightweight transaction on the count writer slots, at SERIAL: control planes of
+    /// every datacenter share them, so two must never win one.
+    Slot,
     /// A counter update (download counts, restored rollups): not idempotent, never
     /// retried.
     Counter,
@@ -413,7 +419,12 @@ impl CqlStore {
         }
         let text = cql.replace("{ks}", &self.keyspace);
         let mut statement = self.session.prepare(text).await.map_err(backend)?;
-        statement.set_is_idempotent(matches!(kind, Kind::Read | Kind::Write));
+        statement.set_is_idempotent(matches!(kind, Kind::Read | Kind::Write | Kind::Count));
+        match kind {
+            Kind::Count => statement.set_consistency(self.count_consistency),
+            Kind::Slot => statement.set_serial_consistency(Some(SerialConsistency::Serial)),
+            _ => {}
+        }
         self.prepared
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -444,7 +455,20 @@ impl CqlStore {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
-        let result = self.exec(cql, Kind::Read, values).await?;
+        self.rows_of(cql, Kind::Read, values).await
+    }
+
+    /// The rows of a bounded query of `kind`.
+    async fn rows_of<R>(
+        &self,
+        cql: &'static str,
+        kind: Kind,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let result = self.exec(cql, kind, values).await?;
         let rows = result.into_rows_result().map_err(backend)?;
         rows.rows::<R>()
             .map_err(backend)?
