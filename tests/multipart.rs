@@ -682,6 +682,22 @@ async fn limits_quota_and_bad_parts_are_refused_clearly() {
     assert_eq!(status, 200, "{done}");
     let (got, sha) = download_sha256(&s, &id).await;
     assert_eq!((got, sha), (size, file_sha256(size)));
+    // Complete already, it still refuses a malformed list rather than answer it.
+    for bad in [
+        json!([]),
+        json!([{"number": 10001, "sha256": "ab".repeat(32)}]),
+    ] {
+        let (status, body) = call(
+            &s,
+            Method::POST,
+            &format!("/api/v1/uploads/multipart/{id}/complete"),
+            key,
+            json!({ "parts": bad }),
+        )
+        .await;
+        assert_eq!(status, 422);
+        refused(status, &body, "invalid_part");
+    }
     // Deleting it makes room again.
     let (status, _) = call(
         &s,

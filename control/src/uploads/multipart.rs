@@ -129,6 +129,31 @@ pub struct PartsRequest {
     parts: Vec<PartChecksum>,
 }
 
+/// The highest part number (S3's limit, and the schema's).
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+impl PartsRequest {
+    /// Checks what holds whatever the upload: some parts, numbers from 1 to
+    /// [`MAX_PART_NUMBER`], checksums of 64 hex digits. Done before the upload is looked
+    /// at, so a malformed request is refused even where the upload would answer without
+    /// reading it (one complete already).
+    fn checked(self) -> Result<Vec<PartChecksum>, ApiError> {
+        if self.parts.is_empty() {
+            return Err(invalid_part("list at least one part"));
+        }
+        for part in &self.parts {
+            if !(1..=MAX_PART_NUMBER).contains(&part.number) {
+                return Err(invalid_part(format!(
+                    "part {} is not a part number (1 to {MAX_PART_NUMBER})",
+                    part.number
+                )));
+            }
+            parse_sha256(&part.sha256)?;
+        }
+        Ok(self.parts)
+    }
+}
+
 /// Answer of `POST …/urls`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PartUrlsView {
@@ -442,13 +467,14 @@ pub async fn sign_parts(
 ) -> Result<Json<PartUrlsView>, ApiError> {
     caller.require(Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
+    let requested = request.checked()?;
     let (upload, plan) = pending_multipart(&state, &caller, &id).await?;
-    if request.parts.is_empty() || request.parts.len() > MAX_URLS_PER_REQUEST {
+    if requested.len() > MAX_URLS_PER_REQUEST {
         return Err(invalid_part(format!(
             "ask for 1 to {MAX_URLS_PER_REQUEST} part URLs at a time"
         )));
     }
-    let parts = checked_parts(&plan, upload.size, &request.parts)?;
+    let parts = checked_parts(&plan, upload.size, &requested)?;
     let (urls, url_expires) = part_urls(&state, &upload, &plan, &parts).await?;
     let abandoned = abandoned_at(&state, url_expires);
     // Written when it moves by a minute or more: not on every request of a busy client.
@@ -687,12 +713,13 @@ pub async fn complete(
 ) -> Result<Json<UploadView>, ApiError> {
     caller.require(Scope::Uploads)?;
     state.check_write(&caller.key_hash)?;
+    let requested = request.checked()?;
     let (upload, plan) = match pending_multipart(&state, &caller, &id).await {
         Ok(found) => found,
         Err(e) => return already_complete(&state, &caller, &id).await.ok_or(e),
     };
     let count = plan.part_count(upload.size);
-    let parts = checked_parts(&plan, upload.size, &request.parts)?;
+    let parts = checked_parts(&plan, upload.size, &requested)?;
     let in_order =
         parts.len() == count as usize && parts.iter().zip(1..).all(|(p, n)| p.number == n);
     if !in_order {
